@@ -1,0 +1,1 @@
+"""Forecasting models for shelfcast: baselines, river online models, quantile wrappers."""

@@ -1,0 +1,1 @@
+"""shelfcast streaming service: orders in, forecasts and low-stock alerts out."""

@@ -1,0 +1,112 @@
+"""Thin Faust agents: they hand micro-batches to ``Pipeline`` and send what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import NoReturn
+
+import faust
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamer import metrics
+from streamer.app import redis_client
+from streamer.config import Settings
+from streamer.features import FeatureStore
+from streamer.pipeline import BatchResult, Pipeline, Record
+
+log = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+MAX_BACKOFF = 5.0
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    store = FeatureStore(redis_client(settings), settings.dedupe_ttl_seconds)
+    pipeline = Pipeline(settings, store)
+    lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
+    inputs = app.topic(
+        settings.topics["orders"],
+        settings.topics["inventory"],
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    outputs = {
+        name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for name in (settings.topics[t] for t in ("forecasts", "alerts", "dlq"))
+    }
+
+    async def run(step: str, work: object) -> BatchResult:
+        """Run a pipeline step, retrying with backoff while Redis is unreachable.
+
+        Every effect is idempotent, so a step retried after a partial failure applies the rest
+        and skips what was done. One log line per outage, not one per attempt.
+        """
+        delay, down_since = 0.2, None
+        while True:
+            try:
+                async with lock:
+                    result: BatchResult = await work()  # type: ignore[operator]
+                if down_since is not None:
+                    log.warning(
+                        "Redis is back after %.1fs; %s resumed", time.monotonic() - down_since, step
+                    )
+                return result
+            except REDIS_DOWN as exc:
+                metrics.REDIS_ERRORS.inc()
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.error("Redis unreachable (%s): retrying %s with backoff", exc, step)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    async def send(result: BatchResult) -> None:
+        pending = [
+            await outputs[out.topic].send(key=out.key, value=out.value) for out in result.outputs
+        ]
+        await asyncio.gather(*pending)
+        await store.count(
+            events_done=result.records,
+            dlq=result.dlq,
+            forecasts=result.forecasts,
+            alerts=result.alerts,
+        )
+
+    @app.agent(inputs)
+    async def process(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            started = time.perf_counter()
+            records = [
+                Record(m.topic, m.partition, m.offset, m.key, m.value)
+                for m in (e.message for e in events)
+            ]
+            try:
+                result = await run("batch", lambda records=records: pipeline.process(records))
+                await send(result)
+            except Exception:
+                fatal("processing a batch failed")
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    @app.timer(interval=max(settings.idle_advance_seconds / 3, 1.0))
+    async def advance_idle_partitions() -> None:
+        if settings.idle_advance_seconds <= 0:
+            return
+        try:
+            await send(await run("idle advance", lambda: pipeline.advance_idle(time.time())))
+        except Exception:
+            fatal("advancing idle partitions failed")
+
+
+def fatal(what: str) -> NoReturn:
+    """Exit the process on a bug instead of letting Faust restart the agent.
+
+    A restarted Faust agent does not get the batch it crashed on back, so it would stall or
+    skip input. Exiting leaves the input uncommitted; the restarted worker reprocesses it, and
+    every effect is idempotent.
+    """
+    log.exception("%s; exiting so the worker restarts from its last committed input", what)
+    logging.shutdown()
+    os._exit(70)

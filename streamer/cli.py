@@ -1,0 +1,252 @@
+"""``shelfcast``: the command line. Every command has ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from streamer.config import Settings
+
+SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
+ENV_HELP = """environment:
+  KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
+  REDIS_URL                Redis URL; unset = embedded redis-server
+  SHELFCAST_HOME           state folder (default .shelfcast); more in README.md"""
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shelfcast",
+        description="Real-time demand forecasts and low-stock alerts from an order stream.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser(
+        "worker",
+        help="run the Faust worker (embedded Kafka and Redis unless configured)",
+        description=(
+            "Consume 'orders' and 'inventory', keep demand features in Redis, close daily "
+            "buckets by event time, publish 'forecasts', 'low-stock-alerts' and "
+            "'shelfcast-dlq', and serve Prometheus metrics on /metrics. Stop with Ctrl-C."
+        ),
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    rp = sub.add_parser(
+        "replay",
+        help="produce order events from a file",
+        description=(
+            "Produce order events keyed by series from the Online Retail CSV layout or from "
+            "JSON lines in the 'orders' contract. Finds a running embedded worker by itself."
+        ),
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("file", type=Path, help="CSV (.csv/.csv.gz) or JSON lines (.jsonl/.gz)")
+    pace = rp.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_positive(float), help="events per second")
+    pace.add_argument(
+        "--speedup", type=_positive(float), help="replay event time N times faster than real"
+    )
+    rp.add_argument("--limit", type=_positive(int), help="read at most N lines")
+    rp.add_argument(
+        "--simulate-stock", action="store_true", help="also produce simulated inventory events"
+    )
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    for name, text in (
+        ("backtest", "replay a file through a worker on embedded services and score it"),
+        ("demo", "run a backtest on the real-data sample shipped in the repo and explain it"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name == "backtest":
+            p.add_argument("file", type=Path, help="orders file (Online Retail CSV or JSON lines)")
+            p.add_argument("--out", type=Path, required=True, help="output folder")
+        else:
+            p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
+            p.add_argument(
+                "--keep-running",
+                action="store_true",
+                help="keep the worker and its /metrics endpoint up until Ctrl-C",
+            )
+        p.add_argument("--limit", type=_positive(int), help="read at most N lines")
+        p.add_argument("--lead-time-days", type=_positive(float), default=3.0)
+        p.add_argument("--opening-weeks", type=_positive(float), default=4.0)
+        p.add_argument(
+            "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def cmd_worker(settings: Settings) -> int:
+    from streamer.app import run_worker
+    from streamer.embedded import STATE_FILE, embedded_services
+
+    embedded = not (settings.kafka_bootstrap_servers and settings.redis_url)
+    with embedded_services(settings) as live:
+        if embedded:
+            print(
+                f"shelfcast: embedded services: KAFKA_BOOTSTRAP_SERVERS={live.kafka_bootstrap_servers}"
+                f" REDIS_URL={live.redis_url}\n"
+                f"shelfcast: other commands here find them through {live.home / STATE_FILE}; "
+                f"metrics at http://{live.web_bind}:{live.web_port}/metrics",
+                flush=True,
+            )
+        run_worker(live)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.embedded import discover
+    from streamer.replay import produce, read_events
+    from streamer.simulation import SimulationSettings, simulate
+
+    settings = discover(settings)
+    if not settings.kafka_bootstrap_servers:
+        print(
+            "shelfcast replay: no Kafka to produce to. Set KAFKA_BOOTSTRAP_SERVERS, or start "
+            "`shelfcast worker` in this folder first (it writes .shelfcast/embedded.json).",
+            file=sys.stderr,
+        )
+        return 2
+    events, stats = read_events(args.file, args.limit)
+    if args.simulate_stock:
+        events, _ = simulate(events, SimulationSettings())
+    n = produce(
+        settings.kafka_bootstrap_servers,
+        settings.topics,
+        events,
+        rate=args.rate,
+        speedup=args.speedup,
+        progress=not args.no_progress,
+        total=len(events),
+    )
+    print(
+        f"produced {n} events to {settings.kafka_bootstrap_servers} "
+        f"(skipped {stats.skipped_non_product} non-product lines)"
+    )
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> int:
+    from streamer.backtest import run_backtest
+    from streamer.simulation import SimulationSettings
+
+    sim = SimulationSettings(opening_weeks=args.opening_weeks, lead_time_days=args.lead_time_days)
+    settings = settings.replace(lead_time_days=args.lead_time_days)
+    result = run_backtest(
+        path,
+        args.out,
+        settings,
+        sim,
+        limit=args.limit,
+        progress=not args.no_progress,
+        timeout=args.timeout,
+        keep_running=getattr(args, "keep_running", False),
+    )
+    s = result.summary
+    print(
+        f"\n{s['events_in']} events ({s['dlq']} to the DLQ), {s['series']} series, "
+        f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
+        f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
+    )
+    print(f"{'model':<16}{'MAE':>9}{'RMSE':>9}{'MASE':>8}{'vs snaive':>11}{'cover':>8}")
+    for model, m in s["accuracy"].items():  # type: ignore[union-attr]
+        print(
+            f"{model:<16}{m['mae']:>9.3f}{m['rmse']:>9.3f}{m['mase']:>8.3f}"
+            f"{m['rel_mae_vs_seasonal_naive']:>11.3f}{m['coverage_p10_p90']:>8.1%}"
+        )
+    print(f"results: {result.out}/summary.json, forecasts.jsonl, alerts.jsonl")
+    if args.command == "demo":
+        explain(result.out)
+        print(
+            f"metrics: the worker served {result.metrics_url} while it ran; "
+            f"a snapshot is in {result.out / 'metrics.prom'} "
+            "(use --keep-running to keep it up)"
+        )
+    return 0
+
+
+def explain(out: Path) -> None:
+    """A few readable lines: top SKUs, their next-7-day forecast, alerts raised."""
+    latest: dict[str, dict] = {}
+    volume: dict[str, float] = defaultdict(float)
+    with (out / "forecasts.jsonl").open() as f:
+        for line in f:
+            fc = json.loads(line)
+            if not fc["selected"]:
+                continue
+            key = f"{fc['sku']}@{fc['location']}"
+            volume[key] += fc["horizon"][0]["mean"]
+            if key not in latest or fc["issued_at"] > latest[key]["issued_at"]:
+                latest[key] = fc
+    print("\ntop series by forecast volume, next 7 days from the last closed day:")
+    for key in sorted(volume, key=volume.__getitem__, reverse=True)[:5]:
+        fc = latest[key]
+        mean = sum(h["mean"] for h in fc["horizon"])
+        p10 = sum(h["p10"] for h in fc["horizon"])
+        p90 = sum(h["p90"] for h in fc["horizon"])
+        print(
+            f"  {fc['sku']:>7} {fc['location']:<15} from {fc['issued_at'][:10]}: "
+            f"{mean:7.0f} units (p10-p90 sum {p10:.0f}-{p90:.0f}), model {fc['model']}"
+        )
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").open()]
+    raised = [a for a in alerts if a["status"] == "raised"]
+    print(f"\nlow-stock alerts: {len(raised)} raised, {len(alerts) - len(raised)} cleared; first:")
+    for a in raised[:5]:
+        cover = "n/a" if a["days_of_cover"] is None else f"{a['days_of_cover']:.1f}d"
+        print(
+            f"  {a['ts'][:16]} {a['sku']:>7} {a['location']:<15} {a['severity']:<8} "
+            f"on hand {a['on_hand']:>5} <= reorder point {a['reorder_point']:.0f} (cover {cover})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"shelfcast: bad setting in the environment: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command != "worker":  # Faust installs its own handlers in the worker
+        # run `finally` blocks on SIGTERM too, so embedded services and children stop
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if args.command == "worker":
+            return cmd_worker(settings)
+        if args.command == "replay":
+            return cmd_replay(args, settings)
+        if args.command == "backtest":
+            return cmd_backtest(args, settings, args.file)
+        return cmd_backtest(args, settings, SAMPLE)
+    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        print(f"shelfcast {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Event-time buckets and per-partition watermarks.
+
+A partition's watermark is the newest event time seen minus the allowed lateness. Bucket ``b``
+covers ``[b * size, (b + 1) * size)`` and closes once the watermark reaches its end.
+
+>>> bucket_of(86_400 * 3 + 5, 86_400)
+3
+>>> last_closable(max_ts=86_400 * 4 + 3_600, lateness=3_600, size=86_400)
+3
+>>> last_closable(max_ts=86_400 * 4 + 3_599, lateness=3_600, size=86_400)
+2
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def bucket_of(ts: float, size: int) -> int:
+    return int(ts // size)
+
+
+def bucket_start(bucket: int, size: int) -> float:
+    return float(bucket * size)
+
+
+def last_closable(max_ts: float, lateness: float, size: int) -> int:
+    """The newest bucket whose end the watermark has reached."""
+    return int((max_ts - lateness) // size) - 1
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def bucket_label(size: int) -> str:
+    """'1d', '1h' or '<n>s': the ``bucket`` field of a forecast."""
+    if size % 86_400 == 0:
+        return f"{size // 86_400}d"
+    if size % 3_600 == 0:
+        return f"{size // 3_600}h"
+    return f"{size}s"

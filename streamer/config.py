@@ -1,0 +1,84 @@
+"""Typed settings read from the environment (every knob is an environment variable)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings. ``from_env`` documents the variable behind each field."""
+
+    kafka_bootstrap_servers: str = ""
+    redis_url: str = ""
+    home: Path = Path(".shelfcast")
+    app_id: str = "shelfcast"
+    partitions: int = 8
+    web_bind: str = "127.0.0.1"
+    web_port: int = 6066
+    bucket_seconds: int = 86_400
+    lateness_seconds: int = 3_600
+    idle_advance_seconds: float = 30.0
+    active_buckets: int = 56
+    history_buckets: int = 56
+    horizon: int = 7
+    batch_size: int = 500
+    batch_within: float = 0.2
+    max_message_bytes: int = 65_536
+    dedupe_ttl_seconds: int = 35 * 86_400
+    lead_time_days: float = 3.0
+    service_level: float = 0.95
+    alert_hysteresis: float = 0.2
+    log_level: str = "info"
+    topics: dict[str, str] = field(
+        default_factory=lambda: {
+            "orders": "orders",
+            "inventory": "inventory",
+            "forecasts": "forecasts",
+            "alerts": "low-stock-alerts",
+            "dlq": "shelfcast-dlq",
+        }
+    )
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", ""),
+            redis_url=_env("REDIS_URL", ""),
+            home=Path(_env("SHELFCAST_HOME", ".shelfcast")),
+            app_id=_env("SHELFCAST_APP_ID", "shelfcast"),
+            partitions=int(_env("SHELFCAST_PARTITIONS", "8")),
+            web_bind=_env("SHELFCAST_WEB_BIND", "127.0.0.1"),
+            web_port=int(_env("SHELFCAST_WEB_PORT", "6066")),
+            bucket_seconds=int(_env("SHELFCAST_BUCKET_SECONDS", "86400")),
+            lateness_seconds=int(_env("SHELFCAST_LATENESS_SECONDS", "3600")),
+            idle_advance_seconds=float(_env("SHELFCAST_IDLE_ADVANCE_SECONDS", "30")),
+            active_buckets=int(_env("SHELFCAST_ACTIVE_BUCKETS", "56")),
+            history_buckets=int(_env("SHELFCAST_HISTORY_BUCKETS", "56")),
+            horizon=int(_env("SHELFCAST_HORIZON", "7")),
+            batch_size=int(_env("SHELFCAST_BATCH_SIZE", "500")),
+            batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.2")),
+            max_message_bytes=int(_env("SHELFCAST_MAX_MESSAGE_BYTES", "65536")),
+            dedupe_ttl_seconds=int(_env("SHELFCAST_DEDUPE_TTL_SECONDS", str(35 * 86_400))),
+            lead_time_days=float(_env("SHELFCAST_LEAD_TIME_DAYS", "3")),
+            service_level=float(_env("SHELFCAST_SERVICE_LEVEL", "0.95")),
+            alert_hysteresis=float(_env("SHELFCAST_ALERT_HYSTERESIS", "0.2")),
+            log_level=_env("SHELFCAST_LOG_LEVEL", "info"),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)  # type: ignore[arg-type]
+
+
+# Topics the worker reads and writes, plus Faust's leader topic (created even though the
+# leader is disabled, so a worker started with other settings still finds it).
+def all_topics(settings: Settings) -> list[str]:
+    return [*settings.topics.values(), f"{settings.app_id}-__assignor-__leader"]

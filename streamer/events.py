@@ -1,0 +1,195 @@
+"""Event contracts for the ``orders`` and ``inventory`` topics, and their validation.
+
+Validation never raises: it returns either an event or an ``Invalid`` with a short reason
+code (bounded set, safe as a metric label) and a human-readable detail for the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+MAX_ID_LEN = 200
+MAX_NAME_LEN = 100
+MAX_ABS_QUANTITY = 1_000_000
+# Event times outside this range are typos or unit mistakes (seconds vs ms), not orders.
+MIN_TS = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+MAX_TS = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
+# Characters that would break the "{sku}@{location}" series key or its Redis hash tag.
+FORBIDDEN_IN_NAMES = frozenset("@{}\n\r\t\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    event_id: str
+    ts: float  # epoch seconds
+    sku: str
+    location: str
+    quantity: int  # negative = a return
+    unit_price: float | None = None
+
+    @property
+    def series(self) -> str:
+        return series_key(self.sku, self.location)
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryEvent:
+    event_id: str
+    ts: float
+    sku: str
+    location: str
+    on_hand: int | None = None  # absolute count
+    delta: int | None = None  # restock (+) or adjustment (-)
+    lead_time_days: float | None = None
+
+    @property
+    def series(self) -> str:
+        return series_key(self.sku, self.location)
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    reason: str
+    detail: str
+
+
+def series_key(sku: str, location: str) -> str:
+    return f"{sku}@{location}"
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _reject_constant(name: str) -> float:
+    raise _Reject("bad_number", f"non-finite number {name} is not allowed")
+
+
+def _decode(raw: bytes, max_bytes: int) -> dict[str, object]:
+    if len(raw) > max_bytes:
+        raise _Reject("oversized", f"message is {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject("bad_encoding", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except _Reject:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise _Reject("malformed_json", f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(value, dict):
+        raise _Reject("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _require(obj: dict[str, object], key: str) -> object:
+    if key not in obj or obj[key] is None:
+        raise _Reject("missing_field", f"required field {key!r} is missing")
+    return obj[key]
+
+
+def _name(
+    obj: dict[str, object], key: str, limit: int = MAX_NAME_LEN, forbidden: bool = True
+) -> str:
+    value = _require(obj, key)
+    if not isinstance(value, str):
+        raise _Reject("wrong_type", f"{key!r} must be a string, got {type(value).__name__}")
+    if not value.strip() or len(value) > limit:
+        raise _Reject("bad_field", f"{key!r} must be 1..{limit} characters")
+    if (forbidden and FORBIDDEN_IN_NAMES.intersection(value)) or not value.isprintable():
+        raise _Reject("bad_field", f"{key!r} contains a forbidden or control character")
+    return value
+
+
+def _int(obj: dict[str, object], key: str, *, required: bool = True) -> int | None:
+    if not required and obj.get(key) is None:
+        return None
+    value = _require(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Reject("wrong_type", f"{key!r} must be an integer, got {type(value).__name__}")
+    if abs(value) > MAX_ABS_QUANTITY:
+        raise _Reject("bad_quantity", f"{key!r}={value} exceeds ±{MAX_ABS_QUANTITY}")
+    return value
+
+
+def _number(obj: dict[str, object], key: str, low: float, high: float) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Reject("wrong_type", f"{key!r} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _Reject("bad_number", f"{key!r}={value} is outside [{low}, {high}]")
+    return float(value)
+
+
+def parse_ts(value: object) -> float:
+    """Epoch seconds from ISO 8601 text or epoch milliseconds. Naive times are read as UTC."""
+    if isinstance(value, bool):
+        raise _Reject("wrong_type", "'ts' must be ISO 8601 text or epoch milliseconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise _Reject("bad_time", "'ts' is not finite")
+        seconds = value / 1000.0
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise _Reject("bad_time", f"'ts'={value[:60]!r} is not ISO 8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = parsed.timestamp()
+    else:
+        raise _Reject("wrong_type", "'ts' must be ISO 8601 text or epoch milliseconds")
+    if not MIN_TS <= seconds < MAX_TS:
+        raise _Reject("time_out_of_range", f"'ts' {seconds:.0f}s is outside 2000..2100")
+    return seconds
+
+
+def _common(obj: dict[str, object]) -> tuple[str, float, str, str]:
+    return (
+        _name(obj, "event_id", MAX_ID_LEN, forbidden=False),
+        parse_ts(_require(obj, "ts")),
+        _name(obj, "sku"),
+        _name(obj, "location"),
+    )
+
+
+def parse_order(raw: bytes, max_bytes: int) -> OrderEvent | Invalid:
+    try:
+        obj = _decode(raw, max_bytes)
+        event_id, ts, sku, location = _common(obj)
+        quantity = _int(obj, "quantity")
+        if quantity == 0:
+            raise _Reject("bad_quantity", "'quantity' must be non-zero")
+        price = _number(obj, "unit_price", 0.0, 1e7)
+        return OrderEvent(event_id, ts, sku, location, int(quantity or 0), price)
+    except _Reject as exc:
+        return Invalid(exc.reason, exc.detail)
+
+
+def parse_inventory(raw: bytes, max_bytes: int) -> InventoryEvent | Invalid:
+    try:
+        obj = _decode(raw, max_bytes)
+        event_id, ts, sku, location = _common(obj)
+        on_hand = _int(obj, "on_hand", required=False)
+        delta = _int(obj, "delta", required=False)
+        if (on_hand is None) == (delta is None):
+            raise _Reject("missing_field", "exactly one of 'on_hand' or 'delta' is required")
+        if on_hand is not None and on_hand < 0:
+            raise _Reject("bad_quantity", "'on_hand' must be >= 0")
+        if delta == 0:
+            raise _Reject("bad_quantity", "'delta' must be non-zero")
+        lead = _number(obj, "lead_time_days", 0.0, 365.0)
+        if lead == 0.0:
+            raise _Reject("bad_number", "'lead_time_days' must be > 0")
+        return InventoryEvent(event_id, ts, sku, location, on_hand, delta, lead)
+    except _Reject as exc:
+        return Invalid(exc.reason, exc.detail)

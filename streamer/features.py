@@ -1,0 +1,287 @@
+"""The Redis feature store: per-series demand buckets, rolling features, stock and alert state.
+
+Every write path is batched: one Lua script applies a whole segment of events atomically, and
+bucket close reads and writes all series of a partition in one pipeline each. The key layout
+is documented in docs/redis-layout.md; keys of one series share the hash tag ``{sku@location}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from streamer import metrics
+
+PREFIX = "shelfcast"
+OFFSETS = f"{PREFIX}:offsets"
+STATS = f"{PREFIX}:stats"
+CLOCK = f"{PREFIX}:clock"
+# Stock movements are kept this long (event time) so an absolute snapshot can be applied on
+# top of the movements that came after it; a snapshot older than that is ignored as stale.
+MOVES_WINDOW_MS = 14 * 86_400_000
+
+APPLIED, DUPLICATE, STALE = 1, 0, 2
+
+# ARGV: ttl, window_ms, n_events, then n_events records of FIELDS values:
+#   kind (o=order, s=stock snapshot, d=stock delta), series, event_id, bucket, ts_ms,
+#   quantity (order quantity / on_hand / delta), unit_price or '', offsets field
+#   ("topic:partition"), offset, partition, lead_time_days or ''.
+# Returns {statuses, on_hand after each event ('' if untouched), touched series states}.
+APPLY_LUA = """
+local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local F = 11
+local statuses, onhand, touched, order = {}, {}, {}, {}
+local next_offset = {}
+
+local function move(base, member, delta, ts)
+  local st = base .. 'state'
+  local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
+  if ts <= snap then return end  -- the newer snapshot already counts this movement
+  redis.call('HINCRBY', st, 'on_hand', delta)
+  redis.call('ZADD', base .. 'moves', ts, member .. '|' .. delta)
+  local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
+  if ts > newest then
+    redis.call('HSET', st, 'moves_ts', ts)
+    redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', '(' .. (ts - window))
+  end
+end
+
+local function snapshot(base, value, ts)
+  local st = base .. 'state'
+  local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
+  local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
+  if ts <= snap or ts < newest - window then return false end
+  local later = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', base .. 'moves', '(' .. ts, '+inf')) do
+    later = later + tonumber(string.match(m, '|(-?%d+)$'))
+  end
+  redis.call('HSET', st, 'on_hand', value + later, 'snapshot_ts', ts)
+  redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', ts)
+  return true
+end
+
+local applied, dups, stale = 0, 0, 0
+for i = 0, n - 1 do
+  local o = 3 + i * F
+  local kind, s, eid, bucket = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
+  local ts, qty, price = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6]), ARGV[o + 7]
+  local tp, off, part, lead = ARGV[o + 8], tonumber(ARGV[o + 9]), ARGV[o + 10], ARGV[o + 11]
+  if next_offset[tp] == nil then
+    next_offset[tp] = tonumber(redis.call('HGET', KEYS[1], tp) or '0')
+  end
+  local base = 'shelfcast:{' .. s .. '}:'
+  local status = 0
+  if off >= next_offset[tp] and redis.call('SADD', base .. 'ids:' .. bucket, eid) == 1 then
+    redis.call('EXPIRE', base .. 'ids:' .. bucket, ttl)
+    local st = base .. 'state'
+    status = 1
+    if kind == 'o' then
+      if qty > 0 then
+        redis.call('HINCRBY', base .. 'demand', bucket, qty)
+        redis.call('HINCRBY', base .. 'lines', bucket, 1)
+        if price ~= '' then
+          redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+          redis.call('HSET', st, 'last_price', price)
+        end
+      else
+        redis.call('HINCRBY', base .. 'returns', bucket, -qty)
+      end
+      move(base, eid, -qty, ts)
+      redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'GT', bucket, s)
+    elseif kind == 'd' then
+      move(base, eid, qty, ts)
+    elseif not snapshot(base, qty, ts) then
+      status = 2
+    end
+    if lead ~= '' then redis.call('HSET', st, 'lead_time', lead) end
+    redis.call('HSETNX', st, 'first_bucket', bucket)
+    if kind ~= 'o' then
+      -- a series known only from stock still gets forecasts (of zero demand)
+      redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'NX', bucket, s)
+    end
+    if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
+  end
+  if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
+  if status == 1 then applied = applied + 1 elseif status == 0 then dups = dups + 1
+  else stale = stale + 1 end
+  statuses[#statuses + 1] = status
+  if status == 1 then
+    onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
+  else
+    onhand[#onhand + 1] = ''
+  end
+end
+for tp, nxt in pairs(next_offset) do redis.call('HSET', KEYS[1], tp, nxt) end
+redis.call('HINCRBY', KEYS[2], 'applied', applied)
+redis.call('HINCRBY', KEYS[2], 'duplicate', dups)
+redis.call('HINCRBY', KEYS[2], 'stale_snapshot', stale)
+local states = {}
+for _, s in ipairs(order) do
+  local v = redis.call('HMGET', 'shelfcast:{' .. s .. '}:state',
+    'rop', 'alert', 'alert_seq', 'lt_demand', 'safety', 'daily_mean', 'forecast_id', 'rop_lead')
+  states[#states + 1] = s
+  for j = 1, 8 do states[#states + 1] = v[j] or '' end
+end
+return {statuses, onhand, states}
+"""
+FIELDS = 11
+STATE_FIELDS = (
+    "rop", "alert", "alert_seq", "lt_demand", "safety", "daily_mean", "forecast_id", "rop_lead",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StockEffect:
+    """One event as the Lua script sees it."""
+
+    kind: str  # "o" order, "s" snapshot, "d" delta
+    series: str
+    event_id: str
+    bucket: int
+    ts_ms: int
+    quantity: int
+    unit_price: float | None
+    offsets_field: str
+    offset: int
+    partition: int
+    lead_time_days: float | None = None
+
+
+@dataclass
+class ApplyResult:
+    statuses: list[int]
+    on_hand: list[int | None]
+    states: dict[str, dict[str, str]]
+
+
+def series_base(series: str) -> str:
+    return f"{PREFIX}:{{{series}}}:"
+
+
+def part_series_key(partition: int) -> str:
+    return f"{PREFIX}:part:{partition}:series"
+
+
+class FeatureStore:
+    def __init__(self, client: aioredis.Redis, dedupe_ttl_seconds: int) -> None:
+        self.r = client
+        self.ttl = dedupe_ttl_seconds
+        self._apply = client.register_script(APPLY_LUA)
+
+    async def apply(self, effects: Sequence[StockEffect]) -> ApplyResult:
+        if not effects:
+            return ApplyResult([], [], {})
+        argv: list[object] = [self.ttl, MOVES_WINDOW_MS, len(effects)]
+        for e in effects:
+            argv += [
+                e.kind, e.series, e.event_id, e.bucket, e.ts_ms, e.quantity,
+                "" if e.unit_price is None else repr(e.unit_price),
+                e.offsets_field, e.offset, e.partition,
+                "" if e.lead_time_days is None else repr(e.lead_time_days),
+            ]  # fmt: skip
+        metrics.REDIS_ROUNDTRIPS.inc()
+        statuses, onhand, flat = await self._apply(keys=[OFFSETS, STATS], args=argv)
+        states: dict[str, dict[str, str]] = {}
+        width = len(STATE_FIELDS) + 1
+        for i in range(0, len(flat), width):
+            name = _text(flat[i])
+            states[name] = {
+                f: _text(v) for f, v in zip(STATE_FIELDS, flat[i + 1 : i + width], strict=True)
+            }
+        return ApplyResult(
+            [int(s) for s in statuses],
+            [int(v) if v not in (b"", "") else None for v in onhand],
+            states,
+        )
+
+    async def load_clock(self) -> dict[str, str]:
+        metrics.REDIS_ROUNDTRIPS.inc()
+        return {_text(k): _text(v) for k, v in (await self.r.hgetall(CLOCK)).items()}
+
+    async def active_series(self, partition: int, since_bucket: int) -> list[tuple[str, int]]:
+        """Series of a partition seen at or after ``since_bucket``, with their first bucket."""
+        metrics.REDIS_ROUNDTRIPS.inc()
+        names = [
+            _text(s)
+            for s in await self.r.zrangebyscore(part_series_key(partition), since_bucket, "+inf")
+        ]
+        if not names:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for s in names:
+            pipe.hget(series_base(s) + "state", "first_bucket")
+        metrics.REDIS_ROUNDTRIPS.inc()
+        firsts = await pipe.execute()
+        return [(s, int(f)) for s, f in zip(names, firsts, strict=True) if f is not None]
+
+    async def read_close(
+        self, series: Sequence[str], bucket: int
+    ) -> tuple[list[float], list[dict[str, str]]]:
+        """Demand of each series in ``bucket`` (0 where none), and each series' state hash."""
+        pipe = self.r.pipeline(transaction=False)
+        for s in series:
+            pipe.hget(series_base(s) + "demand", str(bucket))
+            pipe.hgetall(series_base(s) + "state")
+        metrics.REDIS_ROUNDTRIPS.inc()
+        raw = await pipe.execute()
+        demand = [float(v) if v is not None else 0.0 for v in raw[0::2]]
+        states = [{_text(k): _text(v) for k, v in h.items()} for h in raw[1::2]]
+        return demand, states
+
+    async def read_histories(self, spans: dict[str, range]) -> dict[str, list[float]]:
+        """Demand per bucket of each series over its span (0 where none)."""
+        pipe = self.r.pipeline(transaction=False)
+        for s, span in spans.items():
+            pipe.hmget(series_base(s) + "demand", [str(b) for b in span] or ["-"])
+        metrics.REDIS_ROUNDTRIPS.inc()
+        raw = await pipe.execute()
+        return {
+            s: [float(v) if v is not None else 0.0 for v in values][: len(span)]
+            for (s, span), values in zip(spans.items(), raw, strict=True)
+        }
+
+    async def write_close(
+        self,
+        partition: int,
+        bucket: int,
+        state_updates: dict[str, dict[str, object]],
+        trim_before: int,
+        inactive_before: int,
+        clock: dict[str, object],
+    ) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        for s, fields in state_updates.items():
+            base = series_base(s)
+            pipe.hset(base + "state", mapping=fields)  # type: ignore[arg-type]
+            for h in ("demand", "returns", "lines", "revenue"):
+                pipe.hdel(base + h, str(trim_before))
+        pipe.zremrangebyscore(part_series_key(partition), "-inf", f"({inactive_before}")
+        pipe.hset(CLOCK, mapping=clock)  # type: ignore[arg-type]
+        pipe.hincrby(STATS, "buckets_closed", 1)
+        metrics.REDIS_ROUNDTRIPS.inc()
+        await pipe.execute()
+
+    async def write_alert_states(self, updates: dict[str, dict[str, object]]) -> None:
+        if not updates:
+            return
+        pipe = self.r.pipeline(transaction=True)
+        for s, fields in updates.items():
+            pipe.hset(series_base(s) + "state", mapping=fields)  # type: ignore[arg-type]
+        metrics.REDIS_ROUNDTRIPS.inc()
+        await pipe.execute()
+
+    async def count(self, **increments: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for name, n in increments.items():
+            if n:
+                pipe.hincrby(STATS, name, n)
+        metrics.REDIS_ROUNDTRIPS.inc()
+        await pipe.execute()
+
+
+def _text(v: object) -> str:
+    if v is None:
+        return ""
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -1,0 +1,318 @@
+"""The stream processor, without Faust: raw records in, output messages out.
+
+For each micro-batch: validate every record (bad ones become dead letters); per partition,
+apply the valid events to Redis in segments cut where the watermark crosses a bucket end; after
+each segment, close the buckets the watermark passed (learn, forecast, reorder point, alerts);
+walk stock changes event by event for alert transitions. Cutting at watermark crossings, rather
+than at batch ends, makes every output independent of how the stream happened to be batched, so
+a replay after a crash produces the same ids and values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from models.bank import ModelBank
+from streamer import metrics
+from streamer.alerts import CLEARED, ReorderPoint, next_status, reorder_point
+from streamer.clock import bucket_of, bucket_start, last_closable
+from streamer.config import Settings
+from streamer.events import Invalid, InventoryEvent, OrderEvent, parse_inventory, parse_order
+from streamer.features import APPLIED, DUPLICATE, FeatureStore, StockEffect
+from streamer.publish import (
+    Output,
+    alert_message,
+    dlq_message,
+    forecast_id,
+    forecast_message,
+    output,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    outputs: list[Output] = field(default_factory=list)
+    records: int = 0
+    dlq: int = 0
+    forecasts: int = 0
+    alerts: int = 0
+
+
+Event = OrderEvent | InventoryEvent
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: FeatureStore) -> None:
+        self.s = settings
+        self.store = store
+        self.banks: dict[str, ModelBank] = {}
+        self.max_ts: dict[int, float] = {}
+        self.closed: dict[int, int] = {}
+        self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
+        self.errors: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+        self._clock_loaded = False
+
+    async def _load_clock(self) -> None:
+        for k, v in (await self.store.load_clock()).items():
+            p, _, what = k.partition(":")
+            if what == "closed":
+                self.closed[int(p)] = int(v)
+            elif what == "max_ts":
+                self.max_ts[int(p)] = float(v)
+        self._clock_loaded = True
+
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        if not self._clock_loaded:
+            await self._load_clock()
+        result = BatchResult(records=len(records))
+        groups: dict[tuple[str, int], list[tuple[Record, Event]]] = defaultdict(list)
+        orders_topic = self.s.topics["orders"]
+        for rec in records:
+            is_order = rec.topic == orders_topic
+            raw = rec.value or b""
+            parsed = (
+                parse_order(raw, self.s.max_message_bytes)
+                if is_order
+                else parse_inventory(raw, self.s.max_message_bytes)
+            )
+            if isinstance(parsed, Invalid):
+                self._dead_letter(result, rec, raw, parsed)
+                continue
+            groups[("o" if is_order else "i", rec.partition)].append((rec, parsed))
+        newest = -math.inf
+        for (role, p), items in groups.items():
+            if role == "i":
+                await self._apply(p, items, result)
+                continue
+            segment: list[tuple[Record, Event]] = []
+            for rec, ev in items:
+                segment.append((rec, ev))
+                newest = max(newest, ev.ts)
+                self.max_ts[p] = max(self.max_ts.get(p, -math.inf), ev.ts)
+                self.last_event_wall[p] = (self.max_ts[p], time.time())
+                self.closed.setdefault(p, bucket_of(ev.ts, self.s.bucket_seconds) - 1)
+                target = last_closable(
+                    self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds
+                )
+                if target > self.closed[p]:
+                    await self._apply(p, segment, result)
+                    segment = []
+                    await self._close_through(p, target, result)
+            await self._apply(p, segment, result)
+        if newest > -math.inf:
+            metrics.EVENT_TIME_LAG.set(max(time.time() - newest, 0.0))
+        return result
+
+    async def advance_idle(self, now: float) -> BatchResult:
+        """Live mode: a quiet partition's event time advances with the wall clock."""
+        result = BatchResult()
+        if self.s.idle_advance_seconds <= 0:
+            return result
+        for p, (ts, wall) in list(self.last_event_wall.items()):
+            if now - wall < self.s.idle_advance_seconds:
+                continue
+            self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
+            target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
+            if target > self.closed.get(p, target):
+                await self._close_through(p, target, result)
+        return result
+
+    def _dead_letter(self, result: BatchResult, rec: Record, raw: bytes, bad: Invalid) -> None:
+        topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
+        metrics.EVENTS.labels(topic, "invalid").inc()
+        metrics.DLQ.labels(topic, bad.reason).inc()
+        log.debug("dead letter %s:%d@%d: %s", rec.topic, rec.partition, rec.offset, bad.detail)
+        msg = dlq_message(
+            raw, rec.key, bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
+        )
+        result.outputs.append(output(self.s.topics["dlq"], rec.key or b"", msg))
+        result.dlq += 1
+
+    async def _apply(self, p: int, items: list[tuple[Record, Event]], result: BatchResult) -> None:
+        if not items:
+            return
+        size = self.s.bucket_seconds
+        effects = []
+        for rec, ev in items:
+            if isinstance(ev, OrderEvent):
+                kind, qty, price, lead = "o", ev.quantity, ev.unit_price, None
+            else:
+                kind = "s" if ev.on_hand is not None else "d"
+                qty = ev.on_hand if ev.on_hand is not None else int(ev.delta or 0)
+                price, lead = None, ev.lead_time_days
+            effects.append(
+                StockEffect(
+                    kind,
+                    ev.series,
+                    ev.event_id,
+                    bucket_of(ev.ts, size),
+                    int(ev.ts * 1000),
+                    qty,
+                    price,
+                    f"{rec.topic}:{rec.partition}",
+                    rec.offset,
+                    p,
+                    lead,
+                )
+            )
+        res = await self.store.apply(effects)
+        closed = self.closed.get(p)
+        updates: dict[str, dict[str, object]] = {}
+        for (_, ev), effect, status, on_hand in zip(
+            items, effects, res.statuses, res.on_hand, strict=True
+        ):
+            topic = "orders" if isinstance(ev, OrderEvent) else "inventory"
+            if status == DUPLICATE:
+                metrics.EVENTS.labels(topic, "duplicate").inc()
+                continue
+            if status != APPLIED:
+                metrics.EVENTS.labels(topic, "stale").inc()
+                continue
+            late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
+            metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
+            state = res.states.get(ev.series)
+            if on_hand is None or not state or not state["rop"]:
+                continue
+            rop = ReorderPoint(
+                float(state["rop_lead"]),
+                float(state["lt_demand"]),
+                float(state["safety"]),
+                float(state["daily_mean"]),
+                self.s.service_level,
+            )
+            change = self._alert(
+                ev.series, state, on_hand, rop, state["forecast_id"], ev.ts, result
+            )
+            if change:
+                updates[ev.series] = change
+        await self.store.write_alert_states(updates)
+
+    def _alert(
+        self,
+        series: str,
+        state: dict[str, str],
+        on_hand: int,
+        rop: ReorderPoint,
+        fid: str,
+        ts: float,
+        result: BatchResult,
+    ) -> dict[str, object] | None:
+        """Emit an alert if the status changes; update ``state`` in place and return the
+        fields to persist."""
+        current = state.get("alert") or CLEARED
+        status = next_status(current, on_hand, rop.value, self.s.alert_hysteresis)
+        if status is None:
+            return None
+        seq = int(state.get("alert_seq") or 0) + 1
+        state["alert"], state["alert_seq"] = status, str(seq)
+        msg = alert_message(series, status, seq, on_hand, rop, fid, ts)
+        result.outputs.append(output(self.s.topics["alerts"], series, msg))
+        result.alerts += 1
+        metrics.ALERTS.labels(status).inc()
+        return {"alert": status, "alert_seq": seq, "alert_ts": ts}
+
+    async def _close_through(self, p: int, target: int, result: BatchResult) -> None:
+        while self.closed[p] < target:
+            await self._close_bucket(p, self.closed[p] + 1, result)
+            self.closed[p] += 1
+
+    async def _rebuild(self, states: dict[str, dict[str, str]], first: dict[str, int]) -> None:
+        """Restore models not in memory (after a restart) from the bounded history in Redis."""
+        spans = {}
+        for s, st in states.items():
+            learned = int(st["learned"]) if st.get("learned") else first[s] - 1
+            spans[s] = range(max(first[s], learned - self.s.history_buckets + 1), learned + 1)
+        for s, history in (await self.store.read_histories(spans)).items():
+            bank = ModelBank(self.s.horizon)
+            for b, y in zip(spans[s], history, strict=True):
+                bank.learn(b, y)
+            self.banks[s] = bank
+
+    async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
+        size = self.s.bucket_seconds
+        active = [
+            (s, f)
+            for s, f in await self.store.active_series(p, b - self.s.active_buckets + 1)
+            if f <= b
+        ]
+        names = [s for s, _ in active]
+        demand, states = await self.store.read_close(names, b)
+        missing = {s: st for s, st in zip(names, states, strict=True) if s not in self.banks}
+        if missing:
+            await self._rebuild(missing, dict(active))
+        updates: dict[str, dict[str, object]] = {}
+        close_ts = bucket_start(b + 1, size)
+        for s, y, state in zip(names, demand, states, strict=True):
+            bank = self.banks[s]
+            if bank.learned_through is None or bank.learned_through < b:
+                bank.learn(b, y)
+                self._record_errors(bank)
+            forecasts, chosen = bank.forecast()
+            fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
+            for fc in forecasts:
+                msg = forecast_message(s, b, size, fc, fc.model == chosen)
+                result.outputs.append(output(self.s.topics["forecasts"], s, msg))
+                metrics.FORECASTS.labels(fc.model).inc()
+            result.forecasts += len(forecasts)
+            picked = next((fc for fc in forecasts if fc.model == chosen), None)
+            if picked is not None:
+                lead = float(state.get("lead_time") or self.s.lead_time_days)
+                rop = reorder_point(picked.steps, lead, self.s.service_level, size)
+                fid = forecast_id(s, b, picked.model, picked.version)
+                fields.update(
+                    rop=rop.value, lt_demand=rop.lead_time_demand, safety=rop.safety_stock,
+                    daily_mean=rop.daily_mean, rop_lead=lead, forecast_id=fid,
+                )  # fmt: skip
+                change = self._alert(
+                    s, state, int(state.get("on_hand") or 0), rop, fid, close_ts, result
+                )
+                fields.update(change or {})
+            updates[s] = fields
+        for s in [
+            s
+            for s, bank in self.banks.items()
+            if (bank.learned_through or b) < b - self.s.active_buckets
+        ]:
+            del self.banks[s]  # inactive for the whole window: its models can go
+        await self.store.write_close(
+            p,
+            b,
+            updates,
+            trim_before=b - self.s.history_buckets,
+            inactive_before=b - self.s.active_buckets + 1,
+            clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
+        )
+        metrics.BUCKETS_CLOSED.inc()
+        metrics.ACTIVE_SERIES.set(len(active))
+        self._publish_errors()
+
+    def _record_errors(self, bank: ModelBank) -> None:
+        for name, model in bank.models.items():
+            err = model.last_error()
+            if err is not None:
+                acc = self.errors[name]
+                acc[0] += abs(err)
+                acc[1] += err * err
+                acc[2] += 1
+
+    def _publish_errors(self) -> None:
+        for name, (abs_sum, sq_sum, n) in self.errors.items():
+            if n:
+                metrics.MODEL_ERROR.labels(name, "mae").set(abs_sum / n)
+                metrics.MODEL_ERROR.labels(name, "rmse").set(math.sqrt(sq_sum / n))

@@ -105,8 +105,9 @@ def cmd_worker(settings: Settings) -> int:
     with embedded_services(settings) as live:
         if embedded:
             print(
-                f"shelfcast: embedded services: KAFKA_BOOTSTRAP_SERVERS={live.kafka_bootstrap_servers}"
-                f" REDIS_URL={live.redis_url}\n"
+                "shelfcast: embedded services: "
+                f"KAFKA_BOOTSTRAP_SERVERS={live.kafka_bootstrap_servers} "
+                f"REDIS_URL={live.redis_url}\n"
                 f"shelfcast: other commands here find them through {live.home / STATE_FILE}; "
                 f"metrics at http://{live.web_bind}:{live.web_port}/metrics",
                 flush=True,

@@ -233,7 +233,11 @@ class Pipeline:
             self.closed[p] += 1
 
     async def _rebuild(self, states: dict[str, dict[str, str]], first: dict[str, int]) -> None:
-        """Restore models not in memory (after a restart) from the bounded history in Redis."""
+        """Restore models not in memory (after a restart) from the bounded history in Redis.
+
+        Exact when the series is younger than ``history_buckets``; older series restart from
+        their last ``history_buckets`` buckets.
+        """
         spans = {}
         for s, st in states.items():
             learned = int(st["learned"]) if st.get("learned") else first[s] - 1
@@ -242,6 +246,7 @@ class Pipeline:
             bank = ModelBank(self.s.horizon)
             for b, y in zip(spans[s], history, strict=True):
                 bank.learn(b, y)
+                bank.forecast()  # as at a live close, so the interval errors are rebuilt too
             self.banks[s] = bank
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:

@@ -107,6 +107,8 @@ def simulate(
                 on_order[series] += qty_order
                 arrival = ev.ts + settings.lead_time_days * DAY
                 heapq.heappush(arrivals, (arrival, seq, series, qty_order))
+    # opening snapshots are dated just before a series' first order, so re-sort (stably)
+    out.sort(key=lambda e: e.ts)
     return out, stats
 
 

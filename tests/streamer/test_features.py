@@ -1,0 +1,108 @@
+"""The Lua feature store against a real redis-server."""
+
+import asyncio
+
+import redis
+import redis.asyncio as aioredis
+
+from streamer.features import APPLIED, DUPLICATE, STALE, FeatureStore, StockEffect
+
+DAY_MS = 86_400_000
+
+
+def effect(
+    eid: str, kind: str, qty: int, day: int = 1, offset: int = 0, **kw: object
+) -> StockEffect:
+    return StockEffect(
+        kind=kind,
+        series=kw.pop("series", "A1@UK"),  # type: ignore[arg-type]
+        event_id=eid,
+        bucket=day,
+        ts_ms=day * DAY_MS + int(kw.pop("at", 0)),  # type: ignore[call-overload]
+        quantity=qty,
+        unit_price=kw.pop("price", 2.0),  # type: ignore[arg-type]
+        offsets_field=str(kw.pop("tp", "orders:0")),
+        offset=offset,
+        partition=0,
+        lead_time_days=kw.pop("lead", None),  # type: ignore[arg-type]
+    )
+
+
+def apply(url: str, effects: list[StockEffect]) -> list[int]:
+    async def go() -> list[int]:
+        client = aioredis.Redis.from_url(url)
+        try:
+            return (await FeatureStore(client, 3600).apply(effects)).statuses
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def state(url: str, series: str = "A1@UK") -> dict[str, str]:
+    r = redis.Redis.from_url(url, decode_responses=True)
+    return r.hgetall(f"shelfcast:{{{series}}}:state")
+
+
+def test_orders_update_buckets_and_stock_in_one_call(redis_url: str) -> None:
+    statuses = apply(
+        redis_url,
+        [
+            effect("o1", "o", 5, offset=0),
+            effect("o2", "o", 3, offset=1),
+            effect("r1", "o", -2, offset=2),  # a return
+            effect("o3", "o", 4, day=2, offset=3),
+        ],
+    )
+    assert statuses == [APPLIED] * 4
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert r.hgetall("shelfcast:{A1@UK}:demand") == {"1": "8", "2": "4"}
+    assert r.hgetall("shelfcast:{A1@UK}:returns") == {"1": "2"}
+    assert r.hget("shelfcast:{A1@UK}:lines", "1") == "2"
+    assert float(r.hget("shelfcast:{A1@UK}:revenue", "1")) == 16.0
+    assert state(redis_url)["on_hand"] == "-10"
+    assert r.zscore("shelfcast:part:0:series", "A1@UK") == 2
+    assert r.hget("shelfcast:offsets", "orders:0") == "4"
+
+
+def test_redelivery_and_replay_are_idempotent(redis_url: str) -> None:
+    batch = [effect("o1", "o", 5, offset=0), effect("o2", "o", 3, offset=1)]
+    assert apply(redis_url, batch) == [APPLIED, APPLIED]
+    before = redis.Redis.from_url(redis_url).hgetall("shelfcast:{A1@UK}:demand")
+    # the same offsets again (Kafka redelivery)
+    assert apply(redis_url, batch) == [DUPLICATE, DUPLICATE]
+    # the same event ids at new offsets (a file replayed twice)
+    replayed = [effect("o1", "o", 5, offset=10), effect("o2", "o", 3, offset=11)]
+    assert apply(redis_url, replayed) == [DUPLICATE, DUPLICATE]
+    assert redis.Redis.from_url(redis_url).hgetall("shelfcast:{A1@UK}:demand") == before
+    assert state(redis_url)["on_hand"] == "-8"
+
+
+def test_snapshot_counts_later_movements_and_supersedes_earlier_ones(redis_url: str) -> None:
+    hour = 3_600_000
+    apply(
+        redis_url,
+        [
+            effect("o1", "o", 5, at=1 * hour, offset=0),  # before the snapshot
+            effect("o2", "o", 2, at=5 * hour, offset=1),  # after it
+            effect("d1", "d", 10, at=6 * hour, offset=2, tp="inventory:0"),
+        ],
+    )
+    # the snapshot taken at 03:00 arrives late: on hand = 50 - 2 + 10
+    assert apply(redis_url, [effect("s1", "s", 50, at=3 * hour, offset=3, tp="inventory:0")]) == [
+        APPLIED
+    ]
+    assert state(redis_url)["on_hand"] == "58"
+    # a movement older than the snapshot is already inside it
+    apply(redis_url, [effect("o0", "o", 7, at=2 * hour, offset=4)])
+    assert state(redis_url)["on_hand"] == "58"
+    # an older snapshot than the one applied is stale and changes nothing
+    assert apply(redis_url, [effect("s0", "s", 999, at=2 * hour, offset=5, tp="inventory:0")]) == [
+        STALE
+    ]
+    assert state(redis_url)["on_hand"] == "58"
+
+
+def test_lead_time_from_inventory_is_stored(redis_url: str) -> None:
+    apply(redis_url, [effect("s1", "s", 20, lead=5.5, tp="inventory:0")])
+    assert float(state(redis_url)["lead_time"]) == 5.5

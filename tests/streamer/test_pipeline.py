@@ -1,0 +1,190 @@
+"""The stream processor (no Faust) against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+import redis
+import redis.asyncio as aioredis
+
+from streamer.config import Settings
+from streamer.features import FeatureStore
+from streamer.pipeline import Pipeline, Record
+from tests.conftest import order, stock
+
+START = datetime(2011, 1, 3)  # a Monday
+
+
+def at(day: int, hour: int = 10) -> str:
+    return (START + timedelta(days=day, hours=hour)).isoformat()
+
+
+class Harness:
+    """Feeds records through one Pipeline; ``restart`` drops all in-memory state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()  # one loop for the client's connections
+        self.offsets: Counter[tuple[str, int]] = Counter()
+        self.outputs: list[tuple[str, dict]] = []
+        self.restart()
+
+    def restart(self) -> None:
+        self.client = aioredis.Redis.from_url(self.settings.redis_url)
+        self.pipeline = Pipeline(
+            self.settings, FeatureStore(self.client, self.settings.dedupe_ttl_seconds)
+        )
+
+    def record(self, value: bytes, topic: str = "orders", partition: int = 0) -> Record:
+        offset = self.offsets[(topic, partition)]
+        self.offsets[(topic, partition)] += 1
+        return Record(topic, partition, offset, b"k", value)
+
+    def feed(self, records: list[Record], batch: int = 1000) -> list[tuple[str, dict]]:
+        async def go() -> list[tuple[str, dict]]:
+            out = []
+            for i in range(0, len(records), batch):
+                result = await self.pipeline.process(records[i : i + batch])
+                out += [(o.topic, json.loads(o.value)) for o in result.outputs]
+            return out
+
+        got = self.loop.run_until_complete(go())
+        self.outputs += got
+        return got
+
+
+def forecasts(outputs: list[tuple[str, dict]]) -> list[dict]:
+    return [m for t, m in outputs if t == "forecasts"]
+
+
+def alerts(outputs: list[tuple[str, dict]]) -> list[dict]:
+    return [m for t, m in outputs if t == "low-stock-alerts"]
+
+
+def daily_orders(h: Harness, days: int, qty: int = 5, sku: str = "A1") -> list[Record]:
+    return [h.record(order(f"{sku}-{d}", at(d), qty, sku=sku)) for d in range(days)]
+
+
+def test_bad_records_go_to_the_dlq_with_reason_and_bytes(settings: Settings) -> None:
+    h = Harness(settings)
+    bad = b'{"event_id": "x", "ts": "2011-01-03T10:00:00"'
+    out = h.feed([h.record(bad), h.record(order("ok", at(0), 2)), h.record(b"", "inventory")])
+    dead = [m for t, m in out if t == "shelfcast-dlq"]
+    assert [d["reason"] for d in dead] == ["malformed_json", "malformed_json"]
+    assert base64.b64decode(dead[0]["value_b64"]) == bad
+    assert dead[0]["source_topic"] == "orders" and dead[0]["offset"] == 0
+    assert dead[1]["source_topic"] == "inventory"
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    assert r.hget(
+        "shelfcast:{A1@UK}:demand", str(int(datetime.fromisoformat(at(0)).timestamp() // 86400))
+    )
+
+
+def test_every_active_series_gets_a_forecast_at_each_close_zero_demand_included(
+    settings: Settings,
+) -> None:
+    h = Harness(settings)
+    records = [h.record(order("quiet-0", at(0), 3, sku="QUIET")), *daily_orders(h, 20)]
+    out = forecasts(h.feed(records))
+    quiet = [f for f in out if f["sku"] == "QUIET"]
+    busy = [f for f in out if f["sku"] == "A1"]
+    # 20 days of orders close days 0..18 (the 20th day is still open)
+    assert len({f["issued_at"] for f in busy if f["selected"]}) == 19
+    assert len({f["issued_at"] for f in quiet if f["selected"]}) == 19
+    last_quiet = max((f for f in quiet if f["selected"]), key=lambda f: f["issued_at"])
+    assert last_quiet["horizon"][0]["mean"] < 0.5  # learned its zeros
+    assert {f["model"] for f in busy} == {"seasonal_naive", "moving_average", "holt_winters"}
+    for f in busy:
+        assert len(f["horizon"]) == 7
+        for step in f["horizon"]:
+            assert 0 <= step["p10"] <= step["p50"] <= step["p90"]
+    # exactly one selected forecast and one id per model per (series, bucket)
+    per_bucket = Counter((f["sku"], f["issued_at"]) for f in out if f["selected"])
+    assert set(per_bucket.values()) == {1}
+    assert len({f["forecast_id"] for f in out}) == len(out)
+
+
+def test_outputs_do_not_depend_on_how_the_stream_was_batched(settings: Settings) -> None:
+    def run(batch: int) -> list[tuple[str, dict]]:
+        redis.Redis.from_url(settings.redis_url).flushall()
+        h = Harness(settings)
+        records = [h.record(stock("s0", at(0, 0), on_hand=60, lead_time_days=2), "inventory")]
+        for d in range(18):
+            records += [h.record(order(f"o{d}-{i}", at(d, 9 + i), 4)) for i in range(3)]
+        return h.feed(records, batch=batch)
+
+    one_by_one = run(1)
+    assert one_by_one == run(7) == run(1000)
+    assert alerts(one_by_one)  # the scenario does exercise alerts
+
+
+def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings) -> None:
+    h = Harness(settings)
+    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
+    h.feed(daily_orders(h, 10, qty=10))  # rop ~ 3 days of 10/day; stock far above it
+    assert alerts(h.outputs) == []
+    burst = [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
+    burst += [h.record(order(f"tail-{i}", at(9, 13), 1)) for i in range(20)]
+    out = alerts(h.feed(burst))
+    assert [a["status"] for a in out] == ["raised"]
+    raised = out[0]
+    assert raised["on_hand"] <= raised["reorder_point"]
+    assert raised["forecast_id"].startswith("A1@UK|")
+    for key in ("lead_time_demand", "safety_stock", "days_of_cover", "service_level", "severity"):
+        assert key in raised
+    out = alerts(h.feed([h.record(stock("r1", at(9, 14), delta=500), "inventory")]))
+    assert [a["status"] for a in out] == ["cleared"]
+    assert out[0]["alert_id"] != raised["alert_id"]
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    assert r.hget("shelfcast:{A1@UK}:state", "alert") == "cleared"
+
+
+def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings) -> None:
+    h = Harness(settings.replace(lateness_seconds=6 * 3600))
+    day = lambda d: str(int(datetime.fromisoformat(at(d, 0)).timestamp() // 86400))  # noqa: E731
+    h.feed(daily_orders(h, 3, qty=5))  # day 2 10:00 -> watermark day 2 04:00: day 1 closed
+    h.feed([h.record(order("late-ok", at(1, 23), 7))])  # day 1 closed? no: only day 0 and 1
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    learned_before = r.hget("shelfcast:{A1@UK}:state", "learned")
+    assert learned_before == day(1)
+    # beyond lateness: day 0 is closed, the event still updates features and stock
+    stock_before = int(r.hget("shelfcast:{A1@UK}:state", "on_hand"))
+    out = h.feed([h.record(order("too-late", at(0, 12), 4))])
+    assert r.hget("shelfcast:{A1@UK}:demand", day(0)) == "9"
+    assert int(r.hget("shelfcast:{A1@UK}:state", "on_hand")) == stock_before - 4
+    assert forecasts(out) == []  # no published forecast is reopened
+    assert r.hget("shelfcast:{A1@UK}:state", "learned") == learned_before
+
+
+def test_within_lateness_an_out_of_order_event_counts_before_its_bucket_closes(
+    settings: Settings,
+) -> None:
+    h = Harness(settings.replace(lateness_seconds=6 * 3600))
+    h.feed([h.record(order("a", at(0, 10), 5)), h.record(order("b", at(1, 3), 1))])
+    h.feed([h.record(order("late-but-ok", at(0, 23), 7))])  # watermark day 0 21:00: open
+    out = forecasts(h.feed([h.record(order("c", at(1, 12), 1))]))  # closes day 0
+    ma = next(f for f in out if f["model"] == "moving_average")
+    assert ma["horizon"][0]["mean"] == 12  # 5 + 7 learned for day 0
+
+
+def test_a_restarted_pipeline_continues_without_learning_twice(settings: Settings) -> None:
+    records_a = []
+    h = Harness(settings)
+    records_a = daily_orders(h, 25)
+    h.feed(records_a[:15])
+    h.restart()  # models are rebuilt from the history in Redis
+    h.feed(records_a[10:15])  # redelivered after the restart: all duplicates
+    h.feed(records_a[15:])
+    continued = forecasts(h.outputs)
+
+    redis.Redis.from_url(settings.redis_url).flushall()
+    straight = Harness(settings)
+    straight.feed(daily_orders(straight, 25))
+    expected = forecasts(straight.outputs)
+    key = lambda f: f["forecast_id"]  # noqa: E731
+    assert sorted(map(key, continued)) == sorted(map(key, expected))
+    assert {key(f): f for f in continued} == {key(f): f for f in expected}

@@ -1,0 +1,78 @@
+import json
+from pathlib import Path
+
+from streamer.replay import read_events, read_jsonl
+from streamer.simulation import SimulationSettings, simulate
+from tests.conftest import SAMPLE
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+
+
+def test_online_retail_quirks_are_mapped(tmp_path: Path) -> None:
+    csv = tmp_path / "orders.csv"
+    csv.write_text(
+        HEADER
+        + "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+        + "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"  # duplicate
+        + "C536379,85123A,HEART,-1,2010-12-01 09:41:00,2.55,14527,United Kingdom\n"  # return
+        + "536380,85123A,HEART,-12,2010-12-01 09:45:00,0,,United Kingdom\n"  # adjustment
+        + "536381,POST,POSTAGE,1,2010-12-01 09:50:00,18,12583,France\n"  # not a product
+    )
+    events, stats = read_events(csv)
+    assert (stats.orders, stats.returns, stats.adjustments, stats.skipped_non_product) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    values = [json.loads(e.value) for e in events]
+    assert [v["event_id"] for v in values] == [
+        "536365:85123A:0", "536365:85123A:1", "C536379:85123A:0", "536380:85123A:0",
+    ]  # fmt: skip
+    assert [e.role for e in events] == ["orders", "orders", "orders", "inventory"]
+    assert values[2]["quantity"] == -1
+    assert values[3] == {
+        "event_id": "536380:85123A:0", "ts": "2010-12-01T09:45:00", "sku": "85123A",
+        "location": "United Kingdom", "delta": -12,
+    }  # fmt: skip
+    assert events[0].key == "85123A@United Kingdom"
+    assert events[0].ts == 1291191960.0
+
+
+def test_sample_ids_are_unique_and_times_ordered() -> None:
+    events, stats = read_events(SAMPLE)
+    ids = [json.loads(e.value)["event_id"] for e in events]
+    assert len(ids) == len(set(ids)) == stats.lines - stats.skipped_non_product
+    assert min(e.ts for e in events) >= 1291161600  # 2010-12-01
+
+
+def test_jsonl_lines_are_produced_verbatim_bad_ones_included(tmp_path: Path) -> None:
+    path = tmp_path / "o.jsonl"
+    path.write_text('{"sku": "A", "location": "UK", "quantity": 1}\n\nnot json\n')
+    events, stats = read_jsonl(path)
+    assert [e.value for e in events] == [
+        b'{"sku": "A", "location": "UK", "quantity": 1}',
+        b"not json",
+    ]
+    assert [e.key for e in events] == ["A@UK", None]
+    assert stats.lines == 2
+
+
+def test_stock_simulation_opens_restocks_after_the_lead_time_and_counts_lost_sales() -> None:
+    events, _ = read_events(SAMPLE, limit=3000)
+    sim = SimulationSettings(opening_weeks=1, lead_time_days=2)
+    merged, stats = simulate(events, sim)
+    assert stats.simulated and stats.settings["lead_time_days"] == 2
+    inventory = [
+        json.loads(e.value) for e in merged if e.role == "inventory" and b"sim:" in e.value
+    ]
+    snapshots = [v for v in inventory if "on_hand" in v]
+    assert len(snapshots) == stats.snapshots == len({e.key for e in events if e.role == "orders"})
+    assert stats.restocks == sum("delta" in v for v in inventory) > 0
+    assert stats.lost_units > 0 and stats.stockouts > 0  # one week of stock runs out
+    assert [e.ts for e in merged] == sorted(e.ts for e in merged)
+    first_order = {}
+    for e in merged:
+        first_order.setdefault((e.key, e.role), e.ts)
+    for key in {e.key for e in events if e.role == "orders"}:
+        assert first_order[(key, "inventory")] < first_order[(key, "orders")]

@@ -141,7 +141,7 @@ class Pipeline:
         msg = dlq_message(
             raw, rec.key, bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
         )
-        result.outputs.append(output(self.s.topics["dlq"], rec.key or b"", msg))
+        result.outputs.append(output(self.s.topics["dlq"], rec.key, msg))
         result.dlq += 1
 
     async def _apply(self, p: int, items: list[tuple[Record, Event]], result: BatchResult) -> None:

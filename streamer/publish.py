@@ -18,7 +18,7 @@ from streamer.clock import bucket_label, bucket_start, iso
 @dataclass(frozen=True, slots=True)
 class Output:
     topic: str
-    key: bytes
+    key: bytes | None  # None spreads keyless dead letters over partitions
     value: bytes
 
 
@@ -105,5 +105,5 @@ def dlq_message(
     }
 
 
-def output(topic: str, key: str | bytes, message: dict[str, object]) -> Output:
-    return Output(topic, key if isinstance(key, bytes) else key.encode(), _dumps(message))
+def output(topic: str, key: str | bytes | None, message: dict[str, object]) -> Output:
+    return Output(topic, key.encode() if isinstance(key, str) else key, _dumps(message))

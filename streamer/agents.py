@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 import time
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import faust
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,17 +18,16 @@ from streamer.app import redis_client
 from streamer.config import Settings
 from streamer.features import FeatureStore
 from streamer.pipeline import BatchResult, Pipeline, Record
+from streamer.publish import Output
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 MAX_BACKOFF = 5.0
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    store = FeatureStore(redis_client(settings), settings.dedupe_ttl_seconds)
-    pipeline = Pipeline(settings, store)
-    lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
     inputs = app.topic(
         settings.topics["orders"],
         settings.topics["inventory"],
@@ -39,7 +39,16 @@ def register(app: faust.App, settings: Settings) -> None:
         for name in (settings.topics[t] for t in ("forecasts", "alerts", "dlq"))
     }
 
-    async def run(step: str, work: object) -> BatchResult:
+    async def deliver(batch: list[Output]) -> None:
+        """Send and wait for the broker's acknowledgement of every message."""
+        pending = [await outputs[o.topic].send(key=o.key, value=o.value) for o in batch]
+        await asyncio.gather(*pending)
+
+    store = FeatureStore(redis_client(settings), settings.dedupe_ttl_seconds)
+    pipeline = Pipeline(settings, store, deliver)
+    lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
+
+    async def run(step: str, work: Callable[[], Awaitable[T]]) -> T:
         """Run a pipeline step, retrying with backoff while Redis is unreachable.
 
         Every effect is idempotent, so a step retried after a partial failure applies the rest
@@ -49,7 +58,7 @@ def register(app: faust.App, settings: Settings) -> None:
         while True:
             try:
                 async with lock:
-                    result: BatchResult = await work()  # type: ignore[operator]
+                    result = await work()
                 if down_since is not None:
                     log.warning(
                         "Redis is back after %.1fs; %s resumed", time.monotonic() - down_since, step
@@ -63,11 +72,7 @@ def register(app: faust.App, settings: Settings) -> None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
-    async def send(result: BatchResult) -> None:
-        pending = [
-            await outputs[out.topic].send(key=out.key, value=out.value) for out in result.outputs
-        ]
-        await asyncio.gather(*pending)
+    async def account(result: BatchResult) -> None:
         await store.count(
             events_done=result.records,
             dlq=result.dlq,
@@ -85,7 +90,7 @@ def register(app: faust.App, settings: Settings) -> None:
             ]
             try:
                 result = await run("batch", lambda records=records: pipeline.process(records))
-                await send(result)
+                await run("accounting", lambda result=result: account(result))
             except Exception:
                 fatal("processing a batch failed")
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -95,7 +100,8 @@ def register(app: faust.App, settings: Settings) -> None:
         if settings.idle_advance_seconds <= 0:
             return
         try:
-            await send(await run("idle advance", lambda: pipeline.advance_idle(time.time())))
+            result = await run("idle advance", lambda: pipeline.advance_idle(time.time()))
+            await run("accounting", lambda: account(result))
         except Exception:
             fatal("advancing idle partitions failed")
 

@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer.config import Settings
+from streamer.security import redis_options
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.home / "faust"),
         broker_session_timeout=10,
         broker_heartbeat_interval=2,
+        broker_credentials=settings.kafka_security.faust_credentials(),
         producer_max_request_size=max(1_048_576, 4 * settings.max_message_bytes),
         consumer_max_fetch_size=max(4_194_304, 4 * settings.max_message_bytes),
     )
@@ -42,7 +44,9 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, **redis_options()
+    )
 
 
 def run_worker(settings: Settings) -> None:

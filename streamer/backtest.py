@@ -202,7 +202,7 @@ def run_backtest(
             for collector in collectors.values():
                 collector.start()
             produced = produce(
-                live.kafka_bootstrap_servers, live.topics, events, progress=progress,
+                live.kafka_bootstrap_servers, {}, live.topics, events, progress=progress,
                 total=len(events),
             )  # fmt: skip
             stats = wait_processed(client, worker, produced, timeout, progress)

@@ -16,7 +16,9 @@ SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
 ENV_HELP = """environment:
   KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
   REDIS_URL                Redis URL; unset = embedded redis-server
-  SHELFCAST_HOME           state folder (default .shelfcast); more in README.md"""
+  SHELFCAST_HOME           state folder (default .shelfcast)
+  SHELFCAST_STARTUP_TIMEOUT_SECONDS  how long the worker waits for Kafka and Redis (60)
+  Kafka SASL/SSL and Redis password/TLS settings: README.md, Configuration"""
 
 
 def _positive(kind: type) -> object:
@@ -100,9 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_worker(settings: Settings) -> int:
     from streamer.app import run_worker
     from streamer.embedded import STATE_FILE, embedded_services
+    from streamer.startup import Unreachable, wait_until_reachable
 
     embedded = not (settings.kafka_bootstrap_servers and settings.redis_url)
     with embedded_services(settings) as live:
+        try:
+            wait_until_reachable(live)
+        except Unreachable as exc:
+            print(f"shelfcast worker: giving up: {exc}", file=sys.stderr)
+            return 3
         if embedded:
             print(
                 "shelfcast: embedded services: "
@@ -134,6 +142,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         events, _ = simulate(events, SimulationSettings())
     n = produce(
         settings.kafka_bootstrap_servers,
+        settings.kafka_security.confluent(),
         settings.topics,
         events,
         rate=args.rate,

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from streamer.security import KafkaSecurity
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -16,7 +18,9 @@ class Settings:
     """Runtime settings. ``from_env`` documents the variable behind each field."""
 
     kafka_bootstrap_servers: str = ""
-    redis_url: str = ""
+    redis_url: str = field(default="", repr=False)  # may carry a password
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    startup_timeout_seconds: float = 60.0
     home: Path = Path(".shelfcast")
     app_id: str = "shelfcast"
     partitions: int = 8
@@ -51,6 +55,8 @@ class Settings:
         return cls(
             kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", ""),
             redis_url=_env("REDIS_URL", ""),
+            kafka_security=KafkaSecurity.from_env(),
+            startup_timeout_seconds=float(_env("SHELFCAST_STARTUP_TIMEOUT_SECONDS", "60")),
             home=Path(_env("SHELFCAST_HOME", ".shelfcast")),
             app_id=_env("SHELFCAST_APP_ID", "shelfcast"),
             partitions=int(_env("SHELFCAST_PARTITIONS", "8")),

@@ -63,10 +63,18 @@ class MockKafkaCluster:
     """librdkafka's in-process mock cluster with every shelfcast topic created up front.
 
     The mock has no CreateTopics API, so topics (Faust's internal one included) are created
-    here through ``rd_kafka_mock_topic_create``.
+    here through ``rd_kafka_mock_topic_create``. ``partitions_for`` overrides the count per
+    topic: the mock drops a partition's oldest data past a few MiB, so a high-volume output
+    read by a slow reader needs more partitions.
     """
 
-    def __init__(self, topics: list[str], partitions: int, brokers: int = 1) -> None:
+    def __init__(
+        self,
+        topics: list[str],
+        partitions: int,
+        brokers: int = 1,
+        partitions_for: dict[str, int] | None = None,
+    ) -> None:
         self._lib = _librdkafka()
         errstr = ctypes.create_string_buffer(512)
         conf = self._lib.rd_kafka_conf_new()
@@ -82,6 +90,7 @@ class MockKafkaCluster:
         self.bootstrap: str = self._lib.rd_kafka_mock_cluster_bootstraps(self._cluster).decode()
         for topic in topics:
             n = 1 if topic.endswith("__leader") else partitions
+            n = (partitions_for or {}).get(topic, n)
             err = self._lib.rd_kafka_mock_topic_create(self._cluster, topic.encode(), n, 1)
             if err:
                 raise RuntimeError(f"mock cluster could not create topic {topic!r} (error {err})")

@@ -28,7 +28,8 @@ APPLIED, DUPLICATE, STALE = 1, 0, 2
 #   kind (o=order, s=stock snapshot, d=stock delta), series, event_id, bucket, ts_ms,
 #   quantity (order quantity / on_hand / delta), unit_price or '', offsets field
 #   ("topic:partition"), offset, partition, lead_time_days or ''.
-# Returns {statuses, on_hand after each event ('' if untouched), touched series states}.
+# Returns {statuses, on_hand after each event (current stock for duplicates, '' for stale
+# snapshots), the state of every series in the segment}.
 APPLY_LUA = """
 local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local F = 11
@@ -101,16 +102,16 @@ for i = 0, n - 1 do
       -- a series known only from stock still gets forecasts (of zero demand)
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'NX', bucket, s)
     end
-    if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
   end
+  if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
   if status == 1 then applied = applied + 1 elseif status == 0 then dups = dups + 1
   else stale = stale + 1 end
   statuses[#statuses + 1] = status
-  if status == 1 then
-    onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
-  else
+  if status == 2 then
     onhand[#onhand + 1] = ''
+  else
+    onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
   end
 end
 for tp, nxt in pairs(next_offset) do redis.call('HSET', KEYS[1], tp, nxt) end
@@ -247,6 +248,7 @@ class FeatureStore:
         partition: int,
         bucket: int,
         state_updates: dict[str, dict[str, object]],
+        learned: int,
         trim_before: int,
         inactive_before: int,
         clock: dict[str, object],
@@ -260,6 +262,9 @@ class FeatureStore:
         pipe.zremrangebyscore(part_series_key(partition), "-inf", f"({inactive_before}")
         pipe.hset(CLOCK, mapping=clock)  # type: ignore[arg-type]
         pipe.hincrby(STATS, "buckets_closed", 1)
+        # (series, bucket) pairs learned. The markers are written in the same MULTI, so this
+        # equals the number of distinct pairs closed exactly when no bucket was learned twice.
+        pipe.hincrby(STATS, "learned_buckets", learned)
         metrics.REDIS_ROUNDTRIPS.inc()
         await pipe.execute()
 

@@ -6,6 +6,10 @@ each segment, close the buckets the watermark passed (learn, forecast, reorder p
 walk stock changes event by event for alert transitions. Cutting at watermark crossings, rather
 than at batch ends, makes every output independent of how the stream happened to be batched, so
 a replay after a crash produces the same ids and values.
+
+Outputs go to ``sink``, which returns once they are delivered, *before* the Redis write that
+records them as done (alert state, learned markers, partition clock). A crash in between
+re-derives the same outputs with the same ids on replay: duplicates, never losses.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from models.bank import ModelBank
 from streamer import metrics
@@ -45,9 +49,11 @@ class Record:
     value: bytes | None
 
 
+Sink = Callable[[list[Output]], Awaitable[None]]
+
+
 @dataclass
 class BatchResult:
-    outputs: list[Output] = field(default_factory=list)
     records: int = 0
     dlq: int = 0
     forecasts: int = 0
@@ -58,9 +64,10 @@ Event = OrderEvent | InventoryEvent
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: FeatureStore) -> None:
+    def __init__(self, settings: Settings, store: FeatureStore, sink: Sink) -> None:
         self.s = settings
         self.store = store
+        self.sink = sink
         self.banks: dict[str, ModelBank] = {}
         self.max_ts: dict[int, float] = {}
         self.closed: dict[int, int] = {}
@@ -81,6 +88,7 @@ class Pipeline:
         if not self._clock_loaded:
             await self._load_clock()
         result = BatchResult(records=len(records))
+        dead: list[Output] = []
         groups: dict[tuple[str, int], list[tuple[Record, Event]]] = defaultdict(list)
         orders_topic = self.s.topics["orders"]
         for rec in records:
@@ -92,9 +100,12 @@ class Pipeline:
                 else parse_inventory(raw, self.s.max_message_bytes)
             )
             if isinstance(parsed, Invalid):
-                self._dead_letter(result, rec, raw, parsed)
+                dead.append(self._dead_letter(rec, raw, parsed))
                 continue
             groups[("o" if is_order else "i", rec.partition)].append((rec, parsed))
+        if dead:
+            await self.sink(dead)
+            result.dlq += len(dead)
         newest = -math.inf
         for (role, p), items in groups.items():
             if role == "i":
@@ -133,7 +144,7 @@ class Pipeline:
                 await self._close_through(p, target, result)
         return result
 
-    def _dead_letter(self, result: BatchResult, rec: Record, raw: bytes, bad: Invalid) -> None:
+    def _dead_letter(self, rec: Record, raw: bytes, bad: Invalid) -> Output:
         topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
         metrics.EVENTS.labels(topic, "invalid").inc()
         metrics.DLQ.labels(topic, bad.reason).inc()
@@ -141,8 +152,7 @@ class Pipeline:
         msg = dlq_message(
             raw, rec.key, bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
         )
-        result.outputs.append(output(self.s.topics["dlq"], rec.key, msg))
-        result.dlq += 1
+        return output(self.s.topics["dlq"], rec.key, msg)
 
     async def _apply(self, p: int, items: list[tuple[Record, Event]], result: BatchResult) -> None:
         if not items:
@@ -174,18 +184,18 @@ class Pipeline:
         res = await self.store.apply(effects)
         closed = self.closed.get(p)
         updates: dict[str, dict[str, object]] = {}
+        alerts: list[Output] = []
         for (_, ev), effect, status, on_hand in zip(
             items, effects, res.statuses, res.on_hand, strict=True
         ):
             topic = "orders" if isinstance(ev, OrderEvent) else "inventory"
-            if status == DUPLICATE:
-                metrics.EVENTS.labels(topic, "duplicate").inc()
-                continue
-            if status != APPLIED:
-                metrics.EVENTS.labels(topic, "stale").inc()
-                continue
-            late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
-            metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
+            if status == APPLIED:
+                late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
+                metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
+            else:
+                metrics.EVENTS.labels(topic, "duplicate" if status == DUPLICATE else "stale").inc()
+            # Duplicates are walked too, at the current stock: if a crash came between applying
+            # them and recording the alert state, the same alert (same id) is derived again.
             state = res.states.get(ev.series)
             if on_hand is None or not state or not state["rop"]:
                 continue
@@ -197,10 +207,13 @@ class Pipeline:
                 self.s.service_level,
             )
             change = self._alert(
-                ev.series, state, on_hand, rop, state["forecast_id"], ev.ts, result
+                ev.series, state, on_hand, rop, state["forecast_id"], ev.ts, alerts
             )
             if change:
                 updates[ev.series] = change
+        if alerts:
+            await self.sink(alerts)
+            result.alerts += len(alerts)
         await self.store.write_alert_states(updates)
 
     def _alert(
@@ -211,10 +224,10 @@ class Pipeline:
         rop: ReorderPoint,
         fid: str,
         ts: float,
-        result: BatchResult,
+        out: list[Output],
     ) -> dict[str, object] | None:
-        """Emit an alert if the status changes; update ``state`` in place and return the
-        fields to persist."""
+        """Add an alert to ``out`` if the status changes; update ``state`` in place and return
+        the fields to persist."""
         current = state.get("alert") or CLEARED
         status = next_status(current, on_hand, rop.value, self.s.alert_hysteresis)
         if status is None:
@@ -222,8 +235,7 @@ class Pipeline:
         seq = int(state.get("alert_seq") or 0) + 1
         state["alert"], state["alert_seq"] = status, str(seq)
         msg = alert_message(series, status, seq, on_hand, rop, fid, ts)
-        result.outputs.append(output(self.s.topics["alerts"], series, msg))
-        result.alerts += 1
+        out.append(output(self.s.topics["alerts"], series, msg))
         metrics.ALERTS.labels(status).inc()
         return {"alert": status, "alert_seq": seq, "alert_ts": ts}
 
@@ -262,17 +274,20 @@ class Pipeline:
         if missing:
             await self._rebuild(missing, dict(active))
         updates: dict[str, dict[str, object]] = {}
+        outs: list[Output] = []
+        learned = 0
         close_ts = bucket_start(b + 1, size)
         for s, y, state in zip(names, demand, states, strict=True):
             bank = self.banks[s]
             if bank.learned_through is None or bank.learned_through < b:
                 bank.learn(b, y)
+                learned += 1
                 self._record_errors(bank)
             forecasts, chosen = bank.forecast()
             fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
             for fc in forecasts:
                 msg = forecast_message(s, b, size, fc, fc.model == chosen)
-                result.outputs.append(output(self.s.topics["forecasts"], s, msg))
+                outs.append(output(self.s.topics["forecasts"], s, msg))
                 metrics.FORECASTS.labels(fc.model).inc()
             result.forecasts += len(forecasts)
             picked = next((fc for fc in forecasts if fc.model == chosen), None)
@@ -285,7 +300,7 @@ class Pipeline:
                     daily_mean=rop.daily_mean, rop_lead=lead, forecast_id=fid,
                 )  # fmt: skip
                 change = self._alert(
-                    s, state, int(state.get("on_hand") or 0), rop, fid, close_ts, result
+                    s, state, int(state.get("on_hand") or 0), rop, fid, close_ts, outs
                 )
                 fields.update(change or {})
             updates[s] = fields
@@ -295,10 +310,14 @@ class Pipeline:
             if (bank.learned_through or b) < b - self.s.active_buckets
         ]:
             del self.banks[s]  # inactive for the whole window: its models can go
+        if outs:
+            await self.sink(outs)
+            result.alerts += sum(o.topic == self.s.topics["alerts"] for o in outs)
         await self.store.write_close(
             p,
             b,
             updates,
+            learned=learned,
             trim_before=b - self.s.history_buckets,
             inactive_before=b - self.s.active_buckets + 1,
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},

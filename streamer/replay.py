@@ -163,6 +163,7 @@ class Pacer:
 
 def produce(
     bootstrap: str,
+    client_config: dict[str, str],
     topics: dict[str, str],
     events: Iterable[Produced],
     rate: float | None = None,
@@ -189,6 +190,7 @@ def produce(
             "batch.num.messages": 10_000,
             "enable.idempotence": True,
             "message.timeout.ms": 60_000,
+            **client_config,
         }
     )
     pacer = Pacer(rate, speedup)

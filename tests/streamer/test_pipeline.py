@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections import Counter
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from streamer.config import Settings
 from streamer.features import FeatureStore
 from streamer.pipeline import Pipeline, Record
+from streamer.publish import Output
 from tests.conftest import order, stock
 
 START = datetime(2011, 1, 3)  # a Monday
@@ -36,8 +38,11 @@ class Harness:
     def restart(self) -> None:
         self.client = aioredis.Redis.from_url(self.settings.redis_url)
         self.pipeline = Pipeline(
-            self.settings, FeatureStore(self.client, self.settings.dedupe_ttl_seconds)
+            self.settings, FeatureStore(self.client, self.settings.dedupe_ttl_seconds), self.sink
         )
+
+    async def sink(self, batch: list[Output]) -> None:
+        self.outputs += [(o.topic, json.loads(o.value)) for o in batch]
 
     def record(self, value: bytes, topic: str = "orders", partition: int = 0) -> Record:
         offset = self.offsets[(topic, partition)]
@@ -45,16 +50,11 @@ class Harness:
         return Record(topic, partition, offset, b"k", value)
 
     def feed(self, records: list[Record], batch: int = 1000) -> list[tuple[str, dict]]:
-        async def go() -> list[tuple[str, dict]]:
-            out = []
-            for i in range(0, len(records), batch):
-                result = await self.pipeline.process(records[i : i + batch])
-                out += [(o.topic, json.loads(o.value)) for o in result.outputs]
-            return out
-
-        got = self.loop.run_until_complete(go())
-        self.outputs += got
-        return got
+        """Outputs that these records produced."""
+        before = len(self.outputs)
+        for i in range(0, len(records), batch):
+            self.loop.run_until_complete(self.pipeline.process(records[i : i + batch]))
+        return self.outputs[before:]
 
 
 def forecasts(outputs: list[tuple[str, dict]]) -> list[dict]:
@@ -188,3 +188,62 @@ def test_a_restarted_pipeline_continues_without_learning_twice(settings: Setting
     key = lambda f: f["forecast_id"]  # noqa: E731
     assert sorted(map(key, continued)) == sorted(map(key, expected))
     assert {key(f): f for f in continued} == {key(f): f for f in expected}
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_scenario(h: Harness) -> list[Record]:
+    records = [h.record(stock("s0", at(0, 0), on_hand=60, lead_time_days=2), "inventory")]
+    for d in range(16):
+        records += [h.record(order(f"o{d}-{i}", at(d, 9 + i), 5)) for i in range(3)]
+        if d % 5 == 4:
+            records.append(h.record(stock(f"r{d}", at(d, 15), delta=80), "inventory"))
+    return records
+
+
+def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Settings) -> None:
+    straight = Harness(settings)
+    records = crash_scenario(straight)
+    calls = 0
+
+    async def counting(batch: list[Output]) -> None:
+        nonlocal calls
+        calls += 1
+        await Harness.sink(straight, batch)
+
+    straight.pipeline.sink = counting
+    straight.feed(records, batch=5)
+    expected_ids = {m.get("forecast_id") or m.get("alert_id") for _, m in straight.outputs}
+    assert alerts(straight.outputs) and calls > 10
+
+    for crash_at in range(1, calls + 1):
+        for delivered in (False, True):
+            redis.Redis.from_url(settings.redis_url).flushall()
+            h = Harness(settings)
+            n = 0
+
+            async def flaky(
+                batch: list[Output],
+                h: Harness = h,
+                crash_at: int = crash_at,
+                delivered: bool = delivered,
+            ) -> None:
+                nonlocal n
+                n += 1
+                if n == crash_at:
+                    if delivered:  # delivered, then the worker died before recording it
+                        await Harness.sink(h, batch)
+                    raise Crash
+                await Harness.sink(h, batch)
+
+            h.pipeline.sink = flaky
+            with contextlib.suppress(Crash):
+                h.feed(records, batch=5)
+            h.restart()  # Kafka redelivers everything after the last commit: here, all of it
+            h.feed(records, batch=5)
+            got = {m.get("forecast_id") or m.get("alert_id") for _, m in h.outputs}
+            assert got == expected_ids, (crash_at, delivered)
+            r = redis.Redis.from_url(settings.redis_url)
+            assert int(r.hget("shelfcast:stats", "learned_buckets")) == 15

@@ -1,0 +1,232 @@
+"""A real ``shelfcast worker`` process against test-owned services, and ground truth for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import redis
+from confluent_kafka import Consumer, TopicPartition
+
+from streamer.config import Settings
+from streamer.embedded import die_with_parent, free_port
+from streamer.replay import Produced
+from tests.conftest import ROOT
+
+FULL_DATA = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
+DAY = 86_400
+
+
+class Worker:
+    """``python -m streamer.cli worker`` with the given services; restartable."""
+
+    def __init__(self, bootstrap: str, redis_url: str, home: Path, **env: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_"))}
+        self.env.update(
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            REDIS_URL=redis_url,
+            SHELFCAST_HOME=str(home),
+            SHELFCAST_IDLE_ADVANCE_SECONDS="0",
+            SHELFCAST_LOG_LEVEL="warning",
+            **env,
+        )
+        self.home = home
+        self.log = home / "worker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        home.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self.env["SHELFCAST_WEB_PORT"] = str(free_port())
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent(signal.SIGKILL),
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{tail}")
+
+
+class IdCollector(threading.Thread):
+    """Collects the ids (and a few fields) of everything on an output topic, as it arrives.
+
+    The embedded broker drops old data past a few MiB per partition, so reading after the run
+    would miss messages.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, fields: tuple[str, ...]) -> None:
+        super().__init__(daemon=True)
+        self.fields = fields
+        self.rows: list[tuple[object, ...]] = []
+        self.done = threading.Event()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"collector-{topic}-{id(self)}",
+                "enable.auto.commit": False,
+            }
+        )
+        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for msg in self.consumer.consume(2000, timeout=0.2):
+                if msg.error() is None:
+                    value = json.loads(msg.value())
+                    self.rows.append(tuple(value.get(f) for f in self.fields))
+        self.consumer.close()
+
+    def stop(self) -> list[tuple[object, ...]]:
+        time.sleep(1.0)  # let the last deliveries arrive
+        self.done.set()
+        self.join(10)
+        return self.rows
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    ends = {}
+    for topic in topics:
+        for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
+            ends[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    c.close()
+    return ends
+
+
+def committed(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    got = c.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+    c.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, alive: Worker) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        alive.check_alive()
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_all_committed(bootstrap: str, worker: Worker, timeout: float = 600) -> None:
+    """Until the worker's consumer group has committed every input message.
+
+    The worker commits a batch only after its outputs are delivered and its Redis state is
+    written, so this is "everything processed".
+    """
+    ends = end_offsets(bootstrap, ["orders", "inventory"])
+    wait_until(
+        lambda: committed(bootstrap, "shelfcast", list(ends)) == ends,
+        timeout,
+        "the worker to commit all input",
+        worker,
+    )
+
+
+def applied_count(redis_url: str) -> int:
+    return int(redis.Redis.from_url(redis_url).hget("shelfcast:stats", "applied") or 0)
+
+
+# ---- ground truth, computed from the CSV with pandas, independently of streamer.replay -----
+
+PRODUCT = re.compile(r"^\d{5}")
+
+
+def csv_truth(
+    path: Path, limit: int | None = None
+) -> tuple[dict[tuple[str, int], int], pd.DataFrame]:
+    """Daily demand per (series, day) and the stock movements, straight from the CSV."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=limit)
+    df = df[df["StockCode"].str.strip().str.match(PRODUCT)].copy()
+    df["series"] = df["StockCode"].str.strip() + "@" + df["Country"]
+    df["qty"] = df["Quantity"].astype(int)
+    stamp = pd.to_datetime(df["InvoiceDate"], format="%Y-%m-%d %H:%M:%S")
+    df["ts_ms"] = (stamp - pd.Timestamp("1970-01-01")) // pd.Timedelta(milliseconds=1)
+    df["day"] = df["ts_ms"] // (DAY * 1000)
+    positive = df[df["qty"] > 0]
+    demand = positive.groupby(["series", "day"])["qty"].sum()
+    adjustment = (
+        (df["qty"] < 0)
+        & ~df["InvoiceNo"].str.startswith("C")
+        & (df["UnitPrice"].astype(float) == 0)
+    )
+    # every line moves stock: orders take it down, returns and adjustments by their sign
+    moves = pd.DataFrame({"series": df["series"], "ts_ms": df["ts_ms"], "delta": -df["qty"]})
+    moves.loc[adjustment, "delta"] = df.loc[adjustment, "qty"]
+    return {(s, int(d)): int(q) for (s, d), q in demand.items()}, moves
+
+
+def stock_truth(moves: pd.DataFrame, simulated: list[Produced]) -> dict[str, int]:
+    """On hand per series under the documented rule: a snapshot at T counts movements after T."""
+    snapshots: dict[str, tuple[int, int]] = {}
+    extra: list[tuple[str, int, int]] = []
+    for ev in simulated:
+        v = json.loads(ev.value)
+        series = f"{v['sku']}@{v['location']}"
+        ts_ms = int(ev.ts * 1000)
+        if "on_hand" in v:
+            snapshots[series] = (ts_ms, int(v["on_hand"]))
+        else:
+            extra.append((series, ts_ms, int(v["delta"])))
+    all_moves = pd.concat([moves, pd.DataFrame(extra, columns=["series", "ts_ms", "delta"])])
+    stock: dict[str, int] = defaultdict(int)
+    for series, ts_ms, delta in all_moves.itertuples(index=False):
+        snap = snapshots.get(series)
+        if snap is None or ts_ms > snap[0]:
+            stock[series] += int(delta)
+    for series, (_, value) in snapshots.items():
+        stock[series] += value
+    return dict(stock)
+
+
+def redis_truth(redis_url: str) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    demand: dict[tuple[str, int], int] = {}
+    stock: dict[str, int] = {}
+    for key in r.scan_iter("shelfcast:{*}:demand", count=1000):
+        series = key[len("shelfcast:{") : -len("}:demand")]
+        for day, qty in r.hgetall(key).items():
+            demand[(series, int(day))] = int(qty)
+    for key in r.scan_iter("shelfcast:{*}:state", count=1000):
+        on_hand = r.hget(key, "on_hand")
+        if on_hand is not None:
+            stock[key[len("shelfcast:{") : -len("}:state")]] = int(on_hand)
+    return demand, stock
+
+
+def settings_for_test() -> Settings:
+    return Settings(partitions=8)

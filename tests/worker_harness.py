@@ -38,8 +38,8 @@ class Worker:
             SHELFCAST_HOME=str(home),
             SHELFCAST_IDLE_ADVANCE_SECONDS="0",
             SHELFCAST_LOG_LEVEL="warning",
-            **env,
         )
+        self.env.update(env)
         self.home = home
         self.log = home / "worker.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,63 @@
+"""Redis stops in the middle of a stream and comes back: the worker waits, the totals are exact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from streamer.config import Settings, all_topics
+from streamer.embedded import EmbeddedRedis, MockKafkaCluster
+from streamer.replay import produce, read_events
+from streamer.simulation import SimulationSettings, simulate
+from tests.conftest import SAMPLE
+from tests.worker_harness import (
+    Worker,
+    applied_count,
+    csv_truth,
+    redis_truth,
+    stock_truth,
+    wait_all_committed,
+    wait_until,
+)
+
+OUTAGE_SECONDS = 5.0
+
+
+@pytest.mark.slow
+def test_a_redis_outage_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    events, _ = read_events(SAMPLE)
+    merged, _ = simulate(events, SimulationSettings())
+    simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
+    kafka = MockKafkaCluster(all_topics(Settings()), partitions=4)
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    worker = Worker(
+        kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_HISTORY_BUCKETS="1000"
+    )
+    try:
+        produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
+        worker.start()
+        wait_until(lambda: applied_count(server.url) >= len(merged) // 3, 300, "a third", worker)
+        server.stop()  # mid-stream: the worker is busy with the rest
+        stopped = time.monotonic()
+        time.sleep(OUTAGE_SECONDS)
+        worker.check_alive()
+        server = EmbeddedRedis(server.data_dir, port=server.port)
+        server.start()
+        print(f"Redis was down for {time.monotonic() - stopped:.1f}s")
+        wait_all_committed(kafka.bootstrap, worker)
+        demand, stock = redis_truth(server.url)
+    finally:
+        worker.stop()
+        server.stop()
+        kafka.stop()
+
+    truth_demand, moves = csv_truth(SAMPLE)
+    assert demand == truth_demand
+    assert stock == stock_truth(moves, simulated)
+    log = worker.log.read_text()
+    assert log.count("Redis unreachable") == 1, log[-3000:]
+    assert log.count("Redis is back") == 1
+    assert "Traceback" not in log

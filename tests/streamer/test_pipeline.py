@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import redis
 import redis.asyncio as aioredis
 
+from streamer import metrics
 from streamer.config import Settings
 from streamer.features import FeatureStore
 from streamer.pipeline import Pipeline, Record
@@ -153,7 +154,10 @@ def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings
     assert learned_before == day(1)
     # beyond lateness: day 0 is closed, the event still updates features and stock
     stock_before = int(r.hget("shelfcast:{A1@UK}:state", "on_hand"))
+    late = metrics.EVENTS.labels("orders", "late")
+    late_before = late._value.get()
     out = h.feed([h.record(order("too-late", at(0, 12), 4))])
+    assert late._value.get() == late_before + 1
     assert r.hget("shelfcast:{A1@UK}:demand", day(0)) == "9"
     assert int(r.hget("shelfcast:{A1@UK}:state", "on_hand")) == stock_before - 4
     assert forecasts(out) == []  # no published forecast is reopened

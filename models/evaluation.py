@@ -63,9 +63,10 @@ def score(
                 break
             y = truth.get((series, target), 0.0)
             key = (series, bucket, k)
-            points[model][key] = (y, step)
+            # a redelivered copy (same id) may differ after a restart: the first copy counts
+            points[model].setdefault(key, (y, step))
             if f.get("selected"):
-                points[PUBLISHED][key] = (y, step)
+                points[PUBLISHED].setdefault(key, (y, step))
 
     scale: dict[str, float] = {}
     for series, last in closed.items():

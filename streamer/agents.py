@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import faust
+from faust.types import TP
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -44,9 +45,27 @@ def register(app: faust.App, settings: Settings) -> None:
         pending = [await outputs[o.topic].send(key=o.key, value=o.value) for o in batch]
         await asyncio.gather(*pending)
 
-    store = FeatureStore(redis_client(settings), settings.dedupe_ttl_seconds)
+    store = FeatureStore(
+        redis_client(settings), settings.dedupe_ttl_seconds, settings.series_ttl_seconds
+    )
     pipeline = Pipeline(settings, store, deliver)
     lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
+    owned: set[int] = set()
+    input_topics = {settings.topics["orders"], settings.topics["inventory"]}
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: set[TP], **_: object) -> None:
+        # another worker may have advanced a partition since this one last owned it
+        now = {tp.partition for tp in assigned if tp.topic in input_topics}
+        pipeline.forget(now - owned)
+        owned.clear()
+        owned.update(now)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: object, revoked: set[TP], **_: object) -> None:
+        lost = {tp.partition for tp in revoked if tp.topic in input_topics}
+        pipeline.forget(lost)
+        owned.difference_update(lost)
 
     async def run(step: str, work: Callable[[], Awaitable[T]]) -> T:
         """Run a pipeline step, retrying with backoff while Redis is unreachable.

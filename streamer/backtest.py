@@ -18,11 +18,13 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import redis
 
 from models.evaluation import parse_forecast_id, score
+from streamer.alert_quality import score_alerts
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port
@@ -181,7 +183,7 @@ def run_backtest(
 ) -> BacktestResult:
     out.mkdir(parents=True, exist_ok=True)
     events, read_stats = read_events(path, limit)
-    events, sim_stats = simulate(events, simulation)
+    events, sim_stats, trace = simulate(events, simulation)
     # Always on fresh embedded services: a backtest must not write into a live deployment.
     settings = settings.replace(
         kafka_bootstrap_servers="",
@@ -220,6 +222,12 @@ def run_backtest(
     write_jsonl(out / "alerts.jsonl", alerts)
     summary = summarize(
         events, read_stats, sim_stats, stats, forecasts, alerts, wall, settings.bucket_seconds
+    )
+    summary["alert_quality"] = score_alerts(
+        ((f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts),
+        trace.stockouts,
+        trace.restocks,
+        simulation.lead_time_days,
     )
     summary["input"] = str(path)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
@@ -264,6 +272,10 @@ def summarize(
         "read": asdict(read_stats),  # type: ignore[call-overload]
         "stock_simulation": asdict(sim_stats),  # type: ignore[call-overload]
     }
+
+
+def _epoch(iso_ts: str) -> float:
+    return datetime.fromisoformat(iso_ts.replace("Z", "+00:00")).timestamp()
 
 
 def _scrape(url: str) -> bytes:

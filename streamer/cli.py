@@ -139,7 +139,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     events, stats = read_events(args.file, args.limit)
     if args.simulate_stock:
-        events, _ = simulate(events, SimulationSettings())
+        events, _, _ = simulate(events, SimulationSettings())
     n = produce(
         settings.kafka_bootstrap_servers,
         settings.kafka_security.confluent(),
@@ -184,6 +184,15 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         print(
             f"{model:<16}{m['mae']:>9.3f}{m['rmse']:>9.3f}{m['mase']:>8.3f}"
             f"{m['rel_mae_vs_seasonal_naive']:>11.3f}{m['coverage_p10_p90']:>8.1%}"
+        )
+    q = s["alert_quality"]  # type: ignore[index]
+    if q["stockouts"]:
+        warn = q["median_warning_days"]
+        print(
+            f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
+            f"{q['recall']:.1%} (raised >= {q['lead_time_days']:g} days ahead), median warning "
+            f"{'n/a' if warn is None else f'{warn:.1f} days'}, false alarms "
+            f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}"
         )
     print(f"results: {result.out}/summary.json, forecasts.jsonl, alerts.jsonl")
     if args.command == "demo":

@@ -28,6 +28,8 @@ class Settings:
     web_port: int = 6066
     bucket_seconds: int = 86_400
     lateness_seconds: int = 3_600
+    max_skew_seconds: float = 31 * 86_400
+    max_future_seconds: float = 86_400
     idle_advance_seconds: float = 30.0
     active_buckets: int = 56
     history_buckets: int = 56
@@ -36,6 +38,7 @@ class Settings:
     batch_within: float = 0.2
     max_message_bytes: int = 65_536
     dedupe_ttl_seconds: int = 35 * 86_400
+    series_ttl_seconds: int = 90 * 86_400
     lead_time_days: float = 3.0
     service_level: float = 0.95
     alert_hysteresis: float = 0.2
@@ -64,6 +67,8 @@ class Settings:
             web_port=int(_env("SHELFCAST_WEB_PORT", "6066")),
             bucket_seconds=int(_env("SHELFCAST_BUCKET_SECONDS", "86400")),
             lateness_seconds=int(_env("SHELFCAST_LATENESS_SECONDS", "3600")),
+            max_skew_seconds=float(_env("SHELFCAST_MAX_SKEW_SECONDS", str(31 * 86_400))),
+            max_future_seconds=float(_env("SHELFCAST_MAX_FUTURE_SECONDS", "86400")),
             idle_advance_seconds=float(_env("SHELFCAST_IDLE_ADVANCE_SECONDS", "30")),
             active_buckets=int(_env("SHELFCAST_ACTIVE_BUCKETS", "56")),
             history_buckets=int(_env("SHELFCAST_HISTORY_BUCKETS", "56")),
@@ -72,6 +77,7 @@ class Settings:
             batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.2")),
             max_message_bytes=int(_env("SHELFCAST_MAX_MESSAGE_BYTES", "65536")),
             dedupe_ttl_seconds=int(_env("SHELFCAST_DEDUPE_TTL_SECONDS", str(35 * 86_400))),
+            series_ttl_seconds=int(_env("SHELFCAST_SERIES_TTL_SECONDS", str(90 * 86_400))),
             lead_time_days=float(_env("SHELFCAST_LEAD_TIME_DAYS", "3")),
             service_level=float(_env("SHELFCAST_SERVICE_LEVEL", "0.95")),
             alert_hysteresis=float(_env("SHELFCAST_ALERT_HYSTERESIS", "0.2")),

@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,7 +218,12 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             settings = settings.replace(kafka_bootstrap_servers=kafka.bootstrap)
             log.info("embedded Kafka (librdkafka mock cluster) on %s", kafka.bootstrap)
         if not settings.redis_url:
-            redis = EmbeddedRedis(settings.home / "redis")
+            data = settings.home / "redis"
+            if kafka is not None and data.exists():
+                # Redis state is only meaningful with the input log it was built from, and the
+                # embedded broker starts empty: old offsets would skip the new input.
+                shutil.rmtree(data)
+            redis = EmbeddedRedis(data)
             redis.start()
             settings = settings.replace(redis_url=redis.url)
             log.info("embedded Redis on %s", redis.url)

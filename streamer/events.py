@@ -193,3 +193,25 @@ def parse_inventory(raw: bytes, max_bytes: int) -> InventoryEvent | Invalid:
         return InventoryEvent(event_id, ts, sku, location, on_hand, delta, lead)
     except _Reject as exc:
         return Invalid(exc.reason, exc.detail)
+
+
+def check_context(
+    event: OrderEvent | InventoryEvent, key: bytes | None, now: float, max_future: float
+) -> OrderEvent | InventoryEvent | Invalid:
+    """Rules that need more than the payload: the Kafka key and the wall clock.
+
+    The key must be the event's series: the worker that owns a partition owns its series, and a
+    series under another key would be counted by two owners. An event dated further ahead of
+    the wall clock than ``max_future`` is a broken clock or a typo, not an order.
+    """
+    try:
+        if key != event.series.encode():
+            shown = "no key" if key is None else f"key {key[:60]!r}"
+            raise _Reject("key_mismatch", f"{shown} is not the series {event.series!r}")
+        if event.ts > now + max_future:
+            raise _Reject(
+                "time_in_future", f"'ts' is {(event.ts - now) / 3600:.1f}h ahead of the clock"
+            )
+    except _Reject as exc:
+        return Invalid(exc.reason, exc.detail)
+    return event

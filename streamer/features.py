@@ -22,9 +22,9 @@ CLOCK = f"{PREFIX}:clock"
 # top of the movements that came after it; a snapshot older than that is ignored as stale.
 MOVES_WINDOW_MS = 14 * 86_400_000
 
-APPLIED, DUPLICATE, STALE = 1, 0, 2
+APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 
-# ARGV: ttl, window_ms, n_events, then n_events records of FIELDS values:
+# ARGV: dedupe ttl, window_ms, n_events, series ttl, then n_events records of FIELDS values:
 #   kind (o=order, s=stock snapshot, d=stock delta), series, event_id, bucket, ts_ms,
 #   quantity (order quantity / on_hand / delta), unit_price or '', offsets field
 #   ("topic:partition"), offset, partition, lead_time_days or ''.
@@ -32,6 +32,7 @@ APPLIED, DUPLICATE, STALE = 1, 0, 2
 # snapshots), the state of every series in the segment}.
 APPLY_LUA = """
 local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local series_ttl = tonumber(ARGV[4])
 local F = 11
 local statuses, onhand, touched, order = {}, {}, {}, {}
 local next_offset = {}
@@ -63,9 +64,9 @@ local function snapshot(base, value, ts)
   return true
 end
 
-local applied, dups, stale = 0, 0, 0
+local applied, dups, stale, regressions = 0, 0, 0, 0
 for i = 0, n - 1 do
-  local o = 3 + i * F
+  local o = 4 + i * F
   local kind, s, eid, bucket = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
   local ts, qty, price = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6]), ARGV[o + 7]
   local tp, off, part, lead = ARGV[o + 8], tonumber(ARGV[o + 9]), ARGV[o + 10], ARGV[o + 11]
@@ -74,7 +75,11 @@ for i = 0, n - 1 do
   end
   local base = 'shelfcast:{' .. s .. '}:'
   local status = 0
-  if off >= next_offset[tp] and redis.call('SADD', base .. 'ids:' .. bucket, eid) == 1 then
+  if off < next_offset[tp] then
+    -- below what this partition already applied: a redelivery, unless the id is new, which
+    -- means the offsets went backwards (a recreated topic): skipped, but reported
+    if redis.call('SISMEMBER', base .. 'ids:' .. bucket, eid) == 0 then status = 3 end
+  elseif redis.call('SADD', base .. 'ids:' .. bucket, eid) == 1 then
     redis.call('EXPIRE', base .. 'ids:' .. bucket, ttl)
     local st = base .. 'state'
     status = 1
@@ -93,8 +98,15 @@ for i = 0, n - 1 do
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'GT', bucket, s)
     elseif kind == 'd' then
       move(base, eid, qty, ts)
-    elseif not snapshot(base, qty, ts) then
+      redis.call('HSET', st, 'stock_known', 1)
+    elseif snapshot(base, qty, ts) then
+      redis.call('HSET', st, 'stock_known', 1)
+    else
       status = 2
+    end
+    -- a series with no event for series_ttl ages out entirely
+    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'moves'}) do
+      redis.call('EXPIRE', base .. h, series_ttl)
     end
     if lead ~= '' then redis.call('HSET', st, 'lead_time', lead) end
     redis.call('HSETNX', st, 'first_bucket', bucket)
@@ -106,9 +118,9 @@ for i = 0, n - 1 do
   if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
   if status == 1 then applied = applied + 1 elseif status == 0 then dups = dups + 1
-  else stale = stale + 1 end
+  elseif status == 2 then stale = stale + 1 else regressions = regressions + 1 end
   statuses[#statuses + 1] = status
-  if status == 2 then
+  if status >= 2 then
     onhand[#onhand + 1] = ''
   else
     onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
@@ -118,18 +130,21 @@ for tp, nxt in pairs(next_offset) do redis.call('HSET', KEYS[1], tp, nxt) end
 redis.call('HINCRBY', KEYS[2], 'applied', applied)
 redis.call('HINCRBY', KEYS[2], 'duplicate', dups)
 redis.call('HINCRBY', KEYS[2], 'stale_snapshot', stale)
+redis.call('HINCRBY', KEYS[2], 'offset_regression', regressions)
 local states = {}
 for _, s in ipairs(order) do
   local v = redis.call('HMGET', 'shelfcast:{' .. s .. '}:state',
-    'rop', 'alert', 'alert_seq', 'lt_demand', 'safety', 'daily_mean', 'forecast_id', 'rop_lead')
+    'rop', 'alert', 'alert_seq', 'lt_demand', 'safety', 'daily_mean', 'forecast_id', 'rop_lead',
+    'stock_known')
   states[#states + 1] = s
-  for j = 1, 8 do states[#states + 1] = v[j] or '' end
+  for j = 1, 9 do states[#states + 1] = v[j] or '' end
 end
 return {statuses, onhand, states}
 """
 FIELDS = 11
 STATE_FIELDS = (
     "rop", "alert", "alert_seq", "lt_demand", "safety", "daily_mean", "forecast_id", "rop_lead",
+    "stock_known",
 )  # fmt: skip
 
 
@@ -166,15 +181,18 @@ def part_series_key(partition: int) -> str:
 
 
 class FeatureStore:
-    def __init__(self, client: aioredis.Redis, dedupe_ttl_seconds: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, dedupe_ttl_seconds: int, series_ttl_seconds: int = 90 * 86_400
+    ) -> None:
         self.r = client
         self.ttl = dedupe_ttl_seconds
+        self.series_ttl = series_ttl_seconds
         self._apply = client.register_script(APPLY_LUA)
 
     async def apply(self, effects: Sequence[StockEffect]) -> ApplyResult:
         if not effects:
             return ApplyResult([], [], {})
-        argv: list[object] = [self.ttl, MOVES_WINDOW_MS, len(effects)]
+        argv: list[object] = [self.ttl, MOVES_WINDOW_MS, len(effects), self.series_ttl]
         for e in effects:
             argv += [
                 e.kind, e.series, e.event_id, e.bucket, e.ts_ms, e.quantity,

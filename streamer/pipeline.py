@@ -14,20 +14,28 @@ re-derives the same outputs with the same ids on replay: duplicates, never losse
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from models.bank import ModelBank
 from streamer import metrics
 from streamer.alerts import CLEARED, ReorderPoint, next_status, reorder_point
-from streamer.clock import bucket_of, bucket_start, last_closable
+from streamer.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.config import Settings
-from streamer.events import Invalid, InventoryEvent, OrderEvent, parse_inventory, parse_order
-from streamer.features import APPLIED, DUPLICATE, FeatureStore, StockEffect
+from streamer.events import (
+    Invalid,
+    InventoryEvent,
+    OrderEvent,
+    check_context,
+    parse_inventory,
+    parse_order,
+)
+from streamer.features import APPLIED, DUPLICATE, OFFSET_REGRESSION, FeatureStore, StockEffect
 from streamer.publish import (
     Output,
     alert_message,
@@ -73,6 +81,10 @@ class Pipeline:
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
         self.errors: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+        self.owner: dict[str, int] = {}  # series -> partition, to forget a lost partition
+        self.active: dict[int, int] = {}  # partition -> series closed at its latest close
+        self._stale: set[int] = set()
+        self._warned_regression: set[str] = set()
         self._clock_loaded = False
 
     async def _load_clock(self) -> None:
@@ -84,51 +96,93 @@ class Pipeline:
                 self.max_ts[int(p)] = float(v)
         self._clock_loaded = True
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop what this process knows of partitions it lost or (re)gained in a rebalance.
+
+        Another worker may have advanced them meanwhile: their clocks are reloaded from Redis
+        and their models rebuilt from it. Called from Faust's rebalance signals, so it only
+        marks; ``process`` acts on it before its next batch.
+        """
+        self._stale.update(partitions)
+
+    def _drop_stale(self) -> None:
+        for p in self._stale:
+            for table in (self.closed, self.max_ts, self.last_event_wall, self.active):
+                table.pop(p, None)
+            for s in [s for s, owner in self.owner.items() if owner == p]:
+                self.banks.pop(s, None)
+                del self.owner[s]
+        self._stale.clear()
+        self._clock_loaded = False
+
+    def _parse(self, rec: Record, now: float) -> Event | Invalid:
+        raw = rec.value or b""
+        if rec.topic == self.s.topics["orders"]:
+            parsed: Event | Invalid = parse_order(raw, self.s.max_message_bytes)
+        else:
+            parsed = parse_inventory(raw, self.s.max_message_bytes)
+        if isinstance(parsed, Invalid):
+            return parsed
+        return check_context(parsed, rec.key, now, self.s.max_future_seconds)
+
     async def process(self, records: Sequence[Record]) -> BatchResult:
+        if self._stale:
+            self._drop_stale()
         if not self._clock_loaded:
             await self._load_clock()
         result = BatchResult(records=len(records))
         dead: list[Output] = []
-        groups: dict[tuple[str, int], list[tuple[Record, Event]]] = defaultdict(list)
-        orders_topic = self.s.topics["orders"]
+        # orders and inventory of a partition hold the same series: one sequence, in arrival order
+        by_partition: dict[int, list[tuple[Record, Event]]] = defaultdict(list)
+        now = time.time()
         for rec in records:
-            is_order = rec.topic == orders_topic
-            raw = rec.value or b""
-            parsed = (
-                parse_order(raw, self.s.max_message_bytes)
-                if is_order
-                else parse_inventory(raw, self.s.max_message_bytes)
-            )
+            parsed = self._parse(rec, now)
             if isinstance(parsed, Invalid):
-                dead.append(self._dead_letter(rec, raw, parsed))
-                continue
-            groups[("o" if is_order else "i", rec.partition)].append((rec, parsed))
+                dead.append(self._dead_letter(rec, parsed))
+            else:
+                by_partition[rec.partition].append((rec, parsed))
         if dead:
             await self.sink(dead)
             result.dlq += len(dead)
         newest = -math.inf
-        for (role, p), items in groups.items():
-            if role == "i":
-                await self._apply(p, items, result)
-                continue
+        for p, items in by_partition.items():
             segment: list[tuple[Record, Event]] = []
             for rec, ev in items:
                 segment.append((rec, ev))
+                if not isinstance(ev, OrderEvent):
+                    continue
                 newest = max(newest, ev.ts)
-                self.max_ts[p] = max(self.max_ts.get(p, -math.inf), ev.ts)
-                self.last_event_wall[p] = (self.max_ts[p], time.time())
-                self.closed.setdefault(p, bucket_of(ev.ts, self.s.bucket_seconds) - 1)
-                target = last_closable(
-                    self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds
-                )
-                if target > self.closed[p]:
+                target = self._advance(p, ev.ts, now)
+                if target is not None:
                     await self._apply(p, segment, result)
                     segment = []
                     await self._close_through(p, target, result)
             await self._apply(p, segment, result)
         if newest > -math.inf:
-            metrics.EVENT_TIME_LAG.set(max(time.time() - newest, 0.0))
+            metrics.EVENT_TIME_LAG.set(max(now - newest, 0.0))
         return result
+
+    def _advance(self, p: int, ts: float, now: float) -> int | None:
+        """Move partition ``p``'s event time; the bucket to close through, if any.
+
+        An order far ahead of the partition's newest event time (a typo, a wrong clock) is
+        applied but does not move the watermark: one bad timestamp must not close weeks of
+        buckets for every series and turn all later input into late input.
+        """
+        newest = self.max_ts.get(p)
+        if newest is not None and ts > newest + self.s.max_skew_seconds:
+            metrics.EVENTS.labels("orders", "skewed").inc()
+            log.warning(
+                "partition %d: order at %s is %.0f days ahead of the partition's event time; "
+                "not advancing the watermark",
+                p, iso(ts), (ts - newest) / 86_400,
+            )  # fmt: skip
+            return None
+        self.max_ts[p] = max(newest if newest is not None else ts, ts)
+        self.last_event_wall[p] = (self.max_ts[p], now)
+        self.closed.setdefault(p, bucket_of(ts, self.s.bucket_seconds) - 1)
+        target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
+        return target if target > self.closed[p] else None
 
     async def advance_idle(self, now: float) -> BatchResult:
         """Live mode: a quiet partition's event time advances with the wall clock."""
@@ -144,13 +198,13 @@ class Pipeline:
                 await self._close_through(p, target, result)
         return result
 
-    def _dead_letter(self, rec: Record, raw: bytes, bad: Invalid) -> Output:
+    def _dead_letter(self, rec: Record, bad: Invalid) -> Output:
         topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
         metrics.EVENTS.labels(topic, "invalid").inc()
         metrics.DLQ.labels(topic, bad.reason).inc()
         log.debug("dead letter %s:%d@%d: %s", rec.topic, rec.partition, rec.offset, bad.detail)
         msg = dlq_message(
-            raw, rec.key, bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
+            rec.value or b"", rec.key, bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
         )
         return output(self.s.topics["dlq"], rec.key, msg)
 
@@ -192,12 +246,15 @@ class Pipeline:
             if status == APPLIED:
                 late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
                 metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
+            elif status == OFFSET_REGRESSION:
+                self._offset_regression(effect.offsets_field)
+                continue
             else:
                 metrics.EVENTS.labels(topic, "duplicate" if status == DUPLICATE else "stale").inc()
             # Duplicates are walked too, at the current stock: if a crash came between applying
             # them and recording the alert state, the same alert (same id) is derived again.
             state = res.states.get(ev.series)
-            if on_hand is None or not state or not state["rop"]:
+            if on_hand is None or not state or not state["rop"] or not state["stock_known"]:
                 continue
             rop = ReorderPoint(
                 float(state["rop_lead"]),
@@ -215,6 +272,17 @@ class Pipeline:
             await self.sink(alerts)
             result.alerts += len(alerts)
         await self.store.write_alert_states(updates)
+
+    def _offset_regression(self, topic_partition: str) -> None:
+        metrics.EVENTS.labels(topic_partition.split(":")[0], "offset_regression").inc()
+        if topic_partition not in self._warned_regression:
+            self._warned_regression.add(topic_partition)
+            log.error(
+                "%s: new events at offsets below those already applied; was the topic "
+                "recreated? They are skipped until shelfcast:offsets is reset for it "
+                "(docs/delivery.md)",
+                topic_partition,
+            )
 
     def _alert(
         self,
@@ -270,18 +338,29 @@ class Pipeline:
         ]
         names = [s for s, _ in active]
         demand, states = await self.store.read_close(names, b)
-        missing = {s: st for s, st in zip(names, states, strict=True) if s not in self.banks}
+        # rebuild models that are missing or behind the learned marker in Redis (another
+        # worker owned the partition meanwhile)
+        missing = {
+            s: st
+            for s, st in zip(names, states, strict=True)
+            if s not in self.banks
+            or (self.banks[s].learned_through or -1) < int(st.get("learned") or -1)
+        }
         if missing:
             await self._rebuild(missing, dict(active))
         updates: dict[str, dict[str, object]] = {}
         outs: list[Output] = []
         learned = 0
         close_ts = bucket_start(b + 1, size)
-        for s, y, state in zip(names, demand, states, strict=True):
+        for i, (s, y, state) in enumerate(zip(names, demand, states, strict=True)):
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # a close of many series must not starve the event loop
+            self.owner[s] = p
             bank = self.banks[s]
+            if int(state.get("learned") or -1) < b:
+                learned += 1  # counted by the Redis marker, so a retried close counts once
             if bank.learned_through is None or bank.learned_through < b:
                 bank.learn(b, y)
-                learned += 1
                 self._record_errors(bank)
             forecasts, chosen = bank.forecast()
             fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
@@ -299,10 +378,10 @@ class Pipeline:
                     rop=rop.value, lt_demand=rop.lead_time_demand, safety=rop.safety_stock,
                     daily_mean=rop.daily_mean, rop_lead=lead, forecast_id=fid,
                 )  # fmt: skip
-                change = self._alert(
-                    s, state, int(state.get("on_hand") or 0), rop, fid, close_ts, outs
-                )
-                fields.update(change or {})
+                if state.get("stock_known"):
+                    on_hand = int(state.get("on_hand") or 0)
+                    change = self._alert(s, state, on_hand, rop, fid, close_ts, outs)
+                    fields.update(change or {})
             updates[s] = fields
         for s in [
             s
@@ -323,7 +402,8 @@ class Pipeline:
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
         )
         metrics.BUCKETS_CLOSED.inc()
-        metrics.ACTIVE_SERIES.set(len(active))
+        self.active[p] = len(active)
+        metrics.ACTIVE_SERIES.set(sum(self.active.values()))
         self._publish_errors()
 
     def _record_errors(self, bank: ModelBank) -> None:

@@ -32,6 +32,14 @@ class SimulationSettings:
 
 
 @dataclass
+class StockTrace:
+    """When the simulated stock ran out and when deliveries arrived, per series."""
+
+    stockouts: list[tuple[str, float]] = field(default_factory=list)
+    restocks: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
 class SimulationStats:
     simulated: bool = True
     settings: dict[str, float] = field(default_factory=dict)
@@ -48,12 +56,17 @@ def _order(ev: Produced) -> tuple[str, int]:
 
 def simulate(
     events: Sequence[Produced], settings: SimulationSettings
-) -> tuple[list[Produced], SimulationStats]:
-    """The input events with simulated inventory events merged in, in event-time order."""
+) -> tuple[list[Produced], SimulationStats, StockTrace]:
+    """The input events with simulated inventory events merged in, in event-time order.
+
+    A stock-out is the moment an order takes the simulated stock from above zero to zero or
+    below. The simulated stock follows the worker's rules, so the two agree.
+    """
     stats = SimulationStats(settings=asdict(settings))
+    trace = StockTrace()
     orders = sorted((ev for ev in events if ev.role == "orders" and ev.ts), key=lambda e: e.ts)
     if not orders:
-        return list(events), stats
+        return list(events), stats, trace
     span_days = max((orders[-1].ts - orders[0].ts) / DAY, 1.0)
     demand: dict[str, float] = defaultdict(float)
     for ev in orders:
@@ -79,9 +92,14 @@ def simulate(
             on_hand[series] += qty
             on_order[series] -= qty
             stats.restocks += 1
+            trace.restocks.append((series, ts))
             out.append(inventory(series, ts, {"delta": qty}, n))
         if ev.role != "orders":
+            # a stock adjustment from the data; before the opening snapshot it is inside it
             out.append(ev)
+            adjusted = json.loads(ev.value)
+            if ev.key in on_hand and "delta" in adjusted:
+                on_hand[ev.key] += int(adjusted["delta"])
             continue
         series, qty = _order(ev)
         if series not in on_hand:
@@ -96,8 +114,9 @@ def simulate(
         on_hand[series] -= qty
         if qty > 0 and before < qty:
             stats.lost_units += qty - max(before, 0)
-            if before > 0:
-                stats.stockouts += 1
+        if before > 0 >= on_hand[series]:
+            stats.stockouts += 1
+            trace.stockouts.append((series, ev.ts))
         daily = mean.get(series, 0.0)
         position = on_hand[series] + on_order[series]
         if daily > 0 and position <= settings.reorder_days * daily:
@@ -109,7 +128,7 @@ def simulate(
                 heapq.heappush(arrivals, (arrival, seq, series, qty_order))
     # opening snapshots are dated just before a series' first order, so re-sort (stably)
     out.sort(key=lambda e: e.ts)
-    return out, stats
+    return out, stats, trace
 
 
 def _iso(ts: float) -> str:

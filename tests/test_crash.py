@@ -38,7 +38,7 @@ def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> No
     rng = random.Random(seed)
     events, stats = read_events(FULL_DATA, LINES)
     assert stats.orders + stats.returns >= 50_000
-    merged, _ = simulate(events, SimulationSettings())
+    merged, _, _ = simulate(events, SimulationSettings())
     simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
 
     kafka = MockKafkaCluster(all_topics(Settings()), partitions=8, partitions_for={"forecasts": 64})

@@ -56,6 +56,11 @@ def test_summary_accounts_for_every_event(backtest: Path) -> None:
         assert m["points"] > 100
         assert all(math.isfinite(m[k]) for k in ("mae", "rmse", "mase", "pinball"))
     assert s["accuracy"]["seasonal_naive"]["rel_mae_vs_seasonal_naive"] == 1.0
+    q = s["alert_quality"]
+    assert q["stockouts"] == s["stock_simulation"]["stockouts"] > 0
+    assert q["alerts_raised"] == s["alerts_by_status"]["raised"]
+    for key in ("recall", "false_alarm_rate", "flapping_rate"):
+        assert 0 <= q[key] <= 1
 
 
 def test_forecast_topic_has_one_forecast_per_model_per_closed_bucket(backtest: Path) -> None:

@@ -28,7 +28,7 @@ OUTAGE_SECONDS = 5.0
 @pytest.mark.slow
 def test_a_redis_outage_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     events, _ = read_events(SAMPLE)
-    merged, _ = simulate(events, SimulationSettings())
+    merged, _, _ = simulate(events, SimulationSettings())
     simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
     kafka = MockKafkaCluster(all_topics(Settings()), partitions=4)
     server = EmbeddedRedis(tmp_path / "redis")

@@ -45,6 +45,11 @@ def good_fields() -> st.SearchStrategy[dict[str, object]]:
     )
 
 
+def key_of(payload: bytes) -> bytes:
+    obj = json.loads(payload)
+    return f"{obj['sku']}@{obj['location']}".encode()
+
+
 def dumps(obj: object) -> bytes:
     return json.dumps(obj, allow_nan=True).encode()
 
@@ -169,7 +174,10 @@ def test_malformed_payloads_never_crash_and_all_reach_the_dlq(
     async def run() -> None:
         client = aioredis.Redis.from_url(redis_url)
         pipeline = Pipeline(s, FeatureStore(client, s.dedupe_ttl_seconds), collect)
-        records = [Record("orders", 0, i, None, p) for i, (p, _) in enumerate(payloads)]
+        records = [
+            Record("orders", 0, i, key_of(p) if ok else None, p)
+            for i, (p, ok) in enumerate(payloads)
+        ]
         for i in range(0, len(records), 97):
             await pipeline.process(records[i : i + 97])
         await client.aclose()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -46,9 +47,15 @@ class Harness:
         self.outputs += [(o.topic, json.loads(o.value)) for o in batch]
 
     def record(self, value: bytes, topic: str = "orders", partition: int = 0) -> Record:
+        """The record as Kafka would deliver it, keyed by its series when it has one."""
         offset = self.offsets[(topic, partition)]
         self.offsets[(topic, partition)] += 1
-        return Record(topic, partition, offset, b"k", value)
+        try:
+            obj = json.loads(value)
+            key: bytes | None = f"{obj['sku']}@{obj['location']}".encode()
+        except (ValueError, KeyError, TypeError):
+            key = None
+        return Record(topic, partition, offset, key, value)
 
     def feed(self, records: list[Record], batch: int = 1000) -> list[tuple[str, dict]]:
         """Outputs that these records produced."""
@@ -251,3 +258,78 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             assert got == expected_ids, (crash_at, delivered)
             r = redis.Redis.from_url(settings.redis_url)
             assert int(r.hget("shelfcast:stats", "learned_buckets")) == 15
+
+
+def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(
+    settings: Settings,
+) -> None:
+    def run(batch: int) -> list[tuple[str, dict]]:
+        redis.Redis.from_url(settings.redis_url).flushall()
+        h = Harness(settings)
+        records = crash_scenario(h)
+        # deliver each inventory record in the batch where it arrived, between the orders
+        records.sort(key=lambda r: json.loads(r.value)["ts"])
+        return h.feed(records, batch=batch)
+
+    assert run(1) == run(4) == run(1000)
+
+
+def test_one_wildly_skewed_timestamp_does_not_close_weeks_of_buckets(settings: Settings) -> None:
+    h = Harness(settings)
+    h.feed(daily_orders(h, 5))
+    skewed = h.record(order("typo", (START + timedelta(days=730)).isoformat(), 1))
+    assert forecasts(h.feed([skewed])) == []  # applied, but the watermark did not jump
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    assert r.hget("shelfcast:clock", "0:closed") is not None
+    out = h.feed([h.record(order("next", at(5), 5))])
+    assert len({f["issued_at"] for f in forecasts(out)}) == 1  # day 4 closes normally
+
+
+def test_future_times_and_wrong_keys_are_dead_letters(settings: Settings) -> None:
+    h = Harness(settings)
+    future = order("f", datetime.fromtimestamp(time.time() + 3 * 86_400).isoformat(), 1)
+    wrong_key = Record("orders", 0, 99, b"B2@UK", order("k", at(0), 1))
+    out = h.feed(
+        [h.record(future), wrong_key, Record("orders", 0, 100, None, order("n", at(0), 1))]
+    )
+    assert [m["reason"] for t, m in out if t == "shelfcast-dlq"] == [
+        "time_in_future", "key_mismatch", "key_mismatch",
+    ]  # fmt: skip
+
+
+def test_no_alert_while_stock_is_unknown(settings: Settings) -> None:
+    h = Harness(settings)
+    h.feed(daily_orders(h, 12, qty=10))  # orders, but no inventory feed for the series
+    assert alerts(h.outputs) == []
+    out = h.feed([h.record(stock("s", at(11, 12), on_hand=5), "inventory")])
+    assert [a["status"] for a in alerts(out)] == ["raised"]  # known now, and low
+
+
+def test_offsets_going_backwards_are_reported_not_silently_dropped(settings: Settings) -> None:
+    h = Harness(settings)
+    h.feed(daily_orders(h, 3))
+    regression = metrics.EVENTS.labels("orders", "offset_regression")
+    before = regression._value.get()
+    h.offsets.clear()  # a recreated topic starts again at offset 0, with new events
+    h.feed([h.record(order("new-after-recreate", at(3), 2))])
+    assert regression._value.get() == before + 1
+    r = redis.Redis.from_url(settings.redis_url)
+    assert int(r.hget("shelfcast:stats", "offset_regression")) == 1
+
+
+def test_a_partition_that_comes_back_after_a_rebalance_is_not_learned_twice(
+    settings: Settings,
+) -> None:
+    a = Harness(settings)
+    records = daily_orders(a, 21)
+    a.feed(records[:11])  # worker A closes days 0..9
+    b = Harness(settings)
+    b.feed(records[:11])  # B takes the partition over: redelivered input, all duplicates
+    b.feed(records[11:16])  # and closes days 10..14
+    a.pipeline.forget([0])  # the rebalance hands the partition back to A
+    a.outputs.clear()
+    a.feed(records[16:])
+    issued = {f["issued_at"] for f in forecasts(a.outputs)}
+    assert len(issued) == 5  # days 15..19 only: A did not re-close what B closed
+    r = redis.Redis.from_url(settings.redis_url)
+    assert int(r.hget("shelfcast:stats", "learned_buckets")) == 20

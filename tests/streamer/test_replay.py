@@ -61,7 +61,7 @@ def test_jsonl_lines_are_produced_verbatim_bad_ones_included(tmp_path: Path) -> 
 def test_stock_simulation_opens_restocks_after_the_lead_time_and_counts_lost_sales() -> None:
     events, _ = read_events(SAMPLE, limit=3000)
     sim = SimulationSettings(opening_weeks=1, lead_time_days=2)
-    merged, stats = simulate(events, sim)
+    merged, stats, trace = simulate(events, sim)
     assert stats.simulated and stats.settings["lead_time_days"] == 2
     inventory = [
         json.loads(e.value) for e in merged if e.role == "inventory" and b"sim:" in e.value
@@ -70,6 +70,7 @@ def test_stock_simulation_opens_restocks_after_the_lead_time_and_counts_lost_sal
     assert len(snapshots) == stats.snapshots == len({e.key for e in events if e.role == "orders"})
     assert stats.restocks == sum("delta" in v for v in inventory) > 0
     assert stats.lost_units > 0 and stats.stockouts > 0  # one week of stock runs out
+    assert len(trace.stockouts) == stats.stockouts and len(trace.restocks) == stats.restocks
     assert [e.ts for e in merged] == sorted(e.ts for e in merged)
     first_order = {}
     for e in merged:

@@ -1,0 +1,93 @@
+"""How good were the low-stock alerts? Scored against the stock-outs of a (simulated) stock.
+
+For each series, alerts (raised/cleared, event time) are compared with stock-outs (times at
+which stock fell from above zero to zero or below) and restocks (delivery times):
+
+* **recall**: share of stock-outs whose alert was raised at least one lead time before, and
+  not cleared in between: early enough to reorder;
+* **warning time**: stock-out time minus the raise time of the alert still active at the
+  stock-out (its median over warned stock-outs);
+* **false alarms**: share of raised alerts followed within the lead time by neither a stock-out
+  nor a restock;
+* **flapping**: share of raised alerts that come within a day of the same series' previous
+  alert being cleared (raised -> cleared -> raised again within a day).
+
+>>> day = 86_400.0
+>>> alerts = [("a", "raised", 0.0), ("a", "cleared", 5 * day), ("a", "raised", 5.5 * day)]
+>>> q = score_alerts(alerts, stockouts=[("a", 4 * day)], restocks=[], lead_time_days=3)
+>>> q["recall"], q["median_warning_days"], q["flapping_rate"]
+(1.0, 4.0, 0.5)
+"""
+
+from __future__ import annotations
+
+import statistics
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable
+
+DAY = 86_400.0
+
+
+def score_alerts(
+    alerts: Iterable[tuple[str, str, float]],
+    stockouts: Iterable[tuple[str, float]],
+    restocks: Iterable[tuple[str, float]],
+    lead_time_days: float,
+) -> dict[str, float | int | None]:
+    lead = lead_time_days * DAY
+    by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for series, status, ts in alerts:
+        by_series[series].append((ts, status))
+    for changes in by_series.values():
+        changes.sort()
+    outs: dict[str, list[float]] = defaultdict(list)
+    for series, ts in stockouts:
+        outs[series].append(ts)
+    arrivals: dict[str, list[float]] = defaultdict(list)
+    for series, ts in restocks:
+        arrivals[series].append(ts)
+    for times in (*outs.values(), *arrivals.values()):
+        times.sort()
+
+    warnings: list[float] = []
+    n_stockouts = early = 0
+    for series, times in outs.items():
+        changes = by_series.get(series, [])
+        stamps = [ts for ts, _ in changes]
+        for t in times:
+            n_stockouts += 1
+            i = bisect_right(stamps, t)  # changes at or before the stock-out
+            if i and changes[i - 1][1] == "raised":
+                warning = t - changes[i - 1][0]
+                warnings.append(warning)
+                early += warning >= lead
+
+    raised = false_alarms = flaps = 0
+    for series, changes in by_series.items():
+        for k, (ts, status) in enumerate(changes):
+            if status != "raised":
+                continue
+            raised += 1
+            followed = _any_in(outs.get(series, []), ts, ts + lead) or _any_in(
+                arrivals.get(series, []), ts, ts + lead
+            )
+            false_alarms += not followed
+            if k >= 2 and changes[k - 1][1] == "cleared" and changes[k - 2][1] == "raised":
+                flaps += ts - changes[k - 1][0] <= DAY
+    return {
+        "stockouts": n_stockouts,
+        "alerts_raised": raised,
+        "recall": early / n_stockouts if n_stockouts else None,
+        "warned_stockouts": len(warnings),
+        "median_warning_days": statistics.median(warnings) / DAY if warnings else None,
+        "false_alarm_rate": false_alarms / raised if raised else None,
+        "flapping_rate": flaps / raised if raised else None,
+        "lead_time_days": lead_time_days,
+    }
+
+
+def _any_in(sorted_times: list[float], start: float, end: float) -> bool:
+    """Is there a time in (start, end]?"""
+    i = bisect_right(sorted_times, start)
+    return i < len(sorted_times) and sorted_times[i] <= end

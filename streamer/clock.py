@@ -13,6 +13,7 @@ covers ``[b * size, (b + 1) * size)`` and closes once the watermark reaches its 
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 
@@ -29,6 +30,7 @@ def last_closable(max_ts: float, lateness: float, size: int) -> int:
     return int((max_ts - lateness) // size) - 1
 
 
+@functools.lru_cache(maxsize=65_536)  # a close formats the same few times for every series
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 

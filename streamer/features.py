@@ -141,6 +141,32 @@ for _, s in ipairs(order) do
 end
 return {statuses, onhand, states}
 """
+# KEYS: the partition's active-series set, the clock, the stats.
+# ARGV: field to trim, first active bucket, learned count, n clock pairs, clock pairs, then per
+# series: name, n field pairs, field pairs. One script, so a close is atomic like a MULTI, with
+# one reply to parse instead of one per command.
+CLOSE_LUA = """
+local n_clock = tonumber(ARGV[4])
+redis.call('HSET', KEYS[2], unpack(ARGV, 5, 4 + 2 * n_clock))
+local i = 5 + 2 * n_clock
+while i <= #ARGV do
+  local base = 'shelfcast:{' .. ARGV[i] .. '}:'
+  local n = tonumber(ARGV[i + 1])
+  if n > 0 then redis.call('HSET', base .. 'state', unpack(ARGV, i + 2, i + 1 + 2 * n)) end
+  for _, h in ipairs({'demand', 'returns', 'lines', 'revenue'}) do
+    redis.call('HDEL', base .. h, ARGV[1])
+  end
+  i = i + 2 + 2 * n
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'buckets_closed', 1)
+-- (series, bucket) pairs learned, written with the learned markers: it equals the distinct
+-- pairs closed exactly when no bucket was learned twice
+redis.call('HINCRBY', KEYS[3], 'learned_buckets', tonumber(ARGV[3]))
+return 1
+"""
+# What a bucket close reads of each series' state.
+CLOSE_FIELDS = ("learned", "lead_time", "on_hand", "stock_known", "alert", "alert_seq")
 FIELDS = 11
 STATE_FIELDS = (
     "rop", "alert", "alert_seq", "lt_demand", "safety", "daily_mean", "forecast_id", "rop_lead",
@@ -188,6 +214,7 @@ class FeatureStore:
         self.ttl = dedupe_ttl_seconds
         self.series_ttl = series_ttl_seconds
         self._apply = client.register_script(APPLY_LUA)
+        self._close = client.register_script(CLOSE_LUA)
 
     async def apply(self, effects: Sequence[StockEffect]) -> ApplyResult:
         if not effects:
@@ -238,15 +265,18 @@ class FeatureStore:
     async def read_close(
         self, series: Sequence[str], bucket: int
     ) -> tuple[list[float], list[dict[str, str]]]:
-        """Demand of each series in ``bucket`` (0 where none), and each series' state hash."""
+        """Demand of each series in ``bucket`` (0 where none), and the state a close needs."""
         pipe = self.r.pipeline(transaction=False)
         for s in series:
             pipe.hget(series_base(s) + "demand", str(bucket))
-            pipe.hgetall(series_base(s) + "state")
+            pipe.hmget(series_base(s) + "state", CLOSE_FIELDS)
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
         demand = [float(v) if v is not None else 0.0 for v in raw[0::2]]
-        states = [{_text(k): _text(v) for k, v in h.items()} for h in raw[1::2]]
+        states = [
+            {f: _text(v) for f, v in zip(CLOSE_FIELDS, values, strict=True) if v is not None}
+            for values in raw[1::2]
+        ]
         return demand, states
 
     async def read_histories(self, spans: dict[str, range]) -> dict[str, list[float]]:
@@ -271,20 +301,15 @@ class FeatureStore:
         inactive_before: int,
         clock: dict[str, object],
     ) -> None:
-        pipe = self.r.pipeline(transaction=True)
+        argv: list[object] = [trim_before, inactive_before, learned, len(clock)]
+        for item in clock.items():
+            argv += item
         for s, fields in state_updates.items():
-            base = series_base(s)
-            pipe.hset(base + "state", mapping=fields)  # type: ignore[arg-type]
-            for h in ("demand", "returns", "lines", "revenue"):
-                pipe.hdel(base + h, str(trim_before))
-        pipe.zremrangebyscore(part_series_key(partition), "-inf", f"({inactive_before}")
-        pipe.hset(CLOCK, mapping=clock)  # type: ignore[arg-type]
-        pipe.hincrby(STATS, "buckets_closed", 1)
-        # (series, bucket) pairs learned. The markers are written in the same MULTI, so this
-        # equals the number of distinct pairs closed exactly when no bucket was learned twice.
-        pipe.hincrby(STATS, "learned_buckets", learned)
+            argv += [s, len(fields)]
+            for item in fields.items():
+                argv += item
         metrics.REDIS_ROUNDTRIPS.inc()
-        await pipe.execute()
+        await self._close(keys=[part_series_key(partition), CLOCK, STATS], args=argv)
 
     async def write_alert_states(self, updates: dict[str, dict[str, object]]) -> None:
         if not updates:

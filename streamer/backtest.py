@@ -27,7 +27,7 @@ from models.evaluation import parse_forecast_id, score
 from streamer.alert_quality import score_alerts
 from streamer.clock import bucket_of
 from streamer.config import Settings
-from streamer.embedded import die_with_parent, embedded_services, free_port
+from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.features import STATS
 from streamer.replay import Produced, produce, read_events, write_jsonl
 from streamer.simulation import SimulationSettings, simulate
@@ -89,13 +89,7 @@ class WorkerProcess:
             )
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self._log.close()
 
 

@@ -383,12 +383,16 @@ class Pipeline:
                     change = self._alert(s, state, on_hand, rop, fid, close_ts, outs)
                     fields.update(change or {})
             updates[s] = fields
+        # This partition's series inactive for the whole window free their models. Only this
+        # partition's: others run on their own event time, and dropping a model they still use
+        # would make them rebuild it from bounded history, changing its forecasts.
         for s in [
             s
             for s, bank in self.banks.items()
-            if (bank.learned_through or b) < b - self.s.active_buckets
+            if self.owner.get(s) == p and (bank.learned_through or b) < b - self.s.active_buckets
         ]:
-            del self.banks[s]  # inactive for the whole window: its models can go
+            del self.banks[s]
+            del self.owner[s]
         if outs:
             await self.sink(outs)
             result.alerts += sum(o.topic == self.s.topics["alerts"] for o in outs)

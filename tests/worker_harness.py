@@ -19,7 +19,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from streamer.config import Settings
-from streamer.embedded import die_with_parent, free_port
+from streamer.embedded import die_with_parent, free_port, stop_process
 from streamer.replay import Produced
 from tests.conftest import ROOT
 
@@ -63,13 +63,8 @@ class Worker:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, 30)
 
     def check_alive(self) -> None:
         assert self.proc is not None

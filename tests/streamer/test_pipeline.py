@@ -333,3 +333,23 @@ def test_a_partition_that_comes_back_after_a_rebalance_is_not_learned_twice(
     assert len(issued) == 5  # days 15..19 only: A did not re-close what B closed
     r = redis.Redis.from_url(settings.redis_url)
     assert int(r.hget("shelfcast:stats", "learned_buckets")) == 20
+
+
+def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) -> None:
+    # a short history makes any rebuild of a model visible in its forecasts
+    s = settings.replace(history_buckets=3, active_buckets=5)
+
+    def run(other_runs_ahead: bool) -> list[dict]:
+        redis.Redis.from_url(s.redis_url).flushall()
+        h = Harness(s)
+        slow = [
+            h.record(order(f"s{d}", at(d), d % 4 + 1, sku="SLOW"), partition=1) for d in range(12)
+        ]
+        fast = [h.record(order(f"f{d}", at(d), 1, sku="FAST"), partition=0) for d in range(30)]
+        h.feed(slow[:6])
+        if other_runs_ahead:
+            h.feed(fast)  # partition 0 reaches day 29 while partition 1 is at day 4
+        h.feed(slow[6:])
+        return [f for f in forecasts(h.outputs) if f["sku"] == "SLOW"]
+
+    assert run(other_runs_ahead=True) == run(other_runs_ahead=False)

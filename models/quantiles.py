@@ -67,10 +67,15 @@ class Conformal:
         if means is None:
             return None
         self._pending[self._t] = means
-        pooled = sorted(e for errs in self._errors for e in errs)
+        pooled: list[float] | None = None  # only while a horizon has too few errors
         steps = []
         for k, mean in enumerate(means):
-            errs = sorted(self._errors[k]) if len(self._errors[k]) >= MIN_ERRORS else pooled
+            if len(self._errors[k]) >= MIN_ERRORS:
+                errs = sorted(self._errors[k])
+            else:
+                if pooled is None:
+                    pooled = sorted(e for errs in self._errors for e in errs)
+                errs = pooled
             if len(errs) >= MIN_ERRORS:
                 p10, p50, p90 = (mean + quantile(errs, q) for q in LEVELS)
             else:

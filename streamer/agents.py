@@ -35,14 +35,16 @@ def register(app: faust.App, settings: Settings) -> None:
         key_serializer="raw",
         value_serializer="raw",
     )
-    outputs = {
-        name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (settings.topics[t] for t in ("forecasts", "alerts", "dlq"))
-    }
 
     async def deliver(batch: list[Output]) -> None:
-        """Send and wait for the broker's acknowledgement of every message."""
-        pending = [await outputs[o.topic].send(key=o.key, value=o.value) for o in batch]
+        """Send and wait for the broker's acknowledgement of every message.
+
+        Straight to the app's producer: outputs are already bytes, and Faust's per-message
+        Topic.send layer cost a tenth of the worker's time at bucket close. Partitioning is the
+        same (murmur2 of the key).
+        """
+        producer = app.producer
+        pending = [await producer.send(o.topic, o.key, o.value, None, None, None) for o in batch]
         await asyncio.gather(*pending)
 
     store = FeatureStore(

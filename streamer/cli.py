@@ -90,8 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
                 help="keep the worker and its /metrics endpoint up until Ctrl-C",
             )
         p.add_argument("--limit", type=_positive(int), help="read at most N lines")
-        p.add_argument("--lead-time-days", type=_positive(float), default=3.0)
-        p.add_argument("--opening-weeks", type=_positive(float), default=4.0)
+        sim = p.add_argument_group("simulated stock (the data has none; docs/alerts.md)")
+        sim.add_argument(
+            "--lead-time-days", type=_positive(float), default=3.0, help="delivery lead time (3)"
+        )
+        sim.add_argument(
+            "--opening-weeks", type=_positive(float), default=4.0, help="opening stock (4)"
+        )
+        sim.add_argument(
+            "--reorder-days",
+            type=_positive(float),
+            default=7.0,
+            help="reorder when stock + on order falls to this many days of demand (7)",
+        )
+        sim.add_argument(
+            "--order-up-to-days",
+            type=_positive(float),
+            default=21.0,
+            help="order up to this many days of demand (21)",
+        )
         p.add_argument(
             "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
         )
@@ -161,7 +178,12 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
     from streamer.backtest import run_backtest
     from streamer.simulation import SimulationSettings
 
-    sim = SimulationSettings(opening_weeks=args.opening_weeks, lead_time_days=args.lead_time_days)
+    sim = SimulationSettings(
+        opening_weeks=args.opening_weeks,
+        lead_time_days=args.lead_time_days,
+        reorder_days=args.reorder_days,
+        order_up_to_days=args.order_up_to_days,
+    )
     settings = settings.replace(lead_time_days=args.lead_time_days)
     result = run_backtest(
         path,

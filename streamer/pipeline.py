@@ -189,6 +189,8 @@ class Pipeline:
         result = BatchResult()
         if self.s.idle_advance_seconds <= 0:
             return result
+        if self._stale:
+            self._drop_stale()  # never advance a partition this worker just lost
         for p, (ts, wall) in list(self.last_event_wall.items()):
             if now - wall < self.s.idle_advance_seconds:
                 continue

@@ -353,3 +353,20 @@ def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) 
         return [f for f in forecasts(h.outputs) if f["sku"] == "SLOW"]
 
     assert run(other_runs_ahead=True) == run(other_runs_ahead=False)
+
+
+def test_a_quiet_partition_closes_its_buckets_on_the_wall_clock(settings: Settings) -> None:
+    h = Harness(settings.replace(idle_advance_seconds=30))
+    h.feed(daily_orders(h, 3))  # days 0..2: day 2 still open
+    assert len({f["issued_at"] for f in forecasts(h.outputs)}) == 2
+    quiet_since = time.time()
+    soon = h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 10))
+    assert soon.forecasts == 0  # not quiet long enough
+    later = h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 2 * 86_400))
+    assert later.forecasts > 0
+    issued = sorted({f["issued_at"] for f in forecasts(h.outputs)})
+    assert issued[-1] > at(3)  # day 2 and the quiet days after it closed, with zero demand
+    h.pipeline.forget([0])
+    assert (
+        h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 9 * 86_400)).forecasts == 0
+    )

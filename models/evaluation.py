@@ -20,9 +20,11 @@ over every (series, issue bucket, horizon) point:
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 REFERENCE = "seasonal_naive"
 PUBLISHED = "published"
@@ -41,32 +43,88 @@ def _pinball(y: float, step: Mapping[str, float]) -> float:
     return loss / 3
 
 
+class _Totals:
+    """Running sums of one model's errors."""
+
+    __slots__ = ("abs", "common_abs", "common_ref", "covered", "n", "pinball", "sq")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.abs = self.sq = self.pinball = self.covered = 0.0
+        self.common_abs = self.common_ref = 0.0
+
+
 def score(
     forecasts: Iterable[Mapping[str, object]],
     truth: Mapping[tuple[str, int], float],
     season: int = 7,
 ) -> dict[str, dict[str, float]]:
-    rows = [(parse_forecast_id(str(f["forecast_id"])), f) for f in forecasts]
+    """Score forecasts in three streaming passes, so a year of them never sits in memory.
+
+    ``forecasts`` must be re-iterable (a list, or ``JsonLines`` over a file). A redelivered copy
+    of an id may differ after a restart: the first copy counts.
+    """
     closed: dict[str, int] = {}
     first: dict[str, int] = {}
-    for (series, bucket, _), _f in rows:
+    seen: set[int] = set()
+    duplicates = False
+    for f in forecasts:
+        series, bucket, _ = parse_forecast_id(str(f["forecast_id"]))
         closed[series] = max(closed.get(series, bucket), bucket)
         first[series] = min(first.get(series, bucket), bucket)
+        h = hash(f["forecast_id"])
+        duplicates = duplicates or h in seen
+        seen.add(h)
+    seen.clear()
 
-    points: dict[str, dict[tuple[str, int, int], tuple[float, Mapping[str, float]]]] = defaultdict(
-        dict
-    )
-    for (series, bucket, model), f in rows:
-        for k, step in enumerate(f["horizon"]):  # type: ignore[arg-type]
-            target = bucket + 1 + k
-            if target > closed[series]:
-                break
-            y = truth.get((series, target), 0.0)
-            key = (series, bucket, k)
-            # a redelivered copy (same id) may differ after a restart: the first copy counts
-            points[model].setdefault(key, (y, step))
-            if f.get("selected"):
-                points[PUBLISHED].setdefault(key, (y, step))
+    def first_copies() -> Iterable[tuple[str, int, str, Mapping[str, object], list[float]]]:
+        """(series, bucket, model, forecast, actuals of its closed targets), first copies."""
+        done: set[int] = set()
+        for f in forecasts:
+            if duplicates:
+                h = hash(f["forecast_id"])
+                if h in done:
+                    continue
+                done.add(h)
+            series, bucket, model = parse_forecast_id(str(f["forecast_id"]))
+            horizon = f["horizon"]
+            n = max(0, min(len(horizon), closed[series] - bucket))  # type: ignore[arg-type]
+            actual = [truth.get((series, bucket + 1 + k), 0.0) for k in range(n)]
+            yield series, bucket, model, f, actual
+
+    def abs_errors(f: Mapping[str, object], actual: list[float]) -> float:
+        horizon = f["horizon"]
+        # actual covers only the closed targets, a prefix of the horizon
+        return sum(abs(y - float(h["mean"])) for y, h in zip(actual, horizon, strict=False))  # type: ignore[call-overload]
+
+    reference: dict[tuple[str, int], float] = {}
+    for series, bucket, model, f, actual in first_copies():
+        if model == REFERENCE and actual:
+            reference[(series, bucket)] = abs_errors(f, actual)
+
+    totals: dict[str, _Totals] = defaultdict(_Totals)
+    per_series: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    for series, bucket, model, f, actual in first_copies():
+        if not actual:
+            continue
+        names = (model, PUBLISHED) if f.get("selected") else (model,)
+        pair_abs = abs_errors(f, actual)
+        for name in names:
+            t = totals[name]
+            for y, step in zip(actual, f["horizon"], strict=False):  # type: ignore[call-overload]
+                err = y - float(step["mean"])
+                t.n += 1
+                t.abs += abs(err)
+                t.sq += err * err
+                t.pinball += _pinball(y, step)
+                t.covered += float(step["p10"]) <= y <= float(step["p90"])
+            acc = per_series[(name, series)]
+            acc[0] += pair_abs
+            acc[1] += len(actual)
+            ref = reference.get((series, bucket))
+            if ref is not None:
+                t.common_abs += pair_abs
+                t.common_ref += ref
 
     scale: dict[str, float] = {}
     for series, last in closed.items():
@@ -77,38 +135,32 @@ def score(
         ]
         scale[series] = sum(diffs) / len(diffs) if diffs else 0.0
 
-    reference = points.get(REFERENCE, {})
     out: dict[str, dict[str, float]] = {}
-    for model, pts in sorted(points.items()):
-        if not pts:
-            continue
-        errs = [(y - float(step["mean"]), y, step) for y, step in pts.values()]
-        abs_sum = sum(abs(e) for e, _, _ in errs)
-        per_series: dict[str, list[float]] = defaultdict(list)
-        for (series, _, _), (y, step) in pts.items():
-            per_series[series].append(abs(y - float(step["mean"])))
-        ratios = [sum(v) / len(v) / scale[s] for s, v in per_series.items() if scale[s] > 0]
-        common = [key for key in pts if key in reference]
-        ref_mae = (
-            sum(abs(reference[k][0] - float(reference[k][1]["mean"])) for k in common) / len(common)
-            if common
-            else float("nan")
-        )
-        mae_common = (
-            sum(abs(pts[k][0] - float(pts[k][1]["mean"])) for k in common) / len(common)
-            if common
-            else float("nan")
-        )
-        out[model] = {
-            "points": len(errs),
-            "mae": abs_sum / len(errs),
-            "rmse": math.sqrt(sum(e * e for e, _, _ in errs) / len(errs)),
+    for name, t in sorted(totals.items()):
+        ratios = [
+            a / n / scale[s] for (m, s), (a, n) in per_series.items() if m == name and scale[s] > 0
+        ]
+        out[name] = {
+            "points": t.n,
+            "mae": t.abs / t.n,
+            "rmse": math.sqrt(t.sq / t.n),
             "mase": sum(ratios) / len(ratios) if ratios else float("nan"),
-            "rel_mae_vs_seasonal_naive": mae_common / ref_mae if ref_mae else float("nan"),
-            "pinball": sum(_pinball(y, step) for _, y, step in errs) / len(errs),
-            "coverage_p10_p90": sum(
-                float(step["p10"]) <= y <= float(step["p90"]) for _, y, step in errs
-            )
-            / len(errs),
+            "rel_mae_vs_seasonal_naive": (
+                t.common_abs / t.common_ref if t.common_ref else float("nan")
+            ),
+            "pinball": t.pinball / t.n,
+            "coverage_p10_p90": t.covered / t.n,
         }
     return out
+
+
+class JsonLines:
+    """A re-iterable view of a JSON-lines file: each pass reads it again from disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        with self.path.open("rb") as f:
+            for line in f:
+                yield json.loads(line)

@@ -17,19 +17,20 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 import redis
 
-from models.evaluation import parse_forecast_id, score
+from models.evaluation import JsonLines, score
 from streamer.alert_quality import score_alerts
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.features import STATS
-from streamer.replay import Produced, produce, read_events, write_jsonl
+from streamer.replay import Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,17 @@ class WorkerProcess:
         self._log.close()
 
 
+# The embedded broker keeps a few MiB per partition: a replay stays at most this many events
+# ahead of the worker ("as fast as the pipeline takes it"), so no input ages out unread.
+MAX_AHEAD = 100_000
+
+
+def hold_back(client: redis.Redis, worker: WorkerProcess, produced: int) -> None:
+    while produced - int(client.hget(STATS, "events_done") or 0) > MAX_AHEAD:
+        worker.check()
+        time.sleep(0.2)
+
+
 def wait_processed(
     client: redis.Redis, worker: WorkerProcess, expected: int, timeout: float, progress: bool
 ) -> dict[str, int]:
@@ -116,18 +128,20 @@ def wait_processed(
 
 
 class TopicCollector(threading.Thread):
-    """Reads a topic from the beginning in the background while the replay runs.
+    """Copies a topic, from the beginning, to a JSON-lines file while the replay runs.
 
     The embedded broker drops a partition's oldest data past a few MiB, so outputs are read as
-    they are produced rather than after the run.
+    they are produced; they go straight to disk, unparsed, because a year of forecasts does not
+    fit in memory as objects.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, path: Path) -> None:
         super().__init__(name=f"collect-{topic}", daemon=True)
         from confluent_kafka import Consumer, TopicPartition
 
         self.topic = topic
-        self.rows: list[dict] = []
+        self.path = path
+        self.count = 0
         self._stop_at: int | None = None
         self._consumer = Consumer(
             {
@@ -143,26 +157,28 @@ class TopicCollector(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self._done.is_set():
-                for msg in self._consumer.consume(1000, timeout=0.2):
-                    if msg.error() is None:
-                        self.rows.append(json.loads(msg.value()))
-                if self._stop_at is not None and len(self.rows) >= self._stop_at:
-                    self._done.set()
+            with self.path.open("wb") as out:
+                while not self._done.is_set():
+                    for msg in self._consumer.consume(5000, timeout=0.2):
+                        if msg.error() is None:
+                            out.write(msg.value() + b"\n")
+                            self.count += 1
+                    if self._stop_at is not None and self.count >= self._stop_at:
+                        self._done.set()
         finally:
             self._consumer.close()
 
-    def finish(self, expected: int, timeout: float) -> list[dict]:
-        """Wait until ``expected`` messages have arrived, then stop reading."""
+    def finish(self, expected: int, timeout: float) -> int:
+        """Wait until ``expected`` messages are on disk, then stop reading."""
         self._stop_at = expected
         self.join(timeout)
         self._done.set()
-        if len(self.rows) < expected:
+        if self.count < expected:
             raise TimeoutError(
-                f"read {len(self.rows)} of {expected} messages from {self.topic!r}; "
+                f"read {self.count} of {expected} messages from {self.topic!r}; "
                 "the embedded broker may have dropped old data (use more partitions)"
             )
-        return self.rows
+        return self.count
 
 
 def run_backtest(
@@ -192,18 +208,20 @@ def run_backtest(
         try:
             client = redis.Redis.from_url(live.redis_url)
             collectors = {
-                name: TopicCollector(live.kafka_bootstrap_servers, live.topics[name])
+                name: TopicCollector(
+                    live.kafka_bootstrap_servers, live.topics[name], out / f"{name}.jsonl"
+                )
                 for name in ("forecasts", "alerts")
             }
             for collector in collectors.values():
                 collector.start()
             produced = produce(
                 live.kafka_bootstrap_servers, {}, live.topics, events, progress=progress,
-                total=len(events),
+                total=len(events), hold=lambda n: hold_back(client, worker, n),
             )  # fmt: skip
             stats = wait_processed(client, worker, produced, timeout, progress)
-            forecasts = collectors["forecasts"].finish(stats.get("forecasts", 0), 120)
-            alerts = collectors["alerts"].finish(stats.get("alerts", 0), 120)
+            collectors["forecasts"].finish(stats.get("forecasts", 0), 300)
+            collectors["alerts"].finish(stats.get("alerts", 0), 300)
             wall = time.monotonic() - started
             metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
             (out / "metrics.prom").write_bytes(_scrape(metrics_url))
@@ -211,9 +229,8 @@ def run_backtest(
                 _serve_until_interrupted(metrics_url)
         finally:
             worker.stop()
-    forecasts.sort(key=lambda f: f["forecast_id"])
-    write_jsonl(out / "forecasts.jsonl", forecasts)
-    write_jsonl(out / "alerts.jsonl", alerts)
+    forecasts = JsonLines(out / "forecasts.jsonl")
+    alerts = list(JsonLines(out / "alerts.jsonl"))
     summary = summarize(
         events, read_stats, sim_stats, stats, forecasts, alerts, wall, settings.bucket_seconds
     )
@@ -233,13 +250,17 @@ def summarize(
     read_stats: object,
     sim_stats: object,
     stats: dict[str, int],
-    forecasts: list[dict],
-    alerts: list[dict],
+    forecasts: Iterable[dict[str, object]],
+    alerts: list[dict[str, object]],
     wall: float,
     bucket_seconds: int,
 ) -> dict[str, object]:
     truth = truth_from(events, bucket_seconds)
-    buckets = {parse_forecast_id(f["forecast_id"])[:2] for f in forecasts}
+    published = 0
+    series: set[str] = set()
+    for f in forecasts:
+        published += 1
+        series.add(f"{f['sku']}@{f['location']}")
     by_status: dict[str, int] = defaultdict(int)
     for a in alerts:
         by_status[a["status"]] += 1
@@ -249,10 +270,11 @@ def summarize(
         "inventory_events": sum(ev.role == "inventory" for ev in events),
         "dlq": stats.get("dlq", 0),
         "duplicates_skipped": stats.get("duplicate", 0),
-        "series": len({s for s, _ in buckets}),
-        "buckets_closed": len(buckets),
+        "series": len(series),
+        # (series, bucket) pairs closed: each learned once, counted with the learned markers
+        "buckets_closed": stats.get("learned_buckets", 0),
         "partition_bucket_closes": stats.get("buckets_closed", 0),
-        "forecasts_published": len(forecasts),
+        "forecasts_published": published,
         "alerts_published": len(alerts),
         "alerts_by_status": dict(by_status),
         "wall_seconds": round(wall, 3),

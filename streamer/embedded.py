@@ -220,7 +220,13 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
     state_file = settings.home / STATE_FILE
     try:
         if not settings.kafka_bootstrap_servers:
-            kafka = MockKafkaCluster(all_topics(settings), settings.partitions)
+            # forecasts are the heaviest output: more partitions keep each under the mock's
+            # retention while readers catch up
+            kafka = MockKafkaCluster(
+                all_topics(settings),
+                settings.partitions,
+                partitions_for={settings.topics["forecasts"]: max(settings.partitions, 32)},
+            )
             settings = settings.replace(kafka_bootstrap_servers=kafka.bootstrap)
             log.info("embedded Kafka (librdkafka mock cluster) on %s", kafka.bootstrap)
         if not settings.redis_url:

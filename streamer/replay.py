@@ -18,7 +18,7 @@ import gzip
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,8 +170,13 @@ def produce(
     speedup: float | None = None,
     progress: bool = True,
     total: int | None = None,
+    hold: Callable[[int], None] | None = None,
 ) -> int:
-    """Produce every event, keyed by series, and wait for delivery. Returns the count."""
+    """Produce every event, keyed by series, and wait for delivery. Returns the count.
+
+    ``hold(n)``, called every 1,000 events with the number produced so far, may block to keep
+    the producer from running too far ahead of its consumer.
+    """
     from confluent_kafka import KafkaException, Producer
     from tqdm import tqdm
 
@@ -214,6 +219,9 @@ def produce(
             producer.poll(0)
             n += 1
             bar.update()
+            if hold is not None and n % 1000 == 0:
+                producer.flush(60)
+                hold(n)
         remaining = producer.flush(60)
     if remaining or errors:
         raise RuntimeError(
@@ -221,9 +229,3 @@ def produce(
             f"(first: {errors[0] if errors else 'timeout'}); is Kafka at {bootstrap} reachable?"
         )
     return n
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, separators=(",", ":")) + "\n")

@@ -24,7 +24,7 @@ MOVES_WINDOW_MS = 14 * 86_400_000
 
 APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 
-# ARGV: dedupe ttl, window_ms, n_events, series ttl, then n_events records of FIELDS values:
+# ARGV: dedupe ttl, window_ms, n_events, series ttl, then n_events records of 11 values:
 #   kind (o=order, s=stock snapshot, d=stock delta), series, event_id, bucket, ts_ms,
 #   quantity (order quantity / on_hand / delta), unit_price or '', offsets field
 #   ("topic:partition"), offset, partition, lead_time_days or ''.
@@ -167,7 +167,6 @@ return 1
 """
 # What a bucket close reads of each series' state.
 CLOSE_FIELDS = ("learned", "lead_time", "on_hand", "stock_known", "alert", "alert_seq")
-FIELDS = 11
 STATE_FIELDS = (
     "rop", "alert", "alert_seq", "lt_demand", "safety", "daily_mean", "forecast_id", "rop_lead",
     "stock_known",

@@ -19,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +45,6 @@ class ReadStats:
     returns: int = 0
     adjustments: int = 0
     skipped_non_product: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def _open_text(path: Path) -> Iterator[str]:

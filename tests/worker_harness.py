@@ -18,7 +18,6 @@ import pandas as pd
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.config import Settings
 from streamer.embedded import die_with_parent, free_port, stop_process
 from streamer.replay import Produced
 from tests.conftest import ROOT
@@ -221,7 +220,3 @@ def redis_truth(redis_url: str) -> tuple[dict[tuple[str, int], int], dict[str, i
         if on_hand is not None:
             stock[key[len("shelfcast:{") : -len("}:state")]] = int(on_hand)
     return demand, stock
-
-
-def settings_for_test() -> Settings:
-    return Settings(partitions=8)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from models.base import Context, State
 from models.baselines import MovingAverage, SeasonalNaive
+from models.intermittent import TSB
 from models.online import HoltWinters
-from models.quantiles import Conformal, Step
+from models.quantiles import Conformal, Issued, Scored, Step
+from models.regression import OnlineRegression
 from models.selection import select
 
 EWMA_ALPHA = 0.1
+PUBLISHED = "published"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,31 +24,74 @@ class SeriesForecast:
     steps: list[Step]
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One forecast point scored when its bucket closed: by ``model`` (or ``published``),
+    with the series' seasonal-naive scale and the classic seasonal naive's absolute error at
+    the same point, when known."""
+
+    model: str
+    scored: Scored
+    scale: float | None
+    reference_abs: float | None
+
+
 class ModelBank:
-    """Seasonal naive, moving average and river Holt-Winters for one series.
+    """Seasonal naive, moving average, TSB, river Holt-Winters and a river online regression
+    for one series, each with conformal quantiles.
 
     ``learned_through`` is the last bucket learned: the caller guards against learning a
     bucket twice with it (and with the marker stored in Redis).
     """
 
     def __init__(self, horizon: int = 7, season: int = 7) -> None:
+        self.horizon = horizon
+        self.season = season
         self.models: dict[str, Conformal] = {
             m.name: Conformal(m, horizon)
-            for m in (SeasonalNaive(season), MovingAverage(4 * season), HoltWinters(season))
+            for m in (
+                SeasonalNaive(season),
+                MovingAverage(4 * season),
+                TSB(),
+                HoltWinters(season),
+                OnlineRegression(season),
+            )
         }
+        self.published = Issued()
+        self.chosen: str | None = None
         self.learned_through: int | None = None
-        self._recent: deque[float] = deque(maxlen=28)
+        self._recent: deque[float] = deque(maxlen=28)  # open buckets only
         self._ewma: float | None = None
+        # in-sample seasonal naive errors, the MASE scale
+        self._scale_sum = 0.0
+        self._scale_n = 0
 
-    def learn(self, bucket: int, y: float) -> None:
-        for model in self.models.values():
-            model.learn_one(y)
-        self._recent.append(y)
-        self._ewma = y if self._ewma is None else EWMA_ALPHA * y + (1 - EWMA_ALPHA) * self._ewma
+    def learn(self, bucket: int, y: float | None, x: Context) -> list[Outcome]:
+        """Learn the closed ``bucket`` (``y`` None: the shop was closed) and return every
+        forecast it settles, the published one included."""
+        snaive = self.models["seasonal_naive"].model
+        assert isinstance(snaive, SeasonalNaive)
+        one_ago = snaive.forecast(self.season, [])
+        if y is not None and one_ago is not None:
+            self._scale_sum += abs(y - one_ago[0])
+            self._scale_n += 1
+        scored = {name: m.learn_one(y, x) for name, m in self.models.items()}
+        scored[PUBLISHED] = self.published.advance(y)
+        if y is not None:
+            self._recent.append(y)
+            ewma = self._ewma
+            self._ewma = y if ewma is None else EWMA_ALPHA * y + (1 - EWMA_ALPHA) * ewma
         self.learned_through = bucket
+        scale = self._scale_sum / self._scale_n if self._scale_n else None
+        reference = {s.k: abs(s.y - s.step.mean) for s in scored["seasonal_naive"]}
+        return [
+            Outcome(name, s, scale, reference.get(s.k))
+            for name, points in scored.items()
+            for s in points
+        ]
 
     def rolling_features(self) -> dict[str, float]:
-        """Rolling demand features of the latest closed buckets, for the feature store."""
+        """Rolling demand features of the latest open buckets, for the feature store."""
         recent = list(self._recent)
         return {
             "demand_sum_7": sum(recent[-7:]),
@@ -52,9 +99,37 @@ class ModelBank:
             "demand_ewma": round(self._ewma or 0.0, 6),
         }
 
-    def forecast(self) -> tuple[list[SeriesForecast], str | None]:
-        """Every ready model's forecast, and the name of the one selected to publish."""
-        steps = {name: s for name, m in self.models.items() if (s := m.forecast()) is not None}
+    def forecast(self, xs: list[Context]) -> tuple[list[SeriesForecast], str | None]:
+        """Every ready model's forecast for the buckets ``xs`` describe, and the name of the
+        one selected to publish."""
+        steps = {name: s for name, m in self.models.items() if (s := m.forecast(xs)) is not None}
         chosen = select(self.models, steps)
+        self.chosen = chosen
+        if chosen is not None:
+            self.published.issue(steps[chosen], [x.closed for x in xs])
         out = [SeriesForecast(name, self.models[name].version, s) for name, s in steps.items()]
         return out, chosen
+
+    def state(self) -> State:
+        return {
+            "models": {name: m.state() for name, m in self.models.items()},
+            "published": self.published.state(),
+            "chosen": self.chosen,
+            "learned_through": self.learned_through,
+            "recent": list(self._recent),
+            "ewma": self._ewma,
+            "scale": [self._scale_sum, self._scale_n],
+        }
+
+    @classmethod
+    def from_state(cls, state: State, horizon: int = 7, season: int = 7) -> ModelBank:
+        bank = cls(horizon, season)
+        for name, m in bank.models.items():
+            m.load(state["models"][name])
+        bank.published.load(state["published"])
+        bank.chosen = state["chosen"]
+        bank.learned_through = state["learned_through"]
+        bank._recent.extend(state["recent"])
+        bank._ewma = state["ewma"]
+        bank._scale_sum, bank._scale_n = state["scale"]
+        return bank

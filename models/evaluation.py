@@ -4,16 +4,19 @@ A forecast issued when bucket ``b`` closed covers ``b+1 .. b+H``; a target count
 bucket has closed for that series (the series got a later forecast). Metrics per model, pooled
 over every (series, issue bucket, horizon) point:
 
-* MAE, RMSE; pinball loss averaged over p10/p50/p90; p10-p90 coverage;
+* MAE of the p50 (the median minimises absolute error), RMSE of the mean; pinball loss
+  averaged over p10/p50/p90; p10-p90 coverage;
 * MASE: per series, MAE divided by the in-sample MAE of the weekly seasonal naive one-step
   forecast over the series' history, then averaged over series with a non-zero scale;
 * rel_mae: MAE divided by seasonal naive's MAE on the same points (below 1 beats it).
 
-``published`` scores the forecast each series selected at each bucket.
+Every message counts for its model and for ``published`` (the topic carries the forecast each
+series selected at each bucket). Buckets in ``closed``
+(the shop did not trade) have no truth and are never scored.
 
->>> fc = [{"forecast_id": "a@x|0|m@1", "selected": True,
+>>> fc = [{"forecast_id": "a@x|0|m@1",
 ...        "horizon": [{"mean": 2.0, "p10": 1.0, "p50": 2.0, "p90": 3.0}]},
-...       {"forecast_id": "a@x|1|m@1", "selected": True, "horizon": []}]
+...       {"forecast_id": "a@x|1|m@1", "horizon": []}]
 >>> score(fc, {("a@x", 1): 4.0}, season=1)["m"]["mae"]
 2.0
 """
@@ -23,10 +26,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 
-REFERENCE = "seasonal_naive"
+from models.bank import Outcome
+
 PUBLISHED = "published"
 
 
@@ -35,12 +39,13 @@ def parse_forecast_id(forecast_id: str) -> tuple[str, int, str]:
     return series, int(bucket), model.split("@", 1)[0]
 
 
-def _pinball(y: float, step: Mapping[str, float]) -> float:
+def _pinball(y: float, p10: float, p50: float, p90: float) -> float:
+    """Pinball losses of the three quantiles, summed."""
     loss = 0.0
-    for q, key in ((0.1, "p10"), (0.5, "p50"), (0.9, "p90")):
-        diff = y - float(step[key])
+    for q, value in ((0.1, p10), (0.5, p50), (0.9, p90)):
+        diff = y - value
         loss += max(q * diff, (q - 1) * diff)
-    return loss / 3
+    return loss
 
 
 class _Totals:
@@ -58,87 +63,87 @@ def score(
     forecasts: Iterable[Mapping[str, object]],
     truth: Mapping[tuple[str, int], float],
     season: int = 7,
+    closed: Set[int] = frozenset(),
 ) -> dict[str, dict[str, float]]:
-    """Score forecasts in three streaming passes, so a year of them never sits in memory.
+    """Score forecasts in two streaming passes, so a year of them never sits in memory.
 
     ``forecasts`` must be re-iterable (a list, or ``JsonLines`` over a file). A redelivered copy
-    of an id may differ after a restart: the first copy counts.
+    of an id may differ after a restart: the first copy counts. The reference is the classic
+    seasonal naive computed from ``truth``: the same slot a season earlier, skipping closed
+    buckets, as known when the forecast was issued.
     """
-    closed: dict[str, int] = {}
+    last: dict[str, int] = {}
     first: dict[str, int] = {}
     seen: set[int] = set()
     duplicates = False
     for f in forecasts:
         series, bucket, _ = parse_forecast_id(str(f["forecast_id"]))
-        closed[series] = max(closed.get(series, bucket), bucket)
+        last[series] = max(last.get(series, bucket), bucket)
         first[series] = min(first.get(series, bucket), bucket)
         h = hash(f["forecast_id"])
         duplicates = duplicates or h in seen
         seen.add(h)
     seen.clear()
 
-    def first_copies() -> Iterable[tuple[str, int, str, Mapping[str, object], list[float]]]:
-        """(series, bucket, model, forecast, actuals of its closed targets), first copies."""
-        done: set[int] = set()
-        for f in forecasts:
-            if duplicates:
-                h = hash(f["forecast_id"])
-                if h in done:
-                    continue
-                done.add(h)
-            series, bucket, model = parse_forecast_id(str(f["forecast_id"]))
-            horizon = f["horizon"]
-            n = max(0, min(len(horizon), closed[series] - bucket))  # type: ignore[arg-type]
-            actual = [truth.get((series, bucket + 1 + k), 0.0) for k in range(n)]
-            yield series, bucket, model, f, actual
-
-    def abs_errors(f: Mapping[str, object], actual: list[float]) -> float:
-        horizon = f["horizon"]
-        # actual covers only the closed targets, a prefix of the horizon
-        return sum(abs(y - float(h["mean"])) for y, h in zip(actual, horizon, strict=False))  # type: ignore[call-overload]
-
-    reference: dict[tuple[str, int], float] = {}
-    for series, bucket, model, f, actual in first_copies():
-        if model == REFERENCE and actual:
-            reference[(series, bucket)] = abs_errors(f, actual)
+    def seasonal_naive(series: str, issued: int, target: int) -> float | None:
+        b = target - season
+        while b > issued or b in closed:
+            b -= season
+        return truth.get((series, b), 0.0) if b >= first[series] - season else None
 
     totals: dict[str, _Totals] = defaultdict(_Totals)
     per_series: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    for series, bucket, model, f, actual in first_copies():
-        if not actual:
-            continue
-        names = (model, PUBLISHED) if f.get("selected") else (model,)
-        pair_abs = abs_errors(f, actual)
-        for name in names:
+    done: set[int] = set()
+    for f in forecasts:
+        if duplicates:
+            h = hash(f["forecast_id"])
+            if h in done:
+                continue
+            done.add(h)
+        series, bucket, model = parse_forecast_id(str(f["forecast_id"]))
+        horizon: list[Mapping[str, float]] = f["horizon"]  # type: ignore[assignment]
+        # a target counts once its bucket has closed for the series (it got a later forecast)
+        targets = range(bucket + 1, min(bucket + len(horizon), last[series]) + 1)
+        for name in (model, PUBLISHED):
             t = totals[name]
-            for y, step in zip(actual, f["horizon"], strict=False):  # type: ignore[call-overload]
+            acc = per_series[(name, series)]
+            for target in targets:
+                if target in closed:
+                    continue
+                step = horizon[target - bucket - 1]
+                y = truth.get((series, target), 0.0)
+                p10, p50, p90 = (float(step[q]) for q in ("p10", "p50", "p90"))
                 err = y - float(step["mean"])
                 t.n += 1
-                t.abs += abs(err)
+                t.abs += abs(y - p50)
                 t.sq += err * err
-                t.pinball += _pinball(y, step)
-                t.covered += float(step["p10"]) <= y <= float(step["p90"])
-            acc = per_series[(name, series)]
-            acc[0] += pair_abs
-            acc[1] += len(actual)
-            ref = reference.get((series, bucket))
-            if ref is not None:
-                t.common_abs += pair_abs
-                t.common_ref += ref
+                t.pinball += _pinball(y, p10, p50, p90) / 3
+                t.covered += p10 <= y <= p90
+                acc[0] += abs(y - p50)
+                acc[1] += 1
+                ref = seasonal_naive(series, bucket, target)
+                if ref is not None:
+                    t.common_abs += abs(y - p50)
+                    t.common_ref += abs(y - ref)
 
     scale: dict[str, float] = {}
-    for series, last in closed.items():
+    for series, end in last.items():
         # from one season after the series' first close, so no difference reaches before it
         diffs = [
             abs(truth.get((series, b), 0.0) - truth.get((series, b - season), 0.0))
-            for b in range(first[series] + season, last + 1)
+            for b in range(first[series] + season, end + 1)
+            if b not in closed and b - season not in closed
         ]
         scale[series] = sum(diffs) / len(diffs) if diffs else 0.0
 
     out: dict[str, dict[str, float]] = {}
     for name, t in sorted(totals.items()):
+        if not t.n:
+            continue
         ratios = [
-            a / n / scale[s] for (m, s), (a, n) in per_series.items() if m == name and scale[s] > 0
+            a / n / scale[s]
+            for (m, s), (a, n) in per_series.items()
+            if m == name and n and scale[s] > 0
         ]
         out[name] = {
             "points": t.n,
@@ -164,3 +169,96 @@ class JsonLines:
         with self.path.open("rb") as f:
             for line in f:
                 yield json.loads(line)
+
+
+class Prequential:
+    """Running sums of prequential errors per (model, horizon), from ``Outcome``s.
+
+    The sums are plain floats keyed ``"model|k|field"``, so a worker can add them to a Redis
+    hash and any number of partitions or processes can be merged by adding. MAE scores the
+    p50 (the median minimises absolute error); RMSE scores the mean. MASE divides each
+    absolute error by the series' in-sample seasonal naive MAE known when it was scored.
+    ``rel_mae_vs_seasonal_naive`` compares with the classic seasonal naive (its point
+    forecast, no quantile shift) on the same points.
+
+    >>> from models.bank import Outcome
+    >>> from models.quantiles import Scored, Step
+    >>> p = Prequential()
+    >>> p.add([Outcome("m", Scored(1, 4.0, Step(3.0, 1.0, 2.0, 5.0), False), 2.0, 4.0)])
+    >>> s = p.summary()["m"]
+    >>> s["mae"], s["mase"], s["rel_mae_vs_seasonal_naive"], s["coverage_p10_p90"]
+    (2.0, 1.0, 0.5, 1.0)
+    """
+
+    FIELDS = ("n", "abs", "abs_mean", "sq", "pinball", "covered", "scaled", "scaled_n",
+              "ref", "ref_abs")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+
+    def add_win(self, model: str) -> None:
+        """Count one published forecast of ``model`` (horizon 0 holds the wins)."""
+        self.sums[f"{model}|0|wins"] += 1
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        sums = self.sums
+        for o in outcomes:
+            s, step = o.scored, o.scored.step
+            key = f"{o.model}|{s.k}|"
+            err = s.y - step.p50
+            sums[key + "n"] += 1
+            sums[key + "abs"] += abs(err)
+            sums[key + "abs_mean"] += abs(s.y - step.mean)
+            sums[key + "sq"] += (s.y - step.mean) ** 2
+            sums[key + "pinball"] += _pinball(s.y, step.p10, step.p50, step.p90)
+            sums[key + "covered"] += step.p10 <= s.y <= step.p90
+            if o.scale:
+                sums[key + "scaled"] += abs(err) / o.scale
+                sums[key + "scaled_n"] += 1
+            if o.reference_abs is not None:
+                sums[key + "ref"] += o.reference_abs
+                sums[key + "ref_abs"] += abs(err)
+
+    def merge(self, sums: Mapping[str, float]) -> None:
+        for k, v in sums.items():
+            self.sums[k] += v
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Metrics per model over all horizons, with a ``horizons`` list (k = 1, 2, ...)."""
+        grouped: dict[str, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        for key, v in self.sums.items():
+            model, k, field = key.rsplit("|", 2)
+            grouped[model][int(k)][field] = v
+        out: dict[str, dict[str, object]] = {}
+        for model, by_k in sorted(grouped.items()):
+            wins = int(by_k.pop(0, {}).get("wins", 0))
+            total: dict[str, float] = defaultdict(float)
+            for fields in by_k.values():
+                for f, v in fields.items():
+                    total[f] += v
+            out[model] = {
+                **_metrics(total),
+                "wins": wins,
+                "horizons": [_metrics(by_k[k]) for k in sorted(by_k)],
+            }
+        return out
+
+
+def _metrics(t: Mapping[str, float]) -> dict[str, float]:
+    n = t.get("n", 0.0)
+    if not n:
+        return {"points": 0}
+
+    def ratio(a: str, b: str) -> float:
+        return t.get(a, 0.0) / t[b] if t.get(b) else float("nan")
+
+    return {
+        "points": int(n),
+        "mae": t["abs"] / n,
+        "mae_of_mean": t["abs_mean"] / n,
+        "rmse": math.sqrt(t["sq"] / n),
+        "mase": ratio("scaled", "scaled_n"),
+        "rel_mae_vs_seasonal_naive": ratio("ref_abs", "ref"),
+        "pinball": t["pinball"] / n / 3,
+        "coverage_p10_p90": t["covered"] / n,
+    }

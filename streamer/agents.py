@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 MAX_BACKOFF = 5.0
+SNAPSHOT_ON_REVOKE_SECONDS = 10.0
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -66,6 +67,11 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: object, revoked: set[TP], **_: object) -> None:
         lost = {tp.partition for tp in revoked if tp.topic in input_topics}
+        try:
+            # the next owner restores from here instead of replaying up to a schedule's worth
+            await asyncio.wait_for(pipeline.snapshot(lost), SNAPSHOT_ON_REVOKE_SECONDS)
+        except (TimeoutError, *REDIS_DOWN) as exc:
+            log.warning("no model snapshot on revoke (%s); the next owner replays history", exc)
         pipeline.forget(lost)
         owned.difference_update(lost)
 

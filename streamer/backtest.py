@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import redis
 
-from models.evaluation import JsonLines, score
+from models.evaluation import JsonLines, Prequential, score
 from streamer.alert_quality import score_alerts
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
-from streamer.features import STATS
+from streamer.features import EVALUATION, STATS
 from streamer.replay import Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 
@@ -43,16 +43,45 @@ class BacktestResult:
     metrics_url: str
 
 
-def truth_from(events: list[Produced], bucket_seconds: int) -> dict[tuple[str, int], float]:
-    """Daily demand per series from the replayed orders, computed independently of the worker."""
+@dataclass
+class Truth:
+    demand: dict[tuple[str, int], float]
+    revenue: dict[tuple[str, int], float]
+    closed: set[int]
+
+
+def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
+    """Demand per (series, bucket) from the replayed orders, computed independently of the
+    worker with the same rules (docs/forecasting.md): returns are not demand, and a return
+    that cancels an order of the same size in the same bucket removes it. Also the closed
+    buckets: those without any order, between the first and the last."""
     truth: dict[tuple[str, int], float] = defaultdict(float)
+    revenue: dict[tuple[str, int], float] = defaultdict(float)
+    sizes: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
+    open_buckets: set[int] = set()
     for ev in events:
         if ev.role != "orders" or not ev.ts:
             continue
-        qty = json.loads(ev.value)["quantity"]
-        if isinstance(qty, int) and qty > 0:
-            truth[(ev.key or "", bucket_of(ev.ts, bucket_seconds))] += qty
-    return truth
+        try:
+            obj = json.loads(ev.value)
+            qty, series = obj["quantity"], f"{obj['sku']}@{obj['location']}"
+        except (ValueError, KeyError, TypeError):
+            continue  # the worker dead-letters it
+        if not isinstance(qty, int):
+            continue
+        b = bucket_of(ev.ts, bucket_seconds)
+        price = obj.get("unit_price") or 0.0
+        if qty > 0:
+            truth[(series, b)] += qty
+            revenue[(series, b)] += qty * price
+            sizes[(series, b)][qty] += 1
+            open_buckets.add(b)
+        elif sizes[(series, b)][-qty] > 0:
+            sizes[(series, b)][-qty] -= 1
+            truth[(series, b)] += qty
+            revenue[(series, b)] += qty * price
+    span = range(min(open_buckets), max(open_buckets)) if open_buckets else range(0)
+    return Truth(truth, revenue, set(span) - open_buckets)
 
 
 class WorkerProcess:
@@ -223,6 +252,8 @@ def run_backtest(
             collectors["forecasts"].finish(stats.get("forecasts", 0), 300)
             collectors["alerts"].finish(stats.get("alerts", 0), 300)
             wall = time.monotonic() - started
+            evaluation = Prequential()
+            evaluation.merge({k.decode(): float(v) for k, v in client.hgetall(EVALUATION).items()})
             metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
             (out / "metrics.prom").write_bytes(_scrape(metrics_url))
             if keep_running:
@@ -234,6 +265,7 @@ def run_backtest(
     summary = summarize(
         events, read_stats, sim_stats, stats, forecasts, alerts, wall, settings.bucket_seconds
     )
+    summary["models"] = evaluation.summary()
     summary["alert_quality"] = score_alerts(
         ((f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts),
         trace.stockouts,
@@ -279,11 +311,15 @@ def summarize(
         "alerts_by_status": dict(by_status),
         "wall_seconds": round(wall, 3),
         "events_per_second": round(len(events) / wall, 1) if wall else None,
-        "accuracy": score(forecasts, truth),
+        "closed_buckets": len(truth.closed),
+        "accuracy": score(forecasts, truth.demand, closed=truth.closed),
         "accuracy_note": (
-            "prequential: each forecast issued at a bucket close is scored on the buckets that "
-            "closed after it; MASE is scaled by in-sample weekly seasonal naive; rel_mae < 1 "
-            "beats seasonal naive on the same points"
+            "prequential: each forecast issued at a bucket close is scored on the open buckets "
+            "that closed after it. 'accuracy' re-scores the forecasts topic against the input "
+            "file; 'models' is every model's score kept by the worker (horizons 1..H). MAE "
+            "scores the p50, RMSE the mean; MASE is scaled by in-sample weekly seasonal naive; "
+            "rel_mae < 1 beats the classic seasonal naive on the same points; wins = forecasts "
+            "published by the model"
         ),
         "read": asdict(read_stats),  # type: ignore[call-overload]
         "stock_simulation": asdict(sim_stats),  # type: ignore[call-overload]

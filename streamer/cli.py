@@ -234,8 +234,6 @@ def explain(out: Path) -> None:
     with (out / "forecasts.jsonl").open() as f:
         for line in f:
             fc = json.loads(line)
-            if not fc["selected"]:
-                continue
             key = f"{fc['sku']}@{fc['location']}"
             volume[key] += fc["horizon"][0]["mean"]
             if key not in latest or fc["issued_at"] > latest[key]["issued_at"]:

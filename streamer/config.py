@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from streamer.security import KafkaSecurity
+from streamer.trading_calendar import TradingCalendar, parse_dates, parse_weekdays
 
 
 def _env(name: str, default: str) -> str:
@@ -42,6 +43,10 @@ class Settings:
     lead_time_days: float = 3.0
     service_level: float = 0.95
     alert_hysteresis: float = 0.2
+    closed_weekdays: str = ""
+    closed_dates: str = ""
+    closed_when_no_orders: bool = True
+    snapshot_seconds: float = 300.0
     log_level: str = "info"
     topics: dict[str, str] = field(
         default_factory=lambda: {
@@ -81,7 +86,20 @@ class Settings:
             lead_time_days=float(_env("SHELFCAST_LEAD_TIME_DAYS", "3")),
             service_level=float(_env("SHELFCAST_SERVICE_LEVEL", "0.95")),
             alert_hysteresis=float(_env("SHELFCAST_ALERT_HYSTERESIS", "0.2")),
+            closed_weekdays=_env("SHELFCAST_CLOSED_WEEKDAYS", ""),
+            closed_dates=_env("SHELFCAST_CLOSED_DATES", ""),
+            closed_when_no_orders=_env("SHELFCAST_CLOSED_WHEN_NO_ORDERS", "1")
+            not in ("0", "false"),
+            snapshot_seconds=float(_env("SHELFCAST_SNAPSHOT_SECONDS", "300")),
             log_level=_env("SHELFCAST_LOG_LEVEL", "info"),
+        )
+
+    def calendar(self) -> TradingCalendar:
+        return TradingCalendar(
+            parse_weekdays(self.closed_weekdays),
+            parse_dates(self.closed_dates),
+            self.bucket_seconds,
+            self.closed_when_no_orders,
         )
 
     def replace(self, **changes: object) -> Settings:

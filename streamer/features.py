@@ -17,6 +17,7 @@ from streamer import metrics
 PREFIX = "shelfcast"
 OFFSETS = f"{PREFIX}:offsets"
 STATS = f"{PREFIX}:stats"
+EVALUATION = f"{PREFIX}:evaluation"
 CLOCK = f"{PREFIX}:clock"
 # Stock movements are kept this long (event time) so an absolute snapshot can be applied on
 # top of the movements that came after it; a snapshot older than that is ignored as stale.
@@ -84,6 +85,7 @@ for i = 0, n - 1 do
     local st = base .. 'state'
     status = 1
     if kind == 'o' then
+      local sizes = base .. 'sizes:' .. bucket
       if qty > 0 then
         redis.call('HINCRBY', base .. 'demand', bucket, qty)
         redis.call('HINCRBY', base .. 'lines', bucket, 1)
@@ -91,6 +93,19 @@ for i = 0, n - 1 do
           redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
           redis.call('HSET', st, 'last_price', price)
         end
+        redis.call('HINCRBY', sizes, tostring(qty), 1)
+        redis.call('EXPIRE', sizes, ttl)
+        redis.call('HINCRBY', 'shelfcast:part:' .. part .. ':orders', bucket, 1)
+      elseif tonumber(redis.call('HGET', sizes, tostring(-qty)) or '0') > 0 then
+        -- cancels an order of the same size in the same bucket: that order never was demand,
+        -- and the cancellation is no return (an 80,995-unit order cancelled minutes later)
+        redis.call('HINCRBY', sizes, tostring(-qty), -1)
+        redis.call('HINCRBY', base .. 'demand', bucket, qty)
+        redis.call('HINCRBY', base .. 'lines', bucket, -1)
+        if price ~= '' then
+          redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+        end
+        redis.call('HINCRBY', base .. 'cancelled', bucket, -qty)
       else
         redis.call('HINCRBY', base .. 'returns', bucket, -qty)
       end
@@ -105,7 +120,7 @@ for i = 0, n - 1 do
       status = 2
     end
     -- a series with no event for series_ttl ages out entirely
-    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'moves'}) do
+    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'cancelled', 'moves'}) do
       redis.call('EXPIRE', base .. h, series_ttl)
     end
     if lead ~= '' then redis.call('HSET', st, 'lead_time', lead) end
@@ -141,22 +156,34 @@ for _, s in ipairs(order) do
 end
 return {statuses, onhand, states}
 """
-# KEYS: the partition's active-series set, the clock, the stats.
-# ARGV: field to trim, first active bucket, learned count, n clock pairs, clock pairs, then per
-# series: name, n field pairs, field pairs. One script, so a close is atomic like a MULTI, with
-# one reply to parse instead of one per command.
+# KEYS: the partition's active-series set, the clock, the stats, the partition's closed flags,
+# the partition's order counts, the evaluation sums.
+# ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
+# snapshot ttl, n clock pairs, clock pairs, n evaluation pairs, evaluation pairs, then per
+# series: name, model snapshot ('' for none), n field pairs, field pairs. One script, so a close
+# is atomic like a MULTI, with one reply to parse instead of one per command.
 CLOSE_LUA = """
-local n_clock = tonumber(ARGV[4])
-redis.call('HSET', KEYS[2], unpack(ARGV, 5, 4 + 2 * n_clock))
-local i = 5 + 2 * n_clock
+local trim, bucket, ttl = ARGV[1], ARGV[4], tonumber(ARGV[6])
+redis.call('HSET', KEYS[4], bucket, ARGV[5])
+redis.call('HDEL', KEYS[4], trim)
+redis.call('HDEL', KEYS[5], trim)
+local n_clock = tonumber(ARGV[7])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + 2 * n_clock))
+local i = 8 + 2 * n_clock
+local n_eval = tonumber(ARGV[i])
+for j = i + 1, i + 2 * n_eval, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[6], ARGV[j], ARGV[j + 1])
+end
+i = i + 1 + 2 * n_eval
 while i <= #ARGV do
   local base = 'shelfcast:{' .. ARGV[i] .. '}:'
-  local n = tonumber(ARGV[i + 1])
-  if n > 0 then redis.call('HSET', base .. 'state', unpack(ARGV, i + 2, i + 1 + 2 * n)) end
-  for _, h in ipairs({'demand', 'returns', 'lines', 'revenue'}) do
-    redis.call('HDEL', base .. h, ARGV[1])
+  if ARGV[i + 1] ~= '' then redis.call('SET', base .. 'model', ARGV[i + 1], 'EX', ttl) end
+  local n = tonumber(ARGV[i + 2])
+  if n > 0 then redis.call('HSET', base .. 'state', unpack(ARGV, i + 3, i + 2 + 2 * n)) end
+  for _, h in ipairs({'demand', 'returns', 'lines', 'revenue', 'cancelled'}) do
+    redis.call('HDEL', base .. h, trim)
   end
-  i = i + 2 + 2 * n
+  i = i + 3 + 2 * n
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'buckets_closed', 1)
@@ -203,6 +230,27 @@ def series_base(series: str) -> str:
 
 def part_series_key(partition: int) -> str:
     return f"{PREFIX}:part:{partition}:series"
+
+
+def part_key(partition: int, what: str) -> str:
+    return f"{PREFIX}:part:{partition}:{what}"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesClose:
+    """What a bucket close reads of one series."""
+
+    demand: float
+    revenue: float
+    state: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A series' buckets over a span: demand and revenue (0 where none)."""
+
+    demand: list[float]
+    revenue: list[float]
 
 
 class FeatureStore:
@@ -262,53 +310,106 @@ class FeatureStore:
         return [(s, int(f)) for s, f in zip(names, firsts, strict=True) if f is not None]
 
     async def read_close(
-        self, series: Sequence[str], bucket: int
-    ) -> tuple[list[float], list[dict[str, str]]]:
-        """Demand of each series in ``bucket`` (0 where none), and the state a close needs."""
+        self, partition: int, series: Sequence[str], bucket: int, lookback: int
+    ) -> tuple[list[SeriesClose], int, dict[int, bool]]:
+        """Each series' demand, revenue and state for ``bucket``; the partition's order count
+        in it; and the closed flags of the ``lookback`` buckets before it."""
         pipe = self.r.pipeline(transaction=False)
+        pipe.hget(part_key(partition, "orders"), str(bucket))
+        past = [str(b) for b in range(bucket - lookback, bucket)]
+        pipe.hmget(part_key(partition, "closed"), past)
         for s in series:
-            pipe.hget(series_base(s) + "demand", str(bucket))
+            pipe.hmget(series_base(s) + "demand", str(bucket))
+            pipe.hmget(series_base(s) + "revenue", str(bucket))
             pipe.hmget(series_base(s) + "state", CLOSE_FIELDS)
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
-        demand = [float(v) if v is not None else 0.0 for v in raw[0::2]]
-        states = [
-            {f: _text(v) for f, v in zip(CLOSE_FIELDS, values, strict=True) if v is not None}
-            for values in raw[1::2]
+        orders = int(raw[0] or 0)
+        closed = {int(b): v == b"1" for b, v in zip(past, raw[1], strict=True) if v is not None}
+        out = [
+            SeriesClose(
+                float(d[0] or 0),
+                float(r[0] or 0),
+                {f: _text(v) for f, v in zip(CLOSE_FIELDS, values, strict=True) if v is not None},
+            )
+            for d, r, values in zip(raw[2::3], raw[3::3], raw[4::3], strict=True)
         ]
-        return demand, states
+        return out, orders, closed
 
-    async def read_histories(self, spans: dict[str, range]) -> dict[str, list[float]]:
-        """Demand per bucket of each series over its span (0 where none)."""
+    async def read_snapshots(self, series: Sequence[str]) -> dict[str, bytes]:
         pipe = self.r.pipeline(transaction=False)
-        for s, span in spans.items():
-            pipe.hmget(series_base(s) + "demand", [str(b) for b in span] or ["-"])
+        for s in series:
+            pipe.get(series_base(s) + "model")
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
-        return {
-            s: [float(v) if v is not None else 0.0 for v in values][: len(span)]
-            for (s, span), values in zip(spans.items(), raw, strict=True)
-        }
+        return {s: v for s, v in zip(series, raw, strict=True) if v is not None}
+
+    async def write_snapshots(self, snapshots: dict[str, bytes]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for s, blob in snapshots.items():
+            pipe.set(series_base(s) + "model", blob, ex=self.series_ttl)
+        metrics.REDIS_ROUNDTRIPS.inc()
+        await pipe.execute()
+
+    async def read_histories(
+        self, partition: int, spans: dict[str, range]
+    ) -> tuple[dict[str, History], dict[int, bool]]:
+        """Demand and revenue per bucket of each series over its span, and the partition's
+        closed flags over all the spans."""
+        pipe = self.r.pipeline(transaction=False)
+        buckets = sorted({b for span in spans.values() for b in span})
+        pipe.hmget(part_key(partition, "closed"), [str(b) for b in buckets] or ["-"])
+        for s, span in spans.items():
+            for h in ("demand", "revenue"):
+                pipe.hmget(series_base(s) + h, [str(b) for b in span] or ["-"])
+        metrics.REDIS_ROUNDTRIPS.inc()
+        raw = await pipe.execute()
+        closed = {b: v == b"1" for b, v in zip(buckets, raw[0], strict=False) if v is not None}
+        out = {}
+        for (s, span), demand, revenue in zip(spans.items(), raw[1::2], raw[2::2], strict=True):
+            out[s] = History(
+                [float(v or 0) for v in demand][: len(span)],
+                [float(v or 0) for v in revenue][: len(span)],
+            )
+        return out, closed
+
+    async def read_evaluation(self) -> dict[str, float]:
+        metrics.REDIS_ROUNDTRIPS.inc()
+        return {_text(k): float(v) for k, v in (await self.r.hgetall(EVALUATION)).items()}
 
     async def write_close(
         self,
         partition: int,
         bucket: int,
         state_updates: dict[str, dict[str, object]],
+        *,
+        closed: bool,
         learned: int,
         trim_before: int,
         inactive_before: int,
         clock: dict[str, object],
+        evaluation: dict[str, float],
+        snapshots: dict[str, bytes],
     ) -> None:
-        argv: list[object] = [trim_before, inactive_before, learned, len(clock)]
+        argv: list[object] = [
+            trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
+            len(clock),
+        ]  # fmt: skip
         for item in clock.items():
             argv += item
+        argv.append(len(evaluation))
+        for k, v in evaluation.items():
+            argv += [k, repr(v)]
         for s, fields in state_updates.items():
-            argv += [s, len(fields)]
+            argv += [s, snapshots.get(s, b""), len(fields)]
             for item in fields.items():
                 argv += item
+        keys = [
+            part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
+            part_key(partition, "orders"), EVALUATION,
+        ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
-        await self._close(keys=[part_series_key(partition), CLOCK, STATS], args=argv)
+        await self._close(keys=keys, args=argv)
 
     async def write_alert_states(self, updates: dict[str, dict[str, object]]) -> None:
         if not updates:

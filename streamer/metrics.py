@@ -21,8 +21,34 @@ BUCKETS_CLOSED = Counter("shelfcast_buckets_closed", "Time buckets closed (per p
 FORECASTS = Counter("shelfcast_forecasts_published", "Forecast messages published", ["model"])
 ALERTS = Counter("shelfcast_alerts_published", "Low-stock alert state changes", ["status"])
 MODEL_ERROR = Gauge(
-    "shelfcast_model_error", "Running one-step forecast error", ["model", "metric"]
-)  # metric: mae, rmse
+    "shelfcast_model_error",
+    "Prequential forecast error of this worker's series, per model (or 'published') and horizon "
+    "('all' pools them)",
+    ["model", "horizon", "metric"],
+)  # metric: mae, rmse, mase, pinball, coverage_p10_p90
+MODEL_WINS = Gauge(
+    "shelfcast_model_selected",
+    "Forecasts each model published since this worker started",
+    ["model"],
+)
+CLOSED_BUCKETS = Counter(
+    "shelfcast_closed_buckets", "Buckets closed in which the shop did not trade (per partition)"
+)
 ACTIVE_SERIES = Gauge("shelfcast_active_series", "Series closed at the latest bucket close")
 REDIS_ROUNDTRIPS = Counter("shelfcast_redis_roundtrips", "Round trips to Redis")
 REDIS_ERRORS = Counter("shelfcast_redis_errors", "Redis calls that failed")
+
+GAUGED = ("mae", "rmse", "mase", "pinball", "coverage_p10_p90")
+
+
+def publish_evaluation(summary: dict[str, dict[str, object]]) -> None:
+    """Set the error gauges from a ``Prequential.summary()``."""
+    for model, overall in summary.items():
+        MODEL_WINS.labels(model).set(float(overall.get("wins", 0)))  # type: ignore[arg-type]
+        rows = [("all", overall)]
+        rows += [(str(k), h) for k, h in enumerate(overall.get("horizons", []), 1)]  # type: ignore[call-overload]
+        for horizon, values in rows:
+            for metric in GAUGED:
+                value = values.get(metric)
+                if isinstance(value, float):
+                    MODEL_ERROR.labels(model, horizon, metric).set(value)

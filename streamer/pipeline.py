@@ -15,14 +15,18 @@ re-derives the same outputs with the same ids on replay: duplicates, never losse
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from models.bank import ModelBank
+from models.bank import ModelBank, Outcome
+from models.base import Context
+from models.evaluation import Prequential
 from streamer import metrics
 from streamer.alerts import CLEARED, ReorderPoint, next_status, reorder_point
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
@@ -80,7 +84,11 @@ class Pipeline:
         self.max_ts: dict[int, float] = {}
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
-        self.errors: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+        self.calendar = settings.calendar()
+        self.evaluation = Prequential()  # this process's share, for the gauges
+        self.outcomes: dict[str, list[Outcome]] = {}  # settled by each series' latest learn
+        self._snapshot_at: dict[int, float] = {}
+        self._snapshot_bucket: dict[int, int] = {}
         self.owner: dict[str, int] = {}  # series -> partition, to forget a lost partition
         self.active: dict[int, int] = {}  # partition -> series closed at its latest close
         self._stale: set[int] = set()
@@ -111,7 +119,9 @@ class Pipeline:
                 table.pop(p, None)
             for s in [s for s, owner in self.owner.items() if owner == p]:
                 self.banks.pop(s, None)
+                self.outcomes.pop(s, None)
                 del self.owner[s]
+            self._snapshot_bucket.pop(p, None)
         self._stale.clear()
         self._clock_loaded = False
 
@@ -314,65 +324,113 @@ class Pipeline:
             await self._close_bucket(p, self.closed[p] + 1, result)
             self.closed[p] += 1
 
-    async def _rebuild(self, states: dict[str, dict[str, str]], first: dict[str, int]) -> None:
-        """Restore models not in memory (after a restart) from the bounded history in Redis.
+    def _contexts(self, b: int, closed: dict[int, bool]) -> list[Context]:
+        """The buckets a forecast issued at the close of ``b`` covers, as known then."""
+        cal = self.calendar
+        return [
+            Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
+            for k in range(1, self.s.horizon + 1)
+        ]
 
-        Exact when the series is younger than ``history_buckets``; older series restart from
-        their last ``history_buckets`` buckets.
+    async def _restore(self, p: int, series: dict[str, tuple[int, int]]) -> None:
+        """Bring models that are not in memory up to their learned marker in Redis.
+
+        ``series`` maps a series to (learned marker, first bucket). Each starts from its model
+        snapshot when there is one no newer than the marker, else from scratch at the start of
+        the bounded history, and replays the buckets after it from the history exactly as the
+        live closes did: the restored model equals the one that was lost.
         """
+        snapshots = await self.store.read_snapshots(list(series))
         spans = {}
-        for s, st in states.items():
-            learned = int(st["learned"]) if st.get("learned") else first[s] - 1
-            spans[s] = range(max(first[s], learned - self.s.history_buckets + 1), learned + 1)
-        for s, history in (await self.store.read_histories(spans)).items():
-            bank = ModelBank(self.s.horizon)
-            for b, y in zip(spans[s], history, strict=True):
-                bank.learn(b, y)
-                bank.forecast()  # as at a live close, so the interval errors are rebuilt too
+        for s, (learned, first) in series.items():
+            bank = None
+            if s in snapshots:
+                bank = ModelBank.from_state(
+                    json.loads(zlib.decompress(snapshots[s])), self.s.horizon, self.calendar.season
+                )
+                if (bank.learned_through or -1) > learned:
+                    bank = None  # written after a learn whose close never completed
+            if bank is None:
+                bank = ModelBank(self.s.horizon, self.calendar.season)
+                start = max(first, learned - self.s.history_buckets + 1)
+            else:
+                start = (bank.learned_through or first - 1) + 1
             self.banks[s] = bank
+            spans[s] = range(start, learned + 1)
+        histories, closed = await self.store.read_histories(p, spans)
+        for s, history in histories.items():
+            bank = self.banks[s]
+            for b, y, revenue in zip(spans[s], history.demand, history.revenue, strict=True):
+                bank.learn(b, None if closed.get(b) else y, self._context(b, closed, y, revenue))
+                bank.forecast(self._contexts(b, closed))
+
+    def _context(self, b: int, closed: dict[int, bool], demand: float, revenue: float) -> Context:
+        price = revenue / demand if demand > 0 and revenue > 0 else None
+        return Context(self.calendar.weekday(b), bool(closed.get(b)), price)
+
+    async def snapshot(self, partitions: Iterable[int]) -> None:
+        """Write the models of ``partitions`` to Redis (on revoke, before another worker
+        restores them)."""
+        lost = set(partitions)
+        blobs = {s: _pack(self.banks[s]) for s, p in self.owner.items() if p in lost}
+        if blobs:
+            await self.store.write_snapshots(blobs)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
         size = self.s.bucket_seconds
+        season = self.calendar.season
         active = [
             (s, f)
             for s, f in await self.store.active_series(p, b - self.s.active_buckets + 1)
             if f <= b
         ]
         names = [s for s, _ in active]
-        demand, states = await self.store.read_close(names, b)
-        # rebuild models that are missing or behind the learned marker in Redis (another
+        closes, orders, closed = await self.store.read_close(p, names, b, 2 * season)
+        closed[b] = self.calendar.observed_closed(b, orders)
+        # restore models that are missing or behind the learned marker in Redis (another
         # worker owned the partition meanwhile)
         missing = {
-            s: st
-            for s, st in zip(names, states, strict=True)
+            s: (int(c.state["learned"]) if c.state.get("learned") else first - 1, first)
+            for (s, first), c in zip(active, closes, strict=True)
             if s not in self.banks
-            or (self.banks[s].learned_through or -1) < int(st.get("learned") or -1)
+            or (self.banks[s].learned_through or -1) < int(c.state.get("learned") or -1)
         }
         if missing:
-            await self._rebuild(missing, dict(active))
+            await self._restore(p, missing)
+        now = time.monotonic()
+        snapshot = (
+            now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
+            or b - self._snapshot_bucket.get(p, b) >= self.s.history_buckets // 2
+        )
         updates: dict[str, dict[str, object]] = {}
+        snapshots: dict[str, bytes] = {}
+        evaluation = Prequential()
         outs: list[Output] = []
         learned = 0
         close_ts = bucket_start(b + 1, size)
-        for i, (s, y, state) in enumerate(zip(names, demand, states, strict=True)):
+        ahead = self._contexts(b, closed)
+        for i, (s, c) in enumerate(zip(names, closes, strict=True)):
             if i % 500 == 499:
                 await asyncio.sleep(0)  # a close of many series must not starve the event loop
             self.owner[s] = p
             bank = self.banks[s]
+            state = c.state
             if int(state.get("learned") or -1) < b:
                 learned += 1  # counted by the Redis marker, so a retried close counts once
             if bank.learned_through is None or bank.learned_through < b:
-                bank.learn(b, y)
-                self._record_errors(bank)
-            forecasts, chosen = bank.forecast()
+                y = None if closed[b] else c.demand
+                self.outcomes[s] = bank.learn(b, y, self._context(b, closed, c.demand, c.revenue))
+            if bank.learned_through == b:
+                evaluation.add(self.outcomes.get(s, ()))
+            forecasts, chosen = bank.forecast(ahead)
             fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
-            for fc in forecasts:
-                msg = forecast_message(s, b, size, fc, fc.model == chosen)
-                outs.append(output(self.s.topics["forecasts"], s, msg))
-                metrics.FORECASTS.labels(fc.model).inc()
-            result.forecasts += len(forecasts)
             picked = next((fc for fc in forecasts if fc.model == chosen), None)
             if picked is not None:
+                evaluation.add_win(picked.model)
+                msg = forecast_message(s, b, size, picked)
+                outs.append(output(self.s.topics["forecasts"], s, msg))
+                metrics.FORECASTS.labels(picked.model).inc()
+                result.forecasts += 1
                 lead = float(state.get("lead_time") or self.s.lead_time_days)
                 rop = reorder_point(picked.steps, lead, self.s.service_level, size)
                 fid = forecast_id(s, b, picked.model, picked.version)
@@ -385,6 +443,8 @@ class Pipeline:
                     change = self._alert(s, state, on_hand, rop, fid, close_ts, outs)
                     fields.update(change or {})
             updates[s] = fields
+            if snapshot:
+                snapshots[s] = _pack(bank)
         # This partition's series inactive for the whole window free their models. Only this
         # partition's: others run on their own event time, and dropping a model they still use
         # would make them rebuild it from bounded history, changing its forecasts.
@@ -395,6 +455,7 @@ class Pipeline:
         ]:
             del self.banks[s]
             del self.owner[s]
+            self.outcomes.pop(s, None)
         if outs:
             await self.sink(outs)
             result.alerts += sum(o.topic == self.s.topics["alerts"] for o in outs)
@@ -402,27 +463,26 @@ class Pipeline:
             p,
             b,
             updates,
+            closed=closed[b],
             learned=learned,
             trim_before=b - self.s.history_buckets,
             inactive_before=b - self.s.active_buckets + 1,
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
+            evaluation=dict(evaluation.sums),
+            snapshots=snapshots,
         )
+        if snapshot:
+            self._snapshot_at[p], self._snapshot_bucket[p] = now, b
+        self._snapshot_bucket.setdefault(p, b)
         metrics.BUCKETS_CLOSED.inc()
+        if closed[b]:
+            metrics.CLOSED_BUCKETS.inc()
         self.active[p] = len(active)
         metrics.ACTIVE_SERIES.set(sum(self.active.values()))
-        self._publish_errors()
+        self.evaluation.merge(evaluation.sums)
+        metrics.publish_evaluation(self.evaluation.summary())
 
-    def _record_errors(self, bank: ModelBank) -> None:
-        for name, model in bank.models.items():
-            err = model.last_error()
-            if err is not None:
-                acc = self.errors[name]
-                acc[0] += abs(err)
-                acc[1] += err * err
-                acc[2] += 1
 
-    def _publish_errors(self) -> None:
-        for name, (abs_sum, sq_sum, n) in self.errors.items():
-            if n:
-                metrics.MODEL_ERROR.labels(name, "mae").set(abs_sum / n)
-                metrics.MODEL_ERROR.labels(name, "rmse").set(math.sqrt(sq_sum / n))
+def _pack(bank: ModelBank) -> bytes:
+    """A model snapshot: JSON (exact floats, nothing executable), compressed."""
+    return zlib.compress(json.dumps(bank.state(), separators=(",", ":")).encode(), 1)

@@ -35,10 +35,8 @@ def split_series(series: str) -> tuple[str, str]:
     return sku, location
 
 
-def forecast_message(
-    series: str, bucket: int, size: int, fc: SeriesForecast, selected: bool
-) -> dict[str, object]:
-    """The forecast issued when ``bucket`` closed, for the buckets after it."""
+def forecast_message(series: str, bucket: int, size: int, fc: SeriesForecast) -> dict[str, object]:
+    """The forecast a series published when ``bucket`` closed, for the buckets after it."""
     sku, location = split_series(series)
     return {
         "forecast_id": forecast_id(series, bucket, fc.model, fc.version),
@@ -58,7 +56,6 @@ def forecast_message(
         ],
         "model": fc.model,
         "model_version": fc.version,
-        "selected": selected,
     }
 
 

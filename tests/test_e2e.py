@@ -67,9 +67,7 @@ def test_forecast_topic_has_one_forecast_per_model_per_closed_bucket(backtest: P
     forecasts = rows(backtest / "forecasts.jsonl")
     ids = [f["forecast_id"] for f in forecasts]
     assert len(ids) == len(set(ids))
-    selected = Counter(
-        (f["sku"], f["location"], f["issued_at"]) for f in forecasts if f["selected"]
-    )
+    selected = Counter((f["sku"], f["location"], f["issued_at"]) for f in forecasts)
     issued = {(f["sku"], f["location"], f["issued_at"]) for f in forecasts}
     assert set(selected.values()) == {1} and set(selected) == issued
     buckets: dict[str, set[int]] = defaultdict(set)

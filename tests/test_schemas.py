@@ -18,6 +18,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from models.bank import ModelBank, SeriesForecast
+from models.base import Context
 from models.quantiles import Step
 from streamer import events
 from streamer.alerts import CLEARED, RAISED, ReorderPoint, reorder_point
@@ -119,7 +120,7 @@ def steps(*means: float, spread: float = 2.0) -> list[Step]:
 def test_forecast_message_matches_the_schema(size: int) -> None:
     fc = SeriesForecast("holt_winters", "river-hw-1", steps(4.123456, 3.5, 0.0, -0.75))
     bucket = BUCKET * DAY // size
-    msg = forecast_message(SERIES, bucket, size, fc, selected=True)
+    msg = forecast_message(SERIES, bucket, size, fc)
     assert_valid("forecasts", msg)
     assert_valid("forecasts", wire(msg))
     assert msg["forecast_id"] == forecast_id(SERIES, bucket, "holt_winters", "river-hw-1")
@@ -130,24 +131,26 @@ def test_forecasts_of_a_real_model_bank_match_the_schema() -> None:
     bank = ModelBank(horizon=7)
     demand = [0, 3, 5, 0, 12, 7, 1] * 6
     for i, y in enumerate(demand):
-        bank.learn(BUCKET + i, float(y))
-    forecasts, chosen = bank.forecast()
-    assert {fc.model for fc in forecasts} == {"seasonal_naive", "moving_average", "holt_winters"}
+        bank.learn(BUCKET + i, float(y), Context((BUCKET + i) % 7))
+    ahead = [Context((BUCKET + len(demand) + k) % 7, closed=k == 3) for k in range(7)]
+    forecasts, chosen = bank.forecast(ahead)
+    assert {fc.model for fc in forecasts} == {
+        "seasonal_naive", "moving_average", "tsb", "holt_winters", "online_regression",
+    }  # fmt: skip
+    assert chosen is not None
     last = BUCKET + len(demand) - 1
-    messages = [forecast_message(SERIES, last, DAY, fc, fc.model == chosen) for fc in forecasts]
-    for msg in messages:
+    for msg in (forecast_message(SERIES, last, DAY, fc) for fc in forecasts):
         assert_valid("forecasts", wire(msg))
         assert len(msg["horizon"]) == 7  # type: ignore[arg-type]
-    assert sum(bool(m["selected"]) for m in messages) == 1
 
 
 def test_forecast_schema_rejects_what_the_builder_never_emits() -> None:
     fc = SeriesForecast("seasonal_naive", "1", steps(2.0))
-    msg = forecast_message(SERIES, BUCKET, DAY, fc, selected=False)
+    msg = forecast_message(SERIES, BUCKET, DAY, fc)
     v = validator("forecasts")
     assert v.is_valid(msg)
     assert not v.is_valid({**msg, "extra": 1})
-    assert not v.is_valid({k: x for k, x in msg.items() if k != "selected"})
+    assert not v.is_valid({k: x for k, x in msg.items() if k != "model_version"})
     assert not v.is_valid({**msg, "horizon": []})
     assert not v.is_valid({**msg, "issued_at": "2011-01-02T00:00:00"})  # no zone
     bad_step = {**msg["horizon"][0], "p10": -1.0}  # type: ignore[index]

@@ -3,10 +3,9 @@ import pytest
 from models.evaluation import parse_forecast_id, score
 
 
-def fc(series: str, bucket: int, model: str, means: list[float], selected: bool = False) -> dict:
+def fc(series: str, bucket: int, model: str, means: list[float]) -> dict:
     return {
         "forecast_id": f"{series}|{bucket}|{model}@1",
-        "selected": selected,
         "horizon": [{"mean": m, "p10": m - 1, "p50": m, "p90": m + 1} for m in means],
     }
 
@@ -19,16 +18,16 @@ def test_scores_only_closed_targets_and_compares_with_seasonal_naive() -> None:
     truth = {("s@x", b): float(y) for b, y in enumerate([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 9])}
     rows = [
         fc("s@x", 7, "seasonal_naive", [2, 3, 9]),  # targets 8, 9, 10
-        fc("s@x", 7, "moving_average", [2, 3, 4], selected=True),
+        fc("s@x", 7, "moving_average", [2, 3, 4]),
         fc("s@x", 9, "seasonal_naive", [9]),  # closed through 9: target 10 is not scored
-        fc("s@x", 9, "moving_average", [9], selected=True),
+        fc("s@x", 9, "moving_average", [9]),
     ]
     out = score(rows, truth)
     snaive, ma = out["seasonal_naive"], out["moving_average"]
     # snaive errors at targets 8, 9: |2-2|, |3-3|; target 10 > closed 9
     assert snaive["points"] == 2 and snaive["mae"] == 0
     assert ma["mae"] == 0
-    assert out["published"]["points"] == 2
+    assert out["published"]["points"] == 4
     assert snaive["coverage_p10_p90"] == 1.0
 
 
@@ -41,3 +40,10 @@ def test_relative_mae_and_mase() -> None:
     # y alternates 0/4 so a weekly lag (odd) is always wrong by 4; flat 2 is wrong by 2
     assert out["flat"]["rel_mae_vs_seasonal_naive"] == pytest.approx(0.5)
     assert out["flat"]["mase"] == pytest.approx(0.5)
+
+
+def test_closed_buckets_are_never_scored() -> None:
+    truth = {("s@x", b): 5.0 for b in range(20) if b != 9}
+    rows = [fc("s@x", 7, "m", [5, 0, 5]), fc("s@x", 12, "m", [1])]
+    out = score(rows, truth, closed={9})
+    assert out["m"]["points"] == 2 and out["m"]["mae"] == 0

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import time
+import zlib
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -101,17 +102,20 @@ def test_every_active_series_gets_a_forecast_at_each_close_zero_demand_included(
     quiet = [f for f in out if f["sku"] == "QUIET"]
     busy = [f for f in out if f["sku"] == "A1"]
     # 20 days of orders close days 0..18 (the 20th day is still open)
-    assert len({f["issued_at"] for f in busy if f["selected"]}) == 19
-    assert len({f["issued_at"] for f in quiet if f["selected"]}) == 19
-    last_quiet = max((f for f in quiet if f["selected"]), key=lambda f: f["issued_at"])
+    assert len({f["issued_at"] for f in busy}) == 19
+    assert len({f["issued_at"] for f in quiet}) == 19
+    last_quiet = max((f for f in quiet), key=lambda f: f["issued_at"])
     assert last_quiet["horizon"][0]["mean"] < 0.5  # learned its zeros
-    assert {f["model"] for f in busy} == {"seasonal_naive", "moving_average", "holt_winters"}
+    # one published forecast per close, by whichever model has the lowest recent error
+    assert {f["model"] for f in busy} <= {
+        "seasonal_naive", "moving_average", "tsb", "holt_winters", "online_regression",
+    }  # fmt: skip
     for f in busy:
         assert len(f["horizon"]) == 7
         for step in f["horizon"]:
             assert 0 <= step["p10"] <= step["p50"] <= step["p90"]
-    # exactly one selected forecast and one id per model per (series, bucket)
-    per_bucket = Counter((f["sku"], f["issued_at"]) for f in out if f["selected"])
+    # exactly one forecast and one id per (series, bucket)
+    per_bucket = Counter((f["sku"], f["issued_at"]) for f in out)
     assert set(per_bucket.values()) == {1}
     assert len({f["forecast_id"] for f in out}) == len(out)
 
@@ -201,6 +205,105 @@ def test_a_restarted_pipeline_continues_without_learning_twice(settings: Setting
     assert {key(f): f for f in continued} == {key(f): f for f in expected}
 
 
+def evaluation(settings: Settings) -> dict[str, float]:
+    """The prequential error sums the worker keeps in Redis."""
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return {k: round(float(v), 6) for k, v in r.hgetall("shelfcast:evaluation").items()}
+
+
+def varied_orders(
+    h: Harness, days: int, skus: tuple[str, ...] = ("A1", "B2", "C3")
+) -> list[Record]:
+    """Orders whose sizes change by day and SKU, so every model has something to learn."""
+    return [
+        h.record(order(f"{sku}-{d}", at(d), 1 + (d * 7 + i * 3) % 11, sku=sku, price=1.0 + d % 3))
+        for d in range(days)
+        for i, sku in enumerate(skus)
+        if (d + i) % 4
+    ]
+
+
+def test_models_older_than_the_history_restart_exactly_from_their_snapshots(
+    settings: Settings,
+) -> None:
+    """After a restart, every forecast equals the uninterrupted run's, for series far older
+    than the bounded history (so a replay of history alone could not rebuild them)."""
+    settings = settings.replace(history_buckets=14, snapshot_seconds=3600.0)
+    straight = Harness(settings)
+    straight.feed(varied_orders(straight, 60))
+    expected = {f["forecast_id"]: f for f in forecasts(straight.outputs)}
+    expected_evaluation = evaluation(settings)
+
+    redis.Redis.from_url(settings.redis_url).flushall()
+    h = Harness(settings)
+    records = varied_orders(h, 60)
+    cut = next(i for i, rec in enumerate(records) if json.loads(rec.value)["ts"] >= at(45, 0))
+    h.feed(records[:cut])
+    r = redis.Redis.from_url(settings.redis_url)
+    assert r.exists("shelfcast:{A1@UK}:model")  # a snapshot, taken on the bucket schedule
+    h.restart()
+    h.feed(records[cut:])
+    got = {f["forecast_id"]: f for f in forecasts(h.outputs)}
+    assert got == expected
+    assert evaluation(settings) == expected_evaluation
+
+
+def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Settings) -> None:
+    h = Harness(settings.replace(snapshot_seconds=1e9, history_buckets=56))
+    h.feed(varied_orders(h, 20))
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete("shelfcast:{A1@UK}:model")
+    h.loop.run_until_complete(h.pipeline.snapshot([0]))
+    blob = r.get("shelfcast:{A1@UK}:model")
+    assert blob and json.loads(zlib.decompress(blob))["learned_through"] is not None
+
+
+def test_an_order_cancelled_in_its_bucket_is_neither_demand_nor_a_return(
+    settings: Settings,
+) -> None:
+    h = Harness(settings)
+    h.feed(
+        [
+            h.record(order("big", at(0, 9), 80_995)),
+            h.record(order("small", at(0, 9), 4)),
+            h.record(order("cancel-big", at(0, 10), -80_995)),
+            h.record(order("return", at(1, 10), -4)),  # a return on a later day stays a return
+            h.record(order("next", at(2, 10), 1)),
+        ]
+    )
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    day0 = int(datetime.fromisoformat(at(0)).timestamp() // 86_400)
+    assert r.hget("shelfcast:{A1@UK}:demand", str(day0)) == "4"
+    assert r.hget("shelfcast:{A1@UK}:cancelled", str(day0)) == "80995"
+    assert r.hget("shelfcast:{A1@UK}:returns", str(day0)) is None
+    assert r.hget("shelfcast:{A1@UK}:returns", str(day0 + 1)) == "4"
+    assert r.hget("shelfcast:{A1@UK}:demand", str(day0 + 1)) is None
+
+
+def test_a_day_without_any_order_is_closed_and_forecast_as_closed(settings: Settings) -> None:
+    h = Harness(settings)
+    # no trading on Saturdays (START is a Monday: days 5, 12, 19, 26)
+    records = [
+        h.record(order(f"{sku}-{d}", at(d), 3, sku=sku))
+        for d in range(29)
+        if d % 7 != 5
+        for sku in ("A1", "B2")
+    ]
+    out = forecasts(h.feed(records))
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    day0 = int(datetime.fromisoformat(at(0)).timestamp() // 86_400)
+    closed = r.hgetall("shelfcast:part:0:closed")
+    assert closed[str(day0 + 19)] == "1" and closed[str(day0 + 18)] == "0"
+    last = max((f for f in out if f["sku"] == "A1"), key=lambda f: f["issued_at"])
+    for step in last["horizon"]:
+        saturday = datetime.fromisoformat(step["start"].replace("Z", "")).weekday() == 5
+        # two closed Saturdays in a row: the next one is expected closed
+        assert (step["p90"] == 0) == saturday, step
+    # nothing was learned or scored on a Saturday: every scored truth was 3
+    ev = evaluation(settings)
+    assert ev["moving_average|1|abs_mean"] == 0
+
+
 class Crash(Exception):
     pass
 
@@ -228,6 +331,8 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
     straight.feed(records, batch=5)
     expected_ids = {m.get("forecast_id") or m.get("alert_id") for _, m in straight.outputs}
     assert alerts(straight.outputs) and calls > 10
+    expected_evaluation = evaluation(settings)
+    assert expected_evaluation["published|1|n"] > 0
 
     for crash_at in range(1, calls + 1):
         for delivered in (False, True):
@@ -258,6 +363,7 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             assert got == expected_ids, (crash_at, delivered)
             r = redis.Redis.from_url(settings.redis_url)
             assert int(r.hget("shelfcast:stats", "learned_buckets")) == 15
+            assert evaluation(settings) == expected_evaluation, (crash_at, delivered)
 
 
 def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(

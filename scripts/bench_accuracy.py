@@ -1,0 +1,316 @@
+"""Accuracy benchmark: a full-year rolling-origin backtest of every model, with statsforecast.
+
+    .venv/bin/python scripts/bench_accuracy.py [--data CSV] [--out DIR] [--top 500]
+
+It replays the order file bucket by bucket through the worker's own model code
+(``models.bank.ModelBank``, the same demand rules, closed-day rule and activity window as a
+bucket close), in process, without Kafka or Redis: a year of closes for every series takes
+minutes instead of the half hour of ``shelfcast backtest``. Every forecast is issued at a close
+and scored when its buckets close (prequential). It prints and saves (``accuracy.json``,
+``accuracy.md``) a table for all series and for the top-N (sku, location) series by volume.
+
+On the top-N series it also runs an offline reference with statsforecast (SeasonalNaive,
+AutoETS, CrostonOptimized, ADIDA) on weekly rolling origins, each refitted at every origin on
+the open buckets before it (season = open buckets per week), and scores the shelfcast models on
+exactly the same (series, origin, target) points. statsforecast gives point forecasts only:
+their MAE, RMSE and MASE are of that point; ours score the p50 for MAE (the median minimises
+absolute error) and the mean for RMSE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.bank import PUBLISHED, ModelBank
+from models.base import Context
+from models.evaluation import Prequential
+from streamer.backtest import Truth, truth_from
+from streamer.replay import read_online_retail
+from streamer.trading_calendar import TradingCalendar
+
+DAY = 86_400
+HORIZON = 7
+ACTIVE_BUCKETS = 56  # as SHELFCAST_ACTIVE_BUCKETS
+SF_MODELS = ("SeasonalNaive", "AutoETS", "CrostonOptimized", "ADIDA")
+TARGETS = {"max_rel_mae": 0.85, "coverage": (0.75, 0.85)}
+
+
+@dataclass
+class Run:
+    """Outcomes of the shelfcast models: all series, top-N, and top-N on statsforecast's
+    points (keyed (series, origin, target))."""
+
+    all: Prequential = field(default_factory=Prequential)
+    top: Prequential = field(default_factory=Prequential)
+    common: Prequential = field(default_factory=Prequential)
+
+
+def series_buckets(truth: Truth) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    for (s, b), y in truth.demand.items():
+        out[s][b] = y
+    return out
+
+
+def replay_series(
+    series: str,
+    demand: dict[int, float],
+    truth: Truth,
+    cal: TradingCalendar,
+    last: int,
+    common_points: set[tuple[int, int]] | None,
+    run: Run,
+    top: bool,
+) -> None:
+    """Every close of one series, as the worker does it."""
+    bank = ModelBank(HORIZON, cal.season)
+    order_buckets = sorted(b for b, y in demand.items() if y > 0)
+    if not order_buckets:
+        return
+    first = order_buckets[0]
+    closed = {b: b in truth.closed for b in range(first - 2 * cal.season, last + HORIZON + 1)}
+    latest_order = None
+    i = 0
+    for b in range(first, last + 1):
+        while i < len(order_buckets) and order_buckets[i] <= b:
+            latest_order = order_buckets[i]
+            i += 1
+        if latest_order is None or latest_order < b - ACTIVE_BUCKETS + 1:
+            continue  # inactive: the worker does not close it
+        y = demand.get(b, 0.0)
+        revenue = truth.revenue.get((series, b), 0.0)
+        price = revenue / y if y > 0 and revenue > 0 else None
+        outcomes = bank.learn(
+            b, None if closed[b] else y, Context(cal.weekday(b), closed[b], price)
+        )
+        run.all.add(outcomes)
+        if top:
+            run.top.add(outcomes)
+            if common_points is not None:
+                run.common.add(o for o in outcomes if (b - o.scored.k, b) in common_points)
+        ahead = [
+            Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
+            for k in range(1, HORIZON + 1)
+        ]
+        _, chosen = bank.forecast(ahead)
+        if chosen is not None:
+            run.all.add_win(chosen)
+            if top:
+                run.top.add_win(chosen)
+
+
+def statsforecast_reference(
+    top: list[str],
+    demand: dict[str, dict[int, float]],
+    truth: Truth,
+    last: int,
+    cal: TradingCalendar,
+) -> tuple[dict[str, dict[str, float]], set[tuple[str, int, int]]]:
+    """statsforecast on the open buckets of each top series, refitted at weekly origins.
+
+    Returns metric sums per model over the (series, origin, target) points, and those points.
+    """
+    import numpy as np
+    import pandas as pd
+    from statsforecast import StatsForecast
+    from statsforecast.models import ADIDA, AutoETS, CrostonOptimized, SeasonalNaive
+
+    start = min(b for _, b in truth.demand)
+    open_buckets = [b for b in range(start, last + 1) if b not in truth.closed]
+    season = max(
+        round(cal.season * len(open_buckets) / max(len(open_buckets) + len(truth.closed), 1)), 1
+    )
+    rows = []
+    for s in top:
+        first = min(b for b, y in demand[s].items() if y > 0)
+        for idx, b in enumerate(open_buckets):
+            if b >= first:
+                rows.append((s, idx, demand[s].get(b, 0.0)))
+    df = pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
+    n_windows = (len(open_buckets) - 5 * season) // season
+    if n_windows < 1:
+        raise SystemExit("too little data for statsforecast's rolling origins: use more lines")
+    # every series needs two seasons of training data before the first origin
+    need = HORIZON + season * (n_windows - 1) + 2 * season
+    sizes = df.groupby("unique_id").size()
+    df = df[df["unique_id"].isin(sizes[sizes >= need].index)]
+    print(f"  {df['unique_id'].nunique()} of {len(top)} series are long enough", flush=True)
+    sf = StatsForecast(
+        models=[
+            SeasonalNaive(season_length=season),
+            AutoETS(season_length=season),
+            CrostonOptimized(),
+            ADIDA(),
+        ],
+        freq=1,
+        n_jobs=1,
+    )
+    cv = sf.cross_validation(df=df, h=HORIZON, step_size=season, n_windows=n_windows)
+    cv = cv.reset_index() if "unique_id" not in cv.columns else cv
+    bucket_of_idx = np.array(open_buckets)
+    sums: dict[str, dict[str, float]] = {m: defaultdict(float) for m in SF_MODELS}
+    points: set[tuple[str, int, int]] = set()
+    for row in cv.itertuples(index=False):
+        origin, target = int(bucket_of_idx[int(row.cutoff)]), int(bucket_of_idx[int(row.ds)])
+        if target - origin > HORIZON:
+            continue  # beyond the 7 buckets a shelfcast forecast covers
+        points.add((row.unique_id, origin, target))
+        for m in SF_MODELS:
+            err = abs(row.y - max(float(getattr(row, m)), 0.0))
+            sums[m]["n"] += 1
+            sums[m]["abs"] += err
+            sums[m]["sq"] += err * err
+    return sums, points
+
+
+def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
+    rows = []
+    for model, m in summary.items():
+        if not m.get("points"):
+            continue
+        rows.append(
+            {
+                "model": model,
+                "points": m["points"],
+                "mae": m["mae"],
+                "mae_vs_seasonal_naive": m["rel_mae_vs_seasonal_naive"],
+                "mase": m["mase"],
+                "rmse": m["rmse"],
+                "pinball": m["pinball"],
+                "coverage_p10_p90": m["coverage_p10_p90"],
+                "wins": m.get("wins", 0),
+            }
+        )
+    return rows
+
+
+def markdown(title: str, rows: list[dict[str, object]]) -> str:
+    cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse", "pinball",
+            "coverage_p10_p90", "wins"]  # fmt: skip
+    out = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                cells.append("n/a" if math.isnan(v) else f"{v:.3f}")
+            else:
+                cells.append("n/a" if v is None else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/online_retail.csv.gz"))
+    ap.add_argument("--out", type=Path, default=Path("bench-results/accuracy"))
+    ap.add_argument("--top", type=int, default=500, help="top series by volume (default 500)")
+    ap.add_argument("--limit", type=int, help="read only the first N lines (a quick look)")
+    ap.add_argument("--no-statsforecast", action="store_true", help="skip the offline reference")
+    args = ap.parse_args(argv)
+    if not args.data.exists():
+        ap.error(f"{args.data} not found: pass --data with the Online Retail CSV")
+    started = time.monotonic()
+    events, _ = read_online_retail(args.data, args.limit)
+    truth = truth_from(events, DAY)
+    del events
+    demand = series_buckets(truth)
+    last = max(b for _, b in truth.demand)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY)
+    volume = {s: sum(v for v in d.values() if v > 0) for s, d in demand.items()}
+    top = sorted(volume, key=volume.__getitem__, reverse=True)[: args.top]
+    top_set = set(top)
+
+    sf_sums: dict[str, dict[str, float]] = {}
+    points: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    if not args.no_statsforecast:
+        print(f"statsforecast on the top {len(top)} series (weekly rolling origins)...", flush=True)
+        sf_sums, sf_points = statsforecast_reference(top, demand, truth, last, cal)
+        for s, origin, target in sf_points:
+            points[s].add((origin, target))
+    run = Run()
+    for s in tqdm(sorted(demand), desc="series", unit="series"):
+        replay_series(
+            s, demand[s], truth, cal, last, points.get(s) if s in top_set else None, run,
+            s in top_set,
+        )  # fmt: skip
+    result: dict[str, object] = {
+        "data": str(args.data),
+        "series": len(demand),
+        "top": len(top),
+        "closed_buckets": len(truth.closed),
+        "seconds": round(time.monotonic() - started, 1),
+        "all_series": table(run.all.summary()),
+        f"top_{len(top)}": table(run.top.summary()),
+    }
+    if sf_sums:
+        common = table(run.common.summary())
+        ref = {r["model"]: r for r in common}
+        snaive_mae = sf_sums["SeasonalNaive"]["abs"] / sf_sums["SeasonalNaive"]["n"]
+        for m, t in sf_sums.items():
+            common.append(
+                {
+                    "model": f"statsforecast.{m}",
+                    "points": int(t["n"]),
+                    "mae": t["abs"] / t["n"],
+                    "mae_vs_seasonal_naive": t["abs"] / t["n"] / snaive_mae,
+                    "mase": None,
+                    "rmse": math.sqrt(t["sq"] / t["n"]),
+                    "pinball": None,
+                    "coverage_p10_p90": None,
+                    "wins": None,
+                }
+            )
+        for r in common:
+            if not str(r["model"]).startswith("statsforecast."):
+                r["mae_vs_seasonal_naive"] = float(r["mae"]) / snaive_mae
+        result[f"top_{len(top)}_vs_statsforecast"] = common
+        best = min((t["abs"] / t["n"], m) for m, t in sf_sums.items())
+        published = ref.get(PUBLISHED, {})
+        result["targets"] = {
+            "published_mae_vs_seasonal_naive": published.get("mae_vs_seasonal_naive"),
+            "best_statsforecast": {"model": best[1], "mae": best[0]},
+            "published_mae": published.get("mae"),
+        }
+    top_published = next(
+        (r for r in result[f"top_{len(top)}"] if r["model"] == PUBLISHED),
+        {},  # type: ignore[attr-defined]
+    )
+    result["targets_top"] = {
+        "published_mae_vs_seasonal_naive": top_published.get("mae_vs_seasonal_naive"),
+        "coverage_p10_p90": top_published.get("coverage_p10_p90"),
+        "required": {"mae_vs_seasonal_naive": "<= 0.85", "coverage_p10_p90": "0.75..0.85"},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [f"# Accuracy benchmark: {args.data.name}, horizons 1-{HORIZON}\n"]
+    md.append(markdown("All series", result["all_series"]))  # type: ignore[arg-type]
+    md.append(markdown(f"Top {len(top)} series", result[f"top_{len(top)}"]))  # type: ignore[arg-type]
+    if sf_sums:
+        md.append(
+            markdown(
+                f"Top {len(top)} series, statsforecast's weekly origins (MAE vs its SeasonalNaive)",
+                result[f"top_{len(top)}_vs_statsforecast"],  # type: ignore[arg-type]
+            )
+        )
+    text = "\n".join(md)
+    (args.out / "accuracy.md").write_text(text)
+    print(text)
+    print(json.dumps({k: result[k] for k in result if k.startswith("targets")}, indent=2))
+    print(f"saved {args.out / 'accuracy.json'} and accuracy.md ({result['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

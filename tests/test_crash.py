@@ -82,10 +82,11 @@ def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> No
     assert demand_diff == {}
     assert stock_diff == {}
 
-    # every closed (series, bucket) learned exactly once, with one id per model version
+    # every closed (series, bucket) learned exactly once
     parsed = [parse_forecast_id(i) for i in ids]  # type: ignore[arg-type]
     pairs = {(s, b) for s, b, _ in parsed}
     assert learned == len(pairs)
-    assert {(s, b) for s, b, m in parsed if m == "moving_average"} == pairs
+    # one published forecast per closed (series, bucket): a replay re-derives the same model
+    assert len(set(ids)) == len(pairs)
     copies = Counter(ids)
     print(f"{len(pairs)} closed (series, bucket), {len(ids) - len(copies)} redelivered copies")

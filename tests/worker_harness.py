@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,17 +171,27 @@ def csv_truth(
     stamp = pd.to_datetime(df["InvoiceDate"], format="%Y-%m-%d %H:%M:%S")
     df["ts_ms"] = (stamp - pd.Timestamp("1970-01-01")) // pd.Timedelta(milliseconds=1)
     df["day"] = df["ts_ms"] // (DAY * 1000)
-    positive = df[df["qty"] > 0]
-    demand = positive.groupby(["series", "day"])["qty"].sum()
     adjustment = (
         (df["qty"] < 0)
         & ~df["InvoiceNo"].str.startswith("C")
         & (df["UnitPrice"].astype(float) == 0)
     )
+    # orders count; a return cancels an earlier order of the same size on the same day
+    demand: dict[tuple[str, int], int] = defaultdict(int)
+    sizes: Counter[tuple[str, int, int]] = Counter()
+    lines = df[~adjustment].sort_values("ts_ms", kind="stable")
+    for series, day, qty in lines[["series", "day", "qty"]].itertuples(index=False):
+        key = (series, int(day))
+        if qty > 0:
+            demand[key] += qty
+            sizes[(*key, qty)] += 1
+        elif sizes[(*key, -qty)] > 0:
+            sizes[(*key, -qty)] -= 1
+            demand[key] += qty
     # every line moves stock: orders take it down, returns and adjustments by their sign
     moves = pd.DataFrame({"series": df["series"], "ts_ms": df["ts_ms"], "delta": -df["qty"]})
     moves.loc[adjustment, "delta"] = df.loc[adjustment, "qty"]
-    return {(s, int(d)): int(q) for (s, d), q in demand.items()}, moves
+    return dict(demand), moves
 
 
 def stock_truth(moves: pd.DataFrame, simulated: list[Produced]) -> dict[str, int]:

@@ -1,4 +1,8 @@
-"""Prequential scoring of published forecasts against the demand that arrived later.
+"""Prequential scoring: forecasts scored against the demand that arrived after them.
+
+``score`` re-scores forecast messages read back from the topic against the input, independently
+of the worker; ``Prequential`` adds up the outcomes the worker (or the benchmark) settles at
+each close, for every model.
 
 A forecast issued when bucket ``b`` closed covers ``b+1 .. b+H``; a target counts once its
 bucket has closed for that series (the series got a later forecast). Metrics per model, pooled
@@ -29,9 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 
-from models.bank import Outcome
-
-PUBLISHED = "published"
+from models.bank import PUBLISHED, Outcome
 
 
 def parse_forecast_id(forecast_id: str) -> tuple[str, int, str]:

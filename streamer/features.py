@@ -319,8 +319,8 @@ class FeatureStore:
         past = [str(b) for b in range(bucket - lookback, bucket)]
         pipe.hmget(part_key(partition, "closed"), past)
         for s in series:
-            pipe.hmget(series_base(s) + "demand", str(bucket))
-            pipe.hmget(series_base(s) + "revenue", str(bucket))
+            pipe.hget(series_base(s) + "demand", str(bucket))
+            pipe.hget(series_base(s) + "revenue", str(bucket))
             pipe.hmget(series_base(s) + "state", CLOSE_FIELDS)
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
@@ -328,8 +328,8 @@ class FeatureStore:
         closed = {int(b): v == b"1" for b, v in zip(past, raw[1], strict=True) if v is not None}
         out = [
             SeriesClose(
-                float(d[0] or 0),
-                float(r[0] or 0),
+                float(d or 0),
+                float(r or 0),
                 {f: _text(v) for f, v in zip(CLOSE_FIELDS, values, strict=True) if v is not None},
             )
             for d, r, values in zip(raw[2::3], raw[3::3], raw[4::3], strict=True)
@@ -372,10 +372,6 @@ class FeatureStore:
                 [float(v or 0) for v in revenue][: len(span)],
             )
         return out, closed
-
-    async def read_evaluation(self) -> dict[str, float]:
-        metrics.REDIS_ROUNDTRIPS.inc()
-        return {_text(k): float(v) for k, v in (await self.r.hgetall(EVALUATION)).items()}
 
     async def write_close(
         self,

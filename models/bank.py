@@ -15,6 +15,7 @@ from models.selection import select
 
 EWMA_ALPHA = 0.1
 PUBLISHED = "published"
+SEASONAL_NAIVE = "seasonal_naive"  # the reference every model is compared with
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,8 @@ class SeriesForecast:
     model: str
     version: str
     steps: list[Step]
+    # mean square and cube of the model's recent errors per horizon, for safety stock
+    error_moments: list[tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ class ModelBank:
     def learn(self, bucket: int, y: float | None, x: Context) -> list[Outcome]:
         """Learn the closed ``bucket`` (``y`` None: the shop was closed) and return every
         forecast it settles, the published one included."""
-        snaive = self.models["seasonal_naive"].model
+        snaive = self.models[SEASONAL_NAIVE].model
         assert isinstance(snaive, SeasonalNaive)
         one_ago = snaive.forecast(self.season, [])
         if y is not None and one_ago is not None:
@@ -83,7 +86,7 @@ class ModelBank:
             self._ewma = y if ewma is None else EWMA_ALPHA * y + (1 - EWMA_ALPHA) * ewma
         self.learned_through = bucket
         scale = self._scale_sum / self._scale_n if self._scale_n else None
-        reference = {s.k: abs(s.y - s.step.mean) for s in scored["seasonal_naive"]}
+        reference = {s.k: abs(s.y - s.step.mean) for s in scored[SEASONAL_NAIVE]}
         return [
             Outcome(name, s, scale, reference.get(s.k))
             for name, points in scored.items()
@@ -107,7 +110,11 @@ class ModelBank:
         self.chosen = chosen
         if chosen is not None:
             self.published.issue(steps[chosen], [x.closed for x in xs])
-        out = [SeriesForecast(name, self.models[name].version, s) for name, s in steps.items()]
+        out = [
+            SeriesForecast(name, m.version, steps[name], m.error_moments())
+            for name, m in self.models.items()
+            if name in steps
+        ]
         return out, chosen
 
     def state(self) -> State:

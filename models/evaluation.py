@@ -15,7 +15,9 @@ over every (series, issue bucket, horizon) point:
 * rel_mae: MAE divided by seasonal naive's MAE on the same points (below 1 beats it).
 
 Every message counts for its model and for ``published`` (the topic carries the forecast each
-series selected at each bucket). Buckets in ``closed``
+series selected at each bucket), except a SKU's rollup over its locations (``sku@*``), which
+counts as ``rollup`` only (``truth`` must hold its demand, the sum over its locations).
+Buckets in ``closed``
 (the shop did not trade) have no truth and are never scored.
 
 >>> fc = [{"forecast_id": "a@x|0|m@1",
@@ -34,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 
 from models.bank import PUBLISHED, Outcome
+from models.rollup import ROLLUP
 
 
 def parse_forecast_id(forecast_id: str) -> tuple[str, int, str]:
@@ -106,7 +109,7 @@ def score(
         horizon: list[Mapping[str, float]] = f["horizon"]  # type: ignore[assignment]
         # a target counts once its bucket has closed for the series (it got a later forecast)
         targets = range(bucket + 1, min(bucket + len(horizon), last[series]) + 1)
-        for name in (model, PUBLISHED):
+        for name in (model,) if model == ROLLUP else (model, PUBLISHED):
             t = totals[name]
             acc = per_series[(name, series)]
             for target in targets:

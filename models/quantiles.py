@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from models.base import Context, Forecaster, State
@@ -52,6 +53,11 @@ class Scored:
     y: float
     step: Step
     closed: bool
+
+
+def _moments(values: Iterable[float]) -> tuple[float, float]:
+    values = list(values)
+    return sum(v * v for v in values) / len(values), sum(v**3 for v in values) / len(values)
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -161,6 +167,15 @@ class Conformal:
             steps.append(Step(mean, p10, p50, p90))
         self.issued.issue(steps, [x.closed for x in xs])
         return steps
+
+    def error_moments(self) -> list[tuple[float, float]] | None:
+        """Mean square and mean cube of the recent errors of the mean, per horizon (pooled
+        while a horizon has too few), or None before any are known. Unlike the p10-p90 band
+        they see the rare large orders of lumpy demand, which safety stock must cover."""
+        pooled = [e for errs in self._errors for e in errs]
+        if len(pooled) < MIN_ERRORS:
+            return None
+        return [_moments(errs if len(errs) >= MIN_ERRORS else pooled) for errs in self._errors]
 
     def recent_mae(self) -> float | None:
         """Smoothed absolute error of the recent p50s, all horizons; None before MIN_ERRORS."""

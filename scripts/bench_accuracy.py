@@ -26,15 +26,17 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.bank import PUBLISHED, ModelBank
+from models.bank import PUBLISHED, SEASONAL_NAIVE, ModelBank, Outcome
 from models.base import Context
 from models.evaluation import Prequential
+from models.rollup import settle
 from streamer.backtest import Truth, truth_from
 from streamer.replay import read_online_retail
 from streamer.trading_calendar import TradingCalendar
@@ -72,12 +74,14 @@ def replay_series(
     common_points: set[tuple[int, int]] | None,
     run: Run,
     top: bool,
-) -> None:
-    """Every close of one series, as the worker does it."""
+) -> dict[int, list[Outcome]]:
+    """Every close of one series, as the worker does it. Returns, per close, what its
+    rollup needs: the published and seasonal naive outcomes."""
     bank = ModelBank(HORIZON, cal.season)
     order_buckets = sorted(b for b, y in demand.items() if y > 0)
+    settled: dict[int, list[Outcome]] = {}
     if not order_buckets:
-        return
+        return settled
     first = order_buckets[0]
     closed = {b: b in truth.closed for b in range(first - 2 * cal.season, last + HORIZON + 1)}
     latest_order = None
@@ -95,6 +99,7 @@ def replay_series(
             b, None if closed[b] else y, Context(cal.weekday(b), closed[b], price)
         )
         run.all.add(outcomes)
+        settled[b] = [o for o in outcomes if o.model in (PUBLISHED, SEASONAL_NAIVE)]
         if top:
             run.top.add(outcomes)
             if common_points is not None:
@@ -108,6 +113,7 @@ def replay_series(
             run.all.add_win(chosen)
             if top:
                 run.top.add_win(chosen)
+    return settled
 
 
 def statsforecast_reference(
@@ -240,11 +246,21 @@ def main(argv: list[str] | None = None) -> int:
         for s, origin, target in sf_points:
             points[s].add((origin, target))
     run = Run()
-    for s in tqdm(sorted(demand), desc="series", unit="series"):
-        replay_series(
-            s, demand[s], truth, cal, last, points.get(s) if s in top_set else None, run,
-            s in top_set,
-        )  # fmt: skip
+    progress = tqdm(total=len(demand), desc="series", unit="series")
+    # a SKU's locations one after the other, then its rollup from what they settled
+    for _, group in groupby(sorted(demand), key=lambda s: s.partition("@")[0]):
+        series = list(group)
+        locations = []
+        for s in series:
+            common = points.get(s) if s in top_set else None
+            locations.append(
+                replay_series(s, demand[s], truth, cal, last, common, run, s in top_set)
+            )
+            progress.update()
+        for b in sorted(set().union(*locations)):
+            y = sum(demand[s].get(b, 0.0) for s in series)
+            run.all.add(settle((loc[b] for loc in locations if b in loc), y))
+    progress.close()
     result: dict[str, object] = {
         "data": str(args.data),
         "series": len(demand),

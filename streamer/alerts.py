@@ -1,8 +1,14 @@
-"""Reorder points from forecast quantiles, and the low-stock alert state machine.
+"""Reorder points from forecasts and their recent errors, and the low-stock alert state machine.
 
-Reorder point = expected demand over the lead time + safety stock, where the safety stock is
-z(service level) * sigma_L and sigma_L combines the per-bucket spread implied by the forecast's
-p10..p90 (a normal approximation: sigma = (p90 - p10) / 2.563). docs/alerts.md has the rules.
+Reorder point = expected demand over the lead time + safety stock. The safety stock is the
+service-level quantile of the lead-time forecast error, from the selected model's recent
+errors at each horizon of the lead time: their variances and third moments add up (errors
+of different days taken as independent), and a Cornish-Fisher expansion turns them into the
+quantile, z * sigma_L corrected for skew. Errors, not the p10-p90 band: on lumpy demand the
+band is often [0, 0] while a large order now and then empties the shelf, and only the errors
+see those orders; and that skew is why a plain z * sigma * sqrt(L) falls short. Until a model
+has errors, the band's normal approximation (sigma = (p90 - p10) / 2.563) stands in.
+docs/alerts.md has the rules.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from models.quantiles import Step
+from models.quantiles import CLOSED, Step
 
 P10_P90_WIDTH_IN_SIGMA = 2 * 1.2815515655446004
 RAISED, CLEARED = "raised", "cleared"
+# Cornish-Fisher is a series in the skewness; beyond this it overshoots rather than corrects
+MAX_SKEW = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,27 +39,40 @@ class ReorderPoint:
 
 
 def reorder_point(
-    steps: list[Step], lead_time_days: float, service_level: float, bucket_seconds: int
+    steps: list[Step],
+    lead_time_days: float,
+    service_level: float,
+    bucket_seconds: int,
+    error_moments: list[tuple[float, float]] | None = None,
 ) -> ReorderPoint:
     """Lead-time demand and safety stock over ``lead_time_days`` of forecast buckets.
 
     Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
-    proportion.
+    proportion. A bucket forecast closed adds neither demand nor spread.
     """
     per_day = 86_400 / bucket_seconds
     lead_buckets = lead_time_days * per_day
-    demand = variance = 0.0
+    demand = variance = third = 0.0
     k = 0
     while lead_buckets - k > 1e-9:
-        step = steps[min(k, len(steps) - 1)]
+        i = min(k, len(steps) - 1)
+        step = steps[i]
         share = min(1.0, lead_buckets - k)
-        sigma = (step.p90 - step.p10) / P10_P90_WIDTH_IN_SIGMA
         demand += share * step.mean
-        variance += share * sigma * sigma
+        if step == CLOSED:
+            pass  # no trading, no demand and no error
+        elif error_moments is not None:
+            variance += share * error_moments[i][0]
+            third += share * error_moments[i][1]
+        else:
+            variance += share * ((step.p90 - step.p10) / P10_P90_WIDTH_IN_SIGMA) ** 2
         k += 1
     z = NormalDist().inv_cdf(service_level)
+    sigma = math.sqrt(variance)
+    skew = min(max(third / sigma**3, -MAX_SKEW), MAX_SKEW) if sigma > 0 else 0.0
+    safety = max(sigma * (z + (z * z - 1) * skew / 6), 0.0)
     daily_mean = sum(s.mean for s in steps) / len(steps) * per_day
-    return ReorderPoint(lead_time_days, demand, z * math.sqrt(variance), daily_mean, service_level)
+    return ReorderPoint(lead_time_days, demand, safety, daily_mean, service_level)
 
 
 def days_of_cover(on_hand: float, daily_mean: float) -> float | None:

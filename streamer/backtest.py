@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from streamer.alert_quality import score_alerts
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
+from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import EVALUATION, STATS
 from streamer.replay import Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
@@ -48,6 +49,14 @@ class Truth:
     demand: dict[tuple[str, int], float]
     revenue: dict[tuple[str, int], float]
     closed: set[int]
+
+
+def rollup_demand(demand: Mapping[tuple[str, int], float]) -> dict[tuple[str, int], float]:
+    """Each SKU's demand over all its locations per bucket, keyed by its rollup series."""
+    out: dict[tuple[str, int], float] = defaultdict(float)
+    for (series, b), y in demand.items():
+        out[(series_key(series.partition("@")[0], ALL_LOCATIONS), b)] += y
+    return dict(out)
 
 
 def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
@@ -290,9 +299,13 @@ def summarize(
     truth = truth_from(events, bucket_seconds)
     published = 0
     series: set[str] = set()
+    rollups: set[str] = set()
     for f in forecasts:
         published += 1
-        series.add(f"{f['sku']}@{f['location']}")
+        if f["location"] == ALL_LOCATIONS:
+            rollups.add(str(f["sku"]))
+        else:
+            series.add(series_key(str(f["sku"]), str(f["location"])))
     by_status: dict[str, int] = defaultdict(int)
     for a in alerts:
         by_status[a["status"]] += 1
@@ -303,6 +316,7 @@ def summarize(
         "dlq": stats.get("dlq", 0),
         "duplicates_skipped": stats.get("duplicate", 0),
         "series": len(series),
+        "skus_rolled_up": len(rollups),
         # (series, bucket) pairs closed: each learned once, counted with the learned markers
         "buckets_closed": stats.get("learned_buckets", 0),
         "partition_bucket_closes": stats.get("buckets_closed", 0),
@@ -312,7 +326,9 @@ def summarize(
         "wall_seconds": round(wall, 3),
         "events_per_second": round(len(events) / wall, 1) if wall else None,
         "closed_buckets": len(truth.closed),
-        "accuracy": score(forecasts, truth.demand, closed=truth.closed),
+        "accuracy": score(
+            forecasts, {**truth.demand, **rollup_demand(truth.demand)}, closed=truth.closed
+        ),
         "accuracy_note": (
             "prequential: each forecast issued at a bucket close is scored on the open buckets "
             "that closed after it. 'accuracy' re-scores the forecasts topic against the input "

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from streamer.config import Settings
+from streamer.events import ALL_LOCATIONS
 
 SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
 ENV_HELP = """environment:
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="produce order events from a file",
         description=(
-            "Produce order events keyed by series from the Online Retail CSV layout or from "
+            "Produce order events keyed by SKU from the Online Retail CSV layout or from "
             "JSON lines in the 'orders' contract. Finds a running embedded worker by itself."
         ),
         epilog=ENV_HELP,
@@ -239,14 +240,16 @@ def explain(out: Path) -> None:
             if key not in latest or fc["issued_at"] > latest[key]["issued_at"]:
                 latest[key] = fc
     print("\ntop series by forecast volume, next 7 days from the last closed day:")
-    for key in sorted(volume, key=volume.__getitem__, reverse=True)[:5]:
+    locations = [k for k in volume if not k.endswith(f"@{ALL_LOCATIONS}")]
+    for key in sorted(locations, key=volume.__getitem__, reverse=True)[:5]:
         fc = latest[key]
-        mean = sum(h["mean"] for h in fc["horizon"])
-        p10 = sum(h["p10"] for h in fc["horizon"])
-        p90 = sum(h["p90"] for h in fc["horizon"])
+        mean, p10, p90 = (sum(h[q] for h in fc["horizon"]) for q in ("mean", "p10", "p90"))
+        rollup = latest.get(f"{fc['sku']}@{ALL_LOCATIONS}", {"horizon": [], "locations": 0})
         print(
             f"  {fc['sku']:>7} {fc['location']:<15} from {fc['issued_at'][:10]}: "
-            f"{mean:7.0f} units (p10-p90 sum {p10:.0f}-{p90:.0f}), model {fc['model']}"
+            f"{mean:7.0f} units (p10-p90 sum {p10:.0f}-{p90:.0f}), model {fc['model']}; "
+            f"{sum(h['mean'] for h in rollup['horizon']):.0f} in all "
+            f"{rollup['locations']} locations"
         )
     alerts = [json.loads(line) for line in (out / "alerts.jsonl").open()]
     raised = [a for a in alerts if a["status"] == "raised"]

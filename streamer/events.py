@@ -19,6 +19,8 @@ MIN_TS = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 MAX_TS = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 # Characters that would break the "{sku}@{location}" series key or its Redis hash tag.
 FORBIDDEN_IN_NAMES = frozenset("@{}\n\r\t\x00")
+# The location of a SKU's forecast over all its locations; no input event may use it.
+ALL_LOCATIONS = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +160,15 @@ def _common(obj: dict[str, object]) -> tuple[str, float, str, str]:
         _name(obj, "event_id", MAX_ID_LEN, forbidden=False),
         parse_ts(_require(obj, "ts")),
         _name(obj, "sku"),
-        _name(obj, "location"),
+        _location(obj),
     )
+
+
+def _location(obj: dict[str, object]) -> str:
+    location = _name(obj, "location")
+    if location == ALL_LOCATIONS:
+        raise _Reject("bad_field", f"location {ALL_LOCATIONS!r} is reserved for the rollups")
+    return location
 
 
 def parse_order(raw: bytes, max_bytes: int) -> OrderEvent | Invalid:
@@ -200,14 +209,15 @@ def check_context(
 ) -> OrderEvent | InventoryEvent | Invalid:
     """Rules that need more than the payload: the Kafka key and the wall clock.
 
-    The key must be the event's series: the worker that owns a partition owns its series, and a
-    series under another key would be counted by two owners. An event dated further ahead of
-    the wall clock than ``max_future`` is a broken clock or a typo, not an order.
+    The key must be the event's SKU: the worker that owns a partition owns every location of
+    the SKUs in it, so it alone counts each series and can sum a SKU's locations into its
+    rollup. An event under another key would be counted by two owners. An event dated further
+    ahead of the wall clock than ``max_future`` is a broken clock or a typo, not an order.
     """
     try:
-        if key != event.series.encode():
+        if key != event.sku.encode():
             shown = "no key" if key is None else f"key {key[:60]!r}"
-            raise _Reject("key_mismatch", f"{shown} is not the series {event.series!r}")
+            raise _Reject("key_mismatch", f"{shown} is not the SKU {event.sku!r}")
         if event.ts > now + max_future:
             raise _Reject(
                 "time_in_future", f"'ts' is {(event.ts - now) / 3600:.1f}h ahead of the clock"

@@ -24,20 +24,25 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from models.bank import ModelBank, Outcome
+from models.bank import ModelBank, Outcome, SeriesForecast
 from models.base import Context
 from models.evaluation import Prequential
+from models.quantiles import Step
+from models.rollup import ROLLUP, combine, settle
+from models.rollup import VERSION as ROLLUP_VERSION
 from streamer import metrics
 from streamer.alerts import CLEARED, ReorderPoint, next_status, reorder_point
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.config import Settings
 from streamer.events import (
+    ALL_LOCATIONS,
     Invalid,
     InventoryEvent,
     OrderEvent,
     check_context,
     parse_inventory,
     parse_order,
+    series_key,
 )
 from streamer.features import APPLIED, DUPLICATE, OFFSET_REGRESSION, FeatureStore, StockEffect
 from streamer.publish import (
@@ -47,6 +52,7 @@ from streamer.publish import (
     forecast_id,
     forecast_message,
     output,
+    split_series,
 )
 
 log = logging.getLogger(__name__)
@@ -406,6 +412,10 @@ class Pipeline:
         snapshots: dict[str, bytes] = {}
         evaluation = Prequential()
         outs: list[Output] = []
+        # per SKU: its locations' published steps, what their learn settled, and its demand
+        rollups: dict[str, list[list[Step]]] = defaultdict(list)
+        settled: dict[str, list[list[Outcome]]] = defaultdict(list)
+        sku_demand: dict[str, float] = defaultdict(float)
         learned = 0
         close_ts = bucket_start(b + 1, size)
         ahead = self._contexts(b, closed)
@@ -420,8 +430,11 @@ class Pipeline:
             if bank.learned_through is None or bank.learned_through < b:
                 y = None if closed[b] else c.demand
                 self.outcomes[s] = bank.learn(b, y, self._context(b, closed, c.demand, c.revenue))
+            sku, _ = split_series(s)
+            sku_demand[sku] += c.demand
             if bank.learned_through == b:
                 evaluation.add(self.outcomes.get(s, ()))
+                settled[sku].append(self.outcomes.get(s, []))
             forecasts, chosen = bank.forecast(ahead)
             fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
             picked = next((fc for fc in forecasts if fc.model == chosen), None)
@@ -431,8 +444,11 @@ class Pipeline:
                 outs.append(output(self.s.topics["forecasts"], s, msg))
                 metrics.FORECASTS.labels(picked.model).inc()
                 result.forecasts += 1
+                rollups[sku].append(picked.steps)
                 lead = float(state.get("lead_time") or self.s.lead_time_days)
-                rop = reorder_point(picked.steps, lead, self.s.service_level, size)
+                rop = reorder_point(
+                    picked.steps, lead, self.s.service_level, size, picked.error_moments
+                )
                 fid = forecast_id(s, b, picked.model, picked.version)
                 fields.update(
                     rop=rop.value, lt_demand=rop.lead_time_demand, safety=rop.safety_stock,
@@ -445,6 +461,14 @@ class Pipeline:
             updates[s] = fields
             if snapshot:
                 snapshots[s] = _pack(bank)
+        for sku, parts in rollups.items():
+            rollup = SeriesForecast(ROLLUP, ROLLUP_VERSION, combine(parts))
+            msg = forecast_message(series_key(sku, ALL_LOCATIONS), b, size, rollup, len(parts))
+            outs.append(output(self.s.topics["forecasts"], series_key(sku, ALL_LOCATIONS), msg))
+            metrics.FORECASTS.labels(ROLLUP).inc()
+            result.forecasts += 1
+        for sku, outcomes in settled.items():
+            evaluation.add(settle(outcomes, sku_demand[sku]))
         # This partition's series inactive for the whole window free their models. Only this
         # partition's: others run on their own event time, and dropping a model they still use
         # would make them rebuild it from bounded history, changing its forecasts.

@@ -35,8 +35,11 @@ def split_series(series: str) -> tuple[str, str]:
     return sku, location
 
 
-def forecast_message(series: str, bucket: int, size: int, fc: SeriesForecast) -> dict[str, object]:
-    """The forecast a series published when ``bucket`` closed, for the buckets after it."""
+def forecast_message(
+    series: str, bucket: int, size: int, fc: SeriesForecast, locations: int | None = None
+) -> dict[str, object]:
+    """The forecast a series published when ``bucket`` closed, for the buckets after it; a
+    rollup (location ``*``) also says how many ``locations`` it sums."""
     sku, location = split_series(series)
     return {
         "forecast_id": forecast_id(series, bucket, fc.model, fc.version),
@@ -56,6 +59,7 @@ def forecast_message(series: str, bucket: int, size: int, fc: SeriesForecast) ->
         ],
         "model": fc.model,
         "model_version": fc.version,
+        "locations": locations,
     }
 
 

@@ -1,4 +1,4 @@
-"""Turn order files into events and produce them to Kafka, keyed by series.
+"""Turn order files into events and produce them to Kafka, keyed by SKU.
 
 Two inputs: the UCI Online Retail CSV layout (``InvoiceNo,StockCode,...,Country``) and JSON lines
 already in the ``orders`` contract (produced verbatim, so bad lines reach the DLQ as they are).
@@ -81,7 +81,7 @@ def read_online_retail(path: Path, limit: int | None = None) -> tuple[list[Produ
             stats.skipped_non_product += 1
             continue
         event_id = f"{row.InvoiceNo}:{row.StockCode}:{row.n}"
-        key = f"{row.StockCode}@{row.Country}"
+        key = row.StockCode  # the partition key: all locations of a SKU together
         quantity = int(row.Quantity)
         if quantity < 0 and not row.InvoiceNo.startswith("C") and float(row.UnitPrice) == 0.0:
             stats.adjustments += 1
@@ -118,7 +118,7 @@ def read_jsonl(path: Path, limit: int | None = None) -> tuple[list[Produced], Re
         try:
             obj = json.loads(line)
             if isinstance(obj, dict) and isinstance(obj.get("sku"), str):
-                key = f"{obj['sku']}@{obj.get('location', '')}"
+                key = obj["sku"]
         except ValueError:
             pass
         stats.orders += 1
@@ -171,7 +171,7 @@ def produce(
     total: int | None = None,
     hold: Callable[[int], None] | None = None,
 ) -> int:
-    """Produce every event, keyed by series, and wait for delivery. Returns the count.
+    """Produce every event, keyed by SKU, and wait for delivery. Returns the count.
 
     ``hold(n)``, called every 1,000 events with the number produced so far, may block to keep
     the producer from running too far ahead of its consumer.

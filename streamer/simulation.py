@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from streamer.events import series_key
 from streamer.replay import Produced
 
 DAY = 86_400.0
@@ -49,9 +50,13 @@ class SimulationStats:
     lost_units: int = 0
 
 
+def _series(obj: dict) -> str:
+    return series_key(obj["sku"], obj["location"])
+
+
 def _order(ev: Produced) -> tuple[str, int]:
     obj = json.loads(ev.value)
-    return ev.key or "", int(obj["quantity"])
+    return _series(obj), int(obj["quantity"])
 
 
 def simulate(
@@ -84,7 +89,7 @@ def simulate(
         sku, _, location = series.partition("@")
         msg = {"event_id": f"sim:{series}:{n}", "ts": _iso(ts), "sku": sku, "location": location}
         msg.update(payload)
-        return Produced("inventory", series, json.dumps(msg, separators=(",", ":")).encode(), ts)
+        return Produced("inventory", sku, json.dumps(msg, separators=(",", ":")).encode(), ts)
 
     for ev in sorted(events, key=lambda e: e.ts):
         while arrivals and arrivals[0][0] <= ev.ts:
@@ -98,8 +103,8 @@ def simulate(
             # a stock adjustment from the data; before the opening snapshot it is inside it
             out.append(ev)
             adjusted = json.loads(ev.value)
-            if ev.key in on_hand and "delta" in adjusted:
-                on_hand[ev.key] += int(adjusted["delta"])
+            if (held := _series(adjusted)) in on_hand and "delta" in adjusted:
+                on_hand[held] += int(adjusted["delta"])
             continue
         series, qty = _order(ev)
         if series not in on_hand:

@@ -58,13 +58,20 @@ def test_summary_accounts_for_every_event(backtest: Path) -> None:
     models = s["models"]
     assert set(models) == {
         "seasonal_naive", "moving_average", "tsb", "holt_winters", "online_regression",
-        "published",
+        "published", "rollup",
     }  # fmt: skip
     # not identical: the worker stops scoring a series once it goes quiet for the active
     # window, and decides closed days per partition, the re-score on the whole file
     assert math.isclose(models["published"]["points"], published["points"], rel_tol=0.01)
     assert math.isclose(models["published"]["mae"], published["mae"], rel_tol=0.02)
-    assert sum(m["wins"] for m in models.values()) == s["forecasts_published"]
+    rollup = s["accuracy"]["rollup"]
+    assert math.isclose(models["rollup"]["points"], rollup["points"], rel_tol=0.01)
+    assert math.isclose(models["rollup"]["mae"], rollup["mae"], rel_tol=0.02)
+    assert s["skus_rolled_up"] > 0
+    # every location forecast won for its model; rollups win nothing
+    assert sum(m["wins"] for m in models.values()) == len(
+        [f for f in rows(backtest / "forecasts.jsonl") if f["location"] != "*"]
+    )
     assert len(models["published"]["horizons"]) == 7
     assert s["closed_buckets"] > 0
     q = s["alert_quality"]
@@ -89,10 +96,19 @@ def test_forecast_topic_has_one_forecast_per_series_per_closed_bucket(backtest: 
     order_days: dict[str, set[int]] = defaultdict(set)
     for ev in read_events(SAMPLE, LIMIT)[0]:
         if ev.role == "orders":
-            order_days[ev.key or ""].add(bucket_of(ev.ts, 86_400))
+            obj = json.loads(ev.value)
+            order_days[f"{obj['sku']}@{obj['location']}"].add(bucket_of(ev.ts, 86_400))
+    rollups = {s: seen for s, seen in buckets.items() if s.endswith("@*")}
+    locations: dict[str, set[int]] = defaultdict(set)
+    for series, seen in buckets.items():
+        if series not in rollups:
+            locations[series.split("@")[0] + "@*"] |= seen
+    assert rollups == locations  # a SKU's rollup at every close where one of its locations has
     last_close = max(max(b) for b in buckets.values())
     window = Settings().active_buckets
     for series, seen in buckets.items():
+        if series in rollups:
+            continue
         # every day from its first order, quiet days and the Christmas closure included, until
         # it has been quiet for the whole active window; each partition closes by its own
         # watermark, so a partition's last close may trail the newest by a day
@@ -100,6 +116,23 @@ def test_forecast_topic_has_one_forecast_per_series_per_closed_bucket(backtest: 
         assert seen == {b for b in expected if b <= max(seen)}, series
         if last_close in expected:
             assert max(seen) >= last_close - 1, series
+
+
+def test_each_rollup_mean_is_the_sum_of_its_location_means(backtest: Path) -> None:
+    at_close: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    rollups = []
+    for f in rows(backtest / "forecasts.jsonl"):
+        if f["location"] == "*":
+            rollups.append(f)
+        else:
+            at_close[(f["sku"], f["issued_at"])].append(f)
+    assert any(r["locations"] > 1 for r in rollups)
+    for r in rollups:
+        parts = at_close[(r["sku"], r["issued_at"])]
+        assert r["locations"] == len(parts) and r["model"] == "rollup"
+        for k, step in enumerate(r["horizon"]):
+            total = sum(p["horizon"][k]["mean"] for p in parts)
+            assert abs(step["mean"] - total) <= 1e-4 * (len(parts) + 1), r["forecast_id"]
 
 
 def test_alert_topic_carries_state_changes_only(backtest: Path) -> None:

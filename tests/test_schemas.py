@@ -20,6 +20,8 @@ from jsonschema import Draft202012Validator
 from models.bank import ModelBank, SeriesForecast
 from models.base import Context
 from models.quantiles import Step
+from models.rollup import ROLLUP, combine
+from models.rollup import VERSION as ROLLUP_VERSION
 from streamer import events
 from streamer.alerts import CLEARED, RAISED, ReorderPoint, reorder_point
 from streamer.config import Settings
@@ -125,6 +127,16 @@ def test_forecast_message_matches_the_schema(size: int) -> None:
     assert_valid("forecasts", wire(msg))
     assert msg["forecast_id"] == forecast_id(SERIES, bucket, "holt_winters", "river-hw-1")
     assert msg["forecast_id"] == f"{SERIES}|{bucket}|holt_winters@river-hw-1"
+
+
+def test_a_rollup_forecast_matches_the_schema() -> None:
+    parts = [steps(4.0, 0.0, 2.5), steps(1.0, 3.0, 0.5, spread=0.5)]
+    rollup = SeriesForecast(ROLLUP, ROLLUP_VERSION, combine(parts))
+    msg = forecast_message("85123A@*", BUCKET, DAY, rollup, locations=2)
+    assert_valid("forecasts", wire(msg))
+    assert msg["location"] == "*" and msg["locations"] == 2
+    assert [s["mean"] for s in msg["horizon"]] == [5.0, 3.0, 3.0]
+    assert forecast_message(SERIES, BUCKET, DAY, rollup)["locations"] is None
 
 
 def test_forecasts_of_a_real_model_bank_match_the_schema() -> None:

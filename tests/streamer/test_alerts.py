@@ -1,6 +1,6 @@
 import pytest
 
-from models.quantiles import Step
+from models.quantiles import CLOSED, Step
 from streamer.alerts import CLEARED, RAISED, days_of_cover, next_status, reorder_point, severity
 
 
@@ -23,6 +23,34 @@ def test_safety_stock_grows_with_spread_service_level_and_sqrt_lead_time() -> No
     assert one.safety_stock == pytest.approx(1.6449 * sigma, rel=1e-3)
     assert four.safety_stock == pytest.approx(2 * one.safety_stock, rel=1e-6)
     assert reorder_point(steps(10, 3), 4, 0.99, 86_400).safety_stock > four.safety_stock
+
+
+def test_safety_stock_from_recent_errors_is_z_sigma_sqrt_l_when_they_are_symmetric() -> None:
+    moments = [(4.0, 0.0)] * 7  # errors of +-2: sigma 2 per day, no skew
+    rop = reorder_point(steps(10, 0), 4, 0.95, 86_400, moments)
+    assert rop.safety_stock == pytest.approx(1.6449 * 2 * 2, rel=1e-3)  # z * sigma * sqrt(4)
+
+
+def test_lumpy_demand_gets_the_safety_stock_its_big_orders_need() -> None:
+    # a box of 60 one day in 20, nothing otherwise: mean 3/day, and the forecast band is flat
+    # [0, 0] most days. The 95% quantile of 3 days of demand is one box (P = 14% > 5%).
+    p, box = 1 / 20, 60.0
+    errors = [(box - 3.0) if i < 1 else -3.0 for i in range(20)]
+    moments = [(sum(e * e for e in errors) / 20, sum(e**3 for e in errors) / 20)] * 7
+    flat = [Step(3.0, 0.0, 0.0, 0.0)] * 7
+    rop = reorder_point(flat, 3, 0.95, 86_400, moments)
+    band = reorder_point(flat, 3, 0.95, 86_400)
+    assert band.value == pytest.approx(9.0)  # the band alone: no safety stock at all
+    normal = 1.6449 * (p * (1 - p)) ** 0.5 * box * 3**0.5
+    assert rop.safety_stock > normal  # the skew correction adds to z * sigma * sqrt(L)
+    assert box * 0.9 <= rop.value <= box * 1.3
+
+
+def test_closed_days_in_the_lead_time_add_no_demand_and_no_spread() -> None:
+    closed = [Step(10, 8, 10, 12), CLOSED, CLOSED, Step(10, 8, 10, 12)]
+    rop = reorder_point(closed, 3, 0.95, 86_400, [(4.0, 0.0)] * 4)
+    assert rop.lead_time_demand == pytest.approx(10)
+    assert rop.safety_stock == pytest.approx(1.6449 * 2, rel=1e-3)
 
 
 def test_lead_time_beyond_the_horizon_repeats_the_last_step_and_counts_fractions() -> None:

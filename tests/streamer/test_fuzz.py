@@ -47,7 +47,7 @@ def good_fields() -> st.SearchStrategy[dict[str, object]]:
 
 def key_of(payload: bytes) -> bytes:
     obj = json.loads(payload)
-    return f"{obj['sku']}@{obj['location']}".encode()
+    return obj["sku"].encode()
 
 
 def dumps(obj: object) -> bytes:

@@ -48,12 +48,12 @@ class Harness:
         self.outputs += [(o.topic, json.loads(o.value)) for o in batch]
 
     def record(self, value: bytes, topic: str = "orders", partition: int = 0) -> Record:
-        """The record as Kafka would deliver it, keyed by its series when it has one."""
+        """The record as Kafka would deliver it, keyed by its SKU when it has one."""
         offset = self.offsets[(topic, partition)]
         self.offsets[(topic, partition)] += 1
         try:
             obj = json.loads(value)
-            key: bytes | None = f"{obj['sku']}@{obj['location']}".encode()
+            key: bytes | None = obj["sku"].encode()
         except (ValueError, KeyError, TypeError):
             key = None
         return Record(topic, partition, offset, key, value)
@@ -98,7 +98,8 @@ def test_every_active_series_gets_a_forecast_at_each_close_zero_demand_included(
 ) -> None:
     h = Harness(settings)
     records = [h.record(order("quiet-0", at(0), 3, sku="QUIET")), *daily_orders(h, 20)]
-    out = forecasts(h.feed(records))
+    everything = forecasts(h.feed(records))
+    out = [f for f in everything if f["location"] != "*"]
     quiet = [f for f in out if f["sku"] == "QUIET"]
     busy = [f for f in out if f["sku"] == "A1"]
     # 20 days of orders close days 0..18 (the 20th day is still open)
@@ -114,10 +115,39 @@ def test_every_active_series_gets_a_forecast_at_each_close_zero_demand_included(
         assert len(f["horizon"]) == 7
         for step in f["horizon"]:
             assert 0 <= step["p10"] <= step["p50"] <= step["p90"]
-    # exactly one forecast and one id per (series, bucket)
-    per_bucket = Counter((f["sku"], f["issued_at"]) for f in out)
+    # exactly one forecast and one id per (series, bucket), and one rollup per (SKU, bucket)
+    per_bucket = Counter((f["sku"], f["location"], f["issued_at"]) for f in everything)
     assert set(per_bucket.values()) == {1}
-    assert len({f["forecast_id"] for f in out}) == len(out)
+    assert len({f["forecast_id"] for f in everything}) == len(everything)
+    assert len(everything) == 2 * len(out)  # one location each: every forecast has a rollup
+
+
+def test_a_sku_rollup_sums_the_means_of_its_locations(settings: Settings) -> None:
+    h = Harness(settings)
+    records = []
+    for d in range(21):
+        records.append(h.record(order(f"uk-{d}", at(d), 5 + d % 3)))
+        records.append(h.record(order(f"fr-{d}", at(d, 11), 2 + d % 7 // 3, location="FR")))
+        if d % 4 == 0:
+            records.append(h.record(order(f"de-{d}", at(d, 12), 9, location="DE")))
+    out = forecasts(h.feed(records))
+    by_close: dict[str, dict[str, dict]] = {}
+    for f in out:
+        by_close.setdefault(f["issued_at"], {})[f["location"]] = f
+    assert len(by_close) == 20
+    for issued_at, fcs in by_close.items():
+        rollup = fcs.pop("*")
+        assert rollup["sku"] == "A1" and rollup["model"] == "rollup"
+        assert rollup["locations"] == len(fcs) and set(fcs) <= {"UK", "FR", "DE"}
+        assert rollup["forecast_id"].startswith("A1@*|")
+        assert rollup["forecast_id"].endswith("|rollup@bottom-up-1")
+        for k, step in enumerate(rollup["horizon"]):
+            parts = [f["horizon"][k] for f in fcs.values()]
+            assert abs(step["mean"] - sum(p["mean"] for p in parts)) < 1e-3, issued_at
+            assert 0 <= step["p10"] <= step["p50"] <= step["p90"]
+    # the worker scores the rollup like a model, against the SKU's summed demand
+    scored = h.pipeline.evaluation.summary()["rollup"]
+    assert scored["points"] > 0 and scored["wins"] == 0
 
 
 def test_outputs_do_not_depend_on_how_the_stream_was_batched(settings: Settings) -> None:
@@ -391,16 +421,26 @@ def test_one_wildly_skewed_timestamp_does_not_close_weeks_of_buckets(settings: S
     assert len({f["issued_at"] for f in forecasts(out)}) == 1  # day 4 closes normally
 
 
-def test_future_times_and_wrong_keys_are_dead_letters(settings: Settings) -> None:
+def test_future_times_wrong_keys_and_the_rollup_location_are_dead_letters(
+    settings: Settings,
+) -> None:
     h = Harness(settings)
     future = order("f", datetime.fromtimestamp(time.time() + 3 * 86_400).isoformat(), 1)
-    wrong_key = Record("orders", 0, 99, b"B2@UK", order("k", at(0), 1))
     out = h.feed(
-        [h.record(future), wrong_key, Record("orders", 0, 100, None, order("n", at(0), 1))]
+        [
+            h.record(future),
+            Record("orders", 0, 99, b"B2", order("k", at(0), 1)),
+            Record("orders", 0, 100, None, order("n", at(0), 1)),
+            # keyed by series, as before input was keyed by SKU: it could land elsewhere
+            Record("orders", 0, 101, b"A1@UK", order("s", at(0), 1)),
+            h.record(order("r", at(0), 1, location="*")),
+        ]
     )
-    assert [m["reason"] for t, m in out if t == "shelfcast-dlq"] == [
-        "time_in_future", "key_mismatch", "key_mismatch",
+    dead = [m for t, m in out if t == "shelfcast-dlq"]
+    assert [m["reason"] for m in dead] == [
+        "time_in_future", "key_mismatch", "key_mismatch", "key_mismatch", "bad_field",
     ]  # fmt: skip
+    assert "is not the SKU 'A1'" in dead[3]["detail"] and "reserved" in dead[4]["detail"]
 
 
 def test_no_alert_while_stock_is_unknown(settings: Settings) -> None:

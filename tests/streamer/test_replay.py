@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from streamer.replay import read_events, read_jsonl
+from streamer.replay import Produced, read_events, read_jsonl
 from streamer.simulation import SimulationSettings, simulate
 from tests.conftest import SAMPLE
 
@@ -35,7 +35,7 @@ def test_online_retail_quirks_are_mapped(tmp_path: Path) -> None:
         "event_id": "536380:85123A:0", "ts": "2010-12-01T09:45:00", "sku": "85123A",
         "location": "United Kingdom", "delta": -12,
     }  # fmt: skip
-    assert events[0].key == "85123A@United Kingdom"
+    assert events[0].key == "85123A"  # keyed by SKU: all its locations in one partition
     assert events[0].ts == 1291191960.0
 
 
@@ -54,7 +54,7 @@ def test_jsonl_lines_are_produced_verbatim_bad_ones_included(tmp_path: Path) -> 
         b'{"sku": "A", "location": "UK", "quantity": 1}',
         b"not json",
     ]
-    assert [e.key for e in events] == ["A@UK", None]
+    assert [e.key for e in events] == ["A", None]  # keyed by SKU
     assert stats.lines == 2
 
 
@@ -67,13 +67,19 @@ def test_stock_simulation_opens_restocks_after_the_lead_time_and_counts_lost_sal
         json.loads(e.value) for e in merged if e.role == "inventory" and b"sim:" in e.value
     ]
     snapshots = [v for v in inventory if "on_hand" in v]
-    assert len(snapshots) == stats.snapshots == len({e.key for e in events if e.role == "orders"})
+
+    def series(e: Produced) -> str:
+        v = json.loads(e.value)
+        return f"{v['sku']}@{v['location']}"
+
+    ordered = {series(e) for e in events if e.role == "orders"}
+    assert len(snapshots) == stats.snapshots == len(ordered)
     assert stats.restocks == sum("delta" in v for v in inventory) > 0
     assert stats.lost_units > 0 and stats.stockouts > 0  # one week of stock runs out
     assert len(trace.stockouts) == stats.stockouts and len(trace.restocks) == stats.restocks
     assert [e.ts for e in merged] == sorted(e.ts for e in merged)
-    first_order = {}
+    first = {}
     for e in merged:
-        first_order.setdefault((e.key, e.role), e.ts)
-    for key in {e.key for e in events if e.role == "orders"}:
-        assert first_order[(key, "inventory")] < first_order[(key, "orders")]
+        first.setdefault((series(e), e.role), e.ts)
+    for s in ordered:
+        assert first[(s, "inventory")] < first[(s, "orders")]

@@ -32,6 +32,7 @@ class ReorderPoint:
     safety_stock: float
     daily_mean: float
     service_level: float
+    review_days: float = 0.0
 
     @property
     def value(self) -> float:
@@ -44,14 +45,16 @@ def reorder_point(
     service_level: float,
     bucket_seconds: int,
     error_moments: list[tuple[float, float]] | None = None,
+    review_days: float = 0.0,
 ) -> ReorderPoint:
-    """Lead-time demand and safety stock over ``lead_time_days`` of forecast buckets.
+    """Demand and safety stock over the protection interval: the lead time plus the review
+    period (the time until the next chance to order), in forecast buckets.
 
     Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
     proportion. A bucket forecast closed adds neither demand nor spread.
     """
     per_day = 86_400 / bucket_seconds
-    lead_buckets = lead_time_days * per_day
+    lead_buckets = (lead_time_days + review_days) * per_day
     demand = variance = third = 0.0
     k = 0
     while lead_buckets - k > 1e-9:
@@ -72,7 +75,7 @@ def reorder_point(
     skew = min(max(third / sigma**3, -MAX_SKEW), MAX_SKEW) if sigma > 0 else 0.0
     safety = max(sigma * (z + (z * z - 1) * skew / 6), 0.0)
     daily_mean = sum(s.mean for s in steps) / len(steps) * per_day
-    return ReorderPoint(lead_time_days, demand, safety, daily_mean, service_level)
+    return ReorderPoint(lead_time_days, demand, safety, daily_mean, service_level, review_days)
 
 
 def days_of_cover(on_hand: float, daily_mean: float) -> float | None:

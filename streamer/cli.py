@@ -22,11 +22,11 @@ ENV_HELP = """environment:
   Kafka SASL/SSL and Redis password/TLS settings: README.md, Configuration"""
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type, allow_zero: bool = False) -> object:
     def parse(text: str) -> object:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_zero else '>'} 0, got {text}")
         return value
 
     return parse
@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=21.0,
             help="order up to this many days of demand (21)",
         )
+        sim.add_argument(
+            "--large-orders",
+            type=_positive(float, allow_zero=True),
+            default=1.0,
+            help="every stock level also holds this many of the series' large orders "
+            "(95th percentile of its order sizes) (1)",
+        )
         p.add_argument(
             "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
         )
@@ -184,6 +191,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         lead_time_days=args.lead_time_days,
         reorder_days=args.reorder_days,
         order_up_to_days=args.order_up_to_days,
+        large_orders=args.large_orders,
     )
     settings = settings.replace(lead_time_days=args.lead_time_days)
     result = run_backtest(

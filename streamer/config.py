@@ -41,8 +41,10 @@ class Settings:
     dedupe_ttl_seconds: int = 35 * 86_400
     series_ttl_seconds: int = 90 * 86_400
     lead_time_days: float = 3.0
+    # time until the next chance to reorder: the reorder point covers lead time + review
+    review_days: float = 7.0
     service_level: float = 0.95
-    alert_hysteresis: float = 0.2
+    alert_hysteresis: float = 0.5
     closed_weekdays: str = ""
     closed_dates: str = ""
     closed_when_no_orders: bool = True
@@ -84,8 +86,9 @@ class Settings:
             dedupe_ttl_seconds=int(_env("SHELFCAST_DEDUPE_TTL_SECONDS", str(35 * 86_400))),
             series_ttl_seconds=int(_env("SHELFCAST_SERIES_TTL_SECONDS", str(90 * 86_400))),
             lead_time_days=float(_env("SHELFCAST_LEAD_TIME_DAYS", "3")),
+            review_days=float(_env("SHELFCAST_REVIEW_DAYS", "7")),
             service_level=float(_env("SHELFCAST_SERVICE_LEVEL", "0.95")),
-            alert_hysteresis=float(_env("SHELFCAST_ALERT_HYSTERESIS", "0.2")),
+            alert_hysteresis=float(_env("SHELFCAST_ALERT_HYSTERESIS", "0.5")),
             closed_weekdays=_env("SHELFCAST_CLOSED_WEEKDAYS", ""),
             closed_dates=_env("SHELFCAST_CLOSED_DATES", ""),
             closed_when_no_orders=_env("SHELFCAST_CLOSED_WHEN_NO_ORDERS", "1")

@@ -280,6 +280,7 @@ class Pipeline:
                 float(state["safety"]),
                 float(state["daily_mean"]),
                 self.s.service_level,
+                self.s.review_days,
             )
             change = self._alert(
                 ev.series, state, on_hand, rop, state["forecast_id"], ev.ts, alerts
@@ -447,8 +448,9 @@ class Pipeline:
                 rollups[sku].append(picked.steps)
                 lead = float(state.get("lead_time") or self.s.lead_time_days)
                 rop = reorder_point(
-                    picked.steps, lead, self.s.service_level, size, picked.error_moments
-                )
+                    picked.steps, lead, self.s.service_level, size, picked.error_moments,
+                    self.s.review_days,
+                )  # fmt: skip
                 fid = forecast_id(s, b, picked.model, picked.version)
                 fields.update(
                     rop=rop.value, lt_demand=rop.lead_time_demand, safety=rop.safety_stock,

@@ -87,6 +87,7 @@ def alert_message(
         "days_of_cover": None if cover is None else round(cover, 3),
         "service_level": rop.service_level,
         "lead_time_days": rop.lead_time_days,
+        "review_days": rop.review_days,
         "forecast_id": forecast,
         "ts": iso(ts),
     }

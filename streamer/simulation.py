@@ -4,9 +4,11 @@ Each series opens with ``opening_weeks`` of its mean daily demand (a snapshot ju
 first event). An order-up-to policy then reviews stock after every event: when the stock
 position (on hand + on order) falls to ``reorder_days`` of mean demand, it orders up to
 ``order_up_to_days`` of it, and the delivery arrives ``lead_time_days`` later as an
-``inventory`` delta. Orders that find no stock are lost sales (the stream still carries them:
-on-hand goes negative, i.e. backorders). The mean daily demand is taken over the whole replay,
-a look-ahead that only the simulation has, never the forecaster.
+``inventory`` delta. Every level also holds ``large_orders`` of the series' large orders (the
+95th percentile of its order sizes). Orders that find no stock are lost sales (the stream
+still carries them: on-hand goes negative, i.e. backorders). The mean daily demand (over the
+series' life, from its first order to the end of the replay) and the large orders are a
+look-ahead that only the simulation has, never the forecaster.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class SimulationSettings:
     lead_time_days: float = 3.0
     reorder_days: float = 7.0
     order_up_to_days: float = 21.0
+    # every level also holds this many of the series' large orders (95th percentile of its
+    # order sizes) on top of its days of demand: a buffer no shop selling wholesale goes without
+    large_orders: float = 1.0
 
 
 @dataclass
@@ -72,12 +77,19 @@ def simulate(
     orders = sorted((ev for ev in events if ev.role == "orders" and ev.ts), key=lambda e: e.ts)
     if not orders:
         return list(events), stats, trace
-    span_days = max((orders[-1].ts - orders[0].ts) / DAY, 1.0)
+    end = orders[-1].ts
     demand: dict[str, float] = defaultdict(float)
+    sizes: dict[str, list[int]] = defaultdict(list)
+    first: dict[str, float] = {}
     for ev in orders:
         series, qty = _order(ev)
+        first.setdefault(series, ev.ts)
         demand[series] += max(qty, 0)
-    mean = {s: total / span_days for s, total in demand.items()}
+        if qty > 0:
+            sizes[series].append(qty)
+    # over the series' own life: one launched in the last month sells at its own pace
+    mean = {s: total / max((end - first[s]) / DAY, 7.0) for s, total in demand.items()}
+    large = {s: settings.large_orders * _p95(q) for s, q in sizes.items()}
 
     out: list[Produced] = []
     on_hand: dict[str, int] = {}
@@ -108,7 +120,9 @@ def simulate(
             continue
         series, qty = _order(ev)
         if series not in on_hand:
-            opening = math.ceil(settings.opening_weeks * 7 * mean.get(series, 0.0))
+            opening = math.ceil(
+                settings.opening_weeks * 7 * mean.get(series, 0.0) + large.get(series, 0.0)
+            )
             on_hand[series] = opening
             stats.snapshots += 1
             seq += 1
@@ -122,10 +136,10 @@ def simulate(
         if before > 0 >= on_hand[series]:
             stats.stockouts += 1
             trace.stockouts.append((series, ev.ts))
-        daily = mean.get(series, 0.0)
+        daily, big = mean.get(series, 0.0), large.get(series, 0.0)
         position = on_hand[series] + on_order[series]
-        if daily > 0 and position <= settings.reorder_days * daily:
-            qty_order = math.ceil(settings.order_up_to_days * daily - position)
+        if daily > 0 and position <= settings.reorder_days * daily + big:
+            qty_order = math.ceil(settings.order_up_to_days * daily + big - position)
             if qty_order > 0:
                 seq += 1
                 on_order[series] += qty_order
@@ -134,6 +148,11 @@ def simulate(
     # opening snapshots are dated just before a series' first order, so re-sort (stably)
     out.sort(key=lambda e: e.ts)
     return out, stats, trace
+
+
+def _p95(values: list[int]) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)])
 
 
 def _iso(ts: float) -> str:

@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 from streamer.replay import Produced, read_events, read_jsonl
@@ -83,3 +84,23 @@ def test_stock_simulation_opens_restocks_after_the_lead_time_and_counts_lost_sal
         first.setdefault((series(e), e.role), e.ts)
     for s in ordered:
         assert first[(s, "inventory")] < first[(s, "orders")]
+
+
+def test_simulated_stock_holds_a_large_order_on_top_of_its_days_of_demand() -> None:
+    day = 86_400.0
+
+    def order(n: int, qty: int) -> Produced:
+        msg = {"event_id": f"e{n}", "ts": "x", "sku": "A", "location": "UK", "quantity": qty}
+        return Produced("orders", "A", json.dumps(msg).encode(), 1e9 + n * day)
+
+    # two wholesale orders of 50 on the first days, then ten small ones: the 95th percentile
+    # order is 50
+    events = [order(0, 50), order(1, 50)] + [order(n, 1) for n in range(2, 12)]
+    sim = SimulationSettings(opening_weeks=1, large_orders=1.0)
+    merged, stats, trace = simulate(events, sim)
+    opening = json.loads(next(e.value for e in merged if e.role == "inventory"))["on_hand"]
+    mean = 110 / 11  # units per day over the series' life (11 days)
+    assert opening == math.ceil(7 * mean + 50)
+    assert stats.stockouts == 0 and trace.stockouts == []
+    without = simulate(events, SimulationSettings(opening_weeks=1, large_orders=0.0))[1]
+    assert without.stockouts == 1  # two wholesale orders empty a week of stock

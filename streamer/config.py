@@ -33,7 +33,9 @@ class Settings:
     max_future_seconds: float = 86_400
     idle_advance_seconds: float = 30.0
     active_buckets: int = 56
-    history_buckets: int = 56
+    # 16 weeks: the LSTM trains on these bounded histories (56 input + 7 target buckets,
+    # plus its validation span), and a hash this small stays compact in Redis (< 128 fields)
+    history_buckets: int = 112
     horizon: int = 7
     batch_size: int = 500
     batch_within: float = 0.2
@@ -49,6 +51,9 @@ class Settings:
     closed_dates: str = ""
     closed_when_no_orders: bool = True
     snapshot_seconds: float = 300.0
+    model_dir: Path | None = None  # LSTM checkpoints (models/registry.py); None: {home}/models
+    train_minutes: float = 60.0  # live trainer: one refresh every this many minutes
+    train_every_buckets: int = 28  # backtest: one refresh every this many closed buckets
     log_level: str = "info"
     topics: dict[str, str] = field(
         default_factory=lambda: {
@@ -78,7 +83,7 @@ class Settings:
             max_future_seconds=float(_env("SHELFCAST_MAX_FUTURE_SECONDS", "86400")),
             idle_advance_seconds=float(_env("SHELFCAST_IDLE_ADVANCE_SECONDS", "30")),
             active_buckets=int(_env("SHELFCAST_ACTIVE_BUCKETS", "56")),
-            history_buckets=int(_env("SHELFCAST_HISTORY_BUCKETS", "56")),
+            history_buckets=int(_env("SHELFCAST_HISTORY_BUCKETS", "112")),
             horizon=int(_env("SHELFCAST_HORIZON", "7")),
             batch_size=int(_env("SHELFCAST_BATCH_SIZE", "500")),
             batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.2")),
@@ -93,9 +98,15 @@ class Settings:
             closed_dates=_env("SHELFCAST_CLOSED_DATES", ""),
             closed_when_no_orders=_env("SHELFCAST_CLOSED_WHEN_NO_ORDERS", "1")
             not in ("0", "false"),
+            model_dir=Path(d) if (d := _env("SHELFCAST_MODEL_DIR", "")) else None,
+            train_minutes=float(_env("SHELFCAST_TRAIN_MINUTES", "60")),
+            train_every_buckets=int(_env("SHELFCAST_TRAIN_EVERY_BUCKETS", "28")),
             snapshot_seconds=float(_env("SHELFCAST_SNAPSHOT_SECONDS", "300")),
             log_level=_env("SHELFCAST_LOG_LEVEL", "info"),
         )
+
+    def models_path(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.home / "models"
 
     def calendar(self) -> TradingCalendar:
         return TradingCalendar(

@@ -1,0 +1,248 @@
+"""Benchmark of the global LSTM on the full Online Retail year: refresh time, inference time.
+
+    .venv/bin/python scripts/bench_lstm.py [--data CSV] [--device cpu|cuda] [--out DIR]
+
+Builds the panel of every series (the demand rules of ``streamer.backtest.truth_from``), then:
+
+* two full refreshes (``models.trainer.refresh``: train, validate, save, promote) into a fresh
+  registry: the first has no champion, the second is compared with the first, as every
+  later refresh is; time per epoch and per refresh, and the validation MAE of the LSTM
+  against the weekly seasonal naive on the same points;
+* inference at bucket close for the 4,000 series most active in the last 8 weeks: one
+  ``predict`` for all of them (median of ``--runs``), against two references measured in the
+  same run: the numpy seasonal naive for the same series and the bare forward pass
+  (inputs already built), so the figures read as ratios on any machine.
+
+It prints and saves ``bench_lstm.json`` in ``--out``. Targets (CPU): a refresh within
+120 s, inference within 200 ms.
+
+Threads: on CPU it runs torch with ``--threads`` intra-op threads (default 1). A hidden-32
+LSTM step is too small to split well, so a second thread gains little on an idle machine,
+and on 2 shared cores two threads spin-wait on each other at every time step as soon as
+another process takes a core: training became about 100x slower in our runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.base import Context
+from models.lstm import (
+    ACTIVE_BUCKETS,
+    LSTMConfig,
+    Panel,
+    choose_device,
+    gather,
+    predict,
+    seasonal_naive,
+    sold_within,
+)
+from models.registry import Registry
+from models.trainer import refresh
+from streamer.backtest import truth_from
+from streamer.replay import read_online_retail
+from streamer.trading_calendar import TradingCalendar
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = 86_400
+TARGETS = {"refresh_seconds": 120.0, "inference_ms": 200.0}
+
+
+def median_ms(fn: Callable[[], object], runs: int, desc: str, device: torch.device) -> float:
+    """Median wall time of ``fn`` in ms, after one warm-up call."""
+    fn()
+    times = []
+    for _ in tqdm(range(runs), desc=desc, unit="run", leave=False):
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_panel(path: Path, cal: TradingCalendar) -> Panel:
+    events, _ = read_online_retail(path)
+    truth = truth_from(events, DAY)
+    return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--data", type=Path, default=ROOT / "../shared/data/online_retail.csv.gz",
+        help="Online Retail CSV (default: ../shared/data/online_retail.csv.gz from the repo root)",
+    )  # fmt: skip
+    ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "bench-results/lstm", help="default bench-results/lstm"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--epochs", type=int, help=f"default {LSTMConfig.epochs}")
+    ap.add_argument("--series", type=int, default=4000, help="series forecast at once")
+    ap.add_argument("--runs", type=int, default=15, help="timed inference runs (median)")
+    args = ap.parse_args(argv)
+    if not args.data.exists():
+        ap.error(f"{args.data} not found: pass --data with the Online Retail CSV")
+    device = choose_device(args.device)
+    torch.set_num_threads(args.threads)
+    cfg = LSTMConfig() if args.epochs is None else LSTMConfig(epochs=args.epochs)
+    load_before = os.getloadavg()
+
+    t0 = time.perf_counter()
+    print(f"reading {args.data} ...", flush=True)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY)
+    panel = load_panel(args.data, cal)
+    load_seconds = time.perf_counter() - t0
+    print(f"{len(panel.series)} series x {panel.demand.shape[1]} buckets ({load_seconds:.1f} s)")
+
+    refreshes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = Registry(tmp, device)
+        for seed in (0, 1):
+            with tqdm(total=cfg.epochs, desc=f"refresh {seed + 1}/2", unit="epoch") as bar:
+
+                def on_epoch(epoch: int, loss: float, bar: tqdm = bar) -> None:
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.update()
+
+                report = refresh(
+                    panel, registry, LSTMConfig(**{**cfg.to_dict(), "seed": seed}), device,
+                    on_epoch,
+                )  # fmt: skip
+            refreshes.append(report)
+            print(f"  v{report.version}: {report.total_seconds:.1f} s, {report.reason}")
+        served = registry.latest_champion()
+        assert served is not None, "the first refresh beats no champion: see its reason"
+        version, model = served
+        champion = next(r for r in refreshes if r.version == version)
+
+        # the most active series at the last close, as one worker would forecast them
+        last = panel.demand.shape[1] - 1
+        active = sold_within(panel, np.array([last]), ACTIVE_BUCKETS)[:, 0]
+        recent = panel.demand[:, last - ACTIVE_BUCKETS + 1 :].sum(1) * active
+        rows = np.argsort(-recent, kind="stable")[: args.series]
+        subset = panel.rows(rows)
+        closed = {panel.first_bucket + t: bool(c) for t, c in enumerate(panel.closed)}
+        at = panel.last_bucket
+        ahead = [
+            Context(cal.weekday(b), cal.expected_closed(b, closed))
+            for b in range(at + 1, at + cfg.horizon + 1)
+        ]
+        every = np.arange(len(rows))
+        origin = np.full(len(rows), last)
+        inputs = gather(subset, every, origin, cfg.seq_len, cfg.horizon, ahead).to(device)
+
+        def forward() -> None:
+            with torch.inference_mode():
+                model(*inputs)
+
+        predict_ms = median_ms(
+            lambda: predict(model, subset, at, ahead), args.runs, "predict", device
+        )
+        forward_ms = median_ms(forward, args.runs, "forward", device)
+        naive_ms = median_ms(
+            lambda: seasonal_naive(subset, every, origin, cfg.horizon), args.runs, "naive", device
+        )
+
+    slowest = max(r.total_seconds for r in refreshes)
+    result = {
+        "data": str(args.data.resolve()),
+        "series": len(panel.series),
+        "buckets": int(panel.demand.shape[1]),
+        "closed_buckets": int(panel.closed.sum()),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
+        "config": cfg.to_dict(),
+        "load_seconds": round(load_seconds, 2),
+        "refreshes": [
+            {
+                "version": r.version,
+                "promoted": r.promoted,
+                "reason": r.reason,
+                "windows": r.train.windows,
+                "train_seconds": round(r.train.seconds, 2),
+                "epoch_seconds": [round(s, 2) for s in r.train.epoch_seconds],
+                "epoch_loss": [round(x, 4) for x in r.train.epoch_loss],
+                "validate_seconds": round(r.validate_seconds, 2),
+                "total_seconds": round(r.total_seconds, 2),
+                "validation": r.candidate.to_dict(),
+            }
+            for r in refreshes
+        ],
+        "seconds_per_epoch": round(
+            statistics.median(s for r in refreshes for s in r.train.epoch_seconds), 2
+        ),
+        "accuracy": {
+            "champion": champion.version,
+            "points": champion.candidate.points,
+            "lstm_mae": round(champion.candidate.mae, 4),
+            "seasonal_naive_mae": round(champion.candidate.naive_mae, 4),
+            "lstm_vs_seasonal_naive": round(champion.candidate.rel_mae, 4),
+            "coverage_p10_p90": round(champion.candidate.coverage, 4),
+        },
+        "inference": {
+            "series": len(rows),
+            "runs": args.runs,
+            "predict_ms": round(predict_ms, 2),
+            "forward_only_ms": round(forward_ms, 2),
+            "seasonal_naive_numpy_ms": round(naive_ms, 3),
+            "predict_vs_forward": round(predict_ms / forward_ms, 2),
+            "predict_vs_seasonal_naive": round(predict_ms / naive_ms, 1),
+        },
+        "targets": {
+            "refresh_seconds": {
+                "limit": TARGETS["refresh_seconds"],
+                "measured": round(slowest, 2),
+                "pass": slowest <= TARGETS["refresh_seconds"],
+            },
+            "inference_ms": {
+                "limit": TARGETS["inference_ms"],
+                "measured": round(predict_ms, 2),
+                "pass": predict_ms <= TARGETS["inference_ms"],
+            },
+            "beats_seasonal_naive": champion.candidate.mae < champion.candidate.naive_mae,
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_lstm.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("accuracy", "inference", "targets")}, indent=2))
+    for name, t in result["targets"].items():  # type: ignore[union-attr]
+        if isinstance(t, dict):
+            verdict = "PASS" if t["pass"] else "FAIL"
+            print(f"{verdict} {name}: {t['measured']} (limit {t['limit']})")
+    print(f"saved {args.out / 'bench_lstm.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# shelfcast worker image.
+# shelfcast image: the worker (default) and the LSTM trainer (`shelfcast trainer`).
 #
 #   docker build -t shelfcast .
 #   docker run --rm shelfcast                      # shelfcast worker (default)
@@ -29,7 +29,9 @@ RUN python -m venv "$VIRTUAL_ENV"
 # CPU-only torch first, in its own layer: it is the big one, it changes rarely,
 # and installing it from the CPU index avoids pulling the CUDA wheels. The later
 # `pip install .` sees torch already satisfied and leaves it alone.
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# docker-compose.gpu.yml builds with TORCH_INDEX_URL=https://pypi.org/simple for CUDA wheels.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir torch==2.13.0 --index-url "$TORCH_INDEX_URL"
 
 # The project itself (pyproject.toml at the root; packages streamer/ and models/;
 # console script `shelfcast`). .dockerignore keeps venvs, state and caches out.
@@ -54,8 +56,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 shelfcast \
  && useradd --system --uid 10001 --gid shelfcast --create-home --home-dir /home/shelfcast \
             --shell /usr/sbin/nologin shelfcast \
- && mkdir -p /var/lib/shelfcast \
- && chown shelfcast:shelfcast /var/lib/shelfcast
+ && mkdir -p /var/lib/shelfcast/models \
+ && chown -R shelfcast:shelfcast /var/lib/shelfcast
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from models.base import Context, State
 from models.baselines import MovingAverage, SeasonalNaive
+from models.injected import Injected
 from models.intermittent import TSB
 from models.online import HoltWinters
 from models.quantiles import Conformal, Issued, Scored, Step
@@ -15,6 +16,7 @@ from models.selection import select
 
 EWMA_ALPHA = 0.1
 PUBLISHED = "published"
+LSTM = "lstm"
 SEASONAL_NAIVE = "seasonal_naive"  # the reference every model is compared with
 
 
@@ -40,8 +42,9 @@ class Outcome:
 
 
 class ModelBank:
-    """Seasonal naive, moving average, TSB, river Holt-Winters and a river online regression
-    for one series, each with conformal quantiles.
+    """Seasonal naive, moving average, TSB, river Holt-Winters, a river online regression and
+    the global LSTM (forecasts offered from outside) for one series, each with conformal
+    quantiles.
 
     ``learned_through`` is the last bucket learned: the caller guards against learning a
     bucket twice with it (and with the marker stored in Redis).
@@ -58,6 +61,7 @@ class ModelBank:
                 TSB(),
                 HoltWinters(season),
                 OnlineRegression(season),
+                Injected(LSTM),
             )
         }
         self.published = Issued()
@@ -102,6 +106,12 @@ class ModelBank:
             "demand_ewma": round(self._ewma or 0.0, 6),
         }
 
+    def offer(self, name: str, version: str, means: list[float]) -> None:
+        """Hand the externally trained model ``name`` its forecast for the next ``forecast``."""
+        model = self.models[name].model
+        assert isinstance(model, Injected)
+        model.offer(version, means)
+
     def forecast(self, xs: list[Context]) -> tuple[list[SeriesForecast], str | None]:
         """Every ready model's forecast for the buckets ``xs`` describe, and the name of the
         one selected to publish."""
@@ -132,7 +142,8 @@ class ModelBank:
     def from_state(cls, state: State, horizon: int = 7, season: int = 7) -> ModelBank:
         bank = cls(horizon, season)
         for name, m in bank.models.items():
-            m.load(state["models"][name])
+            if name in state["models"]:  # a snapshot from before a model was added lacks it
+                m.load(state["models"][name])
         bank.published.load(state["published"])
         bank.chosen = state["chosen"]
         bank.learned_through = state["learned_through"]

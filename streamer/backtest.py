@@ -23,16 +23,18 @@ from datetime import datetime
 from pathlib import Path
 
 import redis
+from tqdm import tqdm
 
 from models.evaluation import JsonLines, Prequential, score
 from streamer.alert_quality import score_alerts
-from streamer.clock import bucket_of
+from streamer.clock import bucket_of, bucket_start
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import EVALUATION, STATS
 from streamer.replay import Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
+from streamer.training import run_once
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +148,6 @@ def hold_back(client: redis.Redis, worker: WorkerProcess, produced: int) -> None
 def wait_processed(
     client: redis.Redis, worker: WorkerProcess, expected: int, timeout: float, progress: bool
 ) -> dict[str, int]:
-    from tqdm import tqdm
-
     deadline = time.monotonic() + timeout
     with tqdm(total=expected, unit="ev", desc="process", disable=not progress) as bar:
         while True:
@@ -219,6 +219,33 @@ class TopicCollector(threading.Thread):
         return self.count
 
 
+def training_segments(
+    events: list[Produced], every: int, bucket_seconds: int
+) -> list[tuple[list[Produced], int | None]]:
+    """The events cut at the trainer's points: buckets that are multiples of ``every``, with
+    the bucket each segment lets the trainer see through (None after the last point).
+
+    A segment holds every event before the end of its point's bucket, so all of that
+    bucket's demand is in Redis when the trainer reads it.
+
+    >>> e = [Produced("orders", "a", b"", ts) for ts in (10.0, 25.0, 35.0, 61.0)]
+    >>> [([x.ts for x in seg], through) for seg, through in training_segments(e, 2, 10)]
+    [([10.0, 25.0], 2), ([35.0], 4), ([61.0], None)]
+    """
+    if every <= 0 or not events:
+        return [(events, None)]
+    out: list[tuple[list[Produced], int | None]] = []
+    segment: list[Produced] = []
+    point = (bucket_of(events[0].ts, bucket_seconds) // every + 1) * every
+    for ev in events:
+        while ev.ts >= bucket_start(point + 1, bucket_seconds):
+            out.append((segment, point))
+            segment, point = [], point + every
+        segment.append(ev)
+    out.append((segment, None))
+    return [(seg, through) for seg, through in out if seg or through is not None]
+
+
 def run_backtest(
     path: Path,
     out: Path,
@@ -241,6 +268,7 @@ def run_backtest(
         idle_advance_seconds=0,
     )
     started = time.monotonic()
+    refreshes: list[dict[str, object]] = []
     with embedded_services(settings) as live:
         worker = WorkerProcess(live, out / "worker.log")
         try:
@@ -253,10 +281,25 @@ def run_backtest(
             }
             for collector in collectors.values():
                 collector.start()
-            produced = produce(
-                live.kafka_bootstrap_servers, {}, live.topics, events, progress=progress,
-                total=len(events), hold=lambda n: hold_back(client, worker, n),
-            )  # fmt: skip
+            produced = 0
+            # The trainer runs on event time: at each point, once the worker has processed
+            # every event up to it and nothing is in flight, so a replay repeats exactly.
+            for segment, through in tqdm(
+                training_segments(events, live.train_every_buckets, live.bucket_seconds),
+                desc="replay", unit="segment", disable=not progress,
+            ):  # fmt: skip
+                produced += produce(
+                    live.kafka_bootstrap_servers, {}, live.topics, segment, progress=False,
+                    hold=lambda n, base=produced: hold_back(client, worker, base + n),
+                )  # fmt: skip
+                if through is not None:
+                    wait_processed(client, worker, produced, timeout, progress=False)
+                    refreshes.append(run_once(live, through=through)[0])
+                    if progress:
+                        done = refreshes[-1]
+                        tqdm.write(
+                            f"LSTM through bucket {through}: {done['outcome']}, {done['reason']}"
+                        )
             stats = wait_processed(client, worker, produced, timeout, progress)
             collectors["forecasts"].finish(stats.get("forecasts", 0), 300)
             collectors["alerts"].finish(stats.get("alerts", 0), 300)
@@ -275,6 +318,7 @@ def run_backtest(
         events, read_stats, sim_stats, stats, forecasts, alerts, wall, settings.bucket_seconds
     )
     summary["models"] = evaluation.summary()
+    summary["lstm_refreshes"] = refreshes
     summary["alert_quality"] = score_alerts(
         ((f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts),
         trace.stockouts,

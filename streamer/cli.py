@@ -20,6 +20,15 @@ ENV_HELP = """environment:
   SHELFCAST_HOME           state folder (default .shelfcast)
   SHELFCAST_STARTUP_TIMEOUT_SECONDS  how long the worker waits for Kafka and Redis (60)
   Kafka SASL/SSL and Redis password/TLS settings: README.md, Configuration"""
+TRAINER_ENV_HELP = """environment:
+  REDIS_URL                the workers' Redis (required; or a `shelfcast worker` running here)
+  SHELFCAST_PARTITIONS     partitions to read, as the workers' (8)
+  SHELFCAST_MODEL_DIR      checkpoint registry shared with the workers (SHELFCAST_HOME/models)
+  SHELFCAST_TRAIN_MINUTES  minutes between refreshes (60)
+  SHELFCAST_TRAINER_PORT   /metrics port (6067)
+  SHELFCAST_LSTM_SEQ_LEN, SHELFCAST_LSTM_HIDDEN, SHELFCAST_LSTM_EPOCHS,
+  SHELFCAST_LSTM_WINDOWS_PER_EPOCH  model overrides (docs/lstm.md)
+  SHELFCAST_TORCH_THREADS  CPU threads for torch (1)"""
 
 
 def _positive(kind: type, allow_zero: bool = False) -> object:
@@ -121,6 +130,40 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tp = sub.add_parser(
+        "trainer",
+        help="refresh the global LSTM from the workers' Redis on a schedule",
+        description=(
+            "Read every series' history from the workers' Redis, train an LSTM candidate, "
+            "validate it against the champion and the seasonal naive, save it as the next "
+            "checkpoint version in SHELFCAST_MODEL_DIR and promote it only if it wins "
+            "(docs/lstm.md). Serves Prometheus metrics on SHELFCAST_WEB_BIND:"
+            "SHELFCAST_TRAINER_PORT (6067) /metrics. Stop with Ctrl-C."
+        ),
+        epilog=TRAINER_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tp.add_argument(
+        "--once", action="store_true", help="one refresh, print its record as JSON, and exit"
+    )
+    tp.add_argument(
+        "--through",
+        type=int,
+        metavar="BUCKET",
+        help="with --once: train on the data up to this bucket "
+        "(default: the last bucket every partition has closed)",
+    )
+    tp.add_argument(
+        "--every-minutes",
+        type=_positive(float),
+        metavar="N",
+        help="minutes between refreshes, start to start (SHELFCAST_TRAIN_MINUTES, 60)",
+    )
+    tp.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where to train (default: cuda when available, else cpu)",
+    )
     return parser
 
 
@@ -146,6 +189,43 @@ def cmd_worker(settings: Settings) -> int:
                 flush=True,
             )
         run_worker(live)
+    return 0
+
+
+def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from models.registry import CheckpointError
+    from streamer.embedded import discover
+    from streamer.security import redact
+    from streamer.training import run_once, run_trainer
+
+    if args.through is not None and not args.once:
+        print("shelfcast trainer: --through needs --once", file=sys.stderr)
+        return 2
+    settings = discover(settings)
+    if not settings.redis_url:
+        print(
+            "shelfcast trainer: no Redis to read. Set REDIS_URL to the workers' Redis, or start "
+            "`shelfcast worker` in this folder first (the trainer finds its embedded Redis "
+            "through .shelfcast/embedded.json); `docker compose up` runs the trainer service "
+            "with its Redis. The trainer never starts a Redis of its own: an empty one has "
+            "nothing to train on.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if not args.once:
+            run_trainer(settings, args.every_minutes or settings.train_minutes, args.device)
+            return 0
+        record, _ = run_once(settings, args.through, device=args.device)
+    except redis.RedisError as exc:
+        print(f"shelfcast trainer: Redis at {redact(settings.redis_url)}: {exc}", file=sys.stderr)
+        return 1
+    except (CheckpointError, OSError) as exc:
+        print(f"shelfcast trainer: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=2))
     return 0
 
 
@@ -290,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args, settings)
         if args.command == "backtest":
             return cmd_backtest(args, settings, args.file)
+        if args.command == "trainer":
+            return cmd_trainer(args, settings)
         return cmd_backtest(args, settings, SAMPLE)
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"shelfcast {args.command}: {exc}", file=sys.stderr)

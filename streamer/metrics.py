@@ -3,7 +3,7 @@ per-SKU labels (per-SKU detail belongs in the topics)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 EVENTS = Counter(
     "shelfcast_events", "Input events by topic and outcome", ["topic", "outcome"]
@@ -37,6 +37,38 @@ CLOSED_BUCKETS = Counter(
 ACTIVE_SERIES = Gauge("shelfcast_active_series", "Series closed at the latest bucket close")
 REDIS_ROUNDTRIPS = Counter("shelfcast_redis_roundtrips", "Round trips to Redis")
 REDIS_ERRORS = Counter("shelfcast_redis_errors", "Redis calls that failed")
+LSTM_SERVED_VERSION = Gauge(
+    "shelfcast_lstm_served_version", "LSTM version this worker serves (0: none yet)"
+)
+
+# The LSTM trainer (streamer/training.py) serves only these, plus its own process figures: on a
+# worker they would read 0 forever, and the worker's families would read 0 on the trainer.
+TRAINER_REGISTRY = CollectorRegistry()
+ProcessCollector(registry=TRAINER_REGISTRY)
+LSTM_TRAINING_SECONDS = Histogram(
+    "shelfcast_lstm_training_seconds",
+    "Wall time to train one LSTM candidate (validation and saving excluded)",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+    registry=TRAINER_REGISTRY,
+)
+LSTM_REFRESHES = Counter(
+    "shelfcast_lstm_refreshes",
+    "LSTM refreshes by outcome",
+    ["outcome"],
+    registry=TRAINER_REGISTRY,
+)  # outcome: promoted, rejected, skipped (too little data), failed (an error)
+LSTM_CHAMPION_VERSION = Gauge(
+    "shelfcast_lstm_champion_version",
+    "Checkpoint version the workers are told to serve (0: none yet)",
+    registry=TRAINER_REGISTRY,
+)
+LSTM_VALIDATION_MAE = Gauge(
+    "shelfcast_lstm_validation_mae",
+    "Validation MAE in units of the latest refresh, on the same points for every model "
+    "(NaN: no champion was compared)",
+    ["model"],
+    registry=TRAINER_REGISTRY,
+)  # model: candidate, champion, seasonal_naive
 
 GAUGED = ("mae", "rmse", "mase", "pinball", "coverage_p10_p90")
 

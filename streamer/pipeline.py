@@ -24,10 +24,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from models.bank import ModelBank, Outcome, SeriesForecast
+from models.bank import LSTM, ModelBank, Outcome, SeriesForecast
 from models.base import Context
 from models.evaluation import Prequential
 from models.quantiles import Step
+from models.registry import Registry
 from models.rollup import ROLLUP, combine, settle
 from models.rollup import VERSION as ROLLUP_VERSION
 from streamer import metrics
@@ -45,6 +46,7 @@ from streamer.events import (
     series_key,
 )
 from streamer.features import APPLIED, DUPLICATE, OFFSET_REGRESSION, FeatureStore, StockEffect
+from streamer.lstm_serving import LSTMServing
 from streamer.publish import (
     Output,
     alert_message,
@@ -91,6 +93,7 @@ class Pipeline:
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
         self.calendar = settings.calendar()
+        self.lstm = LSTMServing(Registry(settings.models_path()), self.calendar)
         self.evaluation = Prequential()  # this process's share, for the gauges
         self.outcomes: dict[str, list[Outcome]] = {}  # settled by each series' latest learn
         self._snapshot_at: dict[int, float] = {}
@@ -420,6 +423,7 @@ class Pipeline:
         learned = 0
         close_ts = bucket_start(b + 1, size)
         ahead = self._contexts(b, closed)
+        lstm = await self.lstm.forecasts(self.store, p, names, b, closed, ahead)
         for i, (s, c) in enumerate(zip(names, closes, strict=True)):
             if i % 500 == 499:
                 await asyncio.sleep(0)  # a close of many series must not starve the event loop
@@ -436,6 +440,8 @@ class Pipeline:
             if bank.learned_through == b:
                 evaluation.add(self.outcomes.get(s, ()))
                 settled[sku].append(self.outcomes.get(s, []))
+            if lstm is not None:
+                bank.offer(LSTM, lstm[0], lstm[1][s])
             forecasts, chosen = bank.forecast(ahead)
             fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
             picked = next((fc for fc in forecasts if fc.model == chosen), None)

@@ -73,6 +73,10 @@ def test_summary_accounts_for_every_event(backtest: Path) -> None:
         [f for f in rows(backtest / "forecasts.jsonl") if f["location"] != "*"]
     )
     assert len(models["published"]["horizons"]) == 7
+    # the trainer ran at every 28th bucket of event time; this slice is too short to train on
+    refreshes = s["lstm_refreshes"]
+    assert [r["through"] % 28 for r in refreshes] == [0] * len(refreshes) and refreshes
+    assert {r["outcome"] for r in refreshes} == {"skipped"}
     assert s["closed_buckets"] > 0
     q = s["alert_quality"]
     assert q["stockouts"] == s["stock_simulation"]["stockouts"] > 0

@@ -1,0 +1,114 @@
+"""The champion LSTM inside a worker: hot-swapped from the registry, run in one batch per close.
+
+At every bucket close the worker asks the registry for the champion (a pointer file read; the
+weights load only when the pointer moved), so a version the trainer promotes is served from
+the next close on, without a restart, and the swap is atomic: one close uses one version for
+all its series. A champion that cannot be loaded (corrupt, incompatible) is refused with one
+error line naming the file, and the previous version keeps serving.
+
+The batch: the last ``seq_len`` buckets of every series of the partition from the bounded
+histories in Redis (one pipelined read), one forward pass in a worker thread so the event loop
+keeps running, and each series' mean offered to its bank as the ``lstm`` model. The LSTM's
+mean is read off its quantiles with Swanson's rule (0.3 p10 + 0.4 p50 + 0.3 p90): it is
+trained for quantiles, and demand is skewed, so its median alone would understate the mean
+that reorder points add up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+
+from models.base import Context
+from models.lstm import GlobalLSTM, Panel, predict
+from models.registry import CheckpointError, Registry
+from streamer import metrics
+from streamer.features import FeatureStore
+from streamer.trading_calendar import TradingCalendar
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (0.1, 0.5, 0.9)
+SWANSON = (0.3, 0.4, 0.3)  # weights of QUANTILES that estimate the mean
+
+
+def version_name(version: int) -> str:
+    return f"v{version}"
+
+
+class LSTMServing:
+    def __init__(self, registry: Registry, calendar: TradingCalendar) -> None:
+        self.registry = registry
+        self.calendar = calendar
+        self.serving: tuple[int, GlobalLSTM] | None = None
+        self._refused: int | None = None
+        # two torch threads on a busy 2-core machine wait on each other at every LSTM step
+        torch.set_num_threads(int(os.environ.get("SHELFCAST_TORCH_THREADS", "1")))
+
+    def champion(self) -> tuple[int, GlobalLSTM] | None:
+        """The version to serve at this close: the registry's champion, or the previous one
+        while the champion cannot be loaded."""
+        try:
+            latest = self.registry.latest_champion()
+        except CheckpointError as exc:
+            return self._refuse(str(exc))
+        if latest is not None and tuple(latest[1].cfg.quantiles) != QUANTILES:
+            got = latest[1].cfg.quantiles
+            return self._refuse(f"{version_name(latest[0])} forecasts {got}, not {QUANTILES}")
+        if latest is not None and (self.serving is None or latest[0] != self.serving[0]):
+            previous = "none" if self.serving is None else version_name(self.serving[0])
+            log.info("serving LSTM %s (was %s)", version_name(latest[0]), previous)
+            metrics.LSTM_SERVED_VERSION.set(latest[0])
+            self.serving = latest
+        return self.serving
+
+    def _refuse(self, reason: str) -> tuple[int, GlobalLSTM] | None:
+        try:
+            wanted = self.registry.champion()
+        except CheckpointError:
+            wanted = -1  # the pointer itself is unreadable
+        if wanted != self._refused:  # one line per refused version, not one per close
+            self._refused = wanted
+            kept = "none" if self.serving is None else version_name(self.serving[0])
+            log.error("refusing LSTM checkpoint: %s; still serving %s", reason, kept)
+        return self.serving
+
+    async def forecasts(
+        self,
+        store: FeatureStore,
+        partition: int,
+        series: list[str],
+        bucket: int,
+        closed: dict[int, bool],
+        ahead: list[Context],
+    ) -> tuple[str, dict[str, list[float]]] | None:
+        """Mean forecasts for ``series`` after ``bucket`` closed, by the champion, with its
+        version name; None without a champion."""
+        champion = self.champion()
+        if champion is None or not series:
+            return None
+        version, model = champion
+        seq_len = model.cfg.seq_len
+        span = range(bucket - seq_len + 1, bucket + 1)
+        histories, stored = await store.read_histories(partition, dict.fromkeys(series, span))
+        flags = {**stored, **closed}
+        demand = np.array([histories[s].demand for s in series], np.float32)
+        revenue = np.array([histories[s].revenue for s in series], np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            price = np.where((demand > 0) & (revenue > 0), revenue / demand, math.nan)
+        panel = Panel(
+            list(series),
+            demand,
+            price.astype(np.float32),
+            np.array([bool(flags.get(b)) for b in span]),
+            np.array([self.calendar.weekday(b) for b in span]),
+            span.start,
+        )
+        quantiles = await asyncio.to_thread(predict, model, panel, bucket, ahead)
+        means = np.tensordot(quantiles, np.array(SWANSON, np.float32), axes=([2], [0]))
+        return version_name(version), {s: means[i].tolist() for i, s in enumerate(series)}

@@ -15,6 +15,12 @@ the open buckets before it (season = open buckets per week), and scores the shel
 exactly the same (series, origin, target) points. statsforecast gives point forecasts only:
 their MAE, RMSE and MASE are of that point; ours score the p50 for MAE (the median minimises
 absolute error) and the mean for RMSE.
+
+The LSTM (``lstm``) is trained as ``shelfcast backtest`` trains it: a refresh at every
+``SHELFCAST_TRAIN_EVERY_BUCKETS`` buckets of event time on the last ``SHELFCAST_HISTORY_BUCKETS``,
+promoted only when it wins, the champion then forecasting every series at each close (about
+ten minutes more on 2 cores; ``--no-lstm`` skips it). ``lstm_refreshes`` in the JSON says when
+each version was trained and why it was or was not promoted.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,13 +40,22 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.bank import PUBLISHED, SEASONAL_NAIVE, ModelBank, Outcome
+import numpy as np
+import torch
+
+from models.bank import LSTM, PUBLISHED, SEASONAL_NAIVE, ModelBank, Outcome
 from models.base import Context
 from models.evaluation import Prequential
+from models.lstm import Panel, predict
+from models.registry import Registry
 from models.rollup import settle
+from models.trainer import refresh
 from streamer.backtest import Truth, truth_from
+from streamer.config import Settings
+from streamer.lstm_serving import SWANSON, version_name
 from streamer.replay import read_online_retail
 from streamer.trading_calendar import TradingCalendar
+from streamer.training import buckets_needed, lstm_config
 
 DAY = 86_400
 HORIZON = 7
@@ -65,6 +81,66 @@ def series_buckets(truth: Truth) -> dict[str, dict[int, float]]:
     return out
 
 
+@dataclass
+class LSTMRun:
+    """The LSTM's mean forecasts at every close, as a backtest's workers would get them, and
+    the refreshes behind them."""
+
+    row: dict[str, int]
+    first: int
+    means: np.ndarray  # [series, bucket, horizon]; NaN where no champion served
+    version: np.ndarray  # [bucket]: the champion serving at that close, 0 for none
+    refreshes: list[dict[str, object]]
+
+    def offer(self, bank: ModelBank, series: str, b: int) -> None:
+        t = b - self.first
+        if 0 <= t < len(self.version) and self.version[t]:
+            means = self.means[self.row[series], t].tolist()
+            bank.offer(LSTM, version_name(int(self.version[t])), means)
+
+
+def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LSTMRun:
+    """The trainer on its event-time schedule, as ``shelfcast backtest`` runs it: at every
+    ``train_every_buckets``-th bucket a refresh on the last ``history_buckets`` (what Redis
+    holds), promoted only if it wins; the champion then forecasts every series at each close
+    until the next refresh."""
+    settings = Settings()
+    cfg = lstm_config()
+    torch.set_num_threads(1)
+    panel = Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
+    registry = Registry(models)
+    width = last - panel.first_bucket + 1
+    means = np.full((len(panel.series), width, HORIZON), np.nan, np.float32)
+    version = np.zeros(width, np.int64)
+    every = settings.train_every_buckets
+    refreshes: list[dict[str, object]] = []
+    points = range((panel.first_bucket // every + 1) * every, last + 1, every)
+    for point in tqdm(points, desc="LSTM refreshes", unit="refresh"):
+        lo = max(point - settings.history_buckets + 2, panel.first_bucket) - panel.first_bucket
+        hi = point - panel.first_bucket + 1
+        if hi - lo >= buckets_needed(cfg):
+            window = Panel(
+                panel.series, panel.demand[:, lo:hi], panel.price[:, lo:hi],
+                panel.closed[lo:hi], panel.weekday[lo:hi], panel.first_bucket + lo,
+            )  # fmt: skip
+            report = refresh(window, registry, cfg)
+            refreshes.append({"through": point, **report.to_dict()})
+        champion = registry.latest_champion()
+        if champion is None:
+            continue
+        closed = {b: b in truth.closed for b in range(panel.first_bucket, last + HORIZON + 1)}
+        for b in range(point, min(point + every, last + 1)):
+            ahead = [
+                Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
+                for k in range(1, HORIZON + 1)
+            ]
+            q = predict(champion[1], panel, b, ahead)
+            means[:, b - panel.first_bucket] = np.tensordot(q, np.array(SWANSON), ([2], [0]))
+            version[b - panel.first_bucket] = champion[0]
+    row = {s: i for i, s in enumerate(panel.series)}
+    return LSTMRun(row, panel.first_bucket, means, version, refreshes)
+
+
 def replay_series(
     series: str,
     demand: dict[int, float],
@@ -74,6 +150,7 @@ def replay_series(
     common_points: set[tuple[int, int]] | None,
     run: Run,
     top: bool,
+    lstm: LSTMRun | None,
 ) -> dict[int, list[Outcome]]:
     """Every close of one series, as the worker does it. Returns, per close, what its
     rollup needs: the published and seasonal naive outcomes."""
@@ -108,6 +185,8 @@ def replay_series(
             Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
             for k in range(1, HORIZON + 1)
         ]
+        if lstm is not None:
+            lstm.offer(bank, series, b)
         _, chosen = bank.forecast(ahead)
         if chosen is not None:
             run.all.add_win(chosen)
@@ -224,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=500, help="top series by volume (default 500)")
     ap.add_argument("--limit", type=int, help="read only the first N lines (a quick look)")
     ap.add_argument("--no-statsforecast", action="store_true", help="skip the offline reference")
+    ap.add_argument("--no-lstm", action="store_true", help="skip the LSTM and its refreshes")
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"{args.data} not found: pass --data with the Online Retail CSV")
@@ -245,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         sf_sums, sf_points = statsforecast_reference(top, demand, truth, last, cal)
         for s, origin, target in sf_points:
             points[s].add((origin, target))
+    lstm = None
+    if not args.no_lstm:
+        with tempfile.TemporaryDirectory() as models:  # a fresh registry: no old champion
+            lstm = lstm_run(truth, cal, last, Path(models))
     run = Run()
     progress = tqdm(total=len(demand), desc="series", unit="series")
     # a SKU's locations one after the other, then its rollup from what they settled
@@ -254,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in series:
             common = points.get(s) if s in top_set else None
             locations.append(
-                replay_series(s, demand[s], truth, cal, last, common, run, s in top_set)
+                replay_series(s, demand[s], truth, cal, last, common, run, s in top_set, lstm)
             )
             progress.update()
         for b in sorted(set().union(*locations)):
@@ -269,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "all_series": table(run.all.summary()),
         f"top_{len(top)}": table(run.top.summary()),
+        "lstm_refreshes": lstm.refreshes if lstm else None,
     }
     if sf_sums:
         common = table(run.common.summary())

@@ -164,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cpu", "cuda"),
         help="where to train (default: cuda when available, else cpu)",
     )
+    rep = sub.add_parser(
+        "report",
+        help="write PNG charts and an HTML page from a backtest's output folder",
+        description=(
+            "Chart a backtest's output: forecast against actual demand for the top SKUs, "
+            "weekly error against the seasonal naive, and alerts against the simulated stock, "
+            "on one HTML page with the key numbers of summary.json (docs/report.md). Demand "
+            "and stock are recomputed from the backtest's input file, which must still exist."
+        ),
+    )
+    rep.add_argument("dir", type=Path, help="a folder written by `shelfcast backtest` or `demo`")
+    rep.add_argument(
+        "--out", type=Path, help="HTML file to write, charts beside it (DIR/report/index.html)"
+    )
+    rep.add_argument("--top", type=_positive(int), default=5, help="SKUs in the forecast chart (5)")
     return parser
 
 
@@ -313,6 +328,23 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
             f"a snapshot is in {result.out / 'metrics.prom'} "
             "(use --keep-running to keep it up)"
         )
+        from streamer.report import write_report
+
+        print(f"report: {write_report(result.out)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from streamer.report import write_report
+
+    if not (args.dir / "summary.json").is_file():
+        print(
+            f"shelfcast report: {args.dir} has no summary.json. Point it at the --out folder "
+            "of `shelfcast backtest FILE --out DIR` or `shelfcast demo`, or run one first.",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"report: {write_report(args.dir, args.out, args.top)}")
     return 0
 
 
@@ -372,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_backtest(args, settings, args.file)
         if args.command == "trainer":
             return cmd_trainer(args, settings)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_backtest(args, settings, SAMPLE)
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"shelfcast {args.command}: {exc}", file=sys.stderr)

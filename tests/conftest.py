@@ -67,3 +67,20 @@ def stock(event_id: str, ts: str, sku: str = "A1", location: str = "UK", **field
     return json.dumps(
         {"event_id": event_id, "ts": ts, "sku": sku, "location": location, **fields}
     ).encode()
+
+
+def sample_backtest(out: Path, limit: int) -> Path:
+    """A backtest of the first ``limit`` lines of the shipped sample into ``out``."""
+    from streamer.backtest import run_backtest
+    from streamer.simulation import SimulationSettings
+
+    run_backtest(
+        SAMPLE,
+        out,
+        Settings(partitions=4),
+        SimulationSettings(opening_weeks=2, lead_time_days=3),
+        limit=limit,
+        progress=False,
+        timeout=300,
+    )
+    return out

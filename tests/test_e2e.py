@@ -12,29 +12,17 @@ from pathlib import Path
 import pytest
 
 from models.evaluation import parse_forecast_id
-from streamer.backtest import run_backtest
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.replay import read_events
-from streamer.simulation import SimulationSettings
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, sample_backtest
 
 LIMIT = 6000  # Dec 2010 to Feb 2011 of the shipped sample
 
 
 @pytest.fixture(scope="module")
 def backtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("backtest")
-    run_backtest(
-        SAMPLE,
-        out,
-        Settings(partitions=4),
-        SimulationSettings(opening_weeks=2, lead_time_days=3),
-        limit=LIMIT,
-        progress=False,
-        timeout=300,
-    )
-    return out
+    return sample_backtest(tmp_path_factory.mktemp("backtest"), LIMIT)
 
 
 def rows(path: Path) -> list[dict]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,28 +23,10 @@ from models.lstm import (
 )
 from streamer.backtest import truth_from
 from streamer.replay import read_online_retail
-from streamer.trading_calendar import TradingCalendar
+from tests.conftest import SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "streamer" / "data" / "online_retail_sample.csv.gz"
 DAY = 86_400
 SMALL = LSTMConfig(seq_len=28, hidden=16, epochs=6, windows_per_epoch=4096, batch_size=128)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # two intra-op threads on two shared cores spin-wait on each other at every LSTM step
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def panel() -> Panel:
-    events, _ = read_online_retail(SAMPLE)
-    truth = truth_from(events, DAY)
-    cal = TradingCalendar(frozenset(), frozenset(), DAY)
-    return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
 
 
 def test_panel_keeps_the_demand_rules_of_truth_from(panel: Panel) -> None:

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from models.lstm import GlobalLSTM, LSTMConfig, Panel, predict, train
 from models.registry import POINTER, CheckpointError, Registry, write_atomic
 
 CFG = LSTMConfig(seq_len=14, hidden=4, epochs=1, windows_per_epoch=256, batch_size=64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # two intra-op threads on two shared cores spin-wait on each other at every LSTM step
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from models.lstm import LSTMConfig, Panel, Validation
 from models.registry import Registry
 from models.trainer import decide, refresh
-from streamer.backtest import truth_from
-from streamer.replay import read_online_retail
-from streamer.trading_calendar import TradingCalendar
 
-SAMPLE = Path(__file__).resolve().parents[2] / "streamer" / "data" / "online_retail_sample.csv.gz"
 DAY = 86_400
 GOOD = LSTMConfig(seq_len=28, hidden=16, epochs=6, windows_per_epoch=4096, batch_size=128)
 # learns nothing: its forecasts are those of the initial weights
 WEAK = replace(GOOD, hidden=4, epochs=1, windows_per_epoch=128, lr=1e-9, seed=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # two intra-op threads on two shared cores spin-wait on each other at every LSTM step
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def panel() -> Panel:
-    events, _ = read_online_retail(SAMPLE)
-    truth = truth_from(events, DAY)
-    cal = TradingCalendar(frozenset(), frozenset(), DAY)
-    return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
 
 
 def test_a_winner_is_promoted_and_a_loser_is_not(tmp_path: Path, panel: Panel) -> None:

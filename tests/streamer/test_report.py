@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from streamer.backtest import run_backtest, truth_from
+from streamer.backtest import truth_from
 from streamer.cli import build_parser, main
-from streamer.config import Settings
 from streamer.replay import read_events
 from streamer.report import load, one_step, stock_levels, top_series, write_report
-from streamer.simulation import SimulationSettings
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, sample_backtest
 
 LIMIT = 3000  # Dec 2010 to early Jan 2011 of the shipped sample
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,17 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def backtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("backtest")
-    run_backtest(
-        SAMPLE,
-        out,
-        Settings(partitions=4),
-        SimulationSettings(opening_weeks=2, lead_time_days=3),
-        limit=LIMIT,
-        progress=False,
-        timeout=300,
-    )
-    return out
+    return sample_backtest(tmp_path_factory.mktemp("backtest"), LIMIT)
 
 
 @pytest.fixture(scope="module")

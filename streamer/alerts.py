@@ -1,8 +1,9 @@
 """Reorder points from forecasts and their recent errors, and the low-stock alert state machine.
 
-Reorder point = expected demand over the lead time + safety stock. The safety stock is the
-service-level quantile of the lead-time forecast error, from the selected model's recent
-errors at each horizon of the lead time: their variances and third moments add up (errors
+Reorder point = expected demand over the protection interval (lead time + review period, the
+time until the next chance to reorder) + safety stock. The safety stock is the service-level
+quantile of the forecast error over that interval, from the selected model's recent errors
+at each of its horizons: their variances and third moments add up (errors
 of different days taken as independent), and a Cornish-Fisher expansion turns them into the
 quantile, z * sigma_L corrected for skew. Errors, not the p10-p90 band: on lumpy demand the
 band is often [0, 0] while a large order now and then empties the shelf, and only the errors

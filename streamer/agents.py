@@ -55,6 +55,15 @@ def register(app: faust.App, settings: Settings) -> None:
     lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
     owned: set[int] = set()
     input_topics = {settings.topics["orders"], settings.topics["inventory"]}
+    positions: dict[TP, int] = {}  # next offset to process, per input partition
+
+    def observe_lag() -> None:
+        # the consumer's cached high watermarks, from its latest fetches: no broker round trip
+        for tp, position in positions.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(highwater - position, 0)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: object, assigned: set[TP], **_: object) -> None:
@@ -74,6 +83,9 @@ def register(app: faust.App, settings: Settings) -> None:
             log.warning("no model snapshot on revoke (%s); the next owner replays history", exc)
         pipeline.forget(lost)
         owned.difference_update(lost)
+        for tp in revoked & positions.keys():
+            del positions[tp]
+            metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 
     async def run(step: str, work: Callable[[], Awaitable[T]]) -> T:
         """Run a pipeline step, retrying with backoff while Redis is unreachable.
@@ -111,19 +123,24 @@ def register(app: faust.App, settings: Settings) -> None:
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             started = time.perf_counter()
-            records = [
-                Record(m.topic, m.partition, m.offset, m.key, m.value)
-                for m in (e.message for e in events)
-            ]
+            messages = [e.message for e in events]
+            records = [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
             try:
                 result = await run("batch", lambda records=records: pipeline.process(records))
                 await run("accounting", lambda result=result: account(result))
             except Exception:
                 fatal("processing a batch failed")
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            done = time.time()
+            for m in messages:
+                if m.timestamp:
+                    metrics.PROCESSING_LATENCY.observe(max(done - m.timestamp, 0.0))
+                positions[m.tp] = max(positions.get(m.tp, 0), m.offset + 1)
+            observe_lag()
 
     @app.timer(interval=max(settings.idle_advance_seconds / 3, 1.0))
     async def advance_idle_partitions() -> None:
+        observe_lag()  # lag keeps growing on the dashboard while a batch is stuck (Redis down)
         if settings.idle_advance_seconds <= 0:
             return
         try:

@@ -14,6 +14,26 @@ BATCH_SECONDS = Histogram(
     "Wall time to process one micro-batch, outputs sent",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# From the producer's timestamp (CreateTime) of a record to the moment its batch's effects are
+# in Redis and its outputs (alerts included) acknowledged by the broker: what a user waits.
+PROCESSING_LATENCY = Histogram(
+    "shelfcast_processing_latency_seconds",
+    "Wall time from an input record's produce to its effects: features written, outputs sent",
+    buckets=(
+        0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+        1, 2.5, 5, 10, 30, 60, 300,
+    ),
+)  # fmt: skip
+CONSUMER_LAG = Gauge(
+    "shelfcast_consumer_lag_messages",
+    "Messages in an input partition not processed yet (high watermark minus position)",
+    ["topic", "partition"],
+)
+BUCKET_CLOSE_SECONDS = Histogram(
+    "shelfcast_bucket_close_seconds",
+    "Wall time to close one bucket of one partition: learn, forecast, alerts, outputs sent",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 EVENT_TIME_LAG = Gauge(
     "shelfcast_event_time_lag_seconds", "Wall clock minus the newest event time processed"
 )

@@ -387,6 +387,10 @@ class Pipeline:
             await self.store.write_snapshots(blobs)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
+        with metrics.BUCKET_CLOSE_SECONDS.time():
+            await self._close(p, b, result)
+
+    async def _close(self, p: int, b: int, result: BatchResult) -> None:
         size = self.s.bucket_seconds
         season = self.calendar.season
         active = [

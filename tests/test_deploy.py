@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
-import streamer.metrics  # noqa: F401  (registers the worker's metrics in REGISTRY)
 from streamer.config import Settings, all_topics
+from streamer.metrics import TRAINER_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -129,8 +129,8 @@ def exprs(node: object) -> Iterator[str]:
             yield from exprs(item)
 
 
-def exported_names() -> set[str]:
-    """Every sample name the registry can expose, including for labelled metrics that have no
+def exported_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
+    """Every sample name a registry can expose, including for labelled metrics that have no
     child yet (those produce no sample lines in generate_latest())."""
     suffixes = {
         "counter": ("_total", "_created"),
@@ -142,7 +142,7 @@ def exported_names() -> set[str]:
         "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
     }
     names: set[str] = set()
-    for family in REGISTRY.collect():
+    for family in registry.collect():
         for suffix in suffixes.get(family.type, ("",)):
             names.add(family.name + suffix)
     return names
@@ -159,10 +159,37 @@ def test_dashboard_queries_something() -> None:
     assert len(dashboard_metrics()) >= 5
 
 
-def test_every_dashboard_metric_is_exported_by_the_worker() -> None:
-    exported = exported_names()
-    missing = sorted(dashboard_metrics() - exported)
-    assert not missing, f"dashboard queries metrics the worker does not export: {missing}"
+def test_every_dashboard_metric_is_exported_by_the_worker_or_the_trainer() -> None:
+    worker, trainer = exported_names(), exported_names(TRAINER_REGISTRY)
+    missing = sorted(dashboard_metrics() - worker - trainer)
+    assert not missing, f"dashboard queries metrics nobody exports: {missing}"
+    # the trainer's own panels (LSTM version and training time) are on the dashboard
+    assert {
+        "shelfcast_lstm_champion_version", "shelfcast_lstm_training_seconds_sum",
+        "shelfcast_lstm_served_version", "shelfcast_processing_latency_seconds_bucket",
+        "shelfcast_consumer_lag_messages", "shelfcast_dlq_total",
+    } <= dashboard_metrics()  # fmt: skip
+
+
+def documented(section: str) -> dict[str, str]:
+    """docs/metrics.md's table for ``section`` ("worker" or "trainer"): name -> type."""
+    text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    tables = text.split("The trainer")
+    rows = re.findall(r"^\| `(shelfcast_\w+)` \| (\w+) \|", tables[section == "trainer"], re.M)
+    return dict(rows)
+
+
+@pytest.mark.parametrize(
+    ("section", "registry"), [("worker", REGISTRY), ("trainer", TRAINER_REGISTRY)]
+)
+def test_docs_list_every_metric_with_its_type(section: str, registry: CollectorRegistry) -> None:
+    suffix = {"counter": "_total"}
+    served = {
+        f.name + suffix.get(f.type, ""): f.type
+        for f in registry.collect()
+        if f.name.startswith("shelfcast_")
+    }
+    assert documented(section) == served
 
 
 def test_exported_names_follow_the_registry() -> None:

@@ -157,3 +157,25 @@ def test_metrics_agree_with_what_was_processed(backtest: Path) -> None:
         value(r'shelfcast_forecasts_published_total\{model="[a-z_]+"\}') == s["forecasts_published"]
     )
     assert value(r'shelfcast_alerts_published_total\{status="[a-z]+"\}') == s["alerts_published"]
+    # every processed record's latency was observed once, and nothing is left to consume
+    assert value(r"shelfcast_processing_latency_seconds_count") == s["events_in"]
+    assert 0 < value(r"shelfcast_processing_latency_seconds_sum") < s["events_in"] * 600
+    lags = re.findall(r'shelfcast_consumer_lag_messages\{partition="\d+",topic="([\w-]+)"\}', text)
+    assert {"orders", "inventory"} <= set(lags)
+    assert value(r"shelfcast_consumer_lag_messages\{[^}]*\}") == 0
+    closes = value(r"shelfcast_bucket_close_seconds_count")
+    assert closes == value(r"shelfcast_buckets_closed_total") > 0
+
+
+def test_scraped_metrics_have_the_documented_names_and_types(backtest: Path) -> None:
+    from tests.test_deploy import dashboard_metrics, documented
+
+    text = (backtest / "metrics.prom").read_text()
+    typed = re.findall(r"^# TYPE (shelfcast_\w+) (\w+)$", text, re.M)
+    served = {name: kind for name, kind in typed if not name.endswith("_created")}
+    assert served == documented("worker")
+    # what the dashboard queries from workers is served by this real worker's /metrics
+    family = re.compile(r"_(?:bucket|sum|count|total)$")
+    trainer = {family.sub("", name) for name in documented("trainer")}
+    queried = {family.sub("", name) for name in dashboard_metrics()}
+    assert queried - trainer <= {family.sub("", name) for name in served}

@@ -307,7 +307,7 @@ def run_backtest(
             evaluation = Prequential()
             evaluation.merge({k.decode(): float(v) for k, v in client.hgetall(EVALUATION).items()})
             metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
-            (out / "metrics.prom").write_bytes(_scrape(metrics_url))
+            (out / "metrics.prom").write_bytes(scrape(metrics_url))
             if keep_running:
                 _serve_until_interrupted(metrics_url)
         finally:
@@ -390,7 +390,7 @@ def _epoch(iso_ts: str) -> float:
     return datetime.fromisoformat(iso_ts.replace("Z", "+00:00")).timestamp()
 
 
-def _scrape(url: str) -> bytes:
+def scrape(url: str) -> bytes:
     from urllib.request import urlopen
 
     try:

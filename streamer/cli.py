@@ -164,6 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cpu", "cuda"),
         help="where to train (default: cuda when available, else cpu)",
     )
+    bp = sub.add_parser(
+        "bench",
+        help="measure one worker's throughput and latency on real orders",
+        description=(
+            "On fresh embedded services: a bare aiokafka consumer reads a backlog of real "
+            "orders (the reference), a worker processes the same backlog (throughput, bucket "
+            "closes), then orders arrive at a steady rate (produce -> effect and order -> alert "
+            "latency). Prints JSON and writes OUT/bench.json (docs/benchmark.md)."
+        ),
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bp.add_argument(
+        "file", type=Path, help="Online Retail CSV, e.g. ../shared/data/online_retail.csv.gz"
+    )
+    bp.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
+    bp.add_argument(
+        "--lines", type=_positive(int), default=60_000, help="order lines in the backlog (60000)"
+    )
+    bp.add_argument(
+        "--burst",
+        type=_positive(int),
+        default=40_000,
+        help="orders produced at once within one bucket (40000)",
+    )
+    bp.add_argument(
+        "--rate", type=_positive(float), default=2000.0, help="orders/s in the latency phase (2000)"
+    )
+    bp.add_argument(
+        "--seconds", type=_positive(float), default=15.0, help="length of the latency phase (15)"
+    )
+    bp.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep = sub.add_parser(
         "report",
         help="write PNG charts and an HTML page from a backtest's output folder",
@@ -334,6 +366,17 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.bench import BenchSettings, run_bench
+
+    if not args.file.is_file():
+        raise FileNotFoundError(f"{args.file} not found: pass an Online Retail CSV file")
+    bench = BenchSettings(args.lines, args.rate, args.seconds, args.burst)
+    result = run_bench(args.file, args.out, settings, bench, progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from streamer.report import write_report
 
@@ -406,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_trainer(args, settings)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "bench":
+            return cmd_bench(args, settings)
         return cmd_backtest(args, settings, SAMPLE)
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"shelfcast {args.command}: {exc}", file=sys.stderr)

@@ -38,7 +38,10 @@ class Settings:
     history_buckets: int = 112
     horizon: int = 7
     batch_size: int = 500
-    batch_within: float = 0.2
+    # A micro-batch waits at most this long to fill: the floor of order -> alert latency when
+    # orders trickle in. Under load batches fill first, so it costs no throughput.
+    batch_within: float = 0.02
+    fetch_max_wait_ms: int = 20  # see streamer/app.py: the embedded broker's long polls
     max_message_bytes: int = 65_536
     dedupe_ttl_seconds: int = 35 * 86_400
     series_ttl_seconds: int = 90 * 86_400
@@ -86,7 +89,8 @@ class Settings:
             history_buckets=int(_env("SHELFCAST_HISTORY_BUCKETS", "112")),
             horizon=int(_env("SHELFCAST_HORIZON", "7")),
             batch_size=int(_env("SHELFCAST_BATCH_SIZE", "500")),
-            batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.2")),
+            batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.02")),
+            fetch_max_wait_ms=int(_env("SHELFCAST_FETCH_MAX_WAIT_MS", "20")),
             max_message_bytes=int(_env("SHELFCAST_MAX_MESSAGE_BYTES", "65536")),
             dedupe_ttl_seconds=int(_env("SHELFCAST_DEDUPE_TTL_SECONDS", str(35 * 86_400))),
             series_ttl_seconds=int(_env("SHELFCAST_SERIES_TTL_SECONDS", str(90 * 86_400))),

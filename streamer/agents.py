@@ -57,12 +57,17 @@ def register(app: faust.App, settings: Settings) -> None:
     input_topics = {settings.topics["orders"], settings.topics["inventory"]}
     positions: dict[TP, int] = {}  # next offset to process, per input partition
 
-    def observe_lag() -> None:
-        # the consumer's cached high watermarks, from its latest fetches: no broker round trip
-        for tp, position in positions.items():
-            highwater = app.consumer.highwater(tp)
-            if highwater is not None:
-                lag = max(highwater - position, 0)
+    async def observe_lag() -> None:
+        # High watermarks are the consumer's cached ones, from its latest fetches. A partition
+        # not processed yet counts from the consumer's position, so a backlog taken over in a
+        # rebalance shows before its first batch completes.
+        assigned = {tp for tp in app.consumer.assignment() if tp.topic in input_topics}
+        for tp in assigned - positions.keys():
+            if (position := await app.consumer.position(tp)) is not None:
+                positions[tp] = position
+        for tp in assigned & positions.keys():
+            if (highwater := app.consumer.highwater(tp)) is not None:
+                lag = max(highwater - positions[tp], 0)
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     @app.on_partitions_assigned.connect
@@ -133,14 +138,14 @@ def register(app: faust.App, settings: Settings) -> None:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             done = time.time()
             for m in messages:
-                if m.timestamp:
+                if (m.timestamp or 0) > 0:  # a record without one arrives as -0.001
                     metrics.PROCESSING_LATENCY.observe(max(done - m.timestamp, 0.0))
                 positions[m.tp] = max(positions.get(m.tp, 0), m.offset + 1)
-            observe_lag()
+            await observe_lag()
 
     @app.timer(interval=max(settings.idle_advance_seconds / 3, 1.0))
     async def advance_idle_partitions() -> None:
-        observe_lag()  # lag keeps growing on the dashboard while a batch is stuck (Redis down)
+        await observe_lag()  # lag keeps growing on the dashboard while a batch is stuck
         if settings.idle_advance_seconds <= 0:
             return
         try:

@@ -21,10 +21,8 @@ def broker_urls(bootstrap: str) -> list[str]:
 def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
     """Faust's aiokafka transport with the worker consumer's fetch wait set.
 
-    Faust fixes ``fetch_max_wait_ms`` at 1500. Real Kafka answers a waiting fetch as soon as
-    data arrives, so there it only bounds idle polling; the embedded mock broker answers only
-    when the wait runs out, which put 0.85 s (p50) between an order and its alert at 500
-    orders/s (docs/benchmark.md).
+    Faust fixes ``fetch_max_wait_ms`` at 1500. That only bounds idle polling on real Kafka, but
+    the embedded broker waits it out in full (``streamer.embedded.EMBEDDED_FETCH_MAX_WAIT_MS``).
     """
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -86,9 +84,10 @@ def tune_gc() -> None:
     """Keep the cyclic garbage collector off the hot path.
 
     A worker holds millions of long-lived model objects and allocates many short-lived ones
-    per event; with CPython's default thresholds the collector took 14% of its time, most of it
-    re-scanning objects that live for the whole run (py-spy, docs/benchmark.md). Objects of
-    start-up are frozen out of every collection, and young collections run 70x less often.
+    per event; with CPython's default thresholds (700, 10, 10) the collector took 14% of its
+    time re-scanning them (py-spy, docs/benchmark.md). Young collections now run 70x less
+    often and older ones 2x less; start-up objects (modules, Faust) are frozen out of every
+    collection. Models are not frozen: one dropped later must stay collectable.
     """
     gc.collect()
     gc.freeze()

@@ -106,6 +106,7 @@ class WorkerProcess:
             SHELFCAST_HOME=str(settings.home),
             SHELFCAST_WEB_PORT=str(settings.web_port),
             SHELFCAST_PARTITIONS=str(settings.partitions),
+            SHELFCAST_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
             # historical event time must not be advanced by the wall clock
             SHELFCAST_IDLE_ADVANCE_SECONDS="0",
         )

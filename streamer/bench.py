@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -174,22 +175,37 @@ async def end_offsets(bootstrap: str, topics: Iterable[str], partitions: int) ->
 
 
 def worker_rate(
-    client: redis.Redis, worker: WorkerProcess, n: int, timeout: float, base: int = 0
+    client: redis.Redis,
+    worker: WorkerProcess,
+    n: int,
+    timeout: float,
+    base: int = 0,
+    started: float | None = None,
+    progress: bool = False,
+    desc: str = "worker",
 ) -> float:
-    """Events/s the worker processes a backlog up to ``n`` events done in all (``base`` before
-    it), timed from its first processed batch of it."""
+    """Events/s the worker takes a backlog up to ``n`` events done in all, ``base`` of them
+    before it: from ``started`` (a ``perf_counter``), or else from its first processed batch,
+    which then does not count."""
     deadline = time.monotonic() + timeout
-    first, started = 0, 0.0
-    while True:
-        done = int(client.hget(STATS, "events_done") or 0)
-        if done > base and not started:
-            started, first = time.perf_counter(), done
-        if done >= n:
-            return (done - first) / (time.perf_counter() - started)
-        worker.check()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker processed {done} of {n} events in {timeout:.0f}s")
-        time.sleep(0.05)
+    first = base
+    with tqdm(total=n - base, desc=desc, unit="ev", disable=not progress) as bar:
+        while True:
+            done = int(client.hget(STATS, "events_done") or 0)
+            bar.update(min(done, n) - base - bar.n)
+            if started is None and done > base:
+                if done >= n:
+                    raise ValueError(
+                        f"the worker took all {n - base} events in its first batches: too few "
+                        "to time, use more --lines"
+                    )
+                started, first = time.perf_counter(), done
+            if done >= n and started is not None:
+                return (done - first) / (time.perf_counter() - started)
+            worker.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker processed {done} of {n} events in {timeout:.0f}s")
+            time.sleep(0.05)
 
 
 def produce_paced(
@@ -226,37 +242,47 @@ def produce_paced(
     return sent, achieved
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[float, bytes]]:
-    """Every message of ``topic`` as (broker timestamp in s, value), read to its end."""
-    from confluent_kafka import Consumer, TopicPartition
+class Receiver(threading.Thread):
+    """Receives a topic from given offsets as a downstream service would, and notes when each
+    message arrives: the end of an alert's journey, its broker round trip included."""
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"shelfcast-bench-{os.getpid()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out, ended = [], set()
-    try:
-        while len(ended) < partitions:
-            msg = consumer.poll(5.0)
-            if msg is None:
-                break
-            if msg.error():
-                ended.add(msg.partition())
-                continue
-            out.append((msg.timestamp()[1] / 1000, msg.value()))
-    finally:
-        consumer.close()
-    return out
+    def __init__(self, bootstrap: str, topic: str, offsets: Offsets) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"shelfcast-bench-{os.getpid()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,  # the embedded broker waits it out (streamer/embedded.py)
+            }
+        )
+        self.consumer.assign(
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items() if t == topic]
+        )
+        self.received: list[tuple[float, bytes]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.is_set():
+                msg = self.consumer.poll(0.05)
+                if msg is not None and not msg.error():
+                    self.received.append((time.time(), msg.value()))
+        finally:
+            self.consumer.close()
+
+    def finish(self, settle: float = 1.0) -> list[tuple[float, bytes]]:
+        time.sleep(settle)  # what the worker sent last is still on its way
+        self.done.set()
+        self.join()
+        return self.received
 
 
 def alert_latencies(alerts: list[tuple[float, bytes]], sent: dict[int, float]) -> list[float]:
-    """Seconds from each probe order's produce to the broker timestamp of the alert it raised
-    or cleared; alerts from other orders (bucket closes, the backlog) are not in ``sent``."""
+    """Seconds from each probe order's produce to the receipt of the alert it raised or
+    cleared; alerts from other orders (bucket closes, the backlog) are not in ``sent``."""
     from streamer.events import parse_ts
 
     out = []
@@ -296,22 +322,31 @@ def run_bench(
         worker = WorkerProcess(live, out / "worker.log")
         try:
             client = redis.Redis.from_url(live.redis_url)
-            replay_rate = worker_rate(client, worker, len(replay), bench.timeout)
+            replay_rate = worker_rate(
+                client, worker, len(replay), bench.timeout, progress=progress, desc="replay"
+            )
             step(f"replay: worker {replay_rate:,.0f} events/s")
             metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
             closes = scrape(metrics_url).decode()
             offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
+            # timed from the first order produced: the worker starts on them as they arrive
+            burst_started = time.perf_counter()
             produce(bootstrap, {}, live.topics, burst, progress=False)
             done = len(replay) + len(burst)
-            burst_rate = worker_rate(client, worker, done, bench.timeout, base=len(replay))
+            burst_rate = worker_rate(
+                client, worker, done, bench.timeout, len(replay), burst_started, progress, "burst"
+            )
             step(f"burst: worker {burst_rate:,.0f} events/s")
             before = scrape(metrics_url).decode()
+            alerts_at = asyncio.run(end_offsets(bootstrap, [live.topics["alerts"]], n))
+            receiver = Receiver(bootstrap, live.topics["alerts"], alerts_at)
+            receiver.start()
             sent, achieved = produce_paced(
                 bootstrap, live.topics["orders"], probes, bench.rate, progress
             )
             wait_processed(client, worker, done + len(probes), bench.timeout, False)
             after = scrape(metrics_url).decode()
-            alerts = read_topic(bootstrap, live.topics["alerts"], n)
+            alerts = receiver.finish()
         finally:
             worker.stop()
         raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(burst), offsets))
@@ -356,10 +391,12 @@ def run_bench(
         },
         "bucket_close": {
             "closes": int(close_count),
-            "series": int(_gauge(closes, "shelfcast_active_series")),
+            "series_at_last_close": int(_gauge(closes, "shelfcast_active_series")),
             "mean_seconds_per_partition": round(close_seconds / max(close_count, 1), 4),
+            # interpolated within the histogram's buckets (0.5, 1, 2.5 s, ...): a rough figure
             "p99_seconds_per_partition": quantile(close_buckets, 0.99),
-            "mean_seconds_all_series": round(close_seconds * n / max(close_count, 1), 4),
+            # one bucket across every partition: all the series active at that close
+            "mean_seconds_all_partitions": round(close_seconds * n / max(close_count, 1), 4),
         },
     }
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")

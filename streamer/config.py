@@ -40,8 +40,10 @@ class Settings:
     batch_size: int = 500
     # A micro-batch waits at most this long to fill: the floor of order -> alert latency when
     # orders trickle in. Under load batches fill first, so it costs no throughput.
-    batch_within: float = 0.02
-    fetch_max_wait_ms: int = 20  # see streamer/app.py: the embedded broker's long polls
+    batch_within: float = 0.01
+    # Real Kafka answers a waiting fetch as soon as data arrives; the embedded broker only when
+    # the wait runs out, so on it the wait is EMBEDDED_FETCH_MAX_WAIT_MS (streamer/embedded.py).
+    fetch_max_wait_ms: int = 500
     max_message_bytes: int = 65_536
     dedupe_ttl_seconds: int = 35 * 86_400
     series_ttl_seconds: int = 90 * 86_400
@@ -89,8 +91,8 @@ class Settings:
             history_buckets=int(_env("SHELFCAST_HISTORY_BUCKETS", "112")),
             horizon=int(_env("SHELFCAST_HORIZON", "7")),
             batch_size=int(_env("SHELFCAST_BATCH_SIZE", "500")),
-            batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.02")),
-            fetch_max_wait_ms=int(_env("SHELFCAST_FETCH_MAX_WAIT_MS", "20")),
+            batch_within=float(_env("SHELFCAST_BATCH_WITHIN", "0.01")),
+            fetch_max_wait_ms=int(_env("SHELFCAST_FETCH_MAX_WAIT_MS", "500")),
             max_message_bytes=int(_env("SHELFCAST_MAX_MESSAGE_BYTES", "65536")),
             dedupe_ttl_seconds=int(_env("SHELFCAST_DEDUPE_TTL_SECONDS", str(35 * 86_400))),
             series_ttl_seconds=int(_env("SHELFCAST_SERIES_TTL_SECONDS", str(90 * 86_400))),

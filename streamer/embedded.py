@@ -209,6 +209,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# The mock broker holds a waiting fetch until its wait runs out, even when data arrives: with
+# Faust's 1,500 ms an order waited 0.85 s (p50) for its alert at 500 orders/s (docs/benchmark.md).
+EMBEDDED_FETCH_MAX_WAIT_MS = 5
+
+
+def embedded_fetch_wait(settings: Settings) -> int:
+    return min(settings.fetch_max_wait_ms, EMBEDDED_FETCH_MAX_WAIT_MS)
+
+
 @contextmanager
 def embedded_services(settings: Settings) -> Iterator[Settings]:
     """Start what ``settings`` leaves unset; yield settings that point at everything.
@@ -227,7 +236,10 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
                 settings.partitions,
                 partitions_for={settings.topics["forecasts"]: max(settings.partitions, 32)},
             )
-            settings = settings.replace(kafka_bootstrap_servers=kafka.bootstrap)
+            settings = settings.replace(
+                kafka_bootstrap_servers=kafka.bootstrap,
+                fetch_max_wait_ms=embedded_fetch_wait(settings),
+            )
             log.info("embedded Kafka (librdkafka mock cluster) on %s", kafka.bootstrap)
         if not settings.redis_url:
             data = settings.home / "redis"
@@ -271,6 +283,9 @@ def discover(settings: Settings) -> Settings:
     return settings.replace(
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers
         or state["kafka_bootstrap_servers"],
+        fetch_max_wait_ms=settings.fetch_max_wait_ms
+        if settings.kafka_bootstrap_servers
+        else embedded_fetch_wait(settings),
         redis_url=settings.redis_url or state["redis_url"],
         partitions=int(state.get("partitions", settings.partitions)),
     )

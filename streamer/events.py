@@ -71,6 +71,9 @@ class _Reject(Exception):
         self.detail = detail
 
 
+BIG_INT = 2.0**63
+
+
 def _reject_constant(name: str) -> float:
     raise _Reject("bad_number", f"non-finite number {name} is not allowed")
 
@@ -82,6 +85,13 @@ def _decode(raw: bytes, max_bytes: int) -> dict[str, object]:
         value = orjson.loads(raw)  # 4.6x faster; the slow path names what it rejects
     except orjson.JSONDecodeError:
         value = _slow_decode(raw)
+    else:
+        # orjson reads an integer beyond 64 bits as a float; the standard parser keeps it an
+        # int, so a huge quantity is rejected as out of range rather than as the wrong type
+        if isinstance(value, dict) and any(
+            type(v) is float and abs(v) >= BIG_INT for v in value.values()
+        ):
+            value = _slow_decode(raw)
     if not isinstance(value, dict):
         raise _Reject("not_an_object", f"expected a JSON object, got {type(value).__name__}")
     return value

@@ -174,8 +174,8 @@ def test_every_dashboard_metric_is_exported_by_the_worker_or_the_trainer() -> No
 def documented(section: str) -> dict[str, str]:
     """docs/metrics.md's table for ``section`` ("worker" or "trainer"): name -> type."""
     text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
-    tables = text.split("The trainer")
-    rows = re.findall(r"^\| `(shelfcast_\w+)` \| (\w+) \|", tables[section == "trainer"], re.M)
+    tables = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    rows = re.findall(r"^\| `(shelfcast_\w+)` \| (\w+) \|", tables[section.title()], re.M)
     return dict(rows)
 
 

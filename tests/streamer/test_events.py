@@ -53,6 +53,8 @@ def test_return_is_a_negative_quantity() -> None:
         (raw(quantity=True), "wrong_type"),
         (raw(quantity=0), "bad_quantity"),
         (raw(quantity=10**9), "bad_quantity"),
+        (raw(quantity=10**20), "bad_quantity"),  # beyond 64 bits: still an int, out of range
+        (raw(quantity=1e20), "wrong_type"),
         (raw(ts="yesterday"), "bad_time"),
         (raw(ts="1970-01-01T00:00:00"), "time_out_of_range"),
         (raw(ts="2999-01-01T00:00:00"), "time_out_of_range"),

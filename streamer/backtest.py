@@ -247,6 +247,18 @@ def training_segments(
     return [(seg, through) for seg, through in out if seg or through is not None]
 
 
+def isolated(settings: Settings, out: Path) -> Settings:
+    """Settings for fresh embedded services under ``out``: a backtest or a benchmark must not
+    write into a live deployment, and historical event time must not follow the wall clock."""
+    return settings.replace(
+        kafka_bootstrap_servers="",
+        redis_url="",
+        home=out / "state",
+        web_port=free_port(),
+        idle_advance_seconds=0,
+    )
+
+
 def run_backtest(
     path: Path,
     out: Path,
@@ -260,14 +272,7 @@ def run_backtest(
     out.mkdir(parents=True, exist_ok=True)
     events, read_stats = read_events(path, limit)
     events, sim_stats, trace = simulate(events, simulation)
-    # Always on fresh embedded services: a backtest must not write into a live deployment.
-    settings = settings.replace(
-        kafka_bootstrap_servers="",
-        redis_url="",
-        home=out / "state",
-        web_port=free_port(),
-        idle_advance_seconds=0,
-    )
+    settings = isolated(settings, out)
     started = time.monotonic()
     refreshes: list[dict[str, object]] = []
     with embedded_services(settings) as live:

@@ -30,10 +30,10 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from streamer.backtest import WorkerProcess, scrape, wait_processed
+from streamer.backtest import WorkerProcess, isolated, scrape, wait_processed
 from streamer.clock import bucket_of, bucket_start
 from streamer.config import Settings
-from streamer.embedded import embedded_services, free_port
+from streamer.embedded import embedded_services
 from streamer.features import STATS
 from streamer.replay import Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
@@ -305,13 +305,7 @@ def run_bench(
     more, _ = read_events(path, bench.lines + 3 * (bench.burst + paced))
     later = probe_orders(more[len(head) :], max(e.ts for e in replay), bench.burst + paced)
     burst, probes = later[: bench.burst], later[bench.burst :]
-    settings = settings.replace(
-        kafka_bootstrap_servers="",
-        redis_url="",
-        home=out / "state",
-        web_port=free_port(),
-        idle_advance_seconds=0,
-    )
+    settings = isolated(settings, out)
     inputs = (settings.topics["orders"], settings.topics["inventory"])
     step: Callable[[str], None] = tqdm.write if progress else lambda _: None
     with embedded_services(settings) as live:

@@ -10,8 +10,8 @@ for a bare aiokafka consumer of the same messages (the reference):
 2. **Burst.** The next ``burst`` real orders, re-timed into the current bucket and produced at
    once: what a live worker does between two closes.
 3. **Latency.** The next orders at a steady ``rate``, each stamped with its produce time. The
-   worker's histogram gives produce -> effect; each alert's broker timestamp against its
-   order's produce time gives order -> alert.
+   worker's histogram gives produce -> effect; a consumer of the alerts topic, reading as a
+   downstream service would, gives order -> alert received.
 """
 
 from __future__ import annotations

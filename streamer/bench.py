@@ -47,10 +47,12 @@ Offsets = dict[tuple[str, int], int]
 
 @dataclass(frozen=True)
 class BenchSettings:
-    lines: int = 60_000  # order lines in the backlog (Dec 2010 to mid-Jan 2011)
-    rate: float = 2_000.0  # orders/s in the latency phase
-    seconds: float = 15.0  # length of the latency phase
-    burst: int = 40_000  # orders produced at once, within one bucket
+    """What to run; the defaults live in one place, ``shelfcast bench --help``."""
+
+    lines: int  # order lines in the backlog
+    rate: float  # orders/s in the latency phase
+    seconds: float  # length of the latency phase
+    burst: int  # orders produced at once, within one bucket
     timeout: float = 1_800.0
 
 

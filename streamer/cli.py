@@ -181,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bp.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
     bp.add_argument(
-        "--lines", type=_positive(int), default=60_000, help="order lines in the backlog (60000)"
+        "--lines",
+        type=_positive(int),
+        default=60_000,
+        help="order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)",
     )
     bp.add_argument(
         "--burst",

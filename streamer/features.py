@@ -7,7 +7,7 @@ is documented in docs/redis-layout.md; keys of one series share the hash tag ``{
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -28,15 +28,20 @@ APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 # ARGV: dedupe ttl, window_ms, n_events, series ttl, then n_events records of 11 values:
 #   kind (o=order, s=stock snapshot, d=stock delta), series, event_id, bucket, ts_ms,
 #   quantity (order quantity / on_hand / delta), unit_price or '', offsets field
-#   ("topic:partition"), offset, partition, lead_time_days or ''.
+#   ("topic:partition"), offset, partition, lead_time_days or '';
+#   then (partition, ts_ms) pairs: stock clocks to advance after the events (idle partitions).
 # Returns {statuses, on_hand after each event (current stock for duplicates, '' for stale
-# snapshots), the state of every series in the segment}.
+# snapshots), the state of every series in the segment, the pending deltas that took effect
+# as (index of the event before which they did, series, ts_ms, on_hand after) flat}.
 APPLY_LUA = """
 local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local series_ttl = tonumber(ARGV[4])
 local F = 11
 local statuses, onhand, touched, order = {}, {}, {}, {}
 local next_offset = {}
+local function touch(s)
+  if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
+end
 
 local function move(base, member, delta, ts)
   local st = base .. 'state'
@@ -63,6 +68,52 @@ local function snapshot(base, value, ts)
   redis.call('HSET', st, 'on_hand', value + later, 'snapshot_ts', ts)
   redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', ts)
   return true
+end
+
+-- Stock moves in event time. Orders and inventory are two topics read side by side, so a
+-- delivery can be read before orders stamped earlier than it (a replay, or a worker catching
+-- up on an orders backlog); applied at once, it would lift the stock those orders see. A delta
+-- stamped after its partition's stock clock (the newest order time applied there) waits in the
+-- partition's pending set until an order, or an idle advance, passes it.
+local clocks, next_due, folds = {}, {}, {}
+local function pending_key(part) return 'shelfcast:part:' .. part .. ':pending' end
+local function clock_of(part)
+  if clocks[part] == nil then
+    clocks[part] = tonumber(redis.call('HGET', 'shelfcast:stock_clock', part) or '-1')
+    local first = redis.call('ZRANGE', pending_key(part), 0, 0, 'WITHSCORES')
+    next_due[part] = first[2] and tonumber(first[2]) or math.huge
+  end
+  return clocks[part]
+end
+
+local function advance(part, ts, index)
+  if ts <= clock_of(part) then return end
+  clocks[part] = ts
+  redis.call('HSET', 'shelfcast:stock_clock', part, ts)
+  if ts < next_due[part] then return end
+  local key = pending_key(part)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', ts, 'WITHSCORES')
+  for j = 1, #due, 2 do
+    local s, eid, delta = unpack(cjson.decode(due[j]))
+    local at = tonumber(due[j + 1])
+    local base = 'shelfcast:{' .. s .. '}:'
+    move(base, eid, delta, at)
+    redis.call('HSET', base .. 'state', 'stock_known', 1)
+    touch(s)
+    local now = redis.call('HGET', base .. 'state', 'on_hand') or '0'
+    folds[#folds + 1] = index; folds[#folds + 1] = s
+    folds[#folds + 1] = at; folds[#folds + 1] = now
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ts)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  next_due[part] = first[2] and tonumber(first[2]) or math.huge
+end
+
+local function defer(part, s, eid, delta, ts)
+  clock_of(part)
+  -- the event id makes the member unique: two equal deltas at one time are two deliveries
+  redis.call('ZADD', pending_key(part), ts, cjson.encode({s, eid, delta}))
+  if ts < next_due[part] then next_due[part] = ts end
 end
 
 local applied, dups, stale, regressions = 0, 0, 0, 0
@@ -109,8 +160,11 @@ for i = 0, n - 1 do
       else
         redis.call('HINCRBY', base .. 'returns', bucket, -qty)
       end
+      advance(part, ts, i)
       move(base, eid, -qty, ts)
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'GT', bucket, s)
+    elseif kind == 'd' and ts > clock_of(part) then
+      defer(part, s, eid, qty, ts)
     elseif kind == 'd' then
       move(base, eid, qty, ts)
       redis.call('HSET', st, 'stock_known', 1)
@@ -130,7 +184,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'NX', bucket, s)
     end
   end
-  if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
+  touch(s)
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
   if status == 1 then applied = applied + 1 elseif status == 0 then dups = dups + 1
   elseif status == 2 then stale = stale + 1 else regressions = regressions + 1 end
@@ -141,6 +195,7 @@ for i = 0, n - 1 do
     onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
   end
 end
+for j = 5 + n * F, #ARGV, 2 do advance(ARGV[j], tonumber(ARGV[j + 1]), n) end
 for tp, nxt in pairs(next_offset) do redis.call('HSET', KEYS[1], tp, nxt) end
 redis.call('HINCRBY', KEYS[2], 'applied', applied)
 redis.call('HINCRBY', KEYS[2], 'duplicate', dups)
@@ -154,7 +209,7 @@ for _, s in ipairs(order) do
   states[#states + 1] = s
   for j = 1, 9 do states[#states + 1] = v[j] or '' end
 end
-return {statuses, onhand, states}
+return {statuses, onhand, states, folds}
 """
 # KEYS: the partition's active-series set, the clock, the stats, the partition's closed flags,
 # the partition's order counts, the evaluation sums.
@@ -217,11 +272,22 @@ class StockEffect:
     lead_time_days: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """A pending delta that took effect: its partition's stock clock passed its time."""
+
+    before: int  # index of the event it took effect before; len(effects) for after them all
+    series: str
+    ts_ms: int
+    on_hand: int
+
+
 @dataclass
 class ApplyResult:
     statuses: list[int]
     on_hand: list[int | None]
     states: dict[str, dict[str, str]]
+    folds: list[Fold]
 
 
 def series_base(series: str) -> str:
@@ -263,9 +329,13 @@ class FeatureStore:
         self._apply = client.register_script(APPLY_LUA)
         self._close = client.register_script(CLOSE_LUA)
 
-    async def apply(self, effects: Sequence[StockEffect]) -> ApplyResult:
-        if not effects:
-            return ApplyResult([], [], {})
+    async def apply(
+        self, effects: Sequence[StockEffect], advances: Mapping[int, int] | None = None
+    ) -> ApplyResult:
+        """Apply ``effects`` in order, then move the stock clocks of ``advances`` (partition ->
+        ts_ms) forward, which is how an idle partition's pending deliveries take effect."""
+        if not effects and not advances:
+            return ApplyResult([], [], {}, [])
         argv: list[object] = [self.ttl, MOVES_WINDOW_MS, len(effects), self.series_ttl]
         for e in effects:
             argv += [
@@ -274,8 +344,10 @@ class FeatureStore:
                 e.offsets_field, e.offset, e.partition,
                 "" if e.lead_time_days is None else repr(e.lead_time_days),
             ]  # fmt: skip
+        for partition, ts_ms in (advances or {}).items():
+            argv += [partition, ts_ms]
         metrics.REDIS_ROUNDTRIPS.inc()
-        statuses, onhand, flat = await self._apply(keys=[OFFSETS, STATS], args=argv)
+        statuses, onhand, flat, folded = await self._apply(keys=[OFFSETS, STATS], args=argv)
         states: dict[str, dict[str, str]] = {}
         width = len(STATE_FIELDS) + 1
         for i in range(0, len(flat), width):
@@ -287,6 +359,10 @@ class FeatureStore:
             [int(s) for s in statuses],
             [int(v) if v not in (b"", "") else None for v in onhand],
             states,
+            [
+                Fold(int(folded[i]), _text(folded[i + 1]), int(folded[i + 2]), int(folded[i + 3]))
+                for i in range(0, len(folded), 4)
+            ],
         )
 
     async def load_clock(self) -> dict[str, str]:

@@ -45,7 +45,14 @@ from streamer.events import (
     parse_order,
     series_key,
 )
-from streamer.features import APPLIED, DUPLICATE, OFFSET_REGRESSION, FeatureStore, StockEffect
+from streamer.features import (
+    APPLIED,
+    DUPLICATE,
+    OFFSET_REGRESSION,
+    FeatureStore,
+    Fold,
+    StockEffect,
+)
 from streamer.lstm_serving import LSTMServing
 from streamer.publish import (
     Output,
@@ -219,6 +226,8 @@ class Pipeline:
             if now - wall < self.s.idle_advance_seconds:
                 continue
             self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
+            # deliveries stamped up to the new event time take effect
+            await self._apply([], result, {p: int(self.max_ts[p] * 1000)})
             target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
             if target > self.closed.get(p, target):
                 await self._close_through(p, target, result)
@@ -255,17 +264,41 @@ class Pipeline:
             lead,
         )
 
-    async def _apply(self, segments: Sequence[Segment], result: BatchResult) -> None:
+    async def _apply(
+        self,
+        segments: Sequence[Segment],
+        result: BatchResult,
+        advances: dict[int, int] | None = None,
+    ) -> None:
+        """Apply the segments' events, then advance the stock clocks in ``advances``, and walk
+        every stock change, deliveries that came due included, for alert transitions."""
         items = [(p, ev) for p, segment in segments for _, ev in segment]
-        if not items:
+        if not items and not advances:
             return
         effects = [self._effect(p, rec, ev) for p, segment in segments for rec, ev in segment]
-        res = await self.store.apply(effects)
+        res = await self.store.apply(effects, advances)
         updates: dict[str, dict[str, object]] = {}
         alerts: list[Output] = []
-        for (p, ev), effect, status, on_hand in zip(
-            items, effects, res.statuses, res.on_hand, strict=True
+        due: dict[int, list[Fold]] = defaultdict(list)  # by the event they come before
+        for fold in res.folds:
+            due[fold.before].append(fold)
+
+        def walk(series: str, on_hand: int, ts: float) -> None:
+            state = res.states.get(series)
+            if not state or not state["rop"] or not state["stock_known"]:
+                return
+            change = self._alert(
+                series, state, on_hand, _stored_rop(state, self.s), state["forecast_id"], ts,
+                alerts,
+            )  # fmt: skip
+            if change:
+                updates[series] = change
+
+        for j, ((p, ev), effect, status, on_hand) in enumerate(
+            zip(items, effects, res.statuses, res.on_hand, strict=True)
         ):
+            for fold in due.pop(j, ()):
+                walk(fold.series, fold.on_hand, fold.ts_ms / 1000)
             topic = "orders" if isinstance(ev, OrderEvent) else "inventory"
             if status == APPLIED:
                 closed = self.closed.get(p)
@@ -278,22 +311,10 @@ class Pipeline:
                 metrics.EVENTS.labels(topic, "duplicate" if status == DUPLICATE else "stale").inc()
             # Duplicates are walked too, at the current stock: if a crash came between applying
             # them and recording the alert state, the same alert (same id) is derived again.
-            state = res.states.get(ev.series)
-            if on_hand is None or not state or not state["rop"] or not state["stock_known"]:
-                continue
-            rop = ReorderPoint(
-                float(state["rop_lead"]),
-                float(state["lt_demand"]),
-                float(state["safety"]),
-                float(state["daily_mean"]),
-                self.s.service_level,
-                self.s.review_days,
-            )
-            change = self._alert(
-                ev.series, state, on_hand, rop, state["forecast_id"], ev.ts, alerts
-            )
-            if change:
-                updates[ev.series] = change
+            if on_hand is not None:
+                walk(ev.series, on_hand, ev.ts)
+        for fold in due.pop(len(items), ()):
+            walk(fold.series, fold.on_hand, fold.ts_ms / 1000)
         if alerts:
             await self.sink(alerts)
             result.alerts += len(alerts)
@@ -524,6 +545,18 @@ class Pipeline:
         metrics.ACTIVE_SERIES.set(sum(self.active.values()))
         self.evaluation.merge(evaluation.sums)
         metrics.publish_evaluation(self.evaluation.summary())
+
+
+def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
+    """The reorder point the series' latest close stored with its state."""
+    return ReorderPoint(
+        float(state["rop_lead"]),
+        float(state["lt_demand"]),
+        float(state["safety"]),
+        float(state["daily_mean"]),
+        settings.service_level,
+        settings.review_days,
+    )
 
 
 def _pack(bank: ModelBank) -> bytes:

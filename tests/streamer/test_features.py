@@ -5,7 +5,15 @@ import asyncio
 import redis
 import redis.asyncio as aioredis
 
-from streamer.features import APPLIED, DUPLICATE, STALE, FeatureStore, StockEffect
+from streamer.features import (
+    APPLIED,
+    DUPLICATE,
+    STALE,
+    ApplyResult,
+    FeatureStore,
+    Fold,
+    StockEffect,
+)
 
 DAY_MS = 86_400_000
 
@@ -28,15 +36,21 @@ def effect(
     )
 
 
-def apply(url: str, effects: list[StockEffect]) -> list[int]:
-    async def go() -> list[int]:
+def apply_full(
+    url: str, effects: list[StockEffect], advances: dict[int, int] | None = None
+) -> ApplyResult:
+    async def go() -> ApplyResult:
         client = aioredis.Redis.from_url(url)
         try:
-            return (await FeatureStore(client, 3600).apply(effects)).statuses
+            return await FeatureStore(client, 3600).apply(effects, advances)
         finally:
             await client.aclose()
 
     return asyncio.run(go())
+
+
+def apply(url: str, effects: list[StockEffect]) -> list[int]:
+    return apply_full(url, effects).statuses
 
 
 def state(url: str, series: str = "A1@UK") -> dict[str, str]:
@@ -85,7 +99,7 @@ def test_snapshot_counts_later_movements_and_supersedes_earlier_ones(redis_url: 
         [
             effect("o1", "o", 5, at=1 * hour, offset=0),  # before the snapshot
             effect("o2", "o", 2, at=5 * hour, offset=1),  # after it
-            effect("d1", "d", 10, at=6 * hour, offset=2, tp="inventory:0"),
+            effect("d1", "d", 10, at=4 * hour, offset=2, tp="inventory:0"),
         ],
     )
     # the snapshot taken at 03:00 arrives late: on hand = 50 - 2 + 10
@@ -106,3 +120,40 @@ def test_snapshot_counts_later_movements_and_supersedes_earlier_ones(redis_url: 
 def test_lead_time_from_inventory_is_stored(redis_url: str) -> None:
     apply(redis_url, [effect("s1", "s", 20, lead=5.5, tp="inventory:0")])
     assert float(state(redis_url)["lead_time"]) == 5.5
+
+
+def test_a_delivery_read_ahead_of_the_orders_takes_effect_at_its_event_time(
+    redis_url: str,
+) -> None:
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
+    # read before the 05:00 order: it waits for the orders to reach 06:00
+    res = apply_full(redis_url, [effect("d1", "d", 10, at=6 * hour, offset=0, **inv)])
+    assert res.statuses == [APPLIED] and res.on_hand == [-5] and res.folds == []
+    assert apply(redis_url, [effect("d1", "d", 10, at=6 * hour, offset=0, **inv)]) == [DUPLICATE]
+    res = apply_full(redis_url, [effect("o2", "o", 2, at=5 * hour, offset=1)])
+    assert res.on_hand == [-7] and res.folds == []
+    res = apply_full(redis_url, [effect("o3", "o", 1, at=7 * hour, offset=2)])
+    # it took effect before the 07:00 order, once: redelivered, it was not queued again
+    assert res.folds == [Fold(0, "A1@UK", 1 * DAY_MS + 6 * hour, 3)]
+    assert res.on_hand == [2]
+    assert state(redis_url)["stock_known"] == "1"
+    # an idle partition: its clock moves without orders, and the delivery is due after them
+    apply(redis_url, [effect("d2", "d", 4, at=9 * hour, offset=1, **inv)])
+    assert state(redis_url)["on_hand"] == "2"
+    res = apply_full(redis_url, [], {0: 1 * DAY_MS + 10 * hour})
+    assert res.folds == [Fold(0, "A1@UK", 1 * DAY_MS + 9 * hour, 6)]
+    assert state(redis_url)["on_hand"] == "6"
+
+
+def test_a_pending_delivery_inside_a_later_snapshot_is_not_counted_again(redis_url: str) -> None:
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
+    apply(redis_url, [effect("d1", "d", 10, at=3 * hour, offset=0, **inv)])
+    # counted at 04:00, delivery included
+    apply(redis_url, [effect("s1", "s", 40, at=4 * hour, offset=1, **inv)])
+    res = apply_full(redis_url, [effect("o2", "o", 2, at=5 * hour, offset=1)])
+    assert res.folds[0].on_hand == 40
+    assert state(redis_url)["on_hand"] == "38"

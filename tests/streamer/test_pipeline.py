@@ -178,11 +178,31 @@ def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings)
     assert raised["forecast_id"].startswith("A1@UK|")
     for key in ("lead_time_demand", "safety_stock", "days_of_cover", "service_level", "severity"):
         assert key in raised
-    out = alerts(h.feed([h.record(stock("r1", at(9, 14), delta=500), "inventory")]))
+    # a delivery stamped after the newest order waits until event time reaches it
+    assert alerts(h.feed([h.record(stock("r1", at(9, 14), delta=500), "inventory")])) == []
+    out = alerts(h.feed([h.record(order("after", at(9, 15), 1))]))
     assert [a["status"] for a in out] == ["cleared"]
     assert out[0]["alert_id"] != raised["alert_id"]
+    assert out[0]["ts"] == at(9, 14) + "Z"
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     assert r.hget("shelfcast:{A1@UK}:state", "alert") == "cleared"
+
+
+def test_a_delivery_read_before_earlier_orders_does_not_hide_their_alert(
+    settings: Settings,
+) -> None:
+    # Orders and inventory are separate topics: a replay or a catch-up can read the delivery
+    # first. The orders stamped before it must still see the stock without it.
+    h = Harness(settings)
+    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
+    h.feed(daily_orders(h, 10, qty=10))
+    delivery = h.record(stock("r1", at(9, 14), delta=500), "inventory")
+    burst = [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
+    out = alerts(h.feed([delivery, *burst, h.record(order("after", at(9, 15), 1))]))
+    assert [a["status"] for a in out] == ["raised", "cleared"]
+    assert out[1]["ts"] == at(9, 14) + "Z"
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    assert r.hget("shelfcast:{A1@UK}:state", "on_hand") == str(1000 - 100 - 900 + 500 - 1)
 
 
 def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings) -> None:

@@ -95,26 +95,30 @@ def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
     return Truth(truth, revenue, set(span) - open_buckets)
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a child process at these (embedded) services."""
+    return dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        REDIS_URL=settings.redis_url,
+        SHELFCAST_HOME=str(settings.home),
+        SHELFCAST_WEB_PORT=str(settings.web_port),
+        SHELFCAST_PARTITIONS=str(settings.partitions),
+        SHELFCAST_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
+        # historical event time must not be advanced by the wall clock
+        SHELFCAST_IDLE_ADVANCE_SECONDS="0",
+    )
+
+
 class WorkerProcess:
     """``shelfcast worker`` as a child process that dies with its parent."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-            REDIS_URL=settings.redis_url,
-            SHELFCAST_HOME=str(settings.home),
-            SHELFCAST_WEB_PORT=str(settings.web_port),
-            SHELFCAST_PARTITIONS=str(settings.partitions),
-            SHELFCAST_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
-            # historical event time must not be advanced by the wall clock
-            SHELFCAST_IDLE_ADVANCE_SECONDS="0",
-        )
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamer.cli", "worker"],
-            env=env,
+            env=child_env(settings),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -20,6 +20,8 @@ import asyncio
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,10 +32,11 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from streamer.backtest import WorkerProcess, isolated, scrape, wait_processed
+from streamer.backtest import WorkerProcess, child_env, isolated, scrape, wait_processed
 from streamer.clock import bucket_of, bucket_start
-from streamer.config import Settings
-from streamer.embedded import embedded_services
+from streamer.config import Settings, leader_topic
+from streamer.embedded import embedded_services, free_port
+from streamer.faust_reference import APP_ID as FAUST_REFERENCE
 from streamer.features import STATS
 from streamer.replay import Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
@@ -295,6 +298,27 @@ def alert_latencies(alerts: list[tuple[float, bytes]], sent: dict[int, float]) -
     return out
 
 
+def faust_reference(settings: Settings, n: int, timeout: float, out: Path) -> float:
+    """Messages/s of a Faust agent that does nothing, over the first ``n`` input messages
+    (``streamer/faust_reference.py``), in a child process like the worker."""
+    env = child_env(settings.replace(web_port=free_port())) | {"SHELFCAST_APP_ID": FAUST_REFERENCE}
+    result, log = out / "faust-reference.json", out / "faust-reference.log"
+    result.unlink(missing_ok=True)
+    with log.open("wb") as sink:
+        code = subprocess.run(
+            [sys.executable, "-m", "streamer.faust_reference", str(n), str(result)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        ).returncode
+    if code or not result.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"the Faust reference agent failed (exit {code}); {log}:\n{tail}")
+    return float(json.loads(result.read_text())["messages_per_second"])
+
+
 def run_bench(
     path: Path, out: Path, settings: Settings, bench: BenchSettings, progress: bool = True
 ) -> dict[str, object]:
@@ -310,7 +334,7 @@ def run_bench(
     settings = isolated(settings, out)
     inputs = (settings.topics["orders"], settings.topics["inventory"])
     step: Callable[[str], None] = tqdm.write if progress else lambda _: None
-    with embedded_services(settings) as live:
+    with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
         bootstrap, n = live.kafka_bootstrap_servers, live.partitions
         produce(bootstrap, {}, live.topics, replay, progress=progress, total=len(replay))
         raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(replay)))
@@ -347,6 +371,9 @@ def run_bench(
             worker.stop()
         raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(burst), offsets))
         step(f"burst: bare aiokafka consumer {raw_burst:,.0f} messages/s")
+        everything = len(replay) + len(burst) + len(probes)
+        faust_rate = faust_reference(live, everything, bench.timeout, out)
+        step(f"a Faust agent doing nothing: {faust_rate:,.0f} messages/s")
     (out / "metrics.prom").write_text(after)
     latency = delta(histogram(after, LATENCY)[0], histogram(before, LATENCY)[0])
     batches = delta(histogram(after, BATCH)[0], histogram(before, BATCH)[0])
@@ -371,6 +398,9 @@ def run_bench(
             "worker_orders_per_second": round(burst_rate),
             "raw_consume_messages_per_second": round(raw_burst),
             "ratio": round(burst_rate / raw_burst, 4),
+            # the framework's own ceiling: the same micro-batches, no work done with them
+            "faust_noop_messages_per_second": round(faust_rate),
+            "ratio_to_faust_noop": round(burst_rate / faust_rate, 4),
         },
         "latency": {
             "orders": len(probes),

@@ -131,4 +131,8 @@ class Settings:
 # Topics the worker reads and writes, plus Faust's leader topic (created even though the
 # leader is disabled, so a worker started with other settings still finds it).
 def all_topics(settings: Settings) -> list[str]:
-    return [*settings.topics.values(), f"{settings.app_id}-__assignor-__leader"]
+    return [*settings.topics.values(), leader_topic(settings.app_id)]
+
+
+def leader_topic(app_id: str) -> str:
+    return f"{app_id}-__assignor-__leader"

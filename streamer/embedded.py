@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -219,10 +219,11 @@ def embedded_fetch_wait(settings: Settings) -> int:
 
 
 @contextmanager
-def embedded_services(settings: Settings) -> Iterator[Settings]:
+def embedded_services(settings: Settings, extra_topics: Sequence[str] = ()) -> Iterator[Settings]:
     """Start what ``settings`` leaves unset; yield settings that point at everything.
 
     Whatever was started here is stopped on exit, and the state file is removed.
+    ``extra_topics`` are created on an embedded broker besides shelfcast's own.
     """
     kafka: MockKafkaCluster | None = None
     redis: EmbeddedRedis | None = None
@@ -232,7 +233,7 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             # forecasts are the heaviest output: more partitions keep each under the mock's
             # retention while readers catch up
             kafka = MockKafkaCluster(
-                all_topics(settings),
+                [*all_topics(settings), *extra_topics],
                 settings.partitions,
                 partitions_for={settings.topics["forecasts"]: max(settings.partitions, 32)},
             )

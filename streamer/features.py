@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
 import redis.asyncio as aioredis
 
 from streamer import metrics
@@ -25,10 +26,12 @@ MOVES_WINDOW_MS = 14 * 86_400_000
 
 APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 
-# ARGV: dedupe ttl, window_ms, n_events, series ttl, then n_events records of 11 values:
-#   kind (o=order, s=stock snapshot, d=stock delta), series, event_id, bucket, ts_ms,
-#   quantity (order quantity / on_hand / delta), unit_price or '', offsets field
-#   ("topic:partition"), offset, partition, lead_time_days or '';
+# ARGV: dedupe ttl, window_ms, n_events, series ttl, then the events as one JSON array of
+#   arrays of 11 values (one argument: redis-py encodes every argument on its own, which cost a
+#   quarter of the event path's CPU at 11 per event): kind (o=order, s=stock snapshot, d=stock
+#   delta), series, event_id, bucket, ts_ms, quantity (order quantity / on_hand / delta),
+#   unit_price as a string or null, offsets field ("topic:partition"), offset, partition as a
+#   string, lead_time_days as a string or null;
 #   then (partition, ts_ms) pairs: stock clocks to advance after the events (idle partitions).
 # Returns {statuses, on_hand after each event (current stock for duplicates, '' for stale
 # snapshots), the state of every series in the segment, the pending deltas that took effect
@@ -36,7 +39,6 @@ APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 APPLY_LUA = """
 local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local series_ttl = tonumber(ARGV[4])
-local F = 11
 local statuses, onhand, touched, order = {}, {}, {}, {}
 local next_offset = {}
 local function touch(s)
@@ -75,7 +77,7 @@ end
 -- up on an orders backlog); applied at once, it would lift the stock those orders see. A delta
 -- stamped after its partition's stock clock (the newest order time applied there) waits in the
 -- partition's pending set until an order, or an idle advance, passes it.
-local clocks, next_due, folds = {}, {}, {}
+local clocks, next_due, folds, moved = {}, {}, {}, {}
 local function pending_key(part) return 'shelfcast:part:' .. part .. ':pending' end
 local function clock_of(part)
   if clocks[part] == nil then
@@ -89,7 +91,7 @@ end
 local function advance(part, ts, index)
   if ts <= clock_of(part) then return end
   clocks[part] = ts
-  redis.call('HSET', 'shelfcast:stock_clock', part, ts)
+  moved[part] = true  -- stored once, at the end
   if ts < next_due[part] then return end
   local key = pending_key(part)
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', ts, 'WITHSCORES')
@@ -117,11 +119,11 @@ local function defer(part, s, eid, delta, ts)
 end
 
 local applied, dups, stale, regressions = 0, 0, 0, 0
+local events = cjson.decode(ARGV[5])
 for i = 0, n - 1 do
-  local o = 4 + i * F
-  local kind, s, eid, bucket = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
-  local ts, qty, price = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6]), ARGV[o + 7]
-  local tp, off, part, lead = ARGV[o + 8], tonumber(ARGV[o + 9]), ARGV[o + 10], ARGV[o + 11]
+  local e = events[i + 1]
+  local kind, s, eid, bucket, ts, qty, price = e[1], e[2], e[3], e[4], e[5], e[6], e[7]
+  local tp, off, part, lead = e[8], e[9], e[10], e[11]
   if next_offset[tp] == nil then
     next_offset[tp] = tonumber(redis.call('HGET', KEYS[1], tp) or '0')
   end
@@ -140,7 +142,7 @@ for i = 0, n - 1 do
       if qty > 0 then
         redis.call('HINCRBY', base .. 'demand', bucket, qty)
         redis.call('HINCRBY', base .. 'lines', bucket, 1)
-        if price ~= '' then
+        if price ~= cjson.null then
           redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
           redis.call('HSET', st, 'last_price', price)
         end
@@ -153,7 +155,7 @@ for i = 0, n - 1 do
         redis.call('HINCRBY', sizes, tostring(-qty), -1)
         redis.call('HINCRBY', base .. 'demand', bucket, qty)
         redis.call('HINCRBY', base .. 'lines', bucket, -1)
-        if price ~= '' then
+        if price ~= cjson.null then
           redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
         end
         redis.call('HINCRBY', base .. 'cancelled', bucket, -qty)
@@ -177,7 +179,7 @@ for i = 0, n - 1 do
     for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'cancelled', 'moves'}) do
       redis.call('EXPIRE', base .. h, series_ttl)
     end
-    if lead ~= '' then redis.call('HSET', st, 'lead_time', lead) end
+    if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
     redis.call('HSETNX', st, 'first_bucket', bucket)
     if kind ~= 'o' then
       -- a series known only from stock still gets forecasts (of zero demand)
@@ -195,7 +197,8 @@ for i = 0, n - 1 do
     onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
   end
 end
-for j = 5 + n * F, #ARGV, 2 do advance(ARGV[j], tonumber(ARGV[j + 1]), n) end
+for j = 6, #ARGV, 2 do advance(ARGV[j], tonumber(ARGV[j + 1]), n) end
+for part in pairs(moved) do redis.call('HSET', 'shelfcast:stock_clock', part, clocks[part]) end
 for tp, nxt in pairs(next_offset) do redis.call('HSET', KEYS[1], tp, nxt) end
 redis.call('HINCRBY', KEYS[2], 'applied', applied)
 redis.call('HINCRBY', KEYS[2], 'duplicate', dups)
@@ -336,14 +339,18 @@ class FeatureStore:
         ts_ms) forward, which is how an idle partition's pending deliveries take effect."""
         if not effects and not advances:
             return ApplyResult([], [], {}, [])
-        argv: list[object] = [self.ttl, MOVES_WINDOW_MS, len(effects), self.series_ttl]
-        for e in effects:
-            argv += [
+        events = [
+            [
                 e.kind, e.series, e.event_id, e.bucket, e.ts_ms, e.quantity,
-                "" if e.unit_price is None else repr(e.unit_price),
-                e.offsets_field, e.offset, e.partition,
-                "" if e.lead_time_days is None else repr(e.lead_time_days),
-            ]  # fmt: skip
+                None if e.unit_price is None else repr(e.unit_price),
+                e.offsets_field, e.offset, str(e.partition),
+                None if e.lead_time_days is None else repr(e.lead_time_days),
+            ]
+            for e in effects
+        ]  # fmt: skip
+        argv: list[object] = [
+            self.ttl, MOVES_WINDOW_MS, len(effects), self.series_ttl, orjson.dumps(events)
+        ]  # fmt: skip
         for partition, ts_ms in (advances or {}).items():
             argv += [partition, ts_ms]
         metrics.REDIS_ROUNDTRIPS.inc()

@@ -75,6 +75,13 @@ def test_a_small_bench_measures_every_phase_on_real_services(tmp_path: Path) -> 
         r = result[phase]
         assert r["raw_consume_messages_per_second"] > 0 and r["worker_orders_per_second"] > 0
         assert 0 < r["ratio"] < 1
+    # the Faust agent that does nothing read every input message (speeds are not compared
+    # here: a test is no benchmark)
+    burst = result["burst"]
+    assert burst["faust_noop_messages_per_second"] > 0
+    assert burst["ratio_to_faust_noop"] == pytest.approx(
+        burst["worker_orders_per_second"] / burst["faust_noop_messages_per_second"], abs=1e-3
+    )
     latency = result["latency"]
     assert latency["orders"] == 400
     assert 0 < latency["produce_to_effect_ms"]["p50"] <= latency["produce_to_effect_ms"]["p99"]

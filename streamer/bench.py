@@ -12,6 +12,9 @@ for a bare aiokafka consumer of the same messages (the reference):
 3. **Latency.** The next orders at a steady ``rate``, each stamped with its produce time. The
    worker's histogram gives produce -> effect; a consumer of the alerts topic, reading as a
    downstream service would, gives order -> alert received.
+
+Last, a Faust agent that does nothing reads the same input (``streamer/faust_reference.py``):
+the framework's own ceiling, the burst's second reference.
 """
 
 from __future__ import annotations

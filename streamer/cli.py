@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
             "On fresh embedded services: a bare aiokafka consumer reads a backlog of real "
             "orders (the reference), a worker processes the same backlog (throughput, bucket "
             "closes), then orders arrive at a steady rate (produce -> effect and order -> alert "
-            "latency). Prints JSON and writes OUT/bench.json (docs/benchmark.md)."
+            "latency); last, a Faust agent that does nothing reads the same input (the "
+            "framework's ceiling, a second reference). Prints JSON and writes OUT/bench.json "
+            "(docs/benchmark.md)."
         ),
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -521,6 +521,24 @@ def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) 
     assert run(other_runs_ahead=True) == run(other_runs_ahead=False)
 
 
+def test_on_a_quiet_partition_a_delivery_takes_effect_with_the_wall_clock(
+    settings: Settings,
+) -> None:
+    h = Harness(settings.replace(idle_advance_seconds=30))
+    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
+    h.feed(daily_orders(h, 10, qty=10))
+    burst = [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
+    assert [a["status"] for a in alerts(h.feed(burst))] == ["raised"]
+    quiet_since = time.time()
+    # live: the delivery comes an hour after the last order, and no order follows
+    assert alerts(h.feed([h.record(stock("r1", at(9, 13), delta=500), "inventory")])) == []
+    h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 10))
+    assert alerts(h.outputs)[-1]["status"] == "raised"  # not quiet long enough to move time
+    h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 2 * 3_600))
+    cleared = alerts(h.outputs)[-1]
+    assert cleared["status"] == "cleared" and cleared["ts"] == at(9, 13) + "Z"
+
+
 def test_a_quiet_partition_closes_its_buckets_on_the_wall_clock(settings: Settings) -> None:
     h = Harness(settings.replace(idle_advance_seconds=30))
     h.feed(daily_orders(h, 3))  # days 0..2: day 2 still open

@@ -31,11 +31,15 @@ APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 #   quarter of the event path's CPU at 11 per event): kind (o=order, s=stock snapshot, d=stock
 #   delta), series, event_id, bucket, ts_ms, quantity (order quantity / on_hand / delta),
 #   unit_price as a string or null, offsets field ("topic:partition"), offset, partition as a
-#   string, lead_time_days as a string or null;
+#   string, lead_time_days as a string or null, whether an order moves its partition's stock
+#   clock (false for one the pipeline holds to be skewed far ahead);
 #   then (partition, ts_ms) pairs: stock clocks to advance after the events (idle partitions).
 # Returns {statuses, on_hand after each event (current stock for duplicates, '' for stale
 # snapshots), the state of every series in the segment, the pending deltas that took effect
-# as (index of the event before which they did, series, ts_ms, on_hand after) flat}.
+# as (index of the event before which they did, partition, series, ts_ms, on_hand after) flat}.
+# A series stays in its partition's `unwalked` hash from its fold until the pipeline has
+# recorded the alert state after it (`write_alert_states`); each call reports the ones left
+# from an earlier call (a crash in between) again, before its first event.
 APPLY_LUA = """
 local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local series_ttl = tonumber(ARGV[4])
@@ -50,7 +54,8 @@ local function move(base, member, delta, ts)
   local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
   if ts <= snap then return end  -- the newer snapshot already counts this movement
   redis.call('HINCRBY', st, 'on_hand', delta)
-  redis.call('ZADD', base .. 'moves', ts, member .. '|' .. delta)
+  -- the time keeps one id reused in another bucket (dedupe is per bucket) a separate member
+  redis.call('ZADD', base .. 'moves', ts, member .. '|' .. ts .. '|' .. delta)
   local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
   if ts > newest then
     redis.call('HSET', st, 'moves_ts', ts)
@@ -76,9 +81,18 @@ end
 -- delivery can be read before orders stamped earlier than it (a replay, or a worker catching
 -- up on an orders backlog); applied at once, it would lift the stock those orders see. A delta
 -- stamped after its partition's stock clock (the newest order time applied there) waits in the
--- partition's pending set until an order, or an idle advance, passes it.
+-- partition's pending set until an order, or an idle advance, passes it. A partition with no
+-- order yet has no clock: its deltas apply at once.
 local clocks, next_due, folds, moved = {}, {}, {}, {}
 local function pending_key(part) return 'shelfcast:part:' .. part .. ':pending' end
+local function unwalked_key(part) return 'shelfcast:part:' .. part .. ':unwalked' end
+
+local function report(index, part, s, at)
+  touch(s)
+  local now = redis.call('HGET', 'shelfcast:{' .. s .. '}:state', 'on_hand') or '0'
+  folds[#folds + 1] = index; folds[#folds + 1] = part; folds[#folds + 1] = s
+  folds[#folds + 1] = at; folds[#folds + 1] = now
+end
 local function clock_of(part)
   if clocks[part] == nil then
     clocks[part] = tonumber(redis.call('HGET', 'shelfcast:stock_clock', part) or '-1')
@@ -101,29 +115,35 @@ local function advance(part, ts, index)
     local base = 'shelfcast:{' .. s .. '}:'
     move(base, eid, delta, at)
     redis.call('HSET', base .. 'state', 'stock_known', 1)
-    touch(s)
-    local now = redis.call('HGET', base .. 'state', 'on_hand') or '0'
-    folds[#folds + 1] = index; folds[#folds + 1] = s
-    folds[#folds + 1] = at; folds[#folds + 1] = now
+    redis.call('EXPIRE', base .. 'state', series_ttl)
+    redis.call('EXPIRE', base .. 'moves', series_ttl)
+    redis.call('HSET', unwalked_key(part), s, at)
+    report(index, part, s, at)
   end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', ts)
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   next_due[part] = first[2] and tonumber(first[2]) or math.huge
 end
 
-local function defer(part, s, eid, delta, ts)
-  clock_of(part)
-  -- the event id makes the member unique: two equal deltas at one time are two deliveries
-  redis.call('ZADD', pending_key(part), ts, cjson.encode({s, eid, delta}))
+local function defer(part, s, eid, delta, bucket, ts)
+  -- id and bucket make the member unique, as dedupe does: equal deltas are two deliveries
+  redis.call('ZADD', pending_key(part), ts, cjson.encode({s, eid, delta, bucket}))
   if ts < next_due[part] then next_due[part] = ts end
 end
 
 local applied, dups, stale, regressions = 0, 0, 0, 0
 local events = cjson.decode(ARGV[5])
+local parts = {}
+for _, e in ipairs(events) do parts[e[10]] = true end
+for j = 6, #ARGV, 2 do parts[ARGV[j]] = true end
+for part in pairs(parts) do
+  local left = redis.call('HGETALL', unwalked_key(part))
+  for j = 1, #left, 2 do report(0, part, left[j], tonumber(left[j + 1])) end
+end
 for i = 0, n - 1 do
   local e = events[i + 1]
   local kind, s, eid, bucket, ts, qty, price = e[1], e[2], e[3], e[4], e[5], e[6], e[7]
-  local tp, off, part, lead = e[8], e[9], e[10], e[11]
+  local tp, off, part, lead, moves_clock = e[8], e[9], e[10], e[11], e[12]
   if next_offset[tp] == nil then
     next_offset[tp] = tonumber(redis.call('HGET', KEYS[1], tp) or '0')
   end
@@ -162,11 +182,11 @@ for i = 0, n - 1 do
       else
         redis.call('HINCRBY', base .. 'returns', bucket, -qty)
       end
-      advance(part, ts, i)
+      if moves_clock then advance(part, ts, i) end
       move(base, eid, -qty, ts)
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'GT', bucket, s)
-    elseif kind == 'd' and ts > clock_of(part) then
-      defer(part, s, eid, qty, ts)
+    elseif kind == 'd' and clock_of(part) >= 0 and ts > clock_of(part) then
+      defer(part, s, eid, qty, bucket, ts)
     elseif kind == 'd' then
       move(base, eid, qty, ts)
       redis.call('HSET', st, 'stock_known', 1)
@@ -273,6 +293,7 @@ class StockEffect:
     offset: int
     partition: int
     lead_time_days: float | None = None
+    moves_clock: bool = True  # an order the pipeline holds to be skewed far ahead does not
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +301,7 @@ class Fold:
     """A pending delta that took effect: its partition's stock clock passed its time."""
 
     before: int  # index of the event it took effect before; len(effects) for after them all
+    partition: int
     series: str
     ts_ms: int
     on_hand: int
@@ -345,6 +367,7 @@ class FeatureStore:
                 None if e.unit_price is None else repr(e.unit_price),
                 e.offsets_field, e.offset, str(e.partition),
                 None if e.lead_time_days is None else repr(e.lead_time_days),
+                e.moves_clock,
             ]
             for e in effects
         ]  # fmt: skip
@@ -367,8 +390,8 @@ class FeatureStore:
             [int(v) if v not in (b"", "") else None for v in onhand],
             states,
             [
-                Fold(int(folded[i]), _text(folded[i + 1]), int(folded[i + 2]), int(folded[i + 3]))
-                for i in range(0, len(folded), 4)
+                Fold(int(b), int(p), _text(s), int(ts), int(on_hand))
+                for b, p, s, ts, on_hand in zip(*[iter(folded)] * 5, strict=True)
             ],
         )
 
@@ -490,12 +513,17 @@ class FeatureStore:
         metrics.REDIS_ROUNDTRIPS.inc()
         await self._close(keys=keys, args=argv)
 
-    async def write_alert_states(self, updates: dict[str, dict[str, object]]) -> None:
-        if not updates:
+    async def write_alert_states(
+        self, updates: dict[str, dict[str, object]], walked: Sequence[Fold] = ()
+    ) -> None:
+        """Record alert states, and that the deliveries ``walked`` no longer owe a walk."""
+        if not updates and not walked:
             return
         pipe = self.r.pipeline(transaction=True)
         for s, fields in updates.items():
             pipe.hset(series_base(s) + "state", mapping=fields)  # type: ignore[arg-type]
+        for fold in walked:
+            pipe.hdel(part_key(fold.partition, "unwalked"), fold.series)
         metrics.REDIS_ROUNDTRIPS.inc()
         await pipe.execute()
 

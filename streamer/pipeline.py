@@ -119,6 +119,9 @@ class Pipeline:
                 self.closed[int(p)] = int(v)
             elif what == "max_ts":
                 self.max_ts[int(p)] = float(v)
+                # quiet from now on unless an order comes: the idle advance then moves event
+                # time on, and with it the deliveries waiting for it
+                self.last_event_wall[int(p)] = (float(v), time.time())
         self._clock_loaded = True
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -222,12 +225,16 @@ class Pipeline:
             return result
         if self._stale:
             self._drop_stale()  # never advance a partition this worker just lost
-        for p, (ts, wall) in list(self.last_event_wall.items()):
-            if now - wall < self.s.idle_advance_seconds:
-                continue
+        quiet = [
+            p for p, (_, wall) in self.last_event_wall.items()
+            if now - wall >= self.s.idle_advance_seconds
+        ]  # fmt: skip
+        for p in quiet:
+            ts, wall = self.last_event_wall[p]
             self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
-            # deliveries stamped up to the new event time take effect
-            await self._apply([], result, {p: int(self.max_ts[p] * 1000)})
+        # deliveries stamped up to the new event times take effect, in one call
+        await self._apply([], result, {p: int(self.max_ts[p] * 1000) for p in quiet})
+        for p in quiet:
             target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
             if target > self.closed.get(p, target):
                 await self._close_through(p, target, result)
@@ -250,6 +257,8 @@ class Pipeline:
             kind = "s" if ev.on_hand is not None else "d"
             qty = ev.on_hand if ev.on_hand is not None else int(ev.delta or 0)
             price, lead = None, ev.lead_time_days
+        # max_ts only grows, so an order _advance held to be skewed still is
+        newest = self.max_ts.get(p, ev.ts)
         return StockEffect(
             kind,
             ev.series,
@@ -262,6 +271,7 @@ class Pipeline:
             rec.offset,
             p,
             lead,
+            moves_clock=ev.ts <= newest + self.s.max_skew_seconds,
         )
 
     async def _apply(
@@ -318,7 +328,7 @@ class Pipeline:
         if alerts:
             await self.sink(alerts)
             result.alerts += len(alerts)
-        await self.store.write_alert_states(updates)
+        await self.store.write_alert_states(updates, res.folds)
 
     def _offset_regression(self, topic_partition: str) -> None:
         metrics.EVENTS.labels(topic_partition.split(":")[0], "offset_regression").inc()

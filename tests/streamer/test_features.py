@@ -1,6 +1,7 @@
 """The Lua feature store against a real redis-server."""
 
 import asyncio
+from dataclasses import replace
 
 import redis
 import redis.asyncio as aioredis
@@ -37,12 +38,22 @@ def effect(
 
 
 def apply_full(
-    url: str, effects: list[StockEffect], advances: dict[int, int] | None = None
+    url: str,
+    effects: list[StockEffect],
+    advances: dict[int, int] | None = None,
+    walk: bool = True,
 ) -> ApplyResult:
+    """Apply, then (``walk``) record the deliveries that took effect as walked for alerts,
+    as the pipeline does once it has written their alert states."""
+
     async def go() -> ApplyResult:
         client = aioredis.Redis.from_url(url)
         try:
-            return await FeatureStore(client, 3600).apply(effects, advances)
+            store = FeatureStore(client, 3600)
+            res = await store.apply(effects, advances)
+            if walk:
+                await store.write_alert_states({}, res.folds)
+            return res
         finally:
             await client.aclose()
 
@@ -136,14 +147,14 @@ def test_a_delivery_read_ahead_of_the_orders_takes_effect_at_its_event_time(
     assert res.on_hand == [-7] and res.folds == []
     res = apply_full(redis_url, [effect("o3", "o", 1, at=7 * hour, offset=2)])
     # it took effect before the 07:00 order, once: redelivered, it was not queued again
-    assert res.folds == [Fold(0, "A1@UK", 1 * DAY_MS + 6 * hour, 3)]
+    assert res.folds == [Fold(0, 0, "A1@UK", 1 * DAY_MS + 6 * hour, 3)]
     assert res.on_hand == [2]
     assert state(redis_url)["stock_known"] == "1"
     # an idle partition: its clock moves without orders, and the delivery is due after them
     apply(redis_url, [effect("d2", "d", 4, at=9 * hour, offset=1, **inv)])
     assert state(redis_url)["on_hand"] == "2"
     res = apply_full(redis_url, [], {0: 1 * DAY_MS + 10 * hour})
-    assert res.folds == [Fold(0, "A1@UK", 1 * DAY_MS + 9 * hour, 6)]
+    assert res.folds == [Fold(0, 0, "A1@UK", 1 * DAY_MS + 9 * hour, 6)]
     assert state(redis_url)["on_hand"] == "6"
 
 
@@ -157,3 +168,42 @@ def test_a_pending_delivery_inside_a_later_snapshot_is_not_counted_again(redis_u
     res = apply_full(redis_url, [effect("o2", "o", 2, at=5 * hour, offset=1)])
     assert res.folds[0].on_hand == 40
     assert state(redis_url)["on_hand"] == "38"
+
+
+def test_a_delivery_whose_alert_walk_was_not_recorded_is_reported_again(redis_url: str) -> None:
+    hour = 3_600_000
+    apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
+    apply(redis_url, [effect("d1", "d", 10, at=2 * hour, offset=0, tp="inventory:0")])
+    # the worker dies after the fold, before it records the alert state it walked
+    folded = apply_full(redis_url, [effect("o2", "o", 1, at=3 * hour, offset=1)], walk=False)
+    assert folded.folds == [Fold(0, 0, "A1@UK", 1 * DAY_MS + 2 * hour, 5)]
+    # redelivered, the order is a duplicate and folds nothing: the delivery is walked again,
+    # at its own time, at the current stock
+    again = apply_full(redis_url, [effect("o2", "o", 1, at=3 * hour, offset=1)])
+    assert again.statuses == [DUPLICATE]
+    assert again.folds == [Fold(0, 0, "A1@UK", 1 * DAY_MS + 2 * hour, 4)]
+    assert apply_full(redis_url, [effect("o3", "o", 1, at=4 * hour, offset=2)]).folds == []
+
+
+def test_a_skewed_order_does_not_move_the_stock_clock(redis_url: str) -> None:
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
+    skewed = replace(effect("typo", "o", 1, day=60, offset=1), moves_clock=False)
+    apply(redis_url, [skewed])
+    apply(redis_url, [effect("d1", "d", 10, at=6 * hour, offset=0, **inv)])
+    assert state(redis_url)["on_hand"] == "-6"  # still waiting for the orders to reach it
+
+
+def test_deltas_apply_at_once_before_a_partition_has_any_order(redis_url: str) -> None:
+    apply(redis_url, [effect("d1", "d", 10, day=3, tp="inventory:0")])
+    assert state(redis_url)["on_hand"] == "10"
+
+
+def test_one_event_id_in_two_buckets_is_two_deliveries(redis_url: str) -> None:
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect("o1", "o", 5, day=1, offset=0)])
+    apply(redis_url, [effect("d", "d", 10, day=2, offset=0, **inv)])
+    apply(redis_url, [effect("d", "d", 10, day=3, offset=1, **inv)])
+    apply(redis_url, [effect("o2", "o", 1, day=4, offset=1)])
+    assert state(redis_url)["on_hand"] == str(-5 + 10 + 10 - 1)

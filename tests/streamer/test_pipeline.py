@@ -380,6 +380,7 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
     straight.pipeline.sink = counting
     straight.feed(records, batch=5)
     expected_ids = {m.get("forecast_id") or m.get("alert_id") for _, m in straight.outputs}
+    expected_alerts = {a["alert_id"]: a for a in alerts(straight.outputs)}
     assert alerts(straight.outputs) and calls > 10
     expected_evaluation = evaluation(settings)
     assert expected_evaluation["published|1|n"] > 0
@@ -411,6 +412,9 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             h.feed(records, batch=5)
             got = {m.get("forecast_id") or m.get("alert_id") for _, m in h.outputs}
             assert got == expected_ids, (crash_at, delivered)
+            # a re-derived alert is the same message: time and stock included
+            for a in alerts(h.outputs):
+                assert a == expected_alerts[a["alert_id"]], (crash_at, delivered)
             r = redis.Redis.from_url(settings.redis_url)
             assert int(r.hget("shelfcast:stats", "learned_buckets")) == 15
             assert evaluation(settings) == expected_evaluation, (crash_at, delivered)
@@ -519,6 +523,27 @@ def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) 
         return [f for f in forecasts(h.outputs) if f["sku"] == "SLOW"]
 
     assert run(other_runs_ahead=True) == run(other_runs_ahead=False)
+
+
+def test_a_crash_before_a_deliverys_alert_is_recorded_derives_the_same_alert(
+    settings: Settings,
+) -> None:
+    h = Harness(settings)
+    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
+    h.feed(daily_orders(h, 10, qty=10))
+    h.feed([h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)])
+    h.feed([h.record(stock("r1", at(9, 14), delta=500), "inventory")])
+    after = h.record(order("after", at(9, 15), 1))
+
+    async def crash(batch: list[Output]) -> None:
+        raise Crash
+
+    h.pipeline.sink = crash  # the delivery takes effect, then the worker dies
+    with contextlib.suppress(Crash):
+        h.feed([after])
+    h.restart()
+    out = alerts(h.feed([after]))  # redelivered: a duplicate that moves no stock
+    assert [(a["status"], a["ts"]) for a in out] == [("cleared", at(9, 14) + "Z")]
 
 
 def test_on_a_quiet_partition_a_delivery_takes_effect_with_the_wall_clock(

@@ -10,7 +10,10 @@ which stock fell from above zero to zero or below) and restocks (delivery times)
 * **false alarms**: share of raised alerts followed within the lead time by neither a stock-out
   nor a restock;
 * **flapping**: share of raised alerts that come within a day of the same series' previous
-  alert being cleared (raised -> cleared -> raised again within a day).
+  alert being cleared (raised -> cleared -> raised again within a day);
+* **active share**: share of the series' simulated time during which an alert was raised. It
+  is what recall costs: an alert that is always on warns of every stock-out and tells a
+  planner nothing.
 
 >>> day = 86_400.0
 >>> alerts = [("a", "raised", 0.0), ("a", "cleared", 5 * day), ("a", "raised", 5.5 * day)]
@@ -24,7 +27,9 @@ from __future__ import annotations
 import statistics
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from streamer.alerts import CLEARED, RAISED
 
 DAY = 86_400.0
 
@@ -34,7 +39,9 @@ def score_alerts(
     stockouts: Iterable[tuple[str, float]],
     restocks: Iterable[tuple[str, float]],
     lead_time_days: float,
+    lives: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, float | int | None]:
+    """``lives``: per series, the (start, end) of its stock; without it, no active share."""
     lead = lead_time_days * DAY
     by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for series, status, ts in alerts:
@@ -75,6 +82,16 @@ def score_alerts(
             false_alarms += not followed
             if k >= 2 and changes[k - 1][1] == "cleared" and changes[k - 2][1] == "raised":
                 flaps += ts - changes[k - 1][0] <= DAY
+    active = total = 0.0
+    for series, (start, end) in (lives or {}).items():
+        total += end - start
+        raised_at: float | None = None
+        for ts, status in [*by_series.get(series, []), (end, CLEARED)]:
+            if status == RAISED and raised_at is None:
+                raised_at = ts
+            elif status == CLEARED and raised_at is not None:
+                active += max(min(ts, end) - max(raised_at, start), 0.0)
+                raised_at = None
     return {
         "stockouts": n_stockouts,
         "alerts_raised": raised,
@@ -83,6 +100,7 @@ def score_alerts(
         "median_warning_days": statistics.median(warnings) / DAY if warnings else None,
         "false_alarm_rate": false_alarms / raised if raised else None,
         "flapping_rate": flaps / raised if raised else None,
+        "alert_active_share": active / total if total > 0 else None,
         "lead_time_days": lead_time_days,
     }
 

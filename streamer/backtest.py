@@ -334,6 +334,7 @@ def run_backtest(
         trace.stockouts,
         trace.restocks,
         simulation.lead_time_days,
+        trace.lives,
     )
     summary["input"] = str(path)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")

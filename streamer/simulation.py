@@ -43,6 +43,8 @@ class StockTrace:
 
     stockouts: list[tuple[str, float]] = field(default_factory=list)
     restocks: list[tuple[str, float]] = field(default_factory=list)
+    # per series, the span its stock was simulated: from its first order to the replay's end
+    lives: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,6 +147,7 @@ def simulate(
                 on_order[series] += qty_order
                 arrival = ev.ts + settings.lead_time_days * DAY
                 heapq.heappush(arrivals, (arrival, seq, series, qty_order))
+    trace.lives = {s: (start, end) for s, start in first.items()}
     # opening snapshots are dated just before a series' first order, so re-sort (stably)
     out.sort(key=lambda e: e.ts)
     return out, stats, trace

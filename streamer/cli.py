@@ -355,7 +355,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
             f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
             f"{q['recall']:.1%} (raised >= {q['lead_time_days']:g} days ahead), median warning "
             f"{'n/a' if warn is None else f'{warn:.1f} days'}, false alarms "
-            f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}"
+            f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}, "
+            f"an alert raised {q.get('alert_active_share') or 0:.1%} of the time"
         )
     print(f"results: {result.out}/summary.json, forecasts.jsonl, alerts.jsonl")
     if args.command == "demo":

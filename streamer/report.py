@@ -344,6 +344,7 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
          _num(q["recall"], ".1%")),
         ("false alarms / flapping", f"{_num(q['false_alarm_rate'], '.1%')} / "
                                     f"{_num(q['flapping_rate'], '.1%')}"),
+        ("time with an alert raised", _num(q.get("alert_active_share"), ".1%")),
         ("LSTM refreshes (promoted)",
          f"{len(refreshes)} ({sum(bool(r.get('promoted')) for r in refreshes)})"),
     ]  # fmt: skip

@@ -78,6 +78,14 @@ def daily_orders(h: Harness, days: int, qty: int = 5, sku: str = "A1") -> list[R
     return [h.record(order(f"{sku}-{d}", at(d), qty, sku=sku)) for d in range(days)]
 
 
+def stocked_and_selling(h: Harness) -> list[Record]:
+    """1,000 in stock and 10 days of 10 a day (the reorder point a few days of that, stock far
+    above it); returns a burst of 900 units at day 9 noon, which takes stock to 0."""
+    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
+    h.feed(daily_orders(h, 10, qty=10))
+    return [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
+
+
 def test_bad_records_go_to_the_dlq_with_reason_and_bytes(settings: Settings) -> None:
     h = Harness(settings)
     bad = b'{"event_id": "x", "ts": "2011-01-03T10:00:00"'
@@ -166,10 +174,8 @@ def test_outputs_do_not_depend_on_how_the_stream_was_batched(settings: Settings)
 
 def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings) -> None:
     h = Harness(settings)
-    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
-    h.feed(daily_orders(h, 10, qty=10))  # rop ~ 3 days of 10/day; stock far above it
+    burst = stocked_and_selling(h)
     assert alerts(h.outputs) == []
-    burst = [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
     burst += [h.record(order(f"tail-{i}", at(9, 13), 1)) for i in range(20)]
     out = alerts(h.feed(burst))
     assert [a["status"] for a in out] == ["raised"]
@@ -194,10 +200,8 @@ def test_a_delivery_read_before_earlier_orders_does_not_hide_their_alert(
     # Orders and inventory are separate topics: a replay or a catch-up can read the delivery
     # first. The orders stamped before it must still see the stock without it.
     h = Harness(settings)
-    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
-    h.feed(daily_orders(h, 10, qty=10))
+    burst = stocked_and_selling(h)
     delivery = h.record(stock("r1", at(9, 14), delta=500), "inventory")
-    burst = [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
     out = alerts(h.feed([delivery, *burst, h.record(order("after", at(9, 15), 1))]))
     assert [a["status"] for a in out] == ["raised", "cleared"]
     assert out[1]["ts"] == at(9, 14) + "Z"
@@ -529,9 +533,7 @@ def test_a_crash_before_a_deliverys_alert_is_recorded_derives_the_same_alert(
     settings: Settings,
 ) -> None:
     h = Harness(settings)
-    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
-    h.feed(daily_orders(h, 10, qty=10))
-    h.feed([h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)])
+    h.feed(stocked_and_selling(h))
     h.feed([h.record(stock("r1", at(9, 14), delta=500), "inventory")])
     after = h.record(order("after", at(9, 15), 1))
 
@@ -550,10 +552,7 @@ def test_on_a_quiet_partition_a_delivery_takes_effect_with_the_wall_clock(
     settings: Settings,
 ) -> None:
     h = Harness(settings.replace(idle_advance_seconds=30))
-    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
-    h.feed(daily_orders(h, 10, qty=10))
-    burst = [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
-    assert [a["status"] for a in alerts(h.feed(burst))] == ["raised"]
+    assert [a["status"] for a in alerts(h.feed(stocked_and_selling(h)))] == ["raised"]
     quiet_since = time.time()
     # live: the delivery comes an hour after the last order, and no order follows
     assert alerts(h.feed([h.record(stock("r1", at(9, 13), delta=500), "inventory")])) == []

@@ -27,7 +27,7 @@ MOVES_WINDOW_MS = 14 * 86_400_000
 APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
 
 # ARGV: dedupe ttl, window_ms, n_events, series ttl, then the events as one JSON array of
-#   arrays of 11 values (one argument: redis-py encodes every argument on its own, which cost a
+#   arrays of 12 values (one argument: redis-py encodes every argument on its own, which cost a
 #   quarter of the event path's CPU at 11 per event): kind (o=order, s=stock snapshot, d=stock
 #   delta), series, event_id, bucket, ts_ms, quantity (order quantity / on_hand / delta),
 #   unit_price as a string or null, offsets field ("topic:partition"), offset, partition as a

@@ -110,10 +110,11 @@ local function advance(part, ts, index)
   local key = pending_key(part)
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', ts, 'WITHSCORES')
   for j = 1, #due, 2 do
-    local s, eid, delta = unpack(cjson.decode(due[j]))
+    local s, eid, delta, bucket = unpack(cjson.decode(due[j]))
     local at = tonumber(due[j + 1])
     local base = 'shelfcast:{' .. s .. '}:'
     move(base, eid, delta, at)
+    redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'NX', bucket, s)
     redis.call('HSET', base .. 'state', 'stock_known', 1)
     redis.call('EXPIRE', base .. 'state', series_ttl)
     redis.call('EXPIRE', base .. 'moves', series_ttl)
@@ -148,7 +149,7 @@ for i = 0, n - 1 do
     next_offset[tp] = tonumber(redis.call('HGET', KEYS[1], tp) or '0')
   end
   local base = 'shelfcast:{' .. s .. '}:'
-  local status = 0
+  local status, deferred = 0, false
   if off < next_offset[tp] then
     -- below what this partition already applied: a redelivery, unless the id is new, which
     -- means the offsets went backwards (a recreated topic): skipped, but reported
@@ -187,6 +188,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'GT', bucket, s)
     elseif kind == 'd' and clock_of(part) >= 0 and ts > clock_of(part) then
       defer(part, s, eid, qty, bucket, ts)
+      deferred = true
     elseif kind == 'd' then
       move(base, eid, qty, ts)
       redis.call('HSET', st, 'stock_known', 1)
@@ -201,8 +203,10 @@ for i = 0, n - 1 do
     end
     if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
     redis.call('HSETNX', st, 'first_bucket', bucket)
-    if kind ~= 'o' then
-      -- a series known only from stock still gets forecasts (of zero demand)
+    if kind ~= 'o' and not deferred then
+      -- a series known only from stock still gets forecasts (of zero demand); a deferred
+      -- delta counts when it takes effect, or how far the topic was read ahead would decide
+      -- which series a close forecasts
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'NX', bucket, s)
     end
   end

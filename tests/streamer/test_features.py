@@ -207,3 +207,15 @@ def test_one_event_id_in_two_buckets_is_two_deliveries(redis_url: str) -> None:
     apply(redis_url, [effect("d", "d", 10, day=3, offset=1, **inv)])
     apply(redis_url, [effect("o2", "o", 1, day=4, offset=1)])
     assert state(redis_url)["on_hand"] == str(-5 + 10 + 10 - 1)
+
+
+def test_a_deferred_delta_makes_its_series_active_when_it_takes_effect(redis_url: str) -> None:
+    # An inactive series is forecast again from a delivery's event time, not from when the
+    # inventory topic happened to be read: replays must not depend on that.
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    active = "shelfcast:part:0:series"
+    apply(redis_url, [effect("o1", "o", 5, day=1, offset=0, series="B1@UK")])
+    apply(redis_url, [effect("d1", "d", 10, day=3, offset=0, tp="inventory:0")])
+    assert r.zscore(active, "A1@UK") is None
+    apply(redis_url, [effect("o2", "o", 1, day=4, offset=1, series="B1@UK")])
+    assert r.zscore(active, "A1@UK") == 3

@@ -224,26 +224,41 @@ class TopicCollector(threading.Thread):
         return self.count
 
 
+# A replay puts inventory on its topic this much event time ahead of the orders around it. The
+# two topics are read side by side, not in step: an inventory event read after orders stamped
+# later than it would take effect late, by however far the consumer happened to read ahead,
+# and two replays would differ. Read early, stock still moves at the event's own time (a delta
+# waits for the orders to reach it, docs/alerts.md), so a replay is the same every time.
+INVENTORY_LEAD_SECONDS = 86_400.0
+
+
+def produce_time(ev: Produced) -> float:
+    """Where ``ev`` goes in a replay's produce order."""
+    return ev.ts - INVENTORY_LEAD_SECONDS if ev.role == "inventory" else ev.ts
+
+
 def training_segments(
     events: list[Produced], every: int, bucket_seconds: int
 ) -> list[tuple[list[Produced], int | None]]:
-    """The events cut at the trainer's points: buckets that are multiples of ``every``, with
-    the bucket each segment lets the trainer see through (None after the last point).
+    """The events in produce order, cut at the trainer's points: buckets that are multiples
+    of ``every``, with the bucket each segment lets the trainer see through (None after the
+    last point).
 
-    A segment holds every event before the end of its point's bucket, so all of that
+    A segment holds every event produced before the end of its point's bucket, so all of that
     bucket's demand is in Redis when the trainer reads it.
 
     >>> e = [Produced("orders", "a", b"", ts) for ts in (10.0, 25.0, 35.0, 61.0)]
     >>> [([x.ts for x in seg], through) for seg, through in training_segments(e, 2, 10)]
     [([10.0, 25.0], 2), ([35.0], 4), ([61.0], None)]
     """
+    events = sorted(events, key=produce_time)
     if every <= 0 or not events:
         return [(events, None)]
     out: list[tuple[list[Produced], int | None]] = []
     segment: list[Produced] = []
-    point = (bucket_of(events[0].ts, bucket_seconds) // every + 1) * every
+    point = (bucket_of(produce_time(events[0]), bucket_seconds) // every + 1) * every
     for ev in events:
-        while ev.ts >= bucket_start(point + 1, bucket_seconds):
+        while produce_time(ev) >= bucket_start(point + 1, bucket_seconds):
             out.append((segment, point))
             segment, point = [], point + every
         segment.append(ev)

@@ -308,7 +308,7 @@ def run_backtest(
                 collector.start()
             produced = 0
             # The trainer runs on event time: at each point, once the worker has processed
-            # every event up to it and nothing is in flight, so a replay repeats exactly.
+            # every event up to it and nothing is in flight: each replay trains on the same data.
             for segment, through in tqdm(
                 training_segments(events, live.train_every_buckets, live.bucket_seconds),
                 desc="replay", unit="segment", disable=not progress,

@@ -15,6 +15,13 @@ which stock fell from above zero to zero or below) and restocks (delivery times)
   is what recall costs: an alert that is always on warns of every stock-out and tells a
   planner nothing.
 
+``explain_stockouts`` says why each stock-out was or was not warned in time. A miss is
+``series_too_young`` (the series began less than a lead time before it), ``cleared_before``
+(an alert was up a lead time before, and a restock cleared it), ``beyond_history`` (a lead time
+before, the shelf held more than the series had ever sold in any protection interval: no
+reorder point drawn from its history would have been that high) or ``raised_late`` (the rest:
+the reorder point was too low for demand the series had seen before).
+
 >>> day = 86_400.0
 >>> alerts = [("a", "raised", 0.0), ("a", "cleared", 5 * day), ("a", "raised", 5.5 * day)]
 >>> q = score_alerts(alerts, stockouts=[("a", 4 * day)], restocks=[], lead_time_days=3)
@@ -25,9 +32,11 @@ which stock fell from above zero to zero or below) and restocks (delivery times)
 from __future__ import annotations
 
 import statistics
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
 
 from streamer.alerts import CLEARED, RAISED
 
@@ -103,6 +112,103 @@ def score_alerts(
         "alert_active_share": active / total if total > 0 else None,
         "lead_time_days": lead_time_days,
     }
+
+
+MISSES = ("series_too_young", "cleared_before", "beyond_history", "raised_late")
+
+
+@dataclass(frozen=True, slots=True)
+class Stockout:
+    series: str
+    ts: float
+    # "warned" or one of MISSES
+    outcome: str
+    warning_days: float | None
+    # stock a lead time before the stock-out, and the most the series had sold in any
+    # protection interval before then
+    on_hand_lead_before: int | None
+    largest_interval_demand: int
+
+
+def explain_stockouts(
+    alerts: Iterable[tuple[str, str, float]],
+    stockouts: Iterable[tuple[str, float]],
+    levels: Mapping[str, Sequence[tuple[float, int]]],
+    sales: Mapping[str, Sequence[tuple[float, int]]],
+    lives: Mapping[str, tuple[float, float]],
+    lead_time_days: float,
+    protection_days: float,
+) -> list[Stockout]:
+    """Every stock-out with its outcome, in time order. ``levels``: per series, (time, on hand)
+    after each change; ``sales``: per series, (time, units) of each order; both time-sorted."""
+    lead, window = lead_time_days * DAY, protection_days * DAY
+    by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for series, status, ts in alerts:
+        by_series[series].append((ts, status))
+    outs: dict[str, list[float]] = defaultdict(list)
+    for series, t in stockouts:
+        outs[series].append(t)
+    out: list[Stockout] = []
+    for series, times in outs.items():
+        changes = sorted(by_series.get(series, []))
+        stamps = [ts for ts, _ in changes]
+        stock = levels.get(series, [])
+        stock_times = [ts for ts, _ in stock]
+        history = _IntervalDemand(sales.get(series, []), window)
+        for t in times:
+            i = bisect_right(stamps, t)
+            warning = t - changes[i - 1][0] if i and changes[i - 1][1] == RAISED else None
+            before = t - lead
+            j = bisect_right(stock_times, before)
+            on_hand = stock[j - 1][1] if j else None
+            largest = history.largest_before(before)
+            j = bisect_right(stamps, before)
+            if warning is not None and warning >= lead:
+                outcome = "warned"
+            elif lives[series][0] > before:
+                outcome = "series_too_young"
+            elif j and changes[j - 1][1] == RAISED:
+                outcome = "cleared_before"
+            elif on_hand is not None and on_hand > largest:
+                outcome = "beyond_history"
+            else:
+                outcome = "raised_late"
+            out.append(Stockout(
+                series, t, outcome, None if warning is None else warning / DAY, on_hand, largest
+            ))  # fmt: skip
+    out.sort(key=lambda s: (s.ts, s.series))
+    return out
+
+
+def miss_breakdown(explained: Sequence[Stockout]) -> dict[str, float | int | None]:
+    """Misses by cause, and recall over the stock-outs a series' own history could foresee."""
+    counts = {cause: sum(s.outcome == cause for s in explained) for cause in MISSES}
+    warned = sum(s.outcome == "warned" for s in explained)
+    foreseeable = len(explained) - counts["series_too_young"] - counts["beyond_history"]
+    return {
+        **counts,
+        "recall_foreseeable": warned / foreseeable if foreseeable else None,
+    }
+
+
+class _IntervalDemand:
+    """The most a series sold in any window of a given length, using only sales before a time."""
+
+    def __init__(self, sold: Sequence[tuple[float, int]], window: float) -> None:
+        self.times = [ts for ts, _ in sold]
+        self.cum = [0, *accumulate(q for _, q in sold)]
+        # window i starts at sale i and takes the sales before times[i] + window
+        self.ends = [bisect_left(self.times, ts + window) for ts in self.times]
+        sums = (self.cum[end] - self.cum[i] for i, end in enumerate(self.ends))
+        self.best = list(accumulate(sums, max))
+
+    def largest_before(self, cut: float) -> int:
+        n = bisect_left(self.times, cut)  # sales strictly before the cut
+        k = bisect_right(self.ends, n)  # windows that end before the cut
+        whole = self.best[k - 1] if k else 0
+        # windows reaching past the cut count their sales before it; the earliest holds most
+        cut_short = self.cum[n] - self.cum[k] if k < n else 0
+        return max(whole, cut_short)
 
 
 def _any_in(sorted_times: list[float], start: float, end: float) -> bool:

@@ -26,8 +26,8 @@ import redis
 from tqdm import tqdm
 
 from models.evaluation import JsonLines, Prequential, score
-from streamer.alert_quality import score_alerts
-from streamer.clock import bucket_of, bucket_start
+from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
+from streamer.clock import bucket_of, bucket_start, iso
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
@@ -344,13 +344,20 @@ def run_backtest(
     )
     summary["models"] = evaluation.summary()
     summary["lstm_refreshes"] = refreshes
-    summary["alert_quality"] = score_alerts(
-        ((f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts),
-        trace.stockouts,
-        trace.restocks,
-        simulation.lead_time_days,
-        trace.lives,
-    )
+    changes = [(f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts]
+    explained = explain_stockouts(
+        changes, trace.stockouts, trace.levels, trace.sales, trace.lives,
+        simulation.lead_time_days, simulation.lead_time_days + settings.review_days,
+    )  # fmt: skip
+    summary["alert_quality"] = {
+        **score_alerts(
+            changes, trace.stockouts, trace.restocks, simulation.lead_time_days, trace.lives
+        ),
+        "misses": miss_breakdown(explained),
+    }
+    with (out / "stockouts.jsonl").open("w") as f:
+        for stockout in explained:
+            f.write(json.dumps({**asdict(stockout), "ts": iso(stockout.ts)}) + "\n")
     summary["input"] = str(path)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
     return BacktestResult(out, summary, metrics_url)

@@ -358,7 +358,15 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
             f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}, "
             f"an alert raised {q.get('alert_active_share') or 0:.1%} of the time"
         )
-    print(f"results: {result.out}/summary.json, forecasts.jsonl, alerts.jsonl")
+        m = q["misses"]
+        foreseeable = m["recall_foreseeable"]
+        print(
+            f"missed: {m['series_too_young']} in a series' first lead time, "
+            f"{m['cleared_before']} cleared by a restock, {m['beyond_history']} beyond the "
+            f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
+            f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
+        )
+    print(f"results: {result.out}/summary.json, forecasts.jsonl, alerts.jsonl, stockouts.jsonl")
     if args.command == "demo":
         explain(result.out)
         print(

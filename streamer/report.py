@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
+from streamer.alert_quality import MISSES
 from streamer.backtest import rollup_demand, truth_from
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.replay import Produced, read_events
@@ -329,6 +330,7 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
     s: dict = dict(summary)  # type: ignore[type-arg]
     published = s["accuracy"].get("published", {})
     q = s["alert_quality"]
+    misses = q.get("misses", {})  # summaries from before the breakdown have none
     refreshes = s["lstm_refreshes"]
     return [
         ("input", f"{s['input']} ({s['read']['lines']} lines)"),
@@ -345,6 +347,11 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
         ("false alarms / flapping", f"{_num(q['false_alarm_rate'], '.1%')} / "
                                     f"{_num(q['flapping_rate'], '.1%')}"),
         ("time with an alert raised", _num(q.get("alert_active_share"), ".1%")),
+        ("missed stock-outs: series too young / cleared by a restock / beyond the series' "
+         "history / raised late",
+         " / ".join(str(misses.get(k, "n/a")) for k in MISSES)),
+        ("alert recall over the foreseeable stock-outs",
+         _num(misses.get("recall_foreseeable"), ".1%")),
         ("LSTM refreshes (promoted)",
          f"{len(refreshes)} ({sum(bool(r.get('promoted')) for r in refreshes)})"),
     ]  # fmt: skip

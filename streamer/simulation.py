@@ -45,6 +45,10 @@ class StockTrace:
     restocks: list[tuple[str, float]] = field(default_factory=list)
     # per series, the span its stock was simulated: from its first order to the replay's end
     lives: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # per series, (time, on hand after) at every change, and (time, units) of every order:
+    # what explaining a missed stock-out needs (streamer/alert_quality.py)
+    levels: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
+    sales: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass
@@ -110,6 +114,7 @@ def simulate(
             ts, n, series, qty = heapq.heappop(arrivals)
             on_hand[series] += qty
             on_order[series] -= qty
+            trace.levels[series].append((ts, on_hand[series]))
             stats.restocks += 1
             trace.restocks.append((series, ts))
             out.append(inventory(series, ts, {"delta": qty}, n))
@@ -119,6 +124,7 @@ def simulate(
             adjusted = json.loads(ev.value)
             if (held := _series(adjusted)) in on_hand and "delta" in adjusted:
                 on_hand[held] += int(adjusted["delta"])
+                trace.levels[held].append((ev.ts, on_hand[held]))
             continue
         series, qty = _order(ev)
         if series not in on_hand:
@@ -126,6 +132,7 @@ def simulate(
                 settings.opening_weeks * 7 * mean.get(series, 0.0) + large.get(series, 0.0)
             )
             on_hand[series] = opening
+            trace.levels[series].append((ev.ts - 60, opening))
             stats.snapshots += 1
             seq += 1
             payload = {"on_hand": opening, "lead_time_days": settings.lead_time_days}
@@ -133,6 +140,9 @@ def simulate(
         out.append(ev)
         before = on_hand[series]
         on_hand[series] -= qty
+        trace.levels[series].append((ev.ts, on_hand[series]))
+        if qty > 0:
+            trace.sales[series].append((ev.ts, qty))
         if qty > 0 and before < qty:
             stats.lost_units += qty - max(before, 0)
         if before > 0 >= on_hand[series]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from models.evaluation import parse_forecast_id
+from streamer.alert_quality import MISSES
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.replay import read_events
@@ -71,6 +72,12 @@ def test_summary_accounts_for_every_event(backtest: Path) -> None:
     assert q["alerts_raised"] == s["alerts_by_status"]["raised"]
     for key in ("recall", "false_alarm_rate", "flapping_rate"):
         assert 0 <= q[key] <= 1
+    # every stock-out is explained, and the warned ones are the ones recall counts
+    explained = rows(backtest / "stockouts.jsonl")
+    outcomes = Counter(r["outcome"] for r in explained)
+    assert len(explained) == q["stockouts"]
+    assert outcomes["warned"] == round(q["recall"] * q["stockouts"])
+    assert {k: outcomes[k] for k in MISSES} == {k: q["misses"][k] for k in MISSES}
 
 
 def test_forecast_topic_has_one_forecast_per_series_per_closed_bucket(backtest: Path) -> None:

@@ -78,6 +78,13 @@ def test_stock_simulation_opens_restocks_after_the_lead_time_and_counts_lost_sal
     assert stats.restocks == sum("delta" in v for v in inventory) > 0
     assert stats.lost_units > 0 and stats.stockouts > 0  # one week of stock runs out
     assert len(trace.stockouts) == stats.stockouts and len(trace.restocks) == stats.restocks
+    # the stock path and the sales that explain a missed stock-out (streamer/alert_quality.py)
+    units = sum(max(json.loads(e.value)["quantity"], 0) for e in events if e.role == "orders")
+    assert sum(q for sold in trace.sales.values() for _, q in sold) == units
+    for path in trace.levels.values():
+        assert [ts for ts, _ in path] == sorted(ts for ts, _ in path)
+    for s, ts in trace.stockouts:  # the stock path reaches zero at each stock-out
+        assert min(v for t, v in trace.levels[s] if t == ts) <= 0
     assert [e.ts for e in merged] == sorted(e.ts for e in merged)
     first = {}
     for e in merged:

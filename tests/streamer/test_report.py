@@ -39,7 +39,10 @@ def test_html_references_every_chart(report: Path) -> None:
     assert page.count("<figcaption>") == len(pngs)
     # self-contained: nothing fetched from elsewhere
     assert "http" not in page.replace("http-equiv", "")
-    for text in ("seasonal naive", "coverage", "recall", "false alarms", "LSTM refreshes"):
+    for text in (
+        "seasonal naive", "coverage", "recall", "false alarms", "LSTM refreshes",
+        "beyond the series&#x27; history", "foreseeable",
+    ):  # fmt: skip
         assert text in page
     assert "Stock was simulated" in page and "lead time days 3" in page
 

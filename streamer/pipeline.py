@@ -464,6 +464,10 @@ class Pipeline:
         sku_demand: dict[str, float] = defaultdict(float)
         learned = 0
         close_ts = bucket_start(b + 1, size)
+        # The close runs once an order past the allowed lateness has been applied, so the stock
+        # it compares is as of that order (the partition's event time), not of the close:
+        # stamped with the close's time, an alert would count deliveries dated after it.
+        stock_ts = max(close_ts, self.max_ts.get(p, close_ts))
         ahead = self._contexts(b, closed)
         lstm = await self.lstm.forecasts(self.store, p, names, b, closed, ahead)
         for i, (s, c) in enumerate(zip(names, closes, strict=True)):
@@ -506,7 +510,7 @@ class Pipeline:
                 )  # fmt: skip
                 if state.get("stock_known"):
                     on_hand = int(state.get("on_hand") or 0)
-                    change = self._alert(s, state, on_hand, rop, fid, close_ts, outs)
+                    change = self._alert(s, state, on_hand, rop, fid, stock_ts, outs)
                     fields.update(change or {})
             updates[s] = fields
             if snapshot:

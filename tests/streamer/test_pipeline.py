@@ -578,3 +578,19 @@ def test_a_quiet_partition_closes_its_buckets_on_the_wall_clock(settings: Settin
     assert (
         h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 9 * 86_400)).forecasts == 0
     )
+
+
+def test_an_alert_at_a_close_is_stamped_with_the_stock_it_compared(settings: Settings) -> None:
+    h = Harness(settings)
+    h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])
+    h.feed(daily_orders(h, 9, qty=10))
+    # a wholesale order leaves 210, still above the reorder point of 10 a day
+    assert alerts(h.feed([h.record(order("big", at(9, 12), 700))])) == []
+    # day 9 closes when an order past the hour of lateness comes; by then a delivery dated
+    # after midnight has taken effect
+    half_past_midnight = (START + timedelta(days=10, minutes=30)).isoformat()
+    h.feed([h.record(stock("r1", half_past_midnight, delta=50), "inventory")])
+    out = alerts(h.feed([h.record(order("next", at(10, 2), 1))]))
+    # the close's forecast has seen the 700: its reorder point is above the stock
+    assert [(a["status"], a["on_hand"]) for a in out] == [("raised", 1000 - 90 - 700 + 50 - 1)]
+    assert out[0]["ts"] == at(10, 2) + "Z"  # not the close's midnight, before the delivery

@@ -1,7 +1,9 @@
 """How good were the low-stock alerts? Scored against the stock-outs of a (simulated) stock.
 
-For each series, alerts (raised/cleared, event time) are compared with stock-outs (times at
-which stock fell from above zero to zero or below) and restocks (delivery times):
+For each series, alerts (raised/cleared, event time, in the order they were published) are
+compared with stock-outs (times at which stock fell from above zero to zero or below) and
+restocks (delivery times). Changes of one series at the same time keep their published order:
+an order can raise an alert and the bucket close it runs clear it, both at the order's time.
 
 * **recall**: share of stock-outs whose alert was raised at least one lead time before, and
   not cleared in between: early enough to reorder;
@@ -17,10 +19,11 @@ which stock fell from above zero to zero or below) and restocks (delivery times)
 
 ``explain_stockouts`` says why each stock-out was or was not warned in time. A miss is
 ``series_too_young`` (the series began less than a lead time before it), ``cleared_before``
-(an alert was up a lead time before, and a restock cleared it), ``beyond_history`` (a lead time
-before, the shelf held more than the series had ever sold in any protection interval: no
-reorder point drawn from its history would have been that high) or ``raised_late`` (the rest:
-the reorder point was too low for demand the series had seen before).
+(an alert was up a lead time before, and cleared before the stock-out: by a delivery, an
+adjustment or a lower reorder point), ``beyond_history`` (a lead time before, the shelf held
+more than the series had ever sold in any protection interval: no reorder point at or below
+its largest demand so far would have been raised) or ``raised_late`` (the rest: the reorder
+point was below the stock, though the series had sold as much before).
 
 >>> day = 86_400.0
 >>> alerts = [("a", "raised", 0.0), ("a", "cleared", 5 * day), ("a", "raised", 5.5 * day)]
@@ -31,6 +34,7 @@ the reorder point was too low for demand the series had seen before).
 
 from __future__ import annotations
 
+import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
@@ -56,7 +60,7 @@ def score_alerts(
     for series, status, ts in alerts:
         by_series[series].append((ts, status))
     for changes in by_series.values():
-        changes.sort()
+        changes.sort(key=lambda change: change[0])  # stable: same-time changes keep their order
     outs: dict[str, list[float]] = defaultdict(list)
     for series, ts in stockouts:
         outs[series].append(ts)
@@ -114,6 +118,7 @@ def score_alerts(
     }
 
 
+WARNED = "warned"
 MISSES = ("series_too_young", "cleared_before", "beyond_history", "raised_late")
 
 
@@ -121,12 +126,12 @@ MISSES = ("series_too_young", "cleared_before", "beyond_history", "raised_late")
 class Stockout:
     series: str
     ts: float
-    # "warned" or one of MISSES
+    # WARNED or one of MISSES
     outcome: str
     warning_days: float | None
     # stock a lead time before the stock-out, and the most the series had sold in any
     # protection interval before then
-    on_hand_lead_before: int | None
+    on_hand_lead_time_before: int | None
     largest_interval_demand: int
 
 
@@ -150,7 +155,7 @@ def explain_stockouts(
         outs[series].append(t)
     out: list[Stockout] = []
     for series, times in outs.items():
-        changes = sorted(by_series.get(series, []))
+        changes = sorted(by_series.get(series, []), key=lambda change: change[0])
         stamps = [ts for ts, _ in changes]
         stock = levels.get(series, [])
         stock_times = [ts for ts, _ in stock]
@@ -164,8 +169,8 @@ def explain_stockouts(
             largest = history.largest_before(before)
             j = bisect_right(stamps, before)
             if warning is not None and warning >= lead:
-                outcome = "warned"
-            elif lives[series][0] > before:
+                outcome = WARNED
+            elif lives.get(series, (-math.inf, math.inf))[0] > before:
                 outcome = "series_too_young"
             elif j and changes[j - 1][1] == RAISED:
                 outcome = "cleared_before"
@@ -183,7 +188,7 @@ def explain_stockouts(
 def miss_breakdown(explained: Sequence[Stockout]) -> dict[str, float | int | None]:
     """Misses by cause, and recall over the stock-outs a series' own history could foresee."""
     counts = {cause: sum(s.outcome == cause for s in explained) for cause in MISSES}
-    warned = sum(s.outcome == "warned" for s in explained)
+    warned = sum(s.outcome == WARNED for s in explained)
     foreseeable = len(explained) - counts["series_too_young"] - counts["beyond_history"]
     return {
         **counts,
@@ -204,7 +209,7 @@ class _IntervalDemand:
 
     def largest_before(self, cut: float) -> int:
         n = bisect_left(self.times, cut)  # sales strictly before the cut
-        k = bisect_right(self.ends, n)  # windows that end before the cut
+        k = bisect_right(self.ends, n)  # windows whose sales all come before the cut
         whole = self.best[k - 1] if k else 0
         # windows reaching past the cut count their sales before it; the earliest holds most
         cut_short = self.cum[n] - self.cum[k] if k < n else 0

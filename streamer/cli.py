@@ -362,7 +362,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         foreseeable = m["recall_foreseeable"]
         print(
             f"missed: {m['series_too_young']} in a series' first lead time, "
-            f"{m['cleared_before']} cleared by a restock, {m['beyond_history']} beyond the "
+            f"{m['cleared_before']} cleared before it, {m['beyond_history']} beyond the "
             f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
             f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
         )

@@ -464,9 +464,9 @@ class Pipeline:
         sku_demand: dict[str, float] = defaultdict(float)
         learned = 0
         close_ts = bucket_start(b + 1, size)
-        # The close runs once an order past the allowed lateness has been applied, so the stock
-        # it compares is as of that order (the partition's event time), not of the close:
-        # stamped with the close's time, an alert would count deliveries dated after it.
+        # The close runs once an order past the allowed lateness (or, live, the wall clock) has
+        # moved the partition's event time on, and the stock it compares is as of then: stamped
+        # with the bucket's end, an alert would count deliveries dated after it.
         stock_ts = max(close_ts, self.max_ts.get(p, close_ts))
         ahead = self._contexts(b, closed)
         lstm = await self.lstm.forecasts(self.store, p, names, b, closed, ahead)

@@ -347,7 +347,7 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
         ("false alarms / flapping", f"{_num(q['false_alarm_rate'], '.1%')} / "
                                     f"{_num(q['flapping_rate'], '.1%')}"),
         ("time with an alert raised", _num(q.get("alert_active_share"), ".1%")),
-        ("missed stock-outs: series too young / cleared by a restock / beyond the series' "
+        ("missed stock-outs: series too young / cleared before / beyond the series' "
          "history / raised late",
          " / ".join(str(misses.get(k, "n/a")) for k in MISSES)),
         ("alert recall over the foreseeable stock-outs",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from models.evaluation import parse_forecast_id
-from streamer.alert_quality import MISSES
+from streamer.alert_quality import MISSES, WARNED
 from streamer.clock import bucket_of
 from streamer.config import Settings
 from streamer.replay import read_events
@@ -76,7 +76,7 @@ def test_summary_accounts_for_every_event(backtest: Path) -> None:
     explained = rows(backtest / "stockouts.jsonl")
     outcomes = Counter(r["outcome"] for r in explained)
     assert len(explained) == q["stockouts"]
-    assert outcomes["warned"] == round(q["recall"] * q["stockouts"])
+    assert outcomes[WARNED] == round(q["recall"] * q["stockouts"])
     assert {k: outcomes[k] for k in MISSES} == {k: q["misses"][k] for k in MISSES}
 
 

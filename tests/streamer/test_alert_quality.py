@@ -71,9 +71,12 @@ def test_each_missed_stockout_gets_its_cause() -> None:
     assert by_series["W"].warning_days == pytest.approx(9.0)
     assert by_series["L"].warning_days == pytest.approx(1.0)
     assert by_series["B"].warning_days is None
-    assert (by_series["B"].on_hand_lead_before, by_series["B"].largest_interval_demand) == (40, 30)
+    assert (by_series["B"].on_hand_lead_time_before, by_series["B"].largest_interval_demand) == (
+        40,
+        30,
+    )
     assert by_series["O"].largest_interval_demand == 30  # the 500 after day 8 is not seen
-    assert by_series["Y"].on_hand_lead_before is None
+    assert by_series["Y"].on_hand_lead_time_before is None
     m = miss_breakdown(explained)
     assert {k: m[k] for k in MISSES} == {
         "series_too_young": 1, "cleared_before": 1, "beyond_history": 1, "raised_late": 2,
@@ -83,3 +86,13 @@ def test_each_missed_stockout_gets_its_cause() -> None:
     # the breakdown counts what recall counts
     q = score_alerts(alerts, stockouts, [], lead_time_days=2)
     assert q["recall"] == pytest.approx(1 / 6)
+
+
+def test_changes_at_the_same_time_keep_their_published_order() -> None:
+    # an order raises the alert and the bucket close it runs clears it, both at its time
+    d = DAY
+    alerts = [("a", "raised", 1 * d), ("a", "cleared", 1 * d)]
+    q = score_alerts(alerts, [("a", 5 * d)], [], lead_time_days=3, lives={"a": (0.0, 10 * d)})
+    assert q["recall"] == 0.0 and q["alert_active_share"] == 0.0
+    explained = explain_stockouts(alerts, [("a", 5 * d)], {}, {}, {"a": (0.0, 10 * d)}, 3, 10)
+    assert [s.outcome for s in explained] == ["raised_late"]

@@ -56,19 +56,8 @@ def score_alerts(
 ) -> dict[str, float | int | None]:
     """``lives``: per series, the (start, end) of its stock; without it, no active share."""
     lead = lead_time_days * DAY
-    by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for series, status, ts in alerts:
-        by_series[series].append((ts, status))
-    for changes in by_series.values():
-        changes.sort(key=lambda change: change[0])  # stable: same-time changes keep their order
-    outs: dict[str, list[float]] = defaultdict(list)
-    for series, ts in stockouts:
-        outs[series].append(ts)
-    arrivals: dict[str, list[float]] = defaultdict(list)
-    for series, ts in restocks:
-        arrivals[series].append(ts)
-    for times in (*outs.values(), *arrivals.values()):
-        times.sort()
+    by_series = _changes_by_series(alerts)
+    outs, arrivals = _times_by_series(stockouts), _times_by_series(restocks)
 
     warnings: list[float] = []
     n_stockouts = early = 0
@@ -147,15 +136,10 @@ def explain_stockouts(
     """Every stock-out with its outcome, in time order. ``levels``: per series, (time, on hand)
     after each change; ``sales``: per series, (time, units) of each order; both time-sorted."""
     lead, window = lead_time_days * DAY, protection_days * DAY
-    by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for series, status, ts in alerts:
-        by_series[series].append((ts, status))
-    outs: dict[str, list[float]] = defaultdict(list)
-    for series, t in stockouts:
-        outs[series].append(t)
+    by_series = _changes_by_series(alerts)
     out: list[Stockout] = []
-    for series, times in outs.items():
-        changes = sorted(by_series.get(series, []), key=lambda change: change[0])
+    for series, times in _times_by_series(stockouts).items():
+        changes = by_series.get(series, [])
         stamps = [ts for ts, _ in changes]
         stock = levels.get(series, [])
         stock_times = [ts for ts, _ in stock]
@@ -214,6 +198,28 @@ class _IntervalDemand:
         # windows reaching past the cut count their sales before it; the earliest holds most
         cut_short = self.cum[n] - self.cum[k] if k < n else 0
         return max(whole, cut_short)
+
+
+def _changes_by_series(
+    alerts: Iterable[tuple[str, str, float]],
+) -> dict[str, list[tuple[float, str]]]:
+    """Per series, its (time, status) changes in time order; a stable sort, so changes at the
+    same time keep their published order."""
+    by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for series, status, ts in alerts:
+        by_series[series].append((ts, status))
+    for changes in by_series.values():
+        changes.sort(key=lambda change: change[0])
+    return by_series
+
+
+def _times_by_series(pairs: Iterable[tuple[str, float]]) -> dict[str, list[float]]:
+    by_series: dict[str, list[float]] = defaultdict(list)
+    for series, ts in pairs:
+        by_series[series].append(ts)
+    for times in by_series.values():
+        times.sort()
+    return by_series
 
 
 def _any_in(sorted_times: list[float], start: float, end: float) -> bool:

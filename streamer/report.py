@@ -28,7 +28,7 @@ from models.rollup import ROLLUP
 from streamer.alert_quality import MISSES
 from streamer.backtest import rollup_demand, truth_from
 from streamer.events import ALL_LOCATIONS, series_key
-from streamer.replay import Produced, read_events
+from streamer.replay import InputFormat, Produced, read_events
 from streamer.simulation import SimulationSettings, StockTrace, simulate
 
 DAY = 86_400
@@ -90,7 +90,11 @@ def load(backtest_dir: Path) -> Backtest:
             "from it, so restore it there or rerun the backtest"
         )
     # the same lines as the backtest read: its limit is not stored, the count it read is
-    events, _ = read_events(source, summary["read"]["lines"])
+    read = summary["read"]
+    how = InputFormat(
+        read.get("format") or None, read.get("columns") or {}, read.get("date_format")
+    )
+    events, _ = read_events(source, read["lines"], how)
     truth = truth_from(events, DAY)
     settings = SimulationSettings(**summary["stock_simulation"]["settings"])
     events, _, trace = simulate(events, settings)

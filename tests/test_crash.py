@@ -16,7 +16,7 @@ from streamer.embedded import EmbeddedRedis, MockKafkaCluster
 from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 from tests.worker_harness import (
-    FULL_DATA,
+    HEAD_DATA,
     IdCollector,
     Worker,
     applied_count,
@@ -27,7 +27,7 @@ from tests.worker_harness import (
     wait_until,
 )
 
-LINES = 52_000  # of the full UCI file: 50,8xx product order lines, Dec 2010
+LINES = 52_000  # every line of HEAD_DATA: 50,8xx product order lines, Dec 2010
 KILLS = 3
 
 
@@ -36,7 +36,7 @@ def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> No
     seed = int(os.environ.get("SHELFCAST_CRASH_SEED", random.randrange(1 << 30)))
     print(f"crash test seed {seed} (rerun with SHELFCAST_CRASH_SEED={seed})")
     rng = random.Random(seed)
-    events, stats = read_events(FULL_DATA, LINES)
+    events, stats = read_events(HEAD_DATA, LINES)
     assert stats.orders + stats.returns >= 50_000
     merged, _, _ = simulate(events, SimulationSettings())
     simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
@@ -69,7 +69,7 @@ def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> No
         server.stop()
         kafka.stop()
 
-    truth_demand, moves = csv_truth(FULL_DATA, LINES)
+    truth_demand, moves = csv_truth(HEAD_DATA, LINES)
     truth_stock = stock_truth(moves, simulated)
     demand_diff = {k: (demand.get(k), v) for k, v in truth_demand.items() if demand.get(k) != v}
     demand_diff.update({k: (v, None) for k, v in demand.items() if k not in truth_demand})

@@ -1,0 +1,5 @@
+"""Real-data slices shipped with shelfcast (README.md here: source, licence, citation)."""
+
+from pathlib import Path
+
+SAMPLE = Path(__file__).parent / "online_retail_sample.csv.gz"

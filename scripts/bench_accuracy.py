@@ -52,6 +52,7 @@ from models.rollup import settle
 from models.trainer import refresh
 from streamer.backtest import Truth, truth_from
 from streamer.config import Settings
+from streamer.dataset import MISSING_HELP, default_path
 from streamer.lstm_serving import SWANSON, version_name
 from streamer.replay import read_online_retail
 from streamer.trading_calendar import TradingCalendar
@@ -298,7 +299,12 @@ def markdown(title: str, rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/online_retail.csv.gz"))
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=default_path(),
+        help="Online Retail CSV (default: the path `shelfcast data path` prints)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench-results/accuracy"))
     ap.add_argument("--top", type=int, default=500, help="top series by volume (default 500)")
     ap.add_argument("--limit", type=int, help="read only the first N lines (a quick look)")
@@ -306,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-lstm", action="store_true", help="skip the LSTM and its refreshes")
     args = ap.parse_args(argv)
     if not args.data.exists():
-        ap.error(f"{args.data} not found: pass --data with the Online Retail CSV")
+        ap.error(f"{args.data} not found: {MISSING_HELP}")
     started = time.monotonic()
     events, _ = read_online_retail(args.data, args.limit)
     truth = truth_from(events, DAY)

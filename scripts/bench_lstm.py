@@ -55,6 +55,7 @@ from models.lstm import (
 from models.registry import Registry
 from models.trainer import refresh
 from streamer.backtest import truth_from
+from streamer.dataset import MISSING_HELP, default_path
 from streamer.replay import read_online_retail
 from streamer.trading_calendar import TradingCalendar
 
@@ -95,8 +96,8 @@ def load_panel(path: Path, cal: TradingCalendar) -> Panel:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--data", type=Path, default=ROOT / "../shared/data/online_retail.csv.gz",
-        help="Online Retail CSV (default: ../shared/data/online_retail.csv.gz from the repo root)",
+        "--data", type=Path, default=default_path(),
+        help="Online Retail CSV (default: the path `shelfcast data path` prints)",
     )  # fmt: skip
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ap.add_argument(
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=15, help="timed inference runs (median)")
     args = ap.parse_args(argv)
     if not args.data.exists():
-        ap.error(f"{args.data} not found: pass --data with the Online Retail CSV")
+        ap.error(f"{args.data} not found: {MISSING_HELP}")
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)
     cfg = LSTMConfig() if args.epochs is None else LSTMConfig(epochs=args.epochs)

@@ -40,6 +40,18 @@ class DataError(RuntimeError):
     """The data set is missing or does not verify; the message says what to do."""
 
 
+def default_path() -> Path:
+    """Where ``shelfcast data fetch`` puts the data set (``shelfcast data path`` prints it)."""
+    from streamer.config import Settings
+
+    return Settings.from_env().data_dir / FILE_NAME
+
+
+MISSING_HELP = (
+    "run `shelfcast data fetch` to download it, or pass --data with the Online Retail CSV"
+)
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

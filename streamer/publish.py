@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from models.bank import SeriesForecast
 from streamer.alerts import ReorderPoint, days_of_cover, severity
 from streamer.clock import bucket_label, bucket_start, iso
+from streamer.contracts import SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ def forecast_message(
     rollup (location ``*``) also says how many ``locations`` it sums."""
     sku, location = split_series(series)
     return {
+        "schema_version": SCHEMA_VERSION,
         "forecast_id": forecast_id(series, bucket, fc.model, fc.version),
         "sku": sku,
         "location": location,
@@ -75,6 +77,7 @@ def alert_message(
     sku, location = split_series(series)
     cover = days_of_cover(on_hand, rop.daily_mean)
     return {
+        "schema_version": SCHEMA_VERSION,
         "alert_id": f"{series}|{seq}|{status}",
         "sku": sku,
         "location": location,
@@ -97,6 +100,7 @@ def dlq_message(
     raw: bytes, key: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
 ) -> dict[str, object]:
     return {
+        "schema_version": SCHEMA_VERSION,
         "reason": reason,
         "detail": detail,
         "source_topic": topic,

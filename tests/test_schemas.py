@@ -25,6 +25,7 @@ from models.rollup import VERSION as ROLLUP_VERSION
 from streamer import events
 from streamer.alerts import CLEARED, RAISED, ReorderPoint, reorder_point
 from streamer.config import Settings
+from streamer.contracts import SCHEMA_VERSION, compatible, schema
 from streamer.events import FORBIDDEN_IN_NAMES, Invalid, parse_inventory, parse_order
 from streamer.publish import alert_message, dlq_message, forecast_id, forecast_message, output
 from streamer.replay import read_events
@@ -53,6 +54,15 @@ def assert_valid(topic: str, message: object) -> None:
         f"{list(e.absolute_path)}: {e.message}" for e in validator(topic).iter_errors(message)
     ]
     assert not errors, f"{topic}: {errors}"
+    if topic in OUTPUTS:
+        # the schemas accept added fields (for consumers of older minors); the builders emit
+        # only documented ones, at the current version
+        assert isinstance(message, dict)
+        properties = load(topic)["properties"]
+        assert set(message) <= set(properties), set(message) - set(properties)
+        assert message["schema_version"] == SCHEMA_VERSION
+        for step in message.get("horizon", []):
+            assert set(step) <= set(properties["horizon"]["items"]["properties"])
 
 
 def wire(message: dict[str, object]) -> object:
@@ -74,7 +84,7 @@ def test_schema_is_a_valid_draft_2020_12_schema(topic: str) -> None:
     schema = load(topic)
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"] == f"https://shelfcast.dev/schemas/{topic}.schema.json"
+    assert schema["$id"] == f"https://shelfcast.dev/schemas/v1/{topic}.schema.json"
     assert schema["title"] == topic
     assert schema["type"] == "object"
     assert "docs/topics.md" in schema["description"]
@@ -90,10 +100,28 @@ def test_input_schemas_let_producers_add_fields(topic: str) -> None:
 
 
 @pytest.mark.parametrize("topic", OUTPUTS)
-def test_output_schemas_are_closed_and_every_field_is_always_present(topic: str) -> None:
+def test_output_schemas_require_every_field_and_accept_fields_added_later(topic: str) -> None:
     schema = load(topic)
-    assert schema["additionalProperties"] is False
+    assert schema["additionalProperties"] is True  # a 1.0 consumer reads 1.x messages
     assert set(schema["required"]) == set(schema["properties"])
+    assert "schema_version" in schema["required"]
+
+
+@pytest.mark.parametrize("topic", INPUTS + OUTPUTS)
+def test_schemas_ship_in_the_package(topic: str) -> None:
+    assert schema(topic) == load(topic)  # streamer/schemas: what an installed wheel reads
+
+
+def test_version_policy_minor_additions_pass_a_new_major_does_not() -> None:
+    msg = dlq_message(b"x", None, "bad_field", "d", "orders", 0, 0)
+    v = validator("shelfcast-dlq")
+    assert v.is_valid(wire(msg))
+    assert v.is_valid({**msg, "schema_version": "1.7", "added_in_1_7": [1]})
+    assert not v.is_valid({**msg, "schema_version": "2.0"})
+    assert not v.is_valid({k: x for k, x in msg.items() if k != "schema_version"})
+    assert compatible(SCHEMA_VERSION) and compatible("1.7") and not compatible("2.0")
+    doc = (ROOT / "docs" / "topics.md").read_text(encoding="utf-8")
+    assert "## Versions and compatibility" in doc
 
 
 def test_dlq_reasons_are_exactly_the_reject_codes_of_the_parser() -> None:
@@ -161,7 +189,7 @@ def test_forecast_schema_rejects_what_the_builder_never_emits() -> None:
     msg = forecast_message(SERIES, BUCKET, DAY, fc)
     v = validator("forecasts")
     assert v.is_valid(msg)
-    assert not v.is_valid({**msg, "extra": 1})
+    assert v.is_valid({**msg, "extra": 1})  # added in a later minor: still version 1
     assert not v.is_valid({k: x for k, x in msg.items() if k != "model_version"})
     assert not v.is_valid({**msg, "horizon": []})
     assert not v.is_valid({**msg, "issued_at": "2011-01-02T00:00:00"})  # no zone

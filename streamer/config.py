@@ -225,9 +225,12 @@ class Settings:
             if not raw.strip():
                 continue
             try:
-                values[name] = rule.parse(raw)
+                values[name] = value = rule.parse(raw)
             except ValueError:
                 problems.append(f"{rule.var}={raw!r}: expected {rule.accepted()}")
+                continue
+            if (expected := rule.problem(value)) is not None:
+                problems.append(f"{rule.var}={raw!r}: expected {expected}")
         if "data_dir" not in values:
             values["data_dir"] = default_data_dir(env)
         if problems:

@@ -1,4 +1,5 @@
-"""A fresh clone needs nothing beside it: no test, script, doc or --help text reads ../shared."""
+"""A fresh clone needs nothing beside it: no test, script, doc or --help text reads a data
+folder outside the repository (the sibling `shared` checkout this project grew up next to)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ PENDING_LINES = {("streamer/cli.py", 'help="Online Retail CSV, e.g. ')}  # `benc
 
 def tracked(*patterns: str) -> list[str]:
     out = subprocess.run(
-        ["git", "ls-files", "--", *patterns], cwd=ROOT, capture_output=True, text=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *patterns],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:  # not a git checkout (an sdist): look at the files themselves
         return [str(p.relative_to(ROOT)) for pat in patterns for p in ROOT.glob(pat)]

@@ -235,8 +235,11 @@ class Settings:
             values["data_dir"] = default_data_dir(env)
         if problems:
             raise SettingsError("; ".join(problems))
-        # KafkaSecurity reads os.environ itself and names its own variables
-        return cls(kafka_security=KafkaSecurity.from_env(), **values)  # type: ignore[arg-type]
+        try:
+            security = KafkaSecurity.from_env(env)  # names its own variables
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+        return cls(kafka_security=security, **values)  # type: ignore[arg-type]
 
     def mixing_problem(self) -> str | None:
         """Why these settings must not start with one service embedded and the other real, or

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import faust
@@ -42,15 +43,16 @@ class KafkaSecurity:
     ssl_key_file: str = ""
 
     @classmethod
-    def from_env(cls) -> KafkaSecurity:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSecurity:
+        env = os.environ if env is None else env
         sec = cls(
-            protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
-            sasl_mechanism=os.environ.get("KAFKA_SASL_MECHANISM", "PLAIN").upper(),
-            sasl_username=os.environ.get("KAFKA_SASL_USERNAME", ""),
-            sasl_password=os.environ.get("KAFKA_SASL_PASSWORD", ""),
-            ssl_ca_file=os.environ.get("KAFKA_SSL_CA_FILE", ""),
-            ssl_cert_file=os.environ.get("KAFKA_SSL_CERT_FILE", ""),
-            ssl_key_file=os.environ.get("KAFKA_SSL_KEY_FILE", ""),
+            protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
+            sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", "PLAIN").upper(),
+            sasl_username=env.get("KAFKA_SASL_USERNAME", ""),
+            sasl_password=env.get("KAFKA_SASL_PASSWORD", ""),
+            ssl_ca_file=env.get("KAFKA_SSL_CA_FILE", ""),
+            ssl_cert_file=env.get("KAFKA_SSL_CERT_FILE", ""),
+            ssl_key_file=env.get("KAFKA_SSL_KEY_FILE", ""),
         )
         if sec.protocol not in PROTOCOLS:
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(PROTOCOLS)}")

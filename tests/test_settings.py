@@ -100,3 +100,13 @@ def test_one_real_service_and_one_embedded_only_when_asked() -> None:
 def test_a_password_in_redis_url_stays_out_of_the_repr() -> None:
     s = Settings.from_env({"REDIS_URL": "redis://:s3cret@r:6379/0"})
     assert "s3cret" not in repr(s)
+
+
+def test_kafka_security_is_read_from_the_same_environment() -> None:
+    with pytest.raises(SettingsError, match="KAFKA_SECURITY_PROTOCOL must be one of"):
+        Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "TLS"})
+    env = {"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_USERNAME": "u"}
+    with pytest.raises(SettingsError, match="KAFKA_SASL_PASSWORD"):
+        Settings.from_env(env)
+    s = Settings.from_env({**env, "KAFKA_SASL_PASSWORD": "s3cret"})
+    assert s.kafka_security.protocol == "SASL_SSL" and "s3cret" not in repr(s)

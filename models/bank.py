@@ -1,153 +1,202 @@
-"""All models of one series, learned together once per closed bucket."""
+"""All models of all series of a partition, learned together once per closed bucket.
+
+Like statsforecast's ``StatsForecast(models=..., fallback_model=...)``, the bank takes its
+models as a list with unique names and names the fallback that publishes while no model has
+enough scored forecasts to be chosen. Row ``i`` of every model, band and feature array is
+series ``series[i]``; ``align`` makes the rows follow the partition's active series.
+
+>>> from models.testing import close_of
+>>> bank = Bank.default(horizon=3, season=7)
+>>> bank.align(["a@UK", "b@UK"])
+>>> for b in range(20):
+...     c = close_of(b, [b % 7, 2.0], horizon=3)
+...     _ = bank.learn(c)
+...     fc = bank.forecast(c)
+>>> bank.names
+['seasonal_naive', 'moving_average', 'tsb', 'holt_winters', 'online_regression', 'lstm']
+>>> fc.published[:, :, 0].round(1).tolist()  # the means: a weekly pattern, and a flat 2
+[[6.0, 0.0, 1.0], [2.0, 2.0, 2.0]]
+"""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.base import Context, State
+import numpy as np
+import pandas as pd
+
+from models.base import Close, Forecaster, State
 from models.baselines import MovingAverage, SeasonalNaive
 from models.injected import Injected
 from models.intermittent import TSB
-from models.online import HoltWinters
-from models.quantiles import Conformal, Issued, Scored, Step
+from models.quantiles import MEAN, Bands, Issued, Points
+from models.recent import Recent
 from models.regression import OnlineRegression
-from models.selection import select
+from models.selection import NONE, select
+from models.smoothing import HoltWinters
 
-EWMA_ALPHA = 0.1
 PUBLISHED = "published"
 LSTM = "lstm"
 SEASONAL_NAIVE = "seasonal_naive"  # the reference every model is compared with
 
 
 @dataclass(frozen=True, slots=True)
-class SeriesForecast:
-    model: str
-    version: str
-    steps: list[Step]
-    # mean square and cube of the model's recent errors per horizon, for safety stock
-    error_moments: list[tuple[float, float]] | None = None
+class Settled:
+    """What one close scored for the rows ``series``: each model's points (and
+    ``published``'s), the truths, the series' MASE scales (NaN unknown) and seasonal naive's
+    absolute error at each ``k`` (the reference, NaN where it forecast nothing)."""
+
+    series: list[str]
+    y: np.ndarray
+    scale: np.ndarray
+    points: dict[str, list[Points]]
+    reference: dict[int, np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """One forecast point scored when its bucket closed: by ``model`` (or ``published``),
-    with the series' seasonal-naive scale and the classic seasonal naive's absolute error at
-    the same point, when known."""
+class Forecasts:
+    """What one close forecast: ``steps[m]`` is model ``m``'s ``[n, horizon, 4]`` (NaN rows
+    not ready), ``chosen`` the published model per row (``NONE``: nothing published), and
+    the chosen model's smoothed error moments ``[n, horizon]`` with where they are known."""
 
-    model: str
-    scored: Scored
-    scale: float | None
-    reference_abs: float | None
+    steps: list[np.ndarray]
+    chosen: np.ndarray
+    published: np.ndarray
+    m2: np.ndarray
+    m3: np.ndarray
+    moments_known: np.ndarray
 
 
-class ModelBank:
-    """Seasonal naive, moving average, TSB, river Holt-Winters, a river online regression and
-    the global LSTM (forecasts offered from outside) for one series, each with conformal
-    quantiles.
-
-    ``learned_through`` is the last bucket learned: the caller guards against learning a
-    bucket twice with it (and with the marker stored in Redis).
-    """
-
-    def __init__(self, horizon: int = 7, season: int = 7) -> None:
+class Bank:
+    def __init__(
+        self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = 7
+    ) -> None:
+        self.names = [m.name for m in models]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"model names must be unique: {self.names}")
+        if fallback not in self.names:
+            raise ValueError(f"fallback {fallback!r} is not one of the models {self.names}")
+        self.models = list(models)
+        self.fallback = self.names.index(fallback)
         self.horizon = horizon
-        self.season = season
-        self.models: dict[str, Conformal] = {
-            m.name: Conformal(m, horizon)
-            for m in (
-                SeasonalNaive(season),
-                MovingAverage(4 * season),
-                TSB(),
-                HoltWinters(season),
-                OnlineRegression(season),
-                Injected(LSTM),
-            )
-        }
-        self.published = Issued()
-        self.chosen: str | None = None
-        self.learned_through: int | None = None
-        self._recent: deque[float] = deque(maxlen=28)  # open buckets only
-        self._ewma: float | None = None
-        # in-sample seasonal naive errors, the MASE scale
-        self._scale_sum = 0.0
-        self._scale_n = 0
-
-    def learn(self, bucket: int, y: float | None, x: Context) -> list[Outcome]:
-        """Learn the closed ``bucket`` (``y`` None: the shop was closed) and return every
-        forecast it settles, the published one included."""
-        snaive = self.models[SEASONAL_NAIVE].model
-        assert isinstance(snaive, SeasonalNaive)
-        one_ago = snaive.forecast(self.season, [])
-        if y is not None and one_ago is not None:
-            self._scale_sum += abs(y - one_ago[0])
-            self._scale_n += 1
-        scored = {name: m.learn_one(y, x) for name, m in self.models.items()}
-        scored[PUBLISHED] = self.published.advance(y)
-        if y is not None:
-            self._recent.append(y)
-            ewma = self._ewma
-            self._ewma = y if ewma is None else EWMA_ALPHA * y + (1 - EWMA_ALPHA) * ewma
-        self.learned_through = bucket
-        scale = self._scale_sum / self._scale_n if self._scale_n else None
-        reference = {s.k: abs(s.y - s.step.mean) for s in scored[SEASONAL_NAIVE]}
-        return [
-            Outcome(name, s, scale, reference.get(s.k))
-            for name, points in scored.items()
-            for s in points
-        ]
-
-    def rolling_features(self) -> dict[str, float]:
-        """Rolling demand features of the latest open buckets, for the feature store."""
-        recent = list(self._recent)
-        return {
-            "demand_sum_7": sum(recent[-7:]),
-            "demand_sum_28": sum(recent),
-            "demand_ewma": round(self._ewma or 0.0, 6),
-        }
-
-    def offer(self, name: str, version: str, means: list[float]) -> None:
-        """Hand the externally trained model ``name`` its forecast for the next ``forecast``."""
-        model = self.models[name].model
-        assert isinstance(model, Injected)
-        model.offer(version, means)
-
-    def forecast(self, xs: list[Context]) -> tuple[list[SeriesForecast], str | None]:
-        """Every ready model's forecast for the buckets ``xs`` describe, and the name of the
-        one selected to publish."""
-        steps = {name: s for name, m in self.models.items() if (s := m.forecast(xs)) is not None}
-        chosen = select(self.models, steps)
-        self.chosen = chosen
-        if chosen is not None:
-            self.published.issue(steps[chosen], [x.closed for x in xs])
-        out = [
-            SeriesForecast(name, m.version, steps[name], m.error_moments())
-            for name, m in self.models.items()
-            if name in steps
-        ]
-        return out, chosen
-
-    def state(self) -> State:
-        return {
-            "models": {name: m.state() for name, m in self.models.items()},
-            "published": self.published.state(),
-            "chosen": self.chosen,
-            "learned_through": self.learned_through,
-            "recent": list(self._recent),
-            "ewma": self._ewma,
-            "scale": [self._scale_sum, self._scale_n],
-        }
+        self.recent = Recent(season)
+        self.bands = [Bands(horizon) for _ in models]
+        self.published = Issued(horizon)
+        # the steps each issuing close expected closed, by slot: one flag for all rows
+        self.closed_ahead = np.zeros((horizon, horizon), bool)
+        self.series: list[str] = []
+        self.through: int | None = None  # the last bucket learned
 
     @classmethod
-    def from_state(cls, state: State, horizon: int = 7, season: int = 7) -> ModelBank:
-        bank = cls(horizon, season)
-        for name, m in bank.models.items():
-            if name in state["models"]:  # a snapshot from before a model was added lacks it
-                m.load(state["models"][name])
-        bank.published.load(state["published"])
-        bank.chosen = state["chosen"]
-        bank.learned_through = state["learned_through"]
-        bank._recent.extend(state["recent"])
-        bank._ewma = state["ewma"]
-        bank._scale_sum, bank._scale_n = state["scale"]
-        return bank
+    def default(cls, horizon: int = 7, season: int = 7) -> Bank:
+        """Seasonal naive (the fallback), moving average, TSB, Holt-Winters, the partition's
+        online regression and the global LSTM."""
+        models: list[Forecaster] = [
+            SeasonalNaive(season),
+            MovingAverage(4 * season),
+            TSB(),
+            HoltWinters(season),
+            OnlineRegression(season),
+            Injected(LSTM),
+        ]
+        return cls(models, SEASONAL_NAIVE, horizon, season)
+
+    def _parts(self) -> list[Forecaster | Recent | Issued]:
+        return [self.recent, *self.models, *self.bands, self.published]
+
+    def align(self, series: Sequence[str]) -> None:
+        """Make the rows ``series``, in that order: known series keep their state, new ones
+        start fresh, the others leave."""
+        if list(series) == self.series:
+            return
+        if self.series:
+            index = pd.Index(self.series).get_indexer(pd.Index(series))
+        else:
+            index = np.full(len(series), -1)
+        for part in self._parts():
+            part.take(index)
+        self.series = list(series)
+
+    def offer(self, name: str, version: str, means: np.ndarray) -> None:
+        """Hand the externally trained model ``name`` its forecasts for the next close."""
+        model = self.models[self.names.index(name)]
+        if not isinstance(model, Injected):
+            raise TypeError(f"{name} learns in the bank; only injected models take offers")
+        model.offer(version, means)
+
+    def learn(self, close: Close) -> Settled:
+        """Learn the closed bucket; return every forecast it settles."""
+        scale = self.recent.scale()
+        points = {}
+        for name, bands in zip(self.names, self.bands, strict=True):
+            points[name] = bands.settle(close.bucket, close.open, self.closed_ahead)
+            bands.learn(points[name], close.y)
+        points[PUBLISHED] = self.published.settle(close.bucket, close.open, self.closed_ahead)
+        for model in self.models:
+            model.learn(close, self.recent)
+        self.recent.update(close.bucket, close.open, close.y, close.price)
+        self.through = close.bucket
+        reference = {
+            p.k: np.where(p.valid, np.abs(close.y - p.steps[:, MEAN]), np.nan)
+            for p in points[SEASONAL_NAIVE]
+        }
+        return Settled(self.series, close.y, scale, points, reference)
+
+    def forecast(self, close: Close) -> Forecasts:
+        """Every ready model's forecast for the buckets after ``close``, and the choice."""
+        steps = []
+        ready = np.zeros((len(self.models), close.n), bool)
+        for i, (model, bands) in enumerate(zip(self.models, self.bands, strict=True)):
+            means, ready[i] = model.forecast(close, self.recent)
+            steps.append(bands.steps(means, ready[i], close.ahead_closed))
+            bands.issue(close.bucket, steps[i])
+        mae = np.stack([b.recent_mae() for b in self.bands])
+        chosen = select(mae, ready, self.fallback)
+        rows = np.arange(close.n)
+        published = np.stack(steps)[np.maximum(chosen, 0), rows]
+        published[chosen == NONE] = np.nan
+        self.published.issue(close.bucket, published)
+        self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed
+        moments = [np.stack(b.moments()) for b in self.bands]
+        m2, m3, known = np.stack(moments)[np.maximum(chosen, 0), :, rows].transpose(1, 0, 2)
+        return Forecasts(steps, chosen, published, m2, m3, known.astype(bool))
+
+    def version(self, index: int) -> str:
+        return self.models[index].version
+
+    def state(self) -> State:
+        """Every array of the bank, by a dotted name (models.snapshot writes them)."""
+        out: State = {
+            "through": np.array(-1 if self.through is None else self.through),
+            "closed_ahead": self.closed_ahead,
+        }
+        for prefix, part in (("recent", self.recent), ("published", self.published)):
+            out.update({f"{prefix}.{k}": v for k, v in part.state().items()})
+        for name, model, bands in zip(self.names, self.models, self.bands, strict=True):
+            out.update({f"model.{name}.{k}": v for k, v in model.state().items()})
+            out.update({f"bands.{name}.{k}": v for k, v in bands.state().items()})
+        return out
+
+    def load(self, state: State, series: Sequence[str]) -> None:
+        """Continue from ``state()`` of a bank with the same models, whose rows were
+        ``series``. A model the state lacks (added since) starts fresh."""
+        through = int(state["through"])
+        self.through = None if through < 0 else through
+        self.closed_ahead = np.asarray(state["closed_ahead"], bool).copy()
+        self.series = list(series)
+        fresh = np.full(len(series), -1)
+
+        def sub(prefix: str) -> State:
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+        for prefix, part in (("recent.", self.recent), ("published.", self.published)):
+            part.load(sub(prefix))
+        for name, model, bands in zip(self.names, self.models, self.bands, strict=True):
+            saved = sub(f"bands.{name}.")
+            if saved:
+                model.load(sub(f"model.{name}."))
+                bands.load(saved)
+            else:
+                model.take(fresh)
+                bands.take(fresh)

@@ -1,49 +1,126 @@
-"""The one protocol every shelfcast model implements.
+"""The one protocol every shelfcast model implements: all series of a partition as arrays.
 
-Like river's ``time_series.base.Forecaster``: a model learns one observation at a time and
-forecasts a horizon of point values. Quantiles, selection and evaluation are built on top of
-this protocol, so they never need to know which model they are handling.
+Like river's ``time_series.base.Forecaster``, a model learns one observation at a time and
+forecasts a horizon of point values, except that "one observation" is one closed bucket of
+*every* series of a partition at once: row ``i`` of every array is series ``i``. A close is
+one call per model, never one per series, so a partition of a million series costs a few
+array operations (docs/forecasting.md).
 
-A bucket in which the shop was closed has no observation: ``learn_one(None, x)``. A closed day
-is not a day of zero demand, so a model must not learn it as one; it only lets time pass.
+A bucket in which the shop was closed has no observation: ``Close.open`` is False. A closed
+day is not a day of zero demand, so a model must not learn it as one; it only lets time pass.
+The closed flag belongs to the partition (a partition holds many series, so an open shop
+always sells something in it), hence one flag for all rows.
 
-``state()`` and ``load()`` carry the model through a restart as plain JSON (no pickle), so a
-restored model forecasts exactly what the uninterrupted one would have.
+Series join and leave by row: ``Columns.take`` keeps the rows a close still has and appends
+fresh ones. ``state()`` and ``load()`` carry a model through a restart as plain arrays (no
+pickle), so a restored model forecasts exactly what the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+import numpy as np
+
+State = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
-class Context:
-    """What is known about a bucket besides its demand: calendar and price."""
+class Close:
+    """One closed bucket of a partition, as every model sees it.
 
-    weekday: int  # 0 = Monday, of the bucket's start
-    closed: bool = False  # the shop does not trade in this bucket
-    price: float | None = None  # mean unit price sold in the bucket, None when nothing sold
+    ``y`` and ``price`` have one value per row; ``price`` is NaN where nothing sold.
+    ``ahead_weekday`` and ``ahead_closed`` describe the ``horizon`` buckets after ``bucket``,
+    as known now.
+    """
+
+    bucket: int
+    open: bool
+    y: np.ndarray
+    price: np.ndarray
+    weekday: int
+    ahead_weekday: np.ndarray
+    ahead_closed: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def horizon(self) -> int:
+        return len(self.ahead_weekday)
 
 
-State = dict[str, Any]
+class Columns:
+    """Arrays with one row per series, each with the value a new row starts from.
+
+    >>> c = Columns()
+    >>> c.column("level", 0.0, (2,))
+    >>> c.take(np.array([-1, -1]))  # two new rows
+    >>> c.level[1, 0] = 5.0
+    >>> c.take(np.array([1, -1]))  # keep row 1 first, then one new row
+    >>> c.level.tolist()
+    [[5.0, 0.0], [0.0, 0.0]]
+    """
+
+    def __init__(self) -> None:
+        self._columns: dict[str, tuple[object, tuple[int, ...], type]] = {}
+
+    def column(
+        self, name: str, fill: object, shape: tuple[int, ...] = (), dtype: type = np.float64
+    ) -> None:
+        self._columns[name] = (fill, shape, dtype)
+        setattr(self, name, np.full((0, *shape), fill, dtype))
+
+    @property
+    def rows(self) -> int:
+        first = next(iter(self._columns), None)
+        return 0 if first is None else len(getattr(self, first))
+
+    def take(self, index: np.ndarray) -> None:
+        """Rebuild the rows: row ``i`` becomes old row ``index[i]``, or a new row where -1."""
+        new = index < 0
+        for name, (fill, shape, dtype) in self._columns.items():
+            old = getattr(self, name)
+            out = np.full((len(index), *shape), fill, dtype)
+            if len(old):
+                out[~new] = old[index[~new]]
+            setattr(self, name, out)
+
+    def state(self) -> State:
+        return {name: getattr(self, name) for name in self._columns}
+
+    def load(self, state: State) -> None:
+        for name, (_, shape, dtype) in self._columns.items():
+            value = np.asarray(state[name], dtype)
+            if value.shape[1:] != shape:
+                raise ValueError(f"{name}: shape {value.shape[1:]} where {shape} is expected")
+            setattr(self, name, value.copy())
 
 
 class Forecaster(Protocol):
+    """A model over all series of a partition.
+
+    ``forecast`` returns means ``[n, horizon]`` and a boolean ``[n]`` saying which rows are
+    ready; rows not ready carry NaN. ``features`` is the bank's shared ``Recent`` window,
+    as of the close (``learn`` sees it before the close's demand is added, ``forecast`` after).
+    """
+
     name: str
     version: str
 
-    def learn_one(self, y: float | None, x: Context) -> None:
-        """Learn the bucket that just closed; ``y`` is None when the shop was closed."""
+    def take(self, index: np.ndarray) -> None:
+        """Keep, reorder and add rows (see ``Columns.take``)."""
 
-    def forecast(self, horizon: int, xs: list[Context]) -> list[float] | None:
-        """Point (mean) forecasts for the next ``horizon`` buckets, or None while not ready.
+    def learn(self, close: Close, features: object) -> None:
+        """Learn the bucket that just closed (nothing when ``close.open`` is False)."""
 
-        ``xs`` describes those buckets, as far as it is known at forecast time.
-        """
+    def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
+        """Means ``[n, horizon]`` and which rows are ready."""
 
     def state(self) -> State:
-        """Everything learned so far, as JSON-compatible values."""
+        """Everything learned so far, as arrays."""
 
     def load(self, state: State) -> None:
         """Continue from a ``state()`` of a model built with the same settings."""

@@ -1,27 +1,43 @@
 """Baselines every other model must beat (M5: they are hard to beat).
 
->>> from models.base import Context
->>> x = Context(weekday=0)
->>> m = SeasonalNaive(season=3)
->>> for y in [1, 2, 3, 4]:
-...     m.learn_one(y, x)
->>> m.forecast(4, [x] * 4)
-[2.0, 3.0, 4.0, 2.0]
->>> a = MovingAverage(window=2)
->>> for y in [1, 2, None, 6]:
-...     a.learn_one(y, x)
->>> a.forecast(2, [x] * 2)
-[4.0, 4.0]
+Both read the bank's shared ``Recent`` window and keep nothing of their own.
+
+>>> from models.recent import Recent
+>>> from models.testing import close_of
+>>> r = Recent(season=3)
+>>> r.take(np.array([-1]))
+>>> for b, y in enumerate([1, 2, 3, 4]):
+...     r.update(b, True, np.array([float(y)]), np.array([np.nan]))
+>>> means, ready = SeasonalNaive(3).forecast(close_of(3, horizon=4), r)
+>>> means.tolist(), ready.tolist()
+([[2.0, 3.0, 4.0, 2.0]], [True])
+>>> MovingAverage(2).forecast(close_of(3, horizon=2), r)[0].tolist()
+[[3.5, 3.5]]
 """
 
 from __future__ import annotations
 
-from collections import deque
+import numpy as np
 
-from models.base import Context, State
+from models.base import Close, State
+from models.recent import Recent
 
 
-class SeasonalNaive:
+class _Stateless:
+    def take(self, index: np.ndarray) -> None:
+        """Nothing per row: the bank's ``Recent`` holds what these models read."""
+
+    def learn(self, close: Close, features: Recent) -> None:
+        """Nothing to learn beyond the shared window."""
+
+    def state(self) -> State:
+        return {}
+
+    def load(self, state: State) -> None:
+        """Nothing to restore."""
+
+
+class SeasonalNaive(_Stateless):
     """Repeats the last full season (weekly for daily buckets).
 
     A closed bucket keeps the value its slot had a season earlier, so the Monday after a
@@ -29,56 +45,28 @@ class SeasonalNaive:
     """
 
     name = "seasonal_naive"
-    version = "2"
+    version = "3"
 
     def __init__(self, season: int = 7) -> None:
         self.season = season
-        self._last: deque[float] = deque(maxlen=season)
-        self._seen = 0  # open buckets learned
 
-    def learn_one(self, y: float | None, x: Context) -> None:
-        if y is None:
-            # keep the slot's last open value; before a full season, an unknown slot is 0
-            y = self._last[0] if len(self._last) == self.season else 0.0
-        else:
-            self._seen += 1
-        self._last.append(float(y))
-
-    def forecast(self, horizon: int, xs: list[Context]) -> list[float] | None:
-        if len(self._last) < self.season or self._seen < self.season:
-            return None
-        last = list(self._last)
-        return [last[h % self.season] for h in range(horizon)]
-
-    def state(self) -> State:
-        return {"last": list(self._last), "seen": self._seen}
-
-    def load(self, state: State) -> None:
-        self._last.extend(state["last"])
-        self._seen = state["seen"]
+    def forecast(self, close: Close, features: Recent) -> tuple[np.ndarray, np.ndarray]:
+        slots = (close.bucket + 1 + np.arange(close.horizon)) % self.season
+        ready = features.full_season()
+        means = features.slots[:, slots]
+        return np.where(ready[:, None], means, np.nan), ready
 
 
-class MovingAverage:
+class MovingAverage(_Stateless):
     """Flat forecast at the mean of the last ``window`` open buckets."""
 
     name = "moving_average"
-    version = "2"
+    version = "3"
 
     def __init__(self, window: int = 28) -> None:
-        self._last: deque[float] = deque(maxlen=window)
+        self.window = window
 
-    def learn_one(self, y: float | None, x: Context) -> None:
-        if y is not None:
-            self._last.append(float(y))
-
-    def forecast(self, horizon: int, xs: list[Context]) -> list[float] | None:
-        if not self._last:
-            return None
-        # a fresh sum, not a running one: float drift would break restart equality
-        return [max(sum(self._last) / len(self._last), 0.0)] * horizon
-
-    def state(self) -> State:
-        return {"last": list(self._last)}
-
-    def load(self, state: State) -> None:
-        self._last.extend(state["last"])
+    def forecast(self, close: Close, features: Recent) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.maximum(features.mean(self.window), 0.0)
+        ready = ~np.isnan(mean)
+        return np.repeat(mean[:, None], close.horizon, axis=1), ready

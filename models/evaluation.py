@@ -34,8 +34,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
+from typing import Any
 
-from models.bank import PUBLISHED, Outcome
+import numpy as np
+
+from models.bank import PUBLISHED, Settled
 from models.rollup import ROLLUP
 
 
@@ -44,12 +47,12 @@ def parse_forecast_id(forecast_id: str) -> tuple[str, int, str]:
     return series, int(bucket), model.split("@", 1)[0]
 
 
-def _pinball(y: float, p10: float, p50: float, p90: float) -> float:
-    """Pinball losses of the three quantiles, summed."""
+def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
+    """Pinball losses of the three quantiles, summed (floats or arrays alike)."""
     loss = 0.0
     for q, value in ((0.1, p10), (0.5, p50), (0.9, p90)):
         diff = y - value
-        loss += max(q * diff, (q - 1) * diff)
+        loss = loss + np.maximum(q * diff, (q - 1) * diff)
     return loss
 
 
@@ -177,7 +180,7 @@ class JsonLines:
 
 
 class Prequential:
-    """Running sums of prequential errors per (model, horizon), from ``Outcome``s.
+    """Running sums of prequential errors per (model, horizon), from scored points.
 
     The sums are plain floats keyed ``"model|k|field"``, so a worker can add them to a Redis
     hash and any number of partitions or processes can be merged by adding. MAE scores the
@@ -186,10 +189,9 @@ class Prequential:
     ``rel_mae_vs_seasonal_naive`` compares with the classic seasonal naive (its point
     forecast, no quantile shift) on the same points.
 
-    >>> from models.bank import Outcome
-    >>> from models.quantiles import Scored, Step
     >>> p = Prequential()
-    >>> p.add([Outcome("m", Scored(1, 4.0, Step(3.0, 1.0, 2.0, 5.0), False), 2.0, 4.0)])
+    >>> p.add("m", 1, np.array([4.0]), np.array([[3.0, 1.0, 2.0, 5.0]]), np.array([2.0]),
+    ...       np.array([4.0]))
     >>> s = p.summary()["m"]
     >>> s["mae"], s["mase"], s["rel_mae_vs_seasonal_naive"], s["coverage_p10_p90"]
     (2.0, 1.0, 0.5, 1.0)
@@ -201,28 +203,59 @@ class Prequential:
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
 
-    def add_win(self, model: str) -> None:
-        """Count one published forecast of ``model`` (horizon 0 holds the wins)."""
-        self.sums[f"{model}|0|wins"] += 1
+    def add_wins(self, model: str, n: int) -> None:
+        """Count ``n`` published forecasts of ``model`` (horizon 0 holds the wins)."""
+        if n:
+            self.sums[f"{model}|0|wins"] += n
 
-    def add(self, outcomes: Iterable[Outcome]) -> None:
+    def add(
+        self,
+        model: str,
+        k: int,
+        y: np.ndarray,
+        steps: np.ndarray,
+        scale: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
+    ) -> None:
+        """Points of ``model`` scored ``k`` buckets ahead: truths ``y``, forecasts ``steps``
+        ``[n, 4]`` (mean, p10, p50, p90), MASE scales and seasonal naive's absolute errors
+        (NaN or 0: unknown)."""
+        if not len(y):
+            return
         sums = self.sums
-        for o in outcomes:
-            s, step = o.scored, o.scored.step
-            key = f"{o.model}|{s.k}|"
-            err = s.y - step.p50
-            sums[key + "n"] += 1
-            sums[key + "abs"] += abs(err)
-            sums[key + "abs_mean"] += abs(s.y - step.mean)
-            sums[key + "sq"] += (s.y - step.mean) ** 2
-            sums[key + "pinball"] += _pinball(s.y, step.p10, step.p50, step.p90)
-            sums[key + "covered"] += step.p10 <= s.y <= step.p90
-            if o.scale:
-                sums[key + "scaled"] += abs(err) / o.scale
-                sums[key + "scaled_n"] += 1
-            if o.reference_abs is not None:
-                sums[key + "ref"] += o.reference_abs
-                sums[key + "ref_abs"] += abs(err)
+        key = f"{model}|{k}|"
+        mean, p10, p50, p90 = steps.T
+        err = y - p50
+        sums[key + "n"] += len(y)
+        sums[key + "abs"] += float(np.abs(err).sum())
+        sums[key + "abs_mean"] += float(np.abs(y - mean).sum())
+        sums[key + "sq"] += float(((y - mean) ** 2).sum())
+        sums[key + "pinball"] += float(_pinball(y, p10, p50, p90).sum())
+        sums[key + "covered"] += float(((p10 <= y) & (y <= p90)).sum())
+        if scale is not None:
+            known = np.nan_to_num(scale) > 0
+            if known.any():
+                sums[key + "scaled"] += float((np.abs(err[known]) / scale[known]).sum())
+                sums[key + "scaled_n"] += float(known.sum())
+        if reference is not None:
+            known = ~np.isnan(reference)
+            if known.any():
+                sums[key + "ref"] += float(reference[known].sum())
+                sums[key + "ref_abs"] += float(np.abs(err[known]).sum())
+
+    def add_settled(self, settled: Settled) -> None:
+        """Every point a bank's close scored (a rollup has its own ``models.rollup.settle``)."""
+        for model, points in settled.points.items():
+            for p in points:
+                ref = settled.reference.get(p.k)
+                self.add(
+                    model,
+                    p.k,
+                    settled.y[p.valid],
+                    p.steps[p.valid],
+                    settled.scale[p.valid],
+                    None if ref is None else ref[p.valid],
+                )
 
     def merge(self, sums: Mapping[str, float]) -> None:
         for k, v in sums.items():

@@ -1,45 +1,56 @@
-"""A member of a series' bank whose forecasts come from outside it: the global LSTM.
+"""A member of the bank whose forecasts come from outside it: the global LSTM.
 
 The LSTM is trained on all series at once by the trainer process and run for all series of a
-partition in one batch at each bucket close (``streamer/lstm_serving.py``). Inside each
-series' bank it still behaves like any model: its forecasts are issued, scored when the truth
-arrives, given conformal quantiles from its own errors, and compete in the per-series
-selection. It learns nothing per series, and forecasts nothing in a close that did not
-``offer`` it a forecast (no champion yet, or a replay after a restart).
+partition in one batch at each bucket close (``streamer/lstm_serving.py``). In the bank it
+still behaves like any model: its forecasts are issued, scored when the truth arrives, given
+quantiles from its own errors, and compete in the per-series selection. It learns nothing
+itself, and forecasts nothing in a close that did not ``offer`` it a forecast (no champion
+yet, or a replay after a restart).
 
+>>> from models.testing import close_of
 >>> m = Injected("lstm")
->>> m.forecast(2, []) is None
-True
->>> m.offer("v3", [1.0, 2.0])
->>> m.version, m.forecast(2, []), m.forecast(2, [])
-('v3', [1.0, 2.0], None)
+>>> m.forecast(close_of(0, horizon=2), None)[1].tolist()
+[False]
+>>> m.offer("v3", np.array([[1.0, 2.0]]))
+>>> m.version, m.forecast(close_of(0, horizon=2), None)[0].tolist()
+('v3', [[1.0, 2.0]])
+>>> m.forecast(close_of(1, horizon=2), None)[1].tolist()
+[False]
 """
 
 from __future__ import annotations
 
-from models.base import Context, State
+import numpy as np
+
+from models.base import Close, State
 
 
 class Injected:
     def __init__(self, name: str) -> None:
         self.name = name
         self.version = "none"
-        self._offered: list[float] | None = None
+        self._offered: np.ndarray | None = None
 
-    def offer(self, version: str, means: list[float]) -> None:
-        """The forecast to give at the next ``forecast`` call, from model ``version``."""
+    def offer(self, version: str, means: np.ndarray) -> None:
+        """The forecasts ``[n, horizon]`` to give at the next ``forecast``, from ``version``."""
         self.version = version
         self._offered = means
 
-    def learn_one(self, y: float | None, x: Context) -> None:
+    def take(self, index: np.ndarray) -> None:
+        """Nothing per row: an offer is for the rows of one close."""
+
+    def learn(self, close: Close, features: object) -> None:
         """Nothing per series: the model learns across all series in the trainer."""
 
-    def forecast(self, horizon: int, xs: list[Context]) -> list[float] | None:
+    def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
         offered, self._offered = self._offered, None
-        return None if offered is None else offered[:horizon]
+        if offered is None:
+            return np.full((close.n, close.horizon), np.nan), np.zeros(close.n, bool)
+        means = np.asarray(offered, np.float64)[:, : close.horizon]
+        return means, ~np.isnan(means).any(axis=1)
 
     def state(self) -> State:
-        return {"version": self.version}
+        return {"version": np.array(self.version)}
 
     def load(self, state: State) -> None:
-        self.version = state["version"]
+        self.version = str(state["version"])

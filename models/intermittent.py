@@ -5,48 +5,42 @@ bucket has any demand (updated every open bucket, so it decays while nothing sel
 Croston's) and the size of a non-zero demand (updated only when something sells). The forecast
 is their product, flat over the horizon.
 
->>> from models.base import Context
->>> x = Context(weekday=0)
+>>> from models.testing import close_of
 >>> m = TSB(alpha=0.5, beta=0.5)
->>> for y in [4, 0, 4, 0]:
-...     m.learn_one(y, x)
->>> m.forecast(2, [x] * 2)
-[1.5, 1.5]
+>>> m.take(np.array([-1]))
+>>> for b, y in enumerate([4, 0, 4, 0]):
+...     m.learn(close_of(b, [y]), None)
+>>> m.forecast(close_of(3, horizon=2), None)[0].tolist()
+[[1.5, 1.5]]
 """
 
 from __future__ import annotations
 
-from models.base import Context, State
+import numpy as np
+
+from models.base import Close, Columns
 
 
-class TSB:
+class TSB(Columns):
     name = "tsb"
-    version = "1"
+    version = "2"
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.1) -> None:
+        super().__init__()
         self.alpha = alpha  # smoothing of the demand size
         self.beta = beta  # smoothing of the demand probability
-        self._p: float | None = None
-        self._z: float | None = None
+        self.column("p", np.nan)
+        self.column("z", np.nan)
 
-    def learn_one(self, y: float | None, x: Context) -> None:
-        if y is None:
+    def learn(self, close: Close, features: object) -> None:
+        if not close.open:
             return
+        y = close.y
         sold = y > 0
-        if self._p is None:
-            self._p = float(sold)
-        else:
-            self._p += self.beta * (float(sold) - self._p)
-        if sold:
-            self._z = float(y) if self._z is None else self._z + self.alpha * (y - self._z)
+        self.p = np.where(np.isnan(self.p), sold, self.p + self.beta * (sold - self.p))
+        size = np.where(np.isnan(self.z), y, self.z + self.alpha * (y - self.z))
+        self.z = np.where(sold, size, self.z)
 
-    def forecast(self, horizon: int, xs: list[Context]) -> list[float] | None:
-        if self._p is None:
-            return None
-        return [self._p * (self._z or 0.0)] * horizon
-
-    def state(self) -> State:
-        return {"p": self._p, "z": self._z}
-
-    def load(self, state: State) -> None:
-        self._p, self._z = state["p"], state["z"]
+    def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.p * np.nan_to_num(self.z)
+        return np.repeat(mean[:, None], close.horizon, axis=1), ~np.isnan(self.p)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Context
+from models.base import Close
 
 # Bump when the inputs or the layers change: checkpoints of another architecture are refused.
 ARCH = 1
@@ -297,11 +297,11 @@ def gather(
     origins: np.ndarray,
     seq_len: int,
     horizon: int,
-    ahead: Sequence[Context] | None = None,
+    ahead: Close | None = None,
 ) -> Inputs:
     """Inputs of the windows of series ``rows`` ending at columns ``origins`` (the last
-    input), all at once. The calendar ahead comes from ``ahead`` (the same for every window)
-    when given, else from ``Panel.calendar``."""
+    input), all at once. The calendar ahead comes from the close ``ahead`` (the same for every
+    window) when given, else from ``Panel.calendar``."""
     width = panel.demand.shape[1]
     if origins.min() < seq_len - 1 or origins.max() >= width:
         raise ValueError(
@@ -315,11 +315,11 @@ def gather(
         future = origins[:, None] + np.arange(1, horizon + 1)
         closed_ahead, weekday_ahead = closed[future], weekday[future]
     else:
-        if len(ahead) != horizon:
-            raise ValueError(f"`ahead` describes {len(ahead)} buckets, not {horizon}")
+        if ahead.horizon != horizon:
+            raise ValueError(f"`ahead` describes {ahead.horizon} buckets, not {horizon}")
         shape = (len(rows), horizon)
-        closed_ahead = np.broadcast_to(np.array([x.closed for x in ahead]), shape)
-        weekday_ahead = np.broadcast_to(np.array([x.weekday for x in ahead]), shape)
+        closed_ahead = np.broadcast_to(ahead.ahead_closed, shape)
+        weekday_ahead = np.broadcast_to(ahead.ahead_weekday, shape)
     return Inputs(
         panel.demand[r, cols],
         panel.price[r, cols],
@@ -346,7 +346,7 @@ def forecast_windows(model: GlobalLSTM, inputs: Inputs) -> np.ndarray:
 
 
 def predict(
-    model: GlobalLSTM, panel: Panel, at_bucket: int, ahead: Sequence[Context] | None = None
+    model: GlobalLSTM, panel: Panel, at_bucket: int, ahead: Close | None = None
 ) -> np.ndarray:
     """Quantiles [S, horizon, Q] for every series of the panel, for the buckets after
     ``at_bucket`` (the bucket that just closed, the last input). ``ahead`` is the calendar of

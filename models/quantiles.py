@@ -1,199 +1,147 @@
-"""Quantiles for any point forecaster, from its own recent errors (split conformal).
+"""Quantiles for any point forecaster from its own errors, for all series at once.
 
-Every forecast a wrapped model issues is remembered; when the truth for a bucket arrives, the
-error at each horizon goes into a bounded window per horizon. p10/p50/p90 are the mean plus
-the empirical quantiles of those errors. Until a horizon has enough errors, the pooled errors of
-all horizons are used, and before that a Poisson-like spread (demand is a count).
-
-The interval levels adapt to the coverage actually reached (adaptive conformal inference,
-Gibbs and Candes 2021): each p10 or p90 that misses its truth moves that side's level outwards,
-each hit moves it back a little, so over time 10% of the truths fall below p10 and 10% above
-p90 on every series, even when its errors drift.
+Every forecast a model issues is remembered (``Issued``: one ring slot per issuing close, so
+a close scores the forecasts of the ``horizon`` closes before it with a few array reads).
+When the truth for a bucket arrives, the error ``y - mean`` at each horizon updates three
+running quantiles per series and horizon (``Bands``), and p10/p50/p90 are the mean plus
+them. A running quantile moves up by ``rate * spread * q`` after each truth above it and down
+by ``rate * spread * (1 - q)`` after each one below, so it settles where a fraction ``q`` of
+the errors fall below it, and keeps following when the errors drift: the same coverage
+feedback as adaptive conformal inference (Gibbs and Candes 2021), in O(1) memory instead of
+a window of errors. ``spread`` is the series' smoothed absolute error, so the steps scale with
+the series. Until a horizon has ``MIN_ERRORS`` errors, a Poisson-like spread stands in
+(demand is a count).
 
 Buckets expected to be closed get a forecast of zero with no spread. When the truth arrives
-for them it is scored like any other point but never enters the error windows: a surprise
+for them it is scored like any other point but never updates the quantiles: a surprise
 opening says nothing about the model's everyday errors.
+
+The mean square and mean cube of the errors per horizon are smoothed too: safety stock needs
+them (streamer/alerts.py), since on lumpy demand the p10-p90 band is often [0, 0] while a
+large order now and then empties the shelf.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from models.base import Context, Forecaster, State
+import numpy as np
 
-LEVELS = (0.1, 0.5, 0.9)
+from models.base import Columns
+
+LEVELS = np.array([0.1, 0.5, 0.9])
 MIN_ERRORS = 5
-ADAPT_RATE = 0.005  # level change per scored point
+RATE = 0.1  # running quantile step, in units of the series' smoothed absolute error
+SPREAD_ALPHA = 0.05  # weight of each error in that smoothed absolute error
+MOMENT_ALPHA = 1 / 56  # weight of each error in the smoothed moments (about 8 weeks)
 SELECTION_ALPHA = 0.005  # weight of each scored point in the recent p50 error
+Z90 = 1.2815515655446004
+MEAN, P10, P50, P90 = range(4)  # the last axis of every steps array
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    mean: float
-    p10: float
-    p50: float
-    p90: float
-
-    def as_list(self) -> list[float]:
-        return [self.mean, self.p10, self.p50, self.p90]
-
-
-CLOSED = Step(0.0, 0.0, 0.0, 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """A forecast step meeting its truth: ``k`` buckets ahead (1-based), ``closed`` if the
-    step was forecast as a closed bucket."""
+class Points:
+    """Forecasts meeting their truth at one close, ``k`` buckets after they were issued:
+    ``steps[valid]`` are the scored rows' (mean, p10, p50, p90); ``closed`` when the step was
+    forecast as a closed bucket."""
 
     k: int
-    y: float
-    step: Step
+    valid: np.ndarray
+    steps: np.ndarray
     closed: bool
 
 
-def _moments(values: Iterable[float]) -> tuple[float, float]:
-    values = list(values)
-    return sum(v * v for v in values) / len(values), sum(v**3 for v in values) / len(values)
+class Issued(Columns):
+    """Forecasts issued and waiting for their truth: ``pending[row, slot, step]`` is the
+    forecast the close of a bucket ``b`` (slot ``b % horizon``) made for ``b + 1 + step``."""
 
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated quantile of an already sorted, non-empty list."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-class Issued:
-    """Forecasts issued and waiting for their truth, scored as the buckets close."""
-
-    def __init__(self) -> None:
-        self.t = 0  # index of the next bucket
-        self._pending: dict[int, tuple[list[Step], list[bool]]] = {}
-
-    def issue(self, steps: list[Step], closed: list[bool]) -> None:
-        self._pending[self.t] = (steps, closed)
-
-    def advance(self, y: float | None) -> list[Scored]:
-        """Close the next bucket: score what was forecast for it (nothing if it was closed)."""
-        scored = []
-        for issued_at, (steps, closed) in list(self._pending.items()):
-            k = self.t - issued_at
-            if y is not None and k < len(steps):
-                scored.append(Scored(k + 1, y, steps[k], closed[k]))
-            if k >= len(steps) - 1:
-                del self._pending[issued_at]
-        self.t += 1
-        return scored
-
-    def state(self) -> State:
-        return {
-            "t": self.t,
-            "pending": [
-                [at, [s.as_list() for s in st], cl] for at, (st, cl) in self._pending.items()
-            ],
-        }
-
-    def load(self, state: State) -> None:
-        self.t = state["t"]
-        self._pending = {at: ([Step(*s) for s in st], cl) for at, st, cl in state["pending"]}
-
-
-class Conformal:
-    """Wraps a ``Forecaster``: same learning, forecasts with p10/p50/p90."""
-
-    def __init__(self, model: Forecaster, horizon: int = 7, window: int = 56) -> None:
-        self.model = model
+    def __init__(self, horizon: int = 7) -> None:
+        super().__init__()
         self.horizon = horizon
-        self._errors = [deque[float](maxlen=window) for _ in range(horizon)]
-        self._p50_abs: float | None = None  # smoothed absolute error of the p50s
-        self._scored = 0
-        self.issued = Issued()
-        self._levels = [LEVELS[0], LEVELS[2]]
+        self.column("pending", np.nan, (horizon, horizon, 4), np.float32)
 
-    @property
-    def name(self) -> str:
-        return self.model.name
+    def settle(self, bucket: int, is_open: bool, closed_ahead: np.ndarray) -> list[Points]:
+        """What closing ``bucket`` scores: nothing when the shop did not trade.
+        ``closed_ahead[slot, step]`` says which steps each slot forecast as closed."""
+        if not is_open:
+            return []
+        out = []
+        for k in range(1, self.horizon + 1):
+            slot = (bucket - k) % self.horizon
+            steps = self.pending[:, slot, k - 1, :].astype(np.float64)
+            valid = ~np.isnan(steps[:, MEAN])
+            if valid.any():
+                out.append(Points(k, valid, steps, bool(closed_ahead[slot, k - 1])))
+        return out
 
-    @property
-    def version(self) -> str:
-        return self.model.version
+    def issue(self, bucket: int, steps: np.ndarray) -> None:
+        """Remember ``steps [n, horizon, 4]`` (NaN rows: nothing issued) as ``bucket``'s."""
+        self.pending[:, bucket % self.horizon] = steps
 
-    def learn_one(self, y: float | None, x: Context) -> list[Scored]:
-        """Learn the bucket that closed; return this model's forecasts scored against it."""
-        scored = self.issued.advance(y)
-        lo, hi = self._levels
-        for s in scored:
-            if not s.closed:
-                self._errors[s.k - 1].append(s.y - s.step.mean)
-                err = abs(s.y - s.step.p50)
-                ewma = self._p50_abs
-                self._p50_abs = err if ewma is None else ewma + SELECTION_ALPHA * (err - ewma)
-                self._scored += 1
-                lo += ADAPT_RATE * (LEVELS[0] - (s.y < s.step.p10))
-                hi += ADAPT_RATE * ((s.y > s.step.p90) - LEVELS[0])
-        self._levels = [min(max(lo, 0.0), LEVELS[1]), min(max(hi, LEVELS[1]), 1.0)]
-        self.model.learn_one(y, x)
-        return scored
 
-    def forecast(self, xs: list[Context]) -> list[Step] | None:
-        means = self.model.forecast(self.horizon, xs)
-        if means is None:
-            return None
-        pooled: list[float] | None = None  # only while a horizon has too few errors
-        steps = []
-        for k, (mean, x) in enumerate(zip(means, xs, strict=True)):
-            if x.closed:
-                steps.append(CLOSED)
-                continue
-            if len(self._errors[k]) >= MIN_ERRORS:
-                errs = sorted(self._errors[k])
-            else:
-                if pooled is None:
-                    pooled = sorted(e for errs in self._errors for e in errs)
-                errs = pooled
-            if len(errs) >= MIN_ERRORS:
-                p10, p50, p90 = (
-                    mean + quantile(errs, q) for q in (self._levels[0], LEVELS[1], self._levels[1])
-                )
-            else:
-                spread = 1.2816 * math.sqrt(max(mean, 1.0))
-                p10, p50, p90 = mean - spread, mean, mean + spread
-            p10, p50, p90 = sorted(max(v, 0.0) for v in (p10, p50, p90))
-            steps.append(Step(mean, p10, p50, p90))
-        self.issued.issue(steps, [x.closed for x in xs])
-        return steps
+class Bands(Issued):
+    """One model's issued forecasts, running error quantiles and moments per horizon."""
 
-    def error_moments(self) -> list[tuple[float, float]] | None:
-        """Mean square and mean cube of the recent errors of the mean, per horizon (pooled
-        while a horizon has too few), or None before any are known. Unlike the p10-p90 band
-        they see the rare large orders of lumpy demand, which safety stock must cover."""
-        pooled = [e for errs in self._errors for e in errs]
-        if len(pooled) < MIN_ERRORS:
-            return None
-        return [_moments(errs if len(errs) >= MIN_ERRORS else pooled) for errs in self._errors]
+    def __init__(self, horizon: int = 7) -> None:
+        super().__init__(horizon)
+        self.column("q", 0.0, (horizon, 3))
+        self.column("errors", 0, (horizon,), np.int32)
+        self.column("spread", np.nan)
+        self.column("m2", 0.0, (horizon,))
+        self.column("m3", 0.0, (horizon,))
+        self.column("p50_abs", np.nan)
+        self.column("scored", 0, (), np.int64)
 
-    def recent_mae(self) -> float | None:
-        """Smoothed absolute error of the recent p50s, all horizons; None before MIN_ERRORS."""
-        return self._p50_abs if self._scored >= MIN_ERRORS else None
+    def learn(self, points: list[Points], y: np.ndarray) -> None:
+        """Update from the points ``settle`` returned for this model."""
+        for p in points:
+            err = np.abs(y - p.steps[:, P50])
+            self.p50_abs = np.where(
+                ~p.valid,
+                self.p50_abs,
+                np.where(
+                    np.isnan(self.p50_abs),
+                    err,
+                    self.p50_abs + SELECTION_ALPHA * (err - self.p50_abs),
+                ),
+            )
+            self.scored += p.valid
+            if not p.closed:
+                self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
 
-    def state(self) -> State:
-        return {
-            "model": self.model.state(),
-            "errors": [list(e) for e in self._errors],
-            "p50_abs": [self._p50_abs, self._scored],
-            "issued": self.issued.state(),
-            "levels": self._levels,
-        }
+    def _track(self, h: int, rows: np.ndarray, e: np.ndarray) -> None:
+        e = np.where(rows, e, 0.0)
+        first = rows & (self.errors[:, h] == 0)
+        spread = np.where(np.isnan(self.spread), np.abs(e), self.spread)
+        spread = np.where(rows, spread + SPREAD_ALPHA * (np.abs(e) - spread), self.spread)
+        step = RATE * np.maximum(np.nan_to_num(spread), 0.05)
+        q = self.q[:, h, :]
+        moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
+        q = np.where(first[:, None], e[:, None], np.where(rows[:, None], moved, q))
+        self.q[:, h, :] = q
+        self.spread = spread
+        m2, m3 = self.m2[:, h], self.m3[:, h]
+        self.m2[:, h] = np.where(first, e * e, np.where(rows, m2 + MOMENT_ALPHA * (e * e - m2), m2))
+        self.m3[:, h] = np.where(first, e**3, np.where(rows, m3 + MOMENT_ALPHA * (e**3 - m3), m3))
+        self.errors[:, h] += rows
 
-    def load(self, state: State) -> None:
-        self.model.load(state["model"])
-        for errs, saved in zip(self._errors, state["errors"], strict=True):
-            errs.extend(saved)
-        self._p50_abs, self._scored = state["p50_abs"]
-        self.issued.load(state["issued"])
-        self._levels = list(state["levels"])
+    def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
+        """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros
+        for the steps ``closed`` says the shop will not trade."""
+        known = self.errors >= MIN_ERRORS
+        spread = Z90 * np.sqrt(np.maximum(means, 1.0))
+        poisson = np.stack([-spread, np.zeros_like(means), spread], axis=-1)
+        offsets = np.where(known[..., None], self.q, poisson)
+        bands = np.sort(np.maximum(means[..., None] + offsets, 0.0), axis=-1)
+        out = np.concatenate([means[..., None], bands], axis=-1)
+        out[:, closed, :] = 0.0
+        out[~ready] = np.nan
+        return out
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Smoothed mean square and cube of the errors ``[n, horizon]``, and where known."""
+        return self.m2, self.m3, self.errors >= MIN_ERRORS
+
+    def recent_mae(self) -> np.ndarray:
+        """Smoothed absolute error of the recent p50s, NaN before ``MIN_ERRORS`` points."""
+        return np.where(self.scored >= MIN_ERRORS, self.p50_abs, np.nan)

@@ -19,21 +19,21 @@ The rollup is scored like any model (prequential, per horizon), against the SKU'
 all its locations; the worker does not compute its MASE (the in-sample scale of the sum is not
 kept), the backtest's re-score of the topic does.
 
->>> one = [Step(2.0, 0.0, 1.0, 5.0)]
->>> combine([one]) == one
+>>> one = np.array([[[2.0, 0.0, 1.0, 5.0]]])
+>>> combine(one, np.array([0]), 1).tolist() == one.tolist()
 True
->>> [round(v, 2) for v in combine([one, one])[0].as_list()]
+>>> combine(np.concatenate([one, one]), np.array([0, 0]), 1)[0, 0].round(2).tolist()
 [4.0, 0.0, 3.0, 9.28]
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from models.bank import PUBLISHED, SEASONAL_NAIVE, Outcome
-from models.quantiles import CLOSED, Scored, Step
+import numpy as np
+
+from models.bank import PUBLISHED, SEASONAL_NAIVE, Settled
+from models.quantiles import MEAN, P10, P50, P90
 
 ROLLUP = "rollup"
 VERSION = "bottom-up-1"
@@ -44,50 +44,59 @@ Z90 = 1.2816  # the normal 90% quantile: p10-p90 is 2 * Z90 standard deviations 
 # more than 85%. Checked on the full year in docs/accuracy.md.
 DISPERSION = 6.0
 
-
-def combine(locations: Sequence[Sequence[Step]]) -> list[Step]:
-    """The SKU's steps from its locations' steps (all the same length)."""
-    return [_sum(parts) for parts in zip(*locations, strict=True)]
+if TYPE_CHECKING:
+    from models.evaluation import Prequential
 
 
-def _sum(parts: Sequence[Step]) -> Step:
-    if len(parts) == 1:
-        return parts[0]
-    if all(p == CLOSED for p in parts):
-        return CLOSED
-    mean = sum(p.mean for p in parts)
-    variances = [max(((p.p90 - p.p10) / (2 * Z90)) ** 2, DISPERSION * p.mean) for p in parts]
-    gaps = [p.mean - p.p50 for p in parts]
-    total = sum(variances)
+def _add(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sums of ``values [rows, ...]`` by ``codes``: ``[n, ...]``."""
+    flat = values.reshape(len(values), -1).astype(np.float64)
+    sums = [np.bincount(codes, flat[:, j], minlength=n) for j in range(flat.shape[1])]
+    return np.stack(sums, axis=1).reshape((n, *values.shape[1:]))
+
+
+def combine(steps: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+    """The steps ``[n, horizon, 4]`` of ``n`` SKUs from their locations' ``steps`` (rows of
+    SKU ``codes``)."""
+    mean = steps[..., MEAN]
+    variance = np.maximum(((steps[..., P90] - steps[..., P10]) / (2 * Z90)) ** 2, DISPERSION * mean)
+    gap = mean - steps[..., P50]
+    total_mean = _add(codes, mean, n)
+    total_var = _add(codes, variance, n)
     # with no spread anywhere the parts are certain, and their sum is the sum of their medians
-    gap = sum(v * g for v, g in zip(variances, gaps, strict=True)) / total if total else sum(gaps)
-    p50 = max(mean - gap, 0.0)
-    spread = Z90 * math.sqrt(total)
-    return Step(mean, max(p50 - spread, 0.0), p50, p50 + spread)
+    weighted = _add(codes, variance * gap, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gaps = np.where(total_var > 0, weighted / total_var, _add(codes, gap, n))
+    p50 = np.maximum(total_mean - gaps, 0.0)
+    spread = Z90 * np.sqrt(total_var)
+    out = np.stack([total_mean, np.maximum(p50 - spread, 0.0), p50, p50 + spread], axis=-1)
+    single = np.bincount(codes, minlength=n) == 1
+    out[single] = _add(codes, steps, n)[single]  # one location: its own forecast
+    return out
 
 
-def settle(locations: Iterable[Sequence[Outcome]], y: float) -> list[Outcome]:
-    """The rollup's outcomes at a close where the SKU's demand over all its locations was
-    ``y``, from each location's outcomes at that close.
+def settle(settled: Settled, codes: np.ndarray, n: int, evaluation: Prequential) -> None:
+    """Score the rollups whose buckets this close settled, for SKUs ``codes`` of the rows.
 
     A rollup issued ``k`` buckets ago summed the forecasts its locations published then; the
-    locations' ``published`` points scored now at ``k`` are those same forecasts, so summing
+    locations' ``published`` points scored now at ``k`` are those same forecasts, so combining
     them scores the rollup without keeping it. Its truth is the SKU's whole demand, a new
     location's included, as a consumer of the rollup sees it. The reference is the sum of the
     locations' classic seasonal naive forecasts, when every one of them has one.
     """
-    points: dict[int, list[Scored]] = defaultdict(list)
-    naive: dict[int, list[float | None]] = defaultdict(list)
-    for outcomes in locations:
-        snaive = {o.scored.k: o.scored.step.mean for o in outcomes if o.model == SEASONAL_NAIVE}
-        for o in outcomes:
-            if o.model == PUBLISHED:
-                points[o.scored.k].append(o.scored)
-                naive[o.scored.k].append(snaive.get(o.scored.k))
-    out = []
-    for k, scored in sorted(points.items()):
-        refs = naive[k]
-        ref = None if None in refs else abs(y - sum(r for r in refs if r is not None))
-        step = _sum([s.step for s in scored])
-        out.append(Outcome(ROLLUP, Scored(k, y, step, all(s.closed for s in scored)), None, ref))
-    return out
+    y = _add(codes, settled.y, n)
+    naive = {p.k: p for p in settled.points[SEASONAL_NAIVE]}
+    for p in settled.points[PUBLISHED]:
+        rows = np.flatnonzero(p.valid)
+        if not len(rows):
+            continue
+        skus, dense = np.unique(codes[rows], return_inverse=True)
+        steps = combine(p.steps[rows][:, None, :], dense, len(skus))[:, 0, :]
+        ref = None
+        if p.k in naive:
+            q = naive[p.k]
+            has = q.valid[rows]
+            complete = _add(dense, ~has, len(skus)) == 0
+            sums = _add(dense, np.where(has, q.steps[rows, MEAN], 0.0), len(skus))
+            ref = np.where(complete, np.abs(y[skus] - sums), np.nan)
+        evaluation.add(ROLLUP, p.k, y[skus], steps, None, ref)

@@ -2,12 +2,13 @@
 
     .venv/bin/python scripts/bench_accuracy.py [--data CSV] [--out DIR] [--top 500]
 
-It replays the order file bucket by bucket through the worker's own model code
-(``models.bank.ModelBank``, the same demand rules, closed-day rule and activity window as a
-bucket close), in process, without Kafka or Redis: a year of closes for every series takes
-minutes instead of the half hour of ``shelfcast backtest``. Every forecast is issued at a close
-and scored when its buckets close (prequential). It prints and saves (``accuracy.json``,
-``accuracy.md``) a table for all series and for the top-N (sku, location) series by volume.
+It replays the order file bucket by bucket through the worker's own close
+(``streamer.close.learn_and_forecast`` on a ``models.bank.Bank`` of all series, the same
+demand rules, closed-day rule and activity window), in process, without Kafka or Redis: a year
+of closes for every series takes minutes instead of the half hour of ``shelfcast backtest``.
+Every forecast is issued at a close and scored when its buckets close (prequential). It
+prints and saves (``accuracy.json``, ``accuracy.md``) a table for all series and for the
+top-N (sku, location) series by volume.
 
 On the top-N series it also runs an offline reference with statsforecast (SeasonalNaive,
 AutoETS, CrostonOptimized, ADIDA) on weekly rolling origins, each refitted at every origin on
@@ -33,7 +34,6 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import groupby
 from pathlib import Path
 
 from tqdm import tqdm
@@ -43,14 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from models.bank import LSTM, PUBLISHED, SEASONAL_NAIVE, ModelBank, Outcome
-from models.base import Context
+from models.bank import PUBLISHED, Bank, Settled
 from models.evaluation import Prequential
 from models.lstm import Panel, predict
+from models.quantiles import Points
 from models.registry import Registry
 from models.rollup import settle
 from models.trainer import refresh
 from streamer.backtest import Truth, truth_from
+from streamer.close import close_of, learn_and_forecast
 from streamer.config import Settings
 from streamer.dataset import MISSING_HELP, default_path
 from streamer.lstm_serving import SWANSON, version_name
@@ -93,11 +94,13 @@ class LSTMRun:
     version: np.ndarray  # [bucket]: the champion serving at that close, 0 for none
     refreshes: list[dict[str, object]]
 
-    def offer(self, bank: ModelBank, series: str, b: int) -> None:
+    def offer(self, series: list[str], b: int) -> tuple[str, np.ndarray] | None:
+        """The champion's forecasts of ``series`` at the close of ``b``, if one served."""
         t = b - self.first
         if 0 <= t < len(self.version) and self.version[t]:
-            means = self.means[self.row[series], t].tolist()
-            bank.offer(LSTM, version_name(int(self.version[t])), means)
+            rows = np.array([self.row[s] for s in series], np.int64)
+            return version_name(int(self.version[t])), self.means[rows, t].astype(np.float64)
+        return None
 
 
 def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LSTMRun:
@@ -131,10 +134,7 @@ def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LST
             continue
         closed = {b: b in truth.closed for b in range(panel.first_bucket, last + HORIZON + 1)}
         for b in range(point, min(point + every, last + 1)):
-            ahead = [
-                Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
-                for k in range(1, HORIZON + 1)
-            ]
+            ahead = close_of(cal, HORIZON, b, closed, np.zeros(0), np.zeros(0))
             q = predict(champion[1], panel, b, ahead)
             means[:, b - panel.first_bucket] = np.tensordot(q, np.array(SWANSON), ([2], [0]))
             version[b - panel.first_bucket] = champion[0]
@@ -142,58 +142,70 @@ def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LST
     return LSTMRun(row, panel.first_bucket, means, version, refreshes)
 
 
-def replay_series(
-    series: str,
-    demand: dict[int, float],
+def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None = None) -> Settled:
+    """``settled`` with only the points of ``rows`` (and, per ``k``, of ``keep[k]``)."""
+    points = {
+        model: [
+            Points(p.k, p.valid & rows & (keep[p.k] if keep else True), p.steps, p.closed)
+            for p in pts
+        ]
+        for model, pts in settled.points.items()
+    }
+    return Settled(settled.series, settled.y, settled.scale, points, settled.reference)
+
+
+def replay(
     truth: Truth,
     cal: TradingCalendar,
     last: int,
-    common_points: set[tuple[int, int]] | None,
+    top: set[str],
+    common: dict[str, set[tuple[int, int]]],
     run: Run,
-    top: bool,
     lstm: LSTMRun | None,
-) -> dict[int, list[Outcome]]:
-    """Every close of one series, as the worker does it. Returns, per close, what its
-    rollup needs: the published and seasonal naive outcomes."""
-    bank = ModelBank(HORIZON, cal.season)
-    order_buckets = sorted(b for b, y in demand.items() if y > 0)
-    settled: dict[int, list[Outcome]] = {}
-    if not order_buckets:
-        return settled
-    first = order_buckets[0]
-    closed = {b: b in truth.closed for b in range(first - 2 * cal.season, last + HORIZON + 1)}
-    latest_order = None
-    i = 0
-    for b in range(first, last + 1):
-        while i < len(order_buckets) and order_buckets[i] <= b:
-            latest_order = order_buckets[i]
-            i += 1
-        if latest_order is None or latest_order < b - ACTIVE_BUCKETS + 1:
-            continue  # inactive: the worker does not close it
-        y = demand.get(b, 0.0)
-        revenue = truth.revenue.get((series, b), 0.0)
-        price = revenue / y if y > 0 and revenue > 0 else None
-        outcomes = bank.learn(
-            b, None if closed[b] else y, Context(cal.weekday(b), closed[b], price)
-        )
-        run.all.add(outcomes)
-        settled[b] = [o for o in outcomes if o.model in (PUBLISHED, SEASONAL_NAIVE)]
-        if top:
-            run.top.add(outcomes)
-            if common_points is not None:
-                run.common.add(o for o in outcomes if (b - o.scored.k, b) in common_points)
-        ahead = [
-            Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
-            for k in range(1, HORIZON + 1)
-        ]
-        if lstm is not None:
-            lstm.offer(bank, series, b)
-        _, chosen = bank.forecast(ahead)
-        if chosen is not None:
-            run.all.add_win(chosen)
-            if top:
-                run.top.add_win(chosen)
-    return settled
+) -> None:
+    """Every close of every series, as the worker does it (``streamer.close``): one bank for
+    all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
+    demand = series_buckets(truth)
+    names = sorted(s for s, d in demand.items() if any(y > 0 for y in d.values()))
+    row = {s: i for i, s in enumerate(names)}
+    first_bucket = min(b for _, b in truth.demand)
+    width = last - first_bucket + 1
+    y_all, revenue_all = np.zeros((len(names), width)), np.zeros((len(names), width))
+    for (s, b), y in truth.demand.items():
+        if s in row and b <= last:
+            y_all[row[s], b - first_bucket] = y
+            revenue_all[row[s], b - first_bucket] = truth.revenue.get((s, b), 0.0)
+    t = np.arange(width)
+    latest = np.maximum.accumulate(np.where(y_all > 0, t, -(10**9)), axis=1) + first_bucket
+    is_top = np.array([s in top for s in names])
+    closed = {
+        b: b in truth.closed for b in range(first_bucket - 2 * cal.season, last + HORIZON + 1)
+    }
+    bank = Bank.default(HORIZON, cal.season)
+    for j in tqdm(range(width), desc="closes", unit="bucket"):
+        b = first_bucket + j
+        rows = np.flatnonzero(latest[:, j] >= b - ACTIVE_BUCKETS + 1)
+        bank.align([names[i] for i in rows])
+        close = close_of(cal, HORIZON, b, closed, y_all[rows, j], revenue_all[rows, j])
+        offer = lstm.offer(bank.series, b) if lstm is not None else None
+        settled, fc = learn_and_forecast(bank, close, offer)
+        assert settled is not None
+        run.all.add_settled(settled)
+        skus, codes = np.unique([s.partition("@")[0] for s in bank.series], return_inverse=True)
+        settle(settled, codes, len(skus), run.all)
+        top_rows = is_top[rows]
+        run.top.add_settled(only(settled, top_rows))
+        if common:
+            keep = {
+                k: np.array([(b - k, b) in common.get(s, ()) for s in bank.series])
+                for k in range(1, HORIZON + 1)
+            }
+            run.common.add_settled(only(settled, top_rows, keep))
+        for m, n in zip(*np.unique(fc.chosen[fc.chosen >= 0], return_counts=True), strict=True):
+            run.all.add_wins(bank.names[m], int(n))
+        top_chosen = fc.chosen[top_rows & (fc.chosen >= 0)]
+        for m, n in zip(*np.unique(top_chosen, return_counts=True), strict=True):
+            run.top.add_wins(bank.names[m], int(n))
 
 
 def statsforecast_reference(
@@ -336,21 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as models:  # a fresh registry: no old champion
             lstm = lstm_run(truth, cal, last, Path(models))
     run = Run()
-    progress = tqdm(total=len(demand), desc="series", unit="series")
-    # a SKU's locations one after the other, then its rollup from what they settled
-    for _, group in groupby(sorted(demand), key=lambda s: s.partition("@")[0]):
-        series = list(group)
-        locations = []
-        for s in series:
-            common = points.get(s) if s in top_set else None
-            locations.append(
-                replay_series(s, demand[s], truth, cal, last, common, run, s in top_set, lstm)
-            )
-            progress.update()
-        for b in sorted(set().union(*locations)):
-            y = sum(demand[s].get(b, 0.0) for s in series)
-            run.all.add(settle((loc[b] for loc in locations if b in loc), y))
-    progress.close()
+    replay(truth, cal, last, top_set, points, run, lstm)
     result: dict[str, object] = {
         "data": str(args.data),
         "series": len(demand),

@@ -14,11 +14,12 @@ docs/alerts.md has the rules.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from models.quantiles import CLOSED, Step
+import numpy as np
+
+from models.quantiles import MEAN, P10, P90
 
 P10_P90_WIDTH_IN_SIGMA = 2 * 1.2815515655446004
 RAISED, CLEARED = "raised", "cleared"
@@ -40,43 +41,95 @@ class ReorderPoint:
         return self.lead_time_demand + self.safety_stock
 
 
+@dataclass(frozen=True, slots=True)
+class ReorderPoints:
+    """The reorder points of many series: one value per row."""
+
+    lead_time_days: np.ndarray
+    lead_time_demand: np.ndarray
+    safety_stock: np.ndarray
+    daily_mean: np.ndarray
+    service_level: float
+    review_days: float
+
+    @property
+    def value(self) -> np.ndarray:
+        return self.lead_time_demand + self.safety_stock
+
+    def row(self, i: int) -> ReorderPoint:
+        return ReorderPoint(
+            float(self.lead_time_days[i]),
+            float(self.lead_time_demand[i]),
+            float(self.safety_stock[i]),
+            float(self.daily_mean[i]),
+            self.service_level,
+            self.review_days,
+        )
+
+
+def reorder_points(
+    steps: np.ndarray,
+    lead_time_days: np.ndarray,
+    service_level: float,
+    bucket_seconds: int,
+    moments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    review_days: float = 0.0,
+) -> ReorderPoints:
+    """Demand and safety stock over the protection interval: the lead time plus the review
+    period (the time until the next chance to order), in forecast buckets, for every row of
+    ``steps [n, horizon, 4]``. ``moments`` are the errors' mean square and cube ``[n,
+    horizon]`` and where they are known; elsewhere the band stands in.
+
+    Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
+    proportion. A bucket forecast closed (all zero) adds neither demand nor spread.
+    """
+    per_day = 86_400 / bucket_seconds
+    n, horizon = steps.shape[:2]
+    lead_buckets = (np.asarray(lead_time_days, np.float64) + review_days) * per_day
+    closed = (steps == 0).all(axis=-1)
+    band = ((steps[..., P90] - steps[..., P10]) / P10_P90_WIDTH_IN_SIGMA) ** 2
+    if moments is None:
+        m2, m3, known = np.zeros((n, horizon)), np.zeros((n, horizon)), np.zeros((n, horizon), bool)
+    else:
+        m2, m3, known = moments
+    demand, variance, third = np.zeros(n), np.zeros(n), np.zeros(n)
+    for k in range(int(np.ceil(lead_buckets.max(initial=0.0) - 1e-9))):
+        i = min(k, horizon - 1)
+        share = np.clip(lead_buckets - k, 0.0, 1.0)
+        share = np.where(share > 1e-9, share, 0.0)
+        demand += share * steps[:, i, MEAN]
+        trading = share * ~closed[:, i]
+        variance += trading * np.where(known[:, i], m2[:, i], band[:, i])
+        third += trading * np.where(known[:, i], m3[:, i], 0.0)
+    z = NormalDist().inv_cdf(service_level)
+    sigma = np.sqrt(variance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        skew = np.where(sigma > 0, np.clip(third / sigma**3, -MAX_SKEW, MAX_SKEW), 0.0)
+    safety = np.maximum(sigma * (z + (z * z - 1) * skew / 6), 0.0)
+    daily_mean = steps[..., MEAN].mean(axis=1) * per_day
+    lead = np.broadcast_to(np.asarray(lead_time_days, np.float64), (n,))
+    return ReorderPoints(lead, demand, safety, daily_mean, service_level, review_days)
+
+
 def reorder_point(
-    steps: list[Step],
+    steps: np.ndarray,
     lead_time_days: float,
     service_level: float,
     bucket_seconds: int,
-    error_moments: list[tuple[float, float]] | None = None,
+    moments: tuple[np.ndarray, np.ndarray] | None = None,
     review_days: float = 0.0,
 ) -> ReorderPoint:
-    """Demand and safety stock over the protection interval: the lead time plus the review
-    period (the time until the next chance to order), in forecast buckets.
-
-    Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
-    proportion. A bucket forecast closed adds neither demand nor spread.
-    """
-    per_day = 86_400 / bucket_seconds
-    lead_buckets = (lead_time_days + review_days) * per_day
-    demand = variance = third = 0.0
-    k = 0
-    while lead_buckets - k > 1e-9:
-        i = min(k, len(steps) - 1)
-        step = steps[i]
-        share = min(1.0, lead_buckets - k)
-        demand += share * step.mean
-        if step == CLOSED:
-            pass  # no trading, no demand and no error
-        elif error_moments is not None:
-            variance += share * error_moments[i][0]
-            third += share * error_moments[i][1]
-        else:
-            variance += share * ((step.p90 - step.p10) / P10_P90_WIDTH_IN_SIGMA) ** 2
-        k += 1
-    z = NormalDist().inv_cdf(service_level)
-    sigma = math.sqrt(variance)
-    skew = min(max(third / sigma**3, -MAX_SKEW), MAX_SKEW) if sigma > 0 else 0.0
-    safety = max(sigma * (z + (z * z - 1) * skew / 6), 0.0)
-    daily_mean = sum(s.mean for s in steps) / len(steps) * per_day
-    return ReorderPoint(lead_time_days, demand, safety, daily_mean, service_level, review_days)
+    """``reorder_points`` of one series: ``steps [horizon, 4]``, ``moments`` the mean square
+    and cube of its errors per horizon."""
+    known = None
+    if moments is not None:
+        m2, m3 = (np.asarray(m, np.float64)[None, :] for m in moments)
+        known = (m2, m3, np.ones_like(m2, bool))
+    rops = reorder_points(
+        np.asarray(steps, np.float64)[None], np.array([lead_time_days]), service_level,
+        bucket_seconds, known, review_days,
+    )  # fmt: skip
+    return rops.row(0)
 
 
 def days_of_cover(on_hand: float, daily_mean: float) -> float | None:
@@ -86,17 +139,23 @@ def days_of_cover(on_hand: float, daily_mean: float) -> float | None:
     return max(on_hand, 0.0) / daily_mean
 
 
-def next_status(current: str, on_hand: float, rop: float, hysteresis: float) -> str | None:
-    """The new alert status, or None when the state does not change.
+def transitions(
+    raised: np.ndarray, on_hand: np.ndarray, rop: np.ndarray, hysteresis: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows raise and which clear.
 
     Raise at on_hand <= rop; clear only above rop * (1 + hysteresis) (and at least one unit
     above rop), so stock hovering around the reorder point does not flap.
     """
-    if current != RAISED and on_hand <= rop:
-        return RAISED
-    if current == RAISED and on_hand > max(rop * (1 + hysteresis), rop + 1):
-        return CLEARED
-    return None
+    raise_ = ~raised & (on_hand <= rop)
+    clear = raised & (on_hand > np.maximum(rop * (1 + hysteresis), rop + 1))
+    return raise_, clear
+
+
+def next_status(current: str, on_hand: float, rop: float, hysteresis: float) -> str | None:
+    """The new alert status of one series, or None when the state does not change."""
+    up, down = transitions(np.array([current == RAISED]), on_hand, rop, hysteresis)
+    return RAISED if up[0] else CLEARED if down[0] else None
 
 
 def severity(on_hand: float, daily_mean: float, lead_time_days: float) -> str:

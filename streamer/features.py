@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
+import pandas as pd
 import redis.asyncio as aioredis
 
 from streamer import metrics
@@ -160,11 +162,16 @@ for i = 0, n - 1 do
     status = 1
     if kind == 'o' then
       local sizes = base .. 'sizes:' .. bucket
+      -- the partition's demand and revenue of the bucket, by series: what its close reads
+      local pdemand = 'shelfcast:part:' .. part .. ':demand:' .. bucket
+      local prevenue = 'shelfcast:part:' .. part .. ':revenue:' .. bucket
       if qty > 0 then
         redis.call('HINCRBY', base .. 'demand', bucket, qty)
+        redis.call('HINCRBY', pdemand, s, qty)
         redis.call('HINCRBY', base .. 'lines', bucket, 1)
         if price ~= cjson.null then
           redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+          redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
           redis.call('HSET', st, 'last_price', price)
         end
         redis.call('HINCRBY', sizes, tostring(qty), 1)
@@ -175,13 +182,16 @@ for i = 0, n - 1 do
         -- and the cancellation is no return (an 80,995-unit order cancelled minutes later)
         redis.call('HINCRBY', sizes, tostring(-qty), -1)
         redis.call('HINCRBY', base .. 'demand', bucket, qty)
+        redis.call('HINCRBY', pdemand, s, qty)
         redis.call('HINCRBY', base .. 'lines', bucket, -1)
         if price ~= cjson.null then
           redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+          redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
         end
         redis.call('HINCRBY', base .. 'cancelled', bucket, -qty)
       else
         redis.call('HINCRBY', base .. 'returns', bucket, -qty)
+        redis.call('HINCRBY', pdemand, s, 0)  -- listed, so the close trims its history
       end
       if moves_clock then advance(part, ts, i) end
       move(base, eid, -qty, ts)
@@ -239,43 +249,78 @@ end
 return {statuses, onhand, states, folds}
 """
 # KEYS: the partition's active-series set, the clock, the stats, the partition's closed flags,
-# the partition's order counts, the evaluation sums.
+# the partition's order counts, the evaluation sums, the partition's model snapshot, its
+# demand and revenue of the bucket leaving the history.
 # ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
-# snapshot ttl, n clock pairs, clock pairs, n evaluation pairs, evaluation pairs, then per
-# series: name, model snapshot ('' for none), n field pairs, field pairs. One script, so a close
-# is atomic like a MULTI, with one reply to parse instead of one per command.
+# snapshot ttl, the partition's model snapshot ('' for none), the clock pairs as a JSON
+# object, the evaluation sums as a JSON object, the field names of the series updates, then
+# the updates as one JSON array of [series, value per field (null: unchanged)]: one argument
+# each, as in APPLY_LUA, so a close of many series costs one encode. One script, so a close is
+# atomic like a MULTI, with one reply to parse instead of one per command.
 CLOSE_LUA = """
 local trim, bucket, ttl = ARGV[1], ARGV[4], tonumber(ARGV[6])
+if ARGV[7] ~= '' then redis.call('SET', KEYS[7], ARGV[7], 'EX', ttl) end
 redis.call('HSET', KEYS[4], bucket, ARGV[5])
 redis.call('HDEL', KEYS[4], trim)
 redis.call('HDEL', KEYS[5], trim)
-local n_clock = tonumber(ARGV[7])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + 2 * n_clock))
-local i = 8 + 2 * n_clock
-local n_eval = tonumber(ARGV[i])
-for j = i + 1, i + 2 * n_eval, 2 do
-  redis.call('HINCRBYFLOAT', KEYS[6], ARGV[j], ARGV[j + 1])
+for k, v in pairs(cjson.decode(ARGV[8])) do
+  redis.call('HSET', KEYS[2], k, string.format('%.17g', v))
 end
-i = i + 1 + 2 * n_eval
-while i <= #ARGV do
-  local base = 'shelfcast:{' .. ARGV[i] .. '}:'
-  if ARGV[i + 1] ~= '' then redis.call('SET', base .. 'model', ARGV[i + 1], 'EX', ttl) end
-  local n = tonumber(ARGV[i + 2])
-  if n > 0 then redis.call('HSET', base .. 'state', unpack(ARGV, i + 3, i + 2 + 2 * n)) end
+for k, v in pairs(cjson.decode(ARGV[9])) do
+  redis.call('HINCRBYFLOAT', KEYS[6], k, string.format('%.17g', v))
+end
+local fields = cjson.decode(ARGV[10])
+for _, row in ipairs(cjson.decode(ARGV[11])) do
+  local pairs_ = {}
+  for j, f in ipairs(fields) do
+    local v = row[j + 1]
+    if v ~= cjson.null then
+      pairs_[#pairs_ + 1] = f
+      pairs_[#pairs_ + 1] = type(v) == 'number' and string.format('%.17g', v) or v
+    end
+  end
+  if #pairs_ > 0 then
+    redis.call('HSET', 'shelfcast:{' .. row[1] .. '}:state', unpack(pairs_))
+  end
+end
+-- the history leaving the window: only series that had orders in that bucket have any
+for _, s in ipairs(redis.call('HKEYS', KEYS[8])) do
+  local base = 'shelfcast:{' .. s .. '}:'
   for _, h in ipairs({'demand', 'returns', 'lines', 'revenue', 'cancelled'}) do
     redis.call('HDEL', base .. h, trim)
   end
-  i = i + 3 + 2 * n
 end
+redis.call('DEL', KEYS[8], KEYS[9])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'buckets_closed', 1)
--- (series, bucket) pairs learned, written with the learned markers: it equals the distinct
--- pairs closed exactly when no bucket was learned twice
+-- (series, bucket) pairs learned, written with the clock: it equals the distinct pairs closed
+-- exactly when no bucket was learned twice
 redis.call('HINCRBY', KEYS[3], 'learned_buckets', tonumber(ARGV[3]))
 return 1
 """
-# What a bucket close reads of each series' state.
-CLOSE_FIELDS = ("learned", "lead_time", "on_hand", "stock_known", "alert", "alert_seq")
+# KEYS: the partition's active-series set, closed flags, order counts, and its demand and
+# revenue of the bucket closing. ARGV: first active bucket, the bucket, how many buckets of
+# closed flags before it. Returns one JSON object of columns, one value per active series
+# (false where a series has no value), the order count and the closed flags.
+READ_CLOSE_LUA = """
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local cols = {first = {}, lead = {}, on_hand = {}, known = {}, alert = {}, seq = {}}
+for i, s in ipairs(names) do
+  local v = redis.call('HMGET', 'shelfcast:{' .. s .. '}:state',
+    'first_bucket', 'lead_time', 'on_hand', 'stock_known', 'alert', 'alert_seq')
+  cols.first[i] = v[1]; cols.lead[i] = v[2]; cols.on_hand[i] = v[3]
+  cols.known[i] = v[4]; cols.alert[i] = v[5]; cols.seq[i] = v[6]
+end
+local b, lookback = tonumber(ARGV[2]), tonumber(ARGV[3])
+local past = {}
+for j = b - lookback, b - 1 do past[#past + 1] = tostring(j) end
+return cjson.encode({
+  names = names, cols = cols,
+  demand = redis.call('HGETALL', KEYS[4]), revenue = redis.call('HGETALL', KEYS[5]),
+  orders = redis.call('HGET', KEYS[3], ARGV[2]) or '0',
+  past = past, closed = redis.call('HMGET', KEYS[2], unpack(past)),
+})
+"""
 STATE_FIELDS = (
     "rop", "alert", "alert_seq", "lt_demand", "safety", "daily_mean", "forecast_id", "rop_lead",
     "stock_known",
@@ -332,12 +377,37 @@ def part_key(partition: int, what: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SeriesClose:
-    """What a bucket close reads of one series."""
+class PartitionClose:
+    """What a bucket close reads of a partition: its active series (``series``), and per
+    series their first bucket (NaN unknown), demand and revenue in the bucket, lead time (NaN:
+    the default), stock, whether it is known, whether an alert is raised and its sequence;
+    the partition's order count in the bucket and the closed flags before it."""
 
-    demand: float
-    revenue: float
-    state: dict[str, str]
+    series: list[str]
+    first: np.ndarray
+    demand: np.ndarray
+    revenue: np.ndarray
+    lead_time: np.ndarray
+    on_hand: np.ndarray
+    stock_known: np.ndarray
+    raised: np.ndarray
+    alert_seq: np.ndarray
+    orders: int
+    closed: dict[int, bool]
+
+    def rows(self, keep: np.ndarray) -> PartitionClose:
+        """Only the series where ``keep``."""
+        return PartitionClose(
+            [s for s, k in zip(self.series, keep.tolist(), strict=True) if k],
+            *(getattr(self, f)[keep] for f in _COLUMNS),
+            self.orders,
+            self.closed,
+        )
+
+
+_COLUMNS = (
+    "first", "demand", "revenue", "lead_time", "on_hand", "stock_known", "raised", "alert_seq",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +427,7 @@ class FeatureStore:
         self.series_ttl = series_ttl_seconds
         self._apply = client.register_script(APPLY_LUA)
         self._close = client.register_script(CLOSE_LUA)
+        self._read_close = client.register_script(READ_CLOSE_LUA)
 
     async def apply(
         self, effects: Sequence[StockEffect], advances: Mapping[int, int] | None = None
@@ -403,63 +474,60 @@ class FeatureStore:
         metrics.REDIS_ROUNDTRIPS.inc()
         return {_text(k): _text(v) for k, v in (await self.r.hgetall(CLOCK)).items()}
 
-    async def active_series(self, partition: int, since_bucket: int) -> list[tuple[str, int]]:
-        """Series of a partition seen at or after ``since_bucket``, with their first bucket."""
-        metrics.REDIS_ROUNDTRIPS.inc()
-        names = [
-            _text(s)
-            for s in await self.r.zrangebyscore(part_series_key(partition), since_bucket, "+inf")
-        ]
-        if not names:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for s in names:
-            pipe.hget(series_base(s) + "state", "first_bucket")
-        metrics.REDIS_ROUNDTRIPS.inc()
-        firsts = await pipe.execute()
-        return [(s, int(f)) for s, f in zip(names, firsts, strict=True) if f is not None]
-
     async def read_close(
-        self, partition: int, series: Sequence[str], bucket: int, lookback: int
-    ) -> tuple[list[SeriesClose], int, dict[int, bool]]:
-        """Each series' demand, revenue and state for ``bucket``; the partition's order count
-        in it; and the closed flags of the ``lookback`` buckets before it."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hget(part_key(partition, "orders"), str(bucket))
-        past = [str(b) for b in range(bucket - lookback, bucket)]
-        pipe.hmget(part_key(partition, "closed"), past)
-        for s in series:
-            pipe.hget(series_base(s) + "demand", str(bucket))
-            pipe.hget(series_base(s) + "revenue", str(bucket))
-            pipe.hmget(series_base(s) + "state", CLOSE_FIELDS)
+        self, partition: int, since_bucket: int, bucket: int, lookback: int
+    ) -> PartitionClose:
+        """Partition ``partition``'s series seen at or after ``since_bucket`` and what a close
+        of ``bucket`` reads of them, in one script call."""
+        keys = [
+            part_series_key(partition), part_key(partition, "closed"),
+            part_key(partition, "orders"), part_key(partition, f"demand:{bucket}"),
+            part_key(partition, f"revenue:{bucket}"),
+        ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
-        raw = await pipe.execute()
-        orders = int(raw[0] or 0)
-        closed = {int(b): v == b"1" for b, v in zip(past, raw[1], strict=True) if v is not None}
-        out = [
-            SeriesClose(
-                float(d or 0),
-                float(r or 0),
-                {f: _text(v) for f, v in zip(CLOSE_FIELDS, values, strict=True) if v is not None},
-            )
-            for d, r, values in zip(raw[2::3], raw[3::3], raw[4::3], strict=True)
-        ]
-        return out, orders, closed
+        raw = orjson.loads(await self._read_close(keys=keys, args=[since_bucket, bucket, lookback]))
+        names = raw["names"] or []  # cjson writes an empty array as {}
+        cols = {k: v or [] for k, v in raw["cols"].items()}
+        index = pd.Index(names)
 
-    async def read_snapshots(self, series: Sequence[str]) -> dict[str, bytes]:
-        pipe = self.r.pipeline(transaction=False)
-        for s in series:
-            pipe.get(series_base(s) + "model")
-        metrics.REDIS_ROUNDTRIPS.inc()
-        raw = await pipe.execute()
-        return {s: v for s, v in zip(series, raw, strict=True) if v is not None}
+        def by_series(flat: list[str] | dict[str, str]) -> np.ndarray:
+            out = np.zeros(len(names))
+            if flat:
+                rows = index.get_indexer(flat[0::2])
+                values = np.array(flat[1::2], np.float64)
+                out[rows[rows >= 0]] = values[rows >= 0]
+            return out
 
-    async def write_snapshots(self, snapshots: dict[str, bytes]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for s, blob in snapshots.items():
-            pipe.set(series_base(s) + "model", blob, ex=self.series_ttl)
+        def column(name: str, missing: float) -> np.ndarray:
+            return np.array([missing if v is False else float(v) for v in cols[name]], np.float64)
+
+        closed = {
+            int(b): v == "1"
+            for b, v in zip(raw["past"] or [], raw["closed"] or [], strict=True)
+            if v is not False
+        }
+        return PartitionClose(
+            names,
+            column("first", np.nan),
+            by_series(raw["demand"]),
+            by_series(raw["revenue"]),
+            column("lead", np.nan),
+            column("on_hand", 0.0).astype(np.int64),
+            np.array([v == "1" for v in cols["known"]], bool),
+            np.array([v == "raised" for v in cols["alert"]], bool),
+            column("seq", 0.0).astype(np.int64),
+            int(raw["orders"]),
+            closed,
+        )
+
+    async def read_partition_snapshot(self, partition: int) -> bytes | None:
+        """The partition's model snapshot (models/snapshot.py), if any."""
         metrics.REDIS_ROUNDTRIPS.inc()
-        await pipe.execute()
+        return await self.r.get(part_key(partition, "model"))
+
+    async def write_partition_snapshot(self, partition: int, blob: bytes) -> None:
+        metrics.REDIS_ROUNDTRIPS.inc()
+        await self.r.set(part_key(partition, "model"), blob, ex=self.series_ttl)
 
     async def read_histories(
         self, partition: int, spans: dict[str, range]
@@ -487,7 +555,8 @@ class FeatureStore:
         self,
         partition: int,
         bucket: int,
-        state_updates: dict[str, dict[str, object]],
+        fields: Sequence[str],
+        rows: Sequence[Sequence[object]],
         *,
         closed: bool,
         learned: int,
@@ -495,24 +564,21 @@ class FeatureStore:
         inactive_before: int,
         clock: dict[str, object],
         evaluation: dict[str, float],
-        snapshots: dict[str, bytes],
+        snapshot: bytes | None,
     ) -> None:
+        """Record a close: ``rows`` are ``[series, value per field]`` written to each series'
+        state (None: unchanged); the clock, the evaluation sums, the snapshot and the trim of
+        the history leaving the window go in the same atomic script."""
         argv: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
-            len(clock),
+            snapshot or b"", orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(fields),
+            orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),
         ]  # fmt: skip
-        for item in clock.items():
-            argv += item
-        argv.append(len(evaluation))
-        for k, v in evaluation.items():
-            argv += [k, repr(v)]
-        for s, fields in state_updates.items():
-            argv += [s, snapshots.get(s, b""), len(fields)]
-            for item in fields.items():
-                argv += item
         keys = [
             part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
-            part_key(partition, "orders"), EVALUATION,
+            part_key(partition, "orders"), EVALUATION, part_key(partition, "model"),
+            part_key(partition, f"demand:{trim_before}"),
+            part_key(partition, f"revenue:{trim_before}"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
         await self._close(keys=keys, args=argv)

@@ -8,7 +8,7 @@ error line naming the file, and the previous version keeps serving.
 
 The batch: the last ``seq_len`` buckets of every series of the partition from the bounded
 histories in Redis (one pipelined read), one forward pass in a worker thread so the event loop
-keeps running, and each series' mean offered to its bank as the ``lstm`` model. The LSTM's
+keeps running, and the means offered to the partition's bank as the ``lstm`` model. The LSTM's
 mean is read off its quantiles with Swanson's rule (0.3 p10 + 0.4 p50 + 0.3 p90): it is
 trained for quantiles, and demand is skewed, so its median alone would understate the mean
 that reorder points add up.
@@ -24,7 +24,7 @@ import os
 import numpy as np
 import torch
 
-from models.base import Context
+from models.base import Close
 from models.lstm import GlobalLSTM, Panel, predict
 from models.registry import CheckpointError, Registry
 from streamer import metrics
@@ -83,16 +83,16 @@ class LSTMServing:
         store: FeatureStore,
         partition: int,
         series: list[str],
-        bucket: int,
         closed: dict[int, bool],
-        ahead: list[Context],
-    ) -> tuple[str, dict[str, list[float]]] | None:
-        """Mean forecasts for ``series`` after ``bucket`` closed, by the champion, with its
-        version name; None without a champion."""
+        ahead: Close,
+    ) -> tuple[str, np.ndarray] | None:
+        """Mean forecasts ``[len(series), horizon]`` after ``ahead.bucket`` closed, by the
+        champion, with its version name; None without a champion."""
         champion = self.champion()
         if champion is None or not series:
             return None
         version, model = champion
+        bucket = ahead.bucket
         seq_len = model.cfg.seq_len
         span = range(bucket - seq_len + 1, bucket + 1)
         histories, stored = await store.read_histories(partition, dict.fromkeys(series, span))
@@ -111,4 +111,4 @@ class LSTMServing:
         )
         quantiles = await asyncio.to_thread(predict, model, panel, bucket, ahead)
         means = np.tensordot(quantiles, np.array(SWANSON, np.float32), axes=([2], [0]))
-        return version_name(version), {s: means[i].tolist() for i, s in enumerate(series)}
+        return version_name(version), means.astype(np.float64)

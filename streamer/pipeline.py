@@ -15,35 +15,41 @@ re-derives the same outputs with the same ids on replay: duplicates, never losse
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from models.bank import LSTM, ModelBank, Outcome, SeriesForecast
-from models.base import Context
+import numpy as np
+
+from models.bank import Bank, Settled
+from models.base import Close
 from models.evaluation import Prequential
-from models.quantiles import Step
 from models.registry import Registry
-from models.rollup import ROLLUP, combine, settle
-from models.rollup import VERSION as ROLLUP_VERSION
+from models.rollup import ROLLUP
+from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
-from streamer.alerts import CLEARED, ReorderPoint, next_status, reorder_point
+from streamer.alerts import CLEARED, RAISED, ReorderPoint, next_status
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
+from streamer.close import (
+    Decision,
+    bank_wins,
+    close_of,
+    decide,
+    learn_and_forecast,
+    publish,
+    state_fields,
+)
 from streamer.config import Settings
 from streamer.events import (
-    ALL_LOCATIONS,
     Invalid,
     InventoryEvent,
     OrderEvent,
     check_context,
     parse_inventory,
     parse_order,
-    series_key,
 )
 from streamer.features import (
     APPLIED,
@@ -51,18 +57,11 @@ from streamer.features import (
     OFFSET_REGRESSION,
     FeatureStore,
     Fold,
+    PartitionClose,
     StockEffect,
 )
 from streamer.lstm_serving import LSTMServing
-from streamer.publish import (
-    Output,
-    alert_message,
-    dlq_message,
-    forecast_id,
-    forecast_message,
-    output,
-    split_series,
-)
+from streamer.publish import Output, alert_message, dlq_message, output
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +95,16 @@ class Pipeline:
         self.s = settings
         self.store = store
         self.sink = sink
-        self.banks: dict[str, ModelBank] = {}
+        self.banks: dict[int, Bank] = {}  # by partition
         self.max_ts: dict[int, float] = {}
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
         self.calendar = settings.calendar()
         self.lstm = LSTMServing(Registry(settings.models_path()), self.calendar)
         self.evaluation = Prequential()  # this process's share, for the gauges
-        self.outcomes: dict[str, list[Outcome]] = {}  # settled by each series' latest learn
+        self._settled: dict[int, Settled] = {}  # each partition's latest learn
         self._snapshot_at: dict[int, float] = {}
         self._snapshot_bucket: dict[int, int] = {}
-        self.owner: dict[str, int] = {}  # series -> partition, to forget a lost partition
         self.active: dict[int, int] = {}  # partition -> series closed at its latest close
         self._stale: set[int] = set()
         self._warned_regression: set[str] = set()
@@ -135,13 +133,11 @@ class Pipeline:
 
     def _drop_stale(self) -> None:
         for p in self._stale:
-            for table in (self.closed, self.max_ts, self.last_event_wall, self.active):
+            for table in (
+                self.closed, self.max_ts, self.last_event_wall, self.active, self.banks,
+                self._settled, self._snapshot_bucket,
+            ):  # fmt: skip
                 table.pop(p, None)
-            for s in [s for s, owner in self.owner.items() if owner == p]:
-                self.banks.pop(s, None)
-                self.outcomes.pop(s, None)
-                del self.owner[s]
-            self._snapshot_bucket.pop(p, None)
         self._stale.clear()
         self._clock_loaded = False
 
@@ -369,57 +365,67 @@ class Pipeline:
             await self._close_bucket(p, self.closed[p] + 1, result)
             self.closed[p] += 1
 
-    def _contexts(self, b: int, closed: dict[int, bool]) -> list[Context]:
-        """The buckets a forecast issued at the close of ``b`` covers, as known then."""
-        cal = self.calendar
-        return [
-            Context(cal.weekday(b + k), cal.expected_closed(b + k, closed))
-            for k in range(1, self.s.horizon + 1)
-        ]
+    def _close_of(
+        self, b: int, closed: dict[int, bool], demand: np.ndarray, revenue: np.ndarray
+    ) -> Close:
+        return close_of(self.calendar, self.s.horizon, b, closed, demand, revenue)
 
-    async def _restore(self, p: int, series: dict[str, tuple[int, int]]) -> None:
-        """Bring models that are not in memory up to their learned marker in Redis.
+    async def _bank(self, p: int, b: int, series: list[str], firsts: np.ndarray) -> Bank:
+        """The partition's bank, learned through ``b - 1`` and with ``series`` as its rows.
 
-        ``series`` maps a series to (learned marker, first bucket). Each starts from its model
-        snapshot when there is one no newer than the marker, else from scratch at the start of
-        the bounded history, and replays the buckets after it from the history exactly as the
-        live closes did: the restored model equals the one that was lost.
+        A bank not in memory (a restart, or a partition gained in a rebalance) starts from
+        the partition's snapshot when there is one no newer than ``b - 1``, else from scratch
+        at the start of the bounded history, and replays the buckets after it from the
+        history exactly as the live closes did. A series joins at its first bucket.
         """
-        snapshots = await self.store.read_snapshots(list(series))
-        spans = {}
-        for s, (learned, first) in series.items():
-            bank = None
-            if s in snapshots:
-                bank = ModelBank.from_state(
-                    json.loads(zlib.decompress(snapshots[s])), self.s.horizon, self.calendar.season
-                )
-                if (bank.learned_through or -1) > learned:
-                    bank = None  # written after a learn whose close never completed
-            if bank is None:
-                bank = ModelBank(self.s.horizon, self.calendar.season)
-                start = max(first, learned - self.s.history_buckets + 1)
-            else:
-                start = (bank.learned_through or first - 1) + 1
-            self.banks[s] = bank
-            spans[s] = range(start, learned + 1)
-        histories, closed = await self.store.read_histories(p, spans)
-        for s, history in histories.items():
-            bank = self.banks[s]
-            for b, y, revenue in zip(spans[s], history.demand, history.revenue, strict=True):
-                bank.learn(b, None if closed.get(b) else y, self._context(b, closed, y, revenue))
-                bank.forecast(self._contexts(b, closed))
+        bank = self.banks.get(p)
+        if bank is None or (bank.through if bank.through is not None else -math.inf) < b - 1:
+            bank = await self._restore(p, b - 1, series, firsts)
+            self.banks[p] = bank
+        bank.align(series)
+        return bank
 
-    def _context(self, b: int, closed: dict[int, bool], demand: float, revenue: float) -> Context:
-        price = revenue / demand if demand > 0 and revenue > 0 else None
-        return Context(self.calendar.weekday(b), bool(closed.get(b)), price)
+    def _new_bank(self) -> Bank:
+        return Bank.default(self.s.horizon, self.calendar.season)
+
+    async def _restore(self, p: int, through: int, series: list[str], firsts: np.ndarray) -> Bank:
+        bank = self._new_bank()
+        blob = await self.store.read_partition_snapshot(p)
+        start = max(int(firsts.min(initial=through + 1)), through - self.s.history_buckets + 1)
+        if blob is not None:
+            try:
+                state, rows = await asyncio.to_thread(unpack, blob)
+                bank.load(state, rows)
+            except (SnapshotError, KeyError, ValueError) as exc:
+                log.error("partition %d: model snapshot unreadable (%s); rebuilding it", p, exc)
+                bank = self._new_bank()
+            if bank.through is not None and bank.through > through:
+                bank = self._new_bank()  # written after a learn whose close never completed
+            elif bank.through is not None:
+                start = bank.through + 1
+        if start > through:
+            return bank
+        span = range(start, through + 1)
+        histories, closed = await self.store.read_histories(p, dict.fromkeys(series, span))
+        demand = np.array([histories[s].demand for s in series]).reshape(len(series), len(span))
+        revenue = np.array([histories[s].revenue for s in series]).reshape(len(series), len(span))
+        names = np.array(series, dtype=object)
+        for j, b in enumerate(span):
+            rows = firsts <= b
+            bank.align(list(names[rows]))
+            close = self._close_of(b, closed, demand[rows, j], revenue[rows, j])
+            learn_and_forecast(bank, close, None)
+            if j % 8 == 7:
+                await asyncio.sleep(0)  # a long replay must not starve the event loop
+        return bank
 
     async def snapshot(self, partitions: Iterable[int]) -> None:
         """Write the models of ``partitions`` to Redis (on revoke, before another worker
         restores them)."""
-        lost = set(partitions)
-        blobs = {s: _pack(self.banks[s]) for s, p in self.owner.items() if p in lost}
-        if blobs:
-            await self.store.write_snapshots(blobs)
+        for p in set(partitions):
+            if (bank := self.banks.get(p)) is not None:
+                blob = await asyncio.to_thread(pack, bank.state(), bank.series)
+                await self.store.write_partition_snapshot(p, blob)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
         started = time.perf_counter()
@@ -428,126 +434,56 @@ class Pipeline:
         # counts once, with its last attempt
         metrics.BUCKET_CLOSE_SECONDS.observe(time.perf_counter() - started)
 
+    async def _read(self, p: int, b: int) -> PartitionClose:
+        """The active series of partition ``p`` at ``b`` (first bucket no later than it), and
+        what the close of ``b`` reads of them."""
+        data = await self.store.read_close(
+            p, b - self.s.active_buckets + 1, b, 2 * self.calendar.season
+        )
+        return data.rows(data.first <= b)
+
     async def _close(self, p: int, b: int, result: BatchResult) -> None:
-        size = self.s.bucket_seconds
-        season = self.calendar.season
-        active = [
-            (s, f)
-            for s, f in await self.store.active_series(p, b - self.s.active_buckets + 1)
-            if f <= b
-        ]
-        names = [s for s, _ in active]
-        closes, orders, closed = await self.store.read_close(p, names, b, 2 * season)
-        closed[b] = self.calendar.observed_closed(b, orders)
-        # restore models that are missing or behind the learned marker in Redis (another
-        # worker owned the partition meanwhile)
-        missing = {
-            s: (int(c.state["learned"]) if c.state.get("learned") else first - 1, first)
-            for (s, first), c in zip(active, closes, strict=True)
-            if s not in self.banks
-            or (self.banks[s].learned_through or -1) < int(c.state.get("learned") or -1)
-        }
-        if missing:
-            await self._restore(p, missing)
+        data = await self._read(p, b)
+        closed = dict(data.closed)
+        closed[b] = self.calendar.observed_closed(b, data.orders)
+        bank = await self._bank(p, b, data.series, data.first)
+        close = self._close_of(b, closed, data.demand, data.revenue)
+        close_ts = bucket_start(b + 1, self.s.bucket_seconds)
+        # The close runs once an order past the allowed lateness (or, live, the wall clock) has
+        # moved the partition's event time on, and the stock it compares is as of then: stamped
+        # with the bucket's end, an alert would count deliveries dated after it.
+        stock_ts = max(close_ts, self.max_ts.get(p, close_ts))
+        lstm = await self.lstm.forecasts(self.store, p, data.series, closed, close)
+        settled, fc = learn_and_forecast(bank, close, lstm)
+        if settled is not None:
+            self._settled[p] = settled
+        elif (kept := self._settled.get(p)) is not None and bank.through == b:
+            settled = kept  # a retried close scores what its first attempt learned
+        decision = decide(self.s, fc, data, stock_ts)
+        evaluation = Prequential()
+        outs, fids = publish(self.s, bank, b, fc, decision, settled, evaluation)
+        fields, rows = state_fields(bank, decision, fids)
         now = time.monotonic()
         snapshot = (
             now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
             or b - self._snapshot_bucket.get(p, b) >= self.s.history_buckets // 2
         )
-        updates: dict[str, dict[str, object]] = {}
-        snapshots: dict[str, bytes] = {}
-        evaluation = Prequential()
-        outs: list[Output] = []
-        # per SKU: its locations' published steps, what their learn settled, and its demand
-        rollups: dict[str, list[list[Step]]] = defaultdict(list)
-        settled: dict[str, list[list[Outcome]]] = defaultdict(list)
-        sku_demand: dict[str, float] = defaultdict(float)
-        learned = 0
-        close_ts = bucket_start(b + 1, size)
-        # The close runs once an order past the allowed lateness (or, live, the wall clock) has
-        # moved the partition's event time on, and the stock it compares is as of then: stamped
-        # with the bucket's end, an alert would count deliveries dated after it.
-        stock_ts = max(close_ts, self.max_ts.get(p, close_ts))
-        ahead = self._contexts(b, closed)
-        lstm = await self.lstm.forecasts(self.store, p, names, b, closed, ahead)
-        for i, (s, c) in enumerate(zip(names, closes, strict=True)):
-            if i % 500 == 499:
-                await asyncio.sleep(0)  # a close of many series must not starve the event loop
-            self.owner[s] = p
-            bank = self.banks[s]
-            state = c.state
-            if int(state.get("learned") or -1) < b:
-                learned += 1  # counted by the Redis marker, so a retried close counts once
-            if bank.learned_through is None or bank.learned_through < b:
-                y = None if closed[b] else c.demand
-                self.outcomes[s] = bank.learn(b, y, self._context(b, closed, c.demand, c.revenue))
-            sku, _ = split_series(s)
-            sku_demand[sku] += c.demand
-            if bank.learned_through == b:
-                evaluation.add(self.outcomes.get(s, ()))
-                settled[sku].append(self.outcomes.get(s, []))
-            if lstm is not None:
-                bank.offer(LSTM, lstm[0], lstm[1][s])
-            forecasts, chosen = bank.forecast(ahead)
-            fields: dict[str, object] = {"learned": b, **bank.rolling_features()}
-            picked = next((fc for fc in forecasts if fc.model == chosen), None)
-            if picked is not None:
-                evaluation.add_win(picked.model)
-                msg = forecast_message(s, b, size, picked)
-                outs.append(output(self.s.topics["forecasts"], s, msg))
-                metrics.FORECASTS.labels(picked.model).inc()
-                result.forecasts += 1
-                rollups[sku].append(picked.steps)
-                lead = float(state.get("lead_time") or self.s.lead_time_days)
-                rop = reorder_point(
-                    picked.steps, lead, self.s.service_level, size, picked.error_moments,
-                    self.s.review_days,
-                )  # fmt: skip
-                fid = forecast_id(s, b, picked.model, picked.version)
-                fields.update(
-                    rop=rop.value, lt_demand=rop.lead_time_demand, safety=rop.safety_stock,
-                    daily_mean=rop.daily_mean, rop_lead=lead, forecast_id=fid,
-                )  # fmt: skip
-                if state.get("stock_known"):
-                    on_hand = int(state.get("on_hand") or 0)
-                    change = self._alert(s, state, on_hand, rop, fid, stock_ts, outs)
-                    fields.update(change or {})
-            updates[s] = fields
-            if snapshot:
-                snapshots[s] = _pack(bank)
-        for sku, parts in rollups.items():
-            rollup = SeriesForecast(ROLLUP, ROLLUP_VERSION, combine(parts))
-            msg = forecast_message(series_key(sku, ALL_LOCATIONS), b, size, rollup, len(parts))
-            outs.append(output(self.s.topics["forecasts"], series_key(sku, ALL_LOCATIONS), msg))
-            metrics.FORECASTS.labels(ROLLUP).inc()
-            result.forecasts += 1
-        for sku, outcomes in settled.items():
-            evaluation.add(settle(outcomes, sku_demand[sku]))
-        # This partition's series inactive for the whole window free their models. Only this
-        # partition's: others run on their own event time, and dropping a model they still use
-        # would make them rebuild it from bounded history, changing its forecasts.
-        for s in [
-            s
-            for s, bank in self.banks.items()
-            if self.owner.get(s) == p and (bank.learned_through or b) < b - self.s.active_buckets
-        ]:
-            del self.banks[s]
-            del self.owner[s]
-            self.outcomes.pop(s, None)
+        blob = await asyncio.to_thread(pack, bank.state(), bank.series) if snapshot else None
         if outs:
             await self.sink(outs)
-            result.alerts += sum(o.topic == self.s.topics["alerts"] for o in outs)
+        self._count(bank, decision, outs, result)
         await self.store.write_close(
             p,
             b,
-            updates,
+            fields,
+            rows,
             closed=closed[b],
-            learned=learned,
+            learned=len(rows),  # written with the clock: a retried close counts once
             trim_before=b - self.s.history_buckets,
             inactive_before=b - self.s.active_buckets + 1,
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
             evaluation=dict(evaluation.sums),
-            snapshots=snapshots,
+            snapshot=blob,
         )
         if snapshot:
             self._snapshot_at[p], self._snapshot_bucket[p] = now, b
@@ -555,10 +491,24 @@ class Pipeline:
         metrics.BUCKETS_CLOSED.inc()
         if closed[b]:
             metrics.CLOSED_BUCKETS.inc()
-        self.active[p] = len(active)
+        self.active[p] = len(data.series)
         metrics.ACTIVE_SERIES.set(sum(self.active.values()))
         self.evaluation.merge(evaluation.sums)
         metrics.publish_evaluation(self.evaluation.summary())
+
+    def _count(
+        self, bank: Bank, decision: Decision, outs: list[Output], result: BatchResult
+    ) -> None:
+        published = bank_wins(bank, decision)
+        forecasts = sum(o.topic == self.s.topics["forecasts"] for o in outs)
+        published[ROLLUP] = forecasts - len(decision.rows)
+        for model, n in published.items():
+            if n:
+                metrics.FORECASTS.labels(model).inc(n)
+        metrics.ALERTS.labels(RAISED).inc(len(decision.raised))
+        metrics.ALERTS.labels(CLEARED).inc(len(decision.cleared))
+        result.forecasts += forecasts
+        result.alerts += len(decision.raised) + len(decision.cleared)
 
 
 def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
@@ -571,8 +521,3 @@ def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
         settings.service_level,
         settings.review_days,
     )
-
-
-def _pack(bank: ModelBank) -> bytes:
-    """A model snapshot: JSON (exact floats, nothing executable), compressed."""
-    return zlib.compress(json.dumps(bank.state(), separators=(",", ":")).encode(), 1)

@@ -7,10 +7,12 @@ model version), so a consumer can drop copies redelivered after a crash. Schemas
 from __future__ import annotations
 
 import base64
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.bank import SeriesForecast
+import numpy as np
+import orjson
+
 from streamer.alerts import ReorderPoint, days_of_cover, severity
 from streamer.clock import bucket_label, bucket_start, iso
 from streamer.contracts import SCHEMA_VERSION
@@ -24,7 +26,7 @@ class Output:
 
 
 def _dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return orjson.dumps(obj)
 
 
 def forecast_id(series: str, bucket: int, model: str, version: str) -> str:
@@ -36,33 +38,61 @@ def split_series(series: str) -> tuple[str, str]:
     return sku, location
 
 
-def forecast_message(
-    series: str, bucket: int, size: int, fc: SeriesForecast, locations: int | None = None
-) -> dict[str, object]:
-    """The forecast a series published when ``bucket`` closed, for the buckets after it; a
-    rollup (location ``*``) also says how many ``locations`` it sums."""
-    sku, location = split_series(series)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "forecast_id": forecast_id(series, bucket, fc.model, fc.version),
-        "sku": sku,
-        "location": location,
-        "issued_at": iso(bucket_start(bucket + 1, size)),
-        "bucket": bucket_label(size),
-        "horizon": [
+def forecast_messages(
+    series: Sequence[str],
+    bucket: int,
+    size: int,
+    models: Sequence[str],
+    versions: Sequence[str],
+    steps: np.ndarray,
+    locations: Sequence[int | None] | None = None,
+) -> list[dict[str, object]]:
+    """The forecasts ``series`` published when ``bucket`` closed, for the buckets after it:
+    ``steps [n, horizon, 4]`` (mean, p10, p50, p90) by ``models`` at ``versions``; a rollup
+    (location ``*``) also says how many ``locations`` it sums. Built for a whole close at
+    once: what every message shares is formatted once."""
+    issued_at = iso(bucket_start(bucket + 1, size))
+    label = bucket_label(size)
+    starts = [iso(bucket_start(bucket + 1 + k, size)) for k in range(steps.shape[1])]
+    if not np.isfinite(steps).all():
+        raise ValueError("a forecast to publish is not finite")  # JSON has no NaN
+    values = np.round(steps, 4).tolist()
+    counts = locations if locations is not None else [None] * len(series)
+    out = []
+    for s, model, version, rows, n in zip(series, models, versions, values, counts, strict=True):
+        sku, location = split_series(s)
+        out.append(
             {
-                "start": iso(bucket_start(bucket + 1 + k, size)),
-                "mean": round(s.mean, 4),
-                "p10": round(s.p10, 4),
-                "p50": round(s.p50, 4),
-                "p90": round(s.p90, 4),
+                "schema_version": SCHEMA_VERSION,
+                "forecast_id": forecast_id(s, bucket, model, version),
+                "sku": sku,
+                "location": location,
+                "issued_at": issued_at,
+                "bucket": label,
+                "horizon": [
+                    {"start": start, "mean": m, "p10": p10, "p50": p50, "p90": p90}
+                    for start, (m, p10, p50, p90) in zip(starts, rows, strict=True)
+                ],
+                "model": model,
+                "model_version": version,
+                "locations": n,
             }
-            for k, s in enumerate(fc.steps)
-        ],
-        "model": fc.model,
-        "model_version": fc.version,
-        "locations": locations,
-    }
+        )
+    return out
+
+
+def forecast_message(
+    series: str,
+    bucket: int,
+    size: int,
+    model: str,
+    version: str,
+    steps: np.ndarray,
+    locations: int | None = None,
+) -> dict[str, object]:
+    """``forecast_messages`` of one series: ``steps [horizon, 4]``."""
+    steps = np.asarray(steps, np.float64)[None]
+    return forecast_messages([series], bucket, size, [model], [version], steps, [locations])[0]
 
 
 def alert_message(

@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from models.bank import ModelBank, SeriesForecast
-from models.base import Context
-from models.quantiles import Step
+from models.bank import Bank
 from models.rollup import ROLLUP, combine
 from models.rollup import VERSION as ROLLUP_VERSION
+from models.testing import close_of
 from streamer import events
 from streamer.alerts import CLEARED, RAISED, ReorderPoint, reorder_point
 from streamer.config import Settings
@@ -142,15 +142,16 @@ def test_docs_list_every_dlq_reason() -> None:
 # --- output messages from the real builders ----------------------------------------------------
 
 
-def steps(*means: float, spread: float = 2.0) -> list[Step]:
-    return [Step(m, max(m - spread, 0.0), max(m, 0.0), max(m + spread, 0.0)) for m in means]
+def steps(*means: float, spread: float = 2.0) -> np.ndarray:
+    return np.array([[m, max(m - spread, 0.0), max(m, 0.0), max(m + spread, 0.0)] for m in means])
 
 
 @pytest.mark.parametrize("size", [DAY, 3_600, 900, 2 * DAY])
 def test_forecast_message_matches_the_schema(size: int) -> None:
-    fc = SeriesForecast("holt_winters", "river-hw-1", steps(4.123456, 3.5, 0.0, -0.75))
     bucket = BUCKET * DAY // size
-    msg = forecast_message(SERIES, bucket, size, fc)
+    msg = forecast_message(
+        SERIES, bucket, size, "holt_winters", "river-hw-1", steps(4.123456, 3.5, 0.0, -0.75)
+    )
     assert_valid("forecasts", msg)
     assert_valid("forecasts", wire(msg))
     assert msg["forecast_id"] == forecast_id(SERIES, bucket, "holt_winters", "river-hw-1")
@@ -159,34 +160,40 @@ def test_forecast_message_matches_the_schema(size: int) -> None:
 
 def test_a_rollup_forecast_matches_the_schema() -> None:
     parts = [steps(4.0, 0.0, 2.5), steps(1.0, 3.0, 0.5, spread=0.5)]
-    rollup = SeriesForecast(ROLLUP, ROLLUP_VERSION, combine(parts))
-    msg = forecast_message("85123A@*", BUCKET, DAY, rollup, locations=2)
+    rollup = combine(np.array(parts), np.array([0, 0]), 1)[0]
+    msg = forecast_message("85123A@*", BUCKET, DAY, ROLLUP, ROLLUP_VERSION, rollup, locations=2)
     assert_valid("forecasts", wire(msg))
     assert msg["location"] == "*" and msg["locations"] == 2
     assert [s["mean"] for s in msg["horizon"]] == [5.0, 3.0, 3.0]
-    assert forecast_message(SERIES, BUCKET, DAY, rollup)["locations"] is None
+    single = forecast_message(SERIES, BUCKET, DAY, ROLLUP, ROLLUP_VERSION, rollup)
+    assert single["locations"] is None
 
 
 def test_forecasts_of_a_real_model_bank_match_the_schema() -> None:
-    bank = ModelBank(horizon=7)
+    bank = Bank.default(horizon=7)
+    bank.align([SERIES])
     demand = [0, 3, 5, 0, 12, 7, 1] * 6
     for i, y in enumerate(demand):
-        bank.learn(BUCKET + i, float(y), Context((BUCKET + i) % 7))
-    ahead = [Context((BUCKET + len(demand) + k) % 7, closed=k == 3) for k in range(7)]
-    forecasts, chosen = bank.forecast(ahead)
-    assert {fc.model for fc in forecasts} == {
-        "seasonal_naive", "moving_average", "tsb", "holt_winters", "online_regression",
-    }  # fmt: skip
-    assert chosen is not None
+        bank.learn(close_of(BUCKET + i, [float(y)]))
+        bank.forecast(close_of(BUCKET + i, [float(y)]))
     last = BUCKET + len(demand) - 1
-    for msg in (forecast_message(SERIES, last, DAY, fc) for fc in forecasts):
-        assert_valid("forecasts", wire(msg))
-        assert len(msg["horizon"]) == 7  # type: ignore[arg-type]
+    fc = bank.forecast(close_of(last, ahead_closed=[k == 3 for k in range(7)]))
+    ready = [name for name, s in zip(bank.names, fc.steps, strict=True) if not np.isnan(s).all()]
+    assert ready == [
+        "seasonal_naive", "moving_average", "tsb", "holt_winters", "online_regression",
+    ]  # fmt: skip
+    assert fc.chosen[0] >= 0
+    for name, s in zip(bank.names, fc.steps, strict=True):
+        if name in ready:
+            msg = forecast_message(
+                SERIES, last, DAY, name, bank.version(bank.names.index(name)), s[0]
+            )
+            assert_valid("forecasts", wire(msg))
+            assert len(msg["horizon"]) == 7  # type: ignore[arg-type]
 
 
 def test_forecast_schema_rejects_what_the_builder_never_emits() -> None:
-    fc = SeriesForecast("seasonal_naive", "1", steps(2.0))
-    msg = forecast_message(SERIES, BUCKET, DAY, fc)
+    msg = forecast_message(SERIES, BUCKET, DAY, "seasonal_naive", "1", steps(2.0))
     v = validator("forecasts")
     assert v.is_valid(msg)
     assert v.is_valid({**msg, "extra": 1})  # added in a later minor: still version 1

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from models.base import Context
 from models.lstm import (
     GlobalLSTM,
     LSTMConfig,
@@ -21,6 +20,7 @@ from models.lstm import (
     validate,
     validation_points,
 )
+from models.testing import close_of
 from streamer.backtest import truth_from
 from streamer.replay import read_online_retail
 from tests.conftest import SAMPLE
@@ -68,7 +68,7 @@ def test_training_on_cpu_is_repeatable(panel: Panel) -> None:
 def test_forecasts_are_ordered_non_negative_and_zero_when_closed(panel: Panel) -> None:
     model = GlobalLSTM(SMALL)
     train(model, panel, SMALL, choose_device("cpu"), panel.last_bucket + 1)
-    ahead = [Context(weekday=(panel.weekday[-1] + k) % 7, closed=k == 3) for k in range(1, 8)]
+    ahead = close_of(int(panel.last_bucket), horizon=7, ahead_closed=[k == 3 for k in range(1, 8)])
     q = predict(model, panel, panel.last_bucket, ahead)
     assert q.shape == (len(panel.series), 7, 3)
     assert (q >= 0).all()

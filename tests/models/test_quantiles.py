@@ -1,57 +1,84 @@
-import random
+"""Running error quantiles: calibrated bands, closed steps, and what a close scores."""
 
+import numpy as np
 import pytest
 
-from models.base import Context
-from models.baselines import MovingAverage
-from models.quantiles import MIN_ERRORS, Conformal, quantile
+from models.quantiles import MEAN, MIN_ERRORS, P10, P50, P90, Bands
 
-X = Context(weekday=0)
+OPEN = np.zeros(1, bool)
 
 
-def test_quantile_interpolates() -> None:
-    assert quantile([0.0, 10.0], 0.5) == 5.0
-    assert quantile([1.0, 2.0, 3.0], 0.0) == 1.0
-    assert quantile([1.0, 2.0, 3.0], 1.0) == 3.0
+def forecast(
+    bands: Bands, bucket: int, mean: float, closed: np.ndarray | None = None
+) -> np.ndarray:
+    h = bands.horizon
+    steps = bands.steps(
+        np.full((1, h), mean), np.ones(1, bool), np.zeros(h, bool) if closed is None else closed
+    )
+    bands.issue(bucket, steps)
+    return steps[0]
 
 
 def test_intervals_are_ordered_non_negative_and_poisson_like_when_cold() -> None:
-    m = Conformal(MovingAverage(3), horizon=3)
-    m.learn_one(4, X)
-    steps = m.forecast([X] * 3)
-    assert steps is not None and len(steps) == 3
-    for s in steps:
-        assert 0 <= s.p10 <= s.p50 <= s.p90
-        assert s.p90 - s.mean == pytest.approx(1.2816 * 2)
+    bands = Bands(horizon=3)
+    bands.take(np.array([-1]))
+    steps = forecast(bands, 0, 4.0)
+    assert np.all((steps[:, P10] >= 0) & (steps[:, P10] <= steps[:, P50]))
+    assert np.all(steps[:, P50] <= steps[:, P90])
+    assert steps[:, P90] - steps[:, MEAN] == pytest.approx([1.2816 * 2] * 3, rel=1e-3)
 
 
 @pytest.mark.parametrize("noise", ["gauss", "skewed"])
 def test_calibrated_p10_p90_covers_about_80_percent(noise: str) -> None:
-    rng = random.Random(7)
-    m = Conformal(MovingAverage(50), horizon=1)
+    rng = np.random.default_rng(7)
+    rows = 200
+    bands = Bands(horizon=1)
+    bands.take(np.full(rows, -1))
     hits = total = 0
-    for t in range(3000):
-        y = 100 + (rng.gauss(0, 10) if noise == "gauss" else rng.expovariate(0.1))
-        steps = m.forecast([X])
-        if steps and t > 300:
-            total += 1
-            hits += steps[0].p10 <= y <= steps[0].p90
-        m.learn_one(y, X)
+    closed = np.zeros((1, 1), bool)
+    for t in range(400):
+        mean = np.full((rows, 1), 100.0)
+        steps = bands.steps(mean, np.ones(rows, bool), np.zeros(1, bool))
+        bands.issue(t, steps)
+        y = 100 + (rng.normal(0, 10, rows) if noise == "gauss" else rng.exponential(10, rows))
+        if t > 100:
+            total += rows
+            hits += int(np.sum((steps[:, 0, P10] <= y) & (y <= steps[:, 0, P90])))
+        bands.learn(bands.settle(t + 1, True, closed), y)
     assert 0.76 <= hits / total <= 0.84
 
 
-def test_errors_are_recorded_per_horizon_and_closed_days_are_not_scored() -> None:
-    m = Conformal(MovingAverage(1), horizon=2)
-    m.learn_one(10, X)
-    m.forecast([X, X])  # predicts 10, 10
-    assert [(s.k, s.step.mean) for s in m.learn_one(12, X)] == [(1, 10)]
-    m.forecast([X, X])  # predicts 12, 12
-    scored = m.learn_one(15, X)  # horizon 2 of the first forecast, horizon 1 of the second
-    assert sorted((s.k, s.y - s.step.mean) for s in scored) == [(1, 3), (2, 5)]
-    assert m.recent_mae() is None  # fewer than MIN_ERRORS
-    m.forecast([X, X])
-    assert m.learn_one(None, X) == []  # closed: nothing to score
-    for _ in range(MIN_ERRORS):
-        m.forecast([X, X])
-        m.learn_one(15, X)
-    assert m.recent_mae() is not None
+def test_each_close_scores_the_forecasts_of_the_closes_before_it_at_their_horizon() -> None:
+    bands = Bands(horizon=2)
+    bands.take(np.array([-1]))
+    closed = np.zeros((2, 2), bool)
+    forecast(bands, 0, 10.0)
+    (first,) = bands.settle(1, True, closed)
+    assert (first.k, first.steps[0, MEAN]) == (1, 10.0)
+    forecast(bands, 1, 12.0)
+    scored = bands.settle(2, True, closed)
+    assert sorted((p.k, float(p.steps[0, MEAN])) for p in scored) == [(1, 12.0), (2, 10.0)]
+    assert bands.settle(2, False, closed) == []  # the shop was closed: nothing to score
+
+
+def test_a_step_forecast_closed_is_zero_and_scored_without_moving_the_bands() -> None:
+    bands = Bands(horizon=2)
+    bands.take(np.array([-1]))
+    steps = forecast(bands, 0, 5.0, closed=np.array([True, False]))
+    assert steps[0].tolist() == [0.0, 0.0, 0.0, 0.0]
+    closed = np.array([[True, False], [False, False]])
+    points = bands.settle(1, True, closed)
+    bands.learn(points, np.array([7.0]))
+    assert points[0].closed and bands.errors.tolist() == [[0, 0]]
+    assert int(bands.scored[0]) == 1
+
+
+def test_recent_error_is_known_after_min_errors_points() -> None:
+    bands = Bands(horizon=1)
+    bands.take(np.array([-1]))
+    closed = np.zeros((1, 1), bool)
+    for t in range(MIN_ERRORS):
+        assert np.isnan(bands.recent_mae()[0])
+        forecast(bands, t, 3.0)
+        bands.learn(bands.settle(t + 1, True, closed), np.array([5.0]))
+    assert bands.recent_mae()[0] == pytest.approx(2.0)

@@ -1,11 +1,17 @@
+import numpy as np
 import pytest
 
-from models.quantiles import CLOSED, Step
 from streamer.alerts import CLEARED, RAISED, days_of_cover, next_status, reorder_point, severity
 
+CLOSED = [0.0, 0.0, 0.0, 0.0]
 
-def steps(mean: float, spread: float, n: int = 7) -> list[Step]:
-    return [Step(mean, mean - spread, mean, mean + spread) for _ in range(n)]
+
+def steps(mean: float, spread: float, n: int = 7) -> np.ndarray:
+    return np.array([[mean, mean - spread, mean, mean + spread]] * n)
+
+
+def moments_of(pairs: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([m2 for m2, _ in pairs]), np.array([m3 for _, m3 in pairs])
 
 
 def test_reorder_point_is_lead_time_demand_plus_safety_stock() -> None:
@@ -27,7 +33,7 @@ def test_safety_stock_grows_with_spread_service_level_and_sqrt_lead_time() -> No
 
 def test_safety_stock_from_recent_errors_is_z_sigma_sqrt_l_when_they_are_symmetric() -> None:
     moments = [(4.0, 0.0)] * 7  # errors of +-2: sigma 2 per day, no skew
-    rop = reorder_point(steps(10, 0), 4, 0.95, 86_400, moments)
+    rop = reorder_point(steps(10, 0), 4, 0.95, 86_400, moments_of(moments))
     assert rop.safety_stock == pytest.approx(1.6449 * 2 * 2, rel=1e-3)  # z * sigma * sqrt(4)
 
 
@@ -37,8 +43,8 @@ def test_lumpy_demand_gets_the_safety_stock_its_big_orders_need() -> None:
     p, box = 1 / 20, 60.0
     errors = [(box - 3.0) if i < 1 else -3.0 for i in range(20)]
     moments = [(sum(e * e for e in errors) / 20, sum(e**3 for e in errors) / 20)] * 7
-    flat = [Step(3.0, 0.0, 0.0, 0.0)] * 7
-    rop = reorder_point(flat, 3, 0.95, 86_400, moments)
+    flat = np.array([[3.0, 0.0, 0.0, 0.0]] * 7)
+    rop = reorder_point(flat, 3, 0.95, 86_400, moments_of(moments))
     band = reorder_point(flat, 3, 0.95, 86_400)
     assert band.value == pytest.approx(9.0)  # the band alone: no safety stock at all
     normal = 1.6449 * (p * (1 - p)) ** 0.5 * box * 3**0.5
@@ -47,8 +53,8 @@ def test_lumpy_demand_gets_the_safety_stock_its_big_orders_need() -> None:
 
 
 def test_closed_days_in_the_lead_time_add_no_demand_and_no_spread() -> None:
-    closed = [Step(10, 8, 10, 12), CLOSED, CLOSED, Step(10, 8, 10, 12)]
-    rop = reorder_point(closed, 3, 0.95, 86_400, [(4.0, 0.0)] * 4)
+    closed = np.array([[10, 8, 10, 12], CLOSED, CLOSED, [10, 8, 10, 12]], float)
+    rop = reorder_point(closed, 3, 0.95, 86_400, moments_of([(4.0, 0.0)] * 4))
     assert rop.lead_time_demand == pytest.approx(10)
     assert rop.safety_stock == pytest.approx(1.6449 * 2, rel=1e-3)
 

@@ -39,13 +39,14 @@ def test_the_champion_is_served_scored_and_swapped_without_a_restart(
     assert h.pipeline.lstm.serving is not None and h.pipeline.lstm.serving[0] == 1
     lstm = h.pipeline.evaluation.summary()["lstm"]
     assert lstm["points"] > 0  # issued at every close, scored as its buckets closed
-    bank = h.pipeline.banks["A1@UK"]
-    assert bank.models["lstm"].version == "v1"
+    bank = h.pipeline.banks[0]
+    lstm_model = bank.models[bank.names.index("lstm")]
+    assert lstm_model.version == "v1"
 
     # the trainer promotes v2: the next close serves it, no restart
     registry.promote(registry.save(model(2)))
     h.feed(days(h, 20, 22))
-    assert h.pipeline.lstm.serving[0] == 2 and bank.models["lstm"].version == "v2"
+    assert h.pipeline.lstm.serving[0] == 2 and lstm_model.version == "v2"
 
     # v3 is promoted, then its file is damaged before the worker loads it: refused, v2 serves
     registry.promote(registry.save(model(3)))

@@ -7,13 +7,13 @@ import base64
 import contextlib
 import json
 import time
-import zlib
 from collections import Counter
 from datetime import datetime, timedelta
 
 import redis
 import redis.asyncio as aioredis
 
+from models.snapshot import unpack
 from streamer import metrics
 from streamer.config import Settings
 from streamer.features import FeatureStore
@@ -215,7 +215,7 @@ def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings
     h.feed(daily_orders(h, 3, qty=5))  # day 2 10:00 -> watermark day 2 04:00: day 1 closed
     h.feed([h.record(order("late-ok", at(1, 23), 7))])  # day 1 closed? no: only day 0 and 1
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    learned_before = r.hget("shelfcast:{A1@UK}:state", "learned")
+    learned_before = r.hget("shelfcast:clock", "0:closed")  # learned with the close
     assert learned_before == day(1)
     # beyond lateness: day 0 is closed, the event still updates features and stock
     stock_before = int(r.hget("shelfcast:{A1@UK}:state", "on_hand"))
@@ -226,7 +226,7 @@ def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings
     assert r.hget("shelfcast:{A1@UK}:demand", day(0)) == "9"
     assert int(r.hget("shelfcast:{A1@UK}:state", "on_hand")) == stock_before - 4
     assert forecasts(out) == []  # no published forecast is reopened
-    assert r.hget("shelfcast:{A1@UK}:state", "learned") == learned_before
+    assert r.hget("shelfcast:clock", "0:closed") == learned_before
 
 
 def test_within_lateness_an_out_of_order_event_counts_before_its_bucket_closes(
@@ -294,7 +294,7 @@ def test_models_older_than_the_history_restart_exactly_from_their_snapshots(
     cut = next(i for i, rec in enumerate(records) if json.loads(rec.value)["ts"] >= at(45, 0))
     h.feed(records[:cut])
     r = redis.Redis.from_url(settings.redis_url)
-    assert r.exists("shelfcast:{A1@UK}:model")  # a snapshot, taken on the bucket schedule
+    assert r.exists("shelfcast:part:0:model")  # a snapshot, taken on the bucket schedule
     h.restart()
     h.feed(records[cut:])
     got = {f["forecast_id"]: f for f in forecasts(h.outputs)}
@@ -306,10 +306,10 @@ def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Sett
     h = Harness(settings.replace(snapshot_seconds=1e9, history_buckets=56))
     h.feed(varied_orders(h, 20))
     r = redis.Redis.from_url(settings.redis_url)
-    r.delete("shelfcast:{A1@UK}:model")
+    r.delete("shelfcast:part:0:model")
     h.loop.run_until_complete(h.pipeline.snapshot([0]))
-    blob = r.get("shelfcast:{A1@UK}:model")
-    assert blob and json.loads(zlib.decompress(blob))["learned_through"] is not None
+    state, series = unpack(r.get("shelfcast:part:0:model"))
+    assert sorted(series) == ["A1@UK", "B2@UK", "C3@UK"] and int(state["through"]) >= 0
 
 
 def test_an_order_cancelled_in_its_bucket_is_neither_demand_nor_a_return(

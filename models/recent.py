@@ -1,0 +1,111 @@
+"""What every model of a series reads about its recent demand, kept once per row.
+
+Seasonal naive, the moving average, the regression's features, Holt-Winters' seeding, the
+MASE scale and the rolling features stored in Redis all look at the same few numbers: the
+last open values of each slot of the season, the last ``window`` open values, the price and
+its average. The bank keeps them here, once per series, instead of once per model.
+
+Slots are indexed by ``bucket % season``: a closed bucket writes nothing, so its slot keeps
+the value it had a season earlier (before a full season, 0).
+
+>>> r = Recent(season=3, window=4)
+>>> r.take(np.array([-1]))
+>>> for b, y in enumerate([1.0, 2.0, 3.0, 4.0]):
+...     r.update(b, True, np.array([y]), np.array([np.nan]))
+>>> r.slots.tolist(), r.mean(2).tolist(), r.mean(4).tolist()
+([[4.0, 2.0, 3.0]], [3.5], [2.5])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.base import Columns
+
+EWMA_ALPHA = 0.1
+PRICE_ALPHA = 0.05
+
+
+class Recent(Columns):
+    def __init__(self, season: int = 7, window: int = 28) -> None:
+        super().__init__()
+        self.season = season
+        self.window = window
+        self._memo: dict[int, np.ndarray] = {}
+        self.column("slots", 0.0, (season,))
+        self.column("ring", 0.0, (window,))
+        self.column("count", 0, (), np.int64)  # open buckets learned
+        self.column("age", 0, (), np.int64)  # buckets learned, closed ones included
+        self.column("ewma", np.nan)
+        self.column("price", np.nan)
+        self.column("price_avg", np.nan)
+        # in-sample seasonal naive absolute errors: the MASE scale
+        self.column("scale_sum", 0.0)
+        self.column("scale_n", 0, (), np.int64)
+
+    def take(self, index: np.ndarray) -> None:
+        super().take(index)
+        self._memo = {}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        super().load(state)
+        self._memo = {}
+
+    def full_season(self) -> np.ndarray:
+        """Rows whose every slot has been through a bucket (seasonal naive's condition)."""
+        return (self.age >= self.season) & (self.count >= self.season)
+
+    def last(self, k: int) -> np.ndarray:
+        """The ``k`` latest open values ``[n, k]``, newest first, NaN where fewer."""
+        j = np.arange(k)
+        pos = (self.count[:, None] - 1 - j) % self.window
+        out = np.take_along_axis(self.ring, pos, axis=1)
+        return np.where(j < np.minimum(self.count, self.window)[:, None], out, np.nan)
+
+    def mean(self, k: int) -> np.ndarray:
+        """Mean of the ``k`` latest open values; NaN for a row with none."""
+        if k in self._memo:  # every model reads the same few means at a close
+            return self._memo[k]
+        values = self.last(k)
+        n = np.sum(~np.isnan(values), axis=1)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(n > 0, np.nansum(values, axis=1) / np.maximum(n, 1), np.nan)
+        self._memo[k] = mean
+        return mean
+
+    def update(self, bucket: int, is_open: bool, y: np.ndarray, price: np.ndarray) -> None:
+        """Add a closed bucket (its demand only when the shop traded)."""
+        self._memo = {}
+        known = self.full_season()
+        self.age += 1
+        if not is_open:
+            return
+        slot = bucket % self.season
+        one_ago = self.slots[:, slot]
+        self.scale_sum += np.where(known, np.abs(y - one_ago), 0.0)
+        self.scale_n += known
+        self.slots[:, slot] = y
+        self.ring[np.arange(len(y)), self.count % self.window] = y
+        self.count += 1
+        self.ewma = np.where(np.isnan(self.ewma), y, EWMA_ALPHA * y + (1 - EWMA_ALPHA) * self.ewma)
+        sold = ~np.isnan(price)
+        self.price = np.where(sold, price, self.price)
+        first = np.isnan(self.price_avg)
+        self.price_avg = np.where(
+            sold,
+            np.where(first, price, self.price_avg + PRICE_ALPHA * (price - self.price_avg)),
+            self.price_avg,
+        )
+
+    def scale(self) -> np.ndarray:
+        """The MASE scale: in-sample seasonal naive MAE, NaN before it is known."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.scale_n > 0, self.scale_sum / np.maximum(self.scale_n, 1), np.nan)
+
+    def rolling(self) -> dict[str, np.ndarray]:
+        """The rolling features stored in Redis per series."""
+        return {
+            "demand_sum_7": np.nansum(self.last(7), axis=1),
+            "demand_sum_28": np.nansum(self.last(self.window), axis=1),
+            "demand_ewma": np.round(np.nan_to_num(self.ewma), 6),
+        }

@@ -1,0 +1,100 @@
+"""A bank's arrays as one compact binary snapshot: versioned, never pickle, bounded.
+
+Layout (docs/redis-layout.md), all little-endian, the whole zlib-compressed:
+
+* ``SHELFCAST-BANK\\0\\0`` (16 bytes), format version (uint32), header length (uint32);
+* the header, UTF-8 JSON: ``{"series": n, "arrays": [[name, dtype, shape], ...]}``;
+* the series names, UTF-8, joined by ``\\n``, preceded by their byte length (uint64);
+* each array's bytes in header order, C order.
+
+Only numeric, bool and fixed-width string dtypes are accepted, so loading never runs code.
+Decompression stops at ``max_bytes``: a corrupt or hostile blob cannot exhaust memory.
+
+>>> blob = pack({"x": np.arange(3.0), "v": np.array("v2")}, ["a@UK", "b@UK", "c@FR"])
+>>> state, series = unpack(blob)
+>>> state["x"].tolist(), str(state["v"]), series
+([0.0, 1.0, 2.0], 'v2', ['a@UK', 'b@UK', 'c@FR'])
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+MAGIC = b"SHELFCAST-BANK\0\0"
+VERSION = 1
+MAX_BYTES = 8 << 30
+_KINDS = "biufU"  # bool, signed and unsigned int, float, fixed-width unicode
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read: corrupt, truncated, too large or of another format."""
+
+
+def pack(state: dict[str, np.ndarray], series: Sequence[str], level: int = 1) -> bytes:
+    arrays = []
+    for name, value in state.items():
+        a = np.asarray(value)
+        if a.dtype.kind not in _KINDS:
+            raise TypeError(f"{name}: dtype {a.dtype} cannot go in a snapshot")
+        arrays.append((name, a.dtype.newbyteorder("<"), a))
+    header = json.dumps(
+        {"series": len(series), "arrays": [[n, d.str, list(a.shape)] for n, d, a in arrays]}
+    ).encode()
+    names = "\n".join(series).encode()
+    parts = [MAGIC, struct.pack("<II", VERSION, len(header)), header]
+    parts += [struct.pack("<Q", len(names)), names]
+    parts += [np.ascontiguousarray(a, d).tobytes() for _, d, a in arrays]
+    return zlib.compress(b"".join(parts), level)
+
+
+def _inflate(blob: bytes, max_bytes: int) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(blob, max_bytes)
+    except zlib.error as exc:
+        raise SnapshotError(f"not a zlib stream: {exc}") from exc
+    if d.unconsumed_tail:
+        raise SnapshotError(f"decompresses to more than {max_bytes} bytes")
+    return raw
+
+
+def unpack(blob: bytes, max_bytes: int = MAX_BYTES) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays and series names of a ``pack``ed snapshot; ``SnapshotError`` if unreadable."""
+    raw = memoryview(_inflate(blob, max_bytes))
+    try:
+        if bytes(raw[: len(MAGIC)]) != MAGIC:
+            raise SnapshotError("not a shelfcast bank snapshot")
+        at = len(MAGIC)
+        version, size = struct.unpack_from("<II", raw, at)
+        if version != VERSION:
+            raise SnapshotError(f"snapshot format {version}; this version reads {VERSION}")
+        at += 8
+        header = json.loads(bytes(raw[at : at + size]))
+        at += size
+        (n_names,) = struct.unpack_from("<Q", raw, at)
+        at += 8
+        text = bytes(raw[at : at + n_names]).decode()
+        series = text.split("\n") if header["series"] else []
+        at += n_names
+        state = {}
+        for name, dtype, shape in header["arrays"]:
+            dt = np.dtype(dtype)
+            if dt.kind not in _KINDS:
+                raise SnapshotError(f"{name}: dtype {dtype} is not allowed")
+            count = int(np.prod(shape, dtype=np.int64))
+            state[name] = (
+                np.frombuffer(raw, dt, count, at).reshape(shape).astype(dt.newbyteorder("="))
+            )
+            at += count * dt.itemsize
+    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        if isinstance(exc, SnapshotError):
+            raise
+        raise SnapshotError(f"corrupt snapshot: {exc}") from exc
+    if len(series) != header["series"] or at != len(raw):
+        raise SnapshotError("corrupt snapshot: sizes do not add up")
+    return state, series

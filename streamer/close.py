@@ -1,0 +1,217 @@
+"""A bucket close of one partition as array steps: learn and forecast, decide, publish.
+
+The pipeline reads what a close needs from Redis, runs these steps, sends the outputs and
+writes the state back. Each step works on all series of the partition at
+once; only formatting the messages walks the rows, and only the rows that publish.
+
+* ``learn_and_forecast``: the bank learns the bucket and forecasts the next ones;
+* ``decide``: reorder points of the series that publish, and their alert transitions;
+* ``publish``: forecast, rollup and alert messages, and the prequential sums;
+* ``state_fields``: what each series stores in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.bank import LSTM, Bank, Forecasts, Settled
+from models.base import Close
+from models.evaluation import Prequential
+from models.rollup import ROLLUP, combine, settle
+from models.rollup import VERSION as ROLLUP_VERSION
+from models.selection import NONE
+from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, transitions
+from streamer.config import Settings
+from streamer.events import ALL_LOCATIONS, series_key
+from streamer.features import PartitionClose
+from streamer.publish import Output, alert_message, forecast_messages, output
+from streamer.trading_calendar import TradingCalendar
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The series that publish (``rows``), their reorder points, and which of them change
+    alert state: ``raised``/``cleared`` index into ``rows``."""
+
+    rows: np.ndarray
+    chosen: np.ndarray  # the model each of ``rows`` publishes
+    rops: ReorderPoints
+    stock_ts: float
+    on_hand: np.ndarray
+    raised: np.ndarray
+    cleared: np.ndarray
+    seq: np.ndarray  # the new alert sequence number of every changing row
+
+
+def close_of(
+    calendar: TradingCalendar,
+    horizon: int,
+    bucket: int,
+    closed: Mapping[int, bool],
+    demand: np.ndarray,
+    revenue: np.ndarray,
+) -> Close:
+    """The close of ``bucket`` with each series' demand and revenue in it, and the buckets a
+    forecast issued at its close covers, as known then (``closed``: the flags so far)."""
+    ahead = range(bucket + 1, bucket + 1 + horizon)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        price = np.where((demand > 0) & (revenue > 0), revenue / demand, np.nan)
+    return Close(
+        bucket,
+        not closed.get(bucket),
+        demand,
+        price,
+        calendar.weekday(bucket),
+        np.array([calendar.weekday(a) for a in ahead]),
+        np.array([calendar.expected_closed(a, closed) for a in ahead], bool),
+    )
+
+
+def learn_and_forecast(
+    bank: Bank, close: Close, lstm: tuple[str, np.ndarray] | None
+) -> tuple[Settled | None, Forecasts]:
+    """Learn ``close`` unless the bank already did (a retried close), then forecast."""
+    settled = None
+    if bank.through is None or bank.through < close.bucket:
+        settled = bank.learn(close)
+    if lstm is not None:
+        bank.offer(LSTM, lstm[0], lstm[1])
+    return settled, bank.forecast(close)
+
+
+def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) -> Decision:
+    """Reorder points from the published forecasts and their errors; alert transitions where
+    the stock is known."""
+    rows = np.flatnonzero(fc.chosen != NONE)
+    lead = data.lead_time[rows]
+    lead = np.where(np.isnan(lead), s.lead_time_days, lead)
+    moments = (fc.m2[rows], fc.m3[rows], fc.moments_known[rows])
+    rops = reorder_points(
+        fc.published[rows], lead, s.service_level, s.bucket_seconds, moments, s.review_days
+    )
+    known = data.stock_known[rows]
+    on_hand = data.on_hand[rows]
+    up, down = transitions(data.raised[rows], on_hand, rops.value, s.alert_hysteresis)
+    seq = data.alert_seq[rows] + 1
+    return Decision(
+        rows, fc.chosen[rows], rops, stock_ts, on_hand, np.flatnonzero(up & known),
+        np.flatnonzero(down & known), seq,
+    )  # fmt: skip
+
+
+def publish(
+    s: Settings,
+    bank: Bank,
+    bucket: int,
+    fc: Forecasts,
+    decision: Decision,
+    settled: Settled | None,
+    evaluation: Prequential,
+) -> tuple[list[Output], list[str]]:
+    """The close's messages, and the forecast id each publishing row cites."""
+    rows = decision.rows
+    series = [bank.series[i] for i in rows]
+    chosen = fc.chosen[rows]
+    names = [bank.names[m] for m in chosen]
+    versions = [bank.version(m) for m in chosen]
+    topic = s.topics["forecasts"]
+    messages = forecast_messages(
+        series, bucket, s.bucket_seconds, names, versions, fc.published[rows]
+    )
+    outs = [output(topic, name, msg) for name, msg in zip(series, messages, strict=True)]
+    fids = [msg["forecast_id"] for msg in messages]
+    for model, n in bank_wins(bank, decision).items():
+        evaluation.add_wins(model, n)
+    if len(rows):
+        skus, codes = _skus(bank.series)
+        outs += _rollups(s, bucket, skus, codes, rows, fc.published[rows])
+    if settled is not None:
+        evaluation.add_settled(settled)
+        skus, codes = _skus(settled.series)
+        settle(settled, codes, len(skus), evaluation)
+    for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared)):
+        for j in changing:
+            msg = alert_message(
+                series[j], status, int(decision.seq[j]), int(decision.on_hand[j]),
+                decision.rops.row(j), str(fids[j]), decision.stock_ts,
+            )  # fmt: skip
+            outs.append(output(s.topics["alerts"], series[j], msg))
+    return outs, [str(f) for f in fids]
+
+
+def bank_wins(bank: Bank, decision: Decision) -> dict[str, int]:
+    """How many series each model published for."""
+    chosen = decision.chosen
+    return {
+        bank.names[m]: int(n) for m, n in zip(*np.unique(chosen, return_counts=True), strict=True)
+    }
+
+
+def _skus(series: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The SKUs of ``series``, and each row's index into them."""
+    return np.unique([name.partition("@")[0] for name in series], return_inverse=True)
+
+
+def _rollups(
+    s: Settings,
+    bucket: int,
+    skus: np.ndarray,
+    codes: np.ndarray,
+    rows: np.ndarray,
+    published: np.ndarray,
+) -> list[Output]:
+    """Each SKU's forecast over the locations that publish."""
+    present, dense = np.unique(codes[rows], return_inverse=True)
+    steps = combine(published, dense, len(present))
+    counts = np.bincount(dense, minlength=len(present)).tolist()
+    keys = [series_key(str(sku), ALL_LOCATIONS) for sku in skus[present]]
+    n = len(keys)
+    messages = forecast_messages(
+        keys, bucket, s.bucket_seconds, [ROLLUP] * n, [ROLLUP_VERSION] * n, steps, counts
+    )
+    return [output(s.topics["forecasts"], k, m) for k, m in zip(keys, messages, strict=True)]
+
+
+FIELDS = (
+    "demand_sum_7", "demand_sum_28", "demand_ewma", "rop", "lt_demand", "safety", "daily_mean",
+    "rop_lead", "forecast_id", "alert", "alert_seq", "alert_ts",
+)  # fmt: skip
+
+
+def state_fields(
+    bank: Bank, decision: Decision, fids: list[str]
+) -> tuple[tuple[str, ...], list[list[object]]]:
+    """What every series of the close stores, as ``FIELDS`` and one row per series (None:
+    unchanged): the rolling features; for those that publish the reorder point and the
+    forecast it came from; for those whose alert changed, the new state."""
+    n = len(bank.series)
+    columns: dict[str, list[object]] = {k: v.tolist() for k, v in bank.recent.rolling().items()}
+    r = decision.rops
+    published = {
+        "rop": r.value, "lt_demand": r.lead_time_demand, "safety": r.safety_stock,
+        "daily_mean": r.daily_mean, "rop_lead": r.lead_time_days,
+    }  # fmt: skip
+    rows = decision.rows.tolist()
+    for name, values in published.items():
+        column: list[object] = [None] * n
+        for i, v in zip(rows, values.tolist(), strict=True):
+            column[i] = v
+        columns[name] = column
+    fid: list[object] = [None] * n
+    for i, f in zip(rows, fids, strict=True):
+        fid[i] = f
+    columns["forecast_id"] = fid
+    alert: list[object] = [None] * n
+    seq: list[object] = [None] * n
+    ts: list[object] = [None] * n
+    for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared)):
+        for j in changing.tolist():
+            i = rows[j]
+            alert[i], seq[i], ts[i] = status, int(decision.seq[j]), decision.stock_ts
+    columns.update(alert=alert, alert_seq=seq, alert_ts=ts)
+    return FIELDS, [
+        list(row) for row in zip(bank.series, *(columns[f] for f in FIELDS), strict=True)
+    ]

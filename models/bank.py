@@ -33,7 +33,7 @@ from models.intermittent import TSB
 from models.quantiles import MEAN, Bands, Issued, Points
 from models.recent import Recent
 from models.regression import OnlineRegression
-from models.selection import NONE, select
+from models.selection import NONE, pooled_penalty, select
 from models.smoothing import HoltWinters
 
 PUBLISHED = "published"
@@ -152,7 +152,8 @@ class Bank:
             steps.append(bands.steps(means, ready[i], close.ahead_closed))
             bands.issue(close.bucket, steps[i])
         mae = np.stack([b.recent_mae() for b in self.bands])
-        chosen = select(mae, ready, self.fallback)
+        mse = np.stack([b.m2.mean(axis=1) for b in self.bands])
+        chosen = select(mae * pooled_penalty(mae)[:, None], ready, self.fallback, mse)
         rows = np.arange(close.n)
         published = np.stack(steps)[np.maximum(chosen, 0), rows]
         published[chosen == NONE] = np.nan

@@ -8,9 +8,9 @@ them. A running quantile moves up by ``rate * spread * q`` after each truth abov
 by ``rate * spread * (1 - q)`` after each one below, so it settles where a fraction ``q`` of
 the errors fall below it, and keeps following when the errors drift: the same coverage
 feedback as adaptive conformal inference (Gibbs and Candes 2021), in O(1) memory instead of
-a window of errors. ``spread`` is the series' smoothed absolute error, so the steps scale with
-the series. Until a horizon has ``MIN_ERRORS`` errors, a Poisson-like spread stands in
-(demand is a count).
+a window of errors. ``spread`` is the smoothed absolute deviation of the series' errors from
+their running median, so the steps scale with the series. Until a horizon has ``MIN_ERRORS``
+errors, a Poisson-like spread stands in (demand is a count).
 
 Buckets expected to be closed get a forecast of zero with no spread. When the truth arrives
 for them it is scored like any other point but never updates the quantiles: a surprise
@@ -31,7 +31,7 @@ from models.base import Columns
 
 LEVELS = np.array([0.1, 0.5, 0.9])
 MIN_ERRORS = 5
-RATE = 0.1  # running quantile step, in units of the series' smoothed absolute error
+RATE = 0.3  # running quantile step, in units of the errors' smoothed deviation from the p50
 SPREAD_ALPHA = 0.05  # weight of each error in that smoothed absolute error
 MOMENT_ALPHA = 1 / 56  # weight of each error in the smoothed moments (about 8 weeks)
 SELECTION_ALPHA = 0.005  # weight of each scored point in the recent p50 error
@@ -95,6 +95,8 @@ class Bands(Issued):
     def learn(self, points: list[Points], y: np.ndarray) -> None:
         """Update from the points ``settle`` returned for this model."""
         for p in points:
+            if p.closed:
+                continue  # a surprise opening says nothing of the model's everyday errors
             err = np.abs(y - p.steps[:, P50])
             self.p50_abs = np.where(
                 ~p.valid,
@@ -106,16 +108,16 @@ class Bands(Issued):
                 ),
             )
             self.scored += p.valid
-            if not p.closed:
-                self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
+            self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
 
     def _track(self, h: int, rows: np.ndarray, e: np.ndarray) -> None:
         e = np.where(rows, e, 0.0)
         first = rows & (self.errors[:, h] == 0)
-        spread = np.where(np.isnan(self.spread), np.abs(e), self.spread)
-        spread = np.where(rows, spread + SPREAD_ALPHA * (np.abs(e) - spread), self.spread)
-        step = RATE * np.maximum(np.nan_to_num(spread), 0.05)
         q = self.q[:, h, :]
+        dev = np.abs(e - q[:, 1])
+        spread = np.where(np.isnan(self.spread), dev, self.spread)
+        spread = np.where(rows, spread + SPREAD_ALPHA * (dev - spread), self.spread)
+        step = RATE * np.maximum(np.nan_to_num(spread), 0.05)
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
         q = np.where(first[:, None], e[:, None], np.where(rows[:, None], moved, q))
         self.q[:, h, :] = q

@@ -61,7 +61,7 @@ def test_each_close_scores_the_forecasts_of_the_closes_before_it_at_their_horizo
     assert bands.settle(2, False, closed) == []  # the shop was closed: nothing to score
 
 
-def test_a_step_forecast_closed_is_zero_and_scored_without_moving_the_bands() -> None:
+def test_a_step_forecast_closed_is_zero_and_moves_neither_bands_nor_selection() -> None:
     bands = Bands(horizon=2)
     bands.take(np.array([-1]))
     steps = forecast(bands, 0, 5.0, closed=np.array([True, False]))
@@ -70,7 +70,7 @@ def test_a_step_forecast_closed_is_zero_and_scored_without_moving_the_bands() ->
     points = bands.settle(1, True, closed)
     bands.learn(points, np.array([7.0]))
     assert points[0].closed and bands.errors.tolist() == [[0, 0]]
-    assert int(bands.scored[0]) == 1
+    assert int(bands.scored[0]) == 0
 
 
 def test_recent_error_is_known_after_min_errors_points() -> None:

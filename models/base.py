@@ -89,7 +89,13 @@ class Columns:
             setattr(self, name, out)
 
     def state(self) -> State:
-        return {name: getattr(self, name) for name in self._columns}
+        out = {name: getattr(self, name) for name in self._columns}
+        for name, (_, _, dtype) in self._columns.items():
+            # a column replaced by a wider array would be narrowed by load(): a restart would
+            # then differ from the uninterrupted run
+            if out[name].dtype != dtype:
+                raise TypeError(f"{name} is {out[name].dtype}, declared {np.dtype(dtype)}")
+        return out
 
     def load(self, state: State) -> None:
         for name, (_, shape, dtype) in self._columns.items():

@@ -84,13 +84,14 @@ class Bands(Issued):
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
-        self.column("q", 0.0, (horizon, 3))
-        self.column("errors", 0, (horizon,), np.int32)
-        self.column("spread", np.nan)
-        self.column("m2", 0.0, (horizon,))
-        self.column("m3", 0.0, (horizon,))
-        self.column("p50_abs", np.nan)
-        self.column("scored", 0, (), np.int64)
+        # float32 and int16: a million series hold six of these
+        self.column("q", 0.0, (horizon, 3), np.float32)
+        self.column("errors", 0, (horizon,), np.int16)  # counted up to MIN_ERRORS
+        self.column("spread", np.nan, (), np.float32)
+        self.column("m2", 0.0, (horizon,), np.float32)
+        self.column("m3", 0.0, (horizon,), np.float32)
+        self.column("p50_abs", np.nan, (), np.float32)
+        self.column("scored", 0, (), np.int16)  # counted up to MIN_ERRORS
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
         """Update from the points ``settle`` returned for this model."""
@@ -98,7 +99,7 @@ class Bands(Issued):
             if p.closed:
                 continue  # a surprise opening says nothing of the model's everyday errors
             err = np.abs(y - p.steps[:, P50])
-            self.p50_abs = np.where(
+            self.p50_abs[:] = np.where(
                 ~p.valid,
                 self.p50_abs,
                 np.where(
@@ -107,7 +108,7 @@ class Bands(Issued):
                     self.p50_abs + SELECTION_ALPHA * (err - self.p50_abs),
                 ),
             )
-            self.scored += p.valid
+            self.scored += p.valid & (self.scored < MIN_ERRORS)
             self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
 
     def _track(self, h: int, rows: np.ndarray, e: np.ndarray) -> None:
@@ -121,11 +122,11 @@ class Bands(Issued):
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
         q = np.where(first[:, None], e[:, None], np.where(rows[:, None], moved, q))
         self.q[:, h, :] = q
-        self.spread = spread
+        self.spread[:] = spread
         m2, m3 = self.m2[:, h], self.m3[:, h]
         self.m2[:, h] = np.where(first, e * e, np.where(rows, m2 + MOMENT_ALPHA * (e * e - m2), m2))
         self.m3[:, h] = np.where(first, e**3, np.where(rows, m3 + MOMENT_ALPHA * (e**3 - m3), m3))
-        self.errors[:, h] += rows
+        self.errors[:, h] += rows & (self.errors[:, h] < MIN_ERRORS)
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros

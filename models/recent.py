@@ -32,10 +32,11 @@ class Recent(Columns):
         self.season = season
         self.window = window
         self._memo: dict[int, np.ndarray] = {}
-        self.column("slots", 0.0, (season,))
-        self.column("ring", 0.0, (window,))
-        self.column("count", 0, (), np.int64)  # open buckets learned
-        self.column("age", 0, (), np.int64)  # buckets learned, closed ones included
+        # demand is a count: float32 holds it exactly up to 16 million a bucket
+        self.column("slots", 0.0, (season,), np.float32)
+        self.column("ring", 0.0, (window,), np.float32)
+        self.column("count", 0, (), np.int32)  # open buckets learned
+        self.column("age", 0, (), np.int32)  # buckets learned, closed ones included
         self.column("ewma", np.nan)
         self.column("price", np.nan)
         self.column("price_avg", np.nan)

@@ -27,6 +27,7 @@ CLOCK = f"{PREFIX}:clock"
 MOVES_WINDOW_MS = 14 * 86_400_000
 
 APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = 1, 0, 2, 3
+SNAPSHOT_CHUNK = 64 << 20
 
 # ARGV: dedupe ttl, window_ms, n_events, series ttl, then the events as one JSON array of
 #   arrays of 12 values (one argument: redis-py encodes every argument on its own, which cost a
@@ -252,14 +253,20 @@ return {statuses, onhand, states, folds}
 # the partition's order counts, the evaluation sums, the partition's model snapshot, its
 # demand and revenue of the bucket leaving the history.
 # ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
-# snapshot ttl, the partition's model snapshot ('' for none), the clock pairs as a JSON
-# object, the evaluation sums as a JSON object, the field names of the series updates, then
-# the updates as one JSON array of [series, value per field (null: unchanged)]: one argument
-# each, as in APPLY_LUA, so a close of many series costs one encode. One script, so a close is
-# atomic like a MULTI, with one reply to parse instead of one per command.
+# snapshot ttl, how many chunks of the partition's model snapshot follow the rest (0: none),
+# the clock pairs as a JSON object, the evaluation sums as a JSON object, the field names of
+# the series updates, the updates as one JSON array of [series, value per field (null:
+# unchanged)], then the snapshot's chunks. The updates are one argument, as in APPLY_LUA, so
+# a close of many series costs one encode. One script, so a close is atomic like a MULTI, with
+# one reply to parse instead of one per command.
 CLOSE_LUA = """
 local trim, bucket, ttl = ARGV[1], ARGV[4], tonumber(ARGV[6])
-if ARGV[7] ~= '' then redis.call('SET', KEYS[7], ARGV[7], 'EX', ttl) end
+local chunks = tonumber(ARGV[7])
+if chunks > 0 then
+  redis.call('DEL', KEYS[7])
+  redis.call('RPUSH', KEYS[7], unpack(ARGV, 12, 11 + chunks))
+  redis.call('EXPIRE', KEYS[7], ttl)
+end
 redis.call('HSET', KEYS[4], bucket, ARGV[5])
 redis.call('HDEL', KEYS[4], trim)
 redis.call('HDEL', KEYS[5], trim)
@@ -523,11 +530,17 @@ class FeatureStore:
     async def read_partition_snapshot(self, partition: int) -> bytes | None:
         """The partition's model snapshot (models/snapshot.py), if any."""
         metrics.REDIS_ROUNDTRIPS.inc()
-        return await self.r.get(part_key(partition, "model"))
+        chunks = await self.r.lrange(part_key(partition, "model"), 0, -1)
+        return b"".join(chunks) if chunks else None
 
     async def write_partition_snapshot(self, partition: int, blob: bytes) -> None:
+        key = part_key(partition, "model")
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.rpush(key, *_chunks(blob))
+        pipe.expire(key, self.series_ttl)
         metrics.REDIS_ROUNDTRIPS.inc()
-        await self.r.set(part_key(partition, "model"), blob, ex=self.series_ttl)
+        await pipe.execute()
 
     async def read_histories(
         self, partition: int, spans: dict[str, range]
@@ -571,9 +584,13 @@ class FeatureStore:
         the history leaving the window go in the same atomic script."""
         argv: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
-            snapshot or b"", orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(fields),
+            0, orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(fields),
             orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),
         ]  # fmt: skip
+        if snapshot:
+            chunks = _chunks(snapshot)
+            argv[6] = len(chunks)
+            argv += chunks
         keys = [
             part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
             part_key(partition, "orders"), EVALUATION, part_key(partition, "model"),
@@ -604,6 +621,12 @@ class FeatureStore:
                 pipe.hincrby(STATS, name, n)
         metrics.REDIS_ROUNDTRIPS.inc()
         await pipe.execute()
+
+
+def _chunks(blob: bytes) -> list[bytes]:
+    """A snapshot in pieces: a Redis string holds at most 512 MB, and a partition of a few
+    hundred thousand series comes near."""
+    return [blob[i : i + SNAPSHOT_CHUNK] for i in range(0, len(blob), SNAPSHOT_CHUNK)] or [b""]
 
 
 def _text(v: object) -> str:

@@ -3,9 +3,11 @@
 import asyncio
 from dataclasses import replace
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
+from streamer import features
 from streamer.features import (
     APPLIED,
     DUPLICATE,
@@ -219,3 +221,29 @@ def test_a_deferred_delta_makes_its_series_active_when_it_takes_effect(redis_url
     assert r.zscore(active, "A1@UK") is None
     apply(redis_url, [effect("o2", "o", 1, day=4, offset=1, series="B1@UK")])
     assert r.zscore(active, "A1@UK") == 3
+
+
+def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(features, "SNAPSHOT_CHUNK", 7)
+    blob = bytes(range(50))
+
+    async def run() -> tuple[bytes | None, bytes | None, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = FeatureStore(client, 3600)
+        await store.write_partition_snapshot(3, blob)
+        revoked = await store.read_partition_snapshot(3)
+        await store.write_close(
+            3, 10, ("rop",), [["A1@UK", 1.5]], closed=False, learned=1, trim_before=-100,
+            inactive_before=0, clock={"3:closed": 10}, evaluation={}, snapshot=blob[::-1],
+        )  # fmt: skip
+        closed = await store.read_partition_snapshot(3)
+        pieces = await client.llen("shelfcast:part:3:model")
+        await client.aclose()
+        return revoked, closed, pieces
+
+    revoked, closed, pieces = asyncio.run(run())
+    assert revoked == blob and closed == blob[::-1] and pieces == 8
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert r.hget("shelfcast:{A1@UK}:state", "rop") == "1.5"

@@ -308,7 +308,7 @@ def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Sett
     r = redis.Redis.from_url(settings.redis_url)
     r.delete("shelfcast:part:0:model")
     h.loop.run_until_complete(h.pipeline.snapshot([0]))
-    state, series = unpack(r.get("shelfcast:part:0:model"))
+    state, series = unpack(b"".join(r.lrange("shelfcast:part:0:model", 0, -1)))
     assert sorted(series) == ["A1@UK", "B2@UK", "C3@UK"] and int(state["through"]) >= 0
 
 

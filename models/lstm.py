@@ -72,6 +72,9 @@ class LSTMConfig:
     horizon: int = 7
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     epochs: int = 12
+    # epochs of a candidate that starts from the champion's weights: it only has to learn the
+    # buckets since, and a full-year backtest refreshes 14 times (docs/lstm.md)
+    warm_epochs: int = 3
     windows_per_epoch: int | None = 131_072  # None: every eligible window each epoch
     batch_size: int = 256
     lr: float = 3e-3  # Adam
@@ -84,6 +87,8 @@ class LSTMConfig:
             raise ValueError(f"quantiles {qs}: increasing, in (0, 1), with 0.5")
         if min(self.seq_len, self.hidden, self.layers, self.horizon, self.epochs) < 1:
             raise ValueError("seq_len, hidden, layers, horizon and epochs must be >= 1")
+        if self.warm_epochs < 0:
+            raise ValueError("warm_epochs must be >= 0 (0: always train from scratch)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -8,6 +8,11 @@ naive alone is the bar. Every candidate is saved, promoted or not, with the reas
 
 The candidate never sees the validation buckets; the champion was trained by an earlier
 refresh, on data that ended no later, so the comparison is out of sample for both.
+
+A candidate starts from the champion's weights when the champion has the same architecture
+(warm start) and then trains ``cfg.warm_epochs`` epochs instead of ``cfg.epochs``: it only has
+to learn what changed. The champion's training data ended before this validation window too,
+so the rule above still compares out of sample.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -69,6 +74,21 @@ def decide(
     )
 
 
+ARCHITECTURE = ("seq_len", "hidden", "layers", "dropout", "horizon", "quantiles")
+
+
+def _warm_start(registry: Registry, cfg: LSTMConfig) -> GlobalLSTM | None:
+    """The champion to start a candidate from, if there is one of the same architecture."""
+    if cfg.warm_epochs < 1 or (version := registry.champion()) is None:
+        return None
+    try:
+        champion = registry.load(version)
+    except CheckpointError:
+        return None  # refresh() reports it when it compares
+    same = all(getattr(champion.cfg, f) == getattr(cfg, f) for f in ARCHITECTURE)
+    return champion if same else None
+
+
 def refresh(
     panel: Panel,
     registry: Registry,
@@ -82,7 +102,11 @@ def refresh(
     started = time.perf_counter()
     end = panel.last_bucket + 1 - cfg.validation
     candidate = GlobalLSTM(cfg)
-    trained = train(candidate, panel, cfg, device, end, on_epoch)
+    warm = _warm_start(registry, cfg)
+    if warm is not None:
+        candidate.load_state_dict(warm.state_dict())
+    train_cfg = replace(cfg, epochs=cfg.warm_epochs) if warm is not None else cfg
+    trained = train(candidate, panel, train_cfg, device, end, on_epoch)
 
     t0 = time.perf_counter()
     scores = validate(candidate, panel, cfg.validation)

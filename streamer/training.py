@@ -51,6 +51,7 @@ LSTM_ENV = {
     "seq_len": "SHELFCAST_LSTM_SEQ_LEN",
     "hidden": "SHELFCAST_LSTM_HIDDEN",
     "epochs": "SHELFCAST_LSTM_EPOCHS",
+    "warm_epochs": "SHELFCAST_LSTM_WARM_EPOCHS",
     "windows_per_epoch": "SHELFCAST_LSTM_WINDOWS_PER_EPOCH",
 }
 
@@ -67,7 +68,7 @@ def _positive_env(name: str) -> int | None:
 
 def lstm_config() -> LSTMConfig:
     """``LSTMConfig`` with the environment's overrides: ``SHELFCAST_LSTM_SEQ_LEN``,
-    ``SHELFCAST_LSTM_HIDDEN``, ``SHELFCAST_LSTM_EPOCHS`` and
+    ``SHELFCAST_LSTM_HIDDEN``, ``SHELFCAST_LSTM_EPOCHS``, ``SHELFCAST_LSTM_WARM_EPOCHS`` and
     ``SHELFCAST_LSTM_WINDOWS_PER_EPOCH`` (``all``: every eligible window each epoch). Every
     other field keeps its default. A bad value is a ``ValueError`` naming the variable."""
     changes: dict[str, Any] = {}

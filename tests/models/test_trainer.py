@@ -96,3 +96,18 @@ def test_the_rule_needs_both_wins() -> None:
     assert decide(v(4.0, 3.0), v(2.0, 3.0), 7)[1] == (
         "candidate MAE 4.0000 >= seasonal naive 3.0000 and champion v7 2.0000"
     )
+
+
+def test_a_candidate_starts_from_a_champion_of_the_same_architecture(
+    panel: Panel, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path)
+    cfg = LSTMConfig(seq_len=14, hidden=8, epochs=2, warm_epochs=1, windows_per_epoch=512)
+    first = refresh(panel, registry, cfg)
+    assert len(first.train.epoch_loss) == 2  # no champion yet: from scratch
+    if not first.promoted:
+        registry.promote(first.version)
+    second = refresh(panel, registry, cfg)
+    assert len(second.train.epoch_loss) == 1  # from the champion's weights
+    other = refresh(panel, registry, replace(cfg, hidden=4))
+    assert len(other.train.epoch_loss) == 2  # another architecture: from scratch

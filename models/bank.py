@@ -13,7 +13,7 @@ series ``series[i]``; ``align`` makes the rows follow the partition's active ser
 ...     _ = bank.learn(c)
 ...     fc = bank.forecast(c)
 >>> bank.names
-['seasonal_naive', 'moving_average', 'tsb', 'holt_winters', 'online_regression', 'lstm']
+['seasonal_naive', 'moving_average', 'tsb', 'online_regression', 'lstm']
 >>> fc.published[:, :, 0].round(1).tolist()  # the means: a weekly pattern, and a flat 2
 [[6.0, 0.0, 1.0], [2.0, 2.0, 2.0]]
 """
@@ -34,7 +34,6 @@ from models.quantiles import MEAN, Bands, Issued, Points
 from models.recent import Recent
 from models.regression import OnlineRegression
 from models.selection import NONE, pooled_penalty, select
-from models.smoothing import HoltWinters
 
 PUBLISHED = "published"
 LSTM = "lstm"
@@ -90,13 +89,12 @@ class Bank:
 
     @classmethod
     def default(cls, horizon: int = 7, season: int = 7) -> Bank:
-        """Seasonal naive (the fallback), moving average, TSB, Holt-Winters, the partition's
-        online regression and the global LSTM."""
+        """Seasonal naive (the fallback), moving average, TSB, the partition's online
+        regression and the global LSTM."""
         models: list[Forecaster] = [
             SeasonalNaive(season),
             MovingAverage(4 * season),
             TSB(),
-            HoltWinters(season),
             OnlineRegression(season),
             Injected(LSTM),
         ]

@@ -35,6 +35,7 @@ from streamer.alerts import CLEARED, RAISED, ReorderPoint, next_status
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.close import (
     Decision,
+    allocating,
     bank_wins,
     close_of,
     decide,
@@ -461,8 +462,9 @@ class Pipeline:
             settled = kept  # a retried close scores what its first attempt learned
         decision = decide(self.s, fc, data, stock_ts)
         evaluation = Prequential()
-        outs, fids = publish(self.s, bank, b, fc, decision, settled, evaluation)
-        fields, rows = state_fields(bank, decision, fids)
+        with allocating():
+            outs, fids = publish(self.s, bank, b, fc, decision, settled, evaluation)
+            fields, rows = state_fields(bank, decision, fids)
         now = time.monotonic()
         snapshot = (
             now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds

@@ -29,7 +29,7 @@ from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, tran
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import PartitionClose
-from streamer.publish import Output, alert_message, forecast_messages, output
+from streamer.publish import Output, alert_message, forecast_values, output
 from streamer.trading_calendar import TradingCalendar
 
 
@@ -134,11 +134,10 @@ def publish(
     names = [bank.names[m] for m in chosen]
     versions = [bank.version(m) for m in chosen]
     topic = s.topics["forecasts"]
-    messages = forecast_messages(
+    fids, values = forecast_values(
         series, bucket, s.bucket_seconds, names, versions, fc.published[rows]
     )
-    outs = [output(topic, name, msg) for name, msg in zip(series, messages, strict=True)]
-    fids = [msg["forecast_id"] for msg in messages]
+    outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
     for model, n in bank_wins(bank, decision).items():
         evaluation.add_wins(model, n)
     if len(rows):
@@ -155,7 +154,7 @@ def publish(
                 decision.rops.row(j), str(fids[j]), decision.stock_ts,
             )  # fmt: skip
             outs.append(output(s.topics["alerts"], series[j], msg))
-    return outs, [str(f) for f in fids]
+    return outs, fids
 
 
 def bank_wins(bank: Bank, decision: Decision) -> dict[str, int]:
@@ -185,10 +184,11 @@ def _rollups(
     counts = np.bincount(dense, minlength=len(present)).tolist()
     keys = [series_key(str(sku), ALL_LOCATIONS) for sku in skus[present]]
     n = len(keys)
-    messages = forecast_messages(
+    _, values = forecast_values(
         keys, bucket, s.bucket_seconds, [ROLLUP] * n, [ROLLUP_VERSION] * n, steps, counts
     )
-    return [output(s.topics["forecasts"], k, m) for k, m in zip(keys, messages, strict=True)]
+    topic = s.topics["forecasts"]
+    return [Output(topic, k.encode(), v) for k, v in zip(keys, values, strict=True)]
 
 
 FIELDS = (

@@ -38,7 +38,11 @@ def split_series(series: str) -> tuple[str, str]:
     return sku, location
 
 
-def forecast_messages(
+def _text(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+def forecast_values(
     series: Sequence[str],
     bucket: int,
     size: int,
@@ -46,39 +50,39 @@ def forecast_messages(
     versions: Sequence[str],
     steps: np.ndarray,
     locations: Sequence[int | None] | None = None,
-) -> list[dict[str, object]]:
-    """The forecasts ``series`` published when ``bucket`` closed, for the buckets after it:
-    ``steps [n, horizon, 4]`` (mean, p10, p50, p90) by ``models`` at ``versions``; a rollup
-    (location ``*``) also says how many ``locations`` it sums. Built for a whole close at
-    once: what every message shares is formatted once."""
-    issued_at = iso(bucket_start(bucket + 1, size))
-    label = bucket_label(size)
-    starts = [iso(bucket_start(bucket + 1 + k, size)) for k in range(steps.shape[1])]
+) -> tuple[list[str], list[bytes]]:
+    """The ids and JSON values of the forecasts ``series`` published when ``bucket`` closed,
+    for the buckets after it: ``steps [n, horizon, 4]`` (mean, p10, p50, p90) by ``models``
+    at ``versions``; a rollup (location ``*``) also says how many ``locations`` it sums.
+
+    Built for a whole close at once, as text: what every message shares (times, the horizon's
+    layout) is formatted once, and each message is one ``%`` of its 28 rounded values into
+    that layout, where a dict per step and a JSON encoder cost five times as much."""
     if not np.isfinite(steps).all():
         raise ValueError("a forecast to publish is not finite")  # JSON has no NaN
-    values = np.round(steps, 4).tolist()
+    starts = [iso(bucket_start(bucket + 1 + k, size)) for k in range(steps.shape[1])]
+    layout = '"mean":%r,"p10":%r,"p50":%r,"p90":%r}'  # filled by one % a message
+    horizon = "[" + ",".join(f'{{"start":{_text(start)},{layout}' for start in starts) + "]"
+    head = f'{{"schema_version":{_text(SCHEMA_VERSION)},"forecast_id":'
+    issued_at = _text(iso(bucket_start(bucket + 1, size)))
+    shared = f',"issued_at":{issued_at},"bucket":{_text(bucket_label(size))},"horizon":'
+    named = {
+        (m, v): f',"model":{_text(m)},"model_version":{_text(v)},"locations":'
+        for m, v in set(zip(models, versions, strict=True))
+    }
+    values = np.round(steps, 4).reshape(len(steps), -1).tolist()
     counts = locations if locations is not None else [None] * len(series)
-    out = []
-    for s, model, version, rows, n in zip(series, models, versions, values, counts, strict=True):
+    ids, out = [], []
+    for s, m, v, row, n in zip(series, models, versions, values, counts, strict=True):
         sku, location = split_series(s)
-        out.append(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "forecast_id": forecast_id(s, bucket, model, version),
-                "sku": sku,
-                "location": location,
-                "issued_at": issued_at,
-                "bucket": label,
-                "horizon": [
-                    {"start": start, "mean": m, "p10": p10, "p50": p50, "p90": p90}
-                    for start, (m, p10, p50, p90) in zip(starts, rows, strict=True)
-                ],
-                "model": model,
-                "model_version": version,
-                "locations": n,
-            }
+        fid = forecast_id(s, bucket, m, v)
+        ids.append(fid)
+        text = (
+            f'{head}{_text(fid)},"sku":{_text(sku)},"location":{_text(location)}{shared}'
+            f"{horizon % tuple(row)}{named[(m, v)]}{'null' if n is None else n}}}"
         )
-    return out
+        out.append(text.encode())
+    return ids, out
 
 
 def forecast_message(
@@ -90,9 +94,11 @@ def forecast_message(
     steps: np.ndarray,
     locations: int | None = None,
 ) -> dict[str, object]:
-    """``forecast_messages`` of one series: ``steps [horizon, 4]``."""
+    """The message ``forecast_values`` makes for one series: ``steps [horizon, 4]``."""
     steps = np.asarray(steps, np.float64)[None]
-    return forecast_messages([series], bucket, size, [model], [version], steps, [locations])[0]
+    _, values = forecast_values([series], bucket, size, [model], [version], steps, [locations])
+    message: dict[str, object] = orjson.loads(values[0])
+    return message
 
 
 def alert_message(

@@ -27,7 +27,14 @@ from streamer.alerts import CLEARED, RAISED, ReorderPoint, reorder_point
 from streamer.config import Settings
 from streamer.contracts import SCHEMA_VERSION, compatible, schema
 from streamer.events import FORBIDDEN_IN_NAMES, Invalid, parse_inventory, parse_order
-from streamer.publish import alert_message, dlq_message, forecast_id, forecast_message, output
+from streamer.publish import (
+    alert_message,
+    dlq_message,
+    forecast_id,
+    forecast_message,
+    forecast_values,
+    output,
+)
 from streamer.replay import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -466,3 +473,15 @@ def test_name_patterns_are_never_stricter_than_the_parser(topic: str, field: str
         assert bool(pattern.search(f"a{ch}b")) is (not forbidden and ch.isprintable())
     assert not pattern.search(" ")
     assert pattern.search(" x ")
+
+
+def test_forecast_text_escapes_names_and_keeps_every_value() -> None:
+    name = 'A"1\\%s@Zürich'
+    values = np.array([[[1.0, 0.0, 0.5, 2.25], [1e-05, 0.0, 0.0, 123456.7891]]])
+    ids, texts = forecast_values([name], BUCKET, DAY, ["tsb"], ["2"], values)
+    msg = json.loads(texts[0])
+    assert ids == [msg["forecast_id"]] and msg["forecast_id"].startswith(name + "|")
+    assert (msg["sku"], msg["location"]) == ('A"1\\%s', "Zürich")
+    assert [s["p90"] for s in msg["horizon"]] == [2.25, 123456.7891]
+    assert msg["horizon"][1]["mean"] == 0.0  # rounded to 4 decimals
+    assert_valid("forecasts", msg)

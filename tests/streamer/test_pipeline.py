@@ -6,10 +6,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 from collections import Counter
 from datetime import datetime, timedelta
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -594,3 +596,20 @@ def test_an_alert_at_a_close_is_stamped_with_the_stock_it_compared(settings: Set
     # the close's forecast has seen the 700: its reorder point is above the stock
     assert [(a["status"], a["on_hand"]) for a in out] == [("raised", 1000 - 90 - 700 + 50 - 1)]
     assert out[0]["ts"] == at(10, 2) + "Z"  # not the close's midnight, before the delivery
+
+
+def test_a_corrupt_snapshot_is_rebuilt_from_the_history_not_a_crash(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(settings.replace(snapshot_seconds=3600.0))
+    records = varied_orders(h, 30)
+    h.feed(records[:40])
+    r = redis.Redis.from_url(settings.redis_url)
+    assert r.exists("shelfcast:part:0:model")
+    r.delete("shelfcast:part:0:model")
+    r.rpush("shelfcast:part:0:model", b"not a snapshot")
+    h.restart()
+    with caplog.at_level(logging.ERROR, logger="streamer.pipeline"):
+        out = h.feed(records[40:])
+    assert forecasts(out)
+    assert any("snapshot unreadable" in m for m in caplog.messages)

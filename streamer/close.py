@@ -25,6 +25,7 @@ from models.evaluation import Prequential
 from models.rollup import ROLLUP, combine, settle
 from models.rollup import VERSION as ROLLUP_VERSION
 from models.selection import NONE
+from models.snapshot import pack
 from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, transitions
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
@@ -191,43 +192,66 @@ def _rollups(
     return [Output(topic, k.encode(), v) for k, v in zip(keys, values, strict=True)]
 
 
-FIELDS = (
-    "demand_sum_7", "demand_sum_28", "demand_ewma", "rop", "lt_demand", "safety", "daily_mean",
-    "rop_lead", "forecast_id", "alert", "alert_seq", "alert_ts",
-)  # fmt: skip
-
-
 def state_fields(
     bank: Bank, decision: Decision, fids: list[str]
-) -> tuple[tuple[str, ...], list[list[object]]]:
-    """What every series of the close stores, as ``FIELDS`` and one row per series (None:
-    unchanged): the rolling features; for those that publish the reorder point and the
-    forecast it came from; for those whose alert changed, the new state."""
-    n = len(bank.series)
-    columns: dict[str, list[object]] = {k: v.tolist() for k, v in bank.recent.rolling().items()}
+) -> tuple[list[str], list[str], list[tuple[str, str, int, float]]]:
+    """What the close stores (docs/redis-layout.md): each publishing series' reorder point
+    and the forecast it came from, and every series' rolling features, as ``[series, packed
+    value, ...]`` for the partition's hashes; and the series whose alert changed."""
     r = decision.rops
-    published = {
-        "rop": r.value, "lt_demand": r.lead_time_demand, "safety": r.safety_stock,
-        "daily_mean": r.daily_mean, "rop_lead": r.lead_time_days,
-    }  # fmt: skip
-    rows = decision.rows.tolist()
-    for name, values in published.items():
-        column: list[object] = [None] * n
-        for i, v in zip(rows, values.tolist(), strict=True):
-            column[i] = v
-        columns[name] = column
-    fid: list[object] = [None] * n
-    for i, f in zip(rows, fids, strict=True):
-        fid[i] = f
-    columns["forecast_id"] = fid
-    alert: list[object] = [None] * n
-    seq: list[object] = [None] * n
-    ts: list[object] = [None] * n
-    for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared)):
-        for j in changing.tolist():
-            i = rows[j]
-            alert[i], seq[i], ts[i] = status, int(decision.seq[j]), decision.stock_ts
-    columns.update(alert=alert, alert_seq=seq, alert_ts=ts)
-    return FIELDS, [
-        list(row) for row in zip(bank.series, *(columns[f] for f in FIELDS), strict=True)
+    columns = (
+        r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days,
+    )  # fmt: skip
+    names = [bank.series[i] for i in decision.rows.tolist()]
+    rop: list[str] = []
+    points = zip(*(c.tolist() for c in columns), strict=True)
+    for name, values, fid in zip(names, points, fids, strict=True):
+        rop += [name, "%r|%r|%r|%r|%r|" % values + fid]  # noqa: UP031 (one C call a series)
+    rolling: list[str] = []
+    features = zip(*(v.tolist() for v in bank.recent.rolling().values()), strict=True)
+    for name, row in zip(bank.series, features, strict=True):
+        rolling += [name, "%r|%r|%r" % row]  # noqa: UP031
+    alerts = [
+        (names[j], status, int(decision.seq[j]), decision.stock_ts)
+        for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared))
+        for j in changing.tolist()
     ]
+    return rop, rolling, alerts
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """Everything a close computes between reading Redis and writing it back."""
+
+    settled: Settled | None
+    decision: Decision
+    evaluation: Prequential
+    outs: list[Output]
+    rop: list[str]
+    rolling: list[str]
+    alerts: list[tuple[str, str, int, float]]
+    snapshot: bytes | None
+
+
+def compute(
+    s: Settings,
+    bank: Bank,
+    close: Close,
+    lstm: tuple[str, np.ndarray] | None,
+    data: PartitionClose,
+    stock_ts: float,
+    kept: Settled | None,
+    snapshot: bool,
+) -> Computed:
+    """The close's array steps and formatting, with no I/O: the pipeline runs it in a worker
+    thread, so a partition of many series never holds the event loop. ``kept`` is what the
+    first attempt of a retried close learned."""
+    settled, fc = learn_and_forecast(bank, close, lstm)
+    scored = settled if settled is not None else kept if bank.through == close.bucket else None
+    decision = decide(s, fc, data, stock_ts)
+    evaluation = Prequential()
+    with allocating():
+        outs, fids = publish(s, bank, close.bucket, fc, decision, scored, evaluation)
+        rop, rolling, alerts = state_fields(bank, decision, fids)
+    blob = pack(bank.state(), bank.series) if snapshot else None
+    return Computed(scored, decision, evaluation, outs, rop, rolling, alerts, blob)

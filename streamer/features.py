@@ -38,7 +38,8 @@ SNAPSHOT_CHUNK = 64 << 20
 #   clock (false for one the pipeline holds to be skewed far ahead);
 #   then (partition, ts_ms) pairs: stock clocks to advance after the events (idle partitions).
 # Returns {statuses, on_hand after each event (current stock for duplicates, '' for stale
-# snapshots), the state of every series in the segment, the pending deltas that took effect
+# snapshots), the alert state and reorder point (packed, ROP_FIELDS) of every series in the
+# segment, the pending deltas that took effect
 # as (index of the event before which they did, partition, series, ts_ms, on_hand after) flat}.
 # A series stays in its partition's `unwalked` hash from its fold until the pipeline has
 # recorded the alert state after it (`write_alert_states`); each call reports the ones left
@@ -48,8 +49,9 @@ local ttl, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local series_ttl = tonumber(ARGV[4])
 local statuses, onhand, touched, order = {}, {}, {}, {}
 local next_offset = {}
-local function touch(s)
-  if touched[s] == nil then touched[s] = true; order[#order + 1] = s end
+local part_of = {}
+local function touch(s, part)
+  if touched[s] == nil then touched[s] = true; order[#order + 1] = s; part_of[s] = part end
 end
 
 local function move(base, member, delta, ts)
@@ -91,7 +93,7 @@ local function pending_key(part) return 'shelfcast:part:' .. part .. ':pending' 
 local function unwalked_key(part) return 'shelfcast:part:' .. part .. ':unwalked' end
 
 local function report(index, part, s, at)
-  touch(s)
+  touch(s, part)
   local now = redis.call('HGET', 'shelfcast:{' .. s .. '}:state', 'on_hand') or '0'
   folds[#folds + 1] = index; folds[#folds + 1] = part; folds[#folds + 1] = s
   folds[#folds + 1] = at; folds[#folds + 1] = now
@@ -221,7 +223,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', 'shelfcast:part:' .. part .. ':series', 'NX', bucket, s)
     end
   end
-  touch(s)
+  touch(s, part)
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
   if status == 1 then applied = applied + 1 elseif status == 0 then dups = dups + 1
   elseif status == 2 then stale = stale + 1 else regressions = regressions + 1 end
@@ -241,31 +243,46 @@ redis.call('HINCRBY', KEYS[2], 'stale_snapshot', stale)
 redis.call('HINCRBY', KEYS[2], 'offset_regression', regressions)
 local states = {}
 for _, s in ipairs(order) do
-  local v = redis.call('HMGET', 'shelfcast:{' .. s .. '}:state',
-    'rop', 'alert', 'alert_seq', 'lt_demand', 'safety', 'daily_mean', 'forecast_id', 'rop_lead',
+  local v = redis.call('HMGET', 'shelfcast:{' .. s .. '}:state', 'alert', 'alert_seq',
     'stock_known')
+  local rop = redis.call('HGET', 'shelfcast:part:' .. part_of[s] .. ':rop', s)
   states[#states + 1] = s
-  for j = 1, 9 do states[#states + 1] = v[j] or '' end
+  for j = 1, 3 do states[#states + 1] = v[j] or '' end
+  states[#states + 1] = rop or ''
 end
 return {statuses, onhand, states, folds}
 """
 # KEYS: the partition's active-series set, the clock, the stats, the partition's closed flags,
 # the partition's order counts, the evaluation sums, the partition's model snapshot, its
-# demand and revenue of the bucket leaving the history.
+# demand and revenue of the bucket leaving the history, its reorder points, its rolling
+# features.
 # ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
 # snapshot ttl, how many chunks of the partition's model snapshot follow the rest (0: none),
-# the clock pairs as a JSON object, the evaluation sums as a JSON object, the field names of
-# the series updates, the updates as one JSON array of [series, value per field (null:
-# unchanged)], then the snapshot's chunks. The updates are one argument, as in APPLY_LUA, so
-# a close of many series costs one encode. One script, so a close is atomic like a MULTI, with
-# one reply to parse instead of one per command.
+# the clock pairs as a JSON object, the evaluation sums as a JSON object, the reorder points
+# and the rolling features as JSON arrays [series, packed value, series, ...], the alert
+# changes as a JSON array of [series, status, seq, ts], then the snapshot's chunks. What
+# every series writes goes to two partition hashes in a few commands: a command per series
+# cost a close 10 us a series in Lua. One script, so a close is atomic like a MULTI, with one
+# reply to parse instead of one per command.
 CLOSE_LUA = """
 local trim, bucket, ttl = ARGV[1], ARGV[4], tonumber(ARGV[6])
 local chunks = tonumber(ARGV[7])
 if chunks > 0 then
   redis.call('DEL', KEYS[7])
-  redis.call('RPUSH', KEYS[7], unpack(ARGV, 12, 11 + chunks))
+  redis.call('RPUSH', KEYS[7], unpack(ARGV, 13, 12 + chunks))
   redis.call('EXPIRE', KEYS[7], ttl)
+end
+-- one command per few thousand series, not one per series: Lua's stack bounds unpack()
+local function hset_flat(key, flat)
+  for i = 1, #flat, 4000 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 3999, #flat)))
+  end
+end
+local function hdel_all(keys, names)
+  for i = 1, #names, 4000 do
+    local chunk = {unpack(names, i, math.min(i + 3999, #names))}
+    for _, key in ipairs(keys) do redis.call('HDEL', key, unpack(chunk)) end
+  end
 end
 redis.call('HSET', KEYS[4], bucket, ARGV[5])
 redis.call('HDEL', KEYS[4], trim)
@@ -276,19 +293,12 @@ end
 for k, v in pairs(cjson.decode(ARGV[9])) do
   redis.call('HINCRBYFLOAT', KEYS[6], k, string.format('%.17g', v))
 end
-local fields = cjson.decode(ARGV[10])
-for _, row in ipairs(cjson.decode(ARGV[11])) do
-  local pairs_ = {}
-  for j, f in ipairs(fields) do
-    local v = row[j + 1]
-    if v ~= cjson.null then
-      pairs_[#pairs_ + 1] = f
-      pairs_[#pairs_ + 1] = type(v) == 'number' and string.format('%.17g', v) or v
-    end
-  end
-  if #pairs_ > 0 then
-    redis.call('HSET', 'shelfcast:{' .. row[1] .. '}:state', unpack(pairs_))
-  end
+local rop, rolling = cjson.decode(ARGV[10]), cjson.decode(ARGV[11])
+if #rop > 0 then hset_flat(KEYS[10], rop) end
+if #rolling > 0 then hset_flat(KEYS[11], rolling) end
+for _, a in ipairs(cjson.decode(ARGV[12])) do
+  redis.call('HSET', 'shelfcast:{' .. a[1] .. '}:state', 'alert', a[2], 'alert_seq', a[3],
+    'alert_ts', string.format('%.17g', a[4]))
 end
 -- the history leaving the window: only series that had orders in that bucket have any
 for _, s in ipairs(redis.call('HKEYS', KEYS[8])) do
@@ -298,6 +308,8 @@ for _, s in ipairs(redis.call('HKEYS', KEYS[8])) do
   end
 end
 redis.call('DEL', KEYS[8], KEYS[9])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if #gone > 0 then hdel_all({KEYS[10], KEYS[11]}, gone) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'buckets_closed', 1)
 -- (series, bucket) pairs learned, written with the clock: it equals the distinct pairs closed
@@ -328,10 +340,11 @@ return cjson.encode({
   past = past, closed = redis.call('HMGET', KEYS[2], unpack(past)),
 })
 """
-STATE_FIELDS = (
-    "rop", "alert", "alert_seq", "lt_demand", "safety", "daily_mean", "forecast_id", "rop_lead",
-    "stock_known",
-)  # fmt: skip
+STATE_FIELDS = ("alert", "alert_seq", "stock_known")
+# `shelfcast:part:{p}:rop` values, `|`-separated (the forecast id, which has `|`, last)
+ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
+# `shelfcast:part:{p}:rolling` values, `|`-separated
+ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,12 +474,15 @@ class FeatureStore:
         metrics.REDIS_ROUNDTRIPS.inc()
         statuses, onhand, flat, folded = await self._apply(keys=[OFFSETS, STATS], args=argv)
         states: dict[str, dict[str, str]] = {}
-        width = len(STATE_FIELDS) + 1
+        width = len(STATE_FIELDS) + 2
         for i in range(0, len(flat), width):
             name = _text(flat[i])
-            states[name] = {
-                f: _text(v) for f, v in zip(STATE_FIELDS, flat[i + 1 : i + width], strict=True)
+            state = {
+                f: _text(v) for f, v in zip(STATE_FIELDS, flat[i + 1 : i + width - 1], strict=True)
             }
+            packed = _text(flat[i + width - 1])
+            values = packed.split("|", len(ROP_FIELDS) - 1) if packed else [""] * len(ROP_FIELDS)
+            states[name] = {**state, **dict(zip(ROP_FIELDS, values, strict=True))}
         return ApplyResult(
             [int(s) for s in statuses],
             [int(v) if v not in (b"", "") else None for v in onhand],
@@ -568,8 +584,9 @@ class FeatureStore:
         self,
         partition: int,
         bucket: int,
-        fields: Sequence[str],
-        rows: Sequence[Sequence[object]],
+        rop: Sequence[str],
+        rolling: Sequence[str],
+        alerts: Sequence[tuple[str, str, int, float]],
         *,
         closed: bool,
         learned: int,
@@ -579,13 +596,14 @@ class FeatureStore:
         evaluation: dict[str, float],
         snapshot: bytes | None,
     ) -> None:
-        """Record a close: ``rows`` are ``[series, value per field]`` written to each series'
-        state (None: unchanged); the clock, the evaluation sums, the snapshot and the trim of
-        the history leaving the window go in the same atomic script."""
+        """Record a close: ``rop`` and ``rolling`` are ``[series, packed value, ...]`` for the
+        partition's hashes (ROP_FIELDS, ROLLING_FIELDS), ``alerts`` the series whose alert
+        changed (series, status, seq, ts); the clock, the evaluation sums, the snapshot and
+        the trim of the history leaving the window go in the same atomic script."""
         argv: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
-            0, orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(fields),
-            orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),
+            0, orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(rop),
+            orjson.dumps(rolling), orjson.dumps(alerts),
         ]  # fmt: skip
         if snapshot:
             chunks = _chunks(snapshot)
@@ -595,7 +613,8 @@ class FeatureStore:
             part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
             part_key(partition, "orders"), EVALUATION, part_key(partition, "model"),
             part_key(partition, f"demand:{trim_before}"),
-            part_key(partition, f"revenue:{trim_before}"),
+            part_key(partition, f"revenue:{trim_before}"), part_key(partition, "rop"),
+            part_key(partition, "rolling"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
         await self._close(keys=keys, args=argv)

@@ -33,16 +33,7 @@ from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
 from streamer.alerts import CLEARED, RAISED, ReorderPoint, next_status
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
-from streamer.close import (
-    Decision,
-    allocating,
-    bank_wins,
-    close_of,
-    decide,
-    learn_and_forecast,
-    publish,
-    state_fields,
-)
+from streamer.close import Decision, bank_wins, close_of, compute, learn_and_forecast
 from streamer.config import Settings
 from streamer.events import (
     Invalid,
@@ -383,7 +374,7 @@ class Pipeline:
         if bank is None or (bank.through if bank.through is not None else -math.inf) < b - 1:
             bank = await self._restore(p, b - 1, series, firsts)
             self.banks[p] = bank
-        bank.align(series)
+        await asyncio.to_thread(bank.align, series)
         return bank
 
     def _new_bank(self) -> Bank:
@@ -395,8 +386,8 @@ class Pipeline:
         start = max(int(firsts.min(initial=through + 1)), through - self.s.history_buckets + 1)
         if blob is not None:
             try:
-                state, rows = await asyncio.to_thread(unpack, blob)
-                bank.load(state, rows)
+                # decoding and copying a million rows takes seconds: not on the event loop
+                await asyncio.to_thread(self._load, bank, blob)
             except (SnapshotError, KeyError, ValueError) as exc:
                 log.error("partition %d: model snapshot unreadable (%s); rebuilding it", p, exc)
                 bank = self._new_bank()
@@ -410,15 +401,31 @@ class Pipeline:
         histories, closed = await self.store.read_histories(p, dict.fromkeys(series, span))
         demand = np.array([histories[s].demand for s in series]).reshape(len(series), len(span))
         revenue = np.array([histories[s].revenue for s in series]).reshape(len(series), len(span))
+        await asyncio.to_thread(self._replay, bank, span, series, firsts, closed, demand, revenue)
+        return bank
+
+    @staticmethod
+    def _load(bank: Bank, blob: bytes) -> None:
+        state, rows = unpack(blob)
+        bank.load(state, rows)
+
+    def _replay(
+        self,
+        bank: Bank,
+        span: range,
+        series: list[str],
+        firsts: np.ndarray,
+        closed: dict[int, bool],
+        demand: np.ndarray,
+        revenue: np.ndarray,
+    ) -> None:
+        """The closes of ``span`` again, in memory, each series from its first bucket."""
         names = np.array(series, dtype=object)
         for j, b in enumerate(span):
             rows = firsts <= b
             bank.align(list(names[rows]))
             close = self._close_of(b, closed, demand[rows, j], revenue[rows, j])
             learn_and_forecast(bank, close, None)
-            if j % 8 == 7:
-                await asyncio.sleep(0)  # a long replay must not starve the event loop
-        return bank
 
     async def snapshot(self, partitions: Iterable[int]) -> None:
         """Write the models of ``partitions`` to Redis (on revoke, before another worker
@@ -455,37 +462,33 @@ class Pipeline:
         # with the bucket's end, an alert would count deliveries dated after it.
         stock_ts = max(close_ts, self.max_ts.get(p, close_ts))
         lstm = await self.lstm.forecasts(self.store, p, data.series, closed, close)
-        settled, fc = learn_and_forecast(bank, close, lstm)
-        if settled is not None:
-            self._settled[p] = settled
-        elif (kept := self._settled.get(p)) is not None and bank.through == b:
-            settled = kept  # a retried close scores what its first attempt learned
-        decision = decide(self.s, fc, data, stock_ts)
-        evaluation = Prequential()
-        with allocating():
-            outs, fids = publish(self.s, bank, b, fc, decision, settled, evaluation)
-            fields, rows = state_fields(bank, decision, fids)
         now = time.monotonic()
         snapshot = (
             now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
             or b - self._snapshot_bucket.get(p, b) >= self.s.history_buckets // 2
         )
-        blob = await asyncio.to_thread(pack, bank.state(), bank.series) if snapshot else None
-        if outs:
-            await self.sink(outs)
-        self._count(bank, decision, outs, result)
+        kept = self._settled.get(p)
+        done = await asyncio.to_thread(
+            compute, self.s, bank, close, lstm, data, stock_ts, kept, snapshot
+        )
+        if done.settled is not None:
+            self._settled[p] = done.settled
+        if done.outs:
+            await self.sink(done.outs)
+        self._count(bank, done.decision, done.outs, result)
         await self.store.write_close(
             p,
             b,
-            fields,
-            rows,
+            done.rop,
+            done.rolling,
+            done.alerts,
             closed=closed[b],
-            learned=len(rows),  # written with the clock: a retried close counts once
+            learned=len(data.series),  # written with the clock: a retried close counts once
             trim_before=b - self.s.history_buckets,
             inactive_before=b - self.s.active_buckets + 1,
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
-            evaluation=dict(evaluation.sums),
-            snapshot=blob,
+            evaluation=dict(done.evaluation.sums),
+            snapshot=done.snapshot,
         )
         if snapshot:
             self._snapshot_at[p], self._snapshot_bucket[p] = now, b
@@ -495,7 +498,7 @@ class Pipeline:
             metrics.CLOSED_BUCKETS.inc()
         self.active[p] = len(data.series)
         metrics.ACTIVE_SERIES.set(sum(self.active.values()))
-        self.evaluation.merge(evaluation.sums)
+        self.evaluation.merge(done.evaluation.sums)
         metrics.publish_evaluation(self.evaluation.summary())
 
     def _count(

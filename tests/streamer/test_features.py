@@ -235,7 +235,8 @@ def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
         await store.write_partition_snapshot(3, blob)
         revoked = await store.read_partition_snapshot(3)
         await store.write_close(
-            3, 10, ("rop",), [["A1@UK", 1.5]], closed=False, learned=1, trim_before=-100,
+            3, 10, ["A1@UK", "1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"], [], [], closed=False,
+            learned=1, trim_before=-100,
             inactive_before=0, clock={"3:closed": 10}, evaluation={}, snapshot=blob[::-1],
         )  # fmt: skip
         closed = await store.read_partition_snapshot(3)
@@ -246,4 +247,4 @@ def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
     revoked, closed, pieces = asyncio.run(run())
     assert revoked == blob and closed == blob[::-1] and pieces == 8
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert r.hget("shelfcast:{A1@UK}:state", "rop") == "1.5"
+    assert r.hget("shelfcast:part:3:rop", "A1@UK") == "1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"

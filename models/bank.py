@@ -42,10 +42,11 @@ SEASONAL_NAIVE = "seasonal_naive"  # the reference every model is compared with
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """What one close scored for the rows ``series``: each model's points (and
+    """What the close of ``bucket`` scored for the rows ``series``: each model's points (and
     ``published``'s), the truths, the series' MASE scales (NaN unknown) and seasonal naive's
     absolute error at each ``k`` (the reference, NaN where it forecast nothing)."""
 
+    bucket: int
     series: list[str]
     y: np.ndarray
     scale: np.ndarray
@@ -125,7 +126,6 @@ class Bank:
 
     def learn(self, close: Close) -> Settled:
         """Learn the closed bucket; return every forecast it settles."""
-        scale = self.recent.scale()
         points = {}
         for name, bands in zip(self.names, self.bands, strict=True):
             points[name] = bands.settle(close.bucket, close.open, self.closed_ahead)
@@ -134,12 +134,13 @@ class Bank:
         for model in self.models:
             model.learn(close, self.recent)
         self.recent.update(close.bucket, close.open, close.y, close.price)
+        scale = self.recent.scale()  # known when the points are scored, this bucket included
         self.through = close.bucket
         reference = {
             p.k: np.where(p.valid, np.abs(close.y - p.steps[:, MEAN]), np.nan)
             for p in points[SEASONAL_NAIVE]
         }
-        return Settled(self.series, close.y, scale, points, reference)
+        return Settled(close.bucket, self.series, close.y, scale, points, reference)
 
     def forecast(self, close: Close) -> Forecasts:
         """Every ready model's forecast for the buckets after ``close``, and the choice."""

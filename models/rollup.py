@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 def _add(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """Sums of ``values [rows, ...]`` by ``codes``: ``[n, ...]``."""
-    flat = values.reshape(len(values), -1).astype(np.float64)
+    flat = values.reshape(len(values), int(np.prod(values.shape[1:]))).astype(np.float64)
     sums = [np.bincount(codes, flat[:, j], minlength=n) for j in range(flat.shape[1])]
     return np.stack(sums, axis=1).reshape((n, *values.shape[1:]))
 

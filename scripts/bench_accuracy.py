@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -151,7 +151,7 @@ def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None 
         ]
         for model, pts in settled.points.items()
     }
-    return Settled(settled.series, settled.y, settled.scale, points, settled.reference)
+    return replace(settled, points=points)
 
 
 def replay(

@@ -247,11 +247,12 @@ def compute(
     thread, so a partition of many series never holds the event loop. ``kept`` is what the
     first attempt of a retried close learned."""
     settled, fc = learn_and_forecast(bank, close, lstm)
-    scored = settled if settled is not None else kept if bank.through == close.bucket else None
+    if settled is None and kept is not None and kept.bucket == close.bucket:
+        settled = kept
     decision = decide(s, fc, data, stock_ts)
     evaluation = Prequential()
     with allocating():
-        outs, fids = publish(s, bank, close.bucket, fc, decision, scored, evaluation)
+        outs, fids = publish(s, bank, close.bucket, fc, decision, settled, evaluation)
         rop, rolling, alerts = state_fields(bank, decision, fids)
     blob = pack(bank.state(), bank.series) if snapshot else None
-    return Computed(scored, decision, evaluation, outs, rop, rolling, alerts, blob)
+    return Computed(settled, decision, evaluation, outs, rop, rolling, alerts, blob)

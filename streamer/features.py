@@ -310,6 +310,11 @@ end
 redis.call('DEL', KEYS[8], KEYS[9])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 if #gone > 0 then hdel_all({KEYS[10], KEYS[11]}, gone) end
+-- a series back after a whole activity window starts afresh from then, in the live bank and
+-- in a restart's replay alike: its next event records a new first bucket
+for _, s in ipairs(gone) do
+  redis.call('HDEL', 'shelfcast:{' .. s .. '}:state', 'first_bucket')
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'buckets_closed', 1)
 -- (series, bucket) pairs learned, written with the clock: it equals the distinct pairs closed

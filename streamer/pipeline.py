@@ -95,6 +95,9 @@ class Pipeline:
         self.lstm = LSTMServing(Registry(settings.models_path()), self.calendar)
         self.evaluation = Prequential()  # this process's share, for the gauges
         self._settled: dict[int, Settled] = {}  # each partition's latest learn
+        # held by a close and by a revoke's snapshot: the close runs its arrays in a thread,
+        # and a snapshot of a bank half-way through a learn would be learned twice
+        self._closing = asyncio.Lock()
         self._snapshot_at: dict[int, float] = {}
         self._snapshot_bucket: dict[int, int] = {}
         self.active: dict[int, int] = {}  # partition -> series closed at its latest close
@@ -430,14 +433,16 @@ class Pipeline:
     async def snapshot(self, partitions: Iterable[int]) -> None:
         """Write the models of ``partitions`` to Redis (on revoke, before another worker
         restores them)."""
-        for p in set(partitions):
-            if (bank := self.banks.get(p)) is not None:
-                blob = await asyncio.to_thread(pack, bank.state(), bank.series)
-                await self.store.write_partition_snapshot(p, blob)
+        async with self._closing:  # a close mutates the bank in a worker thread
+            for p in set(partitions):
+                if (bank := self.banks.get(p)) is not None:
+                    blob = await asyncio.to_thread(pack, bank.state(), bank.series)
+                    await self.store.write_partition_snapshot(p, blob)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
         started = time.perf_counter()
-        await self._close(p, b, result)
+        async with self._closing:
+            await self._close(p, b, result)
         # only completed closes, like shelfcast_buckets_closed_total: one retried in an outage
         # counts once, with its last attempt
         metrics.BUCKET_CLOSE_SECONDS.observe(time.perf_counter() - started)

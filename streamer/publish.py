@@ -70,7 +70,7 @@ def forecast_values(
         (m, v): f',"model":{_text(m)},"model_version":{_text(v)},"locations":'
         for m, v in set(zip(models, versions, strict=True))
     }
-    values = np.round(steps, 4).reshape(len(steps), -1).tolist()
+    values = np.round(steps, 4).reshape(len(steps), 4 * len(starts)).tolist()
     counts = locations if locations is not None else [None] * len(series)
     ids, out = [], []
     for s, m, v, row, n in zip(series, models, versions, values, counts, strict=True):

@@ -88,6 +88,7 @@ def test_settle_scores_the_sum_of_what_the_locations_published_against_the_sku_d
     ]
     naive = [points(1, [[6.0] * 4, [3.0] * 4, None]), points(2, [[5.0] * 4, None, None])]
     settled = Settled(
+        9,
         ["A@UK", "A@FR", "A@DE"], np.array([8.0, 1.0, 4.0]), np.full(3, np.nan),
         {PUBLISHED: published, SEASONAL_NAIVE: naive}, {},
     )  # fmt: skip
@@ -104,8 +105,10 @@ def test_settle_scores_the_sum_of_what_the_locations_published_against_the_sku_d
 
 def test_nothing_published_nothing_scored() -> None:
     settled = Settled(
-        ["A@UK"], np.array([5.0]), np.full(1, np.nan), {PUBLISHED: [], SEASONAL_NAIVE: []}, {}
+        9, ["A@UK"], np.array([5.0]), np.full(1, np.nan), {PUBLISHED: [], SEASONAL_NAIVE: []}, {}
     )
     evaluation = Prequential()
     settle(settled, np.zeros(1, int), 1, evaluation)
+    empty = Settled(9, [], np.zeros(0), np.zeros(0), {PUBLISHED: [], SEASONAL_NAIVE: []}, {})
+    settle(empty, np.zeros(0, int), 0, evaluation)  # a partition with no active series
     assert not evaluation.sums

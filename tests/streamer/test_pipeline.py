@@ -613,3 +613,38 @@ def test_a_corrupt_snapshot_is_rebuilt_from_the_history_not_a_crash(
         out = h.feed(records[40:])
     assert forecasts(out)
     assert any("snapshot unreadable" in m for m in caplog.messages)
+
+
+def test_a_partition_whose_first_close_publishes_nothing_carries_on(settings: Settings) -> None:
+    h = Harness(settings)
+    # a return is the partition's first order: its bucket counts as closed and no model of
+    # the series is ready, so that close publishes nothing
+    h.feed([h.record(order("r0", at(0), -2))])
+    out = h.feed([h.record(order(f"o{d}", at(d), 3)) for d in (1, 2, 3)])
+    assert forecasts(out) == [] or all(f["sku"] == "A1" for f in forecasts(out))
+    assert int(redis.Redis.from_url(settings.redis_url).hget("shelfcast:clock", "0:closed")) > 0
+
+
+def test_a_series_back_after_a_whole_activity_window_restarts_like_the_live_run(
+    settings: Settings,
+) -> None:
+    settings = settings.replace(active_buckets=5, history_buckets=112, snapshot_seconds=1e9)
+
+    def records(h: Harness) -> list[Record]:
+        days = [(d, "UK") for d in range(45)] + [(d, "FR") for d in (*range(6), *range(20, 45))]
+        return [
+            h.record(order(f"{loc}-{d}", at(d, 10), 2 + d % 5, location=loc))
+            for d, loc in sorted(days)
+        ]
+
+    straight = Harness(settings)
+    straight.feed(records(straight))
+    expected = {f["forecast_id"]: f for f in forecasts(straight.outputs)}
+    redis.Redis.from_url(settings.redis_url).flushall()
+    h = Harness(settings)
+    todo = records(h)
+    cut = next(i for i, rec in enumerate(todo) if json.loads(rec.value)["ts"] >= at(32, 0))
+    h.feed(todo[:cut])
+    h.restart()  # the snapshot is from the first close: the replay spans the gap
+    h.feed(todo[cut:])
+    assert {f["forecast_id"]: f for f in forecasts(h.outputs)} == expected

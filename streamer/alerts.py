@@ -140,15 +140,23 @@ def days_of_cover(on_hand: float, daily_mean: float) -> float | None:
 
 
 def transitions(
-    raised: np.ndarray, on_hand: np.ndarray, rop: np.ndarray, hysteresis: float
+    raised: np.ndarray,
+    on_hand: np.ndarray,
+    rop: np.ndarray,
+    hysteresis: float,
+    previous: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which rows raise and which clear.
 
     Raise at on_hand <= rop; clear only above rop * (1 + hysteresis) (and at least one unit
-    above rop), so stock hovering around the reorder point does not flap.
+    above rop), so stock hovering around the reorder point does not flap. At a close, the
+    reorder point itself moves: a raised alert then clears only above the ``previous`` one
+    too (NaN: none), or a reorder point that dips for one close would clear an alert the next
+    close raises again.
     """
     raise_ = ~raised & (on_hand <= rop)
-    clear = raised & (on_hand > np.maximum(rop * (1 + hysteresis), rop + 1))
+    bar = rop if previous is None else np.fmax(rop, previous)
+    clear = raised & (on_hand > np.maximum(bar * (1 + hysteresis), bar + 1))
     return raise_, clear
 
 

@@ -111,7 +111,9 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
     )
     known = data.stock_known[rows]
     on_hand = data.on_hand[rows]
-    up, down = transitions(data.raised[rows], on_hand, rops.value, s.alert_hysteresis)
+    up, down = transitions(
+        data.raised[rows], on_hand, rops.value, s.alert_hysteresis, data.previous_rop[rows]
+    )
     seq = data.alert_seq[rows] + 1
     return Decision(
         rows, fc.chosen[rows], rops, stock_ts, on_hand, np.flatnonzero(up & known),

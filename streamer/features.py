@@ -322,18 +322,21 @@ redis.call('HINCRBY', KEYS[3], 'buckets_closed', 1)
 redis.call('HINCRBY', KEYS[3], 'learned_buckets', tonumber(ARGV[3]))
 return 1
 """
-# KEYS: the partition's active-series set, closed flags, order counts, and its demand and
-# revenue of the bucket closing. ARGV: first active bucket, the bucket, how many buckets of
-# closed flags before it. Returns one JSON object of columns, one value per active series
-# (false where a series has no value), the order count and the closed flags.
+# KEYS: the partition's active-series set, closed flags, order counts, its demand and
+# revenue of the bucket closing, and its reorder points. ARGV: first active bucket, the
+# bucket, how many buckets of closed flags before it. Returns one JSON object of columns, one
+# value per active series (false where a series has no value), the order count and the closed
+# flags.
 READ_CLOSE_LUA = """
 local names = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
-local cols = {first = {}, lead = {}, on_hand = {}, known = {}, alert = {}, seq = {}}
+local cols = {first = {}, lead = {}, on_hand = {}, known = {}, alert = {}, seq = {}, rop = {}}
 for i, s in ipairs(names) do
   local v = redis.call('HMGET', 'shelfcast:{' .. s .. '}:state',
     'first_bucket', 'lead_time', 'on_hand', 'stock_known', 'alert', 'alert_seq')
   cols.first[i] = v[1]; cols.lead[i] = v[2]; cols.on_hand[i] = v[3]
   cols.known[i] = v[4]; cols.alert[i] = v[5]; cols.seq[i] = v[6]
+  -- a raised alert clears only above the previous reorder point too (decide())
+  cols.rop[i] = v[5] == 'raised' and redis.call('HGET', KEYS[6], s) or false
 end
 local b, lookback = tonumber(ARGV[2]), tonumber(ARGV[3])
 local past = {}
@@ -405,7 +408,8 @@ def part_key(partition: int, what: str) -> str:
 class PartitionClose:
     """What a bucket close reads of a partition: its active series (``series``), and per
     series their first bucket (NaN unknown), demand and revenue in the bucket, lead time (NaN:
-    the default), stock, whether it is known, whether an alert is raised and its sequence;
+    the default), stock, whether it is known, whether an alert is raised and its sequence, the
+    reorder point the last close stored (NaN unless raised);
     the partition's order count in the bucket and the closed flags before it."""
 
     series: list[str]
@@ -417,6 +421,7 @@ class PartitionClose:
     stock_known: np.ndarray
     raised: np.ndarray
     alert_seq: np.ndarray
+    previous_rop: np.ndarray  # the reorder point the last close stored, for raised series
     orders: int
     closed: dict[int, bool]
 
@@ -432,6 +437,7 @@ class PartitionClose:
 
 _COLUMNS = (
     "first", "demand", "revenue", "lead_time", "on_hand", "stock_known", "raised", "alert_seq",
+    "previous_rop",
 )  # fmt: skip
 
 
@@ -510,7 +516,7 @@ class FeatureStore:
         keys = [
             part_series_key(partition), part_key(partition, "closed"),
             part_key(partition, "orders"), part_key(partition, f"demand:{bucket}"),
-            part_key(partition, f"revenue:{bucket}"),
+            part_key(partition, f"revenue:{bucket}"), part_key(partition, "rop"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = orjson.loads(await self._read_close(keys=keys, args=[since_bucket, bucket, lookback]))
@@ -544,6 +550,7 @@ class FeatureStore:
             np.array([v == "1" for v in cols["known"]], bool),
             np.array([v == "raised" for v in cols["alert"]], bool),
             column("seq", 0.0).astype(np.int64),
+            np.array([np.nan if v is False else float(v.split("|", 1)[0]) for v in cols["rop"]]),
             int(raw["orders"]),
             closed,
         )

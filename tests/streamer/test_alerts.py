@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from streamer.alerts import CLEARED, RAISED, days_of_cover, next_status, reorder_point, severity
+from streamer.alerts import (
+    CLEARED,
+    RAISED,
+    days_of_cover,
+    next_status,
+    reorder_point,
+    severity,
+    transitions,
+)
 
 CLOSED = [0.0, 0.0, 0.0, 0.0]
 
@@ -97,3 +105,12 @@ def test_severity_and_cover() -> None:
     assert severity(20, 10, lead_time_days=3) == "critical"
     assert severity(40, 10, lead_time_days=3) == "warning"
     assert severity(40, 0, lead_time_days=3) == "warning"
+
+
+def test_at_a_close_a_raised_alert_clears_only_above_the_previous_reorder_point_too() -> None:
+    raised = np.array([True, True, True])
+    on_hand = np.array([70, 70, 70])
+    rop = np.array([50.0, 50.0, 50.0])  # the new reorder point, 70 > 60 would clear
+    previous = np.array([np.nan, 50.0, 80.0])
+    _, clear = transitions(raised, on_hand, rop, 0.2, previous)
+    assert clear.tolist() == [True, True, False]  # the one that dipped from 80 stays raised

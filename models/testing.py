@@ -61,9 +61,8 @@ def check_model(make: Callable[[], Forecaster], season: int = 7) -> None:
     * nothing is ready before it has learned anything;
     * forecasts have one row per series and ``horizon`` steps, finite and >= 0 where ready,
       NaN where not;
-    * a closed bucket teaches nothing: learning one changes no forecast beyond letting time
-      pass (the same forecast as the next open bucket would have without it is not required,
-      but the state of a model that only saw closed buckets stays that of a fresh one);
+    * a closed bucket teaches nothing: a model that saw only closed buckets (of high demand)
+      is not ready, as a fresh one;
     * ``state()`` -> ``load()`` gives identical forecasts, and rows can be added.
     """
     rows, closes = 5, demand(5, 40)

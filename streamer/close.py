@@ -77,7 +77,8 @@ def close_of(
 def allocating() -> Iterator[None]:
     """Pause the cyclic garbage collector while a close formats its outputs: that makes a few
     acyclic objects per series, and the collector would otherwise walk the worker's whole heap
-    every 700 of them (measured: 53 ms instead of 9 ms to format 5,000 forecasts)."""
+    every 700 of them (measured: 47 ms instead of 8 ms to turn 5,000 forecasts into Python
+    floats beside a large heap)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

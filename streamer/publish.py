@@ -57,7 +57,7 @@ def forecast_values(
 
     Built for a whole close at once, as text: what every message shares (times, the horizon's
     layout) is formatted once, and each message is one ``%`` of its 28 rounded values into
-    that layout, where a dict per step and a JSON encoder cost five times as much."""
+    that layout, instead of building a dict per step for a JSON encoder."""
     if not np.isfinite(steps).all():
         raise ValueError("a forecast to publish is not finite")  # JSON has no NaN
     starts = [iso(bucket_start(bucket + 1 + k, size)) for k in range(steps.shape[1])]

@@ -14,7 +14,7 @@ from faust.types import TP
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamer import metrics
+from streamer import metrics, web
 from streamer.app import redis_client
 from streamer.config import Settings
 from streamer.features import FeatureStore
@@ -52,6 +52,7 @@ def register(app: faust.App, settings: Settings) -> None:
         redis_client(settings), settings.dedupe_ttl_seconds, settings.series_ttl_seconds
     )
     pipeline = Pipeline(settings, store, deliver)
+    web.register(app, settings, store.r)
     lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
     owned: set[int] = set()
     input_topics = {settings.topics["orders"], settings.topics["inventory"]}

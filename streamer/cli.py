@@ -296,6 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="HTML file to write, charts beside it (DIR/report/index.html)"
     )
     rep.add_argument("--top", type=_positive(int), default=5, help="SKUs in the forecast chart (5)")
+    sp = sub.add_parser(
+        "status",
+        help="print a SKU's latest forecast, stock, reorder point and alert",
+        description=(
+            "Print the current state of a SKU's series as the workers keep it in Redis: the "
+            "latest published forecast, stock on hand, reorder point and alert. Reads "
+            "REDIS_URL, or the Redis of a `shelfcast worker` running in this folder. A running "
+            "worker serves the same as JSON on /series/SKU."
+        ),
+    )
+    sp.add_argument("sku", help="the SKU, as in the orders' `sku` field")
+    sp.add_argument("--location", help="one location only (default: every active location)")
+    sp.add_argument("--json", action="store_true", help="print JSON, as /series/SKU serves it")
     dp = sub.add_parser(
         "data",
         help="download the full UCI Online Retail data set, or print where it is",
@@ -457,6 +470,45 @@ def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings)
         f"the worker sends each event it rejects, with the reason, to topic "
         f"'{settings.topics['dlq']}' on the same Kafka (schemas/shelfcast-dlq.schema.json)"
     )
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from streamer.app import redis_client
+    from streamer.embedded import discover
+    from streamer.status import render, series_status
+
+    settings = discover(settings)
+    if not settings.redis_url:
+        print(
+            "shelfcast status: no Redis to read. Set REDIS_URL, or start `shelfcast worker` "
+            "in this folder first (it writes .shelfcast/embedded.json).",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def read() -> list[dict[str, object]]:
+        r = redis_client(settings)
+        try:
+            return await series_status(r, settings.partitions, args.sku, args.location)
+        finally:
+            await r.aclose()
+
+    entries = asyncio.run(read())
+    if not entries:
+        where = f" at location {args.location!r}" if args.location is not None else ""
+        print(
+            f"shelfcast status: no active series of SKU {args.sku!r}{where} (no order in the "
+            f"last SHELFCAST_ACTIVE_BUCKETS={settings.active_buckets} buckets, or a typo)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps({"sku": args.sku, "series": entries}, indent=2))
+    else:
+        print(render(entries))
+    return 0
 
 
 def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
@@ -648,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "bench":
             return cmd_bench(args, settings)
+        if args.command == "status":
+            return cmd_status(args, settings)
         if args.command == "data":
             return cmd_data(args, settings)
         return cmd_backtest(args, settings, SAMPLE)

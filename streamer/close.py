@@ -130,8 +130,9 @@ def publish(
     decision: Decision,
     settled: Settled | None,
     evaluation: Prequential,
-) -> tuple[list[Output], list[str]]:
-    """The close's messages, and the forecast id each publishing row cites."""
+) -> tuple[list[Output], list[str], list[bytes]]:
+    """The close's messages, the forecast id each publishing row cites, and its forecast as
+    ``[series, message, ...]`` for the partition's latest-forecast hash."""
     rows = decision.rows
     series = [bank.series[i] for i in rows]
     chosen = fc.chosen[rows]
@@ -142,6 +143,7 @@ def publish(
         series, bucket, s.bucket_seconds, names, versions, fc.published[rows]
     )
     outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
+    latest = [part for o in outs for part in (o.key, o.value)]
     for model, n in bank_wins(bank, decision).items():
         evaluation.add_wins(model, n)
     if len(rows):
@@ -158,7 +160,7 @@ def publish(
                 decision.rops.row(j), str(fids[j]), decision.stock_ts,
             )  # fmt: skip
             outs.append(output(s.topics["alerts"], series[j], msg))
-    return outs, fids
+    return outs, fids, latest
 
 
 def bank_wins(bank: Bank, decision: Decision) -> dict[str, int]:
@@ -233,6 +235,7 @@ class Computed:
     rop: list[str]
     rolling: list[str]
     alerts: list[tuple[str, str, int, float]]
+    latest: list[bytes]
     snapshot: bytes | None
 
 
@@ -255,7 +258,7 @@ def compute(
     decision = decide(s, fc, data, stock_ts)
     evaluation = Prequential()
     with allocating():
-        outs, fids = publish(s, bank, close.bucket, fc, decision, settled, evaluation)
+        outs, fids, latest = publish(s, bank, close.bucket, fc, decision, settled, evaluation)
         rop, rolling, alerts = state_fields(bank, decision, fids)
     blob = pack(bank.state(), bank.series) if snapshot else None
-    return Computed(settled, decision, evaluation, outs, rop, rolling, alerts, blob)
+    return Computed(settled, decision, evaluation, outs, rop, rolling, alerts, latest, blob)

@@ -255,12 +255,13 @@ return {statuses, onhand, states, folds}
 # KEYS: the partition's active-series set, the clock, the stats, the partition's closed flags,
 # the partition's order counts, the evaluation sums, the partition's model snapshot, its
 # demand and revenue of the bucket leaving the history, its reorder points, its rolling
-# features.
+# features, its latest forecasts.
 # ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
 # snapshot ttl, how many chunks of the partition's model snapshot follow the rest (0: none),
 # the clock pairs as a JSON object, the evaluation sums as a JSON object, the reorder points
 # and the rolling features as JSON arrays [series, packed value, series, ...], the alert
-# changes as a JSON array of [series, status, seq, ts], then the snapshot's chunks. What
+# changes as a JSON array of [series, status, seq, ts], then the snapshot's chunks, then the
+# forecasts published as series, message, series, message... (raw: no JSON escaping). What
 # every series writes goes to two partition hashes in a few commands: a command per series
 # cost a close 10 us a series in Lua. One script, so a close is atomic like a MULTI, with one
 # reply to parse instead of one per command.
@@ -293,6 +294,9 @@ end
 for k, v in pairs(cjson.decode(ARGV[9])) do
   redis.call('HINCRBYFLOAT', KEYS[6], k, string.format('%.17g', v))
 end
+for i = 13 + chunks, #ARGV, 4000 do
+  redis.call('HSET', KEYS[12], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+end
 local rop, rolling = cjson.decode(ARGV[10]), cjson.decode(ARGV[11])
 if #rop > 0 then hset_flat(KEYS[10], rop) end
 if #rolling > 0 then hset_flat(KEYS[11], rolling) end
@@ -309,7 +313,7 @@ for _, s in ipairs(redis.call('HKEYS', KEYS[8])) do
 end
 redis.call('DEL', KEYS[8], KEYS[9])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
-if #gone > 0 then hdel_all({KEYS[10], KEYS[11]}, gone) end
+if #gone > 0 then hdel_all({KEYS[10], KEYS[11], KEYS[12]}, gone) end
 -- a series back after a whole activity window starts afresh from then, in the live bank and
 -- in a restart's replay alike: its next event records a new first bucket
 for _, s in ipairs(gone) do
@@ -607,11 +611,13 @@ class FeatureStore:
         clock: dict[str, object],
         evaluation: dict[str, float],
         snapshot: bytes | None,
+        latest: Sequence[bytes] = (),
     ) -> None:
         """Record a close: ``rop`` and ``rolling`` are ``[series, packed value, ...]`` for the
         partition's hashes (ROP_FIELDS, ROLLING_FIELDS), ``alerts`` the series whose alert
-        changed (series, status, seq, ts); the clock, the evaluation sums, the snapshot and
-        the trim of the history leaving the window go in the same atomic script."""
+        changed (series, status, seq, ts), ``latest`` the forecasts published as ``[series,
+        message, ...]``; the clock, the evaluation sums, the snapshot and the trim of the
+        history leaving the window go in the same atomic script."""
         argv: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
             0, orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(rop),
@@ -621,12 +627,13 @@ class FeatureStore:
             chunks = _chunks(snapshot)
             argv[6] = len(chunks)
             argv += chunks
+        argv += latest
         keys = [
             part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
             part_key(partition, "orders"), EVALUATION, part_key(partition, "model"),
             part_key(partition, f"demand:{trim_before}"),
             part_key(partition, f"revenue:{trim_before}"), part_key(partition, "rop"),
-            part_key(partition, "rolling"),
+            part_key(partition, "rolling"), part_key(partition, "forecast"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
         await self._close(keys=keys, args=argv)

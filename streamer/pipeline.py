@@ -494,6 +494,7 @@ class Pipeline:
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
             evaluation=dict(done.evaluation.sums),
             snapshot=done.snapshot,
+            latest=done.latest,
         )
         if snapshot:
             self._snapshot_at[p], self._snapshot_bucket[p] = now, b

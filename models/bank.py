@@ -30,7 +30,7 @@ from models.base import Close, Forecaster, State
 from models.baselines import MovingAverage, SeasonalNaive
 from models.injected import Injected
 from models.intermittent import TSB
-from models.quantiles import MEAN, Bands, Issued, Points
+from models.quantiles import MEAN, Bands, Points, Published
 from models.recent import Recent
 from models.regression import OnlineRegression
 from models.selection import NONE, pooled_penalty, select
@@ -82,7 +82,7 @@ class Bank:
         self.horizon = horizon
         self.recent = Recent(season)
         self.bands = [Bands(horizon) for _ in models]
-        self.published = Issued(horizon)
+        self.published = Published(horizon)
         # the steps each issuing close expected closed, by slot: one flag for all rows
         self.closed_ahead = np.zeros((horizon, horizon), bool)
         self.series: list[str] = []
@@ -101,7 +101,7 @@ class Bank:
         ]
         return cls(models, SEASONAL_NAIVE, horizon, season)
 
-    def _parts(self) -> list[Forecaster | Recent | Issued]:
+    def _parts(self) -> list[Forecaster | Recent | Bands | Published]:
         return [self.recent, *self.models, *self.bands, self.published]
 
     def align(self, series: Sequence[str]) -> None:
@@ -130,7 +130,9 @@ class Bank:
         for name, bands in zip(self.names, self.bands, strict=True):
             points[name] = bands.settle(close.bucket, close.open, self.closed_ahead)
             bands.learn(points[name], close.y)
-        points[PUBLISHED] = self.published.settle(close.bucket, close.open, self.closed_ahead)
+        points[PUBLISHED] = self.published.settle(
+            close.bucket, close.open, self.closed_ahead, self.bands
+        )
         for model in self.models:
             model.learn(close, self.recent)
         self.recent.update(close.bucket, close.open, close.y, close.price)
@@ -156,7 +158,7 @@ class Bank:
         rows = np.arange(close.n)
         published = np.stack(steps)[np.maximum(chosen, 0), rows]
         published[chosen == NONE] = np.nan
-        self.published.issue(close.bucket, published)
+        self.published.issue(close.bucket, chosen)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed
         moments = [np.stack(b.moments()) for b in self.bands]
         m2, m3, known = np.stack(moments)[np.maximum(chosen, 0), :, rows].transpose(1, 0, 2)

@@ -52,31 +52,78 @@ class Points:
 
 
 class Issued(Columns):
-    """Forecasts issued and waiting for their truth: ``pending[row, slot, step]`` is the
-    forecast the close of a bucket ``b`` (slot ``b % horizon``) made for ``b + 1 + step``."""
+    """Forecasts issued and waiting for their truth. Step ``s`` of a forecast (the bucket
+    ``s + 1`` after its issuing close) meets its truth ``s + 1`` closes later, so each step
+    keeps a ring of its last ``s + 1`` issues: ``pending{s}[row, b % (s + 1)]`` is what the
+    close of bucket ``b`` forecast for ``b + 1 + s``. That is 28 rows of four values for a
+    7-step horizon where one ring of whole forecasts held 49: pending forecasts are most of a
+    series' memory."""
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__()
         self.horizon = horizon
-        self.column("pending", np.nan, (horizon, horizon, 4), np.float32)
+        for s in range(horizon):
+            self.column(f"pending{s}", np.nan, (s + 1, 4), np.float32)
+
+    def _ring(self, s: int) -> np.ndarray:
+        ring: np.ndarray = getattr(self, f"pending{s}")
+        return ring
+
+    def at(self, bucket: int, k: int) -> np.ndarray:
+        """(mean, p10, p50, p90) ``[n, 4]`` forecast ``k`` buckets before ``bucket`` for it."""
+        return self._ring(k - 1)[:, (bucket - k) % k, :].astype(np.float64)
 
     def settle(self, bucket: int, is_open: bool, closed_ahead: np.ndarray) -> list[Points]:
         """What closing ``bucket`` scores: nothing when the shop did not trade.
-        ``closed_ahead[slot, step]`` says which steps each slot forecast as closed."""
+        ``closed_ahead[slot, step]`` says which steps the close in each slot (``b % horizon``)
+        forecast as closed."""
         if not is_open:
             return []
         out = []
         for k in range(1, self.horizon + 1):
-            slot = (bucket - k) % self.horizon
-            steps = self.pending[:, slot, k - 1, :].astype(np.float64)
+            steps = self.at(bucket, k)
             valid = ~np.isnan(steps[:, MEAN])
             if valid.any():
-                out.append(Points(k, valid, steps, bool(closed_ahead[slot, k - 1])))
+                closed = bool(closed_ahead[(bucket - k) % self.horizon, k - 1])
+                out.append(Points(k, valid, steps, closed))
         return out
 
     def issue(self, bucket: int, steps: np.ndarray) -> None:
         """Remember ``steps [n, horizon, 4]`` (NaN rows: nothing issued) as ``bucket``'s."""
-        self.pending[:, bucket % self.horizon] = steps
+        for s in range(self.horizon):
+            self._ring(s)[:, bucket % (s + 1)] = steps[:, s]
+
+
+class Published(Columns):
+    """Which model each series published at each of the last ``horizon`` closes. A published
+    forecast is its model's, so it is read back from that model's ``Issued`` rather than kept
+    twice."""
+
+    def __init__(self, horizon: int = 7) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.column("chosen", -1, (horizon,), np.int8)  # -1: nothing published
+
+    def issue(self, bucket: int, chosen: np.ndarray) -> None:
+        self.chosen[:, bucket % self.horizon] = chosen
+
+    def settle(
+        self, bucket: int, is_open: bool, closed_ahead: np.ndarray, issued: list[Issued]
+    ) -> list[Points]:
+        """What closing ``bucket`` scores of the published forecasts; ``issued`` holds each
+        model's, in the order of the indices ``issue`` was given."""
+        if not is_open:
+            return []
+        out, rows = [], np.arange(self.rows)
+        for k in range(1, self.horizon + 1):
+            slot = (bucket - k) % self.horizon
+            chosen = self.chosen[:, slot]
+            valid = chosen >= 0
+            if valid.any():
+                steps = np.stack([i.at(bucket, k) for i in issued])[np.maximum(chosen, 0), rows]
+                steps[~valid] = np.nan
+                out.append(Points(k, valid, steps, bool(closed_ahead[slot, k - 1])))
+        return out
 
 
 class Bands(Issued):

@@ -28,6 +28,8 @@ import numpy as np
 MAGIC = b"SHELFCAST-BANK\0\0"
 VERSION = 1
 MAX_BYTES = 8 << 30
+_INPUT_STEP = 1 << 20  # compressed bytes fed at a time
+_OUTPUT_STEP = 16 << 20  # most bytes one step decompresses
 _KINDS = "biufU"  # bool, signed and unsigned int, float, fixed-width unicode
 
 
@@ -52,20 +54,37 @@ def pack(state: dict[str, np.ndarray], series: Sequence[str], level: int = 1) ->
     return zlib.compress(b"".join(parts), level)
 
 
-def _inflate(blob: bytes, max_bytes: int) -> bytes:
+def _inflate(pieces: Sequence[bytes], max_bytes: int) -> bytes:
+    """The decompressed snapshot of the compressed ``pieces``, a bounded step at a time: one
+    ``zlib.decompress`` of a large snapshot holds the GIL for a quarter of a second while it
+    assembles its output, which would stall the event loop of the thread restoring it."""
     d = zlib.decompressobj()
+    out: list[bytes] = []
+    size = 0
     try:
-        raw = d.decompress(blob, max_bytes)
+        for piece in pieces:
+            view = memoryview(piece)
+            for i in range(0, len(view), _INPUT_STEP):
+                data: bytes | memoryview = view[i : i + _INPUT_STEP]
+                while data:
+                    out.append(d.decompress(data, _OUTPUT_STEP))
+                    size += len(out[-1])
+                    if size > max_bytes:
+                        raise SnapshotError(f"decompresses to more than {max_bytes} bytes")
+                    data = d.unconsumed_tail
     except zlib.error as exc:
         raise SnapshotError(f"not a zlib stream: {exc}") from exc
-    if d.unconsumed_tail:
-        raise SnapshotError(f"decompresses to more than {max_bytes} bytes")
-    return raw
+    if not d.eof:
+        raise SnapshotError("truncated: the zlib stream does not end")
+    return b"".join(out)  # releases the GIL while it copies
 
 
-def unpack(blob: bytes, max_bytes: int = MAX_BYTES) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The arrays and series names of a ``pack``ed snapshot; ``SnapshotError`` if unreadable."""
-    raw = memoryview(_inflate(blob, max_bytes))
+def unpack(
+    blob: bytes | Sequence[bytes], max_bytes: int = MAX_BYTES
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays and series names of a ``pack``ed snapshot, whole or in the pieces it was
+    stored in; ``SnapshotError`` if unreadable."""
+    raw = memoryview(_inflate([blob] if isinstance(blob, bytes) else blob, max_bytes))
     try:
         if bytes(raw[: len(MAGIC)]) != MAGIC:
             raise SnapshotError("not a shelfcast bank snapshot")

@@ -491,7 +491,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async def read() -> list[dict[str, object]]:
         r = redis_client(settings)
         try:
-            return await series_status(r, settings.partitions, args.sku, args.location)
+            return await series_status(r, settings, args.sku, args.location)
         finally:
             await r.aclose()
 

@@ -30,7 +30,7 @@ from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, tran
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import PartitionClose
-from streamer.publish import Output, alert_message, forecast_values, output
+from streamer.publish import Output, alert_message, forecast_values, output, stored_forecasts
 from streamer.trading_calendar import TradingCalendar
 
 
@@ -132,18 +132,20 @@ def publish(
     evaluation: Prequential,
 ) -> tuple[list[Output], list[str], list[bytes]]:
     """The close's messages, the forecast id each publishing row cites, and its forecast as
-    ``[series, message, ...]`` for the partition's latest-forecast hash."""
+    ``[series, stored forecast, ...]`` for the partition's latest-forecast hash."""
     rows = decision.rows
     series = [bank.series[i] for i in rows]
     chosen = fc.chosen[rows]
-    names = [bank.names[m] for m in chosen]
-    versions = [bank.version(m) for m in chosen]
+    names = np.array(bank.names, object)[chosen].tolist()
+    versions = np.array([bank.version(m) for m in range(len(bank.names))], object)[chosen]
+    versions = versions.tolist()
     topic = s.topics["forecasts"]
     fids, values = forecast_values(
         series, bucket, s.bucket_seconds, names, versions, fc.published[rows]
     )
     outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
-    latest = [part for o in outs for part in (o.key, o.value)]
+    stored = stored_forecasts(bucket, names, versions, fc.published[rows])
+    latest = [part for o, value in zip(outs, stored, strict=True) for part in (o.key, value)]
     for model, n in bank_wins(bank, decision).items():
         evaluation.add_wins(model, n)
     if len(rows):

@@ -408,7 +408,7 @@ class Pipeline:
         return bank
 
     @staticmethod
-    def _load(bank: Bank, blob: bytes) -> None:
+    def _load(bank: Bank, blob: list[bytes]) -> None:
         state, rows = unpack(blob)
         bank.load(state, rows)
 

@@ -7,6 +7,7 @@ model version), so a consumer can drop copies redelivered after a crash. Schemas
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ class Output:
     topic: str
     key: bytes | None  # None spreads keyless dead letters over partitions
     value: bytes
+
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _dumps(obj: object) -> bytes:
@@ -55,34 +59,71 @@ def forecast_values(
     for the buckets after it: ``steps [n, horizon, 4]`` (mean, p10, p50, p90) by ``models``
     at ``versions``; a rollup (location ``*``) also says how many ``locations`` it sums.
 
-    Built for a whole close at once, as text: what every message shares (times, the horizon's
-    layout) is formatted once, and each message is one ``%`` of its 28 rounded values into
-    that layout, instead of building a dict per step for a JSON encoder."""
+    Built for a whole close at once, as bytes: what every message shares (times, the
+    horizon's layout) is formatted once, orjson writes all the rounded values in one call, and
+    each message is one ``%`` of its 28 numbers and one escaping of its series name into that
+    layout, instead of building a dict per step for a JSON encoder (9.8 µs a message before,
+    measured on 12,500)."""
     if not np.isfinite(steps).all():
         raise ValueError("a forecast to publish is not finite")  # JSON has no NaN
     starts = [iso(bucket_start(bucket + 1 + k, size)) for k in range(steps.shape[1])]
-    layout = '"mean":%r,"p10":%r,"p50":%r,"p90":%r}'  # filled by one % a message
+    layout = '"mean":%s,"p10":%s,"p50":%s,"p90":%s}'  # filled by one % a message
     horizon = "[" + ",".join(f'{{"start":{_text(start)},{layout}' for start in starts) + "]"
-    head = f'{{"schema_version":{_text(SCHEMA_VERSION)},"forecast_id":'
     issued_at = _text(iso(bucket_start(bucket + 1, size)))
     shared = f',"issued_at":{issued_at},"bucket":{_text(bucket_label(size))},"horizon":'
+    head = f'{{"schema_version":{_text(SCHEMA_VERSION)},"forecast_id":'.encode()
+    tail = f"|{bucket}|"
     named = {
-        (m, v): f',"model":{_text(m)},"model_version":{_text(v)},"locations":'
+        (m, v): (
+            f"{m}@{v}",
+            f"{_text(f'{tail}{m}@{v}')[1:]}".encode(),
+            f',"model":{_text(m)},"model_version":{_text(v)},"locations":'.encode(),
+        )
         for m, v in set(zip(models, versions, strict=True))
     }
-    values = np.round(steps, 4).reshape(len(steps), 4 * len(starts)).tolist()
+    # the numbers of every message as one JSON text, split per message and per number
+    flat = orjson.dumps(
+        np.round(steps, 4).reshape(len(steps), math.prod(steps.shape[1:])), option=_NUMPY
+    )
+    rows = flat[2:-2].split(b"],[") if len(steps) else []
+    body = f"{shared}{horizon}".encode()
     counts = locations if locations is not None else [None] * len(series)
     ids, out = [], []
-    for s, m, v, row, n in zip(series, models, versions, values, counts, strict=True):
-        sku, location = split_series(s)
-        fid = forecast_id(s, bucket, m, v)
-        ids.append(fid)
-        text = (
-            f'{head}{_text(fid)},"sku":{_text(sku)},"location":{_text(location)}{shared}'
-            f"{horizon % tuple(row)}{named[(m, v)]}{'null' if n is None else n}}}"
-        )
-        out.append(text.encode())
+    for s, m, v, row, n in zip(series, models, versions, rows, counts, strict=True):
+        model, fid_tail, model_fields = named[(m, v)]
+        ids.append(f"{s}{tail}{model}")
+        name = orjson.dumps(s)[1:-1]  # JSON-escaped once: '@' never comes from escaping
+        sku, _, location = name.partition(b"@")
+        out.append(
+            head + b'"' + name + fid_tail + b',"sku":"' + sku + b'","location":"' + location
+            + b'"' + body % tuple(row.split(b",")) + model_fields
+            + (b"null" if n is None else str(n).encode()) + b"}"
+        )  # fmt: skip
     return ids, out
+
+
+def stored_forecasts(
+    bucket: int, models: Sequence[str], versions: Sequence[str], steps: np.ndarray
+) -> list[bytes]:
+    """The forecasts of a close as Redis keeps them (``shelfcast:part:{p}:forecast``): a JSON
+    line ``[bucket, model, version]`` then the ``[horizon, 4]`` steps as little-endian
+    float64, about a third of the message's size; ``stored_message`` rebuilds the message."""
+    heads = {
+        (m, v): orjson.dumps([bucket, m, v]) + b"\n"
+        for m, v in set(zip(models, versions, strict=True))
+    }
+    rows = np.ascontiguousarray(steps, "<f8").reshape(
+        len(steps), steps[0].size if len(steps) else 0
+    )
+    return [heads[(m, v)] + row.tobytes() for m, v, row in zip(models, versions, rows, strict=True)]
+
+
+def stored_message(series: str, stored: bytes, size: int) -> bytes:
+    """The message ``forecast_values`` published for ``series``, from ``stored_forecasts``."""
+    head, _, raw = stored.partition(b"\n")
+    bucket, model, version = orjson.loads(head)
+    steps = np.frombuffer(raw, "<f8").reshape(1, -1, 4)
+    return forecast_values([series], bucket, size, [model], [version], steps)[1][0]
 
 
 def forecast_message(

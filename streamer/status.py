@@ -10,8 +10,10 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka.partitioner import murmur2
 
+from streamer.config import Settings
 from streamer.events import series_key
 from streamer.features import ROP_FIELDS, part_key, part_series_key, series_base
+from streamer.publish import stored_message
 
 STATE_FIELDS = ("on_hand", "stock_known", "lead_time", "alert", "alert_seq", "alert_ts")
 SCAN_COUNT = 10_000
@@ -55,11 +57,11 @@ async def _locate(
 
 
 async def series_status(
-    r: aioredis.Redis, partitions: int, sku: str, location: str | None = None
+    r: aioredis.Redis, s: Settings, sku: str, location: str | None = None
 ) -> list[dict[str, Any]]:
     """One entry per active series of ``sku`` (only ``location``'s when given), in one
     pipelined round trip once the series are found; empty when none is active."""
-    found = await _locate(r, partitions, sku, location)
+    found = await _locate(r, s.partitions, sku, location)
     if found is None:
         return []
     p, names = found
@@ -70,11 +72,14 @@ async def series_status(
         pipe.hget(part_key(p, "rop"), name)
         pipe.hget(part_key(p, "forecast"), name)
     replies = await pipe.execute()
-    return [_entry(name, p, *replies[4 * i : 4 * i + 4]) for i, name in enumerate(names)]
+    return [
+        _entry(name, p, s.bucket_seconds, *replies[4 * i : 4 * i + 4])
+        for i, name in enumerate(names)
+    ]
 
 
 def _entry(
-    name: str, p: int, last: float | None, state: list[Any], rop: Any, forecast: Any
+    name: str, p: int, size: int, last: float | None, state: list[Any], rop: Any, forecast: Any
 ) -> dict[str, Any]:
     fields = dict(
         zip(STATE_FIELDS, (_text(v) if v is not None else None for v in state), strict=True)
@@ -99,8 +104,15 @@ def _entry(
         }
         if fields["alert"]
         else None,
-        "forecast": orjson.loads(forecast) if forecast is not None else None,
+        "forecast": None
+        if forecast is None
+        else orjson.loads(stored_message(name, forecast, size)),
     }
+
+
+def _message(name: str, stored: bytes, size: int) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(stored_message(name, stored, size))
+    return message
 
 
 def _reorder_point(packed: Any) -> dict[str, Any] | None:

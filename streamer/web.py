@@ -24,7 +24,7 @@ def register(app: faust.App, settings: Settings, r: aioredis.Redis) -> None:
         ``shelfcast status`` prints it; 404 when none is active."""
         location = request.query.get("location")  # type: ignore[attr-defined]
         try:
-            entries = await series_status(r, settings.partitions, sku, location)
+            entries = await series_status(r, settings, sku, location)
         except (RedisError, OSError) as exc:
             return self.error(503, f"Redis unreachable: {exc}")
         if not entries:

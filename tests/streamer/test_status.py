@@ -22,7 +22,7 @@ from tests.worker_harness import Worker, wait_until
 
 
 def status(h: Harness, sku: str, location: str | None = None) -> list[dict]:
-    return h.loop.run_until_complete(series_status(h.client, h.settings.partitions, sku, location))
+    return h.loop.run_until_complete(series_status(h.client, h.settings, sku, location))
 
 
 def latest(outputs: list[tuple[str, dict]], series: str) -> dict:

@@ -75,6 +75,12 @@ def register(app: faust.App, settings: Settings) -> None:
     async def on_assigned(sender: object, assigned: set[TP], **_: object) -> None:
         # another worker may have advanced a partition since this one last owned it
         now = {tp.partition for tp in assigned if tp.topic in input_topics}
+        if app.rebalancing_count <= 1:  # a line a script can wait for, as /readyz says
+            print(
+                f"shelfcast worker: ready, consuming {len(now)} of {settings.partitions} "
+                f"partitions; state at http://{settings.web_bind}:{settings.web_port}/readyz",
+                flush=True,
+            )
         pipeline.forget(now - owned)
         owned.clear()
         owned.update(now)

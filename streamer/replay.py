@@ -44,7 +44,10 @@ OPTIONAL_ROLES = ("unit_price", "customer_id", "order_id", "event_id")
 # How the data set's own files write InvoiceDate: this project's CSV, and UCI's spreadsheet as
 # exported to CSV by common tools (US month/day).
 ONLINE_RETAIL_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M")
-COLUMNS_HELP = "--columns ts=COL,sku=COL,location=COL,quantity=COL[,unit_price=COL,customer_id=COL]"
+COLUMNS_HELP = (
+    "--columns ts=COL,sku=COL,location=COL,quantity=COL"
+    "[,unit_price=COL,customer_id=COL,order_id=COL,event_id=COL]"
+)
 
 
 class InputError(ValueError):
@@ -141,13 +144,16 @@ def guess_format(path: Path) -> str:
     )
 
 
-def _bad_dates(path: Path, raw: pd.Series, parsed: pd.Series, column: str, line0: int) -> None:
+def _bad_dates(
+    path: Path, raw: pd.Series, parsed: pd.Series, column: str, line0: int, fmt: str | None
+) -> None:
     bad = parsed.isna() & (raw.str.strip() != "")
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
+        what = f"does not match --date-format {fmt!r}" if fmt else "is not a date this reader knows"
         raise InputError(
-            f"{path} line {i + line0}: {column} {raw.iloc[i]!r} is not a date this reader "
-            f"knows ({int(bad.sum())} such lines); pass --date-format, e.g. --date-format "
+            f"{path} line {i + line0}: {column} {raw.iloc[i]!r} {what} ({int(bad.sum())} such "
+            f"lines); pass the format its dates are written in, e.g. --date-format "
             "'%d/%m/%Y %H:%M' (Python strptime codes)"
         )
 
@@ -163,7 +169,7 @@ def _online_retail_dates(path: Path, raw: pd.Series, date_format: str | None) ->
         ts = pd.to_datetime(raw, format=fmt, errors="coerce")
         if not (ts.isna() & (raw.str.strip() != "")).any():
             return ts
-    _bad_dates(path, raw, ts, "InvoiceDate", 2)
+    _bad_dates(path, raw, ts, "InvoiceDate", 2, date_format)
     return ts
 
 
@@ -230,7 +236,7 @@ def _csv_dates(path: Path, raw: pd.Series, column: str, date_format: str | None)
         ts = pd.to_datetime(numbers, unit=unit, errors="coerce")
     else:
         ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
-    _bad_dates(path, raw, ts, column, 2)
+    _bad_dates(path, raw, ts, column, 2, date_format)
     return ts
 
 

@@ -10,6 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka.partitioner import murmur2
 
+from streamer.clock import iso
 from streamer.config import Settings
 from streamer.events import series_key
 from streamer.features import ROP_FIELDS, part_key, part_series_key, series_base
@@ -99,8 +100,8 @@ def _entry(
         "reorder_point": _reorder_point(rop),
         "alert": {
             "status": fields["alert"],
-            "seq": _number(fields["alert_seq"]),
-            "at_ms": _number(fields["alert_ts"]),
+            "seq": int(fields["alert_seq"] or 0),
+            "ts": iso(float(fields["alert_ts"])) if fields["alert_ts"] else None,
         }
         if fields["alert"]
         else None,
@@ -145,7 +146,7 @@ def render(entries: list[dict[str, Any]]) -> str:
                 f"  reorder point:  {rop['rop']:.1f}  (lead-time demand {rop['lt_demand']:.1f}"
                 f" + safety {rop['safety']:.1f}, over {rop['rop_lead']:g} days)"
             )
-        status = "none" if alert is None else f"{alert['status']} (#{alert['seq']:g})"
+        status = "none" if alert is None else f"{alert['status']} (#{alert['seq']}, {alert['ts']})"
         lines.append(f"  alert:          {status}")
         if fc is None:
             lines.append("  forecast:       none yet (its models are not ready)")

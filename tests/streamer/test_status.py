@@ -43,12 +43,16 @@ def test_status_holds_the_latest_forecast_stock_reorder_point_and_alert(
     assert entry["series"] == "A1@UK" and entry["location"] == "UK"
     assert entry["forecast"] == published  # the message as it went out, byte for byte
     assert entry["reorder_point"]["forecast_id"] == published["forecast_id"]
-    assert entry["alert"] == {"status": "raised", "seq": 1.0, "at_ms": entry["alert"]["at_ms"]}
+    assert entry["alert"] == {"status": "raised", "seq": 1, "ts": raised[0]["ts"]}
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     assert entry["stock"]["on_hand"] == float(r.hget("shelfcast:{A1@UK}:state", "on_hand"))
     assert entry["stock"]["known"] and entry["stock"]["on_hand"] <= entry["reorder_point"]["rop"]
     text = render([entry])
-    assert "A1@UK" in text and "raised (#1)" in text and published["forecast_id"] in text
+    assert (
+        "A1@UK" in text
+        and f"raised (#1, {raised[0]['ts']})" in text
+        and published["forecast_id"] in text
+    )
 
 
 def test_status_finds_each_location_of_a_sku_and_only_what_is_asked(settings: Settings) -> None:

@@ -87,6 +87,7 @@ class Bank:
         self.closed_ahead = np.zeros((horizon, horizon), bool)
         self.series: list[str] = []
         self.through: int | None = None  # the last bucket learned
+        self._groups: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def default(cls, horizon: int = 7, season: int = 7) -> Bank:
@@ -116,6 +117,15 @@ class Bank:
         for part in self._parts():
             part.take(index)
         self.series = list(series)
+        self._groups = None
+
+    def groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct parts of the rows' names before ``@`` (their SKUs) and each row's
+        index into them, kept until the rows change: rollups need them at every close."""
+        if self._groups is None:
+            prefixes = [name.partition("@")[0] for name in self.series]
+            self._groups = np.unique(prefixes, return_inverse=True)
+        return self._groups
 
     def offer(self, name: str, version: str, means: np.ndarray) -> None:
         """Hand the externally trained model ``name`` its forecasts for the next close."""
@@ -130,9 +140,7 @@ class Bank:
         for name, bands in zip(self.names, self.bands, strict=True):
             points[name] = bands.settle(close.bucket, close.open, self.closed_ahead)
             bands.learn(points[name], close.y)
-        points[PUBLISHED] = self.published.settle(
-            close.bucket, close.open, self.closed_ahead, self.bands
-        )
+        points[PUBLISHED] = self.published.settle(close.bucket, list(points.values()))
         for model in self.models:
             model.learn(close, self.recent)
         self.recent.update(close.bucket, close.open, close.y, close.price)
@@ -187,6 +195,7 @@ class Bank:
         self.through = None if through < 0 else through
         self.closed_ahead = np.asarray(state["closed_ahead"], bool).copy()
         self.series = list(series)
+        self._groups = None
         fresh = np.full(len(series), -1)
 
         def sub(prefix: str) -> State:

@@ -107,22 +107,22 @@ class Published(Columns):
     def issue(self, bucket: int, chosen: np.ndarray) -> None:
         self.chosen[:, bucket % self.horizon] = chosen
 
-    def settle(
-        self, bucket: int, is_open: bool, closed_ahead: np.ndarray, issued: list[Issued]
-    ) -> list[Points]:
-        """What closing ``bucket`` scores of the published forecasts; ``issued`` holds each
-        model's, in the order of the indices ``issue`` was given."""
-        if not is_open:
-            return []
-        out, rows = [], np.arange(self.rows)
+    def settle(self, bucket: int, models: list[list[Points]]) -> list[Points]:
+        """What closing ``bucket`` scores of the published forecasts, from what it scores of
+        each model (``Issued.settle``, in the order of the indices ``issue`` was given)."""
+        by_k = [{p.k: p for p in points} for points in models]
+        out = []
         for k in range(1, self.horizon + 1):
-            slot = (bucket - k) % self.horizon
-            chosen = self.chosen[:, slot]
+            chosen = self.chosen[:, (bucket - k) % self.horizon]
+            scored = [(m, found[k]) for m, found in enumerate(by_k) if k in found]
             valid = chosen >= 0
-            if valid.any():
-                steps = np.stack([i.at(bucket, k) for i in issued])[np.maximum(chosen, 0), rows]
-                steps[~valid] = np.nan
-                out.append(Points(k, valid, steps, bool(closed_ahead[slot, k - 1])))
+            if not scored or not valid.any():
+                continue
+            steps = np.full((self.rows, 4), np.nan)
+            for m, p in scored:
+                rows = chosen == m
+                steps[rows] = p.steps[rows]
+            out.append(Points(k, valid, steps, scored[0][1].closed))
         return out
 
 
@@ -159,31 +159,39 @@ class Bands(Issued):
             self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
 
     def _track(self, h: int, rows: np.ndarray, e: np.ndarray) -> None:
-        e = np.where(rows, e, 0.0)
-        first = rows & (self.errors[:, h] == 0)
-        q = self.q[:, h, :]
+        # on the scored rows only: after the first weeks that is nearly all, and then no
+        # array is gathered or selected between old and new values
+        at: slice | np.ndarray = slice(None) if rows.all() else np.flatnonzero(rows)
+        e = e[at]
+        first = self.errors[at, h] == 0
+        q = self.q[at, h, :]
         dev = np.abs(e - q[:, 1])
-        spread = np.where(np.isnan(self.spread), dev, self.spread)
-        spread = np.where(rows, spread + SPREAD_ALPHA * (dev - spread), self.spread)
+        spread = self.spread[at]
+        spread = np.where(np.isnan(spread), dev, spread)
+        spread = spread + SPREAD_ALPHA * (dev - spread)
         step = RATE * np.maximum(np.nan_to_num(spread), 0.05)
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
-        q = np.where(first[:, None], e[:, None], np.where(rows[:, None], moved, q))
-        self.q[:, h, :] = q
-        self.spread[:] = spread
-        m2, m3 = self.m2[:, h], self.m3[:, h]
-        self.m2[:, h] = np.where(first, e * e, np.where(rows, m2 + MOMENT_ALPHA * (e * e - m2), m2))
-        self.m3[:, h] = np.where(first, e**3, np.where(rows, m3 + MOMENT_ALPHA * (e**3 - m3), m3))
-        self.errors[:, h] += rows & (self.errors[:, h] < MIN_ERRORS)
+        self.q[at, h, :] = np.where(first[:, None], e[:, None], moved)
+        self.spread[at] = spread
+        m2, m3 = self.m2[at, h], self.m3[at, h]
+        self.m2[at, h] = np.where(first, e * e, m2 + MOMENT_ALPHA * (e * e - m2))
+        self.m3[at, h] = np.where(first, e**3, m3 + MOMENT_ALPHA * (e**3 - m3))
+        self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros
         for the steps ``closed`` says the shop will not trade."""
+        if not ready.any():  # a model with nothing to say yet, such as an LSTM not trained
+            return np.full((*means.shape, 4), np.nan)
         known = self.errors >= MIN_ERRORS
         spread = Z90 * np.sqrt(np.maximum(means, 1.0))
         poisson = np.stack([-spread, np.zeros_like(means), spread], axis=-1)
         offsets = np.where(known[..., None], self.q, poisson)
-        bands = np.sort(np.maximum(means[..., None] + offsets, 0.0), axis=-1)
-        out = np.concatenate([means[..., None], bands], axis=-1)
+        a, b, c = np.moveaxis(np.maximum(means[..., None] + offsets, 0.0), -1, 0)
+        # sorted by a min/max network: np.sort along an axis of three was a tenth of a close
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        mid = np.maximum(lo, np.minimum(hi, c))
+        out = np.stack([means, np.minimum(lo, c), mid, np.maximum(hi, c)], axis=-1)
         out[:, closed, :] = 0.0
         out[~ready] = np.nan
         return out

@@ -29,7 +29,7 @@ from models.snapshot import pack
 from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, transitions
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
-from streamer.features import PartitionClose
+from streamer.features import PartitionClose, packed_rows
 from streamer.publish import Output, alert_message, forecast_values, output, stored_forecasts
 from streamer.trading_calendar import TradingCalendar
 
@@ -134,7 +134,7 @@ def publish(
     """The close's messages, the forecast id each publishing row cites, and its forecast as
     ``[series, stored forecast, ...]`` for the partition's latest-forecast hash."""
     rows = decision.rows
-    series = [bank.series[i] for i in rows]
+    series = publishing(bank, decision)
     chosen = fc.chosen[rows]
     names = np.array(bank.names, object)[chosen].tolist()
     versions = np.array([bank.version(m) for m in range(len(bank.names))], object)[chosen]
@@ -149,11 +149,11 @@ def publish(
     for model, n in bank_wins(bank, decision).items():
         evaluation.add_wins(model, n)
     if len(rows):
-        skus, codes = _skus(bank.series)
+        skus, codes = bank.groups()
         outs += _rollups(s, bucket, skus, codes, rows, fc.published[rows])
     if settled is not None:
         evaluation.add_settled(settled)
-        skus, codes = _skus(settled.series)
+        skus, codes = bank.groups() if settled.series is bank.series else _skus(settled.series)
         settle(settled, codes, len(skus), evaluation)
     for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared)):
         for j in changing:
@@ -163,6 +163,11 @@ def publish(
             )  # fmt: skip
             outs.append(output(s.topics["alerts"], series[j], msg))
     return outs, fids, latest
+
+
+def publishing(bank: Bank, decision: Decision) -> list[str]:
+    """The names of the series that publish."""
+    return [bank.series[i] for i in decision.rows.tolist()]
 
 
 def bank_wins(bank: Bank, decision: Decision) -> dict[str, int]:
@@ -201,23 +206,22 @@ def _rollups(
 
 def state_fields(
     bank: Bank, decision: Decision, fids: list[str]
-) -> tuple[list[str], list[str], list[tuple[str, str, int, float]]]:
+) -> tuple[list[str | bytes], list[str | bytes], list[tuple[str, str, int, float]]]:
     """What the close stores (docs/redis-layout.md): each publishing series' reorder point
     and the forecast it came from, and every series' rolling features, as ``[series, packed
     value, ...]`` for the partition's hashes; and the series whose alert changed."""
+    names = publishing(bank, decision)
     r = decision.rops
-    columns = (
-        r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days,
-    )  # fmt: skip
-    names = [bank.series[i] for i in decision.rows.tolist()]
-    rop: list[str] = []
-    points = zip(*(c.tolist() for c in columns), strict=True)
-    for name, values, fid in zip(names, points, fids, strict=True):
-        rop += [name, "%r|%r|%r|%r|%r|" % values + fid]  # noqa: UP031 (one C call a series)
-    rolling: list[str] = []
-    features = zip(*(v.tolist() for v in bank.recent.rolling().values()), strict=True)
-    for name, row in zip(bank.series, features, strict=True):
-        rolling += [name, "%r|%r|%r" % row]  # noqa: UP031
+    columns = np.stack(
+        [r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days], axis=1
+    )
+    rop: list[str | bytes] = []
+    for name, values, fid in zip(names, packed_rows(columns), fids, strict=True):
+        rop += [name, values + b"|" + fid.encode()]
+    rolling: list[str | bytes] = []
+    features = np.stack(list(bank.recent.rolling().values()), axis=1)
+    for name, row in zip(bank.series, packed_rows(features), strict=True):
+        rolling += [name, row]
     alerts = [
         (names[j], status, int(decision.seq[j]), decision.stock_ts)
         for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared))
@@ -234,8 +238,8 @@ class Computed:
     decision: Decision
     evaluation: Prequential
     outs: list[Output]
-    rop: list[str]
-    rolling: list[str]
+    rop: list[str | bytes]
+    rolling: list[str | bytes]
     alerts: list[tuple[str, str, int, float]]
     latest: list[bytes]
     snapshot: bytes | None

@@ -260,10 +260,11 @@ return {statuses, onhand, states, folds}
 # features, its latest forecasts.
 # ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
 # snapshot ttl, how many chunks of the partition's model snapshot follow the rest (0: none),
-# the clock pairs as a JSON object, the evaluation sums as a JSON object, the reorder points
-# and the rolling features as JSON arrays [series, packed value, series, ...], the alert
-# changes as a JSON array of [series, status, seq, ts], then the snapshot's chunks, then the
-# forecasts published as series, message, series, message... (raw: no JSON escaping). What
+# the clock pairs as a JSON object, the evaluation sums as a JSON object, how many values of
+# reorder points and of rolling features follow the chunks, the alert changes as a JSON
+# array of [series, status, seq, ts]; then the snapshot's chunks, then the reorder points,
+# the rolling features and the latest forecasts, each as series, value, series, value...
+# (raw arguments: nothing to escape or decode). What
 # every series writes goes to two partition hashes in a few commands: a command per series
 # cost a close 10 us a series in Lua. One script, so a close is atomic like a MULTI, with one
 # reply to parse instead of one per command.
@@ -276,11 +277,6 @@ if chunks > 0 then
   redis.call('EXPIRE', KEYS[7], ttl)
 end
 -- one command per few thousand series, not one per series: Lua's stack bounds unpack()
-local function hset_flat(key, flat)
-  for i = 1, #flat, 4000 do
-    redis.call('HSET', key, unpack(flat, i, math.min(i + 3999, #flat)))
-  end
-end
 local function hdel_all(keys, names)
   for i = 1, #names, 4000 do
     local chunk = {unpack(names, i, math.min(i + 3999, #names))}
@@ -296,12 +292,17 @@ end
 for k, v in pairs(cjson.decode(ARGV[9])) do
   redis.call('HINCRBYFLOAT', KEYS[6], k, string.format('%.17g', v))
 end
-for i = 13 + chunks, #ARGV, 4000 do
-  redis.call('HSET', KEYS[12], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+-- ARGV[first .. first + count - 1] into the hash, a few thousand values a command
+local function hset_args(key, first, count)
+  local last = first + count - 1
+  for i = first, last, 4000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 3999, last)))
+  end
+  return last + 1
 end
-local rop, rolling = cjson.decode(ARGV[10]), cjson.decode(ARGV[11])
-if #rop > 0 then hset_flat(KEYS[10], rop) end
-if #rolling > 0 then hset_flat(KEYS[11], rolling) end
+local at = hset_args(KEYS[10], 13 + chunks, tonumber(ARGV[10]))
+at = hset_args(KEYS[11], at, tonumber(ARGV[11]))
+hset_args(KEYS[12], at, #ARGV - at + 1)
 for _, a in ipairs(cjson.decode(ARGV[12])) do
   redis.call('HSET', 'shelfcast:{' .. a[1] .. '}:state', 'alert', a[2], 'alert_seq', a[3],
     'alert_ts', string.format('%.17g', a[4]))
@@ -359,6 +360,23 @@ STATE_FIELDS = ("alert", "alert_seq", "stock_known")
 ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
 # `shelfcast:part:{p}:rolling` values, `|`-separated
 ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
+
+
+def packed_rows(columns: np.ndarray) -> list[bytes]:
+    """Each row of ``columns [n, k]`` as its numbers joined by ``|`` (NaN as ``nan``), the
+    values of the partition's reorder-point and rolling hashes: orjson writes all of them in
+    one call, where formatting them one series at a time cost a close about 2 us a series.
+
+    >>> packed_rows(np.array([[1.5, 2.0], [np.nan, 0.25]]))
+    [b'1.5|2.0', b'nan|0.25']
+    """
+    if not len(columns):
+        return []
+    flat = orjson.dumps(
+        np.ascontiguousarray(columns, np.float64), option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    rows = flat[2:-2].replace(b",", b"|").split(b"]|[")
+    return [row.replace(b"null", b"nan") for row in rows] if b"null" in flat else rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,8 +621,8 @@ class FeatureStore:
         self,
         partition: int,
         bucket: int,
-        rop: Sequence[str],
-        rolling: Sequence[str],
+        rop: Sequence[str | bytes],
+        rolling: Sequence[str | bytes],
         alerts: Sequence[tuple[str, str, int, float]],
         *,
         closed: bool,
@@ -623,14 +641,14 @@ class FeatureStore:
         history leaving the window go in the same atomic script."""
         argv: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
-            0, orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(rop),
-            orjson.dumps(rolling), orjson.dumps(alerts),
+            0, orjson.dumps(clock), orjson.dumps(evaluation), len(rop), len(rolling),
+            orjson.dumps(alerts),
         ]  # fmt: skip
         if snapshot:
             chunks = _chunks(snapshot)
             argv[6] = len(chunks)
             argv += chunks
-        argv += latest
+        argv += [*rop, *rolling, *latest]
         keys = [
             part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
             part_key(partition, "orders"), EVALUATION, part_key(partition, "model"),

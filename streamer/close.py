@@ -29,7 +29,7 @@ from models.snapshot import pack
 from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, transitions
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
-from streamer.features import PartitionClose, packed_rows
+from streamer.features import CloseFields, PartitionClose, packed_rows
 from streamer.publish import Output, alert_message, forecast_values, output, stored_forecasts
 from streamer.trading_calendar import TradingCalendar
 
@@ -130,9 +130,9 @@ def publish(
     decision: Decision,
     settled: Settled | None,
     evaluation: Prequential,
-) -> tuple[list[Output], list[str], list[bytes]]:
-    """The close's messages, the forecast id each publishing row cites, and its forecast as
-    ``[series, stored forecast, ...]`` for the partition's latest-forecast hash."""
+) -> tuple[list[Output], list[str], list[str]]:
+    """The close's messages, and the forecast id each publishing row cites and its forecast
+    as the partition's latest-forecast hash keeps it."""
     rows = decision.rows
     series = publishing(bank, decision)
     chosen = fc.chosen[rows]
@@ -145,7 +145,6 @@ def publish(
     )
     outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
     stored = stored_forecasts(bucket, names, versions, fc.published[rows])
-    latest = [part for o, value in zip(outs, stored, strict=True) for part in (o.key, value)]
     for model, n in bank_wins(bank, decision).items():
         evaluation.add_wins(model, n)
     if len(rows):
@@ -162,7 +161,7 @@ def publish(
                 decision.rops.row(j), str(fids[j]), decision.stock_ts,
             )  # fmt: skip
             outs.append(output(s.topics["alerts"], series[j], msg))
-    return outs, fids, latest
+    return outs, fids, stored
 
 
 def publishing(bank: Bank, decision: Decision) -> list[str]:
@@ -205,29 +204,24 @@ def _rollups(
 
 
 def state_fields(
-    bank: Bank, decision: Decision, fids: list[str]
-) -> tuple[list[str | bytes], list[str | bytes], list[tuple[str, str, int, float]]]:
+    bank: Bank, decision: Decision, fids: list[str], stored: list[str]
+) -> tuple[CloseFields, list[tuple[str, str, int, float]]]:
     """What the close stores (docs/redis-layout.md): each publishing series' reorder point
-    and the forecast it came from, and every series' rolling features, as ``[series, packed
-    value, ...]`` for the partition's hashes; and the series whose alert changed."""
+    and the forecast it came from, its ``stored`` forecast and every series' rolling features
+    for the partition's hashes; and the series whose alert changed."""
     names = publishing(bank, decision)
     r = decision.rops
     columns = np.stack(
         [r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days], axis=1
     )
-    rop: list[str | bytes] = []
-    for name, values, fid in zip(names, packed_rows(columns), fids, strict=True):
-        rop += [name, values + b"|" + fid.encode()]
-    rolling: list[str | bytes] = []
-    features = np.stack(list(bank.recent.rolling().values()), axis=1)
-    for name, row in zip(bank.series, packed_rows(features), strict=True):
-        rolling += [name, row]
+    rop = [f"{values}|{fid}" for values, fid in zip(packed_rows(columns), fids, strict=True)]
+    rolling = packed_rows(np.stack(list(bank.recent.rolling().values()), axis=1))
     alerts = [
         (names[j], status, int(decision.seq[j]), decision.stock_ts)
         for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared))
         for j in changing.tolist()
     ]
-    return rop, rolling, alerts
+    return CloseFields(names, rop, stored, bank.series, rolling), alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +232,8 @@ class Computed:
     decision: Decision
     evaluation: Prequential
     outs: list[Output]
-    rop: list[str | bytes]
-    rolling: list[str | bytes]
+    fields: CloseFields
     alerts: list[tuple[str, str, int, float]]
-    latest: list[bytes]
     snapshot: bytes | None
 
 
@@ -264,7 +256,7 @@ def compute(
     decision = decide(s, fc, data, stock_ts)
     evaluation = Prequential()
     with allocating():
-        outs, fids, latest = publish(s, bank, close.bucket, fc, decision, settled, evaluation)
-        rop, rolling, alerts = state_fields(bank, decision, fids)
+        outs, fids, stored = publish(s, bank, close.bucket, fc, decision, settled, evaluation)
+        fields, alerts = state_fields(bank, decision, fids, stored)
     blob = pack(bank.state(), bank.series) if snapshot else None
-    return Computed(settled, decision, evaluation, outs, rop, rolling, alerts, latest, blob)
+    return Computed(settled, decision, evaluation, outs, fields, alerts, blob)

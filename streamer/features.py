@@ -260,11 +260,10 @@ return {statuses, onhand, states, folds}
 # features, its latest forecasts.
 # ARGV: bucket to trim, first active bucket, learned count, closed bucket, its closed flag,
 # snapshot ttl, how many chunks of the partition's model snapshot follow the rest (0: none),
-# the clock pairs as a JSON object, the evaluation sums as a JSON object, how many values of
-# reorder points and of rolling features follow the chunks, the alert changes as a JSON
-# array of [series, status, seq, ts]; then the snapshot's chunks, then the reorder points,
-# the rolling features and the latest forecasts, each as series, value, series, value...
-# (raw arguments: nothing to escape or decode). What
+# the clock pairs as a JSON object, the evaluation sums as a JSON object, the alert changes
+# as a JSON array of [series, status, seq, ts], then for the reorder points, the rolling
+# features and the latest forecasts in turn a JSON array of series and one of their values;
+# then the snapshot's chunks. What
 # every series writes goes to two partition hashes in a few commands: a command per series
 # cost a close 10 us a series in Lua. One script, so a close is atomic like a MULTI, with one
 # reply to parse instead of one per command.
@@ -273,7 +272,7 @@ local trim, bucket, ttl = ARGV[1], ARGV[4], tonumber(ARGV[6])
 local chunks = tonumber(ARGV[7])
 if chunks > 0 then
   redis.call('DEL', KEYS[7])
-  redis.call('RPUSH', KEYS[7], unpack(ARGV, 13, 12 + chunks))
+  redis.call('RPUSH', KEYS[7], unpack(ARGV, 17, 16 + chunks))
   redis.call('EXPIRE', KEYS[7], ttl)
 end
 -- one command per few thousand series, not one per series: Lua's stack bounds unpack()
@@ -292,18 +291,19 @@ end
 for k, v in pairs(cjson.decode(ARGV[9])) do
   redis.call('HINCRBYFLOAT', KEYS[6], k, string.format('%.17g', v))
 end
--- ARGV[first .. first + count - 1] into the hash, a few thousand values a command
-local function hset_args(key, first, count)
-  local last = first + count - 1
-  for i = first, last, 4000 do
-    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 3999, last)))
+-- series and values as two JSON arrays into the hash, a few thousand pairs a command
+local function hset_pairs(key, names, values)
+  names, values = cjson.decode(names), cjson.decode(values)
+  local flat = {}
+  for i, s in ipairs(names) do flat[2 * i - 1] = s; flat[2 * i] = values[i] end
+  for i = 1, #flat, 4000 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 3999, #flat)))
   end
-  return last + 1
 end
-local at = hset_args(KEYS[10], 13 + chunks, tonumber(ARGV[10]))
-at = hset_args(KEYS[11], at, tonumber(ARGV[11]))
-hset_args(KEYS[12], at, #ARGV - at + 1)
-for _, a in ipairs(cjson.decode(ARGV[12])) do
+hset_pairs(KEYS[10], ARGV[11], ARGV[12])
+hset_pairs(KEYS[11], ARGV[13], ARGV[14])
+hset_pairs(KEYS[12], ARGV[15], ARGV[16])
+for _, a in ipairs(cjson.decode(ARGV[10])) do
   redis.call('HSET', 'shelfcast:{' .. a[1] .. '}:state', 'alert', a[2], 'alert_seq', a[3],
     'alert_ts', string.format('%.17g', a[4]))
 end
@@ -362,21 +362,33 @@ ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_
 ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
 
 
-def packed_rows(columns: np.ndarray) -> list[bytes]:
+def packed_rows(columns: np.ndarray) -> list[str]:
     """Each row of ``columns [n, k]`` as its numbers joined by ``|`` (NaN as ``nan``), the
-    values of the partition's reorder-point and rolling hashes: orjson writes all of them in
-    one call, where formatting them one series at a time cost a close about 2 us a series.
+    values of the partition's per-series hashes: orjson writes all of them in one call,
+    where formatting them one series at a time cost a close about 2 us a series.
 
     >>> packed_rows(np.array([[1.5, 2.0], [np.nan, 0.25]]))
-    [b'1.5|2.0', b'nan|0.25']
+    ['1.5|2.0', 'nan|0.25']
     """
     if not len(columns):
         return []
-    flat = orjson.dumps(
-        np.ascontiguousarray(columns, np.float64), option=orjson.OPT_SERIALIZE_NUMPY
-    )
-    rows = flat[2:-2].replace(b",", b"|").split(b"]|[")
-    return [row.replace(b"null", b"nan") for row in rows] if b"null" in flat else rows
+    flat = np.ascontiguousarray(columns, np.float64).reshape(len(columns), -1)
+    text = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    rows = text[2:-2].replace(",", "|").split("]|[")
+    return [row.replace("null", "nan") for row in rows] if "null" in text else rows
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFields:
+    """What a close writes to its partition's per-series hashes: for the ``published``
+    series their reorder points (ROP_FIELDS) and latest forecasts (``stored_forecasts``), for
+    every ``series`` its rolling features (ROLLING_FIELDS)."""
+
+    published: list[str]
+    rop: list[str]
+    forecast: list[str]
+    series: list[str]
+    rolling: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,8 +633,7 @@ class FeatureStore:
         self,
         partition: int,
         bucket: int,
-        rop: Sequence[str | bytes],
-        rolling: Sequence[str | bytes],
+        fields: CloseFields,
         alerts: Sequence[tuple[str, str, int, float]],
         *,
         closed: bool,
@@ -632,23 +643,21 @@ class FeatureStore:
         clock: dict[str, object],
         evaluation: dict[str, float],
         snapshot: bytes | None,
-        latest: Sequence[bytes] = (),
     ) -> None:
-        """Record a close: ``rop`` and ``rolling`` are ``[series, packed value, ...]`` for the
-        partition's hashes (ROP_FIELDS, ROLLING_FIELDS), ``alerts`` the series whose alert
-        changed (series, status, seq, ts), ``latest`` the forecasts published as ``[series,
-        message, ...]``; the clock, the evaluation sums, the snapshot and the trim of the
-        history leaving the window go in the same atomic script."""
+        """Record a close: ``fields`` for the partition's per-series hashes, ``alerts`` the
+        series whose alert changed (series, status, seq, ts); the clock, the evaluation
+        sums, the snapshot and the trim of the history leaving the window go in the same
+        atomic script."""
         argv: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
-            0, orjson.dumps(clock), orjson.dumps(evaluation), len(rop), len(rolling),
-            orjson.dumps(alerts),
+            0, orjson.dumps(clock), orjson.dumps(evaluation), orjson.dumps(alerts),
+            *map(orjson.dumps, (fields.published, fields.rop, fields.series, fields.rolling)),
+            *map(orjson.dumps, (fields.published, fields.forecast)),
         ]  # fmt: skip
         if snapshot:
             chunks = _chunks(snapshot)
             argv[6] = len(chunks)
             argv += chunks
-        argv += [*rop, *rolling, *latest]
         keys = [
             part_series_key(partition), CLOCK, STATS, part_key(partition, "closed"),
             part_key(partition, "orders"), EVALUATION, part_key(partition, "model"),

@@ -484,8 +484,7 @@ class Pipeline:
         await self.store.write_close(
             p,
             b,
-            done.rop,
-            done.rolling,
+            done.fields,
             done.alerts,
             closed=closed[b],
             learned=len(data.series),  # written with the clock: a retried close counts once
@@ -494,7 +493,6 @@ class Pipeline:
             clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
             evaluation=dict(done.evaluation.sums),
             snapshot=done.snapshot,
-            latest=done.latest,
         )
         if snapshot:
             self._snapshot_at[p], self._snapshot_bucket[p] = now, b

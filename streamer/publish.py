@@ -17,6 +17,7 @@ import orjson
 from streamer.alerts import ReorderPoint, days_of_cover, severity
 from streamer.clock import bucket_label, bucket_start, iso
 from streamer.contracts import SCHEMA_VERSION
+from streamer.features import packed_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,26 +105,20 @@ def forecast_values(
 
 def stored_forecasts(
     bucket: int, models: Sequence[str], versions: Sequence[str], steps: np.ndarray
-) -> list[bytes]:
-    """The forecasts of a close as Redis keeps them (``shelfcast:part:{p}:forecast``): a JSON
-    line ``[bucket, model, version]`` then the ``[horizon, 4]`` steps as little-endian
-    float64, about a third of the message's size; ``stored_message`` rebuilds the message."""
-    heads = {
-        (m, v): orjson.dumps([bucket, m, v]) + b"\n"
-        for m, v in set(zip(models, versions, strict=True))
-    }
-    rows = np.ascontiguousarray(steps, "<f8").reshape(
-        len(steps), steps[0].size if len(steps) else 0
-    )
-    return [heads[(m, v)] + row.tobytes() for m, v, row in zip(models, versions, rows, strict=True)]
+) -> list[str]:
+    """The forecasts of a close as Redis keeps them (``shelfcast:part:{p}:forecast``):
+    ``bucket|model|version|`` then the ``[horizon, 4]`` steps' numbers joined by ``|``,
+    about a quarter of the message; ``stored_message`` rebuilds the message exactly."""
+    heads = {(m, v): f"{bucket}|{m}|{v}|" for m, v in set(zip(models, versions, strict=True))}
+    rows = packed_rows(steps)
+    return [heads[(m, v)] + row for m, v, row in zip(models, versions, rows, strict=True)]
 
 
-def stored_message(series: str, stored: bytes, size: int) -> bytes:
+def stored_message(series: str, stored: str, size: int) -> bytes:
     """The message ``forecast_values`` published for ``series``, from ``stored_forecasts``."""
-    head, _, raw = stored.partition(b"\n")
-    bucket, model, version = orjson.loads(head)
-    steps = np.frombuffer(raw, "<f8").reshape(1, -1, 4)
-    return forecast_values([series], bucket, size, [model], [version], steps)[1][0]
+    bucket, model, version, numbers = stored.split("|", 3)
+    steps = np.array(numbers.split("|"), np.float64).reshape(1, -1, 4)
+    return forecast_values([series], int(bucket), size, [model], [version], steps)[1][0]
 
 
 def forecast_message(

@@ -105,14 +105,12 @@ def _entry(
         }
         if fields["alert"]
         else None,
-        "forecast": None
-        if forecast is None
-        else orjson.loads(stored_message(name, forecast, size)),
+        "forecast": None if forecast is None else _message(name, forecast, size),
     }
 
 
-def _message(name: str, stored: bytes, size: int) -> dict[str, Any]:
-    message: dict[str, Any] = orjson.loads(stored_message(name, stored, size))
+def _message(name: str, stored: object, size: int) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(stored_message(name, _text(stored), size))
     return message
 
 

@@ -13,6 +13,7 @@ from streamer.features import (
     DUPLICATE,
     STALE,
     ApplyResult,
+    CloseFields,
     FeatureStore,
     Fold,
     StockEffect,
@@ -235,7 +236,8 @@ def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
         await store.write_partition_snapshot(3, blob)
         revoked = await store.read_partition_snapshot(3)
         await store.write_close(
-            3, 10, ["A1@UK", "1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"], [], [], closed=False,
+            3, 10, CloseFields(["A1@UK"], ["1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"], ["9|tsb|2|1"],
+            ["A1@UK"], ["1.0|2.0|nan"]), [], closed=False,
             learned=1, trim_before=-100,
             inactive_before=0, clock={"3:closed": 10}, evaluation={}, snapshot=blob[::-1],
         )  # fmt: skip
@@ -249,3 +251,5 @@ def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
     assert b"".join(revoked) == blob and b"".join(closed) == blob[::-1]
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     assert r.hget("shelfcast:part:3:rop", "A1@UK") == "1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"
+    assert r.hget("shelfcast:part:3:forecast", "A1@UK") == "9|tsb|2|1"
+    assert r.hget("shelfcast:part:3:rolling", "A1@UK") == "1.0|2.0|nan"

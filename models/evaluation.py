@@ -59,11 +59,12 @@ def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
 class _Totals:
     """Running sums of one model's errors."""
 
-    __slots__ = ("abs", "common_abs", "common_ref", "covered", "n", "pinball", "sq")
+    __slots__ = ("above", "abs", "below", "common_abs", "common_ref", "covered", "n", "pinball",
+                 "sq")  # fmt: skip
 
     def __init__(self) -> None:
         self.n = 0
-        self.abs = self.sq = self.pinball = self.covered = 0.0
+        self.abs = self.sq = self.pinball = self.covered = self.below = self.above = 0.0
         self.common_abs = self.common_ref = 0.0
 
 
@@ -127,6 +128,8 @@ def score(
                 t.sq += err * err
                 t.pinball += _pinball(y, p10, p50, p90) / 3
                 t.covered += p10 <= y <= p90
+                t.below += y < p10
+                t.above += y > p90
                 acc[0] += abs(y - p50)
                 acc[1] += 1
                 ref = seasonal_naive(series, bucket, target)
@@ -163,6 +166,8 @@ def score(
             ),
             "pinball": t.pinball / t.n,
             "coverage_p10_p90": t.covered / t.n,
+            "below_p10": t.below / t.n,
+            "above_p90": t.above / t.n,
         }
     return out
 
@@ -198,8 +203,8 @@ class Prequential:
     (2.0, 1.0, 0.5, 1.0)
     """
 
-    FIELDS = ("n", "abs", "abs_mean", "sq", "pinball", "covered", "scaled", "scaled_n",
-              "ref", "ref_abs")  # fmt: skip
+    FIELDS = ("n", "abs", "abs_mean", "sq", "pinball", "covered", "below", "above", "scaled",
+              "scaled_n", "ref", "ref_abs")  # fmt: skip
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
@@ -233,6 +238,8 @@ class Prequential:
         sums[key + "sq"] += float(((y - mean) ** 2).sum())
         sums[key + "pinball"] += float(_pinball(y, p10, p50, p90).sum())
         sums[key + "covered"] += float(((p10 <= y) & (y <= p90)).sum())
+        sums[key + "below"] += float((y < p10).sum())
+        sums[key + "above"] += float((y > p90).sum())
         if scale is not None:
             known = np.nan_to_num(scale) > 0
             if known.any():
@@ -300,4 +307,8 @@ def _metrics(t: Mapping[str, float]) -> dict[str, float]:
         "rel_mae_vs_seasonal_naive": ratio("ref_abs", "ref"),
         "pinball": t["pinball"] / n / 3,
         "coverage_p10_p90": t["covered"] / n,
+        # each tail alone: calibrated quantiles of a count have at most 10% below p10 and
+        # at most 10% above p90, and on intermittent demand far fewer below (p10 is 0)
+        "below_p10": t.get("below", 0.0) / n,
+        "above_p90": t.get("above", 0.0) / n,
     }

@@ -287,6 +287,8 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
                 "rmse": m["rmse"],
                 "pinball": m["pinball"],
                 "coverage_p10_p90": m["coverage_p10_p90"],
+                "below_p10": m.get("below_p10"),
+                "above_p90": m.get("above_p90"),
                 "wins": m.get("wins", 0),
             }
         )
@@ -295,7 +297,7 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
 
 def markdown(title: str, rows: list[dict[str, object]]) -> str:
     cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse", "pinball",
-            "coverage_p10_p90", "wins"]  # fmt: skip
+            "coverage_p10_p90", "below_p10", "above_p90", "wins"]  # fmt: skip
     out = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []

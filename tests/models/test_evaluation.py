@@ -1,6 +1,7 @@
+import numpy as np
 import pytest
 
-from models.evaluation import parse_forecast_id, score
+from models.evaluation import Prequential, parse_forecast_id, score
 
 
 def fc(series: str, bucket: int, model: str, means: list[float]) -> dict:
@@ -47,3 +48,19 @@ def test_closed_buckets_are_never_scored() -> None:
     rows = [fc("s@x", 7, "m", [5, 0, 5]), fc("s@x", 12, "m", [1])]
     out = score(rows, truth, closed={9})
     assert out["m"]["points"] == 2 and out["m"]["mae"] == 0
+
+
+def test_each_tail_of_the_band_is_counted_on_its_own() -> None:
+    steps = np.array([[2.0, 1.0, 2.0, 3.0]] * 4)
+    y = np.array([0.0, 1.0, 3.0, 5.0])  # below p10, on p10, on p90, above p90
+    ev = Prequential()
+    ev.add("m", 1, y, steps)
+    m = ev.summary()["m"]
+    assert (m["below_p10"], m["above_p90"], m["coverage_p10_p90"]) == (0.25, 0.25, 0.5)
+    forecasts = [
+        {"forecast_id": f"a@x|{b}|m@1", "horizon": [{"mean": 2.0, "p10": 1.0, "p50": 2.0,
+                                                    "p90": 3.0}]}
+        for b in range(5)
+    ]  # fmt: skip
+    scored = score(forecasts, {("a@x", b + 1): v for b, v in enumerate(y)}, season=1)["m"]
+    assert (scored["below_p10"], scored["above_p90"]) == (0.25, 0.25)

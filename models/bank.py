@@ -30,7 +30,7 @@ from models.base import Close, Forecaster, State
 from models.baselines import MovingAverage, SeasonalNaive
 from models.injected import Injected
 from models.intermittent import TSB
-from models.quantiles import MEAN, Bands, Points, Published
+from models.quantiles import MEAN, Bands, Calibration, Points, Published
 from models.recent import Recent
 from models.regression import OnlineRegression
 from models.selection import NONE, pooled_penalty, select
@@ -83,6 +83,7 @@ class Bank:
         self.recent = Recent(season)
         self.bands = [Bands(horizon) for _ in models]
         self.published = Published(horizon)
+        self.calibration = Calibration()
         # the steps each issuing close expected closed, by slot: one flag for all rows
         self.closed_ahead = np.zeros((horizon, horizon), bool)
         self.series: list[str] = []
@@ -103,7 +104,7 @@ class Bank:
         return cls(models, SEASONAL_NAIVE, horizon, season)
 
     def _parts(self) -> list[Forecaster | Recent | Bands | Published]:
-        return [self.recent, *self.models, *self.bands, self.published]
+        return [self.recent, *self.models, *self.bands, self.published, self.calibration]
 
     def align(self, series: Sequence[str]) -> None:
         """Make the rows ``series``, in that order: known series keep their state, new ones
@@ -141,6 +142,7 @@ class Bank:
             points[name] = bands.settle(close.bucket, close.open, self.closed_ahead)
             bands.learn(points[name], close.y)
         points[PUBLISHED] = self.published.settle(close.bucket, list(points.values()))
+        self.calibration.learn(points[PUBLISHED], close.y)
         for model in self.models:
             model.learn(close, self.recent)
         self.recent.update(close.bucket, close.open, close.y, close.price)
@@ -158,7 +160,7 @@ class Bank:
         ready = np.zeros((len(self.models), close.n), bool)
         for i, (model, bands) in enumerate(zip(self.models, self.bands, strict=True)):
             means, ready[i] = model.forecast(close, self.recent)
-            steps.append(bands.steps(means, ready[i], close.ahead_closed))
+            steps.append(bands.steps(means, ready[i], close.ahead_closed, self.calibration.widen))
             bands.issue(close.bucket, steps[i])
         mae = np.stack([b.recent_mae() for b in self.bands])
         mse = np.stack([b.m2.mean(axis=1) for b in self.bands])
@@ -175,13 +177,20 @@ class Bank:
     def version(self, index: int) -> str:
         return self.models[index].version
 
+    def _shared(self) -> list[tuple[str, Recent | Published | Calibration]]:
+        """The parts every model shares, by their prefix in ``state()``."""
+        return [
+            ("recent", self.recent), ("published", self.published),
+            ("calibration", self.calibration),
+        ]  # fmt: skip
+
     def state(self) -> State:
         """Every array of the bank, by a dotted name (models.snapshot writes them)."""
         out: State = {
             "through": np.array(-1 if self.through is None else self.through),
             "closed_ahead": self.closed_ahead,
         }
-        for prefix, part in (("recent", self.recent), ("published", self.published)):
+        for prefix, part in self._shared():
             out.update({f"{prefix}.{k}": v for k, v in part.state().items()})
         for name, model, bands in zip(self.names, self.models, self.bands, strict=True):
             out.update({f"model.{name}.{k}": v for k, v in model.state().items()})
@@ -201,8 +210,8 @@ class Bank:
         def sub(prefix: str) -> State:
             return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
-        for prefix, part in (("recent.", self.recent), ("published.", self.published)):
-            part.load(sub(prefix))
+        for prefix, part in self._shared():
+            part.load(sub(f"{prefix}."))
         for name, model, bands in zip(self.names, self.models, self.bands, strict=True):
             saved = sub(f"bands.{name}.")
             if saved:

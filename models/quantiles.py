@@ -36,6 +36,8 @@ SPREAD_ALPHA = 0.05  # weight of each error in that smoothed absolute error
 MOMENT_ALPHA = 1 / 56  # weight of each error in the smoothed moments (about 8 weeks)
 SELECTION_ALPHA = 0.005  # weight of each scored point in the recent p50 error
 Z90 = 1.2815515655446004
+CALIBRATION_RATE = 0.05  # log-change of a band half's width per scored point, times (miss - 0.1)
+WIDEN_RANGE = (0.25, 4.0)
 MEAN, P10, P50, P90 = range(4)  # the last axis of every steps array
 
 
@@ -126,6 +128,29 @@ class Published(Columns):
         return out
 
 
+class Calibration(Columns):
+    """How much to widen each half of every model's band, per series: adaptive conformal
+    inference (Gibbs and Candes 2021) on the band's width, from the published forecast's
+    misses as issued. A half whose tail is missed more often than 10% widens, one missed less
+    often narrows. The running quantiles alone lag a series whose errors change, and the
+    choice of the model with the smallest recent error favours bands that were narrow by luck:
+    on the 500 largest series the published band covered 73% instead of 80%."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.column("widen", 1.0, (2,), np.float32)  # below and above the p50
+
+    def learn(self, points: list[Points], y: np.ndarray) -> None:
+        for p in points:
+            if p.closed:
+                continue
+            rows = p.valid
+            issued = p.steps[rows]
+            missed = np.stack([y[rows] < issued[:, P10], y[rows] > issued[:, P90]], axis=1)
+            factor = np.exp(CALIBRATION_RATE * (missed - LEVELS[0]))
+            self.widen[rows] = np.clip(self.widen[rows] * factor, *WIDEN_RANGE)
+
+
 class Bands(Issued):
     """One model's issued forecasts, running error quantiles and moments per horizon."""
 
@@ -178,15 +203,29 @@ class Bands(Issued):
         self.m3[at, h] = np.where(first, e**3, m3 + MOMENT_ALPHA * (e**3 - m3))
         self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
 
-    def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
-        """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros
-        for the steps ``closed`` says the shop will not trade."""
+    def steps(
+        self,
+        means: np.ndarray,
+        ready: np.ndarray,
+        closed: np.ndarray,
+        widen: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere), each half
+        of the band times ``widen [n, 2]`` when given (``Calibration``); zeros for the steps
+        ``closed`` says the shop will not trade."""
         if not ready.any():  # a model with nothing to say yet, such as an LSTM not trained
             return np.full((*means.shape, 4), np.nan)
         known = self.errors >= MIN_ERRORS
         spread = Z90 * np.sqrt(np.maximum(means, 1.0))
         poisson = np.stack([-spread, np.zeros_like(means), spread], axis=-1)
         offsets = np.where(known[..., None], self.q, poisson)
+        if widen is not None:
+            middle = offsets[..., 1:2]
+            halves = widen[:, None, :].astype(np.float64)
+            offsets = np.concatenate(
+                [middle + (offsets[..., :1] - middle) * halves[..., :1], middle,
+                 middle + (offsets[..., 2:] - middle) * halves[..., 1:]], axis=-1,
+            )  # fmt: skip
         a, b, c = np.moveaxis(np.maximum(means[..., None] + offsets, 0.0), -1, 0)
         # sorted by a min/max network: np.sort along an axis of three was a tenth of a close
         lo, hi = np.minimum(a, b), np.maximum(a, b)

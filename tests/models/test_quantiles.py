@@ -3,7 +3,17 @@
 import numpy as np
 import pytest
 
-from models.quantiles import MEAN, MIN_ERRORS, P10, P50, P90, Bands
+from models.quantiles import (
+    MEAN,
+    MIN_ERRORS,
+    P10,
+    P50,
+    P90,
+    WIDEN_RANGE,
+    Bands,
+    Calibration,
+    Points,
+)
 
 OPEN = np.zeros(1, bool)
 
@@ -82,3 +92,45 @@ def test_recent_error_is_known_after_min_errors_points() -> None:
         forecast(bands, t, 3.0)
         bands.learn(bands.settle(t + 1, True, closed), np.array([5.0]))
     assert bands.recent_mae()[0] == pytest.approx(2.0)
+
+
+def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed() -> None:
+    calibration = Calibration()
+    calibration.take(np.full(2, -1))
+    steps = np.array([[5.0, 4.0, 5.0, 6.0]] * 2)
+    y = np.array([9.0, 5.0])  # above p90 for row 0, inside for row 1
+    for _ in range(200):
+        calibration.learn([Points(1, np.ones(2, bool), steps, False)], y)
+    (below0, above0), (below1, above1) = calibration.widen.tolist()
+    assert above0 == WIDEN_RANGE[1] and below0 == below1 == above1 < 1.0
+    assert below1 >= WIDEN_RANGE[0]
+    widened = Bands(horizon=1)
+    widened.take(np.full(2, -1))
+    out = widened.steps(np.full((2, 1), 10.0), np.ones(2, bool), OPEN, calibration.widen)
+    plain = widened.steps(np.full((2, 1), 10.0), np.ones(2, bool), OPEN)
+    assert out[0, 0, P90] - out[0, 0, P50] == pytest.approx(4 * (plain[0, 0, P90] - 10.0))
+    assert out[:, 0, P50].tolist() == plain[:, 0, P50].tolist()  # the p50 never moves
+
+
+def test_calibration_restores_coverage_after_the_errors_grow() -> None:
+    rng = np.random.default_rng(3)
+    rows, covered = 300, {}
+    for calibrate in (False, True):
+        bands, calibration = Bands(horizon=1), Calibration()
+        bands.take(np.full(rows, -1))
+        calibration.take(np.full(rows, -1))
+        hits = total = 0
+        for t in range(300):
+            widen = calibration.widen if calibrate else None
+            steps = bands.steps(np.full((rows, 1), 100.0), np.ones(rows, bool), OPEN, widen)
+            bands.issue(t, steps)
+            y = 100 + rng.normal(0, 10 if t < 200 else 30, rows)
+            if t >= 200:
+                total += rows
+                hits += int(np.sum((steps[:, 0, P10] <= y) & (y <= steps[:, 0, P90])))
+            points = bands.settle(t + 1, True, np.zeros((1, 1), bool))
+            bands.learn(points, y)
+            calibration.learn(points, y)
+        covered[calibrate] = hits / total
+    assert covered[True] > covered[False] + 0.02
+    assert covered[True] >= 0.74

@@ -56,6 +56,7 @@ from streamer.lstm_serving import LSTMServing
 from streamer.publish import Output, alert_message, dlq_message, output
 
 log = logging.getLogger(__name__)
+CONCURRENT_CLOSES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +96,14 @@ class Pipeline:
         self.lstm = LSTMServing(Registry(settings.models_path()), self.calendar)
         self.evaluation = Prequential()  # this process's share, for the gauges
         self._settled: dict[int, Settled] = {}  # each partition's latest learn
-        # held by a close and by a revoke's snapshot: the close runs its arrays in a thread,
-        # and a snapshot of a bank half-way through a learn would be learned twice
-        self._closing = asyncio.Lock()
+        # per partition, held by a close and by a revoke's snapshot: the close runs its
+        # arrays in a thread, and a snapshot of a bank half-way through a learn would be
+        # learned twice
+        self._closing: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Partitions close concurrently, this many at a time: while one computes in a
+        # thread, another's Redis scripts run in the Redis process; more would only add
+        # memory (measured in docs/benchmark.md).
+        self._close_slots = asyncio.Semaphore(CONCURRENT_CLOSES)
         self._snapshot_at: dict[int, float] = {}
         self._snapshot_bucket: dict[int, int] = {}
         self.active: dict[int, int] = {}  # partition -> series closed at its latest close
@@ -165,27 +171,38 @@ class Pipeline:
         if dead:
             await self.sink(dead)
             result.dlq += len(dead)
-        newest = -math.inf
-        uncut: list[Segment] = []
-        for p, items in by_partition.items():
-            segment: list[tuple[Record, Event]] = []
-            for rec, ev in items:
-                segment.append((rec, ev))
-                if not isinstance(ev, OrderEvent):
-                    continue
-                newest = max(newest, ev.ts)
-                target = self._advance(p, ev.ts, now)
-                if target is not None:
-                    await self._apply([(p, segment)], result)
-                    segment = []
-                    await self._close_through(p, target, result)
-            uncut.append((p, segment))
-        # Partitions hold disjoint series, so what no close cuts goes to Redis in one call: one
-        # round trip per batch, not one per partition (the latency of a trickle of orders).
+        # Partitions hold disjoint series and keys: each runs its own sequence of applies and
+        # closes, concurrently with the others.
+        uncut = await asyncio.gather(
+            *(self._partition(p, items, now, result) for p, items in by_partition.items())
+        )
+        # what no close cut goes to Redis in one call: one round trip per batch, not one per
+        # partition (the latency of a trickle of orders)
         await self._apply(uncut, result)
-        if newest > -math.inf:
-            metrics.EVENT_TIME_LAG.set(max(now - newest, 0.0))
+        times = [
+            ev.ts for items in by_partition.values() for _, ev in items
+            if isinstance(ev, OrderEvent)
+        ]  # fmt: skip
+        if times:
+            metrics.EVENT_TIME_LAG.set(max(now - max(times), 0.0))
         return result
+
+    async def _partition(
+        self, p: int, items: list[tuple[Record, Event]], now: float, result: BatchResult
+    ) -> Segment:
+        """Apply partition ``p``'s events in order up to each one that lets a bucket close, and
+        close it; return the events after the last close, still to apply."""
+        segment: list[tuple[Record, Event]] = []
+        for rec, ev in items:
+            segment.append((rec, ev))
+            if not isinstance(ev, OrderEvent):
+                continue
+            target = self._advance(p, ev.ts, now)
+            if target is not None:
+                await self._apply([(p, segment)], result)
+                segment = []
+                await self._close_through(p, target, result)
+        return p, segment
 
     def _advance(self, p: int, ts: float, now: float) -> int | None:
         """Move partition ``p``'s event time; the bucket to close through, if any.
@@ -225,11 +242,18 @@ class Pipeline:
             self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
         # deliveries stamped up to the new event times take effect, in one call
         await self._apply([], result, {p: int(self.max_ts[p] * 1000) for p in quiet})
-        for p in quiet:
-            target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
-            if target > self.closed.get(p, target):
-                await self._close_through(p, target, result)
+        targets = {
+            p: last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
+            for p in quiet
+        }
+        await self.close_through(
+            {p: b for p, b in targets.items() if b > self.closed.get(p, b)}, result
+        )
         return result
+
+    async def close_through(self, targets: dict[int, int], result: BatchResult) -> None:
+        """Close each partition's buckets up to its target, the partitions concurrently."""
+        await asyncio.gather(*(self._close_through(p, b, result) for p, b in targets.items()))
 
     def _dead_letter(self, rec: Record, bad: Invalid) -> Output:
         topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
@@ -433,19 +457,19 @@ class Pipeline:
     async def snapshot(self, partitions: Iterable[int]) -> None:
         """Write the models of ``partitions`` to Redis (on revoke, before another worker
         restores them)."""
-        async with self._closing:  # a close mutates the bank in a worker thread
-            for p in set(partitions):
+        for p in set(partitions):
+            async with self._closing[p]:  # a close mutates the bank in a worker thread
                 if (bank := self.banks.get(p)) is not None:
                     blob = await asyncio.to_thread(pack, bank.state(), bank.series)
                     await self.store.write_partition_snapshot(p, blob)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
-        started = time.perf_counter()
-        async with self._closing:
+        async with self._close_slots, self._closing[p]:
+            started = time.perf_counter()
             await self._close(p, b, result)
-        # only completed closes, like shelfcast_buckets_closed_total: one retried in an outage
-        # counts once, with its last attempt
-        metrics.BUCKET_CLOSE_SECONDS.observe(time.perf_counter() - started)
+            # only completed closes, like shelfcast_buckets_closed_total: one retried in an
+            # outage counts once, with its last attempt
+            metrics.BUCKET_CLOSE_SECONDS.observe(time.perf_counter() - started)
 
     async def _read(self, p: int, b: int) -> PartitionClose:
         """The active series of partition ``p`` at ``b`` (first bucket no later than it), and

@@ -156,7 +156,7 @@ def register(app: faust.App, settings: Settings) -> None:
         if settings.idle_advance_seconds <= 0:
             return
         try:
-            result = await run("idle advance", lambda: pipeline.advance_idle(time.time()))
+            result = await run("idle advance", lambda: pipeline.advance_idle(time.time(), owned))
             await run("accounting", lambda: account(result))
         except Exception:
             fatal("advancing idle partitions failed")

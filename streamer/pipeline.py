@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,8 +226,11 @@ class Pipeline:
         target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
         return target if target > self.closed[p] else None
 
-    async def advance_idle(self, now: float) -> BatchResult:
-        """Live mode: a quiet partition's event time advances with the wall clock."""
+    async def advance_idle(self, now: float, owned: Collection[int] | None = None) -> BatchResult:
+        """Live mode: a quiet partition's event time advances with the wall clock. Only the
+        ``owned`` partitions (all, when None): this process knows every partition's clock, and
+        closing another worker's would publish for its series and learn a bucket before its
+        owner applied it."""
         result = BatchResult()
         if self.s.idle_advance_seconds <= 0:
             return result
@@ -235,7 +238,7 @@ class Pipeline:
             self._drop_stale()  # never advance a partition this worker just lost
         quiet = [
             p for p, (_, wall) in self.last_event_wall.items()
-            if now - wall >= self.s.idle_advance_seconds
+            if now - wall >= self.s.idle_advance_seconds and (owned is None or p in owned)
         ]  # fmt: skip
         for p in quiet:
             ts, wall = self.last_event_wall[p]

@@ -582,6 +582,18 @@ def test_a_quiet_partition_closes_its_buckets_on_the_wall_clock(settings: Settin
     )
 
 
+def test_the_wall_clock_closes_only_the_partitions_this_worker_owns(settings: Settings) -> None:
+    h = Harness(settings.replace(idle_advance_seconds=30))
+    for p in (0, 1):
+        h.feed([h.record(order(f"p{p}-{d}", at(d), 5, sku=f"S{p}"), partition=p) for d in range(3)])
+    quiet_since = time.time()
+    before = {p: h.pipeline.closed[p] for p in (0, 1)}
+    h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 2 * 86_400, owned={0}))
+    assert h.pipeline.closed[0] > before[0] and h.pipeline.closed[1] == before[1]
+    late = {f["sku"] for f in forecasts(h.outputs) if f["issued_at"] > at(3)}
+    assert late == {"S0"}
+
+
 def test_an_alert_at_a_close_is_stamped_with_the_stock_it_compared(settings: Settings) -> None:
     h = Harness(settings)
     h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])

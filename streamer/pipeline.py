@@ -53,7 +53,7 @@ from streamer.features import (
     StockEffect,
 )
 from streamer.lstm_serving import LSTMServing
-from streamer.publish import Output, alert_message, dlq_message, output
+from streamer.publish import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
 
 log = logging.getLogger(__name__)
 CONCURRENT_CLOSES = 2
@@ -264,9 +264,11 @@ class Pipeline:
         metrics.DLQ.labels(topic, bad.reason).inc()
         log.debug("dead letter %s:%d@%d: %s", rec.topic, rec.partition, rec.offset, bad.detail)
         msg = dlq_message(
-            rec.value or b"", rec.key, bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
-        )
-        return output(self.s.topics["dlq"], rec.key, msg)
+            rec.value or b"", rec.key, bad.reason, bad.detail, rec.topic, rec.partition,
+            rec.offset, self.s.max_message_bytes,
+        )  # fmt: skip
+        key = rec.key if rec.key is None or len(rec.key) <= DLQ_KEY_BYTES else None
+        return output(self.s.topics["dlq"], key, msg)
 
     def _effect(self, p: int, rec: Record, ev: Event) -> StockEffect:
         if isinstance(ev, OrderEvent):

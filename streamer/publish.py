@@ -174,9 +174,24 @@ def alert_message(
     }
 
 
+DLQ_KEY_BYTES = 1024  # a SKU is at most 64 characters: a longer key is never a valid one
+
+
 def dlq_message(
-    raw: bytes, key: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
+    raw: bytes,
+    key: bytes | None,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    keep: int = 65_536,
 ) -> dict[str, object]:
+    """The dead letter of a rejected message, with its first ``keep`` bytes of value and
+    ``DLQ_KEY_BYTES`` of key: a record near Kafka's size limit would otherwise make a dead
+    letter above the producer's, and every worker that took the partition over would fail
+    on it again."""
+    cut = len(raw) > keep or (key is not None and len(key) > DLQ_KEY_BYTES)
     return {
         "schema_version": SCHEMA_VERSION,
         "reason": reason,
@@ -184,8 +199,10 @@ def dlq_message(
         "source_topic": topic,
         "partition": partition,
         "offset": offset,
-        "key_b64": None if key is None else base64.b64encode(key).decode(),
-        "value_b64": base64.b64encode(raw).decode(),
+        "key_b64": None if key is None else base64.b64encode(key[:DLQ_KEY_BYTES]).decode(),
+        "value_b64": base64.b64encode(raw[:keep]).decode(),
+        "value_size": len(raw),
+        "truncated": cut,
     }
 
 

@@ -88,6 +88,20 @@ def stocked_and_selling(h: Harness) -> list[Record]:
     return [h.record(order(f"burst-{i}", at(9, 12), 100)) for i in range(9)]
 
 
+def test_a_record_near_kafkas_limit_makes_a_dead_letter_that_can_be_sent(
+    settings: Settings,
+) -> None:
+    h = Harness(settings)
+    huge = b'{"event_id": "' + b"x" * 900_000 + b'"}'
+    record = Record("orders", 0, 0, b"K" * 5_000, huge)
+    [(topic, dead)] = h.feed([record])
+    assert topic == "shelfcast-dlq" and dead["reason"] == "oversized"
+    assert dead["truncated"] and dead["value_size"] == len(huge)
+    assert base64.b64decode(dead["value_b64"]) == huge[: settings.max_message_bytes]
+    assert base64.b64decode(dead["key_b64"]) == b"K" * 1024
+    assert len(json.dumps(dead)) < 200_000  # far below the producer's 1 MiB
+
+
 def test_bad_records_go_to_the_dlq_with_reason_and_bytes(settings: Settings) -> None:
     h = Harness(settings)
     bad = b'{"event_id": "x", "ts": "2011-01-03T10:00:00"'

@@ -102,6 +102,7 @@ RULES: dict[str, Rule] = {
     "lateness_seconds": Rule("SHELFCAST_LATENESS_SECONDS", int, low=0),
     "max_skew_seconds": Rule("SHELFCAST_MAX_SKEW_SECONDS", float, low=0),
     "max_future_seconds": Rule("SHELFCAST_MAX_FUTURE_SECONDS", float, low=0),
+    "clock_tolerance_seconds": Rule("SHELFCAST_CLOCK_TOLERANCE_SECONDS", float, low=0),
     "idle_advance_seconds": Rule("SHELFCAST_IDLE_ADVANCE_SECONDS", float, low=0),
     "active_buckets": Rule("SHELFCAST_ACTIVE_BUCKETS", int, low=1),
     "history_buckets": Rule("SHELFCAST_HISTORY_BUCKETS", int, low=1),
@@ -158,6 +159,8 @@ class Settings:
     lateness_seconds: int = 3_600
     max_skew_seconds: float = 31 * 86_400
     max_future_seconds: float = 86_400
+    # live: an order stamped further ahead of the wall clock moves the watermark only this far
+    clock_tolerance_seconds: float = 300.0
     idle_advance_seconds: float = 30.0
     active_buckets: int = 56
     # 16 weeks: the LSTM trains on these bounded histories (56 input + 7 target buckets,

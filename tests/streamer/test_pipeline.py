@@ -608,6 +608,23 @@ def test_the_wall_clock_closes_only_the_partitions_this_worker_owns(settings: Se
     assert late == {"S0"}
 
 
+def test_live_one_till_ahead_of_the_clock_does_not_make_other_orders_late(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    noon = datetime.fromisoformat(at(2, 12) + "+00:00").timestamp()
+    monkeypatch.setattr(time, "time", lambda: noon)  # the wall clock at noon of day 2
+    h = Harness(settings.replace(idle_advance_seconds=30))
+    before = metrics.EVENTS.labels("orders", "ahead_of_clock")._value.get()
+    h.feed([h.record(order("a1", at(2, 10), 5))])
+    # a till 14 hours east sending naive local time: 02:00 on day 3, which would close day 2
+    h.feed([h.record(order("east", at(3, 2), 1, sku="B1"))])
+    assert metrics.EVENTS.labels("orders", "ahead_of_clock")._value.get() == before + 1
+    late = metrics.EVENTS.labels("orders", "late")._value.get()
+    h.feed([h.record(order("a2", at(2, 11), 5))])  # an ordinary order of the same morning
+    assert metrics.EVENTS.labels("orders", "late")._value.get() == late
+    assert h.pipeline.closed[0] < int(noon // 86_400)
+
+
 def test_an_alert_at_a_close_is_stamped_with_the_stock_it_compared(settings: Settings) -> None:
     h = Harness(settings)
     h.feed([h.record(stock("s0", at(0, 0), on_hand=1000), "inventory")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from typing import NoReturn, TypeVar
 import faust
 from faust.types import TP
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer import metrics, web
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# replies of a Redis that is up but refuses for now: out of memory at maxmemory, a replica
+# or a failing-over primary, a failed RDB save, a busy script, still loading its data
+REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "TRYAGAIN")
 MAX_BACKOFF = 5.0
 SNAPSHOT_ON_REVOKE_SECONDS = 10.0
 
@@ -100,28 +105,8 @@ def register(app: faust.App, settings: Settings) -> None:
             metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 
     async def run(step: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run a pipeline step, retrying with backoff while Redis is unreachable.
-
-        Every effect is idempotent, so a step retried after a partial failure applies the rest
-        and skips what was done. One log line per outage, not one per attempt.
-        """
-        delay, down_since = 0.2, None
-        while True:
-            try:
-                async with lock:
-                    result = await work()
-                if down_since is not None:
-                    log.warning(
-                        "Redis is back after %.1fs; %s resumed", time.monotonic() - down_since, step
-                    )
-                return result
-            except REDIS_DOWN as exc:
-                metrics.REDIS_ERRORS.inc()
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.error("Redis unreachable (%s): retrying %s with backoff", exc, step)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+        async with lock:
+            return await retrying(step, work)
 
     async def account(result: BatchResult) -> None:
         await store.count(
@@ -160,6 +145,76 @@ def register(app: faust.App, settings: Settings) -> None:
             await run("accounting", lambda: account(result))
         except Exception:
             fatal("advancing idle partitions failed")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a Redis failure passes by itself: unreachable, or up but refusing for now
+    (also inside a script, whose error wraps the refusal: ``... -OOM command not allowed``)."""
+    if isinstance(exc, (*REDIS_DOWN, OutOfMemoryError, ReadOnlyError, TryAgainError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, ResponseError) and any(
+        text.startswith(code) or f"-{code} " in text for code in REFUSALS
+    )
+
+
+class _Outage:
+    """This process's view of Redis being away, shared by every step: one log line when it
+    goes and one when it is back, however many steps and connections notice."""
+
+    GRACE = 2.0  # a pooled connection that died in the outage fails once more just after
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.back_at = -math.inf
+        self.quiet = False
+
+    def failed(self, step: str, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.quiet = self.since - self.back_at < self.GRACE
+            if not self.quiet:
+                log.error("%s: retrying %s with backoff (%s)", _why(exc), step, exc)
+
+    def succeeded(self, step: str) -> None:
+        if self.since is not None:
+            if not self.quiet:
+                elapsed = time.monotonic() - self.since
+                log.warning("Redis is back after %.1fs; %s resumed", elapsed, step)
+            self.since, self.back_at = None, time.monotonic()
+
+
+_outage = _Outage()
+
+
+async def retrying(step: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Run a pipeline step, retrying with backoff while Redis is unreachable or refuses.
+
+    Every effect is idempotent, so a step retried after a partial failure applies the rest
+    and skips what was done. Any other error is a bug and propagates.
+    """
+    delay = 0.2
+    while True:
+        try:
+            result = await work()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            metrics.REDIS_ERRORS.inc()
+            _outage.failed(step, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+        else:
+            _outage.succeeded(step)
+            return result
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, REDIS_DOWN):
+        return "Redis unreachable"
+    if isinstance(exc, OutOfMemoryError) or "OOM" in str(exc):
+        return "Redis is full (maxmemory): raise it or free memory, with noeviction kept"
+    return "Redis refuses writes for now"
 
 
 def fatal(what: str) -> NoReturn:

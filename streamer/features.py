@@ -478,11 +478,13 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
-class History:
-    """A series' buckets over a span: demand and revenue (0 where none)."""
+class Window:
+    """A partition's series over a span of buckets: demand and revenue ``[series, bucket]``
+    (0 where none), and the closed flags known there."""
 
-    demand: list[float]
-    revenue: list[float]
+    demand: np.ndarray
+    revenue: np.ndarray
+    closed: dict[int, bool]
 
 
 class FeatureStore:
@@ -607,27 +609,30 @@ class FeatureStore:
         metrics.REDIS_ROUNDTRIPS.inc()
         await pipe.execute()
 
-    async def read_histories(
-        self, partition: int, spans: dict[str, range]
-    ) -> tuple[dict[str, History], dict[int, bool]]:
-        """Demand and revenue per bucket of each series over its span, and the partition's
-        closed flags over all the spans."""
+    async def read_window(self, partition: int, series: Sequence[str], span: range) -> Window:
+        """Demand and revenue ``[len(series), len(span)]`` of the partition's ``series`` over
+        ``span`` (0 where none), and the partition's closed flags there. Read from the
+        partition's per-bucket hashes, which list only the series that traded in a bucket:
+        two commands a bucket, where reading each series' hashes cost a close about 20 us a
+        series before its LSTM could forecast."""
         pipe = self.r.pipeline(transaction=False)
-        buckets = sorted({b for span in spans.values() for b in span})
-        pipe.hmget(part_key(partition, "closed"), [str(b) for b in buckets] or ["-"])
-        for s, span in spans.items():
-            for h in ("demand", "revenue"):
-                pipe.hmget(series_base(s) + h, [str(b) for b in span] or ["-"])
+        pipe.hmget(part_key(partition, "closed"), [str(b) for b in span] or ["-"])
+        for b in span:
+            pipe.hgetall(part_key(partition, f"demand:{b}"))
+            pipe.hgetall(part_key(partition, f"revenue:{b}"))
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
-        closed = {b: v == b"1" for b, v in zip(buckets, raw[0], strict=False) if v is not None}
-        out = {}
-        for (s, span), demand, revenue in zip(spans.items(), raw[1::2], raw[2::2], strict=True):
-            out[s] = History(
-                [float(v or 0) for v in demand][: len(span)],
-                [float(v or 0) for v in revenue][: len(span)],
-            )
-        return out, closed
+        closed = {b: v == b"1" for b, v in zip(span, raw[0], strict=False) if v is not None}
+        index = pd.Index([s.encode() for s in series])
+        demand = np.zeros((len(series), len(span)))
+        revenue = np.zeros((len(series), len(span)))
+        for j, (d, r) in enumerate(zip(raw[1::2], raw[2::2], strict=True)):
+            for out, values in ((demand, d), (revenue, r)):
+                if values:
+                    rows = index.get_indexer(list(values))
+                    numbers = np.array(list(values.values()), np.float64)
+                    out[rows[rows >= 0], j] = numbers[rows >= 0]
+        return Window(demand, revenue, closed)
 
     async def write_close(
         self,

@@ -95,10 +95,10 @@ class LSTMServing:
         bucket = ahead.bucket
         seq_len = model.cfg.seq_len
         span = range(bucket - seq_len + 1, bucket + 1)
-        histories, stored = await store.read_histories(partition, dict.fromkeys(series, span))
-        flags = {**stored, **closed}
-        demand = np.array([histories[s].demand for s in series], np.float32)
-        revenue = np.array([histories[s].revenue for s in series], np.float32)
+        window = await store.read_window(partition, series, span)
+        flags = {**window.closed, **closed}
+        demand = window.demand.astype(np.float32)
+        revenue = window.revenue.astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             price = np.where((demand > 0) & (revenue > 0), revenue / demand, math.nan)
         panel = Panel(

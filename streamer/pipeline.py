@@ -437,10 +437,10 @@ class Pipeline:
         if start > through:
             return bank
         span = range(start, through + 1)
-        histories, closed = await self.store.read_histories(p, dict.fromkeys(series, span))
-        demand = np.array([histories[s].demand for s in series]).reshape(len(series), len(span))
-        revenue = np.array([histories[s].revenue for s in series]).reshape(len(series), len(span))
-        await asyncio.to_thread(self._replay, bank, span, series, firsts, closed, demand, revenue)
+        window = await self.store.read_window(p, series, span)
+        await asyncio.to_thread(
+            self._replay, bank, span, series, firsts, window.closed, window.demand, window.revenue
+        )
         return bank
 
     @staticmethod

@@ -75,8 +75,11 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
+    # A partition of a hundred thousand series closes in scripts of seconds (its snapshot
+    # included), and with two closes in flight a call also waits behind the other's. A Redis
+    # that is down refuses or resets at once; only a hung one waits out the timeout.
     return aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, **redis_options()
+        settings.redis_url, socket_timeout=60, socket_connect_timeout=5, **redis_options()
     )
 
 

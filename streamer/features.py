@@ -7,6 +7,7 @@ is documented in docs/redis-layout.md; keys of one series share the hash tag ``{
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import pandas as pd
 import redis.asyncio as aioredis
 
 from streamer import metrics
+
+log = logging.getLogger(__name__)
 
 PREFIX = "shelfcast"
 OFFSETS = f"{PREFIX}:offsets"
@@ -269,6 +272,16 @@ return {statuses, onhand, states, folds}
 # reply to parse instead of one per command.
 CLOSE_LUA = """
 local trim, bucket, ttl = ARGV[1], ARGV[4], tonumber(ARGV[6])
+local clock = cjson.decode(ARGV[8])
+-- A close already recorded (a retry whose first reply was lost) or older than the one
+-- recorded (a worker that lost the partition) writes nothing: the clock never moves back,
+-- and no sum or counter is added twice.
+for k, v in pairs(clock) do
+  if string.sub(k, -7) == ':closed' then
+    local recorded = tonumber(redis.call('HGET', KEYS[2], k))
+    if recorded and recorded >= v then return 0 end
+  end
+end
 local chunks = tonumber(ARGV[7])
 if chunks > 0 then
   redis.call('DEL', KEYS[7])
@@ -285,7 +298,7 @@ end
 redis.call('HSET', KEYS[4], bucket, ARGV[5])
 redis.call('HDEL', KEYS[4], trim)
 redis.call('HDEL', KEYS[5], trim)
-for k, v in pairs(cjson.decode(ARGV[8])) do
+for k, v in pairs(clock) do
   redis.call('HSET', KEYS[2], k, string.format('%.17g', v))
 end
 for k, v in pairs(cjson.decode(ARGV[9])) do
@@ -671,7 +684,11 @@ class FeatureStore:
             part_key(partition, "rolling"), part_key(partition, "forecast"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
-        await self._close(keys=keys, args=argv)
+        if not await self._close(keys=keys, args=argv):
+            log.warning(
+                "partition %d: the close of bucket %d was already recorded (or a later one "
+                "was); nothing written twice", partition, bucket,
+            )  # fmt: skip
 
     async def write_alert_states(
         self, updates: dict[str, dict[str, object]], walked: Sequence[Fold] = ()

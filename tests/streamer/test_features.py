@@ -253,3 +253,30 @@ def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
     assert r.hget("shelfcast:part:3:rop", "A1@UK") == "1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"
     assert r.hget("shelfcast:part:3:forecast", "A1@UK") == "9|tsb|2|1"
     assert r.hget("shelfcast:part:3:rolling", "A1@UK") == "1.0|2.0|nan"
+
+
+def test_a_close_recorded_twice_or_out_of_order_writes_nothing(redis_url: str) -> None:
+    def fields(value: str) -> CloseFields:
+        return CloseFields(["A1@UK"], [value], ["9|tsb|2|1"], ["A1@UK"], ["1.0|2.0|3.0"])
+
+    async def close(store: FeatureStore, bucket: int, rop: str) -> None:
+        await store.write_close(
+            3, bucket, fields(rop), [], closed=False, learned=5, trim_before=bucket - 100,
+            inactive_before=0, clock={"3:closed": bucket}, evaluation={"m|1|n": 5.0},
+            snapshot=None,
+        )  # fmt: skip
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        store = FeatureStore(client, 3600)
+        await close(store, 10, "1.0|1|1|1|3|a")
+        await close(store, 10, "2.0|1|1|1|3|b")  # a retry whose first reply was lost
+        await close(store, 9, "3.0|1|1|1|3|c")  # a stale owner's older close
+        await client.aclose()
+
+    asyncio.run(run())
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert r.hget("shelfcast:clock", "3:closed") == "10"
+    assert r.hget("shelfcast:stats", "learned_buckets") == "5"
+    assert r.hget("shelfcast:evaluation", "m|1|n") == "5"
+    assert r.hget("shelfcast:part:3:rop", "A1@UK") == "1.0|1|1|1|3|a"

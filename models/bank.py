@@ -68,6 +68,11 @@ class Forecasts:
     moments_known: np.ndarray
 
 
+def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct parts of ``series`` before ``@`` (their SKUs), and each one's index."""
+    return np.unique([name.partition("@")[0] for name in series], return_inverse=True)
+
+
 class Bank:
     def __init__(
         self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = 7
@@ -124,8 +129,7 @@ class Bank:
         """The distinct parts of the rows' names before ``@`` (their SKUs) and each row's
         index into them, kept until the rows change: rollups need them at every close."""
         if self._groups is None:
-            prefixes = [name.partition("@")[0] for name in self.series]
-            self._groups = np.unique(prefixes, return_inverse=True)
+            self._groups = groups_of(self.series)
         return self._groups
 
     def offer(self, name: str, version: str, means: np.ndarray) -> None:

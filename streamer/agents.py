@@ -160,25 +160,29 @@ def transient(exc: BaseException) -> bool:
 
 class _Outage:
     """This process's view of Redis being away, shared by every step: one log line when it
-    goes and one when it is back, however many steps and connections notice."""
+    goes and one when it is back, however many steps and connections notice. A failure just
+    after Redis came back is logged only if it lasts: a pooled connection that died in the
+    outage fails once more then."""
 
-    GRACE = 2.0  # a pooled connection that died in the outage fails once more just after
+    GRACE = 2.0
 
     def __init__(self) -> None:
         self.since: float | None = None
         self.back_at = -math.inf
-        self.quiet = False
+        self.logged = False
 
     def failed(self, step: str, exc: BaseException) -> None:
+        now = time.monotonic()
         if self.since is None:
-            self.since = time.monotonic()
-            self.quiet = self.since - self.back_at < self.GRACE
-            if not self.quiet:
-                log.error("%s: retrying %s with backoff (%s)", _why(exc), step, exc)
+            self.since, self.logged = now, False
+        lasting = now - self.back_at >= self.GRACE or now - self.since >= self.GRACE
+        if not self.logged and lasting:
+            self.logged = True
+            log.error("%s: retrying %s with backoff (%s)", _why(exc), step, exc)
 
     def succeeded(self, step: str) -> None:
         if self.since is not None:
-            if not self.quiet:
+            if self.logged:
                 elapsed = time.monotonic() - self.since
                 log.warning("Redis is back after %.1fs; %s resumed", elapsed, step)
             self.since, self.back_at = None, time.monotonic()

@@ -37,6 +37,7 @@ from river import time_series
 from tqdm import tqdm
 
 from models.bank import Bank
+from streamer.app import redis_client
 from streamer.backtest import isolated
 from streamer.clock import bucket_start
 from streamer.config import Settings
@@ -49,11 +50,6 @@ SAMPLE = Path(__file__).resolve().parent / "data" / "online_retail_sample.csv.gz
 DAY = 86_400
 START = 15_000  # 2011-01-24, a Monday: the first bucket of history
 CHUNK = 5_000  # series per Redis pipeline while loading
-
-
-# A partition of 125,000 series closes in scripts of seconds (its snapshot included), and with
-# two closes in flight a call waits behind the other's: redis-py's default 5 s is too short.
-SCRIPT_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +171,7 @@ async def _restore_all(
 ) -> tuple[float, float]:
     """Seconds for a fresh pipeline to restore every partition from its snapshot, and the
     longest the event loop was blocked meanwhile (ms)."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=SCRIPT_TIMEOUT)
+    client = redis_client(settings)
     fresh = Pipeline(settings, FeatureStore(client, settings.dedupe_ttl_seconds), _discard)
     worst = 0.0
     done = False
@@ -210,7 +206,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     # four locations a SKU, as the real data has about five; input topics are keyed by SKU,
     # so a SKU's locations share a partition
     names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=SCRIPT_TIMEOUT)
+    client = redis_client(settings)
     empty = int((await client.info("memory"))["used_memory"])
     await _load(client, names, demand, bench.partitions)
     sink = KafkaSink(settings.kafka_bootstrap_servers)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.bank import LSTM, Bank, Forecasts, Settled
+from models.bank import LSTM, Bank, Forecasts, Settled, groups_of
 from models.base import Close
 from models.evaluation import Prequential
 from models.rollup import ROLLUP, combine, settle
@@ -128,13 +128,13 @@ def publish(
     bucket: int,
     fc: Forecasts,
     decision: Decision,
+    series: list[str],
     settled: Settled | None,
     evaluation: Prequential,
 ) -> tuple[list[Output], list[str], list[str]]:
-    """The close's messages, and the forecast id each publishing row cites and its forecast
-    as the partition's latest-forecast hash keeps it."""
+    """The close's messages, and the forecast id each publishing row (``series``) cites and
+    its forecast as the partition's latest-forecast hash keeps it."""
     rows = decision.rows
-    series = publishing(bank, decision)
     chosen = fc.chosen[rows]
     names = np.array(bank.names, object)[chosen].tolist()
     versions = np.array([bank.version(m) for m in range(len(bank.names))], object)[chosen]
@@ -152,7 +152,7 @@ def publish(
         outs += _rollups(s, bucket, skus, codes, rows, fc.published[rows])
     if settled is not None:
         evaluation.add_settled(settled)
-        skus, codes = bank.groups() if settled.series is bank.series else _skus(settled.series)
+        skus, codes = bank.groups() if settled.series is bank.series else groups_of(settled.series)
         settle(settled, codes, len(skus), evaluation)
     for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared)):
         for j in changing:
@@ -177,11 +177,6 @@ def bank_wins(bank: Bank, decision: Decision) -> dict[str, int]:
     }
 
 
-def _skus(series: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The SKUs of ``series``, and each row's index into them."""
-    return np.unique([name.partition("@")[0] for name in series], return_inverse=True)
-
-
 def _rollups(
     s: Settings,
     bucket: int,
@@ -204,12 +199,11 @@ def _rollups(
 
 
 def state_fields(
-    bank: Bank, decision: Decision, fids: list[str], stored: list[str]
+    bank: Bank, decision: Decision, names: list[str], fids: list[str], stored: list[str]
 ) -> tuple[CloseFields, list[tuple[str, str, int, float]]]:
-    """What the close stores (docs/redis-layout.md): each publishing series' reorder point
-    and the forecast it came from, its ``stored`` forecast and every series' rolling features
-    for the partition's hashes; and the series whose alert changed."""
-    names = publishing(bank, decision)
+    """What the close stores (docs/redis-layout.md): each publishing series' (``names``)
+    reorder point and the forecast it came from, its ``stored`` forecast and every series'
+    rolling features for the partition's hashes; and the series whose alert changed."""
     r = decision.rops
     columns = np.stack(
         [r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days], axis=1
@@ -256,7 +250,10 @@ def compute(
     decision = decide(s, fc, data, stock_ts)
     evaluation = Prequential()
     with allocating():
-        outs, fids, stored = publish(s, bank, close.bucket, fc, decision, settled, evaluation)
-        fields, alerts = state_fields(bank, decision, fids, stored)
+        names = publishing(bank, decision)
+        outs, fids, stored = publish(
+            s, bank, close.bucket, fc, decision, names, settled, evaluation
+        )
+        fields, alerts = state_fields(bank, decision, names, fids, stored)
     blob = pack(bank.state(), bank.series) if snapshot else None
     return Computed(settled, decision, evaluation, outs, fields, alerts, blob)

@@ -371,6 +371,18 @@ return cjson.encode({
 STATE_FIELDS = ("alert", "alert_seq", "stock_known")
 # `shelfcast:part:{p}:rop` values, `|`-separated (the forecast id, which has `|`, last)
 ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
+
+
+def unpack_rop(packed: str) -> dict[str, str]:
+    """A ``shelfcast:part:{p}:rop`` value as ROP_FIELDS (all empty when there is none).
+
+    >>> unpack_rop("4.5|3.0|1.5|1.0|3.0|A1@UK|9|tsb@2")["forecast_id"]
+    'A1@UK|9|tsb@2'
+    """
+    values = packed.split("|", len(ROP_FIELDS) - 1) if packed else [""] * len(ROP_FIELDS)
+    return dict(zip(ROP_FIELDS, values, strict=True))
+
+
 # `shelfcast:part:{p}:rolling` values, `|`-separated
 ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
 
@@ -543,8 +555,7 @@ class FeatureStore:
                 f: _text(v) for f, v in zip(STATE_FIELDS, flat[i + 1 : i + width - 1], strict=True)
             }
             packed = _text(flat[i + width - 1])
-            values = packed.split("|", len(ROP_FIELDS) - 1) if packed else [""] * len(ROP_FIELDS)
-            states[name] = {**state, **dict(zip(ROP_FIELDS, values, strict=True))}
+            states[name] = {**state, **unpack_rop(packed)}
         return ApplyResult(
             [int(s) for s in statuses],
             [int(v) if v not in (b"", "") else None for v in onhand],

@@ -101,8 +101,8 @@ class Pipeline:
         # learned twice
         self._closing: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Partitions close concurrently, this many at a time: while one computes in a
-        # thread, another's Redis scripts run in the Redis process; more would only add
-        # memory (measured in docs/benchmark.md).
+        # thread, another's Redis scripts run in the Redis process (four measured slower
+        # than two: docs/benchmark.md).
         self._close_slots = asyncio.Semaphore(CONCURRENT_CLOSES)
         self._snapshot_at: dict[int, float] = {}
         self._snapshot_bucket: dict[int, int] = {}

@@ -73,12 +73,11 @@ def forecast_values(
     layout = '"mean":%s,"p10":%s,"p50":%s,"p90":%s}'
     horizon = "[" + ",".join(f'{{"start":{_text(start)},{layout}' for start in starts) + "]"
     issued_at = _text(iso(bucket_start(bucket + 1, size)))
-    tail = f"|{bucket}|"
 
     def template(m: str, v: str) -> bytes:
         fixed = [  # everything but the series and the numbers, with any % escaped
             f'{{"schema_version":{_text(SCHEMA_VERSION)},"forecast_id":"',
-            f"{_text(f'{tail}{m}@{v}')[1:]}",
+            _text(forecast_id("", bucket, m, v))[1:],  # the id after its series
             f',"issued_at":{issued_at},"bucket":{_text(bucket_label(size))},"horizon":',
             f',"model":{_text(m)},"model_version":{_text(v)},"locations":',
         ]
@@ -93,7 +92,7 @@ def forecast_values(
     rows = flat[2:-2].split(b"],[") if len(steps) else []
     names = _json_names(series)
     counts = [b"null" if n is None else b"%d" % n for n in locations or [None] * len(series)]
-    ids = [f"{s}{tail}{m}@{v}" for s, m, v in zip(series, models, versions, strict=True)]
+    ids = [forecast_id(s, bucket, m, v) for s, m, v in zip(series, models, versions, strict=True)]
     out = []
     for name, m, v, row, n in zip(names, models, versions, rows, counts, strict=True):
         sku, _, location = name.partition(b"@")

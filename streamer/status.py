@@ -13,10 +13,10 @@ from aiokafka.partitioner import murmur2
 from streamer.clock import iso
 from streamer.config import Settings
 from streamer.events import series_key
-from streamer.features import ROP_FIELDS, part_key, part_series_key, series_base
+from streamer.features import ROP_FIELDS, part_key, part_series_key, series_base, unpack_rop
 from streamer.publish import stored_message
 
-STATE_FIELDS = ("on_hand", "stock_known", "lead_time", "alert", "alert_seq", "alert_ts")
+SHOWN_FIELDS = ("on_hand", "stock_known", "lead_time", "alert", "alert_seq", "alert_ts")
 SCAN_COUNT = 10_000
 
 
@@ -69,7 +69,7 @@ async def series_status(
     pipe = r.pipeline(transaction=False)
     for name in names:
         pipe.zscore(part_series_key(p), name)
-        pipe.hmget(series_base(name) + "state", *STATE_FIELDS)
+        pipe.hmget(series_base(name) + "state", *SHOWN_FIELDS)
         pipe.hget(part_key(p, "rop"), name)
         pipe.hget(part_key(p, "forecast"), name)
     replies = await pipe.execute()
@@ -83,7 +83,7 @@ def _entry(
     name: str, p: int, size: int, last: float | None, state: list[Any], rop: Any, forecast: Any
 ) -> dict[str, Any]:
     fields = dict(
-        zip(STATE_FIELDS, (_text(v) if v is not None else None for v in state), strict=True)
+        zip(SHOWN_FIELDS, (_text(v) if v is not None else None for v in state), strict=True)
     )
     sku, _, location = name.partition("@")
     return {
@@ -117,10 +117,9 @@ def _message(name: str, stored: object, size: int) -> dict[str, Any]:
 def _reorder_point(packed: Any) -> dict[str, Any] | None:
     if packed is None:
         return None
-    values = _text(packed).split("|", len(ROP_FIELDS) - 1)
-    point: dict[str, Any] = {k: float(v) for k, v in zip(ROP_FIELDS[:-1], values, strict=False)}
-    point[ROP_FIELDS[-1]] = values[-1]
-    return point
+    fields = unpack_rop(_text(packed))
+    fid = ROP_FIELDS[-1]
+    return {k: v if k == fid else float(v) for k, v in fields.items()}
 
 
 def _number(v: str | None) -> float | None:

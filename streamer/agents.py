@@ -53,9 +53,7 @@ def register(app: faust.App, settings: Settings) -> None:
         pending = [await producer.send(o.topic, o.key, o.value, None, None, None) for o in batch]
         await asyncio.gather(*pending)
 
-    store = FeatureStore(
-        redis_client(settings), settings.dedupe_ttl_seconds, settings.series_ttl_seconds
-    )
+    store = FeatureStore.of(redis_client(settings), settings)
     pipeline = Pipeline(settings, store, deliver)
     web.register(app, settings, store.r)
     lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
@@ -86,7 +84,7 @@ def register(app: faust.App, settings: Settings) -> None:
                 f"partitions; state at http://{settings.web_bind}:{settings.web_port}/readyz",
                 flush=True,
             )
-        pipeline.forget(now - owned)
+        pipeline.assign(now - owned)
         owned.clear()
         owned.update(now)
 
@@ -98,7 +96,7 @@ def register(app: faust.App, settings: Settings) -> None:
             await asyncio.wait_for(pipeline.snapshot(lost), SNAPSHOT_ON_REVOKE_SECONDS)
         except (TimeoutError, *REDIS_DOWN) as exc:
             log.warning("no model snapshot on revoke (%s); the next owner replays history", exc)
-        pipeline.forget(lost)
+        pipeline.revoke(lost)
         owned.difference_update(lost)
         for tp in revoked & positions.keys():
             del positions[tp]

@@ -11,7 +11,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer.config import Settings
-from streamer.security import redis_options
+from streamer.redis_connect import connect_async
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -78,9 +78,7 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     # A partition of a hundred thousand series closes in scripts of seconds (its snapshot
     # included), and with two closes in flight a call also waits behind the other's. A Redis
     # that is down refuses or resets at once; only a hung one waits out the timeout.
-    return aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=60, socket_connect_timeout=5, **redis_options()
-    )
+    return connect_async(settings, socket_timeout=60, socket_connect_timeout=5)
 
 
 def tune_gc() -> None:

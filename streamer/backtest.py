@@ -31,7 +31,7 @@ from streamer.clock import bucket_of, bucket_start, iso
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
-from streamer.features import EVALUATION, STATS
+from streamer.features import STATS, summed_evaluation, summed_stats
 from streamer.replay import InputFormat, Produced, produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 from streamer.training import run_once
@@ -152,15 +152,14 @@ def hold_back(client: redis.Redis, worker: WorkerProcess, produced: int) -> None
 
 def wait_processed(
     client: redis.Redis, worker: WorkerProcess, expected: int, timeout: float, progress: bool
-) -> dict[str, int]:
+) -> None:
     deadline = time.monotonic() + timeout
     with tqdm(total=expected, unit="ev", desc="process", disable=not progress) as bar:
         while True:
-            stats = {k.decode(): int(v) for k, v in client.hgetall(STATS).items()}
-            done = stats.get("events_done", 0)
+            done = int(client.hget(STATS, "events_done") or 0)
             bar.update(min(done, expected) - bar.n)
             if done >= expected:
-                return stats
+                return
             worker.check()
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -326,12 +325,13 @@ def run_backtest(
                         tqdm.write(
                             f"LSTM through bucket {through}: {done['outcome']}, {done['reason']}"
                         )
-            stats = wait_processed(client, worker, produced, timeout, progress)
+            wait_processed(client, worker, produced, timeout, progress)
+            stats = summed_stats(client, live.partitions)
             collectors["forecasts"].finish(stats.get("forecasts", 0), 300)
             collectors["alerts"].finish(stats.get("alerts", 0), 300)
             wall = time.monotonic() - started
             evaluation = Prequential()
-            evaluation.merge({k.decode(): float(v) for k, v in client.hgetall(EVALUATION).items()})
+            evaluation.merge(summed_evaluation(client, live.partitions))
             metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
             (out / "metrics.prom").write_bytes(scrape(metrics_url))
             if keep_running:

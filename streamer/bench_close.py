@@ -100,7 +100,7 @@ async def _load(r: aioredis.Redis, names: list[str], demand: np.ndarray, parts: 
     for lo in range(0, len(names), CHUNK):
         pipe = r.pipeline(transaction=False)
         for i in range(lo, min(lo + CHUNK, len(names))):
-            base = series_base(names[i])
+            base = series_base(names[i], partition_of(i, parts))
             sold = {b: int(y) for b, y in zip(buckets, demand[i], strict=True) if y > 0}
             if sold:
                 pipe.hset(base + "demand", mapping=sold)
@@ -172,7 +172,7 @@ async def _restore_all(
     """Seconds for a fresh pipeline to restore every partition from its snapshot, and the
     longest the event loop was blocked meanwhile (ms)."""
     client = redis_client(settings)
-    fresh = Pipeline(settings, FeatureStore(client, settings.dedupe_ttl_seconds), _discard)
+    fresh = Pipeline(settings, FeatureStore.of(client, settings), _discard)
     worst = 0.0
     done = False
 
@@ -210,7 +210,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     empty = int((await client.info("memory"))["used_memory"])
     await _load(client, names, demand, bench.partitions)
     sink = KafkaSink(settings.kafka_bootstrap_servers)
-    pipeline = Pipeline(settings, FeatureStore(client, settings.dedupe_ttl_seconds), sink)
+    pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
     result = BatchResult()
     timed = 0.0
     for p in range(bench.partitions):

@@ -90,6 +90,7 @@ _PORT = {"low": 1, "high": 65_535}
 RULES: dict[str, Rule] = {
     "kafka_bootstrap_servers": Rule("KAFKA_BOOTSTRAP_SERVERS", str),
     "redis_url": Rule("REDIS_URL", str),
+    "redis_cluster": Rule("SHELFCAST_REDIS_CLUSTER", bool),
     "allow_mixed_services": Rule("SHELFCAST_MIXED_SERVICES", bool),
     "startup_timeout_seconds": Rule("SHELFCAST_STARTUP_TIMEOUT_SECONDS", float, low=0),
     "home": Rule("SHELFCAST_HOME", Path),
@@ -144,6 +145,7 @@ class Settings:
 
     kafka_bootstrap_servers: str = ""
     redis_url: str = field(default="", repr=False)  # may carry a password
+    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
     # Embedded Kafka with an external Redis (or the reverse) only when asked for: a worker
     # pointed at one real service and silently given a throwaway other loses its state.
     allow_mixed_services: bool = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import itertools
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 from streamer.config import Settings, all_topics
 
@@ -150,11 +153,22 @@ class EmbeddedRedis:
     restarted server on the same directory reloads its state.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, password: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        password: str = "",
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.password = password
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
 
     @property
     def url(self) -> str:
@@ -177,13 +191,13 @@ class EmbeddedRedis:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, preexec_fn=die_with_parent(), stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"redis-server exited with code {self.proc.returncode}; "
-                    f"see {self.data_dir / 'redis.log'}"
+                    f"redis-server exited with code {self.proc.returncode}; see {self.log_path}"
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
@@ -200,6 +214,182 @@ class EmbeddedRedis:
         if self.proc:
             stop_process(self.proc, 5)
         self.proc = None
+
+
+CLUSTER_SLOTS = 16384
+# Redis 6.2 always puts a node's cluster bus on its port + 10000 (``cluster-port`` is 7.0+).
+CLUSTER_BUS_OFFSET = 10000
+# Short, so a killed node is marked failed within seconds instead of the default 15.
+CLUSTER_NODE_TIMEOUT_MS = 2000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_ports(count: int, attempts: int = 1000) -> list[int]:
+    """``count`` distinct free ports whose bus ports (``port + 10000``) are free and valid too."""
+    ports: list[int] = []
+    taken: set[int] = set()
+    for _ in range(attempts):
+        port = free_port()
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus > 65535 or {port, bus} & taken or not _port_free(bus):
+            continue
+        ports.append(port)
+        taken |= {port, bus}
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(
+        f"found only {len(ports)} of {count} free 127.0.0.1 port pairs (port, port + 10000) "
+        "for Redis Cluster nodes; free some ports or start fewer masters"
+    )
+
+
+def slot_ranges(masters: int) -> list[range]:
+    """The 16384 hash slots split into ``masters`` contiguous, near-equal ranges."""
+    bounds = [CLUSTER_SLOTS * i // masters for i in range(masters + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+class EmbeddedRedisCluster:
+    """A real Redis Cluster of ``masters`` EmbeddedRedis nodes (no replicas) on 127.0.0.1.
+
+    Node ``i`` keeps its AOF and ``nodes.conf`` in ``data_dir/node<i>``, and its port for the
+    object's lifetime, so a node in ``nodes`` that is stopped or killed and started again
+    rejoins with its data and slots; ``wait_healthy`` waits for that.
+    """
+
+    def __init__(self, data_dir: Path, masters: int = 3, password: str = "") -> None:
+        if masters < 1:
+            raise ValueError(f"a Redis Cluster needs at least one master, not {masters}")
+        self.data_dir = data_dir
+        self.password = password
+        cluster_args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+        ]  # fmt: skip
+        self.nodes = [
+            EmbeddedRedis(data_dir / f"node{i}", port, password, cluster_args)
+            for i, port in enumerate(free_cluster_ports(masters))
+        ]
+
+    @property
+    def url(self) -> str:
+        """A startup node for cluster clients; they discover the other nodes from it."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            self._check_config(node)
+        try:
+            for i, node in enumerate(self.nodes):
+                self._start_node(i, node, deadline)
+            # a restart of this same cluster finds its slots in nodes.conf
+            if not self._formed():
+                self._form()
+            self.wait_healthy(max(deadline - time.monotonic(), 0.0))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def flushall(self) -> None:
+        """Empty every master: a cluster client's FLUSHALL would reach only some of them."""
+        for node in self.nodes:
+            with self._client(node) as client:
+                client.flushall()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every node says ``cluster_state:ok`` and knows every master and slot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problems = {i: p for i, node in enumerate(self.nodes) if (p := self._problem(node))}
+            if not problems:
+                return
+            if time.monotonic() >= deadline:
+                raise RuntimeError(self._unhealthy_message(problems, timeout))
+            time.sleep(0.05)
+
+    def _client(self, node: EmbeddedRedis) -> redis.Redis:
+        return redis.Redis.from_url(node.url, socket_timeout=5, decode_responses=True)
+
+    def _check_config(self, node: EmbeddedRedis) -> None:
+        """Refuse a nodes.conf from another cluster: its peers' ports are gone for good."""
+        conf = node.data_dir / "nodes.conf"
+        if not conf.exists():
+            return
+        mine = [line.split()[1] for line in conf.read_text().splitlines() if " myself" in line]
+        if mine and not mine[0].startswith(f"127.0.0.1:{node.port}@"):
+            raise RuntimeError(
+                f"{conf} belongs to an earlier cluster on other ports ({mine[0]}); "
+                f"start on an empty directory or remove {self.data_dir}"
+            )
+
+    def _start_node(self, i: int, node: EmbeddedRedis, deadline: float) -> None:
+        try:
+            node.start(timeout=max(deadline - time.monotonic(), 1.0))
+        except RuntimeError as e:
+            raise RuntimeError(f"Redis Cluster node{i} ({node.data_dir}) did not start: {e}") from e
+
+    def _formed(self) -> bool:
+        with self._client(self.nodes[0]) as client:
+            return int(client.cluster("INFO")["cluster_slots_assigned"]) == CLUSTER_SLOTS
+
+    def _form(self) -> None:
+        """Give each node its slots, then introduce node0 to the others; gossip does the rest."""
+        ranges = slot_ranges(len(self.nodes))
+        for epoch, (node, slots) in enumerate(zip(self.nodes, ranges, strict=True), start=1):
+            with self._client(node) as client:
+                client.execute_command("CLUSTER ADDSLOTS", *slots)
+                # distinct epochs before meeting spare the nodes resolving an epoch collision
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+        with self._client(self.nodes[0]) as client:
+            for node in self.nodes[1:]:
+                client.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+
+    def _problem(self, node: EmbeddedRedis) -> str:
+        """What keeps ``node`` from serving the whole cluster; empty when nothing does."""
+        try:
+            with self._client(node) as client:
+                info = client.cluster("INFO")
+        except redis.RedisError as e:
+            return f"does not answer ({e})"
+        masters = len(self.nodes)
+        ok = (
+            info["cluster_state"] == "ok"
+            and int(info["cluster_slots_ok"]) == CLUSTER_SLOTS
+            and int(info["cluster_known_nodes"]) == masters
+            and int(info["cluster_size"]) == masters
+        )
+        if ok:
+            return ""
+        return (
+            f"cluster_state:{info['cluster_state']}, {info['cluster_slots_ok']}/{CLUSTER_SLOTS} "
+            f"slots ok, knows {info['cluster_known_nodes']}/{masters} nodes"
+        )
+
+    def _unhealthy_message(self, problems: dict[int, str], timeout: float) -> str:
+        nodes = "; ".join(
+            f"node{i} on 127.0.0.1:{self.nodes[i].port}: {problem} (log {self.nodes[i].log_path})"
+            for i, problem in problems.items()
+        )
+        return (
+            f"Redis Cluster in {self.data_dir} not ready after {timeout:.1f}s: {nodes}. Nodes "
+            f"talk over their port + {CLUSTER_BUS_OFFSET} on 127.0.0.1: check that nothing "
+            "else holds those ports, and see the logs"
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:

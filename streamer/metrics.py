@@ -57,6 +57,10 @@ CLOSED_BUCKETS = Counter(
 ACTIVE_SERIES = Gauge("shelfcast_active_series", "Series closed at the latest bucket close")
 REDIS_ROUNDTRIPS = Counter("shelfcast_redis_roundtrips", "Round trips to Redis")
 REDIS_ERRORS = Counter("shelfcast_redis_errors", "Redis calls that failed")
+FENCED = Counter(
+    "shelfcast_partitions_fenced",
+    "Partitions this worker dropped because another took them over (its writes were refused)",
+)
 LSTM_SERVED_VERSION = Gauge(
     "shelfcast_lstm_served_version", "LSTM version this worker serves (0: none yet)"
 )

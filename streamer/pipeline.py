@@ -7,9 +7,17 @@ walk stock changes event by event for alert transitions. Cutting at watermark cr
 than at batch ends, makes every output independent of how the stream happened to be batched, so
 a replay after a crash produces the same ids and values.
 
-Outputs go to ``sink``, which returns once they are delivered, *before* the Redis write that
-records them as done (alert state, learned markers, partition clock). A crash in between
-re-derives the same outputs with the same ids on replay: duplicates, never losses.
+A bucket close's outputs go to ``sink``, which returns once they are delivered, *before* the
+Redis write that records the close (alert states, partition clock): a crash in between
+re-derives the same outputs with the same ids on replay. An alert from a stock change is
+decided, sequence number included, in the script that applies the change, and kept in the
+partition's outbox until its delivery is known: a crash re-sends the same message. Duplicates,
+never losses.
+
+A process writes a partition's state only under the owner generation it took on first touching
+the partition after its assignment (``FeatureStore.claim``): once another worker has taken it,
+every write is refused (``Fenced``) and this process drops the partition until it is assigned
+again.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from models.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
-from streamer.alerts import CLEARED, RAISED, ReorderPoint, next_status
+from streamer.alerts import CLEARED, RAISED, ReorderPoint
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.close import Decision, bank_wins, close_of, compute, learn_and_forecast
 from streamer.config import Settings
@@ -44,12 +52,11 @@ from streamer.events import (
     parse_order,
 )
 from streamer.features import (
-    APPLIED,
-    DUPLICATE,
-    OFFSET_REGRESSION,
+    AlertRecord,
     FeatureStore,
-    Fold,
+    Fenced,
     PartitionClose,
+    Status,
     StockEffect,
 )
 from streamer.lstm_serving import LSTMServing
@@ -80,7 +87,6 @@ class BatchResult:
 
 
 Event = OrderEvent | InventoryEvent
-Segment = tuple[int, list[tuple[Record, Event]]]  # a partition's events, in arrival order
 
 
 class Pipeline:
@@ -107,40 +113,66 @@ class Pipeline:
         self._snapshot_at: dict[int, float] = {}
         self._snapshot_bucket: dict[int, int] = {}
         self.active: dict[int, int] = {}  # partition -> series closed at its latest close
+        self.generation: dict[int, int] = {}  # partition -> this process's owner generation
+        self._lost: set[int] = set()  # fenced or revoked: not touched until assigned again
+        self._delivered: dict[int, int] = {}  # alerts at the head of each outbox, sent
         self._stale: set[int] = set()
         self._warned_regression: set[str] = set()
-        self._clock_loaded = False
 
-    async def _load_clock(self) -> None:
-        for k, v in (await self.store.load_clock()).items():
-            p, _, what = k.partition(":")
-            if what == "closed":
-                self.closed[int(p)] = int(v)
-            elif what == "max_ts":
-                self.max_ts[int(p)] = float(v)
+    async def _own(self, p: int) -> int | None:
+        """This process's owner generation of partition ``p``, taken (with its clock) on first
+        touching it since its assignment; None for a partition it lost."""
+        if p in self._lost:
+            return None
+        if (generation := self.generation.get(p)) is None:
+            generation = await self.store.claim(p)
+            closed, max_ts = await self.store.load_clock(p)
+            if closed is not None:
+                self.closed[p] = closed
+            if max_ts is not None:
+                self.max_ts[p] = max_ts
                 # quiet from now on unless an order comes: the idle advance then moves event
                 # time on, and with it the deliveries waiting for it
-                self.last_event_wall[int(p)] = (float(v), time.time())
-        self._clock_loaded = True
+                self.last_event_wall[p] = (max_ts, time.time())
+            self.generation[p] = generation
+        return generation
 
-    def forget(self, partitions: Iterable[int]) -> None:
-        """Drop what this process knows of partitions it lost or (re)gained in a rebalance.
-
-        Another worker may have advanced them meanwhile: their clocks are reloaded from Redis
-        and their models rebuilt from it. Called from Faust's rebalance signals, so it only
-        marks; ``process`` acts on it before its next batch.
-        """
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Partitions this process was (re)assigned: another worker may have advanced them
+        meanwhile, so their clocks are reloaded from Redis and their models rebuilt from it,
+        under a new owner generation. Called from Faust's rebalance signals, so it only marks;
+        the next batch or idle advance acts on it."""
+        partitions = set(partitions)
         self._stale.update(partitions)
+        self._lost.difference_update(partitions)
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Partitions this process lost: nothing of them is touched until assigned again."""
+        partitions = set(partitions)
+        self._stale.update(partitions)
+        self._lost.update(partitions)
 
     def _drop_stale(self) -> None:
         for p in self._stale:
-            for table in (
-                self.closed, self.max_ts, self.last_event_wall, self.active, self.banks,
-                self._settled, self._snapshot_bucket,
-            ):  # fmt: skip
-                table.pop(p, None)
+            self._drop(p)
         self._stale.clear()
-        self._clock_loaded = False
+
+    def _drop(self, p: int) -> None:
+        for table in (
+            self.closed, self.max_ts, self.last_event_wall, self.active, self.banks,
+            self._settled, self._snapshot_bucket, self.generation, self._delivered,
+        ):  # fmt: skip
+            table.pop(p, None)
+
+    def _fenced(self, exc: Fenced) -> None:
+        """Another worker owns the partition now: drop it, once, loudly."""
+        metrics.FENCED.inc()
+        log.error(
+            "%s; this worker no longer owns it (it was paused past the session timeout?) "
+            "and drops it until it is assigned again: none of its writes there landed", exc,
+        )  # fmt: skip
+        self._drop(exc.partition)
+        self._lost.add(exc.partition)
 
     def _parse(self, rec: Record, now: float) -> Event | Invalid:
         raw = rec.value or b""
@@ -155,8 +187,6 @@ class Pipeline:
     async def process(self, records: Sequence[Record]) -> BatchResult:
         if self._stale:
             self._drop_stale()
-        if not self._clock_loaded:
-            await self._load_clock()
         result = BatchResult(records=len(records))
         dead: list[Output] = []
         # orders and inventory of a partition hold the same series: one sequence, in arrival order
@@ -173,12 +203,9 @@ class Pipeline:
             result.dlq += len(dead)
         # Partitions hold disjoint series and keys: each runs its own sequence of applies and
         # closes, concurrently with the others.
-        uncut = await asyncio.gather(
+        await asyncio.gather(
             *(self._partition(p, items, now, result) for p, items in by_partition.items())
         )
-        # what no close cut goes to Redis in one call: one round trip per batch, not one per
-        # partition (the latency of a trickle of orders)
-        await self._apply(uncut, result)
         times = [
             ev.ts for items in by_partition.values() for _, ev in items
             if isinstance(ev, OrderEvent)
@@ -189,20 +216,25 @@ class Pipeline:
 
     async def _partition(
         self, p: int, items: list[tuple[Record, Event]], now: float, result: BatchResult
-    ) -> Segment:
+    ) -> None:
         """Apply partition ``p``'s events in order up to each one that lets a bucket close, and
-        close it; return the events after the last close, still to apply."""
-        segment: list[tuple[Record, Event]] = []
-        for rec, ev in items:
-            segment.append((rec, ev))
-            if not isinstance(ev, OrderEvent):
-                continue
-            target = self._advance(p, ev.ts, now)
-            if target is not None:
-                await self._apply([(p, segment)], result)
-                segment = []
-                await self._close_through(p, target, result)
-        return p, segment
+        close it; then the events after the last close."""
+        try:
+            if await self._own(p) is None:
+                return  # revoked or fenced: its new owner reads these records itself
+            segment: list[tuple[Record, Event]] = []
+            for rec, ev in items:
+                segment.append((rec, ev))
+                if not isinstance(ev, OrderEvent):
+                    continue
+                target = self._advance(p, ev.ts, now)
+                if target is not None:
+                    await self._apply(p, segment, result)
+                    segment = []
+                    await self._close_through(p, target, result)
+            await self._apply(p, segment, result)
+        except Fenced as exc:
+            self._fenced(exc)
 
     def _advance(self, p: int, ts: float, now: float) -> int | None:
         """Move partition ``p``'s event time; the bucket to close through, if any.
@@ -243,27 +275,39 @@ class Pipeline:
             return result
         if self._stale:
             self._drop_stale()  # never advance a partition this worker just lost
+        # a partition assigned but quiet since is taken over here, its clock with it
+        for p in owned or ():
+            await self._own(p)
         quiet = [
             p for p, (_, wall) in self.last_event_wall.items()
             if now - wall >= self.s.idle_advance_seconds and (owned is None or p in owned)
         ]  # fmt: skip
-        for p in quiet:
-            ts, wall = self.last_event_wall[p]
-            self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
-        # deliveries stamped up to the new event times take effect, in one call
-        await self._apply([], result, {p: int(self.max_ts[p] * 1000) for p in quiet})
-        targets = {
-            p: last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
-            for p in quiet
-        }
-        await self.close_through(
-            {p: b for p, b in targets.items() if b > self.closed.get(p, b)}, result
-        )
+        await asyncio.gather(*(self._advance_idle(p, now, result) for p in quiet))
         return result
+
+    async def _advance_idle(self, p: int, now: float, result: BatchResult) -> None:
+        ts, wall = self.last_event_wall[p]
+        self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
+        target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
+        try:
+            # deliveries stamped up to the new event time take effect
+            await self._apply(p, [], result, int(self.max_ts[p] * 1000))
+            if target > self.closed.get(p, target):
+                await self._close_through(p, target, result)
+        except Fenced as exc:
+            self._fenced(exc)
 
     async def close_through(self, targets: dict[int, int], result: BatchResult) -> None:
         """Close each partition's buckets up to its target, the partitions concurrently."""
-        await asyncio.gather(*(self._close_through(p, b, result) for p, b in targets.items()))
+
+        async def one(p: int, target: int) -> None:
+            try:
+                if await self._own(p) is not None:
+                    await self._close_through(p, target, result)
+            except Fenced as exc:
+                self._fenced(exc)
+
+        await asyncio.gather(*(one(p, b) for p, b in targets.items()))
 
     def _dead_letter(self, rec: Record, bad: Invalid) -> Output:
         topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
@@ -296,66 +340,45 @@ class Pipeline:
             price,
             f"{rec.topic}:{rec.partition}",
             rec.offset,
-            p,
             lead,
             moves_clock=ev.ts <= newest + self.s.max_skew_seconds,
         )
 
     async def _apply(
         self,
-        segments: Sequence[Segment],
+        p: int,
+        segment: Sequence[tuple[Record, Event]],
         result: BatchResult,
-        advances: dict[int, int] | None = None,
+        advance_ms: int | None = None,
     ) -> None:
-        """Apply the segments' events, then advance the stock clocks in ``advances``, and walk
-        every stock change, deliveries that came due included, for alert transitions."""
-        items = [(p, ev) for p, segment in segments for _, ev in segment]
-        if not items and not advances:
+        """Apply partition ``p``'s ``segment``, then move its stock clock on to
+        ``advance_ms``; send the alerts its stock changes led to."""
+        if not segment and advance_ms is None:
             return
-        effects = [self._effect(p, rec, ev) for p, segment in segments for rec, ev in segment]
-        res = await self.store.apply(effects, advances)
-        updates: dict[str, dict[str, object]] = {}
-        alerts: list[Output] = []
-        due: dict[int, list[Fold]] = defaultdict(list)  # by the event they come before
-        for fold in res.folds:
-            due[fold.before].append(fold)
-
-        def walk(series: str, on_hand: int, ts: float) -> None:
-            state = res.states.get(series)
-            if not state or not state["rop"] or not state["stock_known"]:
-                return
-            change = self._alert(
-                series, state, on_hand, _stored_rop(state, self.s), state["forecast_id"], ts,
-                alerts,
-            )  # fmt: skip
-            if change:
-                updates[series] = change
-
-        for j, ((p, ev), effect, status, on_hand) in enumerate(
-            zip(items, effects, res.statuses, res.on_hand, strict=True)
-        ):
-            for fold in due.pop(j, ()):
-                walk(fold.series, fold.on_hand, fold.ts_ms / 1000)
+        generation = self.generation[p]
+        effects = [self._effect(p, rec, ev) for rec, ev in segment]
+        res = await self.store.apply(p, generation, effects, advance_ms, self._delivered.get(p, 0))
+        self._delivered[p] = 0  # the outbox left by the previous call is trimmed
+        closed = self.closed.get(p)
+        for (_, ev), effect, status in zip(segment, effects, res.statuses, strict=True):
             topic = "orders" if isinstance(ev, OrderEvent) else "inventory"
-            if status == APPLIED:
-                closed = self.closed.get(p)
+            if status == Status.APPLIED:
                 late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
                 metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
-            elif status == OFFSET_REGRESSION:
+            elif status == Status.OFFSET_REGRESSION:
                 self._offset_regression(effect.offsets_field)
-                continue
             else:
-                metrics.EVENTS.labels(topic, "duplicate" if status == DUPLICATE else "stale").inc()
-            # Duplicates are walked too, at the current stock: if a crash came between applying
-            # them and recording the alert state, the same alert (same id) is derived again.
-            if on_hand is not None:
-                walk(ev.series, on_hand, ev.ts)
-        for fold in due.pop(len(items), ()):
-            walk(fold.series, fold.on_hand, fold.ts_ms / 1000)
-        if alerts:
-            await self.sink(alerts)
-            result.alerts += len(alerts)
-        await self.store.write_alert_states(updates, res.folds)
+                metrics.EVENTS.labels(
+                    topic, "duplicate" if status == Status.DUPLICATE else "stale"
+                ).inc()
+        if res.outbox:
+            # what an earlier call left (a crash before its delivery was known) goes again,
+            # the same messages
+            await self.sink([self._alert_output(a) for a in res.outbox])
+            self._delivered[p] = len(res.outbox)
+            result.alerts += len(res.outbox)
+            for a in res.outbox:
+                metrics.ALERTS.labels(a.status).inc()
 
     def _offset_regression(self, topic_partition: str) -> None:
         metrics.EVENTS.labels(topic_partition.split(":")[0], "offset_regression").inc()
@@ -363,33 +386,15 @@ class Pipeline:
             self._warned_regression.add(topic_partition)
             log.error(
                 "%s: new events at offsets below those already applied; was the topic "
-                "recreated? They are skipped until shelfcast:offsets is reset for it "
-                "(docs/delivery.md)",
+                "recreated? They are skipped until its field in shelfcast:{p<partition>}:"
+                "offsets is reset (docs/delivery.md)",
                 topic_partition,
             )
 
-    def _alert(
-        self,
-        series: str,
-        state: dict[str, str],
-        on_hand: int,
-        rop: ReorderPoint,
-        fid: str,
-        ts: float,
-        out: list[Output],
-    ) -> dict[str, object] | None:
-        """Add an alert to ``out`` if the status changes; update ``state`` in place and return
-        the fields to persist."""
-        current = state.get("alert") or CLEARED
-        status = next_status(current, on_hand, rop.value, self.s.alert_hysteresis)
-        if status is None:
-            return None
-        seq = int(state.get("alert_seq") or 0) + 1
-        state["alert"], state["alert_seq"] = status, str(seq)
-        msg = alert_message(series, status, seq, on_hand, rop, fid, ts)
-        out.append(output(self.s.topics["alerts"], series, msg))
-        metrics.ALERTS.labels(status).inc()
-        return {"alert": status, "alert_seq": seq, "alert_ts": ts}
+    def _alert_output(self, a: AlertRecord) -> Output:
+        rop = _stored_rop(a.rop, self.s)
+        msg = alert_message(a.series, a.status, a.seq, a.on_hand, rop, a.rop["forecast_id"], a.ts)
+        return output(self.s.topics["alerts"], a.series, msg)
 
     async def _close_through(self, p: int, target: int, result: BatchResult) -> None:
         while self.closed[p] < target:
@@ -471,9 +476,13 @@ class Pipeline:
         restores them)."""
         for p in set(partitions):
             async with self._closing[p]:  # a close mutates the bank in a worker thread
-                if (bank := self.banks.get(p)) is not None:
+                bank, generation = self.banks.get(p), self.generation.get(p)
+                if bank is not None and generation is not None:
                     blob = await asyncio.to_thread(pack, bank.state(), bank.series)
-                    await self.store.write_partition_snapshot(p, blob)
+                    try:
+                        await self.store.write_partition_snapshot(p, generation, blob)
+                    except Fenced as exc:
+                        self._fenced(exc)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
         async with self._close_slots, self._closing[p]:
@@ -519,6 +528,7 @@ class Pipeline:
         self._count(bank, done.decision, done.outs, result)
         await self.store.write_close(
             p,
+            self.generation[p],
             b,
             done.fields,
             done.alerts,
@@ -526,7 +536,7 @@ class Pipeline:
             learned=len(data.series),  # written with the clock: a retried close counts once
             trim_before=b - self.s.history_buckets,
             inactive_before=b - self.s.active_buckets + 1,
-            clock={f"{p}:closed": b, f"{p}:max_ts": self.max_ts.get(p, close_ts)},
+            max_ts=self.max_ts.get(p, close_ts),
             evaluation=dict(done.evaluation.sums),
             snapshot=done.snapshot,
         )
@@ -557,7 +567,7 @@ class Pipeline:
 
 
 def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
-    """The reorder point the series' latest close stored with its state."""
+    """The reorder point a close stored (ROP_FIELDS)."""
     return ReorderPoint(
         float(state["rop_lead"]),
         float(state["lt_demand"]),

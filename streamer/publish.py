@@ -111,7 +111,7 @@ def _json_names(series: Sequence[str]) -> list[bytes]:
 def stored_forecasts(
     bucket: int, models: Sequence[str], versions: Sequence[str], steps: np.ndarray
 ) -> list[str]:
-    """The forecasts of a close as Redis keeps them (``shelfcast:part:{p}:forecast``):
+    """The forecasts of a close as Redis keeps them (``shelfcast:{pP}:forecast``):
     ``bucket|model|version|`` then the ``[horizon, 4]`` steps' numbers joined by ``|``,
     about a quarter of the message; ``stored_message`` rebuilds the message exactly."""
     heads = {(m, v): f"{bucket}|{m}|{v}|" for m, v in set(zip(models, versions, strict=True))}

@@ -15,7 +15,8 @@ from typing import TextIO
 import redis
 
 from streamer.config import Settings, all_topics
-from streamer.security import redact, redis_options
+from streamer.redis_connect import connect
+from streamer.security import redact
 
 
 class Unreachable(RuntimeError):
@@ -46,9 +47,7 @@ def kafka_problem(settings: Settings) -> str | None:
 
 
 def redis_problem(settings: Settings) -> str | None:
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=3, socket_timeout=3, **redis_options()
-    )
+    client = connect(settings, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:

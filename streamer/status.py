@@ -69,7 +69,7 @@ async def series_status(
     pipe = r.pipeline(transaction=False)
     for name in names:
         pipe.zscore(part_series_key(p), name)
-        pipe.hmget(series_base(name) + "state", *SHOWN_FIELDS)
+        pipe.hmget(series_base(name, p) + "state", *SHOWN_FIELDS)
         pipe.hget(part_key(p, "rop"), name)
         pipe.hget(part_key(p, "forecast"), name)
     replies = await pipe.execute()

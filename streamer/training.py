@@ -32,8 +32,9 @@ from models.registry import CheckpointError, Registry
 from models.trainer import RefreshReport, refresh
 from streamer import metrics
 from streamer.config import Settings
-from streamer.features import CLOCK, PREFIX, _text, part_key, part_series_key, series_base
-from streamer.security import redact, redis_options
+from streamer.features import PREFIX, _text, part_key, part_series_key, series_base
+from streamer.redis_connect import connect
+from streamer.security import redact
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,15 @@ def buckets_needed(cfg: LSTMConfig) -> int:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=10, **redis_options()
-    )
+    return connect(settings, decode_responses=True, socket_connect_timeout=10)
 
 
 def _clocks(client: redis.Redis, settings: Settings) -> list[int]:
     """The last closed bucket of every partition that has closed one."""
-    fields = [f"{p}:closed" for p in range(settings.partitions)]
-    return [int(v) for v in client.hmget(CLOCK, fields) if v is not None]
+    pipe = client.pipeline(transaction=False)
+    for p in range(settings.partitions):
+        pipe.hget(part_key(p, "clock"), "closed")
+    return [int(v) for v in pipe.execute() if v is not None]
 
 
 def last_closed(client: redis.Redis, settings: Settings) -> int | None:
@@ -135,7 +136,8 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
         pipe.zrange(part_series_key(p), 0, -1)
         pipe.hmget(part_key(p, "closed"), buckets)
     raw = pipe.execute()
-    series = sorted({_text(s) for names in raw[::2] for s in names})
+    partition_of = {_text(s): p for p, names in enumerate(raw[::2]) for s in names}
+    series = sorted(partition_of)
     flags = [[_text(f) for f in column] for column in zip(*raw[1::2], strict=True)]
     closed = {first + i for i, column in enumerate(flags) if set(column) - {""} == {"1"}}
     demand: dict[tuple[str, int], float] = {}
@@ -144,8 +146,8 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
         chunk = series[i : i + SERIES_PER_PIPELINE]
         pipe = client.pipeline(transaction=False)
         for s in chunk:
-            pipe.hgetall(series_base(s) + "demand")
-            pipe.hgetall(series_base(s) + "revenue")
+            pipe.hgetall(series_base(s, partition_of[s]) + "demand")
+            pipe.hgetall(series_base(s, partition_of[s]) + "revenue")
         raw = pipe.execute()
         for s, units, money in zip(chunk, raw[::2], raw[1::2], strict=True):
             for values, into in ((units, demand), (money, revenue)):

@@ -1,33 +1,67 @@
-"""Shared fixtures: a real redis-server and librdkafka's mock Kafka cluster, over TCP."""
+"""Shared fixtures: a real redis-server and librdkafka's mock Kafka cluster, over TCP.
+
+``SHELFCAST_TEST_REDIS=cluster`` runs the Redis tests against a local 3-master Redis Cluster
+of the same binary instead of one server (``.ci/run`` does both).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from streamer.config import Settings, all_topics
-from streamer.embedded import EmbeddedRedis, MockKafkaCluster
+from streamer.embedded import EmbeddedRedis, EmbeddedRedisCluster, MockKafkaCluster
+
+CLUSTER = os.environ.get("SHELFCAST_TEST_REDIS", "").lower() == "cluster"
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "streamer" / "data" / "online_retail_sample.csv.gz"
 
 
+def redis_client(url: str, **options: Any) -> redis.Redis:
+    """A blocking client of the test Redis, a cluster client in cluster mode."""
+    if CLUSTER:
+        return RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, **options)
+
+
+def async_redis_client(url: str, **options: Any) -> aioredis.Redis:
+    if CLUSTER:
+        return AsyncRedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(url, **options)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedRedis | EmbeddedRedisCluster]:
+    folder = tmp_path_factory.mktemp("redis")
+    server = EmbeddedRedisCluster(folder) if CLUSTER else EmbeddedRedis(folder)
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
+def redis_url(
+    redis_server: EmbeddedRedis | EmbeddedRedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> str:
     """A real Redis, emptied before each test."""
-    redis.Redis.from_url(redis_server.url).flushall()
+    if isinstance(redis_server, EmbeddedRedisCluster):
+        redis_server.flushall()
+        # the processes a test starts (worker, trainer, CLI) talk to it as a cluster too
+        monkeypatch.setenv("SHELFCAST_REDIS_CLUSTER", "1")
+    else:
+        redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
 
 
@@ -40,7 +74,9 @@ def kafka() -> Iterator[MockKafkaCluster]:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_url, home=tmp_path / "home", partitions=4)
+    return Settings(
+        redis_url=redis_url, redis_cluster=CLUSTER, home=tmp_path / "home", partitions=4
+    )
 
 
 def order(

@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
 from models.evaluation import parse_forecast_id
 from streamer.config import Settings, all_topics
@@ -20,6 +19,7 @@ from tests.worker_harness import (
     IdCollector,
     Worker,
     applied_count,
+    counter,
     csv_truth,
     redis_truth,
     stock_truth,
@@ -62,7 +62,7 @@ def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> No
             worker.start()
         wait_all_committed(kafka.bootstrap, worker)
         ids = [row[0] for row in forecasts.stop()]
-        learned = int(redis.Redis.from_url(server.url).hget("shelfcast:stats", "learned_buckets"))
+        learned = counter(server.url, "learned_buckets")
         demand, stock = redis_truth(server.url)
     finally:
         worker.stop()

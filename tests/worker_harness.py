@@ -153,8 +153,15 @@ def wait_all_committed(bootstrap: str, worker: Worker, timeout: float = 600) -> 
     )
 
 
+def counter(redis_url: str, name: str) -> int:
+    """A counter summed over the process-wide hash and every partition's (all scanned)."""
+    r = redis.Redis.from_url(redis_url)
+    keys = ["shelfcast:stats", *r.scan_iter("shelfcast:{p*}:stats", count=1000)]
+    return sum(int(r.hget(key, name) or 0) for key in keys)
+
+
 def applied_count(redis_url: str) -> int:
-    return int(redis.Redis.from_url(redis_url).hget("shelfcast:stats", "applied") or 0)
+    return counter(redis_url, "applied")
 
 
 # ---- ground truth, computed from the CSV with pandas, independently of streamer.replay -----
@@ -223,12 +230,12 @@ def redis_truth(redis_url: str) -> tuple[dict[tuple[str, int], int], dict[str, i
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     demand: dict[tuple[str, int], int] = {}
     stock: dict[str, int] = {}
-    for key in r.scan_iter("shelfcast:{*}:demand", count=1000):
-        series = key[len("shelfcast:{") : -len("}:demand")]
+    for key in r.scan_iter("shelfcast:{p*}:s:*:demand", count=1000):
+        series = key.split(":s:", 1)[1][: -len(":demand")]
         for day, qty in r.hgetall(key).items():
             demand[(series, int(day))] = int(qty)
-    for key in r.scan_iter("shelfcast:{*}:state", count=1000):
+    for key in r.scan_iter("shelfcast:{p*}:s:*:state", count=1000):
         on_hand = r.hget(key, "on_hand")
         if on_hand is not None:
-            stock[key[len("shelfcast:{") : -len("}:state")]] = int(on_hand)
+            stock[key.split(":s:", 1)[1][: -len(":state")]] = int(on_hand)
     return demand, stock

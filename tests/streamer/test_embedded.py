@@ -13,11 +13,20 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio.cluster
+import redis.cluster
 from confluent_kafka import Consumer, Producer
 
 from streamer.config import Settings, all_topics
-from streamer.embedded import STATE_FILE, EmbeddedRedis, MockKafkaCluster, discover, free_port
-from streamer.features import STATS
+from streamer.embedded import (
+    STATE_FILE,
+    EmbeddedRedis,
+    EmbeddedRedisCluster,
+    MockKafkaCluster,
+    discover,
+    free_port,
+)
+from streamer.features import STATS, summed_stats
 from tests.conftest import ROOT, order
 
 
@@ -108,6 +117,71 @@ def test_embedded_redis_persists_across_a_restart(tmp_path: Path) -> None:
         again.stop()
 
 
+def key_counts(cluster: EmbeddedRedisCluster) -> list[int]:
+    """Keys per node, asked of each node directly rather than through a cluster client."""
+    return [int(redis.Redis.from_url(node.url).dbsize()) for node in cluster.nodes]
+
+
+def check_hash_tags_spread(client: redis.cluster.RedisCluster) -> None:
+    for i in range(8):
+        client.set(f"{{p{i}}}:count", i)
+    assert client.get("{p5}:count") == b"5"
+
+
+def check_lua_on_one_slot(client: redis.cluster.RedisCluster) -> None:
+    script = client.register_script(
+        "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) redis.call('SET', KEYS[2], n) return n"
+    )
+    assert script(keys=["{lua}:n", "{lua}:copy"], args=[3]) == 3
+    assert script(keys=["{lua}:n", "{lua}:copy"], args=[4]) == 7
+    assert client.get("{lua}:copy") == b"7"
+
+
+async def check_async_client(url: str) -> None:
+    client = redis.asyncio.cluster.RedisCluster.from_url(url)
+    try:
+        await client.set("{tx}:a", "1")
+        assert await client.get("{tx}:a") == b"1"
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr("{tx}:a").set("{tx}:b", "x").get("{tx}:b")
+            assert await pipe.execute() == [2, True, b"x"]
+    finally:
+        await client.aclose()
+
+
+def test_embedded_redis_cluster_serves_cluster_clients_and_stops(tmp_path: Path) -> None:
+    cluster = EmbeddedRedisCluster(tmp_path)
+    cluster.start()
+    try:
+        assert cluster.url == f"redis://127.0.0.1:{cluster.nodes[0].port}"
+        client = redis.cluster.RedisCluster.from_url(cluster.url)
+        check_hash_tags_spread(client)
+        counts = key_counts(cluster)
+        assert sum(counts) == 8 and sum(n > 0 for n in counts) > 1, counts
+        check_lua_on_one_slot(client)
+        asyncio.run(check_async_client(cluster.url))
+        client.close()
+        cluster.flushall()
+        assert key_counts(cluster) == [0, 0, 0]
+    finally:
+        pids = [node.proc.pid for node in cluster.nodes if node.proc]
+        cluster.stop()
+    assert len(pids) == 3
+    assert all(node.proc is None for node in cluster.nodes)
+    for pid in pids:
+        wait_for(lambda pid=pid: not alive(pid), 10, f"cluster node {pid} to stop")
+
+
+def test_embedded_redis_cluster_refuses_a_directory_from_another_cluster(tmp_path: Path) -> None:
+    cluster = EmbeddedRedisCluster(tmp_path, masters=1)
+    conf = tmp_path / "node0" / "nodes.conf"
+    conf.parent.mkdir()
+    conf.write_text("abc 127.0.0.1:1@10001 myself,master - 0 0 1 connected 0-16383\n")
+    with pytest.raises(RuntimeError, match=r"earlier cluster on other ports .* remove"):
+        cluster.start()
+    assert cluster.nodes[0].proc is None
+
+
 def start_worker(home: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     env.update(
@@ -162,7 +236,7 @@ def test_worker_on_embedded_services_is_found_by_replay_and_leaves_nothing_behin
         wait_for(
             lambda: int(client.hget(STATS, "events_done") or 0) >= 31, 60, "the worker to process"
         )
-        assert int(client.hget(STATS, "applied") or 0) == 30
+        assert summed_stats(client, 2)["applied"] == 30
         assert int(client.hget(STATS, "dlq") or 0) == 1
     finally:
         worker.send_signal(signal.SIGTERM if stop == "sigterm" else signal.SIGKILL)

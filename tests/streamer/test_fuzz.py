@@ -8,8 +8,6 @@ import base64
 import json
 from collections import Counter
 
-import redis
-import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +15,7 @@ from streamer.config import Settings
 from streamer.features import FeatureStore
 from streamer.pipeline import Pipeline, Record
 from streamer.publish import Output
+from tests.conftest import async_redis_client, redis_client
 
 LIMIT = 4096
 BASE_TS = 1_294_000_000  # 2011-01-02
@@ -161,7 +160,7 @@ malformed: st.SearchStrategy[bytes] = st.one_of(
 def test_malformed_payloads_never_crash_and_all_reach_the_dlq(
     redis_url: str, bad: list[bytes], good: list[dict[str, object]], order
 ) -> None:  # type: ignore[no-untyped-def]
-    redis.Redis.from_url(redis_url).flushall()
+    redis_client(redis_url).flushall()
     good = [{**g, "event_id": f"ok-{i}"} for i, g in enumerate(good)]
     payloads = [(b, False) for b in bad] + [(dumps(g), True) for g in good]
     order.shuffle(payloads)
@@ -172,8 +171,8 @@ def test_malformed_payloads_never_crash_and_all_reach_the_dlq(
         out.extend(batch)
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        pipeline = Pipeline(s, FeatureStore(client, s.dedupe_ttl_seconds), collect)
+        client = async_redis_client(redis_url)
+        pipeline = Pipeline(s, FeatureStore.of(client, s), collect)
         records = [
             Record("orders", 0, i, key_of(p) if ok else None, p)
             for i, (p, ok) in enumerate(payloads)
@@ -186,7 +185,7 @@ def test_malformed_payloads_never_crash_and_all_reach_the_dlq(
     dead = [json.loads(o.value) for o in out if o.topic == "shelfcast-dlq"]
     assert Counter(base64.b64decode(d["value_b64"]) for d in dead) == Counter(bad)
     assert all(d["reason"] and d["detail"] for d in dead)
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert int(r.hget("shelfcast:stats", "applied")) == len(good)
-    total = sum(int(v) for k in r.scan_iter("shelfcast:*:demand") for v in r.hvals(k))
+    r = redis_client(redis_url, decode_responses=True)
+    assert int(r.hget("shelfcast:{p0}:stats", "applied")) == len(good)
+    total = sum(int(v) for k in r.scan_iter("shelfcast:*:s:*:demand") for v in r.hvals(k))
     assert total == sum(int(g["quantity"]) for g in good if int(g["quantity"]) > 0)

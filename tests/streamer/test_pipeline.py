@@ -12,8 +12,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from models.snapshot import unpack
 from streamer import metrics
@@ -21,7 +19,7 @@ from streamer.config import Settings
 from streamer.features import FeatureStore
 from streamer.pipeline import Pipeline, Record
 from streamer.publish import Output
-from tests.conftest import order, stock
+from tests.conftest import async_redis_client, order, redis_client, stock
 
 START = datetime(2011, 1, 3)  # a Monday
 
@@ -41,9 +39,9 @@ class Harness:
         self.restart()
 
     def restart(self) -> None:
-        self.client = aioredis.Redis.from_url(self.settings.redis_url)
+        self.client = async_redis_client(self.settings.redis_url)
         self.pipeline = Pipeline(
-            self.settings, FeatureStore(self.client, self.settings.dedupe_ttl_seconds), self.sink
+            self.settings, FeatureStore.of(self.client, self.settings), self.sink
         )
 
     async def sink(self, batch: list[Output]) -> None:
@@ -111,9 +109,10 @@ def test_bad_records_go_to_the_dlq_with_reason_and_bytes(settings: Settings) -> 
     assert base64.b64decode(dead[0]["value_b64"]) == bad
     assert dead[0]["source_topic"] == "orders" and dead[0]["offset"] == 0
     assert dead[1]["source_topic"] == "inventory"
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis_url, decode_responses=True)
     assert r.hget(
-        "shelfcast:{A1@UK}:demand", str(int(datetime.fromisoformat(at(0)).timestamp() // 86400))
+        "shelfcast:{p0}:s:A1@UK:demand",
+        str(int(datetime.fromisoformat(at(0)).timestamp() // 86400)),
     )
 
 
@@ -176,7 +175,7 @@ def test_a_sku_rollup_sums_the_means_of_its_locations(settings: Settings) -> Non
 
 def test_outputs_do_not_depend_on_how_the_stream_was_batched(settings: Settings) -> None:
     def run(batch: int) -> list[tuple[str, dict]]:
-        redis.Redis.from_url(settings.redis_url).flushall()
+        redis_client(settings.redis_url).flushall()
         h = Harness(settings)
         records = [h.record(stock("s0", at(0, 0), on_hand=60, lead_time_days=2), "inventory")]
         for d in range(18):
@@ -206,8 +205,8 @@ def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings)
     assert [a["status"] for a in out] == ["cleared"]
     assert out[0]["alert_id"] != raised["alert_id"]
     assert out[0]["ts"] == at(9, 14) + "Z"
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert r.hget("shelfcast:{A1@UK}:state", "alert") == "cleared"
+    r = redis_client(settings.redis_url, decode_responses=True)
+    assert r.hget("shelfcast:{p0}:s:A1@UK:state", "alert") == "cleared"
 
 
 def test_a_delivery_read_before_earlier_orders_does_not_hide_their_alert(
@@ -221,8 +220,8 @@ def test_a_delivery_read_before_earlier_orders_does_not_hide_their_alert(
     out = alerts(h.feed([delivery, *burst, h.record(order("after", at(9, 15), 1))]))
     assert [a["status"] for a in out] == ["raised", "cleared"]
     assert out[1]["ts"] == at(9, 14) + "Z"
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert r.hget("shelfcast:{A1@UK}:state", "on_hand") == str(1000 - 100 - 900 + 500 - 1)
+    r = redis_client(settings.redis_url, decode_responses=True)
+    assert r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand") == str(1000 - 100 - 900 + 500 - 1)
 
 
 def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings) -> None:
@@ -230,19 +229,19 @@ def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings
     day = lambda d: str(int(datetime.fromisoformat(at(d, 0)).timestamp() // 86400))  # noqa: E731
     h.feed(daily_orders(h, 3, qty=5))  # day 2 10:00 -> watermark day 2 04:00: day 1 closed
     h.feed([h.record(order("late-ok", at(1, 23), 7))])  # day 1 closed? no: only day 0 and 1
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    learned_before = r.hget("shelfcast:clock", "0:closed")  # learned with the close
+    r = redis_client(settings.redis_url, decode_responses=True)
+    learned_before = r.hget("shelfcast:{p0}:clock", "closed")  # learned with the close
     assert learned_before == day(1)
     # beyond lateness: day 0 is closed, the event still updates features and stock
-    stock_before = int(r.hget("shelfcast:{A1@UK}:state", "on_hand"))
+    stock_before = int(r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand"))
     late = metrics.EVENTS.labels("orders", "late")
     late_before = late._value.get()
     out = h.feed([h.record(order("too-late", at(0, 12), 4))])
     assert late._value.get() == late_before + 1
-    assert r.hget("shelfcast:{A1@UK}:demand", day(0)) == "9"
-    assert int(r.hget("shelfcast:{A1@UK}:state", "on_hand")) == stock_before - 4
+    assert r.hget("shelfcast:{p0}:s:A1@UK:demand", day(0)) == "9"
+    assert int(r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand")) == stock_before - 4
     assert forecasts(out) == []  # no published forecast is reopened
-    assert r.hget("shelfcast:clock", "0:closed") == learned_before
+    assert r.hget("shelfcast:{p0}:clock", "closed") == learned_before
 
 
 def test_within_lateness_an_out_of_order_event_counts_before_its_bucket_closes(
@@ -266,7 +265,7 @@ def test_a_restarted_pipeline_continues_without_learning_twice(settings: Setting
     h.feed(records_a[15:])
     continued = forecasts(h.outputs)
 
-    redis.Redis.from_url(settings.redis_url).flushall()
+    redis_client(settings.redis_url).flushall()
     straight = Harness(settings)
     straight.feed(daily_orders(straight, 25))
     expected = forecasts(straight.outputs)
@@ -277,8 +276,8 @@ def test_a_restarted_pipeline_continues_without_learning_twice(settings: Setting
 
 def evaluation(settings: Settings) -> dict[str, float]:
     """The prequential error sums the worker keeps in Redis."""
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    return {k: round(float(v), 6) for k, v in r.hgetall("shelfcast:evaluation").items()}
+    r = redis_client(settings.redis_url, decode_responses=True)
+    return {k: round(float(v), 6) for k, v in r.hgetall("shelfcast:{p0}:evaluation").items()}
 
 
 def varied_orders(
@@ -304,13 +303,13 @@ def test_models_older_than_the_history_restart_exactly_from_their_snapshots(
     expected = {f["forecast_id"]: f for f in forecasts(straight.outputs)}
     expected_evaluation = evaluation(settings)
 
-    redis.Redis.from_url(settings.redis_url).flushall()
+    redis_client(settings.redis_url).flushall()
     h = Harness(settings)
     records = varied_orders(h, 60)
     cut = next(i for i, rec in enumerate(records) if json.loads(rec.value)["ts"] >= at(45, 0))
     h.feed(records[:cut])
-    r = redis.Redis.from_url(settings.redis_url)
-    assert r.exists("shelfcast:part:0:model")  # a snapshot, taken on the bucket schedule
+    r = redis_client(settings.redis_url)
+    assert r.exists("shelfcast:{p0}:model")  # a snapshot, taken on the bucket schedule
     h.restart()
     h.feed(records[cut:])
     got = {f["forecast_id"]: f for f in forecasts(h.outputs)}
@@ -321,10 +320,10 @@ def test_models_older_than_the_history_restart_exactly_from_their_snapshots(
 def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Settings) -> None:
     h = Harness(settings.replace(snapshot_seconds=1e9, history_buckets=56))
     h.feed(varied_orders(h, 20))
-    r = redis.Redis.from_url(settings.redis_url)
-    r.delete("shelfcast:part:0:model")
+    r = redis_client(settings.redis_url)
+    r.delete("shelfcast:{p0}:model")
     h.loop.run_until_complete(h.pipeline.snapshot([0]))
-    state, series = unpack(b"".join(r.lrange("shelfcast:part:0:model", 0, -1)))
+    state, series = unpack(b"".join(r.lrange("shelfcast:{p0}:model", 0, -1)))
     assert sorted(series) == ["A1@UK", "B2@UK", "C3@UK"] and int(state["through"]) >= 0
 
 
@@ -341,13 +340,13 @@ def test_an_order_cancelled_in_its_bucket_is_neither_demand_nor_a_return(
             h.record(order("next", at(2, 10), 1)),
         ]
     )
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis_url, decode_responses=True)
     day0 = int(datetime.fromisoformat(at(0)).timestamp() // 86_400)
-    assert r.hget("shelfcast:{A1@UK}:demand", str(day0)) == "4"
-    assert r.hget("shelfcast:{A1@UK}:cancelled", str(day0)) == "80995"
-    assert r.hget("shelfcast:{A1@UK}:returns", str(day0)) is None
-    assert r.hget("shelfcast:{A1@UK}:returns", str(day0 + 1)) == "4"
-    assert r.hget("shelfcast:{A1@UK}:demand", str(day0 + 1)) is None
+    assert r.hget("shelfcast:{p0}:s:A1@UK:demand", str(day0)) == "4"
+    assert r.hget("shelfcast:{p0}:s:A1@UK:cancelled", str(day0)) == "80995"
+    assert r.hget("shelfcast:{p0}:s:A1@UK:returns", str(day0)) is None
+    assert r.hget("shelfcast:{p0}:s:A1@UK:returns", str(day0 + 1)) == "4"
+    assert r.hget("shelfcast:{p0}:s:A1@UK:demand", str(day0 + 1)) is None
 
 
 def test_a_day_without_any_order_is_closed_and_forecast_as_closed(settings: Settings) -> None:
@@ -360,9 +359,9 @@ def test_a_day_without_any_order_is_closed_and_forecast_as_closed(settings: Sett
         for sku in ("A1", "B2")
     ]
     out = forecasts(h.feed(records))
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis_url, decode_responses=True)
     day0 = int(datetime.fromisoformat(at(0)).timestamp() // 86_400)
-    closed = r.hgetall("shelfcast:part:0:closed")
+    closed = r.hgetall("shelfcast:{p0}:closed")
     assert closed[str(day0 + 19)] == "1" and closed[str(day0 + 18)] == "0"
     last = max((f for f in out if f["sku"] == "A1"), key=lambda f: f["issued_at"])
     for step in last["horizon"]:
@@ -407,7 +406,7 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
 
     for crash_at in range(1, calls + 1):
         for delivered in (False, True):
-            redis.Redis.from_url(settings.redis_url).flushall()
+            redis_client(settings.redis_url).flushall()
             h = Harness(settings)
             n = 0
 
@@ -435,8 +434,8 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             # a re-derived alert is the same message: time and stock included
             for a in alerts(h.outputs):
                 assert a == expected_alerts[a["alert_id"]], (crash_at, delivered)
-            r = redis.Redis.from_url(settings.redis_url)
-            assert int(r.hget("shelfcast:stats", "learned_buckets")) == 15
+            r = redis_client(settings.redis_url)
+            assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 15
             assert evaluation(settings) == expected_evaluation, (crash_at, delivered)
 
 
@@ -444,7 +443,7 @@ def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(
     settings: Settings,
 ) -> None:
     def run(batch: int) -> list[tuple[str, dict]]:
-        redis.Redis.from_url(settings.redis_url).flushall()
+        redis_client(settings.redis_url).flushall()
         h = Harness(settings)
         records = crash_scenario(h)
         # deliver each inventory record in the batch where it arrived, between the orders
@@ -459,8 +458,8 @@ def test_one_wildly_skewed_timestamp_does_not_close_weeks_of_buckets(settings: S
     h.feed(daily_orders(h, 5))
     skewed = h.record(order("typo", (START + timedelta(days=730)).isoformat(), 1))
     assert forecasts(h.feed([skewed])) == []  # applied, but the watermark did not jump
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert r.hget("shelfcast:clock", "0:closed") is not None
+    r = redis_client(settings.redis_url, decode_responses=True)
+    assert r.hget("shelfcast:{p0}:clock", "closed") is not None
     out = h.feed([h.record(order("next", at(5), 5))])
     assert len({f["issued_at"] for f in forecasts(out)}) == 1  # day 4 closes normally
 
@@ -503,8 +502,8 @@ def test_offsets_going_backwards_are_reported_not_silently_dropped(settings: Set
     h.offsets.clear()  # a recreated topic starts again at offset 0, with new events
     h.feed([h.record(order("new-after-recreate", at(3), 2))])
     assert regression._value.get() == before + 1
-    r = redis.Redis.from_url(settings.redis_url)
-    assert int(r.hget("shelfcast:stats", "offset_regression")) == 1
+    r = redis_client(settings.redis_url)
+    assert int(r.hget("shelfcast:{p0}:stats", "offset_regression")) == 1
 
 
 def test_a_partition_that_comes_back_after_a_rebalance_is_not_learned_twice(
@@ -516,13 +515,37 @@ def test_a_partition_that_comes_back_after_a_rebalance_is_not_learned_twice(
     b = Harness(settings)
     b.feed(records[:11])  # B takes the partition over: redelivered input, all duplicates
     b.feed(records[11:16])  # and closes days 10..14
-    a.pipeline.forget([0])  # the rebalance hands the partition back to A
+    a.pipeline.assign([0])  # the rebalance hands the partition back to A
     a.outputs.clear()
     a.feed(records[16:])
     issued = {f["issued_at"] for f in forecasts(a.outputs)}
     assert len(issued) == 5  # days 15..19 only: A did not re-close what B closed
-    r = redis.Redis.from_url(settings.redis_url)
-    assert int(r.hget("shelfcast:stats", "learned_buckets")) == 20
+    r = redis_client(settings.redis_url)
+    assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 20
+
+
+def test_a_worker_paused_past_its_session_writes_nothing_once_another_took_over(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = Harness(settings)
+    records = daily_orders(a, 21)
+    a.feed(records[:11])  # A owns the partition and closes days 0..9
+    b = Harness(settings)  # A is paused; the group gives the partition to B
+    b.feed(records[:16])
+    r = redis_client(settings.redis_url)
+    before = {k: r.dump(k) for k in r.scan_iter("shelfcast:{p0}:*") if k != b"shelfcast:{p0}:owner"}
+    fenced = metrics.FENCED._value.get()
+    a.outputs.clear()
+    with caplog.at_level(logging.ERROR):
+        a.feed(records[11:21])  # A resumes with what it had fetched, and more
+        a.loop.run_until_complete(a.pipeline.advance_idle(time.time() + 10**9, {0}))
+    assert a.outputs == []  # no forecast, no alert
+    assert {k: r.dump(k) for k in before} == before  # and not one write landed
+    assert set(r.scan_iter("shelfcast:{p0}:*")) == {*before, b"shelfcast:{p0}:owner"}
+    assert metrics.FENCED._value.get() == fenced + 1
+    assert sum("no longer owns it" in m for m in caplog.messages) == 1
+    b.feed(records[16:])  # B goes on as if A never woke
+    assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 20
 
 
 def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) -> None:
@@ -530,7 +553,7 @@ def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) 
     s = settings.replace(history_buckets=3, active_buckets=5)
 
     def run(other_runs_ahead: bool) -> list[dict]:
-        redis.Redis.from_url(s.redis_url).flushall()
+        redis_client(s.redis_url).flushall()
         h = Harness(s)
         slow = [
             h.record(order(f"s{d}", at(d), d % 4 + 1, sku="SLOW"), partition=1) for d in range(12)
@@ -590,7 +613,7 @@ def test_a_quiet_partition_closes_its_buckets_on_the_wall_clock(settings: Settin
     assert later.forecasts > 0
     issued = sorted({f["issued_at"] for f in forecasts(h.outputs)})
     assert issued[-1] > at(3)  # day 2 and the quiet days after it closed, with zero demand
-    h.pipeline.forget([0])
+    h.pipeline.assign([0])
     assert (
         h.loop.run_until_complete(h.pipeline.advance_idle(quiet_since + 9 * 86_400)).forecasts == 0
     )
@@ -647,10 +670,10 @@ def test_a_corrupt_snapshot_is_rebuilt_from_the_history_not_a_crash(
     h = Harness(settings.replace(snapshot_seconds=3600.0))
     records = varied_orders(h, 30)
     h.feed(records[:40])
-    r = redis.Redis.from_url(settings.redis_url)
-    assert r.exists("shelfcast:part:0:model")
-    r.delete("shelfcast:part:0:model")
-    r.rpush("shelfcast:part:0:model", b"not a snapshot")
+    r = redis_client(settings.redis_url)
+    assert r.exists("shelfcast:{p0}:model")
+    r.delete("shelfcast:{p0}:model")
+    r.rpush("shelfcast:{p0}:model", b"not a snapshot")
     h.restart()
     with caplog.at_level(logging.ERROR, logger="streamer.pipeline"):
         out = h.feed(records[40:])
@@ -666,7 +689,7 @@ def test_a_partition_whose_first_close_publishes_nothing_carries_on(settings: Se
     out = h.feed([h.record(order(f"o{d}", at(d), 3)) for d in (1, 2, 3)])
     assert forecasts(out)  # the later closes publish
     day2 = int(datetime.fromisoformat(at(2, 0)).timestamp() // 86_400)
-    assert int(redis.Redis.from_url(settings.redis_url).hget("shelfcast:clock", "0:closed")) == day2
+    assert int(redis_client(settings.redis_url).hget("shelfcast:{p0}:clock", "closed")) == day2
 
 
 def test_a_series_back_after_a_whole_activity_window_restarts_like_the_live_run(
@@ -684,7 +707,7 @@ def test_a_series_back_after_a_whole_activity_window_restarts_like_the_live_run(
     straight = Harness(settings)
     straight.feed(records(straight))
     expected = {f["forecast_id"]: f for f in forecasts(straight.outputs)}
-    redis.Redis.from_url(settings.redis_url).flushall()
+    redis_client(settings.redis_url).flushall()
     h = Harness(settings)
     todo = records(h)
     cut = next(i for i, rec in enumerate(todo) if json.loads(rec.value)["ts"] >= at(32, 0))

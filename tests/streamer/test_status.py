@@ -9,14 +9,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import redis
 from confluent_kafka import Producer
 
 from streamer import cli
 from streamer.config import Settings, all_topics
 from streamer.embedded import EmbeddedRedis, MockKafkaCluster
 from streamer.status import kafka_partition, render, series_status
-from tests.conftest import order
+from tests.conftest import order, redis_client
 from tests.streamer.test_pipeline import Harness, alerts, at, forecasts, stocked_and_selling
 from tests.worker_harness import Worker, wait_until
 
@@ -44,8 +43,8 @@ def test_status_holds_the_latest_forecast_stock_reorder_point_and_alert(
     assert entry["forecast"] == published  # the message as it went out, byte for byte
     assert entry["reorder_point"]["forecast_id"] == published["forecast_id"]
     assert entry["alert"] == {"status": "raised", "seq": 1, "ts": raised[0]["ts"]}
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert entry["stock"]["on_hand"] == float(r.hget("shelfcast:{A1@UK}:state", "on_hand"))
+    r = redis_client(settings.redis_url, decode_responses=True)
+    assert entry["stock"]["on_hand"] == float(r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand"))
     assert entry["stock"]["known"] and entry["stock"]["on_hand"] <= entry["reorder_point"]["rop"]
     text = render([entry])
     assert (
@@ -77,8 +76,8 @@ def test_forecasts_kept_are_bounded_by_the_active_series(settings: Settings) -> 
     h = Harness(settings.replace(active_buckets=5))
     h.feed([h.record(order("once", at(0), 3, sku="QUIET"))])
     h.feed([h.record(order(f"d{d}", at(d), 5)) for d in range(1, 15)])
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert r.hkeys("shelfcast:part:0:forecast") == ["A1@UK"]
+    r = redis_client(settings.redis_url, decode_responses=True)
+    assert r.hkeys("shelfcast:{p0}:forecast") == ["A1@UK"]
     assert status(h, "QUIET") == []
 
 
@@ -135,9 +134,9 @@ def test_worker_serves_series_health_and_readiness(tmp_path: Path) -> None:
         for d in range(12):
             producer.produce("orders", key=b"A1", value=order(f"d{d}", at(d), 5))
         producer.flush(10)
-        r = redis.Redis.from_url(server.url)
+        r = redis_client(server.url)
         p = kafka_partition("A1", 2)
-        wait_until(lambda: r.hlen(f"shelfcast:part:{p}:forecast") > 0, 60, "a forecast", worker)
+        wait_until(lambda: r.hlen(f"shelfcast:{{p{p}}}:forecast") > 0, 60, "a forecast", worker)
         wait_until(lambda: get(base + "/readyz")[0] == 200, 30, "ready", worker)
         code, body = get(base + "/series/A1?location=UK")
         assert code == 200 and body["series"][0]["partition"] == p

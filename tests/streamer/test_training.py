@@ -28,7 +28,7 @@ from streamer.backtest import Truth, truth_from
 from streamer.cli import build_parser, main
 from streamer.config import Settings
 from streamer.embedded import free_port
-from streamer.features import CLOCK, part_key, part_series_key, series_base
+from streamer.features import part_key, part_series_key, series_base
 from streamer.replay import read_online_retail
 from streamer.training import (
     HISTORY_FILE,
@@ -39,7 +39,7 @@ from streamer.training import (
     read_panel,
     train_once,
 )
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, redis_client
 
 DAY = 86_400
 PARTITIONS = 8  # the default: few series per partition, so partitions disagree on closed days
@@ -85,8 +85,9 @@ def store(client: redis.Redis, truth: Truth, settings: Settings, through: int) -
     pipe = client.pipeline(transaction=False)
     for (s, b), units in truth.demand.items():
         if b in kept:
-            pipe.hset(series_base(s) + "demand", str(b), int(units))
-            pipe.hset(series_base(s) + "revenue", str(b), repr(truth.revenue[(s, b)]))
+            base = series_base(s, partition_of(s))
+            pipe.hset(base + "demand", str(b), int(units))
+            pipe.hset(base + "revenue", str(b), repr(truth.revenue[(s, b)]))
         if b <= through:
             last_order[s] = max(last_order.get(s, b), b)
         traded[partition_of(s)].add(b)
@@ -96,7 +97,7 @@ def store(client: redis.Redis, truth: Truth, settings: Settings, through: int) -
     for p in range(PARTITIONS):
         flags = {str(b): int(b not in traded[p]) for b in kept if b <= through}
         pipe.hset(part_key(p, "closed"), mapping=flags)
-        pipe.hset(CLOCK, f"{p}:closed", through)
+        pipe.hset(part_key(p, "clock"), "closed", through)
     pipe.execute()
 
 
@@ -109,7 +110,7 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
     settings: Settings, truth: Truth
 ) -> None:
     through = max(b for _, b in truth.demand) - 2
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     store(client, truth, settings, through)
     assert last_closed(client, settings) == through
     for end in (None, through - 20):
@@ -143,9 +144,9 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
 
 def test_a_partition_behind_holds_the_panel_back(settings: Settings, truth: Truth) -> None:
     through = max(b for _, b in truth.demand) - 2
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     store(client, truth, settings, through)
-    client.hset(CLOCK, "3:closed", through - 1)
+    client.hset(part_key(3, "clock"), "closed", through - 1)
     panel = read_panel(client, settings)
     assert panel is not None and panel.last_bucket == through - 1
 
@@ -154,7 +155,7 @@ def test_train_once_promotes_a_winner_then_rejects_the_same_model(
     settings: Settings, truth: Truth
 ) -> None:
     through = max(b for _, b in truth.demand) - 2
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_client(settings.redis_url, decode_responses=True)
     store(client, truth, settings, through)
     counted = metrics.TRAINER_REGISTRY.get_sample_value
 
@@ -212,11 +213,11 @@ def test_too_little_history_is_a_recorded_skip_without_a_checkpoint(
 ) -> None:
     short = settings.replace(history_buckets=40)
     first = min(b for _, b in truth.demand)
-    store(redis.Redis.from_url(settings.redis_url), truth, short, first + 60)
+    store(redis_client(settings.redis_url), truth, short, first + 60)
     assert train_once(short, cfg=TINY, device="cpu") is None
     registry = Registry(short.models_path())
     assert registry.versions() == [] and registry.champion() is None
-    status = redis.Redis.from_url(settings.redis_url, decode_responses=True).hgetall(STATUS)
+    status = redis_client(settings.redis_url, decode_responses=True).hgetall(STATUS)
     assert status["outcome"] == "skipped" and status["version"] == "" and status["promoted"] == "0"
     assert status["through"] == str(first + 60)
     assert f"a refresh needs {buckets_needed(TINY)}" in status["reason"]
@@ -278,7 +279,7 @@ def test_the_trainer_process_refreshes_serves_metrics_and_stops_on_sigterm(
     settings: Settings, truth: Truth, tmp_path: Path
 ) -> None:
     through = max(b for _, b in truth.demand) - 2
-    store(redis.Redis.from_url(settings.redis_url), truth, settings, through)
+    store(redis_client(settings.redis_url), truth, settings, through)
     port = free_port()
     env = {
         **os.environ,

@@ -1,0 +1,207 @@
+-- The events of one segment of a partition, applied atomically (streamer/features.py: apply).
+-- KEYS: owner, offsets, stats, clock, pending, active series, order counts, reorder points,
+-- alert outbox. ARGV: prefix, generation, dedupe ttl, moves window (ms), series ttl, alert
+-- hysteresis, how many alerts at the head of the outbox were delivered, the events as one
+-- JSON array of arrays [kind (o order, s stock snapshot, d stock delta), series, event id,
+-- bucket, ts ms, quantity (order quantity, on hand or delta), unit price as a string or
+-- null, offsets field (topic:partition), offset, lead time days as a string or null,
+-- whether an order moves the stock clock], the stock clock to advance to after them (ms, or
+-- ''). Returns {status of each event, on hand after it ('' for a stale snapshot or an
+-- offset regression), the outbox: alerts not yet known delivered, JSON [series, status, seq,
+-- on hand, packed reorder point, ts ms]}.
+local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
+local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local hysteresis = tonumber(ARGV[6])
+-- the alerts the previous call returned were delivered: they leave the outbox
+if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
+local statuses, onhand, next_offset = {}, {}, {}
+local function base_of(s) return prefix .. 's:' .. s .. ':' end
+
+-- The alert walk: every stock change is compared with the series' reorder point (the one
+-- its latest close stored) and a change of status is recorded here, sequence number
+-- included, before any alert leaves: a redelivered event finds its alert already decided
+-- and in the outbox, never decides it again. Same rule as streamer/alerts.py: transitions
+-- (without a previous reorder point, which only a close has).
+local function walk(s, ts)
+  local st = base_of(s) .. 'state'
+  local v = redis.call('HMGET', st, 'alert', 'alert_seq', 'stock_known', 'on_hand')
+  local packed = redis.call('HGET', rops, s)
+  if v[3] ~= '1' or not packed then return end
+  local rop = tonumber(string.match(packed, '^[^|]*'))
+  if rop == nil or rop ~= rop then return end
+  local on_hand, status = tonumber(v[4] or '0'), nil
+  if v[1] ~= 'raised' and on_hand <= rop then status = 'raised'
+  elseif v[1] == 'raised' and on_hand > math.max(rop * (1 + hysteresis), rop + 1) then
+    status = 'cleared'
+  end
+  if status == nil then return end
+  local seq = tonumber(v[2] or '0') + 1
+  redis.call('HSET', st, 'alert', status, 'alert_seq', seq,
+    'alert_ts', string.format('%.17g', ts / 1000))
+  redis.call('RPUSH', outbox, cjson.encode({s, status, seq, on_hand, packed, ts}))
+end
+
+local function move(base, member, delta, ts)
+  local st = base .. 'state'
+  local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
+  if ts <= snap then return end  -- the newer snapshot already counts this movement
+  redis.call('HINCRBY', st, 'on_hand', delta)
+  -- the time keeps one id reused in another bucket (dedupe is per bucket) a separate member
+  redis.call('ZADD', base .. 'moves', ts, member .. '|' .. ts .. '|' .. delta)
+  local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
+  if ts > newest then
+    redis.call('HSET', st, 'moves_ts', ts)
+    redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', '(' .. (ts - window))
+  end
+end
+
+local function snapshot(base, value, ts)
+  local st = base .. 'state'
+  local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
+  local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
+  if ts <= snap or ts < newest - window then return false end
+  local later = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', base .. 'moves', '(' .. ts, '+inf')) do
+    later = later + tonumber(string.match(m, '|(-?%d+)$'))
+  end
+  redis.call('HSET', st, 'on_hand', value + later, 'snapshot_ts', ts)
+  redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', ts)
+  return true
+end
+
+-- Stock moves in event time. Orders and inventory are two topics read side by side, so a
+-- delivery can be read before orders stamped earlier than it (a replay, or a worker catching
+-- up on an orders backlog); applied at once, it would lift the stock those orders see. A delta
+-- stamped after the partition's stock clock (the newest order time applied there) waits in
+-- the partition's pending set until an order, or an idle advance, passes it. A partition with
+-- no order yet has no clock: its deltas apply at once.
+local clock = tonumber(redis.call('HGET', clock_key, 'stock') or '-1')
+local clock_moved = false
+local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+local next_due = first[2] and tonumber(first[2]) or math.huge
+
+local function advance(ts)
+  if ts <= clock then return end
+  clock, clock_moved = ts, true  -- stored once, at the end
+  if ts < next_due then return end
+  local due = redis.call('ZRANGEBYSCORE', pending, '-inf', ts, 'WITHSCORES')
+  for j = 1, #due, 2 do
+    local s, eid, delta, bucket = unpack(cjson.decode(due[j]))
+    local at = tonumber(due[j + 1])
+    local base = base_of(s)
+    move(base, eid, delta, at)
+    redis.call('ZADD', active, 'NX', bucket, s)
+    redis.call('HSET', base .. 'state', 'stock_known', 1)
+    redis.call('EXPIRE', base .. 'state', series_ttl)
+    redis.call('EXPIRE', base .. 'moves', series_ttl)
+    walk(s, at)
+  end
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', ts)
+  first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+  next_due = first[2] and tonumber(first[2]) or math.huge
+end
+
+local function defer(s, eid, delta, bucket, ts)
+  -- id and bucket make the member unique, as dedupe does: equal deltas are two deliveries
+  redis.call('ZADD', pending, ts, cjson.encode({s, eid, delta, bucket}))
+  if ts < next_due then next_due = ts end
+end
+
+local function order(base, s, bucket, qty, price)
+  local st, sizes = base .. 'state', base .. 'sizes:' .. bucket
+  -- the partition's demand and revenue of the bucket, by series: what its close reads
+  local pdemand, prevenue = prefix .. 'demand:' .. bucket, prefix .. 'revenue:' .. bucket
+  if qty > 0 then
+    redis.call('HINCRBY', base .. 'demand', bucket, qty)
+    redis.call('HINCRBY', pdemand, s, qty)
+    redis.call('HINCRBY', base .. 'lines', bucket, 1)
+    if price ~= cjson.null then
+      redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+      redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
+      redis.call('HSET', st, 'last_price', price)
+    end
+    redis.call('HINCRBY', sizes, tostring(qty), 1)
+    redis.call('EXPIRE', sizes, ttl)
+    redis.call('HINCRBY', orders, bucket, 1)
+  elseif tonumber(redis.call('HGET', sizes, tostring(-qty)) or '0') > 0 then
+    -- cancels an order of the same size in the same bucket: that order never was demand,
+    -- and the cancellation is no return (an 80,995-unit order cancelled minutes later)
+    redis.call('HINCRBY', sizes, tostring(-qty), -1)
+    redis.call('HINCRBY', base .. 'demand', bucket, qty)
+    redis.call('HINCRBY', pdemand, s, qty)
+    redis.call('HINCRBY', base .. 'lines', bucket, -1)
+    if price ~= cjson.null then
+      redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+      redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
+    end
+    redis.call('HINCRBY', base .. 'cancelled', bucket, -qty)
+  else
+    redis.call('HINCRBY', base .. 'returns', bucket, -qty)
+    redis.call('HINCRBY', pdemand, s, 0)  -- listed, so the close trims its history
+  end
+end
+
+local counts = {0, 0, 0, 0}  -- by status: duplicate, applied, stale snapshot, offset regression
+for _, e in ipairs(cjson.decode(ARGV[8])) do
+  local kind, s, eid, bucket, ts, qty, price = e[1], e[2], e[3], e[4], e[5], e[6], e[7]
+  local tp, off, lead, moves_clock = e[8], e[9], e[10], e[11]
+  if next_offset[tp] == nil then
+    next_offset[tp] = tonumber(redis.call('HGET', offsets, tp) or '0')
+  end
+  local base = base_of(s)
+  local status, deferred = 0, false
+  if off < next_offset[tp] then
+    -- below what this partition already applied: a redelivery, unless the id is new, which
+    -- means the offsets went backwards (a recreated topic): skipped, but reported
+    if redis.call('SISMEMBER', base .. 'ids:' .. bucket, eid) == 0 then status = 3 end
+  elseif redis.call('SADD', base .. 'ids:' .. bucket, eid) == 1 then
+    redis.call('EXPIRE', base .. 'ids:' .. bucket, ttl)
+    local st = base .. 'state'
+    status = 1
+    if kind == 'o' then
+      order(base, s, bucket, qty, price)
+      if moves_clock then advance(ts) end
+      move(base, eid, -qty, ts)
+      redis.call('ZADD', active, 'GT', bucket, s)
+    elseif kind == 'd' and clock >= 0 and ts > clock then
+      defer(s, eid, qty, bucket, ts)
+      deferred = true
+    elseif kind == 'd' then
+      move(base, eid, qty, ts)
+      redis.call('HSET', st, 'stock_known', 1)
+    elseif snapshot(base, qty, ts) then
+      redis.call('HSET', st, 'stock_known', 1)
+    else
+      status = 2
+    end
+    -- a series with no event for series_ttl ages out entirely
+    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'cancelled', 'moves'}) do
+      redis.call('EXPIRE', base .. h, series_ttl)
+    end
+    if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
+    redis.call('HSETNX', st, 'first_bucket', bucket)
+    if kind ~= 'o' and not deferred then
+      -- a series known only from stock still gets forecasts (of zero demand); a deferred
+      -- delta counts when it takes effect, or how far the topic was read ahead would decide
+      -- which series a close forecasts
+      redis.call('ZADD', active, 'NX', bucket, s)
+    end
+    if not deferred and status == 1 then walk(s, ts) end
+  end
+  if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
+  counts[status + 1] = counts[status + 1] + 1
+  statuses[#statuses + 1] = status
+  if status >= 2 then
+    onhand[#onhand + 1] = ''
+  else
+    onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
+  end
+end
+if ARGV[9] ~= '' then advance(tonumber(ARGV[9])) end
+if clock_moved then redis.call('HSET', clock_key, 'stock', clock) end
+for tp, nxt in pairs(next_offset) do redis.call('HSET', offsets, tp, nxt) end
+redis.call('HINCRBY', stats, 'duplicate', counts[1])
+redis.call('HINCRBY', stats, 'applied', counts[2])
+redis.call('HINCRBY', stats, 'stale_snapshot', counts[3])
+redis.call('HINCRBY', stats, 'offset_regression', counts[4])
+return {statuses, onhand, redis.call('LRANGE', outbox, 0, -1)}

@@ -12,8 +12,15 @@ from typing import NoReturn, TypeVar
 
 import faust
 from faust.types import TP
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer import metrics, web
@@ -26,10 +33,18 @@ from streamer.publish import Output
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# a cluster client with no reachable node raises RedisClusterException
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    RedisClusterException,
+)
 # replies of a Redis that is up but refuses for now: out of memory at maxmemory, a replica
-# or a failing-over primary, a failed RDB save, a busy script, still loading its data
-REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "TRYAGAIN")
+# or a failing-over primary, a failed RDB save, a busy script, still loading its data, a
+# cluster with a slot not served (a node down) or being moved
+REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
 MAX_BACKOFF = 5.0
 SNAPSHOT_ON_REVOKE_SECONDS = 10.0
 
@@ -148,12 +163,29 @@ def register(app: faust.App, settings: Settings) -> None:
 def transient(exc: BaseException) -> bool:
     """Whether a Redis failure passes by itself: unreachable, or up but refusing for now
     (also inside a script, whose error wraps the refusal: ``... -OOM command not allowed``)."""
-    if isinstance(exc, (*REDIS_DOWN, OutOfMemoryError, ReadOnlyError, TryAgainError)):
+    if isinstance(
+        exc, (*REDIS_DOWN, OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)
+    ):
+        return True
+    if isinstance(exc, (AttributeError, TypeError)) and _in_redis_transport(exc):
         return True
     text = str(exc)
     return isinstance(exc, ResponseError) and any(
         text.startswith(code) or f"-{code} " in text for code in REFUSALS
     )
+
+
+def _in_redis_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised writing to a Redis connection the peer had closed: redis-py
+    8.1 lets asyncio's ``'NoneType' object has no attribute 'writelines'`` (or ``... is not
+    callable``) through instead of a ConnectionError (redis/redis-py#4287). The connection
+    reconnects on its next use, so this is a lost connection like any other."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith("redis/asyncio/connection.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class _Outage:

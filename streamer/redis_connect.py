@@ -12,6 +12,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from streamer.config import Settings
 from streamer.security import redis_options
@@ -23,8 +24,13 @@ def connect(settings: Settings, **options: Any) -> redis.Redis:
     """A blocking client of the settings' Redis (``options`` as ``Redis.from_url`` takes)."""
     options = {**redis_options(), **options}
     if settings.redis_cluster:
-        # the cluster client answers the same commands; typed as a plain client for callers
-        return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+        try:
+            # it answers the same commands; typed as a plain client for its callers
+            return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+        except RedisClusterException as exc:
+            # a plain client fails at its first command, a cluster client here: callers
+            # handle both as the connection error it is
+            raise redis.ConnectionError(str(exc)) from exc
     return redis.Redis.from_url(settings.redis_url, **options)
 
 

@@ -206,9 +206,10 @@ def run_once(
         "config": cfg.to_dict(),
         "report": None,
     }
-    client = _client(settings)
+    client: redis.Redis | None = None  # a cluster client connects, and can fail, at once
     try:
         try:
+            client = _client(settings)
             report = _read_and_refresh(client, settings, registry, cfg, target, record)
         except Exception as exc:
             record.update(outcome="failed", reason=f"{type(exc).__name__}: {exc}")
@@ -216,7 +217,8 @@ def run_once(
             raise
         _record(client, registry, record, report, started)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return record, report
 
 
@@ -268,7 +270,7 @@ def _read_and_refresh(
 
 
 def _record(
-    client: redis.Redis,
+    client: redis.Redis | None,
     registry: Registry,
     record: dict[str, Any],
     report: RefreshReport | None,
@@ -282,6 +284,8 @@ def _record(
         f.write(json.dumps(record) + "\n")
     status = {k: _field(record[k]) for k in STATUS_FIELDS}
     try:
+        if client is None:
+            raise redis.ConnectionError("no connection")
         client.hset(STATUS, mapping=status)
     except redis.RedisError as exc:
         log.warning("could not record the outcome in Redis (%s): %s", STATUS, exc)

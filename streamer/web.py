@@ -7,12 +7,14 @@ import asyncio
 
 import faust
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from streamer.config import Settings
 from streamer.status import series_status
 
 READY_TIMEOUT_SECONDS = 2.0
+# a cluster client with no node left to ask raises RedisClusterException, which is no RedisError
+REDIS_UNAVAILABLE = (RedisError, RedisClusterException, OSError)
 
 
 def register(app: faust.App, settings: Settings, r: aioredis.Redis) -> None:
@@ -25,7 +27,7 @@ def register(app: faust.App, settings: Settings, r: aioredis.Redis) -> None:
         location = request.query.get("location")  # type: ignore[attr-defined]
         try:
             entries = await series_status(r, settings, sku, location)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             return self.error(503, f"Redis unreachable: {exc}")
         if not entries:
             where = f" at location {location!r}" if location is not None else ""
@@ -52,7 +54,7 @@ def register(app: faust.App, settings: Settings, r: aioredis.Redis) -> None:
 async def _redis_ok(r: aioredis.Redis) -> bool:
     try:
         return bool(await asyncio.wait_for(r.ping(), READY_TIMEOUT_SECONDS))
-    except (TimeoutError, RedisError, OSError):
+    except (TimeoutError, *REDIS_UNAVAILABLE):
         return False
 
 

@@ -40,12 +40,16 @@ def async_redis_client(url: str, **options: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)
 
 
+def new_redis(folder: Path) -> EmbeddedRedis | EmbeddedRedisCluster:
+    """A Redis of the test mode, to start: one server, or a cluster in cluster mode."""
+    return EmbeddedRedisCluster(folder) if CLUSTER else EmbeddedRedis(folder)
+
+
 @pytest.fixture(scope="session")
 def redis_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EmbeddedRedis | EmbeddedRedisCluster]:
-    folder = tmp_path_factory.mktemp("redis")
-    server = EmbeddedRedisCluster(folder) if CLUSTER else EmbeddedRedis(folder)
+    server = new_redis(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()

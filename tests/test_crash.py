@@ -11,9 +11,10 @@ import pytest
 
 from models.evaluation import parse_forecast_id
 from streamer.config import Settings, all_topics
-from streamer.embedded import EmbeddedRedis, MockKafkaCluster
+from streamer.embedded import MockKafkaCluster
 from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
+from tests.conftest import new_redis
 from tests.worker_harness import (
     HEAD_DATA,
     IdCollector,
@@ -32,6 +33,7 @@ KILLS = 3
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> None:
     seed = int(os.environ.get("SHELFCAST_CRASH_SEED", random.randrange(1 << 30)))
     print(f"crash test seed {seed} (rerun with SHELFCAST_CRASH_SEED={seed})")
@@ -42,7 +44,7 @@ def test_kill_9_at_random_points_leaves_every_number_exact(tmp_path: Path) -> No
     simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
 
     kafka = MockKafkaCluster(all_topics(Settings()), partitions=8, partitions_for={"forecasts": 64})
-    server = EmbeddedRedis(tmp_path / "redis")
+    server = new_redis(tmp_path / "redis")
     server.start()
     worker = Worker(
         kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_HISTORY_BUCKETS="1000"

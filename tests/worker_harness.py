@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from streamer.embedded import die_with_parent, free_port, stop_process
 from streamer.replay import Produced
-from tests.conftest import ROOT
+from tests.conftest import CLUSTER, ROOT, redis_client
 
 # The first 52,000 lines of the UCI file (Dec 2010 to 10 Jan 2011), committed so the tests need
 # nothing beside the repository; tests/data/README.md says how it was made.
@@ -40,6 +39,8 @@ class Worker:
             SHELFCAST_IDLE_ADVANCE_SECONDS="0",
             SHELFCAST_LOG_LEVEL="warning",
         )
+        if CLUSTER:
+            self.env["SHELFCAST_REDIS_CLUSTER"] = "1"
         self.env.update(env)
         self.home = home
         self.log = home / "worker.log"
@@ -155,7 +156,7 @@ def wait_all_committed(bootstrap: str, worker: Worker, timeout: float = 600) -> 
 
 def counter(redis_url: str, name: str) -> int:
     """A counter summed over the process-wide hash and every partition's (all scanned)."""
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client(redis_url)
     keys = ["shelfcast:stats", *r.scan_iter("shelfcast:{p*}:stats", count=1000)]
     return sum(int(r.hget(key, name) or 0) for key in keys)
 
@@ -227,7 +228,7 @@ def stock_truth(moves: pd.DataFrame, simulated: list[Produced]) -> dict[str, int
 
 
 def redis_truth(redis_url: str) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r = redis_client(redis_url, decode_responses=True)
     demand: dict[tuple[str, int], int] = {}
     stock: dict[str, int] = {}
     for key in r.scan_iter("shelfcast:{p*}:s:*:demand", count=1000):

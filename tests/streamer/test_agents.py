@@ -57,6 +57,17 @@ def test_only_unreachable_or_refusing_redis_is_retried() -> None:
     assert transient(ResponseError("ERR Error running script: -OOM command not allowed when"))
     assert not transient(ResponseError("ERR wrong number of arguments for 'hset' command"))
     assert not transient(ValueError("a bug"))
+    assert not transient(AttributeError("'NoneType' object has no attribute 'x'"))  # ours
+    # redis-py 8.1 writing to a connection the peer closed (redis/redis-py#4287)
+    connection = aioredis.Connection()
+
+    async def lost() -> None:  # the peer closed it between the check and the write
+        pass
+
+    connection.connect_check_health = lambda **_: lost()  # type: ignore[method-assign]
+    with pytest.raises(AttributeError) as closed:
+        asyncio.run(connection.send_packed_command([b"PING"], check_health=False))
+    assert transient(closed.value)
 
     async def bug() -> None:
         raise ResponseError("ERR Error running script: attempt to index a nil value")

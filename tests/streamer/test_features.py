@@ -18,6 +18,9 @@ from streamer.features import (
 )
 from tests.conftest import async_redis_client, redis_client
 
+# the integration tests of the feature store: on one Redis and on a Redis Cluster
+pytestmark = pytest.mark.cluster
+
 DAY_MS = 86_400_000
 
 

@@ -21,6 +21,9 @@ from streamer.pipeline import Pipeline, Record
 from streamer.publish import Output
 from tests.conftest import async_redis_client, order, redis_client, stock
 
+# the integration tests of the feature store: on one Redis and on a Redis Cluster
+pytestmark = pytest.mark.cluster
+
 START = datetime(2011, 1, 3)  # a Monday
 
 

@@ -13,11 +13,14 @@ from confluent_kafka import Producer
 
 from streamer import cli
 from streamer.config import Settings, all_topics
-from streamer.embedded import EmbeddedRedis, MockKafkaCluster
+from streamer.embedded import MockKafkaCluster
 from streamer.status import kafka_partition, render, series_status
-from tests.conftest import order, redis_client
+from tests.conftest import new_redis, order, redis_client
 from tests.streamer.test_pipeline import Harness, alerts, at, forecasts, stocked_and_selling
 from tests.worker_harness import Worker, wait_until
+
+# the integration tests of the feature store: on one Redis and on a Redis Cluster
+pytestmark = pytest.mark.cluster
 
 
 def status(h: Harness, sku: str, location: str | None = None) -> list[dict]:
@@ -124,7 +127,7 @@ def get(url: str) -> tuple[int, dict]:
 
 def test_worker_serves_series_health_and_readiness(tmp_path: Path) -> None:
     kafka = MockKafkaCluster(all_topics(Settings()), partitions=2)
-    server = EmbeddedRedis(tmp_path / "redis")
+    server = new_redis(tmp_path / "redis")
     server.start()
     worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="2")
     try:

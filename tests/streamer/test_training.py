@@ -39,7 +39,10 @@ from streamer.training import (
     read_panel,
     train_once,
 )
-from tests.conftest import ROOT, SAMPLE, redis_client
+from tests.conftest import CLUSTER, ROOT, SAMPLE, redis_client
+
+# the integration tests of the feature store: on one Redis and on a Redis Cluster
+pytestmark = pytest.mark.cluster
 
 DAY = 86_400
 PARTITIONS = 8  # the default: few series per partition, so partitions disagree on closed days
@@ -68,7 +71,9 @@ def truth() -> Truth:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_url, home=tmp_path / "home", partitions=PARTITIONS)
+    return Settings(
+        redis_url=redis_url, redis_cluster=CLUSTER, home=tmp_path / "home", partitions=PARTITIONS
+    )
 
 
 def partition_of(series: str) -> int:

@@ -23,10 +23,11 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamer import metrics, web
+from streamer import metrics, offsets, web
 from streamer.app import redis_client
 from streamer.config import Settings
 from streamer.features import FeatureStore
+from streamer.offsets import KafkaUnavailable, RedisBehind
 from streamer.pipeline import BatchResult, Pipeline, Record
 from streamer.publish import Output
 
@@ -47,6 +48,7 @@ REDIS_DOWN = (
 REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
 MAX_BACKOFF = 5.0
 SNAPSHOT_ON_REVOKE_SECONDS = 10.0
+EXIT_HALTED = 78  # EX_CONFIG: the state needs an operator (RedisBehind), not a restart
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -69,7 +71,11 @@ def register(app: faust.App, settings: Settings) -> None:
         await asyncio.gather(*pending)
 
     store = FeatureStore.of(redis_client(settings), settings)
-    pipeline = Pipeline(settings, store, deliver)
+
+    async def committed(partition: int) -> dict[str, int]:
+        return await asyncio.to_thread(offsets.committed, settings, [partition])
+
+    pipeline = Pipeline(settings, store, deliver, committed)
     web.register(app, settings, store.r)
     lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
     owned: set[int] = set()
@@ -138,6 +144,8 @@ def register(app: faust.App, settings: Settings) -> None:
             try:
                 result = await run("batch", lambda records=records: pipeline.process(records))
                 await run("accounting", lambda result=result: account(result))
+            except RedisBehind as exc:
+                halt(str(exc))
             except Exception:
                 fatal("processing a batch failed")
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -151,11 +159,11 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.timer(interval=max(settings.idle_advance_seconds / 3, 1.0))
     async def advance_idle_partitions() -> None:
         await observe_lag()  # lag keeps growing on the dashboard while a batch is stuck
-        if settings.idle_advance_seconds <= 0:
-            return
         try:
             result = await run("idle advance", lambda: pipeline.advance_idle(time.time(), owned))
             await run("accounting", lambda: account(result))
+        except RedisBehind as exc:
+            halt(str(exc))
         except Exception:
             fatal("advancing idle partitions failed")
 
@@ -244,11 +252,21 @@ async def retrying(step: str, work: Callable[[], Awaitable[T]]) -> T:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, KafkaUnavailable):
+        return "Kafka unreachable"
     if isinstance(exc, REDIS_DOWN):
         return "Redis unreachable"
     if isinstance(exc, OutOfMemoryError) or "OOM" in str(exc):
         return "Redis is full (maxmemory): raise it or free memory, with noeviction kept"
     return "Redis refuses writes for now"
+
+
+def halt(why: str) -> NoReturn:
+    """Stop the worker on a condition an operator must resolve, saying how (no traceback: it is
+    no bug). Its input stays uncommitted."""
+    log.critical("%s", why)
+    logging.shutdown()
+    os._exit(EXIT_HALTED)
 
 
 def fatal(what: str) -> NoReturn:

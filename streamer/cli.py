@@ -309,6 +309,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sku", help="the SKU, as in the orders' `sku` field")
     sp.add_argument("--location", help="one location only (default: every active location)")
     sp.add_argument("--json", action="store_true", help="print JSON, as /series/SKU serves it")
+    op = sub.add_parser(
+        "offsets",
+        help="compare the input offsets in Redis with the consumer group's in Kafka; rewind",
+        description=(
+            "The workers commit their Kafka input only after Redis holds its effects, so Redis's "
+            "offsets are never behind the consumer group's unless Redis lost acknowledged "
+            "writes (a restart without AOF, a failover, an eviction); a worker that finds so "
+            "stops. `check` prints both per input partition (exit 1 when Redis is behind); "
+            "`rewind` moves the group's committed offsets back to Redis's, so the workers "
+            "replay what Redis lost. Stop every worker first: Kafka refuses to move the "
+            "offsets of a group in use. Reads KAFKA_BOOTSTRAP_SERVERS and REDIS_URL."
+        ),
+    )
+    osub = op.add_subparsers(dest="offsets_command", required=True, metavar="ACTION")
+    osub.add_parser("check", help="print Redis's and Kafka's offsets (exit 1 if Redis is behind)")
+    rewind = osub.add_parser(
+        "rewind", help="move the group's offsets back to Redis's (workers stopped)"
+    )
+    rewind.add_argument(
+        "--accept-loss",
+        action="store_true",
+        help="rewind to the oldest offset the log holds where it no longer holds Redis's",
+    )
     dp = sub.add_parser(
         "data",
         help="download the full UCI Online Retail data set, or print where it is",
@@ -511,6 +534,49 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer import offsets
+    from streamer.redis_connect import connect
+
+    if not settings.kafka_bootstrap_servers or not settings.redis_url:
+        print(
+            "shelfcast offsets: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to the services the "
+            "workers use (an embedded worker's state starts empty with its broker)",
+            file=sys.stderr,
+        )
+        return 2
+    partitions = range(settings.partitions)
+    with connect(settings, socket_connect_timeout=10) as client:
+        stored = offsets.stored(client, partitions)
+    committed = offsets.committed(settings, partitions)
+    found = offsets.gaps(stored, committed)
+    if args.offsets_command == "check":
+        for field in sorted(stored.keys() | committed.keys()):
+            mark = "  <- Redis behind" if any(g.field == field for g in found) else ""
+            kafka = committed.get(field, "-")
+            print(f"{field:<24} redis {stored.get(field, 0):>12} kafka {kafka:>12}{mark}")
+        return 1 if found else 0
+    if not found:
+        print("shelfcast offsets: Redis is not behind Kafka anywhere; nothing to rewind")
+        return 0
+    low = offsets.low_watermarks(settings, [g.field for g in found])
+    targets, lost = offsets.rewind_plan(stored, committed, low)
+    if lost and not args.accept_loss:
+        gone = ", ".join(f"{f} ({n} records)" for f, n in sorted(lost.items()))
+        print(
+            f"shelfcast offsets: the log no longer holds what Redis lost in {gone}: those "
+            "numbers cannot be made exact again. Rewind anyway to the oldest records held "
+            "with --accept-loss",
+            file=sys.stderr,
+        )
+        return 1
+    offsets.commit(settings, targets)
+    for field, offset in sorted(targets.items()):
+        print(f"{field}: committed {committed[field]} -> {offset}")
+    print("shelfcast offsets: rewound; start the workers to replay from Redis's offsets")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.dataset import FILE_NAME, UCI_URL, DataError, fetch
 
@@ -704,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args, settings)
         if args.command == "data":
             return cmd_data(args, settings)
+        if args.command == "offsets":
+            return cmd_offsets(args, settings)
         return cmd_backtest(args, settings, SAMPLE)
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"shelfcast {args.command}: {exc}", file=sys.stderr)

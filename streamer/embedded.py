@@ -74,6 +74,12 @@ def _librdkafka() -> ctypes.CDLL:
     lib.rd_kafka_mock_topic_create.restype = ci
     lib.rd_kafka_mock_topic_create.argtypes = [vp, cp, ci, ci]
     lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [vp, ctypes.c_int32]
+    # faults, for the tests: a partition's leader moves; a broker goes down and comes back
+    lib.rd_kafka_mock_partition_set_leader.restype = ci
+    lib.rd_kafka_mock_partition_set_leader.argtypes = [vp, cp, ctypes.c_int32, ctypes.c_int32]
+    for name in ("rd_kafka_mock_broker_set_down", "rd_kafka_mock_broker_set_up"):
+        getattr(lib, name).restype = ci
+        getattr(lib, name).argtypes = [vp, ctypes.c_int32]
     return lib
 
 
@@ -112,6 +118,27 @@ class MockKafkaCluster:
             err = self._lib.rd_kafka_mock_topic_create(self._cluster, topic.encode(), n, 1)
             if err:
                 raise RuntimeError(f"mock cluster could not create topic {topic!r} (error {err})")
+
+    def move_leader(self, topic: str, partition: int, broker: int) -> None:
+        """Make ``broker`` (1-based) the leader of ``topic``'s ``partition``: clients find out
+        from a NOT_LEADER error and refresh their metadata, as on a real leader election."""
+        self._check(
+            self._lib.rd_kafka_mock_partition_set_leader(
+                self._cluster, topic.encode(), partition, broker
+            )
+        )
+
+    def broker_down(self, broker: int) -> None:
+        """Broker ``broker`` (1-based) drops its connections and refuses new ones."""
+        self._check(self._lib.rd_kafka_mock_broker_set_down(self._cluster, broker))
+
+    def broker_up(self, broker: int) -> None:
+        self._check(self._lib.rd_kafka_mock_broker_set_up(self._cluster, broker))
+
+    @staticmethod
+    def _check(err: int) -> None:
+        if err:
+            raise RuntimeError(f"the mock cluster refused (librdkafka error {err})")
 
     def stop(self) -> None:
         if self._cluster:

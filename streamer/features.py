@@ -9,7 +9,7 @@ partition carries its hash tag ``{p7}``, so on a Redis Cluster each script runs 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
@@ -279,10 +279,12 @@ class FeatureStore:
         effects: Sequence[StockEffect],
         advance_ms: int | None = None,
         delivered: int = 0,
+        floor: Mapping[str, int] | None = None,
     ) -> ApplyResult:
         """Apply ``effects`` of ``partition`` in order, then move its stock clock on to
-        ``advance_ms`` (an idle partition's pending deliveries take effect so); the first
-        ``delivered`` alerts of its outbox were sent and leave it."""
+        ``advance_ms`` (an idle partition's pending deliveries take effect so) and its
+        offsets to at least ``floor`` (input taken without an effect: dead letters); the
+        first ``delivered`` alerts of its outbox were sent and leave it."""
         events = [
             [
                 e.kind, e.series, e.event_id, e.bucket, e.ts_ms, e.quantity,
@@ -300,6 +302,7 @@ class FeatureStore:
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
             orjson.dumps(events), "" if advance_ms is None else advance_ms,
+            orjson.dumps(floor or {}),
         ]  # fmt: skip
         reply = await self._fenced(self._apply, partition, generation, keys, args)
         statuses, onhand, outbox = reply  # type: ignore[misc]
@@ -308,6 +311,12 @@ class FeatureStore:
             [int(v) if v not in (b"", "") else None for v in onhand],
             [AlertRecord.parse(raw) for raw in outbox],
         )
+
+    async def offsets(self, partition: int) -> dict[str, int]:
+        """The next offset the partition's effects hold, per input ``topic:partition``."""
+        metrics.REDIS_ROUNDTRIPS.inc()
+        values = await self.r.hgetall(part_key(partition, "offsets"))
+        return {_text(k): int(v) for k, v in values.items()}
 
     async def load_clock(self, partition: int) -> tuple[int | None, float | None]:
         """The partition's last closed bucket and newest event time, if it has them."""

@@ -57,6 +57,10 @@ CLOSED_BUCKETS = Counter(
 ACTIVE_SERIES = Gauge("shelfcast_active_series", "Series closed at the latest bucket close")
 REDIS_ROUNDTRIPS = Counter("shelfcast_redis_roundtrips", "Round trips to Redis")
 REDIS_ERRORS = Counter("shelfcast_redis_errors", "Redis calls that failed")
+REDIS_BEHIND = Counter(
+    "shelfcast_redis_behind",
+    "Partitions found with Redis's input offsets below the consumer group's committed ones",
+)
 FENCED = Counter(
     "shelfcast_partitions_fenced",
     "Partitions this worker dropped because another took them over (its writes were refused)",

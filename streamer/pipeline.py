@@ -60,6 +60,7 @@ from streamer.features import (
     StockEffect,
 )
 from streamer.lstm_serving import LSTMServing
+from streamer.offsets import RedisBehind, gaps
 from streamer.publish import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Record:
 
 
 Sink = Callable[[list[Output]], Awaitable[None]]
+# the consumer group's committed next offsets of a partition's input, as topic:partition fields
+Committed = Callable[[int], Awaitable[dict[str, int]]]
 
 
 @dataclass
@@ -90,10 +93,17 @@ Event = OrderEvent | InventoryEvent
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: FeatureStore, sink: Sink) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        sink: Sink,
+        committed: Committed | None = None,
+    ) -> None:
         self.s = settings
         self.store = store
         self.sink = sink
+        self.committed = committed
         self.banks: dict[int, Bank] = {}  # by partition
         self.max_ts: dict[int, float] = {}
         self.closed: dict[int, int] = {}
@@ -126,6 +136,7 @@ class Pipeline:
             return None
         if (generation := self.generation.get(p)) is None:
             generation = await self.store.claim(p)
+            await self._check_offsets(p)
             closed, max_ts = await self.store.load_clock(p)
             if closed is not None:
                 self.closed[p] = closed
@@ -136,6 +147,15 @@ class Pipeline:
                 self.last_event_wall[p] = (max_ts, time.time())
             self.generation[p] = generation
         return generation
+
+    async def _check_offsets(self, p: int) -> None:
+        """Stop rather than go on when Redis lost writes that Kafka counts as consumed."""
+        if self.committed is None:
+            return
+        found = gaps(await self.store.offsets(p), await self.committed(p))
+        if found:
+            metrics.REDIS_BEHIND.inc()
+            raise RedisBehind(p, found)
 
     def assign(self, partitions: Iterable[int]) -> None:
         """Partitions this process was (re)assigned: another worker may have advanced them
@@ -191,20 +211,29 @@ class Pipeline:
         dead: list[Output] = []
         # orders and inventory of a partition hold the same series: one sequence, in arrival order
         by_partition: dict[int, list[tuple[Record, Event]]] = defaultdict(list)
+        # per partition, the input whose newest record is a dead letter: Redis's offsets still
+        # move past it, or they would look behind Kafka's committed ones (offsets.py)
+        floors: dict[int, dict[str, int]] = defaultdict(dict)
         now = time.time()
         for rec in records:
             parsed = self._parse(rec, now)
+            field = f"{rec.topic}:{rec.partition}"
             if isinstance(parsed, Invalid):
                 dead.append(self._dead_letter(rec, parsed))
+                floors[rec.partition][field] = rec.offset + 1
             else:
                 by_partition[rec.partition].append((rec, parsed))
+                floors[rec.partition].pop(field, None)
         if dead:
             await self.sink(dead)
             result.dlq += len(dead)
         # Partitions hold disjoint series and keys: each runs its own sequence of applies and
         # closes, concurrently with the others.
         await asyncio.gather(
-            *(self._partition(p, items, now, result) for p, items in by_partition.items())
+            *(
+                self._partition(p, by_partition.get(p, []), now, result, floors.get(p, {}))
+                for p in by_partition.keys() | floors.keys()
+            )
         )
         times = [
             ev.ts for items in by_partition.values() for _, ev in items
@@ -215,10 +244,15 @@ class Pipeline:
         return result
 
     async def _partition(
-        self, p: int, items: list[tuple[Record, Event]], now: float, result: BatchResult
+        self,
+        p: int,
+        items: list[tuple[Record, Event]],
+        now: float,
+        result: BatchResult,
+        floor: dict[str, int],
     ) -> None:
         """Apply partition ``p``'s events in order up to each one that lets a bucket close, and
-        close it; then the events after the last close."""
+        close it; then the events after the last close, and the ``floor`` of its offsets."""
         try:
             if await self._own(p) is None:
                 return  # revoked or fenced: its new owner reads these records itself
@@ -232,7 +266,7 @@ class Pipeline:
                     await self._apply(p, segment, result)
                     segment = []
                     await self._close_through(p, target, result)
-            await self._apply(p, segment, result)
+            await self._apply(p, segment, result, floor=floor)
         except Fenced as exc:
             self._fenced(exc)
 
@@ -266,18 +300,19 @@ class Pipeline:
         return target if target > self.closed[p] else None
 
     async def advance_idle(self, now: float, owned: Collection[int] | None = None) -> BatchResult:
-        """Live mode: a quiet partition's event time advances with the wall clock. Only the
-        ``owned`` partitions (all, when None): this process knows every partition's clock, and
-        closing another worker's would publish for its series and learn a bucket before its
-        owner applied it."""
+        """Take over the ``owned`` partitions not touched yet; live mode: a quiet partition's
+        event time advances with the wall clock. Only the ``owned`` partitions (all known,
+        when None): closing another worker's would publish for its series and learn a bucket
+        before its owner applied it."""
         result = BatchResult()
-        if self.s.idle_advance_seconds <= 0:
-            return result
         if self._stale:
             self._drop_stale()  # never advance a partition this worker just lost
-        # a partition assigned but quiet since is taken over here, its clock with it
+        # a partition assigned but quiet since is taken over here (its offsets checked and its
+        # clock loaded), idle advance or not
         for p in owned or ():
             await self._own(p)
+        if self.s.idle_advance_seconds <= 0:
+            return result
         quiet = [
             p for p, (_, wall) in self.last_event_wall.items()
             if now - wall >= self.s.idle_advance_seconds and (owned is None or p in owned)
@@ -350,14 +385,17 @@ class Pipeline:
         segment: Sequence[tuple[Record, Event]],
         result: BatchResult,
         advance_ms: int | None = None,
+        floor: dict[str, int] | None = None,
     ) -> None:
         """Apply partition ``p``'s ``segment``, then move its stock clock on to
-        ``advance_ms``; send the alerts its stock changes led to."""
-        if not segment and advance_ms is None:
+        ``advance_ms`` and its offsets to at least ``floor``; send the alerts its stock
+        changes led to."""
+        if not segment and advance_ms is None and not floor:
             return
         generation = self.generation[p]
         effects = [self._effect(p, rec, ev) for rec, ev in segment]
-        res = await self.store.apply(p, generation, effects, advance_ms, self._delivered.get(p, 0))
+        delivered = self._delivered.get(p, 0)
+        res = await self.store.apply(p, generation, effects, advance_ms, delivered, floor)
         self._delivered[p] = 0  # the outbox left by the previous call is trimmed
         closed = self.closed.get(p)
         for (_, ev), effect, status in zip(segment, effects, res.statuses, strict=True):

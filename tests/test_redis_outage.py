@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import redis
 
+from streamer.agents import EXIT_HALTED
 from streamer.config import Settings, all_topics
 from streamer.embedded import EmbeddedRedis, MockKafkaCluster
 from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
-from tests.conftest import SAMPLE
+from tests.conftest import ROOT, SAMPLE
 from tests.worker_harness import (
     Worker,
     applied_count,
@@ -61,3 +65,47 @@ def test_a_redis_outage_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> 
     assert log.count("Redis unreachable") == 1, log[-3000:]
     assert log.count("Redis is back") == 1
     assert "Traceback" not in log
+
+
+def test_a_redis_restarted_empty_is_detected_then_rewound_and_replayed_exactly(
+    tmp_path: Path,
+) -> None:
+    events, _ = read_events(SAMPLE, limit=3000)
+    kafka = MockKafkaCluster(all_topics(Settings()), partitions=2)
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="2")
+    env = {**worker.env, "SHELFCAST_PARTITIONS": "2"}
+    try:
+        produce(kafka.bootstrap, {}, Settings().topics, events, progress=False)
+        worker.start()
+        wait_all_committed(kafka.bootstrap, worker)
+        before, _ = redis_truth(server.url)
+        worker.stop()
+        redis.Redis.from_url(server.url).flushall()  # a Redis that came back empty
+        worker.start()
+        assert worker.wait_exit(60) == EXIT_HALTED
+        log = worker.log.read_text()
+        assert "Redis is behind the consumer group's committed input" in log
+        assert "shelfcast offsets rewind" in log and "Traceback" not in log
+        check = cli(["offsets", "check"], env)
+        assert check.returncode == 1 and "<- Redis behind" in check.stdout
+        rewound = cli(["offsets", "rewind"], env)
+        assert rewound.returncode == 0, rewound.stderr
+        assert "orders:0: committed 1318 -> 0" in rewound.stdout
+        assert cli(["offsets", "check"], env).returncode == 0  # the group is back at Redis's
+        worker.start()
+        wait_all_committed(kafka.bootstrap, worker)
+        after, _ = redis_truth(server.url)
+    finally:
+        worker.stop()
+        server.stop()
+        kafka.stop()
+    assert after == before and sum(before.values()) > 0
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip

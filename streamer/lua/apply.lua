@@ -6,9 +6,10 @@
 -- bucket, ts ms, quantity (order quantity, on hand or delta), unit price as a string or
 -- null, offsets field (topic:partition), offset, lead time days as a string or null,
 -- whether an order moves the stock clock], the stock clock to advance to after them (ms, or
--- ''). Returns {status of each event, on hand after it ('' for a stale snapshot or an
--- offset regression), the outbox: alerts not yet known delivered, JSON [series, status, seq,
--- on hand, packed reorder point, ts ms]}.
+-- ''), the offsets to move to at least (JSON {topic:partition: next offset}). Returns
+-- {status of each event, on hand after it ('' for a stale snapshot or an offset regression),
+-- the outbox: alerts not yet known delivered, JSON [series, status, seq, on hand, packed
+-- reorder point, ts ms]}.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local hysteresis = tonumber(ARGV[6])
@@ -198,6 +199,11 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
   end
 end
 if ARGV[9] ~= '' then advance(tonumber(ARGV[9])) end
+-- input taken without an effect (dead letters) still moves the offsets
+for tp, nxt in pairs(cjson.decode(ARGV[10])) do
+  local stored = next_offset[tp] or tonumber(redis.call('HGET', offsets, tp) or '0')
+  next_offset[tp] = math.max(stored, nxt)
+end
 if clock_moved then redis.call('HSET', clock_key, 'stock', clock) end
 for tp, nxt in pairs(next_offset) do redis.call('HSET', offsets, tp, nxt) end
 redis.call('HINCRBY', stats, 'duplicate', counts[1])

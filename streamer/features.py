@@ -196,6 +196,8 @@ class PartitionClose:
     previous_rop: np.ndarray  # the reorder point the last close stored, for raised series
     orders: int
     closed: dict[int, bool]
+    # the LSTM version an earlier attempt at this close published with (0: none), if any
+    lstm_version: int | None = None
 
     def rows(self, keep: np.ndarray) -> PartitionClose:
         """Only the series where ``keep``."""
@@ -204,6 +206,7 @@ class PartitionClose:
             *(getattr(self, f)[keep] for f in _COLUMNS),
             self.orders,
             self.closed,
+            self.lstm_version,
         )
 
 
@@ -241,6 +244,7 @@ class FeatureStore:
         self._apply = client.register_script(_lua("apply"))
         self._close = client.register_script(_lua("close"))
         self._snapshot = client.register_script(_lua("snapshot"))
+        self._pin = client.register_script(_lua("pin_lstm"))
         self._read_close = client.register_script(_lua("read_close", fenced=False))
 
     @classmethod
@@ -336,6 +340,7 @@ class FeatureStore:
             part_series_key(partition), part_key(partition, "closed"),
             part_key(partition, "orders"), part_key(partition, f"demand:{bucket}"),
             part_key(partition, f"revenue:{bucket}"), part_key(partition, "rop"),
+            part_key(partition, "clock"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
         args = [partition_prefix(partition), since_bucket, bucket, lookback]
@@ -373,7 +378,15 @@ class FeatureStore:
             np.array([np.nan if v is False else float(v.split("|", 1)[0]) for v in cols["rop"]]),
             int(raw["orders"]),
             closed,
+            int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,
         )
+
+    async def pin_lstm(self, partition: int, generation: int, bucket: int, version: int) -> None:
+        """Record that the close of ``bucket`` publishes with LSTM ``version`` (0: none),
+        before its outputs leave: a retry of that close after a crash uses the same one,
+        whatever the trainer promoted meanwhile, so it republishes the same ids and content."""
+        keys = [part_key(partition, "clock")]
+        await self._fenced(self._pin, partition, generation, keys, [bucket, version])
 
     async def read_partition_snapshot(self, partition: int) -> list[bytes] | None:
         """The partition's model snapshot (models/snapshot.py) in its stored pieces, if any:

@@ -41,6 +41,15 @@ def version_name(version: int) -> str:
     return f"v{version}"
 
 
+def version_number(name: str) -> int:
+    """The version a name stands for.
+
+    >>> version_number(version_name(3))
+    3
+    """
+    return int(name.removeprefix("v"))
+
+
 class LSTMServing:
     def __init__(self, registry: Registry, calendar: TradingCalendar) -> None:
         self.registry = registry
@@ -67,6 +76,18 @@ class LSTMServing:
             self.serving = latest
         return self.serving
 
+    def _version(self, version: int) -> tuple[int, GlobalLSTM] | None:
+        """A retried close's version: the one served, or loaded again from the registry."""
+        if version == 0:
+            return None
+        if self.serving is not None and self.serving[0] == version:
+            return self.serving
+        try:
+            return version, self.registry.load(version)
+        except CheckpointError as exc:
+            log.error("the retried close used LSTM %s, gone now (%s)", version_name(version), exc)
+            return self.champion()
+
     def _refuse(self, reason: str) -> tuple[int, GlobalLSTM] | None:
         try:
             wanted = self.registry.champion()
@@ -85,10 +106,12 @@ class LSTMServing:
         series: list[str],
         closed: dict[int, bool],
         ahead: Close,
+        pinned: int | None = None,
     ) -> tuple[str, np.ndarray] | None:
         """Mean forecasts ``[len(series), horizon]`` after ``ahead.bucket`` closed, by the
-        champion, with its version name; None without a champion."""
-        champion = self.champion()
+        champion (by version ``pinned`` when an earlier attempt at this close used it; 0:
+        none), with its version name; None without one."""
+        champion = self.champion() if pinned is None else self._version(pinned)
         if champion is None or not series:
             return None
         version, model = champion

@@ -59,7 +59,7 @@ from streamer.features import (
     Status,
     StockEffect,
 )
-from streamer.lstm_serving import LSTMServing
+from streamer.lstm_serving import LSTMServing, version_number
 from streamer.offsets import RedisBehind, gaps
 from streamer.publish import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
 
@@ -549,7 +549,9 @@ class Pipeline:
         # moved the partition's event time on, and the stock it compares is as of then: stamped
         # with the bucket's end, an alert would count deliveries dated after it.
         stock_ts = max(close_ts, self.max_ts.get(p, close_ts))
-        lstm = await self.lstm.forecasts(self.store, p, data.series, closed, close)
+        lstm = await self.lstm.forecasts(
+            self.store, p, data.series, closed, close, data.lstm_version
+        )
         now = time.monotonic()
         snapshot = (
             now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
@@ -562,6 +564,9 @@ class Pipeline:
         if done.settled is not None:
             self._settled[p] = done.settled
         if done.outs:
+            version = 0 if lstm is None else version_number(lstm[0])
+            if version != data.lstm_version:
+                await self.store.pin_lstm(p, self.generation[p], b, version)
             await self.sink(done.outs)
         self._count(bank, done.decision, done.outs, result)
         await self.store.write_close(

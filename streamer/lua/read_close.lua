@@ -1,8 +1,9 @@
 -- What the close of a bucket reads of a partition (streamer/features.py: read_close).
 -- KEYS: active series, closed flags, order counts, the demand and revenue of the bucket
--- closing, reorder points. ARGV: prefix, first active bucket, the bucket, how many buckets of
+-- closing, reorder points, clock. ARGV: prefix, first active bucket, the bucket, how many buckets of
 -- closed flags before it. Returns one JSON object of columns, one value per active series
--- (false where a series has no value), the order count and the closed flags.
+-- (false where a series has no value), the order count, the closed flags, and the LSTM
+-- version pinned by an earlier attempt at a close ([bucket, version], or false).
 local prefix = ARGV[1]
 local names = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')
 local cols = {first = {}, lead = {}, on_hand = {}, known = {}, alert = {}, seq = {}, rop = {}}
@@ -22,4 +23,5 @@ return cjson.encode({
   demand = redis.call('HGETALL', KEYS[4]), revenue = redis.call('HGETALL', KEYS[5]),
   orders = redis.call('HGET', KEYS[3], ARGV[3]) or '0',
   past = past, closed = redis.call('HMGET', KEYS[2], unpack(past)),
+  lstm = redis.call('HMGET', KEYS[7], 'lstm_bucket', 'lstm_version'),
 })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -10,8 +11,9 @@ import torch
 from models.lstm import GlobalLSTM, LSTMConfig
 from models.registry import Registry
 from streamer.config import Settings
+from streamer.publish import Output
 from tests.conftest import order
-from tests.streamer.test_pipeline import Harness, at
+from tests.streamer.test_pipeline import Crash, Harness, at, forecasts
 
 TINY = LSTMConfig(seq_len=7, hidden=4, epochs=1)
 
@@ -66,3 +68,36 @@ def test_without_a_champion_the_worker_runs_on_its_other_models(settings: Settin
     h.feed(days(h, 0, 12))
     assert h.pipeline.lstm.serving is None
     assert "lstm" not in h.pipeline.evaluation.summary()
+
+
+def test_a_retried_close_republishes_with_the_lstm_version_it_first_used(
+    settings: Settings,
+) -> None:
+    registry = Registry(settings.models_path())
+    registry.promote(registry.save(model(1)))
+    h = Harness(settings)
+    records = days(h, 0, 16)
+    h.feed(records[:-2])
+
+    async def deliver_then_die(batch: list[Output]) -> None:
+        await Harness.sink(h, batch)
+        if any(o.topic == "forecasts" for o in batch):
+            raise Crash  # delivered; the close was never recorded
+
+    h.pipeline.sink = deliver_then_die
+    with contextlib.suppress(Crash):
+        h.feed(records[-2:])
+    first = forecasts(h.outputs)
+    bucket = first[-1]["issued_at"]
+    first = [f for f in first if f["issued_at"] == bucket]
+    assert first
+    registry.promote(registry.save(model(2)))  # the trainer promotes meanwhile
+    h.restart()
+    h.outputs.clear()
+    h.feed(records[-2:])  # Kafka redelivers: the close is retried
+    again = [f for f in forecasts(h.outputs) if f["issued_at"] == bucket]
+    assert again == first  # same ids, same content: v1, not v2
+    bank = h.pipeline.banks[0]  # the LSTM it offered the bank at the retry
+    assert bank.models[bank.names.index("lstm")].version == "v1"
+    h.feed([h.record(order("UK-late", at(17), 3))])
+    assert h.pipeline.lstm.serving[0] == 2  # the next close serves the new champion

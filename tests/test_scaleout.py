@@ -17,7 +17,7 @@ from streamer.config import Settings, all_topics
 from streamer.embedded import MockKafkaCluster
 from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
-from tests.conftest import new_redis
+from tests.conftest import new_redis, redis_client
 from tests.worker_harness import (
     HEAD_DATA,
     IdCollector,
@@ -56,6 +56,12 @@ def alert_problems(alerts: list[tuple[object, ...]]) -> list[str]:
         f"{s}: seqs {sorted(n)}" for s, n in seqs.items() if n != set(range(1, len(n) + 1))
     ]
     return problems
+
+
+def generations(redis_url: str) -> dict[int, int]:
+    """Each partition's owner generation: it grows when a worker takes the partition over."""
+    r = redis_client(redis_url)
+    return {p: int(r.get(f"shelfcast:{{p{p}}}:owner") or 0) for p in range(PARTITIONS)}
 
 
 def test_alert_problems_names_gaps_reuse_and_two_contents() -> None:
@@ -165,7 +171,13 @@ def test_a_worker_stopped_past_its_session_writes_nothing_after_its_partitions_m
     kafka = MockKafkaCluster(all_topics(Settings()), PARTITIONS, partitions_for={"forecasts": 64})
     server = new_redis(tmp_path / "redis")
     server.start()
-    env = {"SHELFCAST_HISTORY_BUCKETS": "1000", "SHELFCAST_PARTITIONS": str(PARTITIONS)}
+    env = {
+        "SHELFCAST_HISTORY_BUCKETS": "1000",
+        "SHELFCAST_PARTITIONS": str(PARTITIONS),
+        # woken up, the paused worker's idle timer is due at once: a write to the partitions
+        # it still believes it owns, unless its consumer learns first that they moved
+        "SHELFCAST_IDLE_ADVANCE_SECONDS": "5",
+    }
     paused, other = (Worker(kafka.bootstrap, server.url, tmp_path / f"w{i}", **env) for i in (0, 1))
     try:
         paused.start()
@@ -173,9 +185,13 @@ def test_a_worker_stopped_past_its_session_writes_nothing_after_its_partitions_m
         time.sleep(5)  # both in the group
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
         wait_until(lambda: applied_count(server.url) >= len(merged) // 4, 300, "a quarter", other)
+        owners = generations(server.url)
         paused.pause()  # a long GC, a frozen VM: past the 10 s session, its partitions move
-        wait_until(lambda: counter(server.url, "applied") >= len(merged) // 2, 300, "half", other)
-        paused.resume()  # it wakes up believing it owns them, with a batch in hand
+        wait_until(
+            lambda: sum(generations(server.url).values()) > sum(owners.values()) + 1,
+            120, "the other worker to take the paused one's partitions over", other,
+        )  # fmt: skip
+        paused.resume()  # it wakes up believing it still owns them
         wait_all_committed(kafka.bootstrap, other)
         demand, stock = redis_truth(server.url)
         paused.check_alive()
@@ -187,4 +203,8 @@ def test_a_worker_stopped_past_its_session_writes_nothing_after_its_partitions_m
     truth_demand, moves = csv_truth(HEAD_DATA, 15_000)
     assert demand == truth_demand
     assert stock == stock_truth(moves, simulated)
-    assert "no longer owns it" in paused.log.read_text()
+    log = paused.log.read_text()
+    assert "Traceback" not in log
+    # Woken up, Faust mostly hands the revoke to the worker before its next write; when the
+    # write comes first it is refused (test_pipeline.py forces that order every time).
+    print("the resumed worker was fenced" if "no longer owns it" in log else "revoked first")

@@ -35,7 +35,7 @@ LINES = 52_000  # every line of HEAD_DATA: 50,8xx product order lines, Dec 2010
 PARTITIONS = 8
 BROKERS = 3
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.scaleout]
+pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 
 
 def alert_problems(alerts: list[tuple[object, ...]]) -> list[str]:
@@ -74,6 +74,7 @@ def test_alert_problems_names_gaps_reuse_and_two_contents() -> None:
     assert alert_problems([("A1@UK|1|cleared", 5)]) == ["A1@UK|1|cleared: status out of turn"]
 
 
+@pytest.mark.cluster  # the fence of the SIGSTOP test runs on a cluster in test_pipeline.py
 def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     tmp_path: Path,
 ) -> None:

@@ -242,6 +242,13 @@ class EmbeddedRedis:
             stop_process(self.proc, 5)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, only what the AOF already holds survives."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
 
 CLUSTER_SLOTS = 16384
 # Redis 6.2 always puts a node's cluster bus on its port + 10000 (``cluster-port`` is 7.0+).

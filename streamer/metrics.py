@@ -61,6 +61,10 @@ REDIS_BEHIND = Counter(
     "shelfcast_redis_behind",
     "Partitions found with Redis's input offsets below the consumer group's committed ones",
 )
+SNAPSHOT_REBUILDS = Counter(
+    "shelfcast_snapshot_rebuilds",
+    "Partition model snapshots that could not be read: the models were rebuilt from history",
+)
 FENCED = Counter(
     "shelfcast_partitions_fenced",
     "Partitions this worker dropped because another took them over (its writes were refused)",

@@ -472,6 +472,7 @@ class Pipeline:
                 await asyncio.to_thread(self._load, bank, blob)
             except (SnapshotError, KeyError, ValueError) as exc:
                 log.error("partition %d: model snapshot unreadable (%s); rebuilding it", p, exc)
+                metrics.SNAPSHOT_REBUILDS.inc()
                 bank = self._new_bank()
             if bank.through is not None and bank.through > through:
                 bank = self._new_bank()  # written after a learn whose close never completed

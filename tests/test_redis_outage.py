@@ -1,4 +1,5 @@
-"""Redis stops in the middle of a stream and comes back: the worker waits, the totals are exact."""
+"""Redis is killed in the middle of a stream and comes back on its AOF: the worker waits, the
+totals are exact; Redis back empty is detected and rewound."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ OUTAGE_SECONDS = 5.0
 
 
 @pytest.mark.slow
-def test_a_redis_outage_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
+def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     events, _ = read_events(SAMPLE)
     merged, _, _ = simulate(events, SimulationSettings())
     simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
@@ -44,7 +45,7 @@ def test_a_redis_outage_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> 
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
         worker.start()
         wait_until(lambda: applied_count(server.url) >= len(merged) // 3, 300, "a third", worker)
-        server.stop()  # mid-stream: the worker is busy with the rest
+        server.kill()  # kill -9 mid-stream: only the AOF (fsync always) survives
         stopped = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
         worker.check_alive()

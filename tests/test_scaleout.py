@@ -1,5 +1,10 @@
 """Two workers in one consumer group, on a 3-broker Kafka, killed in turn and hit by broker
-faults: every count, forecast and alert stays exact (docs/delivery.md)."""
+faults: every count, forecast and alert stays exact (docs/delivery.md).
+
+A worker stopped past its session and woken after its partitions moved is fenced in
+tests/streamer/test_pipeline.py, where its write reliably comes before it learns of the move:
+woken up, a Faust worker learns of the rebalance before its next write, so a process test
+would seldom reach the fence."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from streamer.config import Settings, all_topics
 from streamer.embedded import MockKafkaCluster
 from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
-from tests.conftest import new_redis, redis_client
+from tests.conftest import new_redis
 from tests.worker_harness import (
     HEAD_DATA,
     IdCollector,
@@ -58,12 +63,6 @@ def alert_problems(alerts: list[tuple[object, ...]]) -> list[str]:
     return problems
 
 
-def generations(redis_url: str) -> dict[int, int]:
-    """Each partition's owner generation: it grows when a worker takes the partition over."""
-    r = redis_client(redis_url)
-    return {p: int(r.get(f"shelfcast:{{p{p}}}:owner") or 0) for p in range(PARTITIONS)}
-
-
 def test_alert_problems_names_gaps_reuse_and_two_contents() -> None:
     fine = [("A1@UK|1|raised", 5), ("A1@UK|2|cleared", 40), ("A1@UK|1|raised", 5)]
     assert alert_problems(fine) == []
@@ -74,7 +73,7 @@ def test_alert_problems_names_gaps_reuse_and_two_contents() -> None:
     assert alert_problems([("A1@UK|1|cleared", 5)]) == ["A1@UK|1|cleared: status out of turn"]
 
 
-@pytest.mark.cluster  # the fence of the SIGSTOP test runs on a cluster in test_pipeline.py
+@pytest.mark.cluster
 def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     tmp_path: Path,
 ) -> None:
@@ -161,51 +160,3 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
         f"{len(alert_rows)} alert messages ({len(alert_rows) - len(set(alert_rows))} copies), "
         f"{Counter(str(r[0]).rsplit('|', 1)[1] for r in alert_rows)}"
     )
-
-
-def test_a_worker_stopped_past_its_session_writes_nothing_after_its_partitions_moved(
-    tmp_path: Path,
-) -> None:
-    events, _ = read_events(HEAD_DATA, 15_000)
-    merged, _, _ = simulate(events, SimulationSettings())
-    simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
-    kafka = MockKafkaCluster(all_topics(Settings()), PARTITIONS, partitions_for={"forecasts": 64})
-    server = new_redis(tmp_path / "redis")
-    server.start()
-    env = {
-        "SHELFCAST_HISTORY_BUCKETS": "1000",
-        "SHELFCAST_PARTITIONS": str(PARTITIONS),
-        # woken up, the paused worker's idle timer is due at once: a write to the partitions
-        # it still believes it owns, unless its consumer learns first that they moved
-        "SHELFCAST_IDLE_ADVANCE_SECONDS": "5",
-    }
-    paused, other = (Worker(kafka.bootstrap, server.url, tmp_path / f"w{i}", **env) for i in (0, 1))
-    try:
-        paused.start()
-        other.start()
-        time.sleep(5)  # both in the group
-        produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
-        wait_until(lambda: applied_count(server.url) >= len(merged) // 4, 300, "a quarter", other)
-        owners = generations(server.url)
-        paused.pause()  # a long GC, a frozen VM: past the 10 s session, its partitions move
-        wait_until(
-            lambda: sum(generations(server.url).values()) > sum(owners.values()) + 1,
-            120, "the other worker to take the paused one's partitions over", other,
-        )  # fmt: skip
-        paused.resume()  # it wakes up believing it still owns them
-        wait_all_committed(kafka.bootstrap, other)
-        demand, stock = redis_truth(server.url)
-        paused.check_alive()
-    finally:
-        paused.stop()
-        other.stop()
-        server.stop()
-        kafka.stop()
-    truth_demand, moves = csv_truth(HEAD_DATA, 15_000)
-    assert demand == truth_demand
-    assert stock == stock_truth(moves, simulated)
-    log = paused.log.read_text()
-    assert "Traceback" not in log
-    # Woken up, Faust mostly hands the revoke to the worker before its next write; when the
-    # write comes first it is refused (test_pipeline.py forces that order every time).
-    print("the resumed worker was fenced" if "no longer owns it" in log else "revoked first")

@@ -68,14 +68,6 @@ class Worker:
         if self.proc:
             stop_process(self.proc, 30)
 
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
     def wait_exit(self, timeout: float) -> int:
         """The worker's exit code, once it stops by itself."""
         assert self.proc is not None

@@ -678,10 +678,12 @@ def test_a_corrupt_snapshot_is_rebuilt_from_the_history_not_a_crash(
     r.delete("shelfcast:{p0}:model")
     r.rpush("shelfcast:{p0}:model", b"not a snapshot")
     h.restart()
+    rebuilds = metrics.SNAPSHOT_REBUILDS._value.get()
     with caplog.at_level(logging.ERROR, logger="streamer.pipeline"):
         out = h.feed(records[40:])
     assert forecasts(out)
-    assert any("snapshot unreadable" in m for m in caplog.messages)
+    assert sum("snapshot unreadable" in m for m in caplog.messages) == 1
+    assert metrics.SNAPSHOT_REBUILDS._value.get() == rebuilds + 1
 
 
 def test_a_partition_whose_first_close_publishes_nothing_carries_on(settings: Settings) -> None:

@@ -571,6 +571,9 @@ def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1
     offsets.commit(settings, targets)
+    if lost:  # Redis counts from the oldest records held, or every worker would halt again
+        with connect(settings, socket_connect_timeout=10) as client:
+            offsets.skip_to(client, {f: targets[f] for f in lost})
     for field, offset in sorted(targets.items()):
         print(f"{field}: committed {committed[field]} -> {offset}")
     print("shelfcast offsets: rewound; start the workers to replay from Redis's offsets")

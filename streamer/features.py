@@ -61,12 +61,15 @@ def _lua(name: str, fenced: bool = True) -> str:
 
 
 class Fenced(Exception):
-    """This worker's owner generation of ``partition`` is stale: another worker took it over
-    (this one was paused past its session timeout), and nothing this one wrote landed."""
+    """This worker's owner generation of ``partition`` is not the partition's: another worker
+    took it over (this one was paused past its session timeout), or Redis lost it (``owner``
+    below the caller's, or None). Nothing this call wrote landed."""
 
     def __init__(self, partition: int, detail: str) -> None:
         super().__init__(f"partition {partition}: {detail}")
         self.partition = partition
+        owner = detail.rsplit(" ", 1)[-1]
+        self.owner = int(owner) if owner.isdigit() else None
 
 
 # `shelfcast:{pP}:rop` values, `|`-separated (the forecast id, which has `|`, last)
@@ -244,7 +247,7 @@ class FeatureStore:
         self._apply = client.register_script(_lua("apply"))
         self._close = client.register_script(_lua("close"))
         self._snapshot = client.register_script(_lua("snapshot"))
-        self._pin = client.register_script(_lua("pin_lstm"))
+        self._begin_close = client.register_script(_lua("begin_close"))
         self._read_close = client.register_script(_lua("read_close", fenced=False))
 
     @classmethod
@@ -381,12 +384,14 @@ class FeatureStore:
             int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,
         )
 
-    async def pin_lstm(self, partition: int, generation: int, bucket: int, version: int) -> None:
-        """Record that the close of ``bucket`` publishes with LSTM ``version`` (0: none),
-        before its outputs leave: a retry of that close after a crash uses the same one,
-        whatever the trainer promoted meanwhile, so it republishes the same ids and content."""
+    async def begin_close(self, partition: int, generation: int, bucket: int, version: int) -> bool:
+        """Before a close's outputs leave: False when the close of ``bucket`` is recorded
+        already (send nothing); else record that it publishes with LSTM ``version`` (0:
+        none), so a retry after a crash uses the same one, whatever the trainer promoted
+        meanwhile, and republishes the same ids and content. Fenced like every write."""
         keys = [part_key(partition, "clock")]
-        await self._fenced(self._pin, partition, generation, keys, [bucket, version])
+        args = [bucket, version]
+        return bool(await self._fenced(self._begin_close, partition, generation, keys, args))
 
     async def read_partition_snapshot(self, partition: int) -> list[bytes] | None:
         """The partition's model snapshot (models/snapshot.py) in its stored pieces, if any:

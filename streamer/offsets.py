@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Gap", "KafkaUnavailable", "RedisBehind", "commit", "committed", "gaps", "low_watermarks",
-    "rewind_plan", "stored",
+    "rewind_plan", "skip_to", "stored",
 ]  # fmt: skip
 
 REWIND_HINT = (
@@ -55,13 +55,14 @@ class KafkaUnavailable(ConnectionError):
 class RedisBehind(RuntimeError):
     """Redis lost writes that Kafka counts as consumed: going on would lose them silently."""
 
-    def __init__(self, partition: int, found: list[Gap]) -> None:
+    def __init__(self, partition: int, found: list[Gap], seen: str = "") -> None:
         lost = sum(g.committed - g.redis for g in found)
+        what = seen or f"{'; '.join(map(str, found))}: {lost} records were acknowledged"
         super().__init__(
             f"partition {partition}: Redis is behind the consumer group's committed input "
-            f"({'; '.join(map(str, found))}): {lost} records were acknowledged but their "
-            "effects are not in Redis (a Redis restart without AOF, a failover to a lagging "
-            f"replica, or an eviction). Not going on with partial numbers: {REWIND_HINT}"
+            f"({what}), and their effects are not in Redis (a Redis restart without AOF, a "
+            "failover to a lagging replica, or an eviction). Not going on with partial "
+            f"numbers: {REWIND_HINT}"
         )
         self.partition = partition
         self.gaps = found
@@ -131,6 +132,15 @@ def rewind_plan(
         if gap.redis < low.get(gap.field, 0):
             lost[gap.field] = low[gap.field] - gap.redis
     return targets, lost
+
+
+def skip_to(client: redis.Redis, targets: Mapping[str, int]) -> None:
+    """Move Redis's offsets up to ``targets``: the records before them are gone from the log
+    for good, and the workers must not find Redis behind for them again."""
+    pipe = client.pipeline(transaction=False)
+    for field, offset in targets.items():
+        pipe.hset(part_key(int(field.rpartition(":")[2]), "offsets"), field, offset)
+    pipe.execute()
 
 
 def stored(client: redis.Redis, partitions: Iterable[int]) -> dict[str, int]:

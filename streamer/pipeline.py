@@ -23,6 +23,7 @@ again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -185,7 +186,15 @@ class Pipeline:
             table.pop(p, None)
 
     def _fenced(self, exc: Fenced) -> None:
-        """Another worker owns the partition now: drop it, once, loudly."""
+        """Another worker owns the partition now: drop it, once, loudly. An owner generation
+        that went back means Redis lost writes instead: stop (RedisBehind), for while Kafka
+        still assigns the partition here, a drop would let Faust commit input never applied."""
+        mine = self.generation.get(exc.partition, 0)
+        if exc.owner is None or exc.owner < mine:
+            metrics.REDIS_BEHIND.inc()
+            raise RedisBehind(
+                exc.partition, [], f"its owner generation went from {mine} to {exc.owner}"
+            )
         metrics.FENCED.inc()
         log.error(
             "%s; this worker no longer owns it (it was paused past the session timeout?) "
@@ -394,9 +403,10 @@ class Pipeline:
             return
         generation = self.generation[p]
         effects = [self._effect(p, rec, ev) for rec, ev in segment]
-        delivered = self._delivered.get(p, 0)
+        # forgotten before the call: if its reply is lost and the step is retried, the alerts
+        # it added must not be trimmed unsent (the delivered ones are sent again: copies)
+        delivered = self._delivered.pop(p, 0)
         res = await self.store.apply(p, generation, effects, advance_ms, delivered, floor)
-        self._delivered[p] = 0  # the outbox left by the previous call is trimmed
         closed = self.closed.get(p)
         for (_, ev), effect, status in zip(segment, effects, res.statuses, strict=True):
             topic = "orders" if isinstance(ev, OrderEvent) else "inventory"
@@ -521,7 +531,10 @@ class Pipeline:
                     try:
                         await self.store.write_partition_snapshot(p, generation, blob)
                     except Fenced as exc:
-                        self._fenced(exc)
+                        # the partition is leaving anyway; a Redis that lost its owner is
+                        # for its next owner to find
+                        with contextlib.suppress(RedisBehind):
+                            self._fenced(exc)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
         async with self._close_slots, self._closing[p]:
@@ -564,10 +577,12 @@ class Pipeline:
         )
         if done.settled is not None:
             self._settled[p] = done.settled
+        version = 0 if lstm is None else version_number(lstm[0])
+        if not await self.store.begin_close(p, self.generation[p], b, version):
+            # recorded already: a retry whose first reply was lost; what it sent is recorded
+            log.info("partition %d: the close of bucket %d is recorded already", p, b)
+            return
         if done.outs:
-            version = 0 if lstm is None else version_number(lstm[0])
-            if version != data.lstm_version:
-                await self.store.pin_lstm(p, self.generation[p], b, version)
             await self.sink(done.outs)
         self._count(bank, done.decision, done.outs, result)
         await self.store.write_close(

@@ -12,11 +12,13 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
+import redis
 
 from models.snapshot import unpack
 from streamer import metrics
 from streamer.config import Settings
 from streamer.features import FeatureStore
+from streamer.offsets import RedisBehind
 from streamer.pipeline import Pipeline, Record
 from streamer.publish import Output
 from tests.conftest import async_redis_client, order, redis_client, stock
@@ -442,6 +444,50 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             assert evaluation(settings) == expected_evaluation, (crash_at, delivered)
 
 
+def test_a_lost_reply_of_any_redis_write_loses_no_output_and_changes_no_id(
+    settings: Settings,
+) -> None:
+    straight = Harness(settings)
+    records = crash_scenario(straight)
+    straight.feed(records, batch=5)
+    expected = {a["alert_id"]: a for a in alerts(straight.outputs)}
+    expected_forecasts = {f["forecast_id"] for f in forecasts(straight.outputs)}
+    writes = ("apply", "write_close")
+    lose_at, n = 0, 0
+    while lose_at <= n:  # every write in turn, the first run counting them
+        lose_at += 1
+        redis_client(settings.redis_url).flushall()
+        h = Harness(settings)
+        n = 0
+        for name in writes:
+            real = getattr(h.pipeline.store, name)
+
+            async def lossy(
+                *args: object, real=real, lose_at: int = lose_at, **kwargs: object
+            ) -> object:
+                nonlocal n
+                n += 1
+                done = await real(*args, **kwargs)
+                if n == lose_at:  # it ran; its reply did not come back
+                    raise redis.ConnectionError("reply lost")
+                return done
+
+            setattr(h.pipeline.store, name, lossy)
+        for i in range(0, len(records), 5):  # the worker retries the batch, as agents.retrying
+            batch = records[i : i + 5]
+            try:
+                h.loop.run_until_complete(h.pipeline.process(batch))
+            except redis.ConnectionError:
+                h.loop.run_until_complete(h.pipeline.process(batch))
+        got = {a["alert_id"]: a for a in alerts(h.outputs)}
+        assert got == expected, lose_at  # none lost, none reused, each the same message
+        assert {f["forecast_id"] for f in forecasts(h.outputs)} == expected_forecasts, lose_at
+        assert (
+            int(redis_client(settings.redis_url).hget("shelfcast:{p0}:stats", "learned_buckets"))
+            == 15
+        )
+
+
 def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(
     settings: Settings,
 ) -> None:
@@ -549,6 +595,19 @@ def test_a_worker_paused_past_its_session_writes_nothing_once_another_took_over(
     assert sum("no longer owns it" in m for m in caplog.messages) == 1
     b.feed(records[16:])  # B goes on as if A never woke
     assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 20
+
+
+def test_an_owner_generation_that_went_back_stops_the_worker_instead_of_skipping(
+    settings: Settings,
+) -> None:
+    h = Harness(settings)
+    records = daily_orders(h, 6)
+    h.feed(records[:3])
+    # Redis lost its writes (restarted without AOF): the owner key is gone, Kafka still
+    # assigns the partition here; dropping it would let Faust commit input never applied
+    redis_client(settings.redis_url).delete("shelfcast:{p0}:owner")
+    with pytest.raises(RedisBehind, match="owner generation went from 1 to None"):
+        h.feed(records[3:])
 
 
 def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) -> None:

@@ -28,8 +28,9 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -65,6 +66,7 @@ from streamer.offsets import RedisBehind, gaps
 from streamer.publish import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CONCURRENT_CLOSES = 2
 
 
@@ -238,12 +240,20 @@ class Pipeline:
             result.dlq += len(dead)
         # Partitions hold disjoint series and keys: each runs its own sequence of applies and
         # closes, concurrently with the others.
-        await asyncio.gather(
-            *(
+        partitions = by_partition.keys() | floors.keys()
+        watermarks = {p: (self.max_ts.get(p), self.last_event_wall.get(p)) for p in partitions}
+        try:
+            await _together(
                 self._partition(p, by_partition.get(p, []), now, result, floors.get(p, {}))
-                for p in by_partition.keys() | floors.keys()
+                for p in partitions
             )
-        )
+        except BaseException:
+            # The batch is retried whole: its events must move the watermark again, or the
+            # retry would close a bucket before applying the events the failure left unapplied
+            for p, (newest, wall) in watermarks.items():
+                _restore(self.max_ts, p, newest)
+                _restore(self.last_event_wall, p, wall)
+            raise
         times = [
             ev.ts for items in by_partition.values() for _, ev in items
             if isinstance(ev, OrderEvent)
@@ -326,7 +336,7 @@ class Pipeline:
             p for p, (_, wall) in self.last_event_wall.items()
             if now - wall >= self.s.idle_advance_seconds and (owned is None or p in owned)
         ]  # fmt: skip
-        await asyncio.gather(*(self._advance_idle(p, now, result) for p in quiet))
+        await _together(self._advance_idle(p, now, result) for p in quiet)
         return result
 
     async def _advance_idle(self, p: int, now: float, result: BatchResult) -> None:
@@ -351,7 +361,7 @@ class Pipeline:
             except Fenced as exc:
                 self._fenced(exc)
 
-        await asyncio.gather(*(one(p, b) for p, b in targets.items()))
+        await _together(one(p, b) for p, b in targets.items())
 
     def _dead_letter(self, rec: Record, bad: Invalid) -> Output:
         topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
@@ -623,6 +633,24 @@ class Pipeline:
         metrics.ALERTS.labels(CLEARED).inc(len(decision.cleared))
         result.forecasts += forecasts
         result.alerts += len(decision.raised) + len(decision.cleared)
+
+
+async def _together(work: Iterable[Coroutine[object, object, None]]) -> None:
+    """Run ``work`` concurrently; the first failure cancels the rest and propagates as itself
+    (not as a group), so the step is retried whole with nothing of it still running."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in work:
+                group.create_task(job)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+def _restore(table: dict[int, T], key: int, value: T | None) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
 
 
 def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:

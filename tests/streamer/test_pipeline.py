@@ -444,8 +444,9 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             assert evaluation(settings) == expected_evaluation, (crash_at, delivered)
 
 
-def test_a_lost_reply_of_any_redis_write_loses_no_output_and_changes_no_id(
-    settings: Settings,
+@pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "refused"])
+def test_a_failed_redis_write_retried_loses_no_output_and_changes_no_id(
+    settings: Settings, ran: bool
 ) -> None:
     straight = Harness(settings)
     records = crash_scenario(straight)
@@ -467,6 +468,8 @@ def test_a_lost_reply_of_any_redis_write_loses_no_output_and_changes_no_id(
             ) -> object:
                 nonlocal n
                 n += 1
+                if n == lose_at and not ran:  # refused: nothing written
+                    raise redis.ConnectionError("connection refused")
                 done = await real(*args, **kwargs)
                 if n == lose_at:  # it ran; its reply did not come back
                     raise redis.ConnectionError("reply lost")

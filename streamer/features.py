@@ -45,9 +45,6 @@ class Status(IntEnum):
     OFFSET_REGRESSION = 3  # a new event below an offset already applied: a recreated topic
 
 
-APPLIED, DUPLICATE, STALE, OFFSET_REGRESSION = (
-    Status.APPLIED, Status.DUPLICATE, Status.STALE, Status.OFFSET_REGRESSION
-)  # fmt: skip
 # A Redis string holds at most 512 MB; and the event loop parses each piece of a reply in one
 # go, so pieces stay small enough for that to take a few milliseconds.
 SNAPSHOT_CHUNK = 8 << 20

@@ -23,6 +23,7 @@ from tests.worker_harness import (
     csv_truth,
     redis_truth,
     stock_truth,
+    stopping,
     wait_all_committed,
     wait_until,
 )
@@ -41,7 +42,7 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
     worker = Worker(
         kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_HISTORY_BUCKETS="1000"
     )
-    try:
+    with stopping(kafka, server, worker):
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
         worker.start()
         wait_until(lambda: applied_count(server.url) >= len(merged) // 3, 300, "a third", worker)
@@ -49,15 +50,10 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
         stopped = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
         worker.check_alive()
-        server = EmbeddedRedis(server.data_dir, port=server.port)
-        server.start()
+        server.start()  # same port, on its AOF
         print(f"Redis was down for {time.monotonic() - stopped:.1f}s")
         wait_all_committed(kafka.bootstrap, worker)
         demand, stock = redis_truth(server.url)
-    finally:
-        worker.stop()
-        server.stop()
-        kafka.stop()
 
     truth_demand, moves = csv_truth(SAMPLE)
     assert demand == truth_demand
@@ -77,7 +73,7 @@ def test_a_redis_restarted_empty_is_detected_then_rewound_and_replayed_exactly(
     server.start()
     worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="2")
     env = {**worker.env, "SHELFCAST_PARTITIONS": "2"}
-    try:
+    with stopping(kafka, server, worker):
         produce(kafka.bootstrap, {}, Settings().topics, events, progress=False)
         worker.start()
         wait_all_committed(kafka.bootstrap, worker)
@@ -98,10 +94,6 @@ def test_a_redis_restarted_empty_is_detected_then_rewound_and_replayed_exactly(
         worker.start()
         wait_all_committed(kafka.bootstrap, worker)
         after, _ = redis_truth(server.url)
-    finally:
-        worker.stop()
-        server.stop()
-        kafka.stop()
     assert after == before and sum(before.values()) > 0
 
 

@@ -32,6 +32,7 @@ from tests.worker_harness import (
     csv_truth,
     redis_truth,
     stock_truth,
+    stopping,
     wait_all_committed,
     wait_until,
 )
@@ -102,7 +103,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
         kafka.bootstrap, "low-stock-alerts", ("alert_id", "on_hand", "reorder_point", "ts")
     )
     faults: list[str] = []
-    try:
+    with stopping(kafka, server, *workers):
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
         forecasts.start()
         alerts.start()
@@ -133,11 +134,6 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
         demand, stock = redis_truth(server.url)
         for w in workers:
             w.check_alive()
-    finally:
-        for w in workers:
-            w.stop()
-        server.stop()
-        kafka.stop()
     print(f"{len(merged)} events; {'; '.join(faults)}")
 
     truth_demand, moves = csv_truth(HEAD_DATA, LINES)

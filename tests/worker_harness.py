@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,8 +12,9 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
@@ -132,6 +134,21 @@ def committed(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> dict[tu
     got = c.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
     c.close()
     return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def stopping(*services: Stoppable) -> Iterator[None]:
+    """Stop ``services`` when the block ends, however it ends: the last given first (workers
+    before the Redis and Kafka they use)."""
+    try:
+        yield
+    finally:
+        for service in reversed(services):
+            service.stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, alive: Worker) -> None:

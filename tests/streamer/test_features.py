@@ -7,13 +7,11 @@ import pytest
 
 from streamer import features
 from streamer.features import (
-    APPLIED,
-    DUPLICATE,
-    STALE,
     ApplyResult,
     CloseFields,
     FeatureStore,
     Fenced,
+    Status,
     StockEffect,
 )
 from tests.conftest import async_redis_client, redis_client
@@ -76,7 +74,7 @@ def test_orders_update_buckets_and_stock_in_one_call(redis_url: str) -> None:
             effect("o3", "o", 4, day=2, offset=3),
         ],
     )
-    assert statuses == [APPLIED] * 4
+    assert statuses == [Status.APPLIED] * 4
     r = redis_client(redis_url, decode_responses=True)
     assert r.hgetall("shelfcast:{p0}:s:A1@UK:demand") == {"1": "8", "2": "4"}
     assert r.hgetall("shelfcast:{p0}:s:A1@UK:returns") == {"1": "2"}
@@ -89,13 +87,13 @@ def test_orders_update_buckets_and_stock_in_one_call(redis_url: str) -> None:
 
 def test_redelivery_and_replay_are_idempotent(redis_url: str) -> None:
     batch = [effect("o1", "o", 5, offset=0), effect("o2", "o", 3, offset=1)]
-    assert apply(redis_url, batch) == [APPLIED, APPLIED]
+    assert apply(redis_url, batch) == [Status.APPLIED, Status.APPLIED]
     before = redis_client(redis_url).hgetall("shelfcast:{p0}:s:A1@UK:demand")
     # the same offsets again (Kafka redelivery)
-    assert apply(redis_url, batch) == [DUPLICATE, DUPLICATE]
+    assert apply(redis_url, batch) == [Status.DUPLICATE, Status.DUPLICATE]
     # the same event ids at new offsets (a file replayed twice)
     replayed = [effect("o1", "o", 5, offset=10), effect("o2", "o", 3, offset=11)]
-    assert apply(redis_url, replayed) == [DUPLICATE, DUPLICATE]
+    assert apply(redis_url, replayed) == [Status.DUPLICATE, Status.DUPLICATE]
     assert redis_client(redis_url).hgetall("shelfcast:{p0}:s:A1@UK:demand") == before
     assert state(redis_url)["on_hand"] == "-8"
 
@@ -112,7 +110,7 @@ def test_snapshot_counts_later_movements_and_supersedes_earlier_ones(redis_url: 
     )
     # the snapshot taken at 03:00 arrives late: on hand = 50 - 2 + 10
     assert apply(redis_url, [effect("s1", "s", 50, at=3 * hour, offset=3, tp="inventory:0")]) == [
-        APPLIED
+        Status.APPLIED
     ]
     assert state(redis_url)["on_hand"] == "58"
     # a movement older than the snapshot is already inside it
@@ -120,7 +118,7 @@ def test_snapshot_counts_later_movements_and_supersedes_earlier_ones(redis_url: 
     assert state(redis_url)["on_hand"] == "58"
     # an older snapshot than the one applied is stale and changes nothing
     assert apply(redis_url, [effect("s0", "s", 999, at=2 * hour, offset=5, tp="inventory:0")]) == [
-        STALE
+        Status.STALE
     ]
     assert state(redis_url)["on_hand"] == "58"
 
@@ -138,8 +136,10 @@ def test_a_delivery_read_ahead_of_the_orders_takes_effect_at_its_event_time(
     apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
     # read before the 05:00 order: it waits for the orders to reach 06:00
     res = apply_full(redis_url, [effect("d1", "d", 10, at=6 * hour, offset=0, **inv)])
-    assert res.statuses == [APPLIED] and res.on_hand == [-5]
-    assert apply(redis_url, [effect("d1", "d", 10, at=6 * hour, offset=0, **inv)]) == [DUPLICATE]
+    assert res.statuses == [Status.APPLIED] and res.on_hand == [-5]
+    assert apply(redis_url, [effect("d1", "d", 10, at=6 * hour, offset=0, **inv)]) == [
+        Status.DUPLICATE
+    ]
     res = apply_full(redis_url, [effect("o2", "o", 2, at=5 * hour, offset=1)])
     assert res.on_hand == [-7]
     res = apply_full(redis_url, [effect("o3", "o", 1, at=7 * hour, offset=2)])
@@ -178,7 +178,7 @@ def test_an_alert_is_decided_once_and_kept_until_its_delivery_is_known(redis_url
     # the worker dies before it knows the alert went out; redelivered, the order is a
     # duplicate and decides nothing, and the same alert comes back to be sent
     again = apply_full(redis_url, [effect("o1", "o", 7, at=2 * hour, offset=0)])
-    assert again.statuses == [DUPLICATE] and again.outbox == first.outbox
+    assert again.statuses == [Status.DUPLICATE] and again.outbox == first.outbox
     # delivered: it leaves; the next stock-out is the next number
     r.hset("shelfcast:{p0}:rop", "A1@UK", "1.0|1.0|0.0|1.0|3.0|A1@UK|10|tsb@2")
     cleared = apply_full(

@@ -439,8 +439,7 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
             # a re-derived alert is the same message: time and stock included
             for a in alerts(h.outputs):
                 assert a == expected_alerts[a["alert_id"]], (crash_at, delivered)
-            r = redis_client(settings.redis_url)
-            assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 15
+            assert learned_buckets(settings) == 15
             assert evaluation(settings) == expected_evaluation, (crash_at, delivered)
 
 
@@ -485,10 +484,7 @@ def test_a_failed_redis_write_retried_loses_no_output_and_changes_no_id(
         got = {a["alert_id"]: a for a in alerts(h.outputs)}
         assert got == expected, lose_at  # none lost, none reused, each the same message
         assert {f["forecast_id"] for f in forecasts(h.outputs)} == expected_forecasts, lose_at
-        assert (
-            int(redis_client(settings.redis_url).hget("shelfcast:{p0}:stats", "learned_buckets"))
-            == 15
-        )
+        assert learned_buckets(settings) == 15
 
 
 def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(
@@ -558,32 +554,37 @@ def test_offsets_going_backwards_are_reported_not_silently_dropped(settings: Set
     assert int(r.hget("shelfcast:{p0}:stats", "offset_regression")) == 1
 
 
+def learned_buckets(settings: Settings) -> int:
+    return int(redis_client(settings.redis_url).hget("shelfcast:{p0}:stats", "learned_buckets"))
+
+
+def taken_over(settings: Settings) -> tuple[Harness, Harness, list[Record]]:
+    """Worker A closes days 0..9 of 21 days of orders; then the group gives the partition to
+    B, which gets the input again from A's last commit (all duplicates) and closes days 10..14."""
+    a = Harness(settings)
+    records = daily_orders(a, 21)
+    a.feed(records[:11])
+    b = Harness(settings)
+    b.feed(records[:16])
+    return a, b, records
+
+
 def test_a_partition_that_comes_back_after_a_rebalance_is_not_learned_twice(
     settings: Settings,
 ) -> None:
-    a = Harness(settings)
-    records = daily_orders(a, 21)
-    a.feed(records[:11])  # worker A closes days 0..9
-    b = Harness(settings)
-    b.feed(records[:11])  # B takes the partition over: redelivered input, all duplicates
-    b.feed(records[11:16])  # and closes days 10..14
+    a, _, records = taken_over(settings)
     a.pipeline.assign([0])  # the rebalance hands the partition back to A
     a.outputs.clear()
     a.feed(records[16:])
     issued = {f["issued_at"] for f in forecasts(a.outputs)}
     assert len(issued) == 5  # days 15..19 only: A did not re-close what B closed
-    r = redis_client(settings.redis_url)
-    assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 20
+    assert learned_buckets(settings) == 20
 
 
 def test_a_worker_paused_past_its_session_writes_nothing_once_another_took_over(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a = Harness(settings)
-    records = daily_orders(a, 21)
-    a.feed(records[:11])  # A owns the partition and closes days 0..9
-    b = Harness(settings)  # A is paused; the group gives the partition to B
-    b.feed(records[:16])
+    a, b, records = taken_over(settings)  # A was paused meanwhile
     r = redis_client(settings.redis_url)
     before = {k: r.dump(k) for k in r.scan_iter("shelfcast:{p0}:*") if k != b"shelfcast:{p0}:owner"}
     fenced = metrics.FENCED._value.get()
@@ -597,7 +598,7 @@ def test_a_worker_paused_past_its_session_writes_nothing_once_another_took_over(
     assert metrics.FENCED._value.get() == fenced + 1
     assert sum("no longer owns it" in m for m in caplog.messages) == 1
     b.feed(records[16:])  # B goes on as if A never woke
-    assert int(r.hget("shelfcast:{p0}:stats", "learned_buckets")) == 20
+    assert learned_buckets(settings) == 20
 
 
 def test_an_owner_generation_that_went_back_stops_the_worker_instead_of_skipping(

@@ -17,7 +17,7 @@ from streamer.embedded import MockKafkaCluster
 from streamer.status import kafka_partition, render, series_status
 from tests.conftest import new_redis, order, redis_client
 from tests.streamer.test_pipeline import Harness, alerts, at, forecasts, stocked_and_selling
-from tests.worker_harness import Worker, wait_until
+from tests.worker_harness import Worker, stopping, wait_until
 
 # the integration tests of the feature store: on one Redis and on a Redis Cluster
 pytestmark = pytest.mark.cluster
@@ -130,7 +130,7 @@ def test_worker_serves_series_health_and_readiness(tmp_path: Path) -> None:
     server = new_redis(tmp_path / "redis")
     server.start()
     worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="2")
-    try:
+    with stopping(kafka, server, worker):
         worker.start()
         base = f"http://127.0.0.1:{worker.env['SHELFCAST_WEB_PORT']}"
         producer = Producer({"bootstrap.servers": kafka.bootstrap, "partitioner": "murmur2"})
@@ -150,7 +150,3 @@ def test_worker_serves_series_health_and_readiness(tmp_path: Path) -> None:
         code, body = get(base + "/readyz")
         assert code == 503 and body["checks"] == {"redis": False, "kafka": True}
         assert get(base + "/healthz")[0] == 200
-    finally:
-        worker.stop()
-        server.stop()
-        kafka.stop()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import NoReturn, TypeVar
 
 import faust
@@ -82,14 +83,26 @@ def register(app: faust.App, settings: Settings) -> None:
     input_topics = {settings.topics["orders"], settings.topics["inventory"]}
     positions: dict[TP, int] = {}  # next offset to process, per input partition
 
+    def held() -> set[TP]:
+        return {tp for tp in app.consumer.assignment() if tp.topic in input_topics}
+
+    def forget(tps: Iterable[TP]) -> None:
+        for tp in list(tps):
+            positions.pop(tp, None)
+            with contextlib.suppress(KeyError):  # never observed
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+
     async def observe_lag() -> None:
         # High watermarks are the consumer's cached ones, from its latest fetches. A partition
         # not processed yet counts from the consumer's position, so a backlog taken over in a
         # rebalance shows before its first batch completes.
-        assigned = {tp for tp in app.consumer.assignment() if tp.topic in input_topics}
-        for tp in assigned - positions.keys():
+        for tp in held() - positions.keys():
             if (position := await app.consumer.position(tp)) is not None:
                 positions[tp] = position
+        # a rebalance may have run during those awaits, and a batch taken before it may have
+        # recorded a partition given up since: the gauges show only what is held now
+        assigned = held()
+        forget(positions.keys() - assigned)
         for tp in assigned & positions.keys():
             if (highwater := app.consumer.highwater(tp)) is not None:
                 lag = max(highwater - positions[tp], 0)
@@ -119,9 +132,7 @@ def register(app: faust.App, settings: Settings) -> None:
             log.warning("no model snapshot on revoke (%s); the next owner replays history", exc)
         pipeline.revoke(lost)
         owned.difference_update(lost)
-        for tp in revoked & positions.keys():
-            del positions[tp]
-            metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+        forget(revoked)
 
     async def run(step: str, work: Callable[[], Awaitable[T]]) -> T:
         async with lock:

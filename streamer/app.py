@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import gc
+import logging
+from typing import Any
 
 import aiokafka
 import faust
 import redis.asyncio as aioredis
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer.config import Settings
 from streamer.redis_connect import connect_async
+
+log = logging.getLogger(__name__)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -43,7 +49,35 @@ def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
     return Transport
 
 
+def rejoin_on_sync_refusal(rebalance: type = CoordinatorGroupRebalance) -> None:
+    """Make a consumer whose SyncGroup is refused with INVALID_REQUEST join the group again.
+
+    aiokafka 0.14 requests a rejoin, then parks the error until the application's next fetch;
+    a worker that holds no partition yet never fetches, so it stays out of the group for good.
+    librdkafka's mock coordinator (the embedded broker) refuses so a follower whose SyncGroup
+    comes after the leader's: it marks the group stable once the leader sent every assignment.
+    Returning no assignment takes aiokafka's path for a rebalance in progress: back off and
+    rejoin (tests/test_scaleout.py starts two workers at once, which hit it).
+    """
+    send = rebalance._send_sync_group_request
+    if getattr(send, "rejoins", False):
+        return
+
+    async def send_or_rejoin(self: CoordinatorGroupRebalance, request: Any) -> bytes | None:
+        try:
+            return await send(self, request)
+        except KafkaError as exc:
+            if "InvalidRequestError" not in str(exc):
+                raise
+            log.warning("the group coordinator refused SyncGroup (%s): joining again", exc)
+            return None
+
+    send_or_rejoin.rejoins = True  # type: ignore[attr-defined]
+    rebalance._send_sync_group_request = send_or_rejoin
+
+
 def create_app(settings: Settings) -> faust.App:
+    rejoin_on_sync_refusal()
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),

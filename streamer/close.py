@@ -6,8 +6,9 @@ once; only formatting the messages walks the rows, and only the rows that publis
 
 * ``learn_and_forecast``: the bank learns the bucket and forecasts the next ones;
 * ``decide``: reorder points of the series that publish, and their alert transitions;
-* ``publish``: forecast, rollup and alert messages, and the prequential sums;
-* ``state_fields``: what each series stores in Redis.
+* ``publish``: forecast and rollup messages, and the prequential sums;
+* ``state_fields``: what each series stores in Redis, and the alert transitions as outbox
+  entries (the pipeline records them before any output leaves, then sends the outbox).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from models.snapshot import pack
 from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, transitions
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
-from streamer.features import CloseFields, PartitionClose, packed_rows
-from streamer.publish import Output, alert_message, forecast_values, output, stored_forecasts
+from streamer.features import CloseFields, PartitionClose, outbox_entry, packed_rows
+from streamer.publish import Output, forecast_values, stored_forecasts
 from streamer.trading_calendar import TradingCalendar
 
 
@@ -154,13 +155,6 @@ def publish(
         evaluation.add_settled(settled)
         skus, codes = bank.groups() if settled.series is bank.series else groups_of(settled.series)
         settle(settled, codes, len(skus), evaluation)
-    for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared)):
-        for j in changing:
-            msg = alert_message(
-                series[j], status, int(decision.seq[j]), int(decision.on_hand[j]),
-                decision.rops.row(j), str(fids[j]), decision.stock_ts,
-            )  # fmt: skip
-            outs.append(output(s.topics["alerts"], series[j], msg))
     return outs, fids, stored
 
 
@@ -200,18 +194,21 @@ def _rollups(
 
 def state_fields(
     bank: Bank, decision: Decision, names: list[str], fids: list[str], stored: list[str]
-) -> tuple[CloseFields, list[tuple[str, str, int, float]]]:
+) -> tuple[CloseFields, list[bytes]]:
     """What the close stores (docs/redis-layout.md): each publishing series' (``names``)
     reorder point and the forecast it came from, its ``stored`` forecast and every series'
-    rolling features for the partition's hashes; and the series whose alert changed."""
+    rolling features for the partition's hashes; and the alert transitions as outbox entries."""
     r = decision.rops
     columns = np.stack(
         [r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days], axis=1
     )
     rop = [f"{values}|{fid}" for values, fid in zip(packed_rows(columns), fids, strict=True)]
     rolling = packed_rows(np.stack(list(bank.recent.rolling().values()), axis=1))
+    stock_ts = decision.stock_ts
     alerts = [
-        (names[j], status, int(decision.seq[j]), decision.stock_ts)
+        outbox_entry(
+            names[j], status, int(decision.seq[j]), int(decision.on_hand[j]), rop[j], stock_ts
+        )
         for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared))
         for j in changing.tolist()
     ]
@@ -227,7 +224,7 @@ class Computed:
     evaluation: Prequential
     outs: list[Output]
     fields: CloseFields
-    alerts: list[tuple[str, str, int, float]]
+    alerts: list[bytes]  # outbox entries, recorded before they leave
     snapshot: bytes | None
 
 

@@ -151,6 +151,18 @@ class AlertRecord:
         return cls(series, status, int(seq), int(on_hand), unpack_rop(packed), ts_ms / 1000)
 
 
+def outbox_entry(
+    series: str, status: str, seq: int, on_hand: int, packed_rop: str, ts: float
+) -> bytes:
+    """An alert as a partition's outbox keeps it (``AlertRecord.parse`` reads it back), with
+    the reorder point it was compared with as ``shelfcast:{pP}:rop`` packs it.
+
+    >>> AlertRecord.parse(outbox_entry("A1@UK", "raised", 3, 4, "", 86_400.5)).ts
+    86400.5
+    """
+    return orjson.dumps([series, status, seq, on_hand, packed_rop, round(ts * 1000)])
+
+
 @dataclass
 class ApplyResult:
     statuses: list[Status]
@@ -381,14 +393,26 @@ class FeatureStore:
             int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,
         )
 
-    async def begin_close(self, partition: int, generation: int, bucket: int, version: int) -> bool:
-        """Before a close's outputs leave: False when the close of ``bucket`` is recorded
-        already (send nothing); else record that it publishes with LSTM ``version`` (0:
-        none), so a retry after a crash uses the same one, whatever the trainer promoted
-        meanwhile, and republishes the same ids and content. Fenced like every write."""
-        keys = [part_key(partition, "clock")]
-        args = [bucket, version]
-        return bool(await self._fenced(self._begin_close, partition, generation, keys, args))
+    async def begin_close(
+        self,
+        partition: int,
+        generation: int,
+        bucket: int,
+        version: int,
+        delivered: int,
+        alerts: Sequence[bytes],
+    ) -> list[AlertRecord] | None:
+        """Before a close's outputs leave: None when the close of ``bucket`` is recorded
+        already (send nothing). Else, on its first attempt, record that it publishes with
+        LSTM ``version`` (0: none) and decided ``alerts`` (outbox entries, ``outbox_entry``),
+        and return the outbox to send: a retry after a failed write or a crash sends the
+        same alerts and republishes the same forecasts, whatever the stock or the trainer did
+        meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it."""
+        keys = [part_key(partition, "clock"), part_key(partition, "outbox")]
+        args = [bucket, version, delivered, *alerts]
+        reply = await self._fenced(self._begin_close, partition, generation, keys, args)
+        begun, *rest = reply  # type: ignore[misc]
+        return [AlertRecord.parse(raw) for raw in rest[0]] if int(begun) else None
 
     async def read_partition_snapshot(self, partition: int) -> list[bytes] | None:
         """The partition's model snapshot (models/snapshot.py) in its stored pieces, if any:
@@ -434,7 +458,6 @@ class FeatureStore:
         generation: int,
         bucket: int,
         fields: CloseFields,
-        alerts: Sequence[tuple[str, str, int, float]],
         *,
         closed: bool,
         learned: int,
@@ -444,15 +467,14 @@ class FeatureStore:
         evaluation: dict[str, float],
         snapshot: bytes | None,
     ) -> None:
-        """Record a close: ``fields`` for the partition's per-series hashes, ``alerts`` the
-        series whose alert changed (series, status, seq, ts); the clock, the evaluation
-        sums, the snapshot and the trim of the history leaving the window go in the same
-        atomic script."""
+        """Record a close: ``fields`` for the partition's per-series hashes; the clock, the
+        evaluation sums, the snapshot and the trim of the history leaving the window go in
+        the same atomic script (its alerts were recorded by ``begin_close``)."""
         chunks = _chunks(snapshot) if snapshot else []
         args: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
             len(chunks), orjson.dumps({"closed": bucket, "max_ts": max_ts}),
-            orjson.dumps(evaluation), orjson.dumps(alerts),
+            orjson.dumps(evaluation),
             *map(orjson.dumps, (fields.published, fields.rop, fields.series, fields.rolling)),
             *map(orjson.dumps, (fields.published, fields.forecast)),
             *chunks,

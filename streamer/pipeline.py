@@ -7,11 +7,12 @@ walk stock changes event by event for alert transitions. Cutting at watermark cr
 than at batch ends, makes every output independent of how the stream happened to be batched, so
 a replay after a crash produces the same ids and values.
 
-A bucket close's outputs go to ``sink``, which returns once they are delivered, *before* the
-Redis write that records the close (alert states, partition clock): a crash in between
-re-derives the same outputs with the same ids on replay. An alert from a stock change is
-decided, sequence number included, in the script that applies the change, and kept in the
-partition's outbox until its delivery is known: a crash re-sends the same message. Duplicates,
+A bucket close's forecasts go to ``sink``, which returns once they are delivered, *before* the
+Redis write that records the close (reorder points, partition clock): a crash in between
+re-derives the same forecasts with the same ids on replay. An alert is decided, sequence number
+included, and recorded in the partition's outbox before it leaves: by the script that applies a
+stock change, or for a close by the call that starts its outputs (``begin_close``); it stays
+there until its delivery is known, so a crash or a retry re-sends the same message. Duplicates,
 never losses.
 
 A process writes a partition's state only under the owner generation it took on first touching
@@ -41,9 +42,9 @@ from models.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
-from streamer.alerts import CLEARED, RAISED, ReorderPoint
+from streamer.alerts import ReorderPoint
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
-from streamer.close import Decision, bank_wins, close_of, compute, learn_and_forecast
+from streamer.close import Computed, Decision, bank_wins, close_of, compute, learn_and_forecast
 from streamer.config import Settings
 from streamer.events import (
     Invalid,
@@ -429,14 +430,21 @@ class Pipeline:
                 metrics.EVENTS.labels(
                     topic, "duplicate" if status == Status.DUPLICATE else "stale"
                 ).inc()
-        if res.outbox:
-            # what an earlier call left (a crash before its delivery was known) goes again,
-            # the same messages
-            await self.sink([self._alert_output(a) for a in res.outbox])
-            self._delivered[p] = len(res.outbox)
-            result.alerts += len(res.outbox)
-            for a in res.outbox:
-                metrics.ALERTS.labels(a.status).inc()
+        await self._send(p, [], res.outbox, result)
+
+    async def _send(
+        self, p: int, outs: list[Output], outbox: list[AlertRecord], result: BatchResult
+    ) -> None:
+        """Send ``outs`` and partition ``p``'s alert ``outbox``: what an earlier call left (a
+        crash before its delivery was known) goes again, the same messages. The next call
+        that writes the partition trims the outbox of what was delivered here."""
+        outs = outs + [self._alert_output(a) for a in outbox]
+        if outs:
+            await self.sink(outs)
+        self._delivered[p] = len(outbox)
+        result.alerts += len(outbox)
+        for a in outbox:
+            metrics.ALERTS.labels(a.status).inc()
 
     def _offset_regression(self, topic_partition: str) -> None:
         metrics.EVENTS.labels(topic_partition.split(":")[0], "offset_regression").inc()
@@ -476,7 +484,7 @@ class Pipeline:
         if bank is None or (bank.through if bank.through is not None else -math.inf) < b - 1:
             bank = await self._restore(p, b - 1, series, firsts)
             self.banks[p] = bank
-        await asyncio.to_thread(bank.align, series)
+        await _whole(lambda: bank.align(series))
         return bank
 
     def _new_bank(self) -> Bank:
@@ -582,25 +590,33 @@ class Pipeline:
             or b - self._snapshot_bucket.get(p, b) >= self.s.history_buckets // 2
         )
         kept = self._settled.get(p)
-        done = await asyncio.to_thread(
-            compute, self.s, bank, close, lstm, data, stock_ts, kept, snapshot
-        )
-        if done.settled is not None:
-            self._settled[p] = done.settled
+
+        def learn() -> Computed:
+            done = compute(self.s, bank, close, lstm, data, stock_ts, kept, snapshot)
+            if done.settled is not None:
+                # kept with the learn, in the thread: a retry whose bank learned already
+                # scores from it, even when this attempt's caller was cancelled meanwhile
+                self._settled[p] = done.settled
+            return done
+
+        done = await _whole(learn)
         version = 0 if lstm is None else version_number(lstm[0])
-        if not await self.store.begin_close(p, self.generation[p], b, version):
+        # forgotten before the call, as in _apply
+        delivered = self._delivered.pop(p, 0)
+        outbox = await self.store.begin_close(
+            p, self.generation[p], b, version, delivered, done.alerts
+        )
+        if outbox is None:
             # recorded already: a retry whose first reply was lost; what it sent is recorded
             log.info("partition %d: the close of bucket %d is recorded already", p, b)
             return
-        if done.outs:
-            await self.sink(done.outs)
+        await self._send(p, done.outs, outbox, result)
         self._count(bank, done.decision, done.outs, result)
         await self.store.write_close(
             p,
             self.generation[p],
             b,
             done.fields,
-            done.alerts,
             closed=closed[b],
             learned=len(data.series),  # written with the clock: a retried close counts once
             trim_before=b - self.s.history_buckets,
@@ -629,10 +645,7 @@ class Pipeline:
         for model, n in published.items():
             if n:
                 metrics.FORECASTS.labels(model).inc(n)
-        metrics.ALERTS.labels(RAISED).inc(len(decision.raised))
-        metrics.ALERTS.labels(CLEARED).inc(len(decision.cleared))
         result.forecasts += forecasts
-        result.alerts += len(decision.raised) + len(decision.cleared)
 
 
 async def _together(work: Iterable[Coroutine[object, object, None]]) -> None:
@@ -644,6 +657,18 @@ async def _together(work: Iterable[Coroutine[object, object, None]]) -> None:
                 group.create_task(job)
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
+
+
+async def _whole(work: Callable[[], T]) -> T:
+    """``work`` in a worker thread, waited for to its end even when the caller is cancelled
+    (a failure in another partition of the batch cancels this one): a thread cannot be
+    stopped, and the bank it changes must be whole before the retry touches it again."""
+    thread = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        await thread
+        raise
 
 
 def _restore(table: dict[int, T], key: int, value: T | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,23 @@ def sample_backtest(out: Path, limit: int) -> Path:
         timeout=300,
     )
     return out
+
+
+def alert_problems(alerts: list[tuple[object, ...]]) -> list[str]:
+    """What breaks the alert contract: per series, sequence numbers 1..n without a gap or a
+    reuse, statuses alternating from raised, and one content per id (copies are equal)."""
+    problems = []
+    content: dict[str, str] = {}
+    seqs: dict[str, set[int]] = defaultdict(set)
+    for alert_id, *rest in alerts:
+        body = json.dumps(rest)
+        if content.setdefault(str(alert_id), body) != body:
+            problems.append(f"{alert_id}: two contents")
+        series, seq, status = str(alert_id).rsplit("|", 2)
+        seqs[series].add(int(seq))
+        if status != ("raised" if int(seq) % 2 else "cleared"):
+            problems.append(f"{alert_id}: status out of turn")
+    problems += [
+        f"{s}: seqs {sorted(n)}" for s, n in seqs.items() if n != set(range(1, len(n) + 1))
+    ]
+    return problems

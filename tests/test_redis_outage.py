@@ -1,5 +1,5 @@
 """Redis is killed in the middle of a stream and comes back on its AOF: the worker waits, the
-totals are exact; Redis back empty is detected and rewound."""
+totals, forecasts, alerts and evaluation are exact; Redis back empty is detected and rewound."""
 
 from __future__ import annotations
 
@@ -18,10 +18,15 @@ from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 from tests.conftest import ROOT, SAMPLE
 from tests.worker_harness import (
+    IdCollector,
     Worker,
     applied_count,
+    counter,
     csv_truth,
+    evaluation,
+    exact_outputs,
     redis_truth,
+    single_worker_evaluation,
     stock_truth,
     stopping,
     wait_all_committed,
@@ -29,21 +34,30 @@ from tests.worker_harness import (
 )
 
 OUTAGE_SECONDS = 5.0
+PARTITIONS = 4
 
 
 @pytest.mark.slow
+@pytest.mark.scaleout
 def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     events, _ = read_events(SAMPLE)
     merged, _, _ = simulate(events, SimulationSettings())
     simulated = [e for e in merged if e.role == "inventory" and b'"sim:' in e.value]
-    kafka = MockKafkaCluster(all_topics(Settings()), partitions=4)
+    kafka = MockKafkaCluster(all_topics(Settings()), partitions=PARTITIONS)
     server = EmbeddedRedis(tmp_path / "redis")
     server.start()
     worker = Worker(
-        kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_HISTORY_BUCKETS="1000"
+        kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_HISTORY_BUCKETS="1000",
+        SHELFCAST_PARTITIONS=str(PARTITIONS),
+    )  # fmt: skip
+    forecasts = IdCollector(kafka.bootstrap, "forecasts", ("forecast_id", "model", "horizon"))
+    alerts = IdCollector(
+        kafka.bootstrap, "low-stock-alerts", ("alert_id", "on_hand", "reorder_point", "ts")
     )
     with stopping(kafka, server, worker):
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
+        forecasts.start()
+        alerts.start()
         worker.start()
         wait_until(lambda: applied_count(server.url) >= len(merged) // 3, 300, "a third", worker)
         server.kill()  # kill -9 mid-stream: only the AOF (fsync always) survives
@@ -54,10 +68,15 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
         print(f"Redis was down for {time.monotonic() - stopped:.1f}s")
         wait_all_committed(kafka.bootstrap, worker)
         demand, stock = redis_truth(server.url)
+        outputs = (forecasts.stop(), alerts.stop(), counter(server.url, "learned_buckets"))
+        sums = evaluation(server.url, PARTITIONS)
 
     truth_demand, moves = csv_truth(SAMPLE)
     assert demand == truth_demand
     assert stock == stock_truth(moves, simulated)
+    print(exact_outputs(*outputs))
+    settings = Settings(partitions=PARTITIONS, history_buckets=1000)
+    assert sums == single_worker_evaluation(merged, tmp_path / "one", settings)
     log = worker.log.read_text()
     assert log.count("Redis unreachable") == 1, log[-3000:]
     assert log.count("Redis is back") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,22 +12,32 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
+import redis.asyncio as aioredis
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.embedded import die_with_parent, free_port, stop_process
+from models.evaluation import parse_forecast_id
+from streamer.config import Settings
+from streamer.embedded import EmbeddedRedis, die_with_parent, free_port, stop_process
+from streamer.features import FeatureStore, summed_evaluation
+from streamer.pipeline import Pipeline, Record
+from streamer.publish import Output
 from streamer.replay import Produced
-from tests.conftest import CLUSTER, ROOT, redis_client
+from streamer.status import kafka_partition
+from tests.conftest import CLUSTER, ROOT, alert_problems, redis_client
 
 # The first 52,000 lines of the UCI file (Dec 2010 to 10 Jan 2011), committed so the tests need
 # nothing beside the repository; tests/data/README.md says how it was made.
 HEAD_DATA = ROOT / "tests" / "data" / "online_retail_head52k.csv.gz"
 DAY = 86_400
+# a worker keeps a lag gauge for each input partition its consumer holds
+ASSIGNED = re.compile(r'shelfcast_consumer_lag_messages\{[^}]*partition="(\d+)"')
 
 
 class Worker:
@@ -69,6 +80,26 @@ class Worker:
     def stop(self) -> None:
         if self.proc:
             stop_process(self.proc, 30)
+
+    def pause(self) -> None:
+        """SIGSTOP: a long GC or a frozen VM, as the consumer group sees it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def owned(self) -> set[int]:
+        """The input partitions the worker's consumer holds, from its lag gauges on ``/metrics``
+        (empty while it cannot answer)."""
+        url = f"http://127.0.0.1:{self.env['SHELFCAST_WEB_PORT']}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as page:
+                text = page.read().decode()
+        except OSError:
+            return set()
+        return {int(p) for p in ASSIGNED.findall(text)}
 
     def wait_exit(self, timeout: float) -> int:
         """The worker's exit code, once it stops by itself."""
@@ -189,6 +220,75 @@ def counter(redis_url: str, name: str) -> int:
 
 def applied_count(redis_url: str) -> int:
     return counter(redis_url, "applied")
+
+
+def exact_outputs(
+    forecast_rows: list[tuple[object, ...]], alert_rows: list[tuple[object, ...]], learned: int
+) -> str:
+    """Checks what a run published (rows of ``IdCollector``) against the Redis counter of
+    learned (series, bucket) pairs: each closed pair learned once, one forecast id per pair and
+    per SKU rollup with equal copies, and the alert contract (``alert_problems``). Returns a
+    line that sums them up."""
+    ids = [row[0] for row in forecast_rows]
+    parsed = [parse_forecast_id(i) for i in ids]  # type: ignore[arg-type]
+    pairs = {(s, b) for s, b, _ in parsed if not s.endswith("@*")}
+    rollups = {(s, b) for s, b, _ in parsed if s.endswith("@*")}
+    assert learned == len(pairs)  # every closed (series, bucket) learned exactly once
+    assert len(set(ids)) == len(pairs) + len(rollups)
+    contents = {(row[0], json.dumps(row[1:])) for row in forecast_rows}
+    assert len(contents) == len(set(ids)), "a redelivered forecast differs from its first copy"
+    assert alert_problems(alert_rows) == []
+    statuses = Counter(str(r[0]).rsplit("|", 1)[1] for r in alert_rows)
+    return (
+        f"{len(pairs)} closed (series, bucket), {len(ids) - len(set(ids))} redelivered "
+        f"forecast copies, {len(alert_rows)} alert messages "
+        f"({len(alert_rows) - len(set(alert_rows))} copies), {dict(statuses)}"
+    )
+
+
+def generations(redis_url: str, partitions: int) -> list[int]:
+    """Each partition's owner generation: it grows when a worker takes the partition over."""
+    r = redis_client(redis_url)
+    return [int(r.get(f"shelfcast:{{p{p}}}:owner") or 0) for p in range(partitions)]
+
+
+def evaluation(redis_url: str, partitions: int) -> dict[str, float]:
+    """The prequential error sums of every partition, added up (6 decimals)."""
+    total = summed_evaluation(redis_client(redis_url), partitions)
+    return {k: round(v, 6) for k, v in total.items()}
+
+
+def single_worker_evaluation(events: list[Produced], folder: Path, settings: Settings) -> dict:
+    """``evaluation`` of one in-process pipeline that takes ``events`` in order, partitioned as
+    Kafka's default partitioner puts them, on a Redis of its own: the reference a group of
+    workers must equal. Outputs are dropped; the evaluation sums are what is compared."""
+    server = EmbeddedRedis(folder)
+    server.start()
+    s = settings.replace(redis_url=server.url, redis_cluster=False, home=folder / "home")
+
+    async def drop(batch: list[Output]) -> None:
+        pass
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(server.url)
+        pipeline = Pipeline(s, FeatureStore.of(client, s), drop)
+        offsets: Counter[tuple[str, int]] = Counter()
+        records = []
+        for ev in events:
+            topic = s.topics[ev.role]
+            p = kafka_partition(ev.key, s.partitions) if ev.key else 0
+            key = ev.key.encode() if ev.key else None
+            records.append(Record(topic, p, offsets[(topic, p)], key, ev.value))
+            offsets[(topic, p)] += 1
+        for i in range(0, len(records), s.batch_size):
+            await pipeline.process(records[i : i + s.batch_size])
+        await client.aclose()
+
+    try:
+        asyncio.run(run())
+        return evaluation(server.url, s.partitions)
+    finally:
+        server.stop()
 
 
 # ---- ground truth, computed from the CSV with pandas, independently of streamer.replay -----

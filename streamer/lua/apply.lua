@@ -91,7 +91,6 @@ local function advance(ts)
     local at = tonumber(due[j + 1])
     local base = base_of(s)
     move(base, eid, delta, at)
-    redis.call('ZADD', active, 'NX', bucket, s)
     redis.call('HSET', base .. 'state', 'stock_known', 1)
     redis.call('EXPIRE', base .. 'state', series_ttl)
     redis.call('EXPIRE', base .. 'moves', series_ttl)
@@ -180,13 +179,10 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
       redis.call('EXPIRE', base .. h, series_ttl)
     end
     if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
-    redis.call('HSETNX', st, 'first_bucket', bucket)
-    if kind ~= 'o' and not deferred then
-      -- a series known only from stock still gets forecasts (of zero demand); a deferred
-      -- delta counts when it takes effect, or how far the topic was read ahead would decide
-      -- which series a close forecasts
-      redis.call('ZADD', active, 'NX', bucket, s)
-    end
+    -- Only orders make a series active (forecast at each close) and set its first bucket:
+    -- their order relative to the closes is fixed by the orders topic, while how far the
+    -- inventory topic was read ahead of it is not, and must not decide what a close learns.
+    if kind == 'o' then redis.call('HSETNX', st, 'first_bucket', bucket) end
     if not deferred and status == 1 then walk(s, ts) end
   end
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end

@@ -1,10 +1,27 @@
 -- The start of a bucket close's outputs (streamer/features.py: begin_close), before any
 -- leaves: the caller still owns the partition (fence), the bucket is not recorded yet (a
--- retry whose first reply was lost, or a close recorded meanwhile, returns 0 and sends
--- nothing), and the LSTM version the close publishes with (0: none) is recorded, so a retry
--- of it after a crash uses the same one. KEYS: owner, clock. ARGV: prefix, generation,
--- bucket, version.
-local recorded = tonumber(redis.call('HGET', KEYS[2], 'closed'))
-if recorded and recorded >= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[2], 'lstm_bucket', ARGV[3], 'lstm_version', ARGV[4])
-return 1
+-- close recorded meanwhile, or a retry whose first reply was lost, returns {0} and sends
+-- nothing), and the close's decisions are recorded on its first attempt only: the LSTM
+-- version it publishes with (0: none) and its alert transitions, each series' alert state
+-- and sequence number set and the alert pushed to the outbox. A retry, by this worker after a
+-- failed write or by the next owner after a crash, finds them and sends the same alerts with
+-- the same content, whatever the stock or the trainer did meanwhile.
+-- KEYS: owner, clock, outbox. ARGV: prefix, generation, bucket, version, how many alerts at
+-- the head of the outbox were delivered, then the alerts, each the JSON outbox entry
+-- [series, status, seq, on hand, packed reorder point, ts ms] (streamer/lua/apply.lua).
+-- Returns {1, the outbox} or {0}.
+local clock, outbox = KEYS[2], KEYS[3]
+local bucket = ARGV[3]
+if tonumber(ARGV[5]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[5]), -1) end
+local recorded = tonumber(redis.call('HGET', clock, 'closed'))
+if recorded and recorded >= tonumber(bucket) then return {0} end
+if redis.call('HGET', clock, 'lstm_bucket') ~= bucket then
+  redis.call('HSET', clock, 'lstm_bucket', bucket, 'lstm_version', ARGV[4])
+  for i = 6, #ARGV do
+    local a = cjson.decode(ARGV[i])
+    redis.call('HSET', prefix .. 's:' .. a[1] .. ':state', 'alert', a[2], 'alert_seq', a[3],
+      'alert_ts', string.format('%.17g', a[6] / 1000))
+    redis.call('RPUSH', outbox, ARGV[i])
+  end
+end
+return {1, redis.call('LRANGE', outbox, 0, -1)}

@@ -4,9 +4,9 @@
 -- rolling features, latest forecasts. ARGV: prefix, generation, bucket to trim, first active
 -- bucket, learned count, closed bucket, its closed flag, snapshot ttl, how many chunks of the
 -- model snapshot follow the rest (0: none), the clock fields as a JSON object, the
--- evaluation sums as a JSON object, the alert changes as a JSON array of [series, status,
--- seq, ts], then for the reorder points, the rolling features and the latest forecasts in
--- turn a JSON array of series and one of their values; then the snapshot's chunks. What
+-- evaluation sums as a JSON object, then for the reorder points, the rolling features and
+-- the latest forecasts in turn a JSON array of series and one of their values; then the
+-- snapshot's chunks (the close's alerts were recorded by begin_close.lua). What
 -- every series writes goes to a few partition hashes in a few commands: a command per
 -- series cost a close 10 us a series in Lua. Returns 1, or 0 when nothing was written.
 local active, clock_key, stats, closed_flags, orders, evaluation, model = unpack(KEYS, 2, 8)
@@ -20,7 +20,7 @@ if recorded and recorded >= clock.closed then return 0 end
 local chunks = tonumber(ARGV[9])
 if chunks > 0 then
   redis.call('DEL', model)
-  redis.call('RPUSH', model, unpack(ARGV, 19, 18 + chunks))
+  redis.call('RPUSH', model, unpack(ARGV, 18, 17 + chunks))
   redis.call('EXPIRE', model, ttl)
 end
 -- one command per few thousand series, not one per series: Lua's stack bounds unpack()
@@ -51,13 +51,9 @@ local function hset_pairs(key, names, values)
     redis.call('HSET', key, unpack(flat, i, math.min(i + 3999, #flat)))
   end
 end
-hset_pairs(rops, ARGV[13], ARGV[14])
-hset_pairs(rolling, ARGV[15], ARGV[16])
-hset_pairs(forecasts, ARGV[17], ARGV[18])
-for _, a in ipairs(cjson.decode(ARGV[12])) do
-  redis.call('HSET', prefix .. 's:' .. a[1] .. ':state', 'alert', a[2], 'alert_seq', a[3],
-    'alert_ts', string.format('%.17g', a[4]))
-end
+hset_pairs(rops, ARGV[12], ARGV[13])
+hset_pairs(rolling, ARGV[14], ARGV[15])
+hset_pairs(forecasts, ARGV[16], ARGV[17])
 -- the history leaving the window: only series that had orders in that bucket have any
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
   local base = prefix .. 's:' .. s .. ':'

@@ -229,16 +229,24 @@ def test_one_event_id_in_two_buckets_is_two_deliveries(redis_url: str) -> None:
     assert state(redis_url)["on_hand"] == str(-5 + 10 + 10 - 1)
 
 
-def test_a_deferred_delta_makes_its_series_active_when_it_takes_effect(redis_url: str) -> None:
-    # An inactive series is forecast again from a delivery's event time, not from when the
-    # inventory topic happened to be read: replays must not depend on that.
+def test_stock_events_never_make_a_series_active_only_its_first_order_does(
+    redis_url: str,
+) -> None:
+    # How far the inventory topic was read ahead of orders must not decide what a close
+    # forecasts: a delivery moves stock when it takes effect, a snapshot at once, and neither
+    # makes a series forecast or sets its first bucket.
     r = redis_client(redis_url, decode_responses=True)
     active = "shelfcast:{p0}:series"
     apply(redis_url, [effect("o1", "o", 5, day=1, offset=0, series="B1@UK")])
     apply(redis_url, [effect("d1", "d", 10, day=3, offset=0, tp="inventory:0")])
-    assert r.zscore(active, "A1@UK") is None
     apply(redis_url, [effect("o2", "o", 1, day=4, offset=1, series="B1@UK")])
-    assert r.zscore(active, "A1@UK") == 3
+    apply(redis_url, [effect("s1", "s", 7, day=5, offset=1, tp="inventory:0", series="C1@UK")])
+    assert r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand") == "10"  # the delivery counted
+    assert r.zscore(active, "A1@UK") is None and r.zscore(active, "C1@UK") is None
+    assert r.hget("shelfcast:{p0}:s:A1@UK:state", "first_bucket") is None
+    apply(redis_url, [effect("o3", "o", 2, day=6, offset=2)])
+    assert r.zscore(active, "A1@UK") == 6
+    assert r.hget("shelfcast:{p0}:s:A1@UK:state", "first_bucket") == "6"
 
 
 def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
@@ -255,7 +263,7 @@ def test_a_snapshot_larger_than_a_chunk_goes_in_pieces_and_comes_back_whole(
         revoked = await store.read_partition_snapshot(3)
         await store.write_close(
             3, owner, 10, CloseFields(["A1@UK"], ["1.5|1.0|0.5|0.25|3.0|A1@UK|9|tsb@2"],
-            ["9|tsb|2|1"], ["A1@UK"], ["1.0|2.0|nan"]), [], closed=False,
+            ["9|tsb|2|1"], ["A1@UK"], ["1.0|2.0|nan"]), closed=False,
             learned=1, trim_before=-100,
             inactive_before=0, max_ts=1.0, evaluation={}, snapshot=blob[::-1],
         )  # fmt: skip
@@ -279,7 +287,7 @@ def test_a_close_recorded_twice_or_out_of_order_writes_nothing(redis_url: str) -
 
     async def close(store: FeatureStore, owner: int, bucket: int, rop: str) -> None:
         await store.write_close(
-            3, owner, bucket, fields(rop), [], closed=False, learned=5,
+            3, owner, bucket, fields(rop), closed=False, learned=5,
             trim_before=bucket - 100, inactive_before=0, max_ts=bucket * 86_400.0,
             evaluation={"m|1|n": 5.0}, snapshot=None,
         )  # fmt: skip

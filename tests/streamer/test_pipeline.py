@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -16,12 +17,13 @@ import redis
 
 from models.snapshot import unpack
 from streamer import metrics
+from streamer import pipeline as pipeline_module
 from streamer.config import Settings
 from streamer.features import FeatureStore
 from streamer.offsets import RedisBehind
 from streamer.pipeline import Pipeline, Record
 from streamer.publish import Output
-from tests.conftest import async_redis_client, order, redis_client, stock
+from tests.conftest import alert_problems, async_redis_client, order, redis_client, stock
 
 # the integration tests of the feature store: on one Redis and on a Redis Cluster
 pytestmark = pytest.mark.cluster
@@ -29,8 +31,8 @@ pytestmark = pytest.mark.cluster
 START = datetime(2011, 1, 3)  # a Monday
 
 
-def at(day: int, hour: int = 10) -> str:
-    return (START + timedelta(days=day, hours=hour)).isoformat()
+def at(day: int, hour: int = 10, minute: int = 0) -> str:
+    return (START + timedelta(days=day, hours=hour, minutes=minute)).isoformat()
 
 
 class Harness:
@@ -452,7 +454,7 @@ def test_a_failed_redis_write_retried_loses_no_output_and_changes_no_id(
     straight.feed(records, batch=5)
     expected = {a["alert_id"]: a for a in alerts(straight.outputs)}
     expected_forecasts = {f["forecast_id"] for f in forecasts(straight.outputs)}
-    writes = ("apply", "write_close")
+    writes = ("apply", "begin_close", "write_close")
     lose_at, n = 0, 0
     while lose_at <= n:  # every write in turn, the first run counting them
         lose_at += 1
@@ -485,6 +487,133 @@ def test_a_failed_redis_write_retried_loses_no_output_and_changes_no_id(
         assert got == expected, lose_at  # none lost, none reused, each the same message
         assert {f["forecast_id"] for f in forecasts(h.outputs)} == expected_forecasts, lose_at
         assert learned_buckets(settings) == 15
+
+
+def test_how_far_the_inventory_topic_was_read_ahead_changes_no_forecast(
+    settings: Settings,
+) -> None:
+    """Only orders make a series forecast, from its first order's bucket: a stock snapshot
+    read before B's earlier orders does not move B's start, and C, known only from stock,
+    gets no forecast either way."""
+
+    def run(inventory_first: bool) -> tuple[list[dict], dict[str, float]]:
+        redis_client(settings.redis_url).flushall()
+        h = Harness(settings)
+        records = [h.record(order(f"a{d}", at(d), 4, sku="A")) for d in range(14)]
+        records += [h.record(order(f"b{d}", at(d), 2 + d % 3, sku="B")) for d in range(5, 14)]
+        records.sort(key=lambda r: json.loads(r.value)["ts"])
+        stocked = [
+            h.record(stock("sb", at(8, 0), sku="B", on_hand=30), "inventory"),
+            h.record(stock("sc", at(3, 0), sku="C", on_hand=12), "inventory"),
+        ]
+        if inventory_first:
+            records = stocked + records
+        else:  # each where its time puts it
+            records = sorted(records + stocked, key=lambda r: json.loads(r.value)["ts"])
+        return forecasts(h.feed(records, batch=3)), evaluation(settings)
+
+    in_time, read_ahead = run(False), run(True)
+    assert in_time == read_ahead
+    assert {f["sku"] for f in in_time[0]} == {"A", "B"}  # none for C
+    assert min(f["issued_at"] for f in in_time[0] if f["sku"] == "B") == at(6, 0) + "Z"
+
+
+def test_a_close_retried_live_after_a_delivery_sends_the_alerts_it_decided_first(
+    settings: Settings,
+) -> None:
+    """Live, a close's write fails after its alerts left; before the retry the wall clock moves
+    a quiet partition on and a delivery takes effect. The retry sends the alerts the first
+    attempt decided, with the same content, and later alerts continue their sequence."""
+    live = settings.replace(idle_advance_seconds=30)
+
+    def scenario(h: Harness) -> list[list[Record]]:
+        days = [[h.record(stock("s0", at(0, 0), on_hand=60, lead_time_days=2), "inventory")]]
+        for d in range(16):
+            # each day's delivery is read before the order that closes the day before
+            day = [h.record(stock(f"r{d}", at(d, 9, 30), delta=40), "inventory")] if d % 3 else []
+            days.append(day + [h.record(order(f"o{d}-{i}", at(d, 9 + i), 6)) for i in range(3)])
+        return days
+
+    failures = 0
+    for closes_to_fail in range(1, 16):  # days 0..14 close
+        redis_client(live.redis_url).flushall()
+        h = Harness(live)
+        real, n = h.pipeline.store.write_close, 0
+
+        async def failing(
+            *args: object, real=real, fail: int = closes_to_fail, **kwargs: object
+        ) -> None:
+            nonlocal n
+            n += 1
+            if n == fail:
+                raise redis.ConnectionError("connection refused")
+            await real(*args, **kwargs)
+
+        h.pipeline.store.write_close = failing  # type: ignore[method-assign]
+        for batch in scenario(h):
+            try:
+                h.loop.run_until_complete(h.pipeline.process(batch))
+            except redis.ConnectionError:
+                failures += 1  # quiet for most of a day before the retry
+                later = time.time() + 23 * 3_600
+                h.loop.run_until_complete(h.pipeline.advance_idle(later))
+                h.loop.run_until_complete(h.pipeline.process(batch))
+        rows = [
+            (a["alert_id"], a["on_hand"], a["reorder_point"], a["ts"]) for a in alerts(h.outputs)
+        ]
+        assert rows and alert_problems(rows) == [], (closes_to_fail, alert_problems(rows))
+    assert failures == 15
+
+
+def test_a_close_cancelled_by_another_partitions_failure_is_learned_whole_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partition 1's Redis write fails while partition 0's close is learning in its worker
+    thread: the batch's task group cancels partition 0, the thread runs on, and the retried
+    batch must still score that close exactly as an uninterrupted run does."""
+
+    def days(h: Harness) -> list[list[Record]]:
+        return [
+            [h.record(order(f"p{p}-{d}", at(d), 3 + (d * (p + 2)) % 5, sku=f"P{p}"), partition=p)
+             for p in (0, 1)]
+            for d in range(12)
+        ]  # fmt: skip
+
+    straight = Harness(settings)
+    for batch in days(straight):
+        straight.feed(batch)
+    expected = evaluation(settings)
+
+    redis_client(settings.redis_url).flushall()
+    h = Harness(settings)
+    learning = threading.Event()
+    real_compute, real_apply = pipeline_module.compute, h.pipeline.store.apply
+
+    def slow_compute(*args: object) -> object:
+        done = real_compute(*args)
+        if armed and args[1].series == ["P0@UK"]:  # type: ignore[attr-defined]
+            learning.set()
+            time.sleep(0.5)  # learned; the caller is cancelled before it hears back
+        return done
+
+    async def failing_apply(p: int, *args: object, **kwargs: object) -> object:
+        if armed and p == 1:
+            await asyncio.to_thread(learning.wait, 5)
+            raise redis.ConnectionError("connection reset")
+        return await real_apply(p, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "compute", slow_compute)
+    h.pipeline.store.apply = failing_apply  # type: ignore[method-assign]
+    armed = False
+    for d, batch in enumerate(days(h)):
+        armed = d == 6
+        try:
+            h.loop.run_until_complete(h.pipeline.process(batch))
+        except redis.ConnectionError:
+            armed = False
+            h.loop.run_until_complete(h.pipeline.process(batch))  # as agents.retrying does
+    assert learning.is_set()
+    assert evaluation(settings) == expected
 
 
 def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(

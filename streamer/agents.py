@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import NoReturn, TypeVar
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from redis.exceptions import (
     ClusterDownError,
@@ -97,8 +98,10 @@ def register(app: faust.App, settings: Settings) -> None:
         # not processed yet counts from the consumer's position, so a backlog taken over in a
         # rebalance shows before its first batch completes.
         for tp in held() - positions.keys():
-            if (position := await app.consumer.position(tp)) is not None:
-                positions[tp] = position
+            # a rebalance during an earlier await may have taken ``tp`` away
+            with contextlib.suppress(IllegalStateError):
+                if (position := await app.consumer.position(tp)) is not None:
+                    positions[tp] = position
         # a rebalance may have run during those awaits, and a batch taken before it may have
         # recorded a partition given up since: the gauges show only what is held now
         assigned = held()

@@ -408,7 +408,7 @@ class FeatureStore:
         and return the outbox to send: a retry after a failed write or a crash sends the
         same alerts and republishes the same forecasts, whatever the stock or the trainer did
         meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it."""
-        keys = [part_key(partition, "clock"), part_key(partition, "outbox")]
+        keys = [part_key(partition, k) for k in ("clock", "outbox", "rop")]
         args = [bucket, version, delivered, *alerts]
         reply = await self._fenced(self._begin_close, partition, generation, keys, args)
         begun, *rest = reply  # type: ignore[misc]

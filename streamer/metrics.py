@@ -63,7 +63,8 @@ REDIS_BEHIND = Counter(
 )
 SNAPSHOT_REBUILDS = Counter(
     "shelfcast_snapshot_rebuilds",
-    "Partition model snapshots that could not be read: the models were rebuilt from history",
+    "Partition model snapshots that could not be used (unreadable, or ahead of the recorded "
+    "closes): the models were rebuilt from history",
 )
 FENCED = Counter(
     "shelfcast_partitions_fenced",

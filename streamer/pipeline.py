@@ -503,7 +503,14 @@ class Pipeline:
                 metrics.SNAPSHOT_REBUILDS.inc()
                 bank = self._new_bank()
             if bank.through is not None and bank.through > through:
-                bank = self._new_bank()  # written after a learn whose close never completed
+                # written after a learn whose close never completed: the history alone
+                # rebuilds it, without what series that left the partition taught it
+                log.warning(
+                    "partition %d: model snapshot is ahead of the recorded closes (%d > %d); "
+                    "rebuilding it from the history", p, bank.through, through,
+                )  # fmt: skip
+                metrics.SNAPSHOT_REBUILDS.inc()
+                bank = self._new_bank()
             elif bank.through is not None:
                 start = bank.through + 1
         if start > through:
@@ -544,7 +551,7 @@ class Pipeline:
         for p in set(partitions):
             async with self._closing[p]:  # a close mutates the bank in a worker thread
                 bank, generation = self.banks.get(p), self.generation.get(p)
-                if bank is not None and generation is not None:
+                if bank is not None and generation is not None and self._recorded(p, bank):
                     blob = await asyncio.to_thread(pack, bank.state(), bank.series)
                     try:
                         await self.store.write_partition_snapshot(p, generation, blob)
@@ -553,6 +560,14 @@ class Pipeline:
                         # for its next owner to find
                         with contextlib.suppress(RedisBehind):
                             self._fenced(exc)
+
+    def _recorded(self, p: int, bank: Bank) -> bool:
+        """Whether Redis has recorded every close ``bank`` learned. A bank that learned a close
+        whose record failed (the batch waits to retry it) is ahead of Redis: a snapshot of it
+        would make the next owner rebuild the partition from its history alone, which drops
+        what series that left the partition taught its shared models. The older snapshot
+        and the history after it restore it exactly."""
+        return bank.through is None or bank.through <= self.closed.get(p, -1)
 
     async def _close_bucket(self, p: int, b: int, result: BatchResult) -> None:
         async with self._close_slots, self._closing[p]:
@@ -664,11 +679,15 @@ async def _whole(work: Callable[[], T]) -> T:
     (a failure in another partition of the batch cancels this one): a thread cannot be
     stopped, and the bank it changes must be whole before the retry touches it again."""
     thread = asyncio.ensure_future(asyncio.to_thread(work))
-    try:
-        return await asyncio.shield(thread)
-    except asyncio.CancelledError:
-        await thread
-        raise
+    cancelled = False
+    while not thread.done():
+        try:
+            await asyncio.shield(thread)
+        except asyncio.CancelledError:
+            cancelled = True  # again, if cancelled twice: the thread runs on all the same
+    if cancelled:
+        raise asyncio.CancelledError
+    return thread.result()
 
 
 def _restore(table: dict[int, T], key: int, value: T | None) -> None:

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from models.evaluation import parse_forecast_id
 from streamer.config import Settings
 from streamer.embedded import EmbeddedRedis, die_with_parent, free_port, stop_process
-from streamer.features import FeatureStore, summed_evaluation
+from streamer.features import FeatureStore
 from streamer.pipeline import Pipeline, Record
 from streamer.publish import Output
 from streamer.replay import Produced
@@ -252,10 +252,14 @@ def generations(redis_url: str, partitions: int) -> list[int]:
     return [int(r.get(f"shelfcast:{{p{p}}}:owner") or 0) for p in range(partitions)]
 
 
-def evaluation(redis_url: str, partitions: int) -> dict[str, float]:
-    """The prequential error sums of every partition, added up (6 decimals)."""
-    total = summed_evaluation(redis_client(redis_url), partitions)
-    return {k: round(v, 6) for k, v in total.items()}
+def evaluation(redis_url: str, partitions: int) -> dict[int, dict[str, float]]:
+    """Each partition's prequential error sums (6 decimals): compared per partition, a
+    difference names the partitions whose history to look at."""
+    r = redis_client(redis_url, decode_responses=True)
+    return {
+        p: {k: round(float(v), 6) for k, v in r.hgetall(f"shelfcast:{{p{p}}}:evaluation").items()}
+        for p in range(partitions)
+    }
 
 
 def single_worker_evaluation(events: list[Produced], folder: Path, settings: Settings) -> dict:

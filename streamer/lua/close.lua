@@ -65,7 +65,7 @@ redis.call('DEL', trim_demand, trim_revenue)
 local gone = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. first_active)
 if #gone > 0 then hdel_all({rops, rolling, forecasts}, gone) end
 -- a series back after a whole activity window starts afresh from then, in the live bank and
--- in a restart's replay alike: its next event records a new first bucket
+-- in a restart's replay alike: its next order records a new first bucket
 for _, s in ipairs(gone) do
   redis.call('HDEL', prefix .. 's:' .. s .. ':state', 'first_bucket')
 end

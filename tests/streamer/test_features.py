@@ -7,12 +7,14 @@ import pytest
 
 from streamer import features
 from streamer.features import (
+    AlertRecord,
     ApplyResult,
     CloseFields,
     FeatureStore,
     Fenced,
     Status,
     StockEffect,
+    outbox_entry,
 )
 from tests.conftest import async_redis_client, redis_client
 
@@ -307,3 +309,27 @@ def test_a_close_recorded_twice_or_out_of_order_writes_nothing(redis_url: str) -
     assert r.hget("shelfcast:{p3}:stats", "learned_buckets") == "5"
     assert r.hget("shelfcast:{p3}:evaluation", "m|1|n") == "5"
     assert r.hget("shelfcast:{p3}:rop", "A1@UK") == "1.0|1|1|1|3|a"
+
+
+def test_a_close_records_its_alerts_once_with_their_reorder_points(redis_url: str) -> None:
+    raised = outbox_entry("A1@UK", "raised", 3, 4, "9.0|8|1|2|3|A1@UK|10|tsb@1", 864_000.0)
+    later = outbox_entry("A1@UK", "raised", 3, 40, "9.0|8|1|2|3|A1@UK|10|tsb@1", 870_000.0)
+
+    async def run() -> list[list[AlertRecord] | None]:
+        client = async_redis_client(redis_url)
+        store = FeatureStore(client, 3600)
+        owner = await store.claim(3)
+        first = await store.begin_close(3, owner, 10, 0, 0, [raised])
+        # retried after a failed record, with other stock by then: decides nothing again
+        retry = await store.begin_close(3, owner, 10, 0, 0, [later])
+        delivered = await store.begin_close(3, owner, 10, 0, 1, [])  # the first one went out
+        await client.aclose()
+        return [first, retry, delivered]
+
+    first, retry, delivered = asyncio.run(run())
+    assert first == retry == [AlertRecord.parse(raised)] and delivered == []
+    r = redis_client(redis_url, decode_responses=True)
+    state = r.hgetall("shelfcast:{p3}:s:A1@UK:state")
+    assert (state["alert"], state["alert_seq"]) == ("raised", "3")
+    # a stock change's alert walk before the close is recorded compares with this point
+    assert r.hget("shelfcast:{p3}:rop", "A1@UK") == "9.0|8|1|2|3|A1@UK|10|tsb@1"

@@ -69,7 +69,7 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
         wait_all_committed(kafka.bootstrap, worker)
         demand, stock = redis_truth(server.url)
         outputs = (forecasts.stop(), alerts.stop(), counter(server.url, "learned_buckets"))
-        sums = evaluation(server.url, PARTITIONS)
+        sums = evaluation(redis.Redis.from_url(server.url, decode_responses=True), PARTITIONS)
 
     truth_demand, moves = csv_truth(SAMPLE)
     assert demand == truth_demand

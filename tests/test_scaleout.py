@@ -19,7 +19,7 @@ from streamer.config import Settings, all_topics
 from streamer.embedded import MockKafkaCluster
 from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
-from tests.conftest import alert_problems, new_redis
+from tests.conftest import alert_problems, new_redis, redis_client
 from tests.worker_harness import (
     HEAD_DATA,
     IdCollector,
@@ -30,6 +30,7 @@ from tests.worker_harness import (
     evaluation,
     exact_outputs,
     generations,
+    in_background,
     redis_truth,
     single_worker_evaluation,
     stock_truth,
@@ -86,6 +87,10 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     done: list[str] = []
     with stopping(kafka, server, *workers):
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
+        one_worker = Settings(partitions=PARTITIONS, history_buckets=1000)
+        reference = in_background(
+            lambda: single_worker_evaluation(merged, tmp_path / "one", one_worker)
+        )
         forecasts.start()
         alerts.start()
         for w in workers:
@@ -118,7 +123,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
         forecast_rows = forecasts.stop()
         alert_rows = alerts.stop()
         learned = counter(server.url, "learned_buckets")
-        sums = evaluation(server.url, PARTITIONS)
+        sums = evaluation(redis_client(server.url, decode_responses=True), PARTITIONS)
         demand, stock = redis_truth(server.url)
         for w in workers:
             w.check_alive()
@@ -130,8 +135,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     assert stock == stock_truth(moves, simulated)
 
     print(exact_outputs(forecast_rows, alert_rows, learned))
-    settings = Settings(partitions=PARTITIONS, history_buckets=1000)
-    one = single_worker_evaluation(merged, tmp_path / "one", settings)
+    one = reference.result(timeout=600)
     assert all(sums[p]["published|1|n"] > 0 for p in sums)
     differ = {p: sum(one[p].get(k) != v for k, v in sums[p].items()) for p in sums}
     assert sums == one, f"evaluation sums that differ from one worker's, by partition: {differ}"

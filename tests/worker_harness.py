@@ -15,10 +15,12 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pandas as pd
+import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, TopicPartition
 
@@ -36,6 +38,7 @@ from tests.conftest import CLUSTER, ROOT, alert_problems, redis_client
 # nothing beside the repository; tests/data/README.md says how it was made.
 HEAD_DATA = ROOT / "tests" / "data" / "online_retail_head52k.csv.gz"
 DAY = 86_400
+T = TypeVar("T")
 # a worker keeps a lag gauge for each input partition its consumer holds
 ASSIGNED = re.compile(r'shelfcast_consumer_lag_messages\{[^}]*partition="(\d+)"')
 
@@ -252,10 +255,10 @@ def generations(redis_url: str, partitions: int) -> list[int]:
     return [int(r.get(f"shelfcast:{{p{p}}}:owner") or 0) for p in range(partitions)]
 
 
-def evaluation(redis_url: str, partitions: int) -> dict[int, dict[str, float]]:
-    """Each partition's prequential error sums (6 decimals): compared per partition, a
-    difference names the partitions whose history to look at."""
-    r = redis_client(redis_url, decode_responses=True)
+def evaluation(r: redis.Redis, partitions: int) -> dict[int, dict[str, float]]:
+    """Each partition's prequential error sums (6 decimals), read with the client ``r``
+    (``decode_responses``): compared per partition, a difference names the partitions whose
+    history to look at."""
     return {
         p: {k: round(float(v), 6) for k, v in r.hgetall(f"shelfcast:{{p{p}}}:evaluation").items()}
         for p in range(partitions)
@@ -290,9 +293,18 @@ def single_worker_evaluation(events: list[Produced], folder: Path, settings: Set
 
     try:
         asyncio.run(run())
-        return evaluation(server.url, s.partitions)
+        return evaluation(redis.Redis.from_url(server.url, decode_responses=True), s.partitions)
     finally:
         server.stop()
+
+
+def in_background(work: Callable[[], T]) -> Future[T]:
+    """``work`` in a thread of its own: a reference computed while the workers under test
+    wait out session timeouts and restarts."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future
 
 
 # ---- ground truth, computed from the CSV with pandas, independently of streamer.replay -----

@@ -212,10 +212,19 @@ class PartitionClose:
     lstm_version: int | None = None
 
     def rows(self, keep: np.ndarray) -> PartitionClose:
-        """Only the series where ``keep``."""
+        """Only the series where ``keep``, in name order.
+
+        Every close, live or replayed after a restore, sees a partition's rows in one order:
+        sums over rows (the mini-batch gradient of the partition-wide regression, the
+        evaluation) round differently in another, and the active set's own order changes
+        with every order that comes in.
+        """
+        index = [i for i, k in enumerate(keep.tolist()) if k]
+        index.sort(key=self.series.__getitem__)
+        rows = np.array(index, dtype=np.intp)
         return PartitionClose(
-            [s for s, k in zip(self.series, keep.tolist(), strict=True) if k],
-            *(getattr(self, f)[keep] for f in _COLUMNS),
+            [self.series[i] for i in index],
+            *(getattr(self, f)[rows] for f in _COLUMNS),
             self.orders,
             self.closed,
             self.lstm_version,
@@ -427,20 +436,25 @@ class FeatureStore:
             self._snapshot, partition, generation, keys, [self.series_ttl, *_chunks(blob)]
         )
 
-    async def read_window(self, partition: int, series: Sequence[str], span: range) -> Window:
+    async def read_window(
+        self, partition: int, series: Sequence[str], span: range, flags_before: int = 0
+    ) -> Window:
         """Demand and revenue ``[len(series), len(span)]`` of the partition's ``series`` over
-        ``span`` (0 where none), and the partition's closed flags there. Read from the
-        partition's per-bucket hashes, which list only the series that traded in a bucket:
-        two commands a bucket, where reading each series' hashes cost a close about 20 us a
-        series before its LSTM could forecast."""
+        ``span`` (0 where none), and the partition's closed flags there and over the
+        ``flags_before`` buckets before it (a replayed close expects days closed from the
+        flags of the weeks before it, as the live close did). Read from the partition's
+        per-bucket hashes, which list only the series that traded in a bucket: two commands
+        a bucket, where reading each series' hashes cost a close about 20 us a series before
+        its LSTM could forecast."""
+        flagged = range(span.start - flags_before, span.stop)
         pipe = self.r.pipeline(transaction=False)
-        pipe.hmget(part_key(partition, "closed"), [str(b) for b in span] or ["-"])
+        pipe.hmget(part_key(partition, "closed"), [str(b) for b in flagged] or ["-"])
         for b in span:
             pipe.hgetall(part_key(partition, f"demand:{b}"))
             pipe.hgetall(part_key(partition, f"revenue:{b}"))
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
-        closed = {b: v == b"1" for b, v in zip(span, raw[0], strict=False) if v is not None}
+        closed = {b: v == b"1" for b, v in zip(flagged, raw[0], strict=False) if v is not None}
         index = pd.Index([s.encode() for s in series])
         demand = np.zeros((len(series), len(span)))
         revenue = np.zeros((len(series), len(span)))

@@ -516,7 +516,7 @@ class Pipeline:
         if start > through:
             return bank
         span = range(start, through + 1)
-        window = await self.store.read_window(p, series, span)
+        window = await self.store.read_window(p, series, span, 2 * self.calendar.season)
         await asyncio.to_thread(
             self._replay, bank, span, series, firsts, window.closed, window.demand, window.revenue
         )

@@ -160,7 +160,12 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
     status = 1
     if kind == 'o' then
       order(base, s, bucket, qty, price)
-      if moves_clock then advance(ts) end
+      if moves_clock then
+        advance(ts)
+        -- the partition's first order: the buckets before it have nothing to close, and a
+        -- process restarted before its first close must not start from a later order's
+        redis.call('HSETNX', clock_key, 'closed', bucket - 1)
+      end
       move(base, eid, -qty, ts)
       redis.call('ZADD', active, 'GT', bucket, s)
     elseif kind == 'd' and clock >= 0 and ts > clock then

@@ -324,6 +324,36 @@ def test_models_older_than_the_history_restart_exactly_from_their_snapshots(
     assert evaluation(settings) == expected_evaluation
 
 
+def test_restarted_every_few_days_from_fresh_snapshots_every_close_is_the_uninterrupted_one(
+    settings: Settings,
+) -> None:
+    """Each restart restores from the snapshot the previous process wrote at its first close
+    and replays the days after it: the replay must see the closed flags of the weeks before
+    (three closed Sundays make the next one expected closed, and the shop then opens on the
+    fourth) and the rows in the live order, or its forecasts and scores drift from an
+    uninterrupted run's."""
+
+    def days(h: Harness) -> list[list[Record]]:
+        return [
+            [h.record(order(f"{sku}-{d}", at(d), 2 + (d * (i + 1)) % 7, sku=sku))
+             for i, sku in enumerate(("C", "A", "B")) if (d % 7 != 6 or d > 21) and (d + i) % 4]
+            for d in range(30)
+        ]  # fmt: skip
+
+    straight = Harness(settings)
+    for day in days(straight):
+        straight.feed(day)
+    expected = (forecasts(straight.outputs), evaluation(settings))
+
+    redis_client(settings.redis_url).flushall()
+    h = Harness(settings)
+    for d, day in enumerate(days(h)):
+        h.feed(day)
+        if d % 3 == 2:  # a snapshot at each process's first close, then two closes more
+            h.restart()
+    assert (forecasts(h.outputs), evaluation(settings)) == expected
+
+
 def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Settings) -> None:
     h = Harness(settings.replace(snapshot_seconds=1e9, history_buckets=56))
     h.feed(varied_orders(h, 20))

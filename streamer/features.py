@@ -420,8 +420,9 @@ class FeatureStore:
         keys = [part_key(partition, k) for k in ("clock", "outbox", "rop")]
         args = [bucket, version, delivered, *alerts]
         reply = await self._fenced(self._begin_close, partition, generation, keys, args)
-        begun, *rest = reply  # type: ignore[misc]
-        return [AlertRecord.parse(raw) for raw in rest[0]] if int(begun) else None
+        if not int(reply[0]):  # type: ignore[index]
+            return None
+        return [AlertRecord.parse(raw) for raw in reply[1]]  # type: ignore[index]
 
     async def read_partition_snapshot(self, partition: int) -> list[bytes] | None:
         """The partition's model snapshot (models/snapshot.py) in its stored pieces, if any:

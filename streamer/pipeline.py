@@ -252,8 +252,8 @@ class Pipeline:
             # The batch is retried whole: its events must move the watermark again, or the
             # retry would close a bucket before applying the events the failure left unapplied
             for p, (newest, wall) in watermarks.items():
-                _restore(self.max_ts, p, newest)
-                _restore(self.last_event_wall, p, wall)
+                _put_back(self.max_ts, p, newest)
+                _put_back(self.last_event_wall, p, wall)
             raise
         times = [
             ev.ts for items in by_partition.values() for _, ev in items
@@ -655,7 +655,7 @@ class Pipeline:
         self, bank: Bank, decision: Decision, outs: list[Output], result: BatchResult
     ) -> None:
         published = bank_wins(bank, decision)
-        forecasts = sum(o.topic == self.s.topics["forecasts"] for o in outs)
+        forecasts = len(outs)  # a close's outputs are its forecasts and rollups; alerts apart
         published[ROLLUP] = forecasts - len(decision.rows)
         for model, n in published.items():
             if n:
@@ -690,7 +690,7 @@ async def _whole(work: Callable[[], T]) -> T:
     return thread.result()
 
 
-def _restore(table: dict[int, T], key: int, value: T | None) -> None:
+def _put_back(table: dict[int, T], key: int, value: T | None) -> None:
     if value is None:
         table.pop(key, None)
     else:

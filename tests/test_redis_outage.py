@@ -18,7 +18,7 @@ from streamer.replay import produce, read_events
 from streamer.simulation import SimulationSettings, simulate
 from tests.conftest import ROOT, SAMPLE
 from tests.worker_harness import (
-    IdCollector,
+    Published,
     Worker,
     applied_count,
     counter,
@@ -50,14 +50,10 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
         kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_HISTORY_BUCKETS="1000",
         SHELFCAST_PARTITIONS=str(PARTITIONS),
     )  # fmt: skip
-    forecasts = IdCollector(kafka.bootstrap, "forecasts", ("forecast_id", "model", "horizon"))
-    alerts = IdCollector(
-        kafka.bootstrap, "low-stock-alerts", ("alert_id", "on_hand", "reorder_point", "ts")
-    )
+    published = Published(kafka.bootstrap)
     with stopping(kafka, server, worker):
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
-        forecasts.start()
-        alerts.start()
+        published.start()
         worker.start()
         wait_until(lambda: applied_count(server.url) >= len(merged) // 3, 300, "a third", worker)
         server.kill()  # kill -9 mid-stream: only the AOF (fsync always) survives
@@ -68,13 +64,14 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
         print(f"Redis was down for {time.monotonic() - stopped:.1f}s")
         wait_all_committed(kafka.bootstrap, worker)
         demand, stock = redis_truth(server.url)
-        outputs = (forecasts.stop(), alerts.stop(), counter(server.url, "learned_buckets"))
+        rows = published.stop()
+        learned = counter(server.url, "learned_buckets")
         sums = evaluation(redis.Redis.from_url(server.url, decode_responses=True), PARTITIONS)
 
     truth_demand, moves = csv_truth(SAMPLE)
     assert demand == truth_demand
     assert stock == stock_truth(moves, simulated)
-    print(exact_outputs(*outputs))
+    print(exact_outputs(*rows, learned))
     settings = Settings(partitions=PARTITIONS, history_buckets=1000)
     assert sums == single_worker_evaluation(merged, tmp_path / "one", settings)
     log = worker.log.read_text()

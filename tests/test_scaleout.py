@@ -22,7 +22,7 @@ from streamer.simulation import SimulationSettings, simulate
 from tests.conftest import alert_problems, new_redis, redis_client
 from tests.worker_harness import (
     HEAD_DATA,
-    IdCollector,
+    Published,
     Worker,
     applied_count,
     counter,
@@ -80,10 +80,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
         )
         for i in range(2)
     ]  # fmt: skip
-    forecasts = IdCollector(kafka.bootstrap, "forecasts", ("forecast_id", "model", "horizon"))
-    alerts = IdCollector(
-        kafka.bootstrap, "low-stock-alerts", ("alert_id", "on_hand", "reorder_point", "ts")
-    )
+    published = Published(kafka.bootstrap)
     done: list[str] = []
     with stopping(kafka, server, *workers):
         produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
@@ -91,8 +88,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
         reference = in_background(
             lambda: single_worker_evaluation(merged, tmp_path / "one", one_worker)
         )
-        forecasts.start()
-        alerts.start()
+        published.start()
         for w in workers:
             w.start()
         faults = ["pause 1", "kill 0", "leader change", "kill 1", "broker bounce"]
@@ -120,8 +116,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
             done.append(f"{fault} at {at}")
         for w in workers:
             wait_all_committed(kafka.bootstrap, w)
-        forecast_rows = forecasts.stop()
-        alert_rows = alerts.stop()
+        rows = published.stop()
         learned = counter(server.url, "learned_buckets")
         sums = evaluation(redis_client(server.url, decode_responses=True), PARTITIONS)
         demand, stock = redis_truth(server.url)
@@ -134,7 +129,7 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     assert demand == truth_demand
     assert stock == stock_truth(moves, simulated)
 
-    print(exact_outputs(forecast_rows, alert_rows, learned))
+    print(exact_outputs(*rows, learned))
     one = reference.result(timeout=600)
     assert all(sums[p]["published|1|n"] > 0 for p in sums)
     differ = {p: sum(one[p].get(k) != v for k, v in sums[p].items()) for p in sums}

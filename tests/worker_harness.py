@@ -153,6 +153,25 @@ class IdCollector(threading.Thread):
         return self.rows
 
 
+class Published:
+    """What a run publishes, collected as it arrives: forecast ids with their model and horizon,
+    and alert ids with the fields that make an alert's content (``exact_outputs`` checks both)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.forecasts = IdCollector(bootstrap, "forecasts", ("forecast_id", "model", "horizon"))
+        self.alerts = IdCollector(
+            bootstrap, "low-stock-alerts", ("alert_id", "on_hand", "reorder_point", "ts")
+        )
+
+    def start(self) -> None:
+        self.forecasts.start()
+        self.alerts.start()
+
+    def stop(self) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        """The forecast rows and the alert rows."""
+        return self.forecasts.stop(), self.alerts.stop()
+
+
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
     ends = {}

@@ -17,7 +17,9 @@ def refusing(error: Exception) -> type:
             raise KafkaError(repr(error))
 
     rejoin_on_sync_refusal(Rebalance)
-    rejoin_on_sync_refusal(Rebalance)  # once only: a second app in the process adds nothing
+    wrapped = Rebalance._send_sync_group_request
+    rejoin_on_sync_refusal(Rebalance)  # a second app in the process wraps nothing again
+    assert Rebalance._send_sync_group_request is wrapped
     return Rebalance
 
 

@@ -354,6 +354,17 @@ def test_restarted_every_few_days_from_fresh_snapshots_every_close_is_the_uninte
     assert (forecasts(h.outputs), evaluation(settings)) == expected
 
 
+def test_a_process_restarted_before_a_partitions_first_close_still_closes_its_first_day(
+    settings: Settings,
+) -> None:
+    h = Harness(settings)
+    h.feed(daily_orders(h, 1))  # day 0, still open
+    h.restart()
+    h.feed([h.record(order(f"A1-{d}", at(d), 5)) for d in (1, 2)])
+    assert {f["issued_at"] for f in forecasts(h.outputs)} == {at(1, 0) + "Z", at(2, 0) + "Z"}
+    assert learned_buckets(settings) == 2
+
+
 def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Settings) -> None:
     h = Harness(settings.replace(snapshot_seconds=1e9, history_buckets=56))
     h.feed(varied_orders(h, 20))

@@ -39,6 +39,7 @@ PARTITIONS = 4
 
 @pytest.mark.slow
 @pytest.mark.scaleout
+@pytest.mark.solo
 def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     events, _ = read_events(SAMPLE)
     merged, _, _ = simulate(events, SimulationSettings())
@@ -80,6 +81,7 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
     assert "Traceback" not in log
 
 
+@pytest.mark.solo
 def test_a_redis_restarted_empty_is_detected_then_rewound_and_replayed_exactly(
     tmp_path: Path,
 ) -> None:

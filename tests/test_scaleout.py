@@ -57,6 +57,8 @@ def test_alert_problems_names_gaps_reuse_and_two_contents() -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.cluster_only
+@pytest.mark.solo
 def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     tmp_path: Path,
 ) -> None:

@@ -14,6 +14,7 @@ docs/alerts.md has the rules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -139,30 +140,66 @@ def days_of_cover(on_hand: float, daily_mean: float) -> float | None:
     return max(on_hand, 0.0) / daily_mean
 
 
+def order_up_to(rop: np.ndarray | float, daily_mean: np.ndarray | float, review_days: float):
+    """The level a raised alert's order brings the inventory position up to: the reorder
+    point plus the expected demand of one review period, and at least one unit above it.
+
+    The reorder point already protects the lead time and a review period; ordering only up
+    to it would reorder after every sale, one alert each. A review period's demand on top is
+    the order cycle: about one order per review period.
+
+    >>> float(order_up_to(12.0, 2.0, 7.0)), float(order_up_to(12.0, 0.01, 7.0))
+    (26.0, 13.0)
+    """
+    return np.asarray(rop) + np.maximum(np.asarray(daily_mean) * review_days, 1.0)
+
+
+def order_quantity(up_to: float, position: int, pack_size: int | None) -> int:
+    """Units to order: up to ``up_to`` from the inventory ``position``, rounded up to whole
+    units and then to whole packs.
+
+    >>> order_quantity(26.0, 9, None), order_quantity(26.2, 9, 12), order_quantity(5.0, 9, 6)
+    (17, 24, 0)
+    """
+    units = max(math.ceil(up_to - position - 1e-9), 0)
+    if pack_size and pack_size > 1:
+        return -(-units // pack_size) * pack_size
+    return units
+
+
 def transitions(
     raised: np.ndarray,
-    on_hand: np.ndarray,
+    position: np.ndarray,
     rop: np.ndarray,
     hysteresis: float,
     previous: np.ndarray | None = None,
+    up_to: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows raise and which clear.
+    """Which rows raise and which clear, from the inventory ``position`` (on hand + on order).
 
-    Raise at on_hand <= rop; clear only above rop * (1 + hysteresis) (and at least one unit
-    above rop), so stock hovering around the reorder point does not flap. At a close, the
+    Raise at position <= rop; clear only above rop * (1 + hysteresis) (and at least one unit
+    above rop), so stock hovering around the reorder point does not flap, or once the
+    position reaches the order-up-to level ``up_to``: the order a raised alert recommends
+    clears it, so the next shortfall raises a new alert and a new order. At a close, the
     reorder point itself moves: a raised alert then clears only above the ``previous`` one
     too (NaN: none), or a reorder point that dips for one close would clear an alert the next
     close raises again.
     """
-    raise_ = ~raised & (on_hand <= rop)
+    raise_ = ~raised & (position <= rop)
     bar = rop if previous is None else np.fmax(rop, previous)
-    clear = raised & (on_hand > np.maximum(bar * (1 + hysteresis), bar + 1))
+    clear = position > np.maximum(bar * (1 + hysteresis), bar + 1)
+    if up_to is not None:
+        clear |= (position >= up_to) & (position > bar)
+    clear &= raised
     return raise_, clear
 
 
-def next_status(current: str, on_hand: float, rop: float, hysteresis: float) -> str | None:
+def next_status(
+    current: str, position: float, rop: float, hysteresis: float, up_to: float | None = None
+) -> str | None:
     """The new alert status of one series, or None when the state does not change."""
-    up, down = transitions(np.array([current == RAISED]), on_hand, rop, hysteresis)
+    cap = None if up_to is None else np.array([up_to])
+    up, down = transitions(np.array([current == RAISED]), position, rop, hysteresis, None, cap)
     return RAISED if up[0] else CLEARED if down[0] else None
 
 

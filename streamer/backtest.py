@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+import orjson
 import redis
 from tqdm import tqdm
 
@@ -32,8 +34,9 @@ from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import STATS, summed_evaluation, summed_stats
+from streamer.policies import Setup, compare, panel_of, published_means
 from streamer.replay import InputFormat, Produced, produce, read_events
-from streamer.simulation import SimulationSettings, simulate
+from streamer.simulation import SimulationSettings, StockTrace, simulate
 from streamer.training import run_once
 
 log = logging.getLogger(__name__)
@@ -340,10 +343,10 @@ def run_backtest(
             worker.stop()
     forecasts = JsonLines(out / "forecasts.jsonl")
     alerts = list(JsonLines(out / "alerts.jsonl"))
-    summary = summarize(
-        events, read_stats, sim_stats, stats, forecasts, alerts, wall, settings.bucket_seconds
-    )
+    truth = truth_from(events, settings.bucket_seconds)
+    summary = summarize(events, truth, read_stats, sim_stats, stats, forecasts, alerts, wall)
     summary["models"] = evaluation.summary()
+    summary["inventory"] = reference_policies(truth, trace, forecasts, settings, simulation, out)
     summary["lstm_refreshes"] = refreshes
     changes = [(f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts]
     explained = explain_stockouts(
@@ -366,15 +369,14 @@ def run_backtest(
 
 def summarize(
     events: list[Produced],
+    truth: Truth,
     read_stats: object,
     sim_stats: object,
     stats: dict[str, int],
     forecasts: Iterable[dict[str, object]],
     alerts: list[dict[str, object]],
     wall: float,
-    bucket_seconds: int,
 ) -> dict[str, object]:
-    truth = truth_from(events, bucket_seconds)
     published = 0
     series: set[str] = set()
     rollups: set[str] = set()
@@ -418,6 +420,33 @@ def summarize(
         "read": asdict(read_stats),  # type: ignore[call-overload]
         "stock_simulation": asdict(sim_stats),  # type: ignore[call-overload]
     }
+
+
+def reference_policies(
+    truth: Truth,
+    trace: StockTrace,
+    forecasts: Iterable[dict[str, object]],
+    settings: Settings,
+    simulation: SimulationSettings,
+    out: Path,
+) -> dict[str, object]:
+    """What a planner gets from reordering by each policy on this demand (streamer/policies.py),
+    each series opening with the simulation's stock: pooled in the summary, per series in
+    ``policies.jsonl``."""
+    opening = {s: float(levels[0][1]) for s, levels in trace.levels.items() if levels}
+    panel, first = panel_of(truth.demand, opening)
+    setup = Setup(
+        max(round(simulation.lead_time_days), 1), round(settings.review_days),
+        settings.service_level,
+    )  # fmt: skip
+    summary, outcomes = compare(panel, published_means(forecasts, panel, first), setup)
+    with (out / "policies.jsonl").open("wb") as f:
+        for name, outcome in outcomes.items():
+            columns = {k: np.round(v, 4).tolist() for k, v in outcome.per_series().items()}
+            for i, series in enumerate(panel.series):
+                row = {"policy": name, "series": series, **{k: v[i] for k, v in columns.items()}}
+                f.write(orjson.dumps(row) + b"\n")
+    return summary
 
 
 def _epoch(iso_ts: str) -> float:

@@ -27,7 +27,14 @@ from models.rollup import ROLLUP, combine, settle
 from models.rollup import VERSION as ROLLUP_VERSION
 from models.selection import NONE
 from models.snapshot import pack
-from streamer.alerts import CLEARED, RAISED, ReorderPoints, reorder_points, transitions
+from streamer.alerts import (
+    CLEARED,
+    RAISED,
+    ReorderPoints,
+    order_up_to,
+    reorder_points,
+    transitions,
+)
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import CloseFields, PartitionClose, outbox_entry, packed_rows
@@ -45,6 +52,8 @@ class Decision:
     rops: ReorderPoints
     stock_ts: float
     on_hand: np.ndarray
+    on_order: np.ndarray
+    pack_size: np.ndarray  # 0: none
     raised: np.ndarray
     cleared: np.ndarray
     seq: np.ndarray  # the new alert sequence number of every changing row
@@ -102,8 +111,8 @@ def learn_and_forecast(
 
 
 def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) -> Decision:
-    """Reorder points from the published forecasts and their errors; alert transitions where
-    the stock is known."""
+    """Reorder points from the published forecasts and their errors; alert transitions of the
+    inventory position where the stock is known."""
     rows = np.flatnonzero(fc.chosen != NONE)
     lead = data.lead_time[rows]
     lead = np.where(np.isnan(lead), s.lead_time_days, lead)
@@ -112,14 +121,16 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
         fc.published[rows], lead, s.service_level, s.bucket_seconds, moments, s.review_days
     )
     known = data.stock_known[rows]
-    on_hand = data.on_hand[rows]
+    on_hand, on_order = data.on_hand[rows], data.on_order[rows]
+    up_to = order_up_to(rops.value, rops.daily_mean, s.review_days)
     up, down = transitions(
-        data.raised[rows], on_hand, rops.value, s.alert_hysteresis, data.previous_rop[rows]
-    )
+        data.raised[rows], on_hand + on_order, rops.value, s.alert_hysteresis,
+        data.previous_rop[rows], up_to,
+    )  # fmt: skip
     seq = data.alert_seq[rows] + 1
     return Decision(
-        rows, fc.chosen[rows], rops, stock_ts, on_hand, np.flatnonzero(up & known),
-        np.flatnonzero(down & known), seq,
+        rows, fc.chosen[rows], rops, stock_ts, on_hand, on_order, data.pack_size[rows],
+        np.flatnonzero(up & known), np.flatnonzero(down & known), seq,
     )  # fmt: skip
 
 
@@ -204,12 +215,19 @@ def state_fields(
     )
     rop = [f"{values}|{fid}" for values, fid in zip(packed_rows(columns), fids, strict=True)]
     rolling = packed_rows(np.stack(list(bank.recent.rolling().values()), axis=1))
-    stock_ts = decision.stock_ts
+    d = decision
     alerts = [
         outbox_entry(
-            names[j], status, int(decision.seq[j]), int(decision.on_hand[j]), rop[j], stock_ts
+            names[j],
+            status,
+            int(d.seq[j]),
+            int(d.on_hand[j]),
+            rop[j],
+            d.stock_ts,
+            int(d.on_order[j]),
+            int(d.pack_size[j]),
         )
-        for status, changing in ((RAISED, decision.raised), (CLEARED, decision.cleared))
+        for status, changing in ((RAISED, d.raised), (CLEARED, d.cleared))
         for j in changing.tolist()
     ]
     return CloseFields(names, rop, stored, bank.series, rolling), alerts

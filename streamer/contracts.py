@@ -18,7 +18,7 @@ from importlib.resources import files
 from typing import Any
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = f"{SCHEMA_MAJOR}.1"  # 1.1: dead letters say the value's size and any cut
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.2"  # 1.2: alerts carry the inventory position and an order
 
 
 def schema(topic: str) -> dict[str, Any]:

@@ -46,8 +46,12 @@ class InventoryEvent:
     sku: str
     location: str
     on_hand: int | None = None  # absolute count
-    delta: int | None = None  # restock (+) or adjustment (-)
+    delta: int | None = None  # restock (+) or adjustment (-); with po_id, a delivery of it
     lead_time_days: float | None = None
+    ordered: int | None = None  # put on order (+) or cancelled (-) under po_id
+    po_id: str | None = None
+    expected_at: float | None = None  # when an order is expected to arrive
+    pack_size: int | None = None  # the series is ordered in multiples of this
 
     @property
     def series(self) -> str:
@@ -211,18 +215,43 @@ def parse_inventory(raw: bytes, max_bytes: int) -> InventoryEvent | Invalid:
         event_id, ts, sku, location = _common(obj)
         on_hand = _int(obj, "on_hand", required=False)
         delta = _int(obj, "delta", required=False)
-        if (on_hand is None) == (delta is None):
-            raise _Reject("missing_field", "exactly one of 'on_hand' or 'delta' is required")
+        ordered = _int(obj, "ordered", required=False)
+        if sum(v is not None for v in (on_hand, delta, ordered)) != 1:
+            raise _Reject(
+                "missing_field", "exactly one of 'on_hand', 'delta' or 'ordered' is required"
+            )
         if on_hand is not None and on_hand < 0:
             raise _Reject("bad_quantity", "'on_hand' must be >= 0")
-        if delta == 0:
-            raise _Reject("bad_quantity", "'delta' must be non-zero")
+        if delta == 0 or ordered == 0:
+            raise _Reject("bad_quantity", "'delta' and 'ordered' must be non-zero")
         lead = _number(obj, "lead_time_days", 0.0, 365.0)
         if lead == 0.0:
             raise _Reject("bad_number", "'lead_time_days' must be > 0")
-        return InventoryEvent(event_id, ts, sku, location, on_hand, delta, lead)
+        po_id, expected_at = _purchase_order(obj, delta, ordered)
+        pack = _int(obj, "pack_size", required=False)
+        if pack is not None and pack < 1:
+            raise _Reject("bad_quantity", "'pack_size' must be >= 1")
+        return InventoryEvent(
+            event_id, ts, sku, location, on_hand, delta, lead, ordered, po_id, expected_at, pack
+        )
     except _Reject as exc:
         return Invalid(exc.reason, exc.detail)
+
+
+def _purchase_order(
+    obj: dict[str, object], delta: int | None, ordered: int | None
+) -> tuple[str | None, float | None]:
+    """``po_id`` and ``expected_at``: an order needs its id; a delivery may name the order it
+    fills; a snapshot or a removal has none."""
+    po_id = None if obj.get("po_id") is None else _name(obj, "po_id", MAX_ID_LEN, forbidden=False)
+    if ordered is not None and po_id is None:
+        raise _Reject("missing_field", "'ordered' needs the 'po_id' it is ordered under")
+    if po_id is not None and ordered is None and (delta is None or delta < 0):
+        raise _Reject("bad_field", "'po_id' goes with 'ordered', or with a delivery (delta > 0)")
+    expected = obj.get("expected_at")
+    if expected is not None and ordered is None:
+        raise _Reject("bad_field", "'expected_at' goes with 'ordered'")
+    return po_id, None if expected is None else parse_ts(expected)
 
 
 def check_context(

@@ -120,7 +120,7 @@ class CloseFields:
 class StockEffect:
     """One event as the apply script sees it."""
 
-    kind: str  # "o" order, "s" snapshot, "d" delta
+    kind: str  # "o" order, "s" snapshot, "d" delta, "p" purchase order
     series: str
     event_id: str
     bucket: int
@@ -131,6 +131,8 @@ class StockEffect:
     offset: int
     lead_time_days: float | None = None
     moves_clock: bool = True  # an order the pipeline holds to be skewed far ahead does not
+    po_id: str | None = None  # the purchase order a "p" changes or a delivery ("d") fills
+    pack_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,23 +146,40 @@ class AlertRecord:
     on_hand: int
     rop: dict[str, str]  # ROP_FIELDS of the reorder point it was compared with
     ts: float
+    on_order: int = 0
+    pack_size: int | None = None
 
     @classmethod
     def parse(cls, raw: bytes | str) -> AlertRecord:
-        series, status, seq, on_hand, packed, ts_ms = orjson.loads(raw)
-        return cls(series, status, int(seq), int(on_hand), unpack_rop(packed), ts_ms / 1000)
+        # entries written before stock on order have six fields
+        series, status, seq, on_hand, packed, ts_ms, *rest = orjson.loads(raw)
+        on_order, pack = [*rest, 0, 0][:2]
+        return cls(
+            series, status, int(seq), int(on_hand), unpack_rop(packed), ts_ms / 1000,
+            int(on_order), int(pack) or None,
+        )  # fmt: skip
 
 
 def outbox_entry(
-    series: str, status: str, seq: int, on_hand: int, packed_rop: str, ts: float
+    series: str,
+    status: str,
+    seq: int,
+    on_hand: int,
+    packed_rop: str,
+    ts: float,
+    on_order: int = 0,
+    pack_size: int | None = None,
 ) -> bytes:
     """An alert as a partition's outbox keeps it (``AlertRecord.parse`` reads it back), with
-    the reorder point it was compared with as ``shelfcast:{pP}:rop`` packs it.
+    the reorder point it was compared with as ``shelfcast:{pP}:rop`` packs it, the stock on
+    order and the pack size (0: none) when it was decided.
 
-    >>> AlertRecord.parse(outbox_entry("A1@UK", "raised", 3, 4, "", 86_400.5)).ts
-    86400.5
+    >>> AlertRecord.parse(outbox_entry("A1@UK", "raised", 3, 4, "", 86_400.5, 12, 6)).on_order
+    12
     """
-    return orjson.dumps([series, status, seq, on_hand, packed_rop, round(ts * 1000)])
+    return orjson.dumps(
+        [series, status, seq, on_hand, packed_rop, round(ts * 1000), on_order, pack_size or 0]
+    )
 
 
 @dataclass
@@ -193,7 +212,7 @@ class PartitionClose:
     """What a bucket close reads of a partition: its active series (``series``), and per
     series their first bucket (NaN unknown), demand and revenue in the bucket, lead time (NaN:
     the default), stock, whether it is known, whether an alert is raised and its sequence, the
-    reorder point the last close stored (NaN unless raised);
+    reorder point the last close stored (NaN unless raised), stock on order and pack size;
     the partition's order count in the bucket and the closed flags before it."""
 
     series: list[str]
@@ -206,6 +225,8 @@ class PartitionClose:
     raised: np.ndarray
     alert_seq: np.ndarray
     previous_rop: np.ndarray  # the reorder point the last close stored, for raised series
+    on_order: np.ndarray
+    pack_size: np.ndarray  # 0: none
     orders: int
     closed: dict[int, bool]
     # the LSTM version an earlier attempt at this close published with (0: none), if any
@@ -233,7 +254,7 @@ class PartitionClose:
 
 _COLUMNS = (
     "first", "demand", "revenue", "lead_time", "on_hand", "stock_known", "raised", "alert_seq",
-    "previous_rop",
+    "previous_rop", "on_order", "pack_size",
 )  # fmt: skip
 
 
@@ -257,11 +278,13 @@ class FeatureStore:
         dedupe_ttl_seconds: int,
         series_ttl_seconds: int = 90 * 86_400,
         alert_hysteresis: float = 0.5,
+        review_days: float = 7.0,
     ) -> None:
         self.r = client
         self.ttl = dedupe_ttl_seconds
         self.series_ttl = series_ttl_seconds
         self.hysteresis = alert_hysteresis
+        self.review_days = review_days
         self._apply = client.register_script(_lua("apply"))
         self._close = client.register_script(_lua("close"))
         self._snapshot = client.register_script(_lua("snapshot"))
@@ -275,6 +298,7 @@ class FeatureStore:
             settings.dedupe_ttl_seconds,
             settings.series_ttl_seconds,
             settings.alert_hysteresis,
+            settings.review_days,
         )
 
     async def claim(self, partition: int) -> int:
@@ -316,7 +340,7 @@ class FeatureStore:
                 None if e.unit_price is None else repr(e.unit_price),
                 e.offsets_field, e.offset,
                 None if e.lead_time_days is None else repr(e.lead_time_days),
-                e.moves_clock,
+                e.moves_clock, e.po_id, e.pack_size,
             ]
             for e in effects
         ]  # fmt: skip
@@ -327,7 +351,7 @@ class FeatureStore:
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
             orjson.dumps(events), "" if advance_ms is None else advance_ms,
-            orjson.dumps(floor or {}),
+            orjson.dumps(floor or {}), repr(self.review_days),
         ]  # fmt: skip
         reply = await self._fenced(self._apply, partition, generation, keys, args)
         statuses, onhand, outbox = reply  # type: ignore[misc]
@@ -397,6 +421,8 @@ class FeatureStore:
             np.array([v == "raised" for v in cols["alert"]], bool),
             column("seq", 0.0).astype(np.int64),
             np.array([np.nan if v is False else float(v.split("|", 1)[0]) for v in cols["rop"]]),
+            column("on_order", 0.0).astype(np.int64),
+            column("pack", 0.0).astype(np.int64),
             int(raw["orders"]),
             closed,
             int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,

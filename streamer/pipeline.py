@@ -377,12 +377,12 @@ class Pipeline:
         return output(self.s.topics["dlq"], key, msg)
 
     def _effect(self, p: int, rec: Record, ev: Event) -> StockEffect:
+        po_id = pack = None
         if isinstance(ev, OrderEvent):
             kind, qty, price, lead = "o", ev.quantity, ev.unit_price, None
         else:
-            kind = "s" if ev.on_hand is not None else "d"
-            qty = ev.on_hand if ev.on_hand is not None else int(ev.delta or 0)
-            price, lead = None, ev.lead_time_days
+            kind, qty = _stock_kind(ev)
+            price, lead, po_id, pack = None, ev.lead_time_days, ev.po_id, ev.pack_size
         # max_ts only grows, so an order _advance held to be skewed still is
         newest = self.max_ts.get(p, ev.ts)
         return StockEffect(
@@ -397,6 +397,8 @@ class Pipeline:
             rec.offset,
             lead,
             moves_clock=ev.ts <= newest + self.s.max_skew_seconds,
+            po_id=po_id,
+            pack_size=pack,
         )
 
     async def _apply(
@@ -459,7 +461,10 @@ class Pipeline:
 
     def _alert_output(self, a: AlertRecord) -> Output:
         rop = _stored_rop(a.rop, self.s)
-        msg = alert_message(a.series, a.status, a.seq, a.on_hand, rop, a.rop["forecast_id"], a.ts)
+        msg = alert_message(
+            a.series, a.status, a.seq, a.on_hand, rop, a.rop["forecast_id"], a.ts, a.on_order,
+            a.pack_size,
+        )  # fmt: skip
         return output(self.s.topics["alerts"], a.series, msg)
 
     async def _close_through(self, p: int, target: int, result: BatchResult) -> None:
@@ -695,6 +700,15 @@ def _put_back(table: dict[int, T], key: int, value: T | None) -> None:
         table.pop(key, None)
     else:
         table[key] = value
+
+
+def _stock_kind(ev: InventoryEvent) -> tuple[str, int]:
+    """The apply script's kind of an inventory event, and its quantity."""
+    if ev.on_hand is not None:
+        return "s", ev.on_hand
+    if ev.ordered is not None:
+        return "p", ev.ordered
+    return "d", int(ev.delta or 0)
 
 
 def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:

@@ -14,7 +14,14 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from streamer.alerts import ReorderPoint, days_of_cover, severity
+from streamer.alerts import (
+    RAISED,
+    ReorderPoint,
+    days_of_cover,
+    order_quantity,
+    order_up_to,
+    severity,
+)
 from streamer.clock import bucket_label, bucket_start, iso
 from streamer.contracts import SCHEMA_VERSION
 from streamer.features import packed_rows
@@ -150,9 +157,13 @@ def alert_message(
     rop: ReorderPoint,
     forecast: str,
     ts: float,
+    on_order: int = 0,
+    pack_size: int | None = None,
 ) -> dict[str, object]:
     sku, location = split_series(series)
     cover = days_of_cover(on_hand, rop.daily_mean)
+    position = on_hand + on_order
+    up_to = float(order_up_to(rop.value, rop.daily_mean, rop.review_days))
     return {
         "schema_version": SCHEMA_VERSION,
         "alert_id": f"{series}|{seq}|{status}",
@@ -170,6 +181,11 @@ def alert_message(
         "review_days": rop.review_days,
         "forecast_id": forecast,
         "ts": iso(ts),
+        "on_order": on_order,
+        "inventory_position": position,
+        "order_up_to": round(up_to, 3),
+        "order_quantity": order_quantity(up_to, position, pack_size) if status == RAISED else 0,
+        "pack_size": pack_size,
     }
 
 

@@ -80,6 +80,31 @@ def test_summary_accounts_for_every_event(backtest: Path) -> None:
     assert {k: outcomes[k] for k in MISSES} == {k: q["misses"][k] for k in MISSES}
 
 
+def test_the_summary_compares_the_reorder_policies_on_the_same_demand(backtest: Path) -> None:
+    inventory = json.loads((backtest / "summary.json").read_text())["inventory"]
+    names = {"shelfcast", "min_max", "seasonal_naive", "perfect_foresight"}
+    fields = {
+        "fill_rate", "lost_units", "stockout_days", "mean_on_hand_units", "mean_on_hand_days",
+        "orders",
+    }  # fmt: skip
+    assert set(inventory["policies"]) == names
+    assert all(set(p) == fields for p in inventory["policies"].values())
+    assert all(0 < p["fill_rate"] <= 1 and p["orders"] > 0 for p in inventory["policies"].values())
+    # nothing beats knowing the future: the bound serves the most with the least stock
+    bound = inventory["policies"]["perfect_foresight"]
+    for name in names - {"perfect_foresight"}:
+        other = inventory["policies"][name]
+        assert bound["fill_rate"] >= other["fill_rate"], name
+        assert bound["mean_on_hand_units"] <= other["mean_on_hand_units"], name
+    assert [row["service_level"] for row in inventory["tradeoff"]] == [0.9, 0.95, 0.98]
+    stock = [row["shelfcast"]["mean_on_hand_units"] for row in inventory["tradeoff"]]
+    assert stock == sorted(stock)  # a higher service level holds more
+    per_series = rows(backtest / "policies.jsonl")
+    assert len(per_series) == 4 * inventory["settings"]["series"]
+    lost = sum(r["lost_units"] for r in per_series if r["policy"] == "min_max")
+    assert math.isclose(lost, inventory["policies"]["min_max"]["lost_units"], abs_tol=1.0)
+
+
 def test_forecast_topic_has_one_forecast_per_series_per_closed_bucket(backtest: Path) -> None:
     forecasts = rows(backtest / "forecasts.jsonl")
     ids = [f["forecast_id"] for f in forecasts]

@@ -30,7 +30,7 @@ FORECAST = {
     "locations": None,
 }
 ALERT = {
-    "schema_version": "1.0",
+    "schema_version": "1.2",
     "alert_id": "85123A@United Kingdom|1|raised",
     "sku": "85123A",
     "location": "United Kingdom",
@@ -46,6 +46,11 @@ ALERT = {
     "review_days": 7.0,
     "forecast_id": "85123A@United Kingdom|15016|seasonal_naive@2",
     "ts": "2011-02-12T10:30:00Z",
+    "on_order": 0,
+    "inventory_position": 9,
+    "order_up_to": 40.725,
+    "order_quantity": 36,
+    "pack_size": 12,
 }
 
 

@@ -394,6 +394,11 @@ def test_orders_schema_rejects_what_the_parser_rejects(
         (change(STOCK, lead_time_days=0), "bad_number"),
         (change(STOCK, lead_time_days=366), "bad_number"),
         (change(STOCK, sku="a}b"), "bad_field"),
+        (change(STOCK, on_hand=DROP, ordered=5), "missing_field"),  # no po_id
+        (change(STOCK, on_hand=DROP, ordered=0, po_id="PO-1"), "bad_quantity"),
+        (change(STOCK, on_hand=DROP, delta=5, ordered=5, po_id="PO-1"), "missing_field"),
+        (change(STOCK, pack_size=0), "bad_quantity"),
+        (change(STOCK, on_hand=DROP, ordered=5, po_id=""), "bad_field"),
     ],
 )
 def test_inventory_schema_rejects_what_the_parser_rejects(
@@ -424,6 +429,12 @@ def test_inventory_schema_rejects_what_the_parser_rejects(
         ("inventory", change(STOCK, on_hand=0, lead_time_days=0.5)),
         ("inventory", change(STOCK, on_hand=None, delta=-13)),
         ("inventory", change(STOCK, on_hand=DROP, delta=250, lead_time_days=365)),
+        ("inventory", change(STOCK, on_hand=DROP, ordered=48, po_id="PO-1", pack_size=12)),
+        (
+            "inventory",
+            change(STOCK, on_hand=DROP, ordered=-6, po_id="PO-1", expected_at="2011-01-07"),
+        ),
+        ("inventory", change(STOCK, on_hand=DROP, delta=48, po_id="PO-1")),
     ],
 )
 def test_valid_inputs_pass_both_schema_and_parser(topic: str, payload: dict[str, object]) -> None:

@@ -2,44 +2,70 @@
 -- KEYS: owner, offsets, stats, clock, pending, active series, order counts, reorder points,
 -- alert outbox. ARGV: prefix, generation, dedupe ttl, moves window (ms), series ttl, alert
 -- hysteresis, how many alerts at the head of the outbox were delivered, the events as one
--- JSON array of arrays [kind (o order, s stock snapshot, d stock delta), series, event id,
--- bucket, ts ms, quantity (order quantity, on hand or delta), unit price as a string or
--- null, offsets field (topic:partition), offset, lead time days as a string or null,
--- whether an order moves the stock clock], the stock clock to advance to after them (ms, or
--- ''), the offsets to move to at least (JSON {topic:partition: next offset}). Returns
+-- JSON array of arrays [kind (o order, s stock snapshot, d stock delta, p purchase order),
+-- series, event id, bucket, ts ms, quantity (order quantity, on hand, delta or ordered),
+-- unit price as a string or null, offsets field (topic:partition), offset, lead time days as
+-- a string or null, whether an order moves the stock clock, purchase order id or null, pack
+-- size or null], the stock clock to advance to after them (ms, or ''), the offsets to move
+-- to at least (JSON {topic:partition: next offset}), the review period in days. Returns
 -- {status of each event, on hand after it ('' for a stale snapshot or an offset regression),
 -- the outbox: alerts not yet known delivered, JSON [series, status, seq, on hand, packed
--- reorder point, ts ms]}.
+-- reorder point, ts ms, on order, pack size or 0]}.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local hysteresis = tonumber(ARGV[6])
+local hysteresis, review = tonumber(ARGV[6]), tonumber(ARGV[11])
 -- the alerts the previous call returned were delivered: they leave the outbox
 if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
 local statuses, onhand, next_offset = {}, {}, {}
 local function base_of(s) return prefix .. 's:' .. s .. ':' end
 
--- The alert walk: every stock change is compared with the series' reorder point (the one
--- its latest close stored) and a change of status is recorded here, sequence number
--- included, before any alert leaves: a redelivered event finds its alert already decided
--- and in the outbox, never decides it again. Same rule as streamer/alerts.py: transitions
--- (without a previous reorder point, which only a close has).
+-- The alert walk: every change of the inventory position (on hand + on order) is compared
+-- with the series' reorder point (the one its latest close stored) and a change of status is
+-- recorded here, sequence number included, before any alert leaves: a redelivered event finds
+-- its alert already decided and in the outbox, never decides it again. Same rule as
+-- streamer/alerts.py: transitions and order_up_to (without a previous reorder point, which
+-- only a close has).
 local function walk(s, ts)
   local st = base_of(s) .. 'state'
-  local v = redis.call('HMGET', st, 'alert', 'alert_seq', 'stock_known', 'on_hand')
+  local v = redis.call('HMGET', st, 'alert', 'alert_seq', 'stock_known', 'on_hand', 'on_order',
+    'pack_size')
   local packed = redis.call('HGET', rops, s)
   if v[3] ~= '1' or not packed then return end
-  local rop = tonumber(string.match(packed, '^[^|]*'))
+  local rop, daily = string.match(packed, '^([^|]*)|[^|]*|[^|]*|([^|]*)|')
+  rop, daily = tonumber(rop), tonumber(daily)
   if rop == nil or rop ~= rop then return end
-  local on_hand, status = tonumber(v[4] or '0'), nil
-  if v[1] ~= 'raised' and on_hand <= rop then status = 'raised'
-  elseif v[1] == 'raised' and on_hand > math.max(rop * (1 + hysteresis), rop + 1) then
+  if daily == nil or daily ~= daily then daily = 0 end
+  local on_hand, on_order = tonumber(v[4] or '0'), tonumber(v[5] or '0')
+  local position, status = on_hand + on_order, nil
+  if v[1] ~= 'raised' and position <= rop then status = 'raised'
+  elseif v[1] == 'raised' and position > rop and (position > math.max(rop * (1 + hysteresis),
+      rop + 1) or position >= rop + math.max(daily * review, 1)) then
     status = 'cleared'
   end
   if status == nil then return end
   local seq = tonumber(v[2] or '0') + 1
   redis.call('HSET', st, 'alert', status, 'alert_seq', seq,
     'alert_ts', string.format('%.17g', ts / 1000))
-  redis.call('RPUSH', outbox, cjson.encode({s, status, seq, on_hand, packed, ts}))
+  redis.call('RPUSH', outbox,
+    cjson.encode({s, status, seq, on_hand, packed, ts, on_order, tonumber(v[6] or '0')}))
+end
+
+-- Stock on order, per purchase order (the series' po hash: PO id -> units not received yet)
+-- and in all (the state's on_order): an order adds, a cancellation (ordered < 0) or a
+-- delivery naming the PO takes off at most what the PO still has, so what a delivery brings
+-- beyond it is stock, and nothing is ever negative on order.
+local function on_order(base, po, qty)
+  local pos = base .. 'po'
+  local left = tonumber(redis.call('HGET', pos, po) or '0')
+  local change = qty
+  if qty < 0 then change = -math.min(-qty, left) end
+  if change == 0 then return end
+  if left + change == 0 then
+    redis.call('HDEL', pos, po)
+  else
+    redis.call('HINCRBY', pos, po, change)
+  end
+  redis.call('HINCRBY', base .. 'state', 'on_order', change)
 end
 
 local function move(base, member, delta, ts)
@@ -70,6 +96,18 @@ local function snapshot(base, value, ts)
   return true
 end
 
+-- A delivery, an adjustment or a purchase order, at its event time: a delivery naming its
+-- purchase order also takes what it brings off that order.
+local function restock(base, eid, kind, qty, po, ts)
+  if kind == 'p' then
+    on_order(base, po, qty)
+    return
+  end
+  move(base, eid, qty, ts)
+  if po ~= nil and po ~= cjson.null then on_order(base, po, -qty) end
+  redis.call('HSET', base .. 'state', 'stock_known', 1)
+end
+
 -- Stock moves in event time. Orders and inventory are two topics read side by side, so a
 -- delivery can be read before orders stamped earlier than it (a replay, or a worker catching
 -- up on an orders backlog); applied at once, it would lift the stock those orders see. A delta
@@ -87,13 +125,14 @@ local function advance(ts)
   if ts < next_due then return end
   local due = redis.call('ZRANGEBYSCORE', pending, '-inf', ts, 'WITHSCORES')
   for j = 1, #due, 2 do
-    local s, eid, delta, bucket = unpack(cjson.decode(due[j]))
+    -- entries deferred before purchase orders have four fields: deltas
+    local s, eid, qty, _, kind, po = unpack(cjson.decode(due[j]))
     local at = tonumber(due[j + 1])
     local base = base_of(s)
-    move(base, eid, delta, at)
-    redis.call('HSET', base .. 'state', 'stock_known', 1)
-    redis.call('EXPIRE', base .. 'state', series_ttl)
-    redis.call('EXPIRE', base .. 'moves', series_ttl)
+    restock(base, eid, kind or 'd', qty, po, at)
+    for _, h in ipairs({'state', 'moves', 'po'}) do
+      redis.call('EXPIRE', base .. h, series_ttl)
+    end
     walk(s, at)
   end
   redis.call('ZREMRANGEBYSCORE', pending, '-inf', ts)
@@ -101,9 +140,9 @@ local function advance(ts)
   next_due = first[2] and tonumber(first[2]) or math.huge
 end
 
-local function defer(s, eid, delta, bucket, ts)
+local function defer(s, eid, qty, bucket, ts, kind, po)
   -- id and bucket make the member unique, as dedupe does: equal deltas are two deliveries
-  redis.call('ZADD', pending, ts, cjson.encode({s, eid, delta, bucket}))
+  redis.call('ZADD', pending, ts, cjson.encode({s, eid, qty, bucket, kind, po}))
   if ts < next_due then next_due = ts end
 end
 
@@ -168,22 +207,23 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
       end
       move(base, eid, -qty, ts)
       redis.call('ZADD', active, 'GT', bucket, s)
-    elseif kind == 'd' and clock >= 0 and ts > clock then
-      defer(s, eid, qty, bucket, ts)
+    elseif (kind == 'd' or kind == 'p') and clock >= 0 and ts > clock then
+      defer(s, eid, qty, bucket, ts, kind, e[12])
       deferred = true
-    elseif kind == 'd' then
-      move(base, eid, qty, ts)
-      redis.call('HSET', st, 'stock_known', 1)
+    elseif kind == 'd' or kind == 'p' then
+      restock(base, eid, kind, qty, e[12], ts)
     elseif snapshot(base, qty, ts) then
       redis.call('HSET', st, 'stock_known', 1)
     else
       status = 2
     end
     -- a series with no event for series_ttl ages out entirely
-    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'cancelled', 'moves'}) do
+    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'cancelled', 'moves',
+        'po'}) do
       redis.call('EXPIRE', base .. h, series_ttl)
     end
     if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
+    if e[13] ~= cjson.null then redis.call('HSET', st, 'pack_size', e[13]) end
     -- Only orders make a series active (forecast at each close) and set its first bucket:
     -- their order relative to the closes is fixed by the orders topic, while how far the
     -- inventory topic was read ahead of it is not, and must not decide what a close learns.

@@ -6,12 +6,15 @@
 -- version pinned by an earlier attempt at a close ([bucket, version], or false).
 local prefix = ARGV[1]
 local names = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')
-local cols = {first = {}, lead = {}, on_hand = {}, known = {}, alert = {}, seq = {}, rop = {}}
+local cols = {first = {}, lead = {}, on_hand = {}, known = {}, alert = {}, seq = {}, rop = {},
+  on_order = {}, pack = {}}
 for i, s in ipairs(names) do
   local v = redis.call('HMGET', prefix .. 's:' .. s .. ':state',
-    'first_bucket', 'lead_time', 'on_hand', 'stock_known', 'alert', 'alert_seq')
+    'first_bucket', 'lead_time', 'on_hand', 'stock_known', 'alert', 'alert_seq', 'on_order',
+    'pack_size')
   cols.first[i] = v[1]; cols.lead[i] = v[2]; cols.on_hand[i] = v[3]
   cols.known[i] = v[4]; cols.alert[i] = v[5]; cols.seq[i] = v[6]
+  cols.on_order[i] = v[7]; cols.pack[i] = v[8]
   -- a raised alert clears only above the previous reorder point too (decide())
   cols.rop[i] = v[5] == 'raised' and redis.call('HGET', KEYS[6], s) or false
 end

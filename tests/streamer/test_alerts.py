@@ -6,6 +6,8 @@ from streamer.alerts import (
     RAISED,
     days_of_cover,
     next_status,
+    order_quantity,
+    order_up_to,
     reorder_point,
     severity,
     transitions,
@@ -81,12 +83,12 @@ def test_hourly_buckets_scale_lead_time() -> None:
 
 
 def test_hysteresis_raises_at_the_reorder_point_and_clears_only_above_the_margin() -> None:
-    assert next_status(CLEARED, on_hand=50, rop=50, hysteresis=0.2) == RAISED
-    assert next_status(RAISED, on_hand=40, rop=50, hysteresis=0.2) is None
-    assert next_status(RAISED, on_hand=55, rop=50, hysteresis=0.2) is None
-    assert next_status(RAISED, on_hand=60, rop=50, hysteresis=0.2) is None
-    assert next_status(RAISED, on_hand=61, rop=50, hysteresis=0.2) == CLEARED
-    assert next_status(CLEARED, on_hand=51, rop=50, hysteresis=0.2) is None
+    assert next_status(CLEARED, position=50, rop=50, hysteresis=0.2) == RAISED
+    assert next_status(RAISED, position=40, rop=50, hysteresis=0.2) is None
+    assert next_status(RAISED, position=55, rop=50, hysteresis=0.2) is None
+    assert next_status(RAISED, position=60, rop=50, hysteresis=0.2) is None
+    assert next_status(RAISED, position=61, rop=50, hysteresis=0.2) == CLEARED
+    assert next_status(CLEARED, position=51, rop=50, hysteresis=0.2) is None
 
 
 def test_a_run_of_orders_below_the_reorder_point_changes_state_once() -> None:
@@ -114,3 +116,31 @@ def test_at_a_close_a_raised_alert_clears_only_above_the_previous_reorder_point_
     previous = np.array([np.nan, 50.0, 80.0])
     _, clear = transitions(raised, on_hand, rop, 0.2, previous)
     assert clear.tolist() == [True, True, False]  # the one that dipped from 80 stays raised
+
+
+def test_the_recommended_order_clears_its_alert_and_the_next_shortfall_raises_again() -> None:
+    """A closed loop: raised at the reorder point, the planner orders up to the order-up-to
+    level, which clears the alert even where that level is below the hysteresis margin, and
+    the position falling to the reorder point again raises the next alert and order."""
+    rop, daily, review = 50.0, 1.0, 7.0  # order-up-to 57, below 50 * 1.5
+    up_to = float(order_up_to(rop, daily, review))
+    assert up_to == 57.0
+    assert next_status(CLEARED, position=50, rop=rop, hysteresis=0.5, up_to=up_to) == RAISED
+    order = order_quantity(up_to, position=50, pack_size=None)
+    assert order == 7
+    assert next_status(RAISED, position=50 + order, rop=rop, hysteresis=0.5, up_to=up_to) == (
+        CLEARED
+    )
+    # without the order-up-to cap the alert would stay raised and no new alert would come
+    assert next_status(RAISED, position=57, rop=rop, hysteresis=0.5) is None
+    # on order or on hand, the position is the same: the delivery changes no status
+    assert next_status(CLEARED, position=51, rop=rop, hysteresis=0.5, up_to=up_to) is None
+
+
+def test_order_quantities_round_up_to_units_then_packs_and_never_go_negative() -> None:
+    assert order_quantity(57.2, position=40, pack_size=None) == 18
+    assert order_quantity(57.2, position=40, pack_size=6) == 18
+    assert order_quantity(57.2, position=40, pack_size=12) == 24
+    assert order_quantity(57.0, position=57, pack_size=12) == 0
+    assert order_quantity(57.0, position=-10, pack_size=1) == 67  # a backlog is made up too
+    assert order_quantity(30.0, position=80, pack_size=None) == 0

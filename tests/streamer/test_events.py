@@ -101,3 +101,33 @@ def test_inventory_snapshot_and_delta() -> None:
 )
 def test_bad_inventory_is_rejected(fields: dict[str, object]) -> None:
     assert isinstance(parse_inventory(raw(**fields), LIMIT), Invalid)
+
+
+def test_purchase_orders_deliveries_against_them_and_pack_sizes() -> None:
+    po = parse_inventory(
+        raw(quantity=..., ordered=48, po_id="PO-1", expected_at="2011-01-07", pack_size=12),
+        LIMIT,
+    )
+    assert isinstance(po, InventoryEvent)
+    assert (po.ordered, po.po_id, po.pack_size, po.delta) == (48, "PO-1", 12, None)
+    assert po.expected_at == 1_294_358_400.0
+    grn = parse_inventory(raw(quantity=..., delta=48, po_id="PO-1"), LIMIT)
+    assert isinstance(grn, InventoryEvent) and (grn.delta, grn.po_id) == (48, "PO-1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"quantity": ..., "ordered": 5}, "missing_field"),
+        ({"quantity": ..., "ordered": 5, "po_id": "P", "delta": 5}, "missing_field"),
+        ({"quantity": ..., "on_hand": 5, "po_id": "P"}, "bad_field"),
+        ({"quantity": ..., "delta": -5, "po_id": "P"}, "bad_field"),  # a removal fills no order
+        ({"quantity": ..., "delta": 5, "expected_at": "2011-01-07"}, "bad_field"),
+        ({"quantity": ..., "ordered": 5, "po_id": "P", "expected_at": "soon"}, "bad_time"),
+        ({"quantity": ..., "on_hand": 5, "pack_size": 0}, "bad_quantity"),
+        ({"quantity": ..., "on_hand": 5, "pack_size": 2.5}, "wrong_type"),
+    ],
+)
+def test_bad_purchase_orders_name_their_reason(fields: dict[str, object], reason: str) -> None:
+    bad = parse_inventory(raw(**fields), LIMIT)
+    assert isinstance(bad, Invalid) and bad.reason == reason, bad

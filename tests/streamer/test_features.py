@@ -38,6 +38,8 @@ def effect(
         offsets_field=str(kw.pop("tp", "orders:0")),
         offset=offset,
         lead_time_days=kw.pop("lead", None),  # type: ignore[arg-type]
+        po_id=kw.pop("po", None),  # type: ignore[arg-type]
+        pack_size=kw.pop("pack", None),  # type: ignore[arg-type]
     )
 
 
@@ -188,6 +190,76 @@ def test_an_alert_is_decided_once_and_kept_until_its_delivery_is_known(redis_url
     )
     assert [(a.status, a.seq, a.on_hand) for a in cleared.outbox] == [("cleared", 2, 8)]
     assert state(redis_url)["alert_seq"] == "2"
+
+
+def test_stock_on_order_follows_purchase_orders_deliveries_and_cancellations(
+    redis_url: str,
+) -> None:
+    """What is on order: a purchase order adds; a delivery naming it takes off at most what
+    it still has (the rest is stock); a cancellation likewise; redelivered, nothing counts
+    twice; a purchase order read ahead of the orders waits for its time like a delivery."""
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    r = redis_client(redis_url, decode_responses=True)
+    apply(redis_url, [effect("s1", "s", 30, at=1 * hour, offset=0, pack=6, **inv)])
+    apply(redis_url, [effect("o1", "o", 5, at=2 * hour, offset=0)])
+    apply(
+        redis_url,
+        [
+            effect("p1", "p", 40, at=2 * hour, offset=1, po="PO-1", **inv),
+            effect("p2", "p", 12, at=2 * hour, offset=2, po="PO-2", **inv),
+        ],
+    )
+    assert state(redis_url)["on_order"] == "52" and state(redis_url)["pack_size"] == "6"
+    # the same events again: duplicates
+    again = [effect("p1", "p", 40, at=2 * hour, offset=1, po="PO-1", **inv)]
+    assert apply(redis_url, again) == [Status.DUPLICATE]
+    # 25 of PO-1 arrive, then 20 more (5 over what it had left), and PO-2 is cancelled twice
+    apply(
+        redis_url,
+        [
+            effect("g1", "d", 25, at=2 * hour, offset=3, po="PO-1", **inv),
+            effect("g2", "d", 20, at=2 * hour, offset=4, po="PO-1", **inv),
+            effect("c1", "p", -8, at=2 * hour, offset=5, po="PO-2", **inv),
+            effect("c2", "p", -8, at=2 * hour, offset=6, po="PO-2", **inv),
+        ],
+    )
+    assert state(redis_url)["on_hand"] == str(30 - 5 + 25 + 20)
+    assert state(redis_url)["on_order"] == "0"
+    assert r.hgetall("shelfcast:{p0}:s:A1@UK:po") == {}
+    # read ahead of the orders (stamped 06:00 with the orders at 02:00): it waits
+    apply(redis_url, [effect("p3", "p", 9, at=6 * hour, offset=7, po="PO-3", **inv)])
+    assert state(redis_url)["on_order"] == "0"
+    apply(redis_url, [effect("o2", "o", 1, at=7 * hour, offset=1)])
+    assert state(redis_url)["on_order"] == "9"
+    assert r.hgetall("shelfcast:{p0}:s:A1@UK:po") == {"PO-3": "9"}
+
+
+def test_alerts_follow_the_inventory_position_and_carry_what_is_on_order(
+    redis_url: str,
+) -> None:
+    """Raised when on hand + on order falls to the reorder point; the planner's purchase
+    order of the recommended quantity clears it before anything arrives, and the delivery
+    changes no status: it moves units from on order to on hand."""
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    r = redis_client(redis_url, decode_responses=True)
+    # reorder point 10, daily mean 1: order-up-to 10 + 7 (a review period of demand)
+    r.hset("shelfcast:{p0}:rop", "A1@UK", "10.0|8.0|2.0|1.0|3.0|A1@UK|9|tsb@2")
+    apply(redis_url, [effect("s1", "s", 14, at=1 * hour, offset=0, **inv)])
+    raised = apply_full(redis_url, [effect("o1", "o", 5, at=2 * hour, offset=0)])
+    [alert] = raised.outbox
+    assert (alert.status, alert.on_hand, alert.on_order) == ("raised", 9, 0)
+    # the planner orders 17 - 9 = 8 an hour later: when the partition's event time reaches
+    # it, the position reaches the order-up-to level and the alert clears
+    po = [effect("p1", "p", 8, at=3 * hour, offset=1, po="PO-1", **inv)]
+    ordered = apply_full(redis_url, po, DAY_MS + 3 * hour, delivered=1)
+    [alert] = ordered.outbox
+    assert (alert.status, alert.seq, alert.on_hand, alert.on_order) == ("cleared", 2, 9, 8)
+    grn = [effect("g1", "d", 8, at=4 * hour, offset=2, po="PO-1", **inv)]
+    delivered = apply_full(redis_url, grn, DAY_MS + 4 * hour, delivered=1)
+    assert delivered.outbox == [] and state(redis_url)["on_order"] == "0"
+    assert state(redis_url)["on_hand"] == "17"
 
 
 def test_a_stale_owner_writes_nothing(redis_url: str) -> None:

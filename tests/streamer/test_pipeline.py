@@ -953,3 +953,42 @@ def test_a_series_back_after_a_whole_activity_window_restarts_like_the_live_run(
     h.restart()  # the snapshot is from the first close: the replay spans the gap
     h.feed(todo[cut:])
     assert {f["forecast_id"]: f for f in forecasts(h.outputs)} == expected
+
+
+def test_a_raised_alert_recommends_an_order_whose_purchase_order_clears_it(
+    settings: Settings,
+) -> None:
+    """The closed loop on one series: the alert says how much to order (up to its level,
+    rounded up to whole packs); the planner's purchase order of that quantity lifts the
+    inventory position and clears it; the delivery moves the units from on order to on hand
+    and raises nothing."""
+    h = Harness(settings)
+    h.feed([h.record(stock("s0", at(0, 8), on_hand=200, pack_size=12), "inventory")])
+    # day by day until the first alert, which the planner acts on at once
+    for record in daily_orders(h, 60):
+        if got := [a for a in alerts(h.feed([record])) if a["status"] == "raised"]:
+            break
+    [raised] = got
+    position, up_to, qty = (
+        raised[k] for k in ("inventory_position", "order_up_to", "order_quantity")
+    )
+    assert raised["on_order"] == 0 and position == raised["on_hand"]
+    assert up_to >= raised["reorder_point"] + 1
+    assert qty % 12 == 0 and qty - 12 < up_to - position <= qty
+    assert raised["pack_size"] == 12
+
+    when = datetime.fromisoformat(raised["ts"].removesuffix("Z")) + timedelta(minutes=1)
+    po = stock("po1", when.isoformat(), ordered=qty, po_id="PO-1")
+    day = (when - START).days
+    cleared = alerts(h.feed([h.record(po, "inventory"), h.record(order("next", at(day + 1), 1))]))
+    assert [(a["status"], a["on_order"]) for a in cleared] == [("cleared", qty)]
+    assert cleared[0]["inventory_position"] == cleared[0]["on_hand"] + qty
+    assert cleared[0]["order_quantity"] == 0
+
+    grn = stock("grn1", at(day + 3, 7), delta=qty, po_id="PO-1")
+    after = h.feed([h.record(grn, "inventory"), h.record(order("later", at(day + 3, 9), 1))])
+    assert alerts(after) == []
+    state = redis_client(settings.redis_url, decode_responses=True).hgetall(
+        "shelfcast:{p0}:s:A1@UK:state"
+    )
+    assert state["on_order"] == "0"

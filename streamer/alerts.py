@@ -173,33 +173,26 @@ def transitions(
     rop: np.ndarray,
     hysteresis: float,
     previous: np.ndarray | None = None,
-    up_to: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which rows raise and which clear, from the inventory ``position`` (on hand + on order).
 
     Raise at position <= rop; clear only above rop * (1 + hysteresis) (and at least one unit
-    above rop), so stock hovering around the reorder point does not flap, or once the
-    position reaches the order-up-to level ``up_to``: the order a raised alert recommends
-    clears it, so the next shortfall raises a new alert and a new order. At a close, the
-    reorder point itself moves: a raised alert then clears only above the ``previous`` one
-    too (NaN: none), or a reorder point that dips for one close would clear an alert the next
-    close raises again.
+    above rop), so stock hovering around the reorder point does not flap. (A purchase order
+    also clears a raised alert, which it acknowledges: the Lua walk of
+    streamer/lua/apply.lua, where orders arrive.) At a close, the reorder point
+    itself moves: a raised alert then clears only above the ``previous`` one too (NaN: none),
+    or a reorder point that dips for one close would clear an alert the next close raises
+    again.
     """
     raise_ = ~raised & (position <= rop)
     bar = rop if previous is None else np.fmax(rop, previous)
-    clear = position > np.maximum(bar * (1 + hysteresis), bar + 1)
-    if up_to is not None:
-        clear |= (position >= up_to) & (position > bar)
-    clear &= raised
+    clear = raised & (position > np.maximum(bar * (1 + hysteresis), bar + 1))
     return raise_, clear
 
 
-def next_status(
-    current: str, position: float, rop: float, hysteresis: float, up_to: float | None = None
-) -> str | None:
+def next_status(current: str, position: float, rop: float, hysteresis: float) -> str | None:
     """The new alert status of one series, or None when the state does not change."""
-    cap = None if up_to is None else np.array([up_to])
-    up, down = transitions(np.array([current == RAISED]), position, rop, hysteresis, None, cap)
+    up, down = transitions(np.array([current == RAISED]), position, rop, hysteresis)
     return RAISED if up[0] else CLEARED if down[0] else None
 
 

@@ -17,9 +17,10 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,20 @@ from tqdm import tqdm
 from models.evaluation import JsonLines, Prequential, score
 from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.clock import bucket_of, bucket_start, iso
+from streamer.closed_loop import Loop, Planner, Shelves
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import STATS, summed_evaluation, summed_stats
-from streamer.policies import Setup, compare, panel_of, published_means
-from streamer.replay import InputFormat, Produced, produce, read_events
+from streamer.policies import Outcome, Setup, compare, panel_of, published_means
+from streamer.replay import (
+    InputFormat,
+    Produced,
+    produce,
+    produce_time,
+    read_events,
+    replay_producer,
+)
 from streamer.simulation import SimulationSettings, StockTrace, simulate
 from streamer.training import run_once
 
@@ -154,7 +163,12 @@ def hold_back(client: redis.Redis, worker: WorkerProcess, produced: int) -> None
 
 
 def wait_processed(
-    client: redis.Redis, worker: WorkerProcess, expected: int, timeout: float, progress: bool
+    client: redis.Redis,
+    worker: WorkerProcess,
+    expected: int,
+    timeout: float,
+    progress: bool,
+    poll: float = 0.2,
 ) -> None:
     deadline = time.monotonic() + timeout
     with tqdm(total=expected, unit="ev", desc="process", disable=not progress) as bar:
@@ -169,7 +183,7 @@ def wait_processed(
                     f"worker processed {done} of {expected} events in {timeout:.0f}s; "
                     f"see {worker.log_path}"
                 )
-            time.sleep(0.2)
+            time.sleep(poll)
 
 
 class TopicCollector(threading.Thread):
@@ -226,19 +240,6 @@ class TopicCollector(threading.Thread):
         return self.count
 
 
-# A replay puts inventory on its topic this much event time ahead of the orders around it. The
-# two topics are read side by side, not in step: an inventory event read after orders stamped
-# later than it would take effect late, by however far the consumer happened to read ahead,
-# and two replays would differ. Read early, stock still moves at the event's own time (a delta
-# waits for the orders to reach it, docs/alerts.md), so a replay is the same every time.
-INVENTORY_LEAD_SECONDS = 86_400.0
-
-
-def produce_time(ev: Produced) -> float:
-    """Where ``ev`` goes in a replay's produce order."""
-    return ev.ts - INVENTORY_LEAD_SECONDS if ev.role == "inventory" else ev.ts
-
-
 def training_segments(
     events: list[Produced], every: int, bucket_seconds: int
 ) -> list[tuple[list[Produced], int | None]]:
@@ -268,6 +269,91 @@ def training_segments(
     return [(seg, through) for seg, through in out if seg or through is not None]
 
 
+# how often a closed-loop replay looks whether the worker is done with a bucket
+LOCKSTEP_POLL = 0.005
+
+
+class Replay:
+    """Produces a backtest's events to a running worker and trains the LSTM on event time:
+    at each training point, once the worker has processed every event up to it and nothing
+    is in flight, so each replay trains on the same data."""
+
+    def __init__(
+        self,
+        live: Settings,
+        client: redis.Redis,
+        worker: WorkerProcess,
+        timeout: float,
+        progress: bool,
+        refreshes: list[dict[str, object]],
+    ) -> None:
+        self.live, self.client, self.worker = live, client, worker
+        self.timeout, self.progress, self.refreshes = timeout, progress, refreshes
+        self.produced = 0
+        # one connection for the whole replay: the closed loop produces a batch a bucket
+        self._producer = replay_producer(live.kafka_bootstrap_servers, {})
+
+    def open_loop(self, events: list[Produced]) -> None:
+        """As fast as the worker takes it, a bounded distance ahead."""
+        segments = training_segments(
+            events, self.live.train_every_buckets, self.live.bucket_seconds
+        )
+        for segment, through in tqdm(
+            segments, desc="replay", unit="segment", disable=not self.progress
+        ):
+            hold = partial(self._hold, self.produced)
+            self._produce(segment, hold=hold)
+            if through is not None:
+                self._train(through)
+
+    def closed_loop(self, events: list[Produced], loop: Loop) -> list[Produced]:
+        """A bucket at a time: its events, the deliveries and lost-sale corrections that go
+        with them; then the worker and the planner settle (the planner's purchase orders
+        processed, no new alert) before the next bucket. Returns what the loop added."""
+        every, size = self.live.train_every_buckets, self.live.bucket_seconds
+        by_bucket: dict[int, list[Produced]] = defaultdict(list)
+        for ev in events:
+            by_bucket[bucket_of(produce_time(ev), size)].append(ev)
+        first, last = min(by_bucket), max(by_bucket)
+        added: list[Produced] = []
+        for bucket in tqdm(
+            range(first, last + 1), desc="replay", unit="day", disable=not self.progress
+        ):
+            batch = by_bucket.get(bucket, [])
+            step = loop.step(bucket, batch)
+            added += step[len(batch) :]
+            self._produce(sorted(step, key=produce_time))
+            while True:  # until the planner's purchase orders raise no new alert
+                wait_processed(
+                    self.client, self.worker, self.produced, self.timeout, False, LOCKSTEP_POLL
+                )
+                published = summed_stats(self.client, self.live.partitions).get("alerts", 0)
+                if not (orders := loop.planner.react(published)):
+                    break
+                self.produced += orders
+            loop.shelves.end_of_day(bucket)
+            if every > 0 and bucket > first and bucket % every == 0:
+                self._train(bucket)
+        return added + loop.planner.placed
+
+    def _hold(self, base: int, n: int) -> None:
+        hold_back(self.client, self.worker, base + n)
+
+    def _produce(self, events: list[Produced], hold: Callable[[int], None] | None = None) -> None:
+        live = self.live
+        self.produced += produce(
+            live.kafka_bootstrap_servers, {}, live.topics, events, progress=False, hold=hold,
+            producer=self._producer,
+        )  # fmt: skip
+
+    def _train(self, through: int) -> None:
+        wait_processed(self.client, self.worker, self.produced, self.timeout, progress=False)
+        self.refreshes.append(run_once(self.live, through=through)[0])
+        if self.progress:
+            done = self.refreshes[-1]
+            tqdm.write(f"LSTM through bucket {through}: {done['outcome']}, {done['reason']}")
+
+
 def isolated(settings: Settings, out: Path) -> Settings:
     """Settings for fresh embedded services under ``out``: a backtest or a benchmark must not
     write into a live deployment, and historical event time must not follow the wall clock."""
@@ -290,15 +376,24 @@ def run_backtest(
     timeout: float = 1800.0,
     keep_running: bool = False,
     how: InputFormat | None = None,
+    closed_loop: bool = False,
 ) -> BacktestResult:
     out.mkdir(parents=True, exist_ok=True)
     events, read_stats = read_events(path, limit, how)
+    if closed_loop:  # the planner restocks; only the opening stock is simulated
+        simulation = replace(simulation, restock=False)
+        # each bucket waits for the worker: an idle consumer's fetch must not sit out 500 ms
+        settings = settings.replace(fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 10))
     events, sim_stats, trace = simulate(events, simulation)
     settings = isolated(settings, out)
     started = time.monotonic()
     refreshes: list[dict[str, object]] = []
+    loop = None
     with embedded_services(settings) as live:
         worker = WorkerProcess(live, out / "worker.log")
+        if closed_loop:
+            planner = Planner(live.kafka_bootstrap_servers, live.topics, simulation.lead_time_days)
+            loop = Loop(planner, Shelves(live.bucket_seconds))
         try:
             client = redis.Redis.from_url(live.redis_url)
             collectors = {
@@ -309,26 +404,12 @@ def run_backtest(
             }
             for collector in collectors.values():
                 collector.start()
-            produced = 0
-            # The trainer runs on event time: at each point, once the worker has processed
-            # every event up to it and nothing is in flight: each replay trains on the same data.
-            for segment, through in tqdm(
-                training_segments(events, live.train_every_buckets, live.bucket_seconds),
-                desc="replay", unit="segment", disable=not progress,
-            ):  # fmt: skip
-                produced += produce(
-                    live.kafka_bootstrap_servers, {}, live.topics, segment, progress=False,
-                    hold=lambda n, base=produced: hold_back(client, worker, base + n),
-                )  # fmt: skip
-                if through is not None:
-                    wait_processed(client, worker, produced, timeout, progress=False)
-                    refreshes.append(run_once(live, through=through)[0])
-                    if progress:
-                        done = refreshes[-1]
-                        tqdm.write(
-                            f"LSTM through bucket {through}: {done['outcome']}, {done['reason']}"
-                        )
-            wait_processed(client, worker, produced, timeout, progress)
+            replay = Replay(live, client, worker, timeout, progress, refreshes)
+            if loop is None:
+                replay.open_loop(events)
+            else:
+                events = events + replay.closed_loop(events, loop)
+            wait_processed(client, worker, replay.produced, timeout, progress)
             stats = summed_stats(client, live.partitions)
             collectors["forecasts"].finish(stats.get("forecasts", 0), 300)
             collectors["alerts"].finish(stats.get("alerts", 0), 300)
@@ -341,30 +422,50 @@ def run_backtest(
                 _serve_until_interrupted(metrics_url)
         finally:
             worker.stop()
+            if loop is not None:
+                loop.planner.close()
     forecasts = JsonLines(out / "forecasts.jsonl")
     alerts = list(JsonLines(out / "alerts.jsonl"))
     truth = truth_from(events, settings.bucket_seconds)
     summary = summarize(events, truth, read_stats, sim_stats, stats, forecasts, alerts, wall)
     summary["models"] = evaluation.summary()
-    summary["inventory"] = reference_policies(truth, trace, forecasts, settings, simulation, out)
+    closed = None if loop is None else loop.outcome()
+    summary["inventory"] = reference_policies(
+        truth, trace, forecasts, settings, simulation, out, closed
+    )
     summary["lstm_refreshes"] = refreshes
-    changes = [(f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts]
+    # scored against the simulation's own restocks: a diagnostic of the open loop only
+    summary["alert_quality"] = (
+        None if closed_loop else alert_quality(alerts, trace, settings, simulation, out)
+    )
+    summary["input"] = str(path)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    return BacktestResult(out, summary, metrics_url)
+
+
+def alert_quality(
+    alerts: list[dict[str, object]],
+    trace: StockTrace,
+    settings: Settings,
+    simulation: SimulationSettings,
+    out: Path,
+) -> dict[str, object]:
+    """How the alerts foretold the simulated stock-outs (docs/alerts.md), with each stock-out
+    in ``stockouts.jsonl``."""
+    changes = [(f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts]  # type: ignore[arg-type]
     explained = explain_stockouts(
         changes, trace.stockouts, trace.levels, trace.sales, trace.lives,
         simulation.lead_time_days, simulation.lead_time_days + settings.review_days,
     )  # fmt: skip
-    summary["alert_quality"] = {
+    with (out / "stockouts.jsonl").open("w") as f:
+        for stockout in explained:
+            f.write(json.dumps({**asdict(stockout), "ts": iso(stockout.ts)}) + "\n")
+    return {
         **score_alerts(
             changes, trace.stockouts, trace.restocks, simulation.lead_time_days, trace.lives
         ),
         "misses": miss_breakdown(explained),
     }
-    with (out / "stockouts.jsonl").open("w") as f:
-        for stockout in explained:
-            f.write(json.dumps({**asdict(stockout), "ts": iso(stockout.ts)}) + "\n")
-    summary["input"] = str(path)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    return BacktestResult(out, summary, metrics_url)
 
 
 def summarize(
@@ -429,10 +530,11 @@ def reference_policies(
     settings: Settings,
     simulation: SimulationSettings,
     out: Path,
+    closed: tuple[list[str], Outcome] | None = None,
 ) -> dict[str, object]:
     """What a planner gets from reordering by each policy on this demand (streamer/policies.py),
-    each series opening with the simulation's stock: pooled in the summary, per series in
-    ``policies.jsonl``."""
+    each series opening with the simulation's stock, and from the ``closed`` loop when there
+    was one: pooled in the summary, per series in ``policies.jsonl``."""
     opening = {s: float(levels[0][1]) for s, levels in trace.levels.items() if levels}
     panel, first = panel_of(truth.demand, opening)
     setup = Setup(
@@ -440,10 +542,14 @@ def reference_policies(
         settings.service_level,
     )  # fmt: skip
     summary, outcomes = compare(panel, published_means(forecasts, panel, first), setup)
+    runs = {name: (panel.series, outcome) for name, outcome in outcomes.items()}
+    if closed is not None:
+        runs["closed_loop"] = closed
+        summary["closed_loop"] = closed[1].pooled()
     with (out / "policies.jsonl").open("wb") as f:
-        for name, outcome in outcomes.items():
+        for name, (names, outcome) in runs.items():
             columns = {k: np.round(v, 4).tolist() for k, v in outcome.per_series().items()}
-            for i, series in enumerate(panel.series):
+            for i, series in enumerate(names):
                 row = {"policy": name, "series": series, **{k: v[i] for k, v in columns.items()}}
                 f.write(orjson.dumps(row) + b"\n")
     return summary

@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="every stock level also holds this many of the series' large orders "
             "(95th percentile of its order sizes) (1)",
         )
+        sim.add_argument(
+            "--closed-loop",
+            action="store_true",
+            help="a simulated planner acts on the alerts: it orders what each raised alert "
+            "recommends and the order arrives --lead-time-days later; only the opening stock "
+            "is simulated, and the replay goes a day at a time (docs/alerts.md)",
+        )
         p.add_argument(
             "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
         )
@@ -629,6 +636,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         timeout=args.timeout,
         keep_running=getattr(args, "keep_running", False),
         how=input_format(args) if args.command == "backtest" else None,
+        closed_loop=args.closed_loop,
     )
     s = result.summary
     print(
@@ -642,8 +650,9 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
             f"{model:<16}{m['mae']:>9.3f}{m['rmse']:>9.3f}{m['mase']:>8.3f}"
             f"{m['rel_mae_vs_seasonal_naive']:>11.3f}{m['coverage_p10_p90']:>8.1%}"
         )
+    print_policies(s["inventory"])  # type: ignore[arg-type]
     q = s["alert_quality"]  # type: ignore[index]
-    if q["stockouts"]:
+    if q is not None and q["stockouts"]:
         warn = q["median_warning_days"]
         print(
             f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
@@ -660,7 +669,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
             f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
             f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
         )
-    print(f"results: {result.out}/summary.json, forecasts.jsonl, alerts.jsonl, stockouts.jsonl")
+    files = "forecasts.jsonl, alerts.jsonl, policies.jsonl" + (", stockouts.jsonl" if q else "")
+    print(f"results: {result.out}/summary.json, {files}")
     if args.command == "demo":
         explain(result.out)
         print(
@@ -672,6 +682,15 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
 
         print(f"report: {write_report(result.out)}")
     return 0
+
+
+def print_policies(inventory: dict) -> None:
+    """Fill rate against stock held, per reorder policy on the same demand."""
+    rows = [("closed loop", inventory["closed_loop"])] if "closed_loop" in inventory else []
+    rows += list(inventory["policies"].items())
+    print(f"{'reorder policy':<20}{'fill rate':>10}{'stock, days':>13}{'orders':>8}")
+    for name, p in rows:
+        print(f"{name:<20}{p['fill_rate']:>10.1%}{p['mean_on_hand_days']:>13.1f}{p['orders']:>8}")
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -31,7 +31,6 @@ from streamer.alerts import (
     CLEARED,
     RAISED,
     ReorderPoints,
-    order_up_to,
     reorder_points,
     transitions,
 )
@@ -122,10 +121,9 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
     )
     known = data.stock_known[rows]
     on_hand, on_order = data.on_hand[rows], data.on_order[rows]
-    up_to = order_up_to(rops.value, rops.daily_mean, s.review_days)
     up, down = transitions(
         data.raised[rows], on_hand + on_order, rops.value, s.alert_hysteresis,
-        data.previous_rop[rows], up_to,
+        data.previous_rop[rows],
     )  # fmt: skip
     seq = data.alert_seq[rows] + 1
     return Decision(

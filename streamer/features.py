@@ -278,13 +278,11 @@ class FeatureStore:
         dedupe_ttl_seconds: int,
         series_ttl_seconds: int = 90 * 86_400,
         alert_hysteresis: float = 0.5,
-        review_days: float = 7.0,
     ) -> None:
         self.r = client
         self.ttl = dedupe_ttl_seconds
         self.series_ttl = series_ttl_seconds
         self.hysteresis = alert_hysteresis
-        self.review_days = review_days
         self._apply = client.register_script(_lua("apply"))
         self._close = client.register_script(_lua("close"))
         self._snapshot = client.register_script(_lua("snapshot"))
@@ -298,7 +296,6 @@ class FeatureStore:
             settings.dedupe_ttl_seconds,
             settings.series_ttl_seconds,
             settings.alert_hysteresis,
-            settings.review_days,
         )
 
     async def claim(self, partition: int) -> int:
@@ -351,7 +348,7 @@ class FeatureStore:
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
             orjson.dumps(events), "" if advance_ms is None else advance_ms,
-            orjson.dumps(floor or {}), repr(self.review_days),
+            orjson.dumps(floor or {}),
         ]  # fmt: skip
         reply = await self._fenced(self._apply, partition, generation, keys, args)
         statuses, onhand, outbox = reply  # type: ignore[misc]

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -52,6 +53,10 @@ COLUMNS_HELP = (
 
 class InputError(ValueError):
     """The file cannot be read as asked; the message names the problem and the fix."""
+
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,32 +412,23 @@ class Pacer:
             time.sleep(delay)
 
 
-def produce(
-    bootstrap: str,
-    client_config: dict[str, str],
-    topics: dict[str, str],
-    events: Iterable[Produced],
-    rate: float | None = None,
-    speedup: float | None = None,
-    progress: bool = True,
-    total: int | None = None,
-    hold: Callable[[int], None] | None = None,
-) -> int:
-    """Produce every event, keyed by SKU, and wait for delivery. Returns the count.
+# A replay puts inventory on its topic this much event time ahead of the orders around it. The
+# two topics are read side by side, not in step: an inventory event read after orders stamped
+# later than it would take effect late, by however far the consumer happened to read ahead,
+# and two replays would differ. Read early, stock still moves at the event's own time (a delta
+# waits for the orders to reach it, docs/alerts.md), so a replay is the same every time.
+INVENTORY_LEAD_SECONDS = 86_400.0
 
-    ``hold(n)``, called every 1,000 events with the number produced so far, may block to keep
-    the producer from running too far ahead of its consumer.
-    """
-    from confluent_kafka import KafkaException, Producer
-    from tqdm import tqdm
 
-    errors: list[str] = []
+def produce_time(ev: Produced) -> float:
+    """Where ``ev`` goes in a replay's produce order."""
+    return ev.ts - INVENTORY_LEAD_SECONDS if ev.role == "inventory" else ev.ts
 
-    def on_delivery(err: object, _msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
 
-    producer = Producer(
+def replay_producer(bootstrap: str, client_config: dict[str, str]) -> Producer:
+    from confluent_kafka import Producer
+
+    return Producer(
         {
             "bootstrap.servers": bootstrap,
             # the same partitioner as Faust/aiokafka, so keys land where the worker expects
@@ -444,6 +440,36 @@ def produce(
             **client_config,
         }
     )
+
+
+def produce(
+    bootstrap: str,
+    client_config: dict[str, str],
+    topics: dict[str, str],
+    events: Iterable[Produced],
+    rate: float | None = None,
+    speedup: float | None = None,
+    progress: bool = True,
+    total: int | None = None,
+    hold: Callable[[int], None] | None = None,
+    producer: Producer | None = None,
+) -> int:
+    """Produce every event, keyed by SKU, and wait for delivery. Returns the count.
+
+    ``hold(n)``, called every 1,000 events with the number produced so far, may block to keep
+    the producer from running too far ahead of its consumer. ``producer`` (``replay_producer``)
+    saves connecting again when a caller produces many small batches.
+    """
+    from confluent_kafka import KafkaException
+    from tqdm import tqdm
+
+    errors: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    producer = producer or replay_producer(bootstrap, client_config)
     pacer = Pacer(rate, speedup)
     n = 0
     with tqdm(total=total, unit="ev", desc="replay", disable=not progress, mininterval=0.5) as bar:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # Figures are drawn without pyplot: no global backend or figure registry, so the charts render
 # with Agg on any machine, display or not.
@@ -323,6 +324,25 @@ def alert_chart(series: Sequence[str], data: Backtest, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def policy_chart(inventory: Mapping[str, Any], path: Path) -> None:
+    """Fill rate against mean stock on hand (days of demand), one line per policy."""
+    fig, (ax,) = _figure(1, 4.0)
+    rows = inventory["tradeoff"]
+    for name, style in (("shelfcast", "o-"), ("seasonal_naive", "s--")):
+        points = [(r[name]["mean_on_hand_days"], r[name]["fill_rate"]) for r in rows]
+        ax.plot(*zip(*points, strict=True), style, label=f"{name} (service 0.90/0.95/0.98)")
+    curve = sorted((c["mean_on_hand_days"], c["fill_rate"]) for c in inventory["min_max_curve"])
+    ax.plot(*zip(*curve, strict=True), "^:", label="min_max (x0.5 to x3)")
+    bound = inventory["policies"]["perfect_foresight"]
+    ax.plot([bound["mean_on_hand_days"]], [bound["fill_rate"]], "k*", label="perfect foresight")
+    if loop := inventory.get("closed_loop"):
+        ax.plot([loop["mean_on_hand_days"]], [loop["fill_rate"]], "rD", label="closed loop")
+    ax.set_xlabel("mean stock on hand, days of demand")
+    ax.set_ylabel("fill rate")
+    ax.legend(**LEGEND)
+    fig.savefig(path, dpi=90)
+
+
 def _num(value: object, spec: str) -> str:
     if not isinstance(value, int | float) or math.isnan(value):
         return "n/a"
@@ -333,9 +353,17 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
     """The page's table, (label, value) rows from ``summary.json``."""
     s: dict = dict(summary)  # type: ignore[type-arg]
     published = s["accuracy"].get("published", {})
-    q = s["alert_quality"]
-    misses = q.get("misses", {})  # summaries from before the breakdown have none
     refreshes = s["lstm_refreshes"]
+    return [
+        *_forecast_numbers(s, published),
+        *_policy_numbers(s.get("inventory")),
+        *_alert_numbers(s["alert_quality"]),
+        ("LSTM refreshes (promoted)",
+         f"{len(refreshes)} ({sum(bool(r.get('promoted')) for r in refreshes)})"),
+    ]  # fmt: skip
+
+
+def _forecast_numbers(s: dict, published: dict) -> list[tuple[str, str]]:
     return [
         ("input", f"{s['input']} ({s['read']['lines']} lines)"),
         ("events", f"{s['events_in']} ({s['orders_events']} orders, "
@@ -345,6 +373,26 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
         ("published MAE / seasonal naive MAE, same points",
          f"{_num(published.get('rel_mae_vs_seasonal_naive'), '.3f')} (below 1 beats it)"),
         ("p10-p90 coverage (target 80%)", _num(published.get("coverage_p10_p90"), ".1%")),
+    ]  # fmt: skip
+
+
+def _policy_numbers(inventory: dict | None) -> list[tuple[str, str]]:
+    if not inventory:  # summaries from before the reference policies
+        return []
+    rows = [("closed loop", inventory["closed_loop"])] if "closed_loop" in inventory else []
+    rows += list(inventory["policies"].items())
+    return [
+        (f"fill rate / stock, {name}", f"{_num(p['fill_rate'], '.1%')} / "
+         f"{_num(p['mean_on_hand_days'], '.1f')} days of demand ({p['orders']} orders)")
+        for name, p in rows
+    ]  # fmt: skip
+
+
+def _alert_numbers(q: dict | None) -> list[tuple[str, str]]:
+    if q is None:  # a closed loop: no simulated restock policy to score the alerts against
+        return []
+    misses = q.get("misses", {})  # summaries from before the breakdown have none
+    return [
         ("simulated stock-outs", str(q["stockouts"])),
         (f"alert recall (raised at least {q['lead_time_days']:g} days ahead)",
          _num(q["recall"], ".1%")),
@@ -356,8 +404,6 @@ def key_numbers(summary: Mapping[str, object]) -> list[tuple[str, str]]:
          " / ".join(str(misses.get(k, "n/a")) for k in MISSES)),
         ("alert recall over the foreseeable stock-outs",
          _num(misses.get("recall_foreseeable"), ".1%")),
-        ("LSTM refreshes (promoted)",
-         f"{len(refreshes)} ({sum(bool(r.get('promoted')) for r in refreshes)})"),
     ]  # fmt: skip
 
 
@@ -429,7 +475,20 @@ def write_report(backtest_dir: Path, out: Path | None = None, top: int = 5) -> P
             "SKU rollups below.",
         )
     )
-    if picked := alert_series(data.alerts, data.trace, ALERT_SERIES):
+    if inventory := data.summary.get("inventory"):
+        policy_chart(inventory, out.parent / "fill_rate_vs_stock.png")  # type: ignore[arg-type]
+        charts.append(
+            (
+                "fill_rate_vs_stock.png",
+                "What a planner gets from each reorder policy on the same demand "
+                "(docs/alerts.md): fill rate against the stock held, in days of demand. "
+                "shelfcast's rule and the seasonal-naive rule at service levels 0.90, 0.95 "
+                "and 0.98; the min/max rule at its settings scaled x0.5 to x3; the "
+                "perfect-foresight bound; and the closed loop when the backtest ran one.",
+            )
+        )
+    closed_loop = data.summary.get("alert_quality") is None
+    if not closed_loop and (picked := alert_series(data.alerts, data.trace, ALERT_SERIES)):
         alert_chart(picked, data, out.parent / "alerts_vs_stock.png")
         charts.append(
             (

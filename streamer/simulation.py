@@ -35,6 +35,9 @@ class SimulationSettings:
     # every level also holds this many of the series' large orders (95th percentile of its
     # order sizes) on top of its days of demand: a buffer no shop selling wholesale goes without
     large_orders: float = 1.0
+    # reorder by the rule above; off in a closed-loop backtest, where a planner acting on the
+    # alerts restocks (streamer/closed_loop.py) and only the opening stock is simulated
+    restock: bool = True
 
 
 @dataclass
@@ -104,10 +107,7 @@ def simulate(
     seq = 0
 
     def inventory(series: str, ts: float, payload: dict[str, object], n: int) -> Produced:
-        sku, _, location = series.partition("@")
-        msg = {"event_id": f"sim:{series}:{n}", "ts": _iso(ts), "sku": sku, "location": location}
-        msg.update(payload)
-        return Produced("inventory", sku, json.dumps(msg, separators=(",", ":")).encode(), ts)
+        return inventory_event(series, ts, payload, f"sim:{series}:{n}")
 
     for ev in sorted(events, key=lambda e: e.ts):
         while arrivals and arrivals[0][0] <= ev.ts:
@@ -150,7 +150,7 @@ def simulate(
             trace.stockouts.append((series, ev.ts))
         daily, big = mean.get(series, 0.0), large.get(series, 0.0)
         position = on_hand[series] + on_order[series]
-        if daily > 0 and position <= settings.reorder_days * daily + big:
+        if settings.restock and daily > 0 and position <= settings.reorder_days * daily + big:
             qty_order = math.ceil(settings.order_up_to_days * daily + big - position)
             if qty_order > 0:
                 seq += 1
@@ -161,6 +161,14 @@ def simulate(
     # opening snapshots are dated just before a series' first order, so re-sort (stably)
     out.sort(key=lambda e: e.ts)
     return out, stats, trace
+
+
+def inventory_event(series: str, ts: float, payload: dict[str, object], event_id: str) -> Produced:
+    """An ``inventory`` message of ``series`` at ``ts`` with ``payload`` (on_hand, delta or
+    ordered and their companions)."""
+    sku, _, location = series.partition("@")
+    msg = {"event_id": event_id, "ts": _iso(ts), "sku": sku, "location": location, **payload}
+    return Produced("inventory", sku, json.dumps(msg, separators=(",", ":")).encode(), ts)
 
 
 def _p95(values: list[int]) -> float:

@@ -7,13 +7,13 @@
 -- unit price as a string or null, offsets field (topic:partition), offset, lead time days as
 -- a string or null, whether an order moves the stock clock, purchase order id or null, pack
 -- size or null], the stock clock to advance to after them (ms, or ''), the offsets to move
--- to at least (JSON {topic:partition: next offset}), the review period in days. Returns
+-- to at least (JSON {topic:partition: next offset}). Returns
 -- {status of each event, on hand after it ('' for a stale snapshot or an offset regression),
 -- the outbox: alerts not yet known delivered, JSON [series, status, seq, on hand, packed
 -- reorder point, ts ms, on order, pack size or 0]}.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local hysteresis, review = tonumber(ARGV[6]), tonumber(ARGV[11])
+local hysteresis = tonumber(ARGV[6])
 -- the alerts the previous call returned were delivered: they leave the outbox
 if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
 local statuses, onhand, next_offset = {}, {}, {}
@@ -23,23 +23,24 @@ local function base_of(s) return prefix .. 's:' .. s .. ':' end
 -- with the series' reorder point (the one its latest close stored) and a change of status is
 -- recorded here, sequence number included, before any alert leaves: a redelivered event finds
 -- its alert already decided and in the outbox, never decides it again. Same rule as
--- streamer/alerts.py: transitions and order_up_to (without a previous reorder point, which
--- only a close has).
-local function walk(s, ts)
+-- streamer/alerts.py: transitions (without a previous reorder point, which only a close
+-- has); and a purchase order (``ordering``) acknowledges a raised alert and clears it, so the
+-- next shortfall raises the next alert and order: if sales since the alert or a new forecast
+-- left the position short even so, the next sale or close raises it again with what is
+-- still missing, and an alert never stays raised with nobody told to order.
+local function walk(s, ts, ordering)
   local st = base_of(s) .. 'state'
   local v = redis.call('HMGET', st, 'alert', 'alert_seq', 'stock_known', 'on_hand', 'on_order',
     'pack_size')
   local packed = redis.call('HGET', rops, s)
   if v[3] ~= '1' or not packed then return end
-  local rop, daily = string.match(packed, '^([^|]*)|[^|]*|[^|]*|([^|]*)|')
-  rop, daily = tonumber(rop), tonumber(daily)
+  local rop = tonumber(string.match(packed, '^[^|]*'))
   if rop == nil or rop ~= rop then return end
-  if daily == nil or daily ~= daily then daily = 0 end
   local on_hand, on_order = tonumber(v[4] or '0'), tonumber(v[5] or '0')
   local position, status = on_hand + on_order, nil
   if v[1] ~= 'raised' and position <= rop then status = 'raised'
-  elseif v[1] == 'raised' and position > rop and (position > math.max(rop * (1 + hysteresis),
-      rop + 1) or position >= rop + math.max(daily * review, 1)) then
+  elseif v[1] == 'raised' and (ordering or position > math.max(rop * (1 + hysteresis),
+      rop + 1)) then
     status = 'cleared'
   end
   if status == nil then return end
@@ -133,7 +134,7 @@ local function advance(ts)
     for _, h in ipairs({'state', 'moves', 'po'}) do
       redis.call('EXPIRE', base .. h, series_ttl)
     end
-    walk(s, at)
+    walk(s, at, kind == 'p' and qty > 0)
   end
   redis.call('ZREMRANGEBYSCORE', pending, '-inf', ts)
   first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
@@ -228,7 +229,7 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
     -- their order relative to the closes is fixed by the orders topic, while how far the
     -- inventory topic was read ahead of it is not, and must not decide what a close learns.
     if kind == 'o' then redis.call('HSETNX', st, 'first_bucket', bucket) end
-    if not deferred and status == 1 then walk(s, ts) end
+    if not deferred and status == 1 then walk(s, ts, kind == 'p' and qty > 0) end
   end
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
   counts[status + 1] = counts[status + 1] + 1

@@ -262,6 +262,27 @@ def test_alerts_follow_the_inventory_position_and_carry_what_is_on_order(
     assert state(redis_url)["on_hand"] == "17"
 
 
+def test_a_purchase_order_that_leaves_the_position_short_is_followed_by_a_new_alert(
+    redis_url: str,
+) -> None:
+    """Sales between an alert and its purchase order can leave the position at the reorder
+    point even so: the order clears the alert (it acknowledges it), and the next sale raises
+    a new one, so the planner hears what is still missing instead of nothing."""
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    r = redis_client(redis_url, decode_responses=True)
+    r.hset("shelfcast:{p0}:rop", "A1@UK", "10.0|8.0|2.0|1.0|3.0|A1@UK|9|tsb@2")
+    apply(redis_url, [effect("s1", "s", 14, at=1 * hour, offset=0, **inv)])
+    apply_full(redis_url, [effect("o1", "o", 5, at=2 * hour, offset=0)])  # raised at 9
+    apply_full(redis_url, [effect("o2", "o", 6, at=3 * hour, offset=1)], delivered=1)
+    po = [effect("p1", "p", 8, at=3 * hour, offset=1, po="PO-1", **inv)]
+    [cleared] = apply_full(redis_url, po, delivered=0).outbox
+    assert (cleared.status, cleared.on_hand, cleared.on_order) == ("cleared", 3, 8)
+    again = apply_full(redis_url, [effect("o3", "o", 1, at=4 * hour, offset=2)], delivered=1)
+    [raised] = again.outbox
+    assert (raised.status, raised.seq, raised.on_hand, raised.on_order) == ("raised", 3, 2, 8)
+
+
 def test_a_stale_owner_writes_nothing(redis_url: str) -> None:
     async def run() -> None:
         client = async_redis_client(redis_url)

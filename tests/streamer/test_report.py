@@ -34,14 +34,20 @@ def test_html_references_every_chart(report: Path) -> None:
     assert report.name == "index.html" and report.parent.name == "report"
     page = report.read_text()
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
-    assert pngs == sorted(["forecast_vs_actual.png", "error_by_week.png", "alerts_vs_stock.png"])
+    assert pngs == sorted(
+        [
+            "forecast_vs_actual.png", "error_by_week.png", "alerts_vs_stock.png",
+            "fill_rate_vs_stock.png",
+        ]
+    )  # fmt: skip
     assert sorted(re.findall(r'<img src="([^"]+)"', page)) == pngs
     assert page.count("<figcaption>") == len(pngs)
     # self-contained: nothing fetched from elsewhere
     assert "http" not in page.replace("http-equiv", "")
     for text in (
         "seasonal naive", "coverage", "recall", "false alarms", "LSTM refreshes",
-        "beyond the series&#x27; history", "foreseeable",
+        "beyond the series&#x27; history", "foreseeable", "fill rate / stock, min_max",
+        "fill rate / stock, perfect_foresight",
     ):  # fmt: skip
         assert text in page
     assert "Stock was simulated" in page and "lead time days 3" in page
@@ -123,3 +129,19 @@ def test_report_command_writes_where_asked(
     assert main(["report", str(backtest), "--out", str(out), "--top", "2"]) == 0
     assert str(out) in capsys.readouterr().out
     assert (out.parent / "forecast_vs_actual.png").stat().st_size > 10_000
+
+
+def test_a_closed_loop_summary_shows_the_loop_and_no_open_loop_alert_scores(
+    report: Path,
+) -> None:
+    from streamer.report import key_numbers
+
+    summary = json.loads((report.parent.parent / "summary.json").read_text())
+    loop = dict(summary["inventory"]["policies"]["shelfcast"])
+    closed = {
+        **summary, "alert_quality": None,
+        "inventory": {**summary["inventory"], "closed_loop": loop},
+    }  # fmt: skip
+    labels = [label for label, _ in key_numbers(closed)]
+    assert "fill rate / stock, closed loop" in labels
+    assert not any("recall" in label for label in labels)

@@ -1,0 +1,206 @@
+"""The closed loop of a backtest: a planner acts on the alerts, and the shelves follow.
+
+``Planner`` is a downstream service like any other: it reads ``low-stock-alerts`` from Kafka
+and, for each raised alert, puts its ``order_quantity`` on order (a purchase order on
+``inventory`` at the alert's time, ``po_id`` the alert id) and delivers it ``lead_time_days``
+later in event time (a delta naming the ``po_id``). ``Shelves`` keeps the simulated stock by
+the same events, with lost sales: the units of an order that find no stock are not sold, so
+a correction gives them back a second after the order (the order stays demand). The replay
+(streamer/backtest.py) goes a bucket at a time and lets the worker and the planner settle
+before the next, so a delivery takes effect at its own time and two replays are the same.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.clock import bucket_of, bucket_start
+from streamer.policies import Outcome
+from streamer.replay import INVENTORY_LEAD_SECONDS, Produced, produce, replay_producer
+from streamer.simulation import inventory_event
+
+# a lost-sale correction comes this long after its order, so that it waits for the order in
+# the worker whichever topic is read first
+CORRECTION_DELAY = 1.0
+DAY = 86_400.0
+
+
+class Planner:
+    """Acts on raised alerts: puts what they recommend on order, on the ``inventory`` topic,
+    and has it delivered a lead time later (the deliveries, the supplier's part of the
+    simulation, are handed to the replay)."""
+
+    def __init__(self, bootstrap: str, topics: dict[str, str], lead_time_days: float) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.lead = lead_time_days * DAY
+        self._bootstrap, self._topics = bootstrap, topics
+        self._producer = replay_producer(bootstrap, {})
+        self._read = 0
+        alerts_topic = topics["alerts"]
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "shelfcast-planner",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # a replay waits on each bucket's alerts: no idle fetch may sit out 500 ms
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        meta = self._consumer.list_topics(alerts_topic, timeout=10).topics[alerts_topic]
+        self._parts = [TopicPartition(alerts_topic, p, 0) for p in meta.partitions]
+        self._consumer.assign(self._parts)
+        self._seen: set[str] = set()
+        self._due: list[tuple[float, int, Produced]] = []
+        self.orders: dict[str, int] = defaultdict(int)
+        self.placed: list[Produced] = []  # every purchase order it produced
+
+    def react(self, published: int) -> int:
+        """Read the alerts up to the ``published``-th and order what the new raised ones
+        recommend: the purchase orders produced."""
+        out: list[Produced] = []
+        for alert in self._read_up_to(published):
+            if alert["status"] != "raised" or alert["alert_id"] in self._seen:
+                continue
+            self._seen.add(alert["alert_id"])
+            qty = int(alert["order_quantity"])
+            if qty <= 0:
+                continue
+            series = f"{alert['sku']}@{alert['location']}"
+            ts = _epoch(alert["ts"])
+            po = {
+                "ordered": qty,
+                "po_id": alert["alert_id"],
+                "expected_at": round((ts + self.lead) * 1000),
+            }
+            out.append(inventory_event(series, ts, po, f"po:{alert['alert_id']}"))
+            delivery = {"delta": qty, "po_id": alert["alert_id"]}
+            grn = inventory_event(series, ts + self.lead, delivery, f"grn:{alert['alert_id']}")
+            heapq.heappush(self._due, (grn.ts, len(self._seen), grn))
+            self.orders[series] += 1
+        if out:
+            produce(self._bootstrap, {}, self._topics, out, progress=False, producer=self._producer)
+            self.placed += out
+        return len(out)
+
+    def deliveries_before(self, ts: float) -> list[Produced]:
+        """The deliveries due before ``ts``, in time order."""
+        out = []
+        while self._due and self._due[0][0] < ts:
+            out.append(heapq.heappop(self._due)[2])
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _read_up_to(self, published: int) -> list[dict]:
+        got: list[dict] = []
+        while self._read < published:
+            for msg in self._consumer.consume(1000, timeout=0.01):
+                if msg.error() is None:
+                    got.append(json.loads(msg.value()))
+                    self._read += 1
+        return got
+
+
+@dataclass
+class Shelves:
+    """The simulated stock of every series in the closed loop, with lost sales, and what it
+    served, lost and held each day (the measures of streamer/policies.py)."""
+
+    bucket_seconds: int
+    on_hand: dict[str, float] = field(default_factory=dict)
+    first_day: dict[str, int] = field(default_factory=dict)
+    demanded: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    served: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    short_days: set[tuple[str, int]] = field(default_factory=set)
+    held: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def pass_(self, events: list[Produced]) -> list[Produced]:
+        """Take a bucket's events in time order; the lost-sale corrections they call for."""
+        corrections = []
+        for ev in sorted(events, key=lambda e: e.ts):
+            obj = json.loads(ev.value)
+            series = f"{obj['sku']}@{obj['location']}"
+            if ev.role == "inventory":
+                if "on_hand" in obj:
+                    self.on_hand[series] = float(obj["on_hand"])
+                elif "delta" in obj:
+                    self.on_hand[series] = self.on_hand.get(series, 0.0) + obj["delta"]
+                continue
+            qty = float(obj["quantity"])
+            day = bucket_of(ev.ts, self.bucket_seconds)
+            self.first_day.setdefault(series, day)
+            stock = self.on_hand.get(series, 0.0)
+            if qty <= 0:  # a return comes back on the shelf
+                self.on_hand[series] = stock - qty
+                continue
+            sold = min(qty, max(stock, 0.0))
+            self.on_hand[series] = stock - sold
+            self.demanded[series] += qty
+            self.served[series] += sold
+            if sold < qty:
+                self.short_days.add((series, day))
+                lost = {"delta": int(qty - sold)}
+                eid = f"lost:{obj['event_id']}"
+                corrections.append(inventory_event(series, ev.ts + CORRECTION_DELAY, lost, eid))
+        return corrections
+
+    def end_of_day(self, day: int) -> None:
+        """Count the stock each series holds at the end of ``day``."""
+        for series, first in self.first_day.items():
+            if first <= day:
+                self.held[series] += self.on_hand.get(series, 0.0)
+                self.days[series] += 1
+
+    def outcome(self, orders: dict[str, int]) -> tuple[list[str], Outcome]:
+        series = sorted(self.first_day)
+
+        def column(values: dict) -> np.ndarray:
+            return np.array([float(values.get(s, 0)) for s in series])
+
+        short = defaultdict(int)
+        for s, _ in self.short_days:
+            short[s] += 1
+        return series, Outcome(
+            column(self.demanded), column(self.served), column(short), column(self.held),
+            column(self.days), column(orders),
+        )  # fmt: skip
+
+
+def _epoch(iso_ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso_ts.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class Loop:
+    """The planner and the shelves of one closed-loop replay, stepped a bucket at a time."""
+
+    planner: Planner
+    shelves: Shelves
+    _ahead: list[Produced] = field(default_factory=list)  # produced, not reached yet
+
+    def step(self, bucket: int, batch: list[Produced]) -> list[Produced]:
+        """What to produce for ``bucket``: its ``batch`` (the events whose produce time falls
+        in it), then the deliveries produced with it (an inventory event goes a day ahead, as
+        every replayed one), then the lost-sale corrections of the bucket's orders."""
+        size = self.shelves.bucket_seconds
+        end = bucket_start(bucket + 1, size)
+        due = self.planner.deliveries_before(end + INVENTORY_LEAD_SECONDS)
+        self._ahead += batch + due
+        ready = [e for e in self._ahead if e.ts < end]
+        self._ahead = [e for e in self._ahead if e.ts >= end]
+        return batch + due + self.shelves.pass_(ready)
+
+    def outcome(self) -> tuple[list[str], Outcome]:
+        """The series and what the loop served, lost and held of each."""
+        return self.shelves.outcome(self.planner.orders)

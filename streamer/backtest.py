@@ -19,9 +19,9 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from models.evaluation import JsonLines, Prequential, score
 from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
-from streamer.clock import bucket_of, bucket_start, iso
+from streamer.clock import bucket_of, bucket_start, epoch, iso
 from streamer.closed_loop import Loop, Planner, Shelves
 from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
@@ -47,6 +47,9 @@ from streamer.replay import (
 )
 from streamer.simulation import SimulationSettings, StockTrace, simulate
 from streamer.training import run_once
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +293,7 @@ class Replay:
         self.live, self.client, self.worker = live, client, worker
         self.timeout, self.progress, self.refreshes = timeout, progress, refreshes
         self.produced = 0
-        # one connection for the whole replay: the closed loop produces a batch a bucket
-        self._producer = replay_producer(live.kafka_bootstrap_servers, {})
+        self._producer: Producer | None = None
 
     def open_loop(self, events: list[Produced]) -> None:
         """As fast as the worker takes it, a bounded distance ahead."""
@@ -310,12 +312,30 @@ class Replay:
         """A bucket at a time: its events, the deliveries and lost-sale corrections that go
         with them; then the worker and the planner settle (the planner's purchase orders
         processed, no new alert) before the next bucket. Returns what the loop added."""
-        every, size = self.live.train_every_buckets, self.live.bucket_seconds
+        size = self.live.bucket_seconds
         by_bucket: dict[int, list[Produced]] = defaultdict(list)
         for ev in events:
             by_bucket[bucket_of(produce_time(ev), size)].append(ev)
         first, last = min(by_bucket), max(by_bucket)
         added: list[Produced] = []
+        # one connection for the whole loop, which produces a batch a bucket; dropped after,
+        # so that nothing reconnects to the broker once the backtest stops it
+        self._producer = replay_producer(self.live.kafka_bootstrap_servers, {})
+        try:
+            self._lockstep(by_bucket, first, last, loop, added)
+        finally:
+            self._producer = None
+        return added + loop.planner.placed
+
+    def _lockstep(
+        self,
+        by_bucket: dict[int, list[Produced]],
+        first: int,
+        last: int,
+        loop: Loop,
+        added: list[Produced],
+    ) -> None:
+        every = self.live.train_every_buckets
         for bucket in tqdm(
             range(first, last + 1), desc="replay", unit="day", disable=not self.progress
         ):
@@ -334,7 +354,6 @@ class Replay:
             loop.shelves.end_of_day(bucket)
             if every > 0 and bucket > first and bucket % every == 0:
                 self._train(bucket)
-        return added + loop.planner.placed
 
     def _hold(self, base: int, n: int) -> None:
         hold_back(self.client, self.worker, base + n)
@@ -452,7 +471,7 @@ def alert_quality(
 ) -> dict[str, object]:
     """How the alerts foretold the simulated stock-outs (docs/alerts.md), with each stock-out
     in ``stockouts.jsonl``."""
-    changes = [(f"{a['sku']}@{a['location']}", a["status"], _epoch(a["ts"])) for a in alerts]  # type: ignore[arg-type]
+    changes = [(f"{a['sku']}@{a['location']}", a["status"], epoch(a["ts"])) for a in alerts]  # type: ignore[arg-type]
     explained = explain_stockouts(
         changes, trace.stockouts, trace.levels, trace.sales, trace.lives,
         simulation.lead_time_days, simulation.lead_time_days + settings.review_days,
@@ -553,10 +572,6 @@ def reference_policies(
                 row = {"policy": name, "series": series, **{k: v[i] for k, v in columns.items()}}
                 f.write(orjson.dumps(row) + b"\n")
     return summary
-
-
-def _epoch(iso_ts: str) -> float:
-    return datetime.fromisoformat(iso_ts.replace("Z", "+00:00")).timestamp()
 
 
 def scrape(url: str) -> bytes:

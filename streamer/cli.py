@@ -187,11 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
             "(95th percentile of its order sizes) (1)",
         )
         sim.add_argument(
-            "--closed-loop",
+            "--open-loop",
             action="store_true",
-            help="a simulated planner acts on the alerts: it orders what each raised alert "
-            "recommends and the order arrives --lead-time-days later; only the opening stock "
-            "is simulated, and the replay goes a day at a time (docs/alerts.md)",
+            help="restock by the simulation's own rule (--reorder-days, --order-up-to-days) "
+            "and score the alerts against its stock-outs, instead of the closed loop: a "
+            "simulated planner that orders what each raised alert recommends, delivered "
+            "--lead-time-days later, the replay going a day at a time (docs/alerts.md)",
         )
         p.add_argument(
             "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
@@ -636,7 +637,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         timeout=args.timeout,
         keep_running=getattr(args, "keep_running", False),
         how=input_format(args) if args.command == "backtest" else None,
-        closed_loop=args.closed_loop,
+        closed_loop=not args.open_loop,
     )
     s = result.summary
     print(

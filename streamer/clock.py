@@ -35,6 +35,15 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+def epoch(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time as ``iso`` writes it (and any with an offset).
+
+    >>> epoch(iso(1_294_135_200.5))
+    1294135200.5
+    """
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def bucket_label(size: int) -> str:
     """'1d', '1h' or '<n>s': the ``bucket`` field of a forecast."""
     if size % 86_400 == 0:

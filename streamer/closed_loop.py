@@ -16,13 +16,17 @@ import heapq
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamer.clock import bucket_of, bucket_start
+from streamer.clock import bucket_of, bucket_start, epoch
 from streamer.policies import Outcome
 from streamer.replay import INVENTORY_LEAD_SECONDS, Produced, produce, replay_producer
 from streamer.simulation import inventory_event
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 # a lost-sale correction comes this long after its order, so that it waits for the order in
 # the worker whichever topic is read first
@@ -40,7 +44,7 @@ class Planner:
 
         self.lead = lead_time_days * DAY
         self._bootstrap, self._topics = bootstrap, topics
-        self._producer = replay_producer(bootstrap, {})
+        self._producer: Producer | None = replay_producer(bootstrap, {})
         self._read = 0
         alerts_topic = topics["alerts"]
         self._consumer = Consumer(
@@ -73,7 +77,7 @@ class Planner:
             if qty <= 0:
                 continue
             series = f"{alert['sku']}@{alert['location']}"
-            ts = _epoch(alert["ts"])
+            ts = epoch(alert["ts"])
             po = {
                 "ordered": qty,
                 "po_id": alert["alert_id"],
@@ -97,7 +101,9 @@ class Planner:
         return out
 
     def close(self) -> None:
+        """Stop reading, and drop the producer before the broker goes."""
         self._consumer.close()
+        self._producer = None
 
     def _read_up_to(self, published: int) -> list[dict]:
         got: list[dict] = []
@@ -173,12 +179,6 @@ class Shelves:
             column(self.demanded), column(self.served), column(short), column(self.held),
             column(self.days), column(orders),
         )  # fmt: skip
-
-
-def _epoch(iso_ts: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso_ts.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass

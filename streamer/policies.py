@@ -232,7 +232,11 @@ def order_up_to_rule(
     issued: dict[int, np.ndarray] = {}
     errors = np.zeros((n, HORIZON, ERROR_WINDOW))
     seen = np.zeros((n, HORIZON), np.int64)
+    # running sums of the window's squares and cubes: a day adds one error and drops the one
+    # it overwrites, instead of summing the whole window again
+    sum2, sum3 = np.zeros((n, HORIZON)), np.zeros((n, HORIZON))
     lead_days = np.full(n, float(lead))
+    rows = np.arange(n)
 
     def levels(t: int) -> tuple[np.ndarray, np.ndarray]:
         for k in range(1, HORIZON + 1):  # day t's demand scores what was issued k days before
@@ -241,15 +245,20 @@ def order_up_to_rule(
                 continue
             e = panel.demand[:, t] - past[:, k - 1]
             ok = ~np.isnan(e)
-            errors[ok, k - 1, seen[ok, k - 1] % ERROR_WINDOW] = e[ok]
-            seen[ok, k - 1] += 1
+            slot = seen[:, k - 1] % ERROR_WINDOW
+            old = errors[rows, k - 1, slot]
+            new = np.where(ok, e, old)
+            sum2[:, k - 1] += new**2 - old**2
+            sum3[:, k - 1] += new**3 - old**3
+            errors[rows, k - 1, slot] = new
+            seen[:, k - 1] += ok
         issued.pop(t - HORIZON, None)
         means = forecast(t)
         issued[t] = means
         count = np.minimum(seen, ERROR_WINDOW)
         with np.errstate(invalid="ignore", divide="ignore"):
-            m2 = (errors**2).sum(axis=2) / count
-            m3 = (errors**3).sum(axis=2) / count
+            # a running sum can drift a hair below zero where the window holds only zeros
+            m2, m3 = np.maximum(sum2 / count, 0.0), sum3 / count
         known = count >= 5
         steps = np.repeat(np.nan_to_num(means)[:, :, None], 4, axis=2)
         rops = reorder_points(
@@ -286,24 +295,18 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     def rule(forecast: Forecast, level: float) -> Outcome:
         return simulate(panel, order_up_to_rule(panel, forecast, lead, review, level), lead)
 
-    runs = {
-        "shelfcast": lambda level: rule(published(forecasts), level),
-        "seasonal_naive": lambda level: rule(seasonal_naive(panel), level),
-    }
-    outcomes = {name: run(setup.service_level) for name, run in runs.items()}
+    forecasts_of = {"shelfcast": published(forecasts), "seasonal_naive": seasonal_naive(panel)}
+    levels = sorted({*SERVICE_LEVELS, setup.service_level})
+    at = {(name, level): rule(f, level) for name, f in forecasts_of.items() for level in levels}
+    outcomes = {name: at[(name, setup.service_level)] for name in forecasts_of}
     outcomes["min_max"] = simulate(panel, min_max(panel), lead)
     outcomes["perfect_foresight"] = simulate(panel, perfect_foresight(panel, lead, review), lead)
     curve = [simulate(panel, min_max(panel, 7 * f, 21 * f), lead).pooled() for f in MIN_MAX_SCALES]
     tradeoff = []
+    sn_curve = [at[("seasonal_naive", level)].pooled() for level in levels]
     for level in SERVICE_LEVELS:
-        row = {
-            name: (outcomes[name] if level == setup.service_level else run(level)).pooled()
-            for name, run in runs.items()
-        }
+        row = {name: at[(name, level)].pooled() for name in forecasts_of}
         stock = row["shelfcast"]["mean_on_hand_days"]
-        sn_curve = [row["seasonal_naive"]] + [
-            runs["seasonal_naive"](other).pooled() for other in SERVICE_LEVELS if other != level
-        ]
         row["min_max"] = outcomes["min_max"].pooled()
         row["perfect_foresight"] = outcomes["perfect_foresight"].pooled()
         row["at_shelfcast_stock"] = {

@@ -28,6 +28,7 @@ from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
 from streamer.alert_quality import MISSES
 from streamer.backtest import rollup_demand, truth_from
+from streamer.clock import epoch
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.replay import InputFormat, Produced, read_events
 from streamer.simulation import SimulationSettings, StockTrace, simulate
@@ -244,10 +245,6 @@ def _dates(epoch_seconds: Iterable[float]) -> list[datetime]:
     return [datetime.fromtimestamp(ts, UTC) for ts in epoch_seconds]
 
 
-def _epoch(iso_ts: str) -> float:
-    return datetime.fromisoformat(iso_ts.replace("Z", "+00:00")).timestamp()
-
-
 def _figure(rows: int, height: float) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(10, height * rows), layout="constrained")
     return fig, list(fig.subplots(rows, 1, squeeze=False)[:, 0])
@@ -300,7 +297,7 @@ def alert_chart(series: Sequence[str], data: Backtest, path: Path) -> None:
         ax.plot(_dates(times), levels, drawstyle="steps-post", color="C0", label="on hand")
         ax.axhline(0, color="grey", linewidth=0.8)
         mine = [a for a in data.alerts if series_key(str(a["sku"]), str(a["location"])) == s]
-        at = [_epoch(str(a["ts"])) for a in mine]
+        at = [epoch(str(a["ts"])) for a in mine]
         simulated = [level_at(times, levels, ts) for ts in at]
         for status, marker, color in (("raised", "^", "C3"), ("cleared", "v", "C2")):
             picked = [i for i, a in enumerate(mine) if a["status"] == status]

@@ -165,3 +165,9 @@ def test_embedded_mode_off_linux_is_one_clear_message() -> None:
         err.value
     )
     check_platform("linux")
+
+
+@pytest.mark.parametrize("command", [["backtest", "orders.csv", "--out", "o"], ["demo"]])
+def test_backtest_and_demo_run_the_closed_loop_unless_told_open_loop(command: list[str]) -> None:
+    assert build_parser().parse_args(command).open_loop is False
+    assert build_parser().parse_args([*command, "--open-loop"]).open_loop is True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -65,11 +66,14 @@ class Planner:
         self.orders: dict[str, int] = defaultdict(int)
         self.placed: list[Produced] = []  # every purchase order it produced
 
-    def react(self, published: int) -> int:
-        """Read the alerts up to the ``published``-th and order what the new raised ones
-        recommend: the purchase orders produced."""
+    def react(self, published: int, timeout: float = 300.0) -> int:
+        """Read the alerts up to the ``published``-th and order what each series' latest one
+        recommends when it is a new raised alert (one raised and cleared again since the last
+        read asks for nothing, and an earlier one is superseded): the purchase orders
+        produced."""
         out: list[Produced] = []
-        for alert in self._read_up_to(published):
+        latest = {f"{a['sku']}@{a['location']}": a for a in self._read_up_to(published, timeout)}
+        for alert in latest.values():
             if alert["status"] != "raised" or alert["alert_id"] in self._seen:
                 continue
             self._seen.add(alert["alert_id"])
@@ -105,9 +109,15 @@ class Planner:
         self._consumer.close()
         self._producer = None
 
-    def _read_up_to(self, published: int) -> list[dict]:
+    def _read_up_to(self, published: int, timeout: float) -> list[dict]:
         got: list[dict] = []
+        deadline = time.monotonic() + timeout
         while self._read < published:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the planner read {self._read} of {published} alerts in {timeout:.0f}s: "
+                    "the embedded broker may have dropped some (use more partitions)"
+                )
             for msg in self._consumer.consume(1000, timeout=0.01):
                 if msg.error() is None:
                     got.append(json.loads(msg.value()))
@@ -133,8 +143,13 @@ class Shelves:
         """Take a bucket's events in time order; the lost-sale corrections they call for."""
         corrections = []
         for ev in sorted(events, key=lambda e: e.ts):
-            obj = json.loads(ev.value)
-            series = f"{obj['sku']}@{obj['location']}"
+            try:
+                obj = json.loads(ev.value)
+                series = f"{obj['sku']}@{obj['location']}"
+            except (ValueError, KeyError, TypeError):
+                continue  # the worker dead-letters it
+            if ev.role == "orders" and not isinstance(obj.get("quantity"), int):
+                continue
             if ev.role == "inventory":
                 if "on_hand" in obj:
                     self.on_hand[series] = float(obj["on_hand"])

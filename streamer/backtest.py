@@ -399,6 +399,11 @@ def run_backtest(
 ) -> BacktestResult:
     out.mkdir(parents=True, exist_ok=True)
     events, read_stats = read_events(path, limit, how)
+    if closed_loop and not any(ev.ts for ev in events):
+        raise ValueError(
+            f"{path} has no event times (JSON lines are replayed in file order), and the "
+            "closed loop replays a day at a time: run it with --open-loop"
+        )
     if closed_loop:  # the planner restocks; only the opening stock is simulated
         simulation = replace(simulation, restock=False)
         # each bucket waits for the worker: an idle consumer's fetch must not sit out 500 ms

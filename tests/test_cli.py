@@ -171,3 +171,12 @@ def test_embedded_mode_off_linux_is_one_clear_message() -> None:
 def test_backtest_and_demo_run_the_closed_loop_unless_told_open_loop(command: list[str]) -> None:
     assert build_parser().parse_args(command).open_loop is False
     assert build_parser().parse_args([*command, "--open-loop"]).open_loop is True
+
+
+def test_a_closed_loop_backtest_of_json_lines_without_times_names_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orders = tmp_path / "orders.jsonl"
+    orders.write_text('{"event_id": "a", "sku": "A1", "location": "UK", "quantity": 2}\n')
+    assert main(["backtest", str(orders), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert "--open-loop" in capsys.readouterr().err

@@ -140,7 +140,9 @@ def days_of_cover(on_hand: float, daily_mean: float) -> float | None:
     return max(on_hand, 0.0) / daily_mean
 
 
-def order_up_to(rop: np.ndarray | float, daily_mean: np.ndarray | float, review_days: float):
+def order_up_to(
+    rop: np.ndarray | float, daily_mean: np.ndarray | float, review_days: float
+) -> np.ndarray:
     """The level a raised alert's order brings the inventory position up to: the reorder
     point plus the expected demand of one review period, and at least one unit above it.
 

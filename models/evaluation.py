@@ -39,12 +39,10 @@ import numpy as np
 import orjson
 
 from models.bank import PUBLISHED, Settled
+from models.forecast_table import ForecastTable, parse_forecast_id
 from models.rollup import ROLLUP
 
-
-def parse_forecast_id(forecast_id: str) -> tuple[str, int, str]:
-    series, bucket, model = forecast_id.rsplit("|", 2)
-    return series, int(bucket), model.split("@", 1)[0]
+__all__ = ["JsonLines", "Prequential", "parse_forecast_id", "score"]
 
 
 def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
@@ -56,120 +54,157 @@ def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
     return loss
 
 
-class _Totals:
-    """Running sums of one model's errors."""
-
-    __slots__ = ("above", "abs", "below", "common_abs", "common_ref", "covered", "n", "pinball",
-                 "sq")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.abs = self.sq = self.pinball = self.covered = self.below = self.above = 0.0
-        self.common_abs = self.common_ref = 0.0
-
-
 def score(
-    forecasts: Iterable[Mapping[str, object]],
+    forecasts: ForecastTable | Iterable[Mapping[str, object]],
     truth: Mapping[tuple[str, int], float],
     season: int = 7,
     closed: Set[int] = frozenset(),
 ) -> dict[str, dict[str, float]]:
-    """Score forecasts in two streaming passes, so a year of them never sits in memory.
+    """Metrics per model over every scored point (see the module's docstring).
 
-    ``forecasts`` must be re-iterable (a list, or ``JsonLines`` over a file). A redelivered copy
-    of an id may differ after a restart: the first copy counts. The reference is the classic
-    seasonal naive computed from ``truth``: the same slot a season earlier, skipping closed
-    buckets, as known when the forecast was issued.
+    ``forecasts`` is a ``ForecastTable`` or messages to read into one. Of a redelivered
+    forecast id the first copy counts. The reference is the classic seasonal naive computed
+    from ``truth``: the same slot a season earlier, skipping closed buckets, as known when the
+    forecast was issued.
     """
-    last: dict[str, int] = {}
-    first: dict[str, int] = {}
-    seen: set[int] = set()
-    duplicates = False
-    for f in forecasts:
-        series, bucket, _ = parse_forecast_id(str(f["forecast_id"]))
-        last[series] = max(last.get(series, bucket), bucket)
-        first[series] = min(first.get(series, bucket), bucket)
-        h = hash(f["forecast_id"])
-        duplicates = duplicates or h in seen
-        seen.add(h)
-    seen.clear()
+    table = forecasts if isinstance(forecasts, ForecastTable) else ForecastTable.read(forecasts)
+    if not len(table):
+        return {}
+    grid = _Grid(table, truth, season, closed)
+    sums = _Sums(table)
+    for k in range(table.steps.shape[1]):
+        sums.add(grid, k)
+    return sums.metrics(grid.scale())
 
-    def seasonal_naive(series: str, issued: int, target: int) -> float | None:
-        b = target - season
-        while b > issued or b in closed:
-            b -= season
-        return truth.get((series, b), 0.0) if b >= first[series] - season else None
 
-    totals: dict[str, _Totals] = defaultdict(_Totals)
-    per_series: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    done: set[int] = set()
-    for f in forecasts:
-        if duplicates:
-            h = hash(f["forecast_id"])
-            if h in done:
-                continue
-            done.add(h)
-        series, bucket, model = parse_forecast_id(str(f["forecast_id"]))
-        horizon: list[Mapping[str, float]] = f["horizon"]  # type: ignore[assignment]
+class _Grid:
+    """Truth as a dense ``[series, bucket]`` array over the span the scoring reads, the
+    closed buckets as a mask over it, and each series' first and last issue bucket."""
+
+    def __init__(
+        self,
+        table: ForecastTable,
+        truth: Mapping[tuple[str, int], float],
+        season: int,
+        closed: Set[int],
+    ) -> None:
+        self.table, self.season = table, season
+        n = len(table.series)
+        self.first = np.full(n, np.iinfo(np.int64).max, np.int64)
+        self.last = np.full(n, np.iinfo(np.int64).min, np.int64)
+        np.minimum.at(self.first, table.sid, table.issued)
+        np.maximum.at(self.last, table.sid, table.issued)
+        self.lo = int(table.issued.min()) - season
+        hi = int(table.issued.max()) + table.steps.shape[1] + 1
+        self.y = np.zeros((n, hi - self.lo))
+        row = {s: i for i, s in enumerate(table.series)}
+        for (series, b), value in truth.items():
+            i = row.get(series)
+            if i is not None and self.lo <= b < hi:
+                self.y[i, b - self.lo] = value
+        self.closed = np.zeros(hi - self.lo, bool)
+        self.closed[[b - self.lo for b in closed if self.lo <= b < hi]] = True
+
+    def reference(self, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Seasonal naive's forecast of ``target`` as known at each row's issue (NaN: the
+        series had no season of history then)."""
+        issued, s = self.table.issued[rows], self.table.sid[rows]
+        b = target - self.season
+        while True:  # back a season while the slot is after the issue or closed
+            inside = b >= self.lo
+            back = (b > issued) | (inside & self.closed[np.where(inside, b - self.lo, 0)])
+            if not back.any():
+                break
+            b = np.where(back, b - self.season, b)
+        known = b >= self.first[s] - self.season
+        return np.where(known, self.y[s, np.clip(b - self.lo, 0, None)], np.nan)
+
+    def scale(self) -> np.ndarray:
+        """Per series, the in-sample MAE of the weekly seasonal naive one-step forecast from
+        one season after its first close (no difference reaches before it) to its last."""
+        m = self.season
+        valid = ~self.closed[m:] & ~self.closed[:-m]
+        diffs = np.abs(self.y[:, m:] - self.y[:, :-m]) * valid
+        sums = np.concatenate([np.zeros((len(diffs), 1)), np.cumsum(diffs, axis=1)], axis=1)
+        counts = np.concatenate([[0], np.cumsum(valid)])
+        start = np.clip(self.first + m - self.lo - m, 0, None)  # columns are offset by m
+        end = np.clip(self.last - self.lo - m + 1, start, None)
+        rows = np.arange(len(diffs))
+        n = counts[end] - counts[start]
+        total = sums[rows, end] - sums[rows, start]
+        return np.where(n > 0, total / np.maximum(n, 1), 0.0)
+
+
+class _Sums:
+    """Running sums per model (and per model and series, for MASE), step by step."""
+
+    FIELDS = ("n", "abs", "sq", "pinball", "covered", "below", "above", "common_abs",
+              "common_ref")  # fmt: skip
+
+    def __init__(self, table: ForecastTable) -> None:
+        self.table = table
+        self.names = [*table.models, PUBLISHED]
+        m, n = len(self.names), len(table.series)
+        self.totals = np.zeros((m, len(self.FIELDS)))
+        self.series_abs, self.series_n = np.zeros((m, n)), np.zeros((m, n))
+        rollup = table.model_index(ROLLUP)
+        self.published = table.model != rollup  # every message but rollups was published
+
+    def add(self, grid: _Grid, k: int) -> None:
+        t = self.table
+        target = t.issued + k + 1
         # a target counts once its bucket has closed for the series (it got a later forecast)
-        targets = range(bucket + 1, min(bucket + len(horizon), last[series]) + 1)
-        for name in (model,) if model == ROLLUP else (model, PUBLISHED):
-            t = totals[name]
-            acc = per_series[(name, series)]
-            for target in targets:
-                if target in closed:
-                    continue
-                step = horizon[target - bucket - 1]
-                y = truth.get((series, target), 0.0)
-                p10, p50, p90 = (float(step[q]) for q in ("p10", "p50", "p90"))
-                err = y - float(step["mean"])
-                t.n += 1
-                t.abs += abs(y - p50)
-                t.sq += err * err
-                t.pinball += _pinball(y, p10, p50, p90) / 3
-                t.covered += p10 <= y <= p90
-                t.below += y < p10
-                t.above += y > p90
-                acc[0] += abs(y - p50)
-                acc[1] += 1
-                ref = seasonal_naive(series, bucket, target)
-                if ref is not None:
-                    t.common_abs += abs(y - p50)
-                    t.common_ref += abs(y - ref)
+        valid = t.first_copy & (k < t.lengths) & (target <= grid.last[t.sid])
+        valid &= ~grid.closed[np.clip(target - grid.lo, 0, len(grid.closed) - 1)]
+        rows = np.flatnonzero(valid)
+        s, target = t.sid[rows], target[rows]
+        y = grid.y[s, target - grid.lo]
+        mean, p10, p50, p90 = t.steps[rows, k].astype(np.float64).T
+        ref = grid.reference(rows, target)
+        common = ~np.isnan(ref)
+        absolute = np.abs(y - p50)
+        columns = (np.ones_like(y), absolute, (y - mean) ** 2, _pinball(y, p10, p50, p90) / 3,
+                   (p10 <= y) & (y <= p90), y < p10, y > p90, np.where(common, absolute, 0.0),
+                   np.where(common, np.abs(y - np.nan_to_num(ref)), 0.0))  # fmt: skip
+        own = t.model[rows].astype(np.int64)
+        published = self.published[rows]
+        for j, column in enumerate(columns):
+            self.totals[:, j] += self._per_model(own, published, np.asarray(column, np.float64))
+        n = len(t.series)
+        cells = own * n + s  # (model, series) pairs, published apart
+        for per_series, weights in ((self.series_abs, absolute), (self.series_n, None)):
+            per_series[:-1] += np.bincount(cells, weights, len(t.models) * n).reshape(-1, n)
+            mine = None if weights is None else weights[published]
+            per_series[-1] += np.bincount(s[published], mine, n)
 
-    scale: dict[str, float] = {}
-    for series, end in last.items():
-        # from one season after the series' first close, so no difference reaches before it
-        diffs = [
-            abs(truth.get((series, b), 0.0) - truth.get((series, b - season), 0.0))
-            for b in range(first[series] + season, end + 1)
-            if b not in closed and b - season not in closed
-        ]
-        scale[series] = sum(diffs) / len(diffs) if diffs else 0.0
+    def _per_model(self, own: np.ndarray, published: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The sum of ``weights`` over each model's points, then over the published ones."""
+        by_model = np.bincount(own, weights, len(self.table.models))
+        return np.append(by_model, weights[published].sum())
 
-    out: dict[str, dict[str, float]] = {}
-    for name, t in sorted(totals.items()):
-        if not t.n:
-            continue
-        ratios = [
-            a / n / scale[s]
-            for (m, s), (a, n) in per_series.items()
-            if m == name and n and scale[s] > 0
-        ]
-        out[name] = {
-            "points": t.n,
-            "mae": t.abs / t.n,
-            "rmse": math.sqrt(t.sq / t.n),
-            "mase": sum(ratios) / len(ratios) if ratios else float("nan"),
-            "rel_mae_vs_seasonal_naive": (
-                t.common_abs / t.common_ref if t.common_ref else float("nan")
-            ),
-            "pinball": t.pinball / t.n,
-            "coverage_p10_p90": t.covered / t.n,
-            "below_p10": t.below / t.n,
-            "above_p90": t.above / t.n,
-        }
-    return out
+    def metrics(self, scale: np.ndarray) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for i in sorted(range(len(self.names)), key=self.names.__getitem__):
+            t = dict(zip(self.FIELDS, self.totals[i].tolist(), strict=True))
+            if not t["n"]:
+                continue
+            counted = (self.series_n[i] > 0) & (scale > 0)
+            ratios = self.series_abs[i][counted] / self.series_n[i][counted] / scale[counted]
+            n = t["n"]
+            out[self.names[i]] = {
+                "points": int(n),
+                "mae": t["abs"] / n,
+                "rmse": math.sqrt(t["sq"] / n),
+                "mase": float(ratios.mean()) if len(ratios) else float("nan"),
+                "rel_mae_vs_seasonal_naive": (
+                    t["common_abs"] / t["common_ref"] if t["common_ref"] else float("nan")
+                ),
+                "pinball": t["pinball"] / n,
+                "coverage_p10_p90": t["covered"] / n,
+                "below_p10": t["below"] / n,
+                "above_p90": t["above"] / n,
+            }
+        return out
 
 
 class JsonLines:

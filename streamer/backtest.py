@@ -29,6 +29,7 @@ import redis
 from tqdm import tqdm
 
 from models.evaluation import JsonLines, Prequential, score
+from models.forecast_table import ForecastTable
 from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.clock import bucket_of, bucket_start, epoch, iso
 from streamer.closed_loop import Loop, Planner, Shelves
@@ -448,7 +449,7 @@ def run_backtest(
             worker.stop()
             if loop is not None:
                 loop.planner.close()
-    forecasts = JsonLines(out / "forecasts.jsonl")
+    forecasts = ForecastTable.read(JsonLines(out / "forecasts.jsonl"))
     alerts = list(JsonLines(out / "alerts.jsonl"))
     truth = truth_from(events, settings.bucket_seconds)
     summary = summarize(events, truth, read_stats, sim_stats, stats, forecasts, alerts, wall)
@@ -498,19 +499,11 @@ def summarize(
     read_stats: object,
     sim_stats: object,
     stats: dict[str, int],
-    forecasts: Iterable[dict[str, object]],
+    forecasts: ForecastTable,
     alerts: list[dict[str, object]],
     wall: float,
 ) -> dict[str, object]:
-    published = 0
-    series: set[str] = set()
-    rollups: set[str] = set()
-    for f in forecasts:
-        published += 1
-        if f["location"] == ALL_LOCATIONS:
-            rollups.add(str(f["sku"]))
-        else:
-            series.add(series_key(str(f["sku"]), str(f["location"])))
+    rollups = sum(s.endswith(f"@{ALL_LOCATIONS}") for s in forecasts.series)
     by_status: dict[str, int] = defaultdict(int)
     for a in alerts:
         by_status[a["status"]] += 1
@@ -520,12 +513,12 @@ def summarize(
         "inventory_events": sum(ev.role == "inventory" for ev in events),
         "dlq": stats.get("dlq", 0),
         "duplicates_skipped": stats.get("duplicate", 0),
-        "series": len(series),
-        "skus_rolled_up": len(rollups),
+        "series": len(forecasts.series) - rollups,
+        "skus_rolled_up": rollups,
         # (series, bucket) pairs closed: each learned once, counted with the learned markers
         "buckets_closed": stats.get("learned_buckets", 0),
         "partition_bucket_closes": stats.get("buckets_closed", 0),
-        "forecasts_published": published,
+        "forecasts_published": len(forecasts),
         "alerts_published": len(alerts),
         "alerts_by_status": dict(by_status),
         "wall_seconds": round(wall, 3),
@@ -550,7 +543,7 @@ def summarize(
 def reference_policies(
     truth: Truth,
     trace: StockTrace,
-    forecasts: Iterable[dict[str, object]],
+    forecasts: ForecastTable,
     settings: Settings,
     simulation: SimulationSettings,
     out: Path,

@@ -19,12 +19,12 @@ docs/alerts.md, "Closed loop and reference policies", has the rules and the meas
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.evaluation import parse_forecast_id
+from models.forecast_table import FIELDS, ForecastTable
 from streamer.alerts import order_up_to, reorder_points
 
 HORIZON = 7
@@ -68,21 +68,18 @@ def panel_of(
     return Panel(series, out, start, stock), first
 
 
-def published_means(
-    forecasts: Iterable[Mapping[str, object]], panel: Panel, first: int
-) -> np.ndarray:
+def published_means(forecasts: ForecastTable, panel: Panel, first: int) -> np.ndarray:
     """The mean of every step of the forecasts each series published, ``[n, days, HORIZON]``
-    by the bucket they were issued at (NaN: none). Rollups and unknown series are skipped."""
+    by the bucket they were issued at (NaN: none). Rollups and unknown series are skipped;
+    of a redelivered forecast the last copy counts."""
     row = {s: i for i, s in enumerate(panel.series)}
+    rows = np.array([row.get(s, -1) for s in forecasts.series], np.int64)[forecasts.sid]
     days = panel.demand.shape[1]
+    day = forecasts.issued - first
+    keep = (rows >= 0) & (day >= 0) & (day < days)
     out = np.full((len(panel.series), days, HORIZON), np.nan, np.float32)
-    for f in forecasts:
-        series, bucket, _ = parse_forecast_id(str(f["forecast_id"]))
-        i, day = row.get(series), bucket - first
-        if i is None or not 0 <= day < days:
-            continue
-        steps: list[Mapping[str, float]] = f["horizon"]  # type: ignore[assignment]
-        out[i, day, : len(steps)] = [step["mean"] for step in steps[:HORIZON]]
+    k = min(HORIZON, forecasts.steps.shape[1])
+    out[rows[keep], day[keep], :k] = forecasts.steps[keep, :k, FIELDS.index("mean")]
     return out
 
 

@@ -229,39 +229,43 @@ def order_up_to_rule(
     issued: dict[int, np.ndarray] = {}
     errors = np.zeros((n, HORIZON, ERROR_WINDOW))
     seen = np.zeros((n, HORIZON), np.int64)
-    # running sums of the window's squares and cubes: a day adds one error and drops the one
-    # it overwrites, instead of summing the whole window again
+    # running sums of the window's squares and cubes: a day adds one error per horizon and
+    # drops the one it overwrites, instead of summing the whole window again
     sum2, sum3 = np.zeros((n, HORIZON)), np.zeros((n, HORIZON))
     lead_days = np.full(n, float(lead))
-    rows = np.arange(n)
+    rows, steps = np.arange(n)[:, None], np.arange(HORIZON)[None, :]
+    missing = np.full(n, np.nan)
+
+    def learn(t: int) -> None:
+        """Day t's demand scores what was issued k days before, for every k at once."""
+        past = np.stack(
+            [issued[t - k][:, k - 1] if t - k in issued else missing for k in steps[0] + 1],
+            axis=1,
+        )
+        e = panel.demand[:, t, None] - past
+        ok = ~np.isnan(e)
+        slot = seen % ERROR_WINDOW
+        old = errors[rows, steps, slot]
+        new = np.where(ok, e, old)
+        sum2[...] += new * new - old * old
+        sum3[...] += new * new * new - old * old * old
+        errors[rows, steps, slot] = new
+        seen[...] += ok
 
     def levels(t: int) -> tuple[np.ndarray, np.ndarray]:
-        for k in range(1, HORIZON + 1):  # day t's demand scores what was issued k days before
-            past = issued.get(t - k)
-            if past is None:
-                continue
-            e = panel.demand[:, t] - past[:, k - 1]
-            ok = ~np.isnan(e)
-            slot = seen[:, k - 1] % ERROR_WINDOW
-            old = errors[rows, k - 1, slot]
-            new = np.where(ok, e, old)
-            sum2[:, k - 1] += new**2 - old**2
-            sum3[:, k - 1] += new**3 - old**3
-            errors[rows, k - 1, slot] = new
-            seen[:, k - 1] += ok
+        learn(t)
         issued.pop(t - HORIZON, None)
         means = forecast(t)
         issued[t] = means
         count = np.minimum(seen, ERROR_WINDOW)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # a running sum can drift a hair below zero where the window holds only zeros
-            m2, m3 = np.maximum(sum2 / count, 0.0), sum3 / count
         known = count >= 5
-        steps = np.repeat(np.nan_to_num(means)[:, :, None], 4, axis=2)
+        divisor = np.maximum(count, 1)
+        # a running sum can drift a hair below zero where the window holds only zeros
+        m2, m3 = np.maximum(sum2 / divisor, 0.0), sum3 / divisor
+        steps4 = np.repeat(np.nan_to_num(means)[:, :, None], 4, axis=2)
         rops = reorder_points(
-            steps, lead_days, service_level, DAY_SECONDS,
-            (np.nan_to_num(m2), np.nan_to_num(m3), known), review,
-        )  # fmt: skip
+            steps4, lead_days, service_level, DAY_SECONDS, (m2, m3, known), review
+        )
         s = np.where(np.isnan(means).any(axis=1), -math.inf, rops.value)
         return s, order_up_to(s, rops.daily_mean, review)
 

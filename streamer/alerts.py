@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -154,6 +155,20 @@ def order_up_to(
     (26.0, 13.0)
     """
     return np.asarray(rop) + np.maximum(np.asarray(daily_mean) * review_days, 1.0)
+
+
+def inventory_position(on_hand: Any, on_order: Any) -> Any:
+    """What alerts compare with the reorder point: on hand + on order, with stock below zero
+    counted as none. Negative stock is sales the records did not have (a count that was
+    wrong, a correction still to come); shelves lose such sales rather than backorder them,
+    so an order that made up for them would overstock (scalars and arrays alike).
+
+    >>> int(inventory_position(4, 3)), int(inventory_position(-5, 3))
+    (7, 3)
+    >>> inventory_position(np.array([-2, 2]), np.array([1, 1])).tolist()
+    [1, 3]
+    """
+    return np.maximum(on_hand, 0) + on_order
 
 
 def order_quantity(up_to: float, position: int, pack_size: int | None) -> int:

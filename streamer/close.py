@@ -31,6 +31,7 @@ from streamer.alerts import (
     CLEARED,
     RAISED,
     ReorderPoints,
+    inventory_position,
     reorder_points,
     transitions,
 )
@@ -122,7 +123,8 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
     known = data.stock_known[rows]
     on_hand, on_order = data.on_hand[rows], data.on_order[rows]
     up, down = transitions(
-        data.raised[rows], on_hand + on_order, rops.value, s.alert_hysteresis,
+        data.raised[rows], inventory_position(on_hand, on_order), rops.value,
+        s.alert_hysteresis,
         data.previous_rop[rows],
     )  # fmt: skip
     seq = data.alert_seq[rows] + 1

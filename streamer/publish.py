@@ -18,6 +18,7 @@ from streamer.alerts import (
     RAISED,
     ReorderPoint,
     days_of_cover,
+    inventory_position,
     order_quantity,
     order_up_to,
     severity,
@@ -162,7 +163,7 @@ def alert_message(
 ) -> dict[str, object]:
     sku, location = split_series(series)
     cover = days_of_cover(on_hand, rop.daily_mean)
-    position = on_hand + on_order
+    position = int(inventory_position(on_hand, on_order))
     up_to = float(order_up_to(rop.value, rop.daily_mean, rop.review_days))
     return {
         "schema_version": SCHEMA_VERSION,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -245,6 +246,15 @@ def test_alert_without_expected_demand_has_null_days_of_cover() -> None:
     assert msg["days_of_cover"] is None
     assert msg["severity"] == "warning"
     assert_valid("low-stock-alerts", wire(msg))
+
+
+def test_a_raised_alert_orders_for_no_stock_below_zero() -> None:
+    rop = rop_for([5.0] * 7)
+    fid = forecast_id(SERIES, BUCKET, "moving_average", "1")
+    msg = alert_message(SERIES, RAISED, 1, -7, rop, fid, float(BUCKET * DAY), on_order=4)
+    assert (msg["on_hand"], msg["on_order"], msg["inventory_position"]) == (-7, 4, 4)
+    assert msg["order_quantity"] == math.ceil(msg["order_up_to"] - 4)
+    assert_valid("low-stock-alerts", msg)
 
 
 def test_alert_schema_rejects_unknown_status_and_severity() -> None:

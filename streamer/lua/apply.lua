@@ -37,7 +37,9 @@ local function walk(s, ts, ordering)
   local rop = tonumber(string.match(packed, '^[^|]*'))
   if rop == nil or rop ~= rop then return end
   local on_hand, on_order = tonumber(v[4] or '0'), tonumber(v[5] or '0')
-  local position, status = on_hand + on_order, nil
+  -- stock below zero is sales the records did not have: shelves lose sales, they do not
+  -- backorder them, so it counts as none (streamer/alerts.py: inventory_position)
+  local position, status = math.max(on_hand, 0) + on_order, nil
   if v[1] ~= 'raised' and position <= rop then status = 'raised'
   elseif v[1] == 'raised' and (ordering or position > math.max(rop * (1 + hysteresis),
       rop + 1)) then

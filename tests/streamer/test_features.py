@@ -283,6 +283,20 @@ def test_a_purchase_order_that_leaves_the_position_short_is_followed_by_a_new_al
     assert (raised.status, raised.seq, raised.on_hand, raised.on_order) == ("raised", 3, 2, 8)
 
 
+def test_stock_below_zero_counts_as_none_in_the_inventory_position(redis_url: str) -> None:
+    """Sales the records did not have leave on hand below zero; shelves lose such sales, so
+    the position counts no stock rather than a backorder that stock on order must cover."""
+    hour = 3_600_000
+    inv = {"tp": "inventory:0"}
+    r = redis_client(redis_url, decode_responses=True)
+    r.hset("shelfcast:{p0}:rop", "A1@UK", "10.0|8.0|2.0|1.0|3.0|A1@UK|9|tsb@2")
+    apply(redis_url, [effect("s1", "s", 14, at=1 * hour, offset=0, **inv)])
+    apply(redis_url, [effect("p1", "p", 12, at=1 * hour, offset=1, po="PO-1", **inv)])
+    # on hand 14 - 20 = -6: the position is 0 + 12 (above 10), not -6 + 12
+    oversold = apply_full(redis_url, [effect("o1", "o", 20, at=2 * hour, offset=0)])
+    assert oversold.outbox == [] and state(redis_url)["on_hand"] == "-6"
+
+
 def test_a_stale_owner_writes_nothing(redis_url: str) -> None:
     async def run() -> None:
         client = async_redis_client(redis_url)

@@ -138,9 +138,13 @@ class Shelves:
     short_days: set[tuple[str, int]] = field(default_factory=set)
     held: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # per (series, day): what each order of a size sold, for a same-day cancellation
+    _sold: dict[tuple[str, int], dict[int, list[float]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
 
     def pass_(self, events: list[Produced]) -> list[Produced]:
-        """Take a bucket's events in time order; the lost-sale corrections they call for."""
+        """Take a bucket's events in time order; the stock corrections they call for."""
         corrections = []
         for ev in sorted(events, key=lambda e: e.ts):
             try:
@@ -156,26 +160,48 @@ class Shelves:
                 elif "delta" in obj:
                     self.on_hand[series] = self.on_hand.get(series, 0.0) + obj["delta"]
                 continue
-            qty = float(obj["quantity"])
             day = bucket_of(ev.ts, self.bucket_seconds)
-            self.first_day.setdefault(series, day)
-            stock = self.on_hand.get(series, 0.0)
-            if qty <= 0:  # a return comes back on the shelf
-                self.on_hand[series] = stock - qty
-                continue
-            sold = min(qty, max(stock, 0.0))
-            self.on_hand[series] = stock - sold
-            self.demanded[series] += qty
-            self.served[series] += sold
-            if sold < qty:
-                self.short_days.add((series, day))
-                lost = {"delta": int(qty - sold)}
-                eid = f"lost:{obj['event_id']}"
-                corrections.append(inventory_event(series, ev.ts + CORRECTION_DELAY, lost, eid))
+            fix = self._order(series, day, obj["quantity"]) if obj["quantity"] > 0 else (
+                self._return(series, day, -obj["quantity"])
+            )  # fmt: skip
+            if fix:  # the worker's stock follows the shelf's
+                eid = f"{'lost' if fix > 0 else 'unsold'}:{obj['event_id']}"
+                corrections.append(
+                    inventory_event(series, ev.ts + CORRECTION_DELAY, {"delta": fix}, eid)
+                )
         return corrections
+
+    def _order(self, series: str, day: int, qty: int) -> int:
+        """Sell what the shelf has; the units it lacked, which the worker must get back."""
+        self.first_day.setdefault(series, day)
+        stock = self.on_hand.get(series, 0.0)
+        sold = min(qty, max(stock, 0.0))
+        self.on_hand[series] = stock - sold
+        self.demanded[series] += qty
+        self.served[series] += sold
+        self._sold[(series, day)].setdefault(qty, []).append(sold)
+        if sold < qty:
+            self.short_days.add((series, day))
+        return int(qty - sold)
+
+    def _return(self, series: str, day: int, qty: int) -> int:
+        """Goods back on the shelf. A return that cancels an order of its size the same day
+        (streamer/backtest.py: truth_from) also undoes that order's demand, and brings back
+        only what it sold: the worker, which took the lost units back already, gives them up
+        again (the units to take off its stock, negative)."""
+        sold = self._sold[(series, day)].get(qty)
+        if not sold:
+            self.on_hand[series] = self.on_hand.get(series, 0.0) + qty
+            return 0
+        units = sold.pop()
+        self.demanded[series] -= qty
+        self.served[series] -= units
+        self.on_hand[series] = self.on_hand.get(series, 0.0) + units
+        return -int(qty - units)
 
     def end_of_day(self, day: int) -> None:
         """Count the stock each series holds at the end of ``day``."""
+        self._sold.clear()  # only a same-day return cancels an order
         for series, first in self.first_day.items():
             if first <= day:
                 self.held[series] += self.on_hand.get(series, 0.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamer.backtest import run_backtest
+from streamer.clock import iso
 from streamer.closed_loop import Shelves
 from streamer.config import Settings
 from streamer.replay import Produced
@@ -18,7 +19,7 @@ DAY = 86_400
 
 
 def sold(ts: float, qty: int, eid: str) -> Produced:
-    value = order(eid, f"2011-01-03T{int(ts // 3600):02d}:00:00", qty)
+    value = order(eid, iso(1_294_012_800 + ts), qty)
     return Produced("orders", "A1", value, 1_294_012_800 + ts)
 
 
@@ -34,6 +35,24 @@ def test_shelves_lose_what_finds_no_stock_and_give_it_back_to_the_worker() -> No
     _, outcome = shelves.outcome({"A1@UK": 1})
     assert outcome.pooled()["fill_rate"] == round(5 / 7, 4)
     assert outcome.pooled()["stockout_days"] == 1 and outcome.pooled()["orders"] == 1
+
+
+def test_a_same_day_cancellation_undoes_its_order_as_the_truth_does() -> None:
+    """A return of an order's size the same day cancels it (backtest.truth_from): its demand
+    goes, only what it sold comes back on the shelf, and the worker, which got the lost
+    units back already, gives them up again."""
+    shelves = Shelves(DAY)
+    opening = inventory_event("A1@UK", 1_294_012_800 + 3600, {"on_hand": 3}, "open")
+    lost, unsold = shelves.pass_([opening, sold(7200, 5, "o1"), sold(10800, -5, "r1")])
+    assert json.loads(lost.value)["delta"] == 2 and json.loads(unsold.value)["delta"] == -2
+    assert json.loads(unsold.value)["event_id"] == "unsold:r1"
+    assert shelves.on_hand["A1@UK"] == 3
+    shelves.end_of_day(14977)
+    _, outcome = shelves.outcome({})
+    assert (outcome.demanded.tolist(), outcome.served.tolist()) == ([0.0], [0.0])
+    # a return with no order of its size that day is goods back on the shelf
+    assert shelves.pass_([sold(DAY + 3600, -2, "r2")]) == []
+    assert shelves.on_hand["A1@UK"] == 5
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from operator import itemgetter
 
 import numpy as np
 
-__all__ = ["FIELDS", "ForecastTable", "parse_forecast_id"]
+__all__ = ["FIELDS", "ForecastTable", "TableBuilder", "parse_forecast_id"]
 
 FIELDS = ("mean", "p10", "p50", "p90")  # the last axis of ForecastTable.steps
 _CHUNK = 1 << 16  # rows collected before they become arrays
@@ -60,9 +60,9 @@ class ForecastTable:
     @classmethod
     def read(cls, forecasts: Iterable[Mapping[str, object]], horizon: int = 7) -> ForecastTable:
         """One pass over ``forecasts`` (a list, or ``JsonLines`` over a topic's copy)."""
-        builder = _Builder(horizon)
+        builder = TableBuilder(horizon)
         for f in forecasts:
-            builder.add(str(f["forecast_id"]), f["horizon"])  # type: ignore[arg-type]
+            builder.add(f)
         return builder.table()
 
     def __len__(self) -> int:
@@ -73,11 +73,12 @@ class ForecastTable:
         return self.models.index(name) if name in self.models else -1
 
 
-class _Builder:
-    """Collects a chunk of rows as flat lists and turns each chunk into arrays at once (a
-    numpy assignment per message would cost more than reading it)."""
+class TableBuilder:
+    """A ``ForecastTable`` built a message at a time (a backtest's collector fills it while
+    the replay runs). It collects a chunk of rows as flat lists and turns each chunk into
+    arrays at once: a numpy assignment per message would cost more than reading it."""
 
-    def __init__(self, horizon: int) -> None:
+    def __init__(self, horizon: int = 7) -> None:
         self.horizon = horizon
         self.series: dict[str, int] = {}
         self.models: dict[str, int] = {}
@@ -89,9 +90,10 @@ class _Builder:
         self.meta: list[int] = []  # sid, model, issued, length, first copy: per row
         self.values: list[float] = []  # FIELDS of each step, row after row
 
-    def add(self, forecast_id: str, horizon: list[Mapping[str, float]]) -> None:
+    def add(self, forecast: Mapping[str, object]) -> None:
+        forecast_id = str(forecast["forecast_id"])
         series, bucket, model = parse_forecast_id(forecast_id)
-        steps = horizon[: self.horizon]
+        steps: list[Mapping[str, float]] = forecast["horizon"][: self.horizon]  # type: ignore[index]
         key = hash(forecast_id)
         self.meta += (
             self.series.setdefault(series, len(self.series)),

@@ -29,7 +29,7 @@ import redis
 from tqdm import tqdm
 
 from models.evaluation import JsonLines, Prequential, score
-from models.forecast_table import ForecastTable
+from models.forecast_table import ForecastTable, TableBuilder
 from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.clock import bucket_of, bucket_start, epoch, iso
 from streamer.closed_loop import Loop, Planner, Shelves
@@ -198,8 +198,11 @@ class TopicCollector(threading.Thread):
     fit in memory as objects.
     """
 
-    def __init__(self, bootstrap: str, topic: str, path: Path) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, path: Path, table: TableBuilder | None = None
+    ) -> None:
         super().__init__(name=f"collect-{topic}", daemon=True)
+        self.table = table  # also read into columns as they come, on a core the replay spares
         from confluent_kafka import Consumer, TopicPartition
 
         self.topic = topic
@@ -226,6 +229,8 @@ class TopicCollector(threading.Thread):
                         if msg.error() is None:
                             out.write(msg.value() + b"\n")
                             self.count += 1
+                            if self.table is not None:
+                                self.table.add(orjson.loads(msg.value()))
                     if self._stop_at is not None and self.count >= self._stop_at:
                         self._done.set()
         finally:
@@ -236,6 +241,7 @@ class TopicCollector(threading.Thread):
         self._stop_at = expected
         self.join(timeout)
         self._done.set()
+        self.join()  # its loop ends within a poll: nothing is added to the table after
         if self.count < expected:
             raise TimeoutError(
                 f"read {self.count} of {expected} messages from {self.topic!r}; "
@@ -421,11 +427,12 @@ def run_backtest(
             loop = Loop(planner, Shelves(live.bucket_seconds))
         try:
             client = redis.Redis.from_url(live.redis_url)
+            table, bootstrap = TableBuilder(), live.kafka_bootstrap_servers
             collectors = {
-                name: TopicCollector(
-                    live.kafka_bootstrap_servers, live.topics[name], out / f"{name}.jsonl"
-                )
-                for name in ("forecasts", "alerts")
+                "forecasts": TopicCollector(
+                    bootstrap, live.topics["forecasts"], out / "forecasts.jsonl", table
+                ),
+                "alerts": TopicCollector(bootstrap, live.topics["alerts"], out / "alerts.jsonl"),
             }
             for collector in collectors.values():
                 collector.start()
@@ -449,7 +456,7 @@ def run_backtest(
             worker.stop()
             if loop is not None:
                 loop.planner.close()
-    forecasts = ForecastTable.read(JsonLines(out / "forecasts.jsonl"))
+    forecasts = table.table()
     alerts = list(JsonLines(out / "alerts.jsonl"))
     truth = truth_from(events, settings.bucket_seconds)
     summary = summarize(events, truth, read_stats, sim_stats, stats, forecasts, alerts, wall)

@@ -54,21 +54,25 @@ local function walk(s, ts, ordering)
 end
 
 -- Stock on order, per purchase order (the series' po hash: PO id -> units not received yet)
--- and in all (the state's on_order): an order adds, a cancellation (ordered < 0) or a
--- delivery naming the PO takes off at most what the PO still has, so what a delivery brings
--- beyond it is stock, and nothing is ever negative on order.
-local function on_order(base, po, qty)
+-- and in all (the state's on_order, the sum of the positive amounts). An order adds; a
+-- cancellation (ordered < 0) or a delivery naming the PO takes off at most what the PO still
+-- has, so what a delivery brings beyond it is stock. A delivery read before its PO (the
+-- supplier's note came first) is kept as units received ahead, a negative amount, which the
+-- PO nets off when it comes: nothing that has arrived stays on order.
+local function on_order(base, po, qty, delivery)
   local pos = base .. 'po'
   local left = tonumber(redis.call('HGET', pos, po) or '0')
-  local change = qty
-  if qty < 0 then change = -math.min(-qty, left) end
-  if change == 0 then return end
-  if left + change == 0 then
+  local after = left + qty
+  if left > 0 and qty < 0 then after = math.max(after, 0)
+  elseif left <= 0 and qty < 0 and not delivery then after = left end
+  if after == left then return end
+  if after == 0 then
     redis.call('HDEL', pos, po)
   else
-    redis.call('HINCRBY', pos, po, change)
+    redis.call('HSET', pos, po, after)
   end
-  redis.call('HINCRBY', base .. 'state', 'on_order', change)
+  local change = math.max(after, 0) - math.max(left, 0)
+  if change ~= 0 then redis.call('HINCRBY', base .. 'state', 'on_order', change) end
 end
 
 local function move(base, member, delta, ts)
@@ -103,11 +107,11 @@ end
 -- purchase order also takes what it brings off that order.
 local function restock(base, eid, kind, qty, po, ts)
   if kind == 'p' then
-    on_order(base, po, qty)
+    on_order(base, po, qty, false)
     return
   end
   move(base, eid, qty, ts)
-  if po ~= nil and po ~= cjson.null then on_order(base, po, -qty) end
+  if po ~= nil and po ~= cjson.null then on_order(base, po, -qty, true) end
   redis.call('HSET', base .. 'state', 'stock_known', 1)
 end
 

@@ -297,6 +297,22 @@ def test_stock_below_zero_counts_as_none_in_the_inventory_position(redis_url: st
     assert oversold.outbox == [] and state(redis_url)["on_hand"] == "-6"
 
 
+def test_a_delivery_read_before_its_purchase_order_leaves_nothing_on_order(
+    redis_url: str,
+) -> None:
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect("g1", "d", 8, day=1, offset=0, po="PO-1", **inv)])
+    assert state(redis_url)["on_hand"] == "8" and state(redis_url).get("on_order", "0") == "0"
+    apply(redis_url, [effect("p1", "p", 12, day=1, offset=1, po="PO-1", **inv)])
+    # 12 ordered, 8 of them in already: 4 still to come
+    assert state(redis_url)["on_order"] == "4"
+    apply(redis_url, [effect("g2", "d", 4, day=1, offset=2, po="PO-1", **inv)])
+    assert state(redis_url)["on_order"] == "0" and state(redis_url)["on_hand"] == "12"
+    # a cancellation of what has all arrived takes nothing off
+    apply(redis_url, [effect("c1", "p", -5, day=1, offset=3, po="PO-1", **inv)])
+    assert state(redis_url)["on_order"] == "0"
+
+
 def test_a_stale_owner_writes_nothing(redis_url: str) -> None:
     async def run() -> None:
         client = async_redis_client(redis_url)

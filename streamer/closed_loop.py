@@ -12,6 +12,7 @@ before the next, so a delivery takes effect at its own time and two replays are 
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamer.clock import bucket_of, bucket_start, epoch
+from streamer.events import MAX_ID_LEN
 from streamer.policies import Outcome
 from streamer.replay import INVENTORY_LEAD_SECONDS, Produced, produce, replay_producer
 from streamer.simulation import inventory_event
@@ -33,6 +35,18 @@ if TYPE_CHECKING:
 # the worker whichever topic is read first
 CORRECTION_DELAY = 1.0
 DAY = 86_400.0
+
+
+def derived_id(prefix: str, of: str) -> str:
+    """An id for an event the loop derives from another's id: ``prefix`` + that id, or + its
+    digest where that would pass the longest id the topics take.
+
+    >>> derived_id("lost:", "o-1"), len(derived_id("lost:", "o" * MAX_ID_LEN))
+    ('lost:o-1', 45)
+    """
+    if len(prefix) + len(of) <= MAX_ID_LEN:
+        return prefix + of
+    return prefix + hashlib.sha1(of.encode()).hexdigest()
 
 
 class Planner:
@@ -81,15 +95,11 @@ class Planner:
             if qty <= 0:
                 continue
             series = f"{alert['sku']}@{alert['location']}"
-            ts = epoch(alert["ts"])
-            po = {
-                "ordered": qty,
-                "po_id": alert["alert_id"],
-                "expected_at": round((ts + self.lead) * 1000),
-            }
-            out.append(inventory_event(series, ts, po, f"po:{alert['alert_id']}"))
-            delivery = {"delta": qty, "po_id": alert["alert_id"]}
-            grn = inventory_event(series, ts + self.lead, delivery, f"grn:{alert['alert_id']}")
+            ts, po_id = epoch(alert["ts"]), derived_id("", alert["alert_id"])
+            po = {"ordered": qty, "po_id": po_id, "expected_at": round((ts + self.lead) * 1000)}
+            out.append(inventory_event(series, ts, po, derived_id("po:", po_id)))
+            delivery = {"delta": qty, "po_id": po_id}
+            grn = inventory_event(series, ts + self.lead, delivery, derived_id("grn:", po_id))
             heapq.heappush(self._due, (grn.ts, len(self._seen), grn))
             self.orders[series] += 1
         if out:
@@ -165,7 +175,7 @@ class Shelves:
                 self._return(series, day, -obj["quantity"])
             )  # fmt: skip
             if fix:  # the worker's stock follows the shelf's
-                eid = f"{'lost' if fix > 0 else 'unsold'}:{obj['event_id']}"
+                eid = derived_id("lost:" if fix > 0 else "unsold:", obj["event_id"])
                 corrections.append(
                     inventory_event(series, ev.ts + CORRECTION_DELAY, {"delta": fix}, eid)
                 )

@@ -12,7 +12,10 @@ over every (series, issue bucket, horizon) point:
   averaged over p10/p50/p90; p10-p90 coverage;
 * MASE: per series, MAE divided by the in-sample MAE of the weekly seasonal naive one-step
   forecast over the series' history, then averaged over series with a non-zero scale;
-* rel_mae: MAE divided by seasonal naive's MAE on the same points (below 1 beats it).
+* rel_mae: MAE divided by seasonal naive's MAE on the same points (below 1 beats it), and
+  likewise RMSE and pinball; and the three against a forecast of zeros, which on
+  intermittent demand often beats seasonal naive on MAE alone. A point forecast's pinball
+  loss averaged over p10/p50/p90 is half its absolute error.
 
 Every message counts for its model and for ``published`` (the topic carries the forecast each
 series selected at each bucket), except a SKU's rollup over its locations (``sku@*``), which
@@ -77,6 +80,27 @@ def score(
     return sums.metrics(grid.scale())
 
 
+def references(
+    abs_err: float, sq_err: float, pinball: float, ref_abs: float, ref_sq: float, name: str
+) -> dict[str, float]:
+    """MAE, RMSE and pinball relative to a point forecast's on the same points (below 1 beats
+    it), from sums of the errors and of the reference's; ``pinball`` is summed as the mean
+    over the three quantiles, which for a point forecast is half its absolute error.
+
+    >>> references(2.0, 4.0, 1.0, 4.0, 16.0, "zeros")
+    {'rel_mae_vs_zeros': 0.5, 'rel_rmse_vs_zeros': 0.5, 'rel_pinball_vs_zeros': 0.5}
+    """
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    return {
+        f"rel_mae_vs_{name}": ratio(abs_err, ref_abs),
+        f"rel_rmse_vs_{name}": math.sqrt(ratio(sq_err, ref_sq)) if ref_sq else float("nan"),
+        f"rel_pinball_vs_{name}": ratio(pinball, ref_abs / 2),
+    }
+
+
 class _Grid:
     """Truth as a dense ``[series, bucket]`` array over the span the scoring reads, the
     closed buckets as a mask over it, and each series' first and last issue bucket."""
@@ -139,7 +163,8 @@ class _Sums:
     """Running sums per model (and per model and series, for MASE), step by step."""
 
     FIELDS = ("n", "abs", "sq", "pinball", "covered", "below", "above", "common_abs",
-              "common_ref")  # fmt: skip
+              "common_ref", "common_sq", "common_ref_sq", "common_pinball", "y_abs",
+              "y_sq")  # fmt: skip
 
     def __init__(self, table: ForecastTable) -> None:
         self.table = table
@@ -162,10 +187,12 @@ class _Sums:
         mean, p10, p50, p90 = t.steps[rows, k].astype(np.float64).T
         ref = grid.reference(rows, target)
         common = ~np.isnan(ref)
-        absolute = np.abs(y - p50)
-        columns = (np.ones_like(y), absolute, (y - mean) ** 2, _pinball(y, p10, p50, p90) / 3,
-                   (p10 <= y) & (y <= p90), y < p10, y > p90, np.where(common, absolute, 0.0),
-                   np.where(common, np.abs(y - np.nan_to_num(ref)), 0.0))  # fmt: skip
+        absolute, squared = np.abs(y - p50), (y - mean) ** 2
+        pinball, ref_abs = _pinball(y, p10, p50, p90) / 3, np.abs(y - np.nan_to_num(ref))
+        columns = (np.ones_like(y), absolute, squared, pinball, (p10 <= y) & (y <= p90),
+                   y < p10, y > p90, *(np.where(common, v, 0.0) for v in (
+                       absolute, ref_abs, squared, ref_abs**2, pinball)),
+                   np.abs(y), y**2)  # fmt: skip
         own = t.model[rows].astype(np.int64)
         published = self.published[rows]
         for j, column in enumerate(columns):
@@ -196,14 +223,14 @@ class _Sums:
                 "mae": t["abs"] / n,
                 "rmse": math.sqrt(t["sq"] / n),
                 "mase": float(ratios.mean()) if len(ratios) else float("nan"),
-                "rel_mae_vs_seasonal_naive": (
-                    t["common_abs"] / t["common_ref"] if t["common_ref"] else float("nan")
-                ),
                 "pinball": t["pinball"] / n,
                 "coverage_p10_p90": t["covered"] / n,
                 "below_p10": t["below"] / n,
                 "above_p90": t["above"] / n,
-            }
+                **references(t["abs"], t["sq"], t["pinball"], t["y_abs"], t["y_sq"], "zeros"),
+                **references(t["common_abs"], t["common_sq"], t["common_pinball"],
+                             t["common_ref"], t["common_ref_sq"], "seasonal_naive"),
+            }  # fmt: skip
         return out
 
 
@@ -239,7 +266,8 @@ class Prequential:
     """
 
     FIELDS = ("n", "abs", "abs_mean", "sq", "pinball", "covered", "below", "above", "scaled",
-              "scaled_n", "ref", "ref_abs")  # fmt: skip
+              "scaled_n", "ref", "ref_abs", "ref_sq", "ref_err_sq", "ref_pinball", "y_abs",
+              "y_sq")  # fmt: skip
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
@@ -271,7 +299,10 @@ class Prequential:
         sums[key + "abs"] += float(np.abs(err).sum())
         sums[key + "abs_mean"] += float(np.abs(y - mean).sum())
         sums[key + "sq"] += float(((y - mean) ** 2).sum())
-        sums[key + "pinball"] += float(_pinball(y, p10, p50, p90).sum())
+        pinball = _pinball(y, p10, p50, p90)
+        sums[key + "pinball"] += float(pinball.sum())
+        sums[key + "y_abs"] += float(np.abs(y).sum())
+        sums[key + "y_sq"] += float((y * y).sum())
         sums[key + "covered"] += float(((p10 <= y) & (y <= p90)).sum())
         sums[key + "below"] += float((y < p10).sum())
         sums[key + "above"] += float((y > p90).sum())
@@ -285,6 +316,9 @@ class Prequential:
             if known.any():
                 sums[key + "ref"] += float(reference[known].sum())
                 sums[key + "ref_abs"] += float(np.abs(err[known]).sum())
+                sums[key + "ref_sq"] += float((reference[known] ** 2).sum())
+                sums[key + "ref_err_sq"] += float(((y - mean)[known] ** 2).sum())
+                sums[key + "ref_pinball"] += float(pinball[known].sum())
 
     def add_settled(self, settled: Settled) -> None:
         """Every point a bank's close scored (a rollup has its own ``models.rollup.settle``)."""
@@ -339,11 +373,15 @@ def _metrics(t: Mapping[str, float]) -> dict[str, float]:
         "mae_of_mean": t["abs_mean"] / n,
         "rmse": math.sqrt(t["sq"] / n),
         "mase": ratio("scaled", "scaled_n"),
-        "rel_mae_vs_seasonal_naive": ratio("ref_abs", "ref"),
         "pinball": t["pinball"] / n / 3,
         "coverage_p10_p90": t["covered"] / n,
         # each tail alone: calibrated quantiles of a count have at most 10% below p10 and
         # at most 10% above p90, and on intermittent demand far fewer below (p10 is 0)
         "below_p10": t.get("below", 0.0) / n,
         "above_p90": t.get("above", 0.0) / n,
-    }
+        **references(t["abs"], t["sq"], t["pinball"] / 3, t.get("y_abs", 0.0), t.get("y_sq", 0.0),
+                     "zeros"),
+        **references(t.get("ref_abs", 0.0), t.get("ref_err_sq", 0.0),
+                     t.get("ref_pinball", 0.0) / 3, t.get("ref", 0.0), t.get("ref_sq", 0.0),
+                     "seasonal_naive"),
+    }  # fmt: skip

@@ -283,6 +283,10 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
                 "points": m["points"],
                 "mae": m["mae"],
                 "mae_vs_seasonal_naive": m["rel_mae_vs_seasonal_naive"],
+                "rmse_vs_seasonal_naive": m["rel_rmse_vs_seasonal_naive"],
+                "pinball_vs_seasonal_naive": m["rel_pinball_vs_seasonal_naive"],
+                "mae_vs_zeros": m["rel_mae_vs_zeros"],
+                "rmse_vs_zeros": m["rel_rmse_vs_zeros"],
                 "mase": m["mase"],
                 "rmse": m["rmse"],
                 "pinball": m["pinball"],
@@ -296,8 +300,9 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
 
 
 def markdown(title: str, rows: list[dict[str, object]]) -> str:
-    cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse", "pinball",
-            "coverage_p10_p90", "below_p10", "above_p90", "wins"]  # fmt: skip
+    cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse",
+            "rmse_vs_seasonal_naive", "pinball", "pinball_vs_seasonal_naive", "mae_vs_zeros",
+            "rmse_vs_zeros", "coverage_p10_p90", "below_p10", "above_p90", "wins"]  # fmt: skip
     out = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []

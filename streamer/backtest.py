@@ -539,7 +539,9 @@ def summarize(
             "that closed after it. 'accuracy' re-scores the forecasts topic against the input "
             "file; 'models' is every model's score kept by the worker (horizons 1..H). MAE "
             "scores the p50, RMSE the mean; MASE is scaled by in-sample weekly seasonal naive; "
-            "rel_mae < 1 beats the classic seasonal naive on the same points; wins = forecasts "
+            "rel_mae, rel_rmse and rel_pinball < 1 beat the classic seasonal naive on the same "
+            "points (vs_seasonal_naive) or a forecast of zeros (vs_zeros), which on intermittent "
+            "demand often wins on MAE alone; wins = forecasts "
             "published by the model"
         ),
         "read": asdict(read_stats),  # type: ignore[call-overload]

@@ -645,11 +645,17 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
         f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
     )
-    print(f"{'model':<16}{'MAE':>9}{'RMSE':>9}{'MASE':>8}{'vs snaive':>11}{'cover':>8}")
+    print(f"{'':<40}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
+    print(
+        f"{'model':<16}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
+        f"{'MAE':>8}{'RMSE':>8}{'cover':>8}"
+    )
     for model, m in s["accuracy"].items():  # type: ignore[union-attr]
         print(
-            f"{model:<16}{m['mae']:>9.3f}{m['rmse']:>9.3f}{m['mase']:>8.3f}"
-            f"{m['rel_mae_vs_seasonal_naive']:>11.3f}{m['coverage_p10_p90']:>8.1%}"
+            f"{model:<16}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
+            f"{m['rel_mae_vs_seasonal_naive']:>8.3f}{m['rel_rmse_vs_seasonal_naive']:>8.3f}"
+            f"{m['rel_pinball_vs_seasonal_naive']:>8.3f}{m['rel_mae_vs_zeros']:>8.3f}"
+            f"{m['rel_rmse_vs_zeros']:>8.3f}{m['coverage_p10_p90']:>8.1%}"
         )
     print_policies(s["inventory"])  # type: ignore[arg-type]
     q = s["alert_quality"]  # type: ignore[index]

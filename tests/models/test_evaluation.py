@@ -64,3 +64,30 @@ def test_each_tail_of_the_band_is_counted_on_its_own() -> None:
     ]  # fmt: skip
     scored = score(forecasts, {("a@x", b + 1): v for b, v in enumerate(y)}, season=1)["m"]
     assert (scored["below_p10"], scored["above_p90"]) == (0.25, 0.25)
+
+
+def test_mae_rmse_and_pinball_are_relative_to_seasonal_naive_and_to_zeros() -> None:
+    """A point forecast equal to a reference scores 1 against it on all three measures (a
+    point forecast's pinball loss over p10/p50/p90 is half its absolute error)."""
+    y = {("s@x", b): float(b % 3) for b in range(30)}
+
+    def point(series: str, b: int, model: str, value: float) -> dict:
+        step = {"mean": value, "p10": value, "p50": value, "p90": value}
+        return {"forecast_id": f"{series}|{b}|{model}@1", "horizon": [step]}
+
+    rows = [point("s@x", b, "snaive", y[("s@x", b - 6)]) for b in range(7, 29)]
+    rows += [point("s@x", b, "zeros", 0.0) for b in range(7, 29)]
+    out = score(rows, y)
+    for measure in ("mae", "rmse", "pinball"):
+        assert out["snaive"][f"rel_{measure}_vs_seasonal_naive"] == pytest.approx(1.0)
+        assert out["zeros"][f"rel_{measure}_vs_zeros"] == pytest.approx(1.0)
+    # a pattern of period 3 defeats the weekly lag: zeros beat seasonal naive on MAE
+    assert out["zeros"]["rel_mae_vs_seasonal_naive"] < 1
+    ev = Prequential()
+    target = np.array([0.0, 2.0, 1.0])
+    reference = np.abs(target - np.array([1.0, 1.0, 1.0]))
+    ev.add("zeros", 1, target, np.zeros((3, 4)), reference=reference)
+    m = ev.summary()["zeros"]
+    assert m["rel_mae_vs_zeros"] == m["rel_rmse_vs_zeros"] == m["rel_pinball_vs_zeros"] == 1.0
+    assert m["rel_mae_vs_seasonal_naive"] == pytest.approx(3 / 2)
+    assert m["rel_rmse_vs_seasonal_naive"] == pytest.approx((5 / 2) ** 0.5)

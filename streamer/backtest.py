@@ -28,6 +28,7 @@ import orjson
 import redis
 from tqdm import tqdm
 
+from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
@@ -37,7 +38,7 @@ from streamer.config import Settings
 from streamer.embedded import die_with_parent, embedded_services, free_port, stop_process
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import STATS, summed_evaluation, summed_stats
-from streamer.policies import Outcome, Setup, compare, panel_of, published_means
+from streamer.policies import Outcome, Panel, Setup, compare, panel_of, published_means
 from streamer.replay import (
     InputFormat,
     Produced,
@@ -572,6 +573,7 @@ def reference_policies(
     if closed is not None:
         runs["closed_loop"] = closed
         summary["closed_loop"] = closed[1].pooled()
+    summary["by_demand_class"] = by_demand_class(panel, runs)
     with (out / "policies.jsonl").open("wb") as f:
         for name, (names, outcome) in runs.items():
             columns = {k: np.round(v, 4).tolist() for k, v in outcome.per_series().items()}
@@ -579,6 +581,28 @@ def reference_policies(
                 row = {"policy": name, "series": series, **{k: v[i] for k, v in columns.items()}}
                 f.write(orjson.dumps(row) + b"\n")
     return summary
+
+
+def by_demand_class(
+    panel: Panel, runs: Mapping[str, tuple[list[str], Outcome]]
+) -> dict[str, dict[str, object]]:
+    """Each policy's pooled measures within each demand class (models/demand_class.py), with
+    the class's series and units: a rule can hold too much on slow series and lose sales on
+    lumpy ones, which the pooled figures average away."""
+    classes = dict(zip(panel.series, classify(panel.demand, panel.start), strict=True))
+    out: dict[str, dict[str, object]] = {}
+    for c in DemandClass:
+        mine = np.array([classes[s] == c for s in panel.series], bool)
+        if not mine.any():
+            continue
+        row: dict[str, object] = {
+            "series": int(mine.sum()), "units": float(panel.demand[mine].sum()),
+        }  # fmt: skip
+        for name, (names, outcome) in runs.items():
+            keep = np.array([classes.get(s) == c for s in names], bool)
+            row[name] = outcome.rows(keep).pooled()
+        out[str(c)] = row
+    return out
 
 
 def scrape(url: str) -> bytes:

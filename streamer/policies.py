@@ -109,6 +109,10 @@ class Outcome:
                 "orders": self.orders,
             }
 
+    def rows(self, keep: np.ndarray) -> Outcome:
+        """The outcome of the series ``keep`` selects (a mask or indices)."""
+        return Outcome(*(getattr(self, f)[keep] for f in self.__slots__))
+
     def pooled(self) -> dict[str, float]:
         """The measures over every series: fill rate = served / demanded, mean on hand in
         units (per series and day) and in days of demand (mean on hand / mean daily demand).

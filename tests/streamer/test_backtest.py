@@ -1,6 +1,9 @@
 """The replay's produce order (the rest of the backtest runs end to end in tests/test_e2e.py)."""
 
-from streamer.backtest import training_segments
+import numpy as np
+
+from streamer.backtest import by_demand_class, training_segments
+from streamer.policies import Outcome, Panel
 from streamer.replay import Produced
 
 DAY = 86_400.0
@@ -20,3 +23,21 @@ def test_inventory_goes_a_day_ahead_and_segments_cut_on_produce_order() -> None:
         ([("o", 0.4), ("i", 1.6), ("o", 1.4), ("o", 2.4), ("i", 3.6)], 2),
         ([("o", 3.4)], None),
     ]
+
+
+def test_policies_are_also_pooled_within_each_demand_class() -> None:
+    demand = np.array([[2, 2, 2, 2], [0, 1, 0, 9], [1, 0, 0, 9]], float)
+    panel = Panel(["a@X", "b@X", "c@X"], demand, np.array([0, 1, 0]), np.zeros(3))
+    one = np.ones(3)
+    outcome = Outcome(demand.sum(axis=1), np.array([8.0, 3.0, 5.0]), one, one * 4, one * 4, one)
+    # the closed loop saw two series, in its own order
+    loop = Outcome(*(np.array([v[2], v[0]]) for v in (demand.sum(axis=1), [8.0, 3, 5], one,
+                                                       one * 4, one * 4, one)))  # fmt: skip
+    by_class = by_demand_class(
+        panel, {"rule": (panel.series, outcome), "loop": (["c@X", "a@X"], loop)}
+    )
+    assert set(by_class) == {"smooth", "lumpy"}
+    assert by_class["smooth"]["series"] == 1 and by_class["smooth"]["units"] == 8.0
+    assert by_class["smooth"]["rule"]["fill_rate"] == 1.0
+    assert by_class["lumpy"]["rule"]["fill_rate"] == round(8 / 20, 4)
+    assert by_class["lumpy"]["loop"]["fill_rate"] == round(5 / 10, 4)

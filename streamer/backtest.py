@@ -573,23 +573,23 @@ def reference_policies(
     if closed is not None:
         runs["closed_loop"] = closed
         summary["closed_loop"] = closed[1].pooled()
-    summary["by_demand_class"] = by_demand_class(panel, runs)
+    classes = dict(zip(panel.series, map(str, classify(panel.demand, panel.start)), strict=True))
+    summary["by_demand_class"] = by_demand_class(panel, classes, runs)
     with (out / "policies.jsonl").open("wb") as f:
         for name, (names, outcome) in runs.items():
             columns = {k: np.round(v, 4).tolist() for k, v in outcome.per_series().items()}
             for i, series in enumerate(names):
-                row = {"policy": name, "series": series, **{k: v[i] for k, v in columns.items()}}
-                f.write(orjson.dumps(row) + b"\n")
+                row = {"policy": name, "series": series, "demand_class": classes.get(series)}
+                f.write(orjson.dumps(row | {k: v[i] for k, v in columns.items()}) + b"\n")
     return summary
 
 
 def by_demand_class(
-    panel: Panel, runs: Mapping[str, tuple[list[str], Outcome]]
+    panel: Panel, classes: Mapping[str, str], runs: Mapping[str, tuple[list[str], Outcome]]
 ) -> dict[str, dict[str, object]]:
-    """Each policy's pooled measures within each demand class (models/demand_class.py), with
-    the class's series and units: a rule can hold too much on slow series and lose sales on
-    lumpy ones, which the pooled figures average away."""
-    classes = dict(zip(panel.series, classify(panel.demand, panel.start), strict=True))
+    """Each policy's pooled measures within each demand class of the series (``classes``,
+    models/demand_class.py), with the class's series and units: a rule can hold too much on
+    slow series and lose sales on lumpy ones, which the pooled figures average away."""
     out: dict[str, dict[str, object]] = {}
     for c in DemandClass:
         mine = np.array([classes[s] == c for s in panel.series], bool)

@@ -698,6 +698,15 @@ def print_policies(inventory: dict) -> None:
     print(f"{'reorder policy':<20}{'fill rate':>10}{'stock, days':>13}{'orders':>8}")
     for name, p in rows:
         print(f"{name:<20}{p['fill_rate']:>10.1%}{p['mean_on_hand_days']:>13.1f}{p['orders']:>8}")
+    names = [name for name, _ in rows]
+    print(f"{'fill rate, stock days':<24}" + "".join(f"{n[:16]:>17}" for n in names))
+    keys = ["closed_loop" if n == "closed loop" else n for n in names]
+    for cls, row in inventory.get("by_demand_class", {}).items():
+        cells = "".join(
+            f"{row[k]['fill_rate']:>9.1%}{row[k]['mean_on_hand_days']:>8.0f}" for k in keys
+        )
+        label = f"{cls} ({row['series']})"
+        print(f"{label:<24}{cells}")
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:

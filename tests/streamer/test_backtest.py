@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from models.demand_class import classify
 from streamer.backtest import by_demand_class, training_segments
 from streamer.policies import Outcome, Panel
 from streamer.replay import Produced
@@ -33,9 +34,9 @@ def test_policies_are_also_pooled_within_each_demand_class() -> None:
     # the closed loop saw two series, in its own order
     loop = Outcome(*(np.array([v[2], v[0]]) for v in (demand.sum(axis=1), [8.0, 3, 5], one,
                                                        one * 4, one * 4, one)))  # fmt: skip
-    by_class = by_demand_class(
-        panel, {"rule": (panel.series, outcome), "loop": (["c@X", "a@X"], loop)}
-    )
+    classes = dict(zip(panel.series, map(str, classify(demand, panel.start)), strict=True))
+    runs = {"rule": (panel.series, outcome), "loop": (["c@X", "a@X"], loop)}
+    by_class = by_demand_class(panel, classes, runs)
     assert set(by_class) == {"smooth", "lumpy"}
     assert by_class["smooth"]["series"] == 1 and by_class["smooth"]["units"] == 8.0
     assert by_class["smooth"]["rule"]["fill_rate"] == 1.0

@@ -287,6 +287,7 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
                 "pinball_vs_seasonal_naive": m["rel_pinball_vs_seasonal_naive"],
                 "mae_vs_zeros": m["rel_mae_vs_zeros"],
                 "rmse_vs_zeros": m["rel_rmse_vs_zeros"],
+                "pinball_vs_zeros": m["rel_pinball_vs_zeros"],
                 "mase": m["mase"],
                 "rmse": m["rmse"],
                 "pinball": m["pinball"],
@@ -302,7 +303,8 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
 def markdown(title: str, rows: list[dict[str, object]]) -> str:
     cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse",
             "rmse_vs_seasonal_naive", "pinball", "pinball_vs_seasonal_naive", "mae_vs_zeros",
-            "rmse_vs_zeros", "coverage_p10_p90", "below_p10", "above_p90", "wins"]  # fmt: skip
+            "rmse_vs_zeros", "pinball_vs_zeros", "coverage_p10_p90", "below_p10", "above_p90",
+            "wins"]  # fmt: skip
     out = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []

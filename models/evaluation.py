@@ -151,8 +151,9 @@ class _Grid:
         diffs = np.abs(self.y[:, m:] - self.y[:, :-m]) * valid
         sums = np.concatenate([np.zeros((len(diffs), 1)), np.cumsum(diffs, axis=1)], axis=1)
         counts = np.concatenate([[0], np.cumsum(valid)])
-        start = np.clip(self.first + m - self.lo - m, 0, None)  # columns are offset by m
-        end = np.clip(self.last - self.lo - m + 1, start, None)
+        # column j is bucket lo + m + j; a series' range [first + m, last] may be empty
+        start = np.clip(self.first - self.lo, 0, len(counts) - 1)
+        end = np.clip(self.last - self.lo - m + 1, start, len(counts) - 1)
         rows = np.arange(len(diffs))
         n = counts[end] - counts[start]
         total = sums[rows, end] - sums[rows, start]
@@ -382,6 +383,7 @@ def _metrics(t: Mapping[str, float]) -> dict[str, float]:
         **references(t["abs"], t["sq"], t["pinball"] / 3, t.get("y_abs", 0.0), t.get("y_sq", 0.0),
                      "zeros"),
         **references(t.get("ref_abs", 0.0), t.get("ref_err_sq", 0.0),
-                     t.get("ref_pinball", 0.0) / 3, t.get("ref", 0.0), t.get("ref_sq", 0.0),
+                     # sums kept before it was counted have no ratio, not a zero one
+                     t.get("ref_pinball", math.nan) / 3, t.get("ref", 0.0), t.get("ref_sq", 0.0),
                      "seasonal_naive"),
     }  # fmt: skip

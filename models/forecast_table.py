@@ -44,9 +44,11 @@ def parse_forecast_id(forecast_id: str) -> tuple[str, int, str]:
 @dataclass(frozen=True, slots=True)
 class ForecastTable:
     """One row per forecast message: the series and model as indices into ``series`` and
-    ``models``, the bucket it was issued at, and its steps ``[rows, horizon, FIELDS]``
-    (NaN past ``lengths``). ``first_copy`` is False on a redelivered copy of a forecast id
-    (after a restart it may differ: the first copy is the one that counts)."""
+    ``models``, the bucket it was issued at, and its steps ``[rows, horizon, FIELDS]`` as
+    float32 (NaN past ``lengths``; the topic's values have 4 decimals, and float32 holds
+    them to about 1e-7 relative, so a truth equal to a quantile can fall on either side of
+    it). ``first_copy`` is False on a redelivered copy of a forecast id (after a restart it
+    may differ: the first copy is the one that counts)."""
 
     series: list[str]
     models: list[str]
@@ -58,9 +60,9 @@ class ForecastTable:
     first_copy: np.ndarray  # bool
 
     @classmethod
-    def read(cls, forecasts: Iterable[Mapping[str, object]], horizon: int = 7) -> ForecastTable:
+    def read(cls, forecasts: Iterable[Mapping[str, object]]) -> ForecastTable:
         """One pass over ``forecasts`` (a list, or ``JsonLines`` over a topic's copy)."""
-        builder = TableBuilder(horizon)
+        builder = TableBuilder()
         for f in forecasts:
             builder.add(f)
         return builder.table()
@@ -78,8 +80,8 @@ class TableBuilder:
     the replay runs). It collects a chunk of rows as flat lists and turns each chunk into
     arrays at once: a numpy assignment per message would cost more than reading it."""
 
-    def __init__(self, horizon: int = 7) -> None:
-        self.horizon = horizon
+    def __init__(self) -> None:
+        self.horizon = 0  # the longest forecast so far: a chunk is as wide as its longest
         self.series: dict[str, int] = {}
         self.models: dict[str, int] = {}
         self.seen: set[int] = set()
@@ -93,7 +95,8 @@ class TableBuilder:
     def add(self, forecast: Mapping[str, object]) -> None:
         forecast_id = str(forecast["forecast_id"])
         series, bucket, model = parse_forecast_id(forecast_id)
-        steps: list[Mapping[str, float]] = forecast["horizon"][: self.horizon]  # type: ignore[index]
+        steps: list[Mapping[str, float]] = forecast["horizon"]  # type: ignore[assignment]
+        self.horizon = max(self.horizon, len(steps))
         key = hash(forecast_id)
         self.meta += (
             self.series.setdefault(series, len(self.series)),
@@ -115,9 +118,21 @@ class TableBuilder:
         self.done.append((meta[:, :4], meta[:, 4].astype(bool), steps))
         self._fresh()
 
+    def _widened(self, steps: np.ndarray) -> np.ndarray:
+        """A chunk of forecasts shorter than the longest, NaN-padded to its width."""
+        short = self.horizon - steps.shape[1]
+        return (
+            steps
+            if not short
+            else np.pad(steps, ((0, 0), (0, short), (0, 0)), constant_values=np.nan)
+        )
+
     def table(self) -> ForecastTable:
+        """The table of every message added; the builder lets go of them (a year of
+        forecasts is held once)."""
         self._flush()
-        meta = np.concatenate([m for m, _, _ in self.done])
+        done, self.done, self.seen = self.done, [], set()
+        meta = np.concatenate([m for m, _, _ in done])
         return ForecastTable(
             series=list(self.series),
             models=list(self.models),
@@ -125,6 +140,6 @@ class TableBuilder:
             model=meta[:, 1].astype(np.int16),
             issued=meta[:, 2],
             lengths=meta[:, 3].astype(np.int16),
-            steps=np.concatenate([s for _, _, s in self.done]),
-            first_copy=np.concatenate([f for _, f, _ in self.done]),
+            steps=np.concatenate([self._widened(s) for _, _, s in done]),
+            first_copy=np.concatenate([f for _, f, _ in done]),
         )

@@ -221,21 +221,27 @@ class TopicCollector(threading.Thread):
         partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         self._done = threading.Event()
+        self._failed: Exception | None = None
 
     def run(self) -> None:
         try:
-            with self.path.open("wb") as out:
-                while not self._done.is_set():
-                    for msg in self._consumer.consume(5000, timeout=0.2):
-                        if msg.error() is None:
-                            out.write(msg.value() + b"\n")
-                            self.count += 1
-                            if self.table is not None:
-                                self.table.add(orjson.loads(msg.value()))
-                    if self._stop_at is not None and self.count >= self._stop_at:
-                        self._done.set()
+            self._copy()
+        except Exception as exc:  # raised again by finish(), in the caller
+            self._failed = exc
         finally:
             self._consumer.close()
+
+    def _copy(self) -> None:
+        with self.path.open("wb") as out:
+            while not self._done.is_set():
+                for msg in self._consumer.consume(5000, timeout=0.2):
+                    if msg.error() is None:
+                        if self.table is not None:  # before the count: a bad one is not in it
+                            self.table.add(orjson.loads(msg.value()))
+                        out.write(msg.value() + b"\n")
+                        self.count += 1
+                if self._stop_at is not None and self.count >= self._stop_at:
+                    self._done.set()
 
     def finish(self, expected: int, timeout: float) -> int:
         """Wait until ``expected`` messages are on disk, then stop reading."""
@@ -243,6 +249,10 @@ class TopicCollector(threading.Thread):
         self.join(timeout)
         self._done.set()
         self.join()  # its loop ends within a poll: nothing is added to the table after
+        if self._failed is not None:
+            raise RuntimeError(
+                f"copying {self.topic!r} failed after {self.count} messages: {self._failed}"
+            ) from self._failed
         if self.count < expected:
             raise TimeoutError(
                 f"read {self.count} of {expected} messages from {self.topic!r}; "

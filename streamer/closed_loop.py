@@ -16,7 +16,7 @@ import hashlib
 import heapq
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -145,7 +145,8 @@ class Shelves:
     first_day: dict[str, int] = field(default_factory=dict)
     demanded: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     served: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    short_days: set[tuple[str, int]] = field(default_factory=set)
+    # orders short of stock per (series, day): a day with any is a stock-out day
+    short: Counter[tuple[str, int]] = field(default_factory=Counter)
     held: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     # per (series, day): what each order of a size sold, for a same-day cancellation
@@ -191,7 +192,7 @@ class Shelves:
         self.served[series] += sold
         self._sold[(series, day)].setdefault(qty, []).append(sold)
         if sold < qty:
-            self.short_days.add((series, day))
+            self.short[(series, day)] += 1
         return int(qty - sold)
 
     def _return(self, series: str, day: int, qty: int) -> int:
@@ -199,11 +200,13 @@ class Shelves:
         (streamer/backtest.py: truth_from) also undoes that order's demand, and brings back
         only what it sold: the worker, which took the lost units back already, gives them up
         again (the units to take off its stock, negative)."""
+        self.first_day.setdefault(series, day)
         sold = self._sold[(series, day)].get(qty)
         if not sold:
             self.on_hand[series] = self.on_hand.get(series, 0.0) + qty
             return 0
         units = sold.pop()
+        self.short[(series, day)] -= units < qty  # a cancelled order lost no sale
         self.demanded[series] -= qty
         self.served[series] -= units
         self.on_hand[series] = self.on_hand.get(series, 0.0) + units
@@ -224,7 +227,7 @@ class Shelves:
             return np.array([float(values.get(s, 0)) for s in series])
 
         short = defaultdict(int)
-        for s, _ in self.short_days:
+        for s, _ in +self.short:  # the days with a short order left
             short[s] += 1
         return series, Outcome(
             column(self.demanded), column(self.served), column(short), column(self.held),

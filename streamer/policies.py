@@ -71,12 +71,12 @@ def panel_of(
 def published_means(forecasts: ForecastTable, panel: Panel, first: int) -> np.ndarray:
     """The mean of every step of the forecasts each series published, ``[n, days, HORIZON]``
     by the bucket they were issued at (NaN: none). Rollups and unknown series are skipped;
-    of a redelivered forecast the last copy counts."""
+    of a redelivered forecast the first copy counts, as in the scores."""
     row = {s: i for i, s in enumerate(panel.series)}
     rows = np.array([row.get(s, -1) for s in forecasts.series], np.int64)[forecasts.sid]
     days = panel.demand.shape[1]
     day = forecasts.issued - first
-    keep = (rows >= 0) & (day >= 0) & (day < days)
+    keep = (rows >= 0) & (day >= 0) & (day < days) & forecasts.first_copy
     out = np.full((len(panel.series), days, HORIZON), np.nan, np.float32)
     k = min(HORIZON, forecasts.steps.shape[1])
     out[rows[keep], day[keep], :k] = forecasts.steps[keep, :k, FIELDS.index("mean")]

@@ -91,3 +91,9 @@ def test_mae_rmse_and_pinball_are_relative_to_seasonal_naive_and_to_zeros() -> N
     assert m["rel_mae_vs_zeros"] == m["rel_rmse_vs_zeros"] == m["rel_pinball_vs_zeros"] == 1.0
     assert m["rel_mae_vs_seasonal_naive"] == pytest.approx(3 / 2)
     assert m["rel_rmse_vs_seasonal_naive"] == pytest.approx((5 / 2) ** 0.5)
+
+
+def test_forecasts_of_any_length_are_scored_to_their_last_step() -> None:
+    truth = {("s@x", b): 1.0 for b in range(30)}
+    rows = [fc("s@x", 0, "m", [1.0] * 10), fc("s@x", 3, "m", [1.0] * 2), fc("s@x", 12, "m", [])]
+    assert score(rows, truth, season=1)["m"]["points"] == 10 + 2

@@ -50,6 +50,7 @@ def test_a_same_day_cancellation_undoes_its_order_as_the_truth_does() -> None:
     shelves.end_of_day(14977)
     _, outcome = shelves.outcome({})
     assert (outcome.demanded.tolist(), outcome.served.tolist()) == ([0.0], [0.0])
+    assert outcome.stockout_days.tolist() == [0.0]  # the sale it lost was never one
     # a return with no order of its size that day is goods back on the shelf
     assert shelves.pass_([sold(DAY + 3600, -2, "r2")]) == []
     assert shelves.on_hand["A1@UK"] == 5

@@ -645,14 +645,14 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
         f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
     )
-    print(f"{'':<40}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
+    print(f"{'':<42}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
     print(
-        f"{'model':<16}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
+        f"{'model':<18}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
         f"{'MAE':>8}{'RMSE':>8}{'cover':>8}"
     )
     for model, m in s["accuracy"].items():  # type: ignore[union-attr]
         print(
-            f"{model:<16}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
+            f"{model:<18}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
             f"{m['rel_mae_vs_seasonal_naive']:>8.3f}{m['rel_rmse_vs_seasonal_naive']:>8.3f}"
             f"{m['rel_pinball_vs_seasonal_naive']:>8.3f}{m['rel_mae_vs_zeros']:>8.3f}"
             f"{m['rel_rmse_vs_zeros']:>8.3f}{m['coverage_p10_p90']:>8.1%}"
@@ -699,11 +699,11 @@ def print_policies(inventory: dict) -> None:
     for name, p in rows:
         print(f"{name:<20}{p['fill_rate']:>10.1%}{p['mean_on_hand_days']:>13.1f}{p['orders']:>8}")
     names = [name for name, _ in rows]
-    print(f"{'fill rate, stock days':<24}" + "".join(f"{n[:16]:>17}" for n in names))
+    print(f"{'fill rate, stock days':<24}" + "".join(f"{n:>18}" for n in names))
     keys = ["closed_loop" if n == "closed loop" else n for n in names]
     for cls, row in inventory.get("by_demand_class", {}).items():
         cells = "".join(
-            f"{row[k]['fill_rate']:>9.1%}{row[k]['mean_on_hand_days']:>8.0f}" for k in keys
+            f"{row[k]['fill_rate']:>10.1%}{row[k]['mean_on_hand_days']:>8.0f}" for k in keys
         )
         label = f"{cls} ({row['series']})"
         print(f"{label:<24}{cells}")

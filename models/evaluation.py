@@ -244,7 +244,7 @@ class JsonLines:
     def __iter__(self) -> Iterator[dict[str, object]]:
         with self.path.open("rb") as f:
             for line in f:
-                # orjson: a year of forecasts is millions of lines, read twice
+                # orjson: a year of forecasts is millions of lines
                 yield orjson.loads(line)
 
 

@@ -42,6 +42,7 @@ from streamer.policies import Outcome, Panel, Setup, compare, panel_of, publishe
 from streamer.replay import (
     InputFormat,
     Produced,
+    order_line,
     produce,
     produce_time,
     read_events,
@@ -88,17 +89,10 @@ def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
     sizes: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
     open_buckets: set[int] = set()
     for ev in events:
-        if ev.role != "orders" or not ev.ts:
-            continue
-        try:
-            obj = json.loads(ev.value)
-            qty, series = obj["quantity"], f"{obj['sku']}@{obj['location']}"
-        except (ValueError, KeyError, TypeError):
-            continue  # the worker dead-letters it
-        if not isinstance(qty, int):
-            continue
+        if ev.role != "orders" or not ev.ts or (line := order_line(ev)) is None:
+            continue  # the worker dead-letters what order_line refuses
+        qty, series, price = line.quantity, line.series, line.unit_price
         b = bucket_of(ev.ts, bucket_seconds)
-        price = obj.get("unit_price") or 0.0
         if qty > 0:
             truth[(series, b)] += qty
             revenue[(series, b)] += qty * price
@@ -495,7 +489,7 @@ def alert_quality(
 ) -> dict[str, object]:
     """How the alerts foretold the simulated stock-outs (docs/alerts.md), with each stock-out
     in ``stockouts.jsonl``."""
-    changes = [(f"{a['sku']}@{a['location']}", a["status"], epoch(a["ts"])) for a in alerts]  # type: ignore[arg-type]
+    changes = [(series_key(a["sku"], a["location"]), a["status"], epoch(a["ts"])) for a in alerts]  # type: ignore[arg-type]
     explained = explain_stockouts(
         changes, trace.stockouts, trace.levels, trace.sales, trace.lives,
         simulation.lead_time_days, simulation.lead_time_days + settings.review_days,

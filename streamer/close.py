@@ -124,8 +124,7 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
     on_hand, on_order = data.on_hand[rows], data.on_order[rows]
     up, down = transitions(
         data.raised[rows], inventory_position(on_hand, on_order), rops.value,
-        s.alert_hysteresis,
-        data.previous_rop[rows],
+        s.alert_hysteresis, data.previous_rop[rows],
     )  # fmt: skip
     seq = data.alert_seq[rows] + 1
     return Decision(

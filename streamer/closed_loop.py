@@ -23,9 +23,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamer.clock import bucket_of, bucket_start, epoch
-from streamer.events import MAX_ID_LEN
+from streamer.events import MAX_ID_LEN, series_key
 from streamer.policies import Outcome
-from streamer.replay import INVENTORY_LEAD_SECONDS, Produced, produce, replay_producer
+from streamer.replay import (
+    INVENTORY_LEAD_SECONDS,
+    Produced,
+    order_line,
+    produce,
+    replay_producer,
+)
 from streamer.simulation import inventory_event
 
 if TYPE_CHECKING:
@@ -86,15 +92,15 @@ class Planner:
         read asks for nothing, and an earlier one is superseded): the purchase orders
         produced."""
         out: list[Produced] = []
-        latest = {f"{a['sku']}@{a['location']}": a for a in self._read_up_to(published, timeout)}
-        for alert in latest.values():
+        alerts = self._read_up_to(published, timeout)
+        latest = {series_key(a["sku"], a["location"]): a for a in alerts}
+        for series, alert in latest.items():
             if alert["status"] != "raised" or alert["alert_id"] in self._seen:
                 continue
             self._seen.add(alert["alert_id"])
             qty = int(alert["order_quantity"])
             if qty <= 0:
                 continue
-            series = f"{alert['sku']}@{alert['location']}"
             ts, po_id = epoch(alert["ts"]), derived_id("", alert["alert_id"])
             po = {"ordered": qty, "po_id": po_id, "expected_at": round((ts + self.lead) * 1000)}
             out.append(inventory_event(series, ts, po, derived_id("po:", po_id)))
@@ -158,29 +164,33 @@ class Shelves:
         """Take a bucket's events in time order; the stock corrections they call for."""
         corrections = []
         for ev in sorted(events, key=lambda e: e.ts):
-            try:
-                obj = json.loads(ev.value)
-                series = f"{obj['sku']}@{obj['location']}"
-            except (ValueError, KeyError, TypeError):
-                continue  # the worker dead-letters it
-            if ev.role == "orders" and not isinstance(obj.get("quantity"), int):
-                continue
             if ev.role == "inventory":
-                if "on_hand" in obj:
-                    self.on_hand[series] = float(obj["on_hand"])
-                elif "delta" in obj:
-                    self.on_hand[series] = self.on_hand.get(series, 0.0) + obj["delta"]
+                self._restock(ev)
                 continue
-            day = bucket_of(ev.ts, self.bucket_seconds)
-            fix = self._order(series, day, obj["quantity"]) if obj["quantity"] > 0 else (
-                self._return(series, day, -obj["quantity"])
+            if (line := order_line(ev)) is None:
+                continue  # the worker dead-letters it
+            day, qty = bucket_of(ev.ts, self.bucket_seconds), line.quantity
+            fix = self._order(line.series, day, qty) if qty > 0 else (
+                self._return(line.series, day, -qty)
             )  # fmt: skip
             if fix:  # the worker's stock follows the shelf's
-                eid = derived_id("lost:" if fix > 0 else "unsold:", obj["event_id"])
+                eid = derived_id("lost:" if fix > 0 else "unsold:", line.event_id)
                 corrections.append(
-                    inventory_event(series, ev.ts + CORRECTION_DELAY, {"delta": fix}, eid)
+                    inventory_event(line.series, ev.ts + CORRECTION_DELAY, {"delta": fix}, eid)
                 )
         return corrections
+
+    def _restock(self, ev: Produced) -> None:
+        """A stock count or a movement (a delivery, a correction) on the shelf."""
+        try:
+            obj = json.loads(ev.value)
+            series = series_key(obj["sku"], obj["location"])
+        except (ValueError, KeyError, TypeError):
+            return  # the worker dead-letters it
+        if "on_hand" in obj:
+            self.on_hand[series] = float(obj["on_hand"])
+        elif "delta" in obj:
+            self.on_hand[series] = self.on_hand.get(series, 0.0) + obj["delta"]
 
     def _order(self, series: str, day: int, qty: int) -> int:
         """Sell what the shelf has; the units it lacked, which the worker must get back."""

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from streamer.events import series_key
+
 PRODUCT_CODE = re.compile(r"^\d{5}")
 CSV_COLUMNS = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country"}
 FORMATS = ("online-retail", "jsonl", "csv")
@@ -67,6 +69,32 @@ class Produced:
     key: str | None
     value: bytes
     ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    series: str
+    quantity: int
+    unit_price: float
+    event_id: str
+
+
+def order_line(ev: Produced) -> OrderLine | None:
+    """What an ``orders`` message says, as the tools that replay orders read it; None for a
+    message the worker dead-letters for its shape (not JSON, a field missing, a quantity that
+    is not an integer).
+
+    >>> value = b'{"event_id":"o1","sku":"A1","location":"UK","quantity":3}'
+    >>> order_line(Produced("orders", "A1", value, 0.0))
+    OrderLine(series='A1@UK', quantity=3, unit_price=0.0, event_id='o1')
+    """
+    try:
+        obj = json.loads(ev.value)
+        series, qty = series_key(obj["sku"], obj["location"]), obj["quantity"]
+        price, event_id = float(obj.get("unit_price") or 0.0), str(obj["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return OrderLine(series, qty, price, event_id) if isinstance(qty, int) else None
 
 
 @dataclass

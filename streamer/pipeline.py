@@ -329,8 +329,9 @@ class Pipeline:
             self._drop_stale()  # never advance a partition this worker just lost
         # a partition assigned but quiet since is taken over here (its offsets checked and its
         # clock loaded), idle advance or not
-        for p in owned or ():
-            await self._own(p)
+        for p in sorted(owned or ()):  # a copy: a rebalance may change ``owned`` meanwhile
+            if owned is not None and p in owned:
+                await self._own(p)
         if self.s.idle_advance_seconds <= 0:
             return result
         quiet = [

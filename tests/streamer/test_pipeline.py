@@ -751,6 +751,26 @@ def test_a_partition_that_comes_back_after_a_rebalance_is_not_learned_twice(
     assert learned_buckets(settings) == 20
 
 
+def test_a_rebalance_while_idle_partitions_are_taken_over_is_no_crash(
+    settings: Settings,
+) -> None:
+    # the agent hands advance_idle its live set of assigned partitions, which a rebalance
+    # changes while a takeover awaits Redis (once: "Set changed size during iteration")
+    h = Harness(settings.replace(partitions=3))
+    owned = {0, 1, 2}
+    own = h.pipeline._own
+    taken: list[int] = []
+
+    async def own_then_lose_the_next(p: int) -> object:
+        taken.append(p)
+        owned.discard(p + 1)
+        return await own(p)
+
+    h.pipeline._own = own_then_lose_the_next  # type: ignore[method-assign]
+    h.loop.run_until_complete(h.pipeline.advance_idle(time.time(), owned))
+    assert taken == [0, 2]  # partition 1 was revoked before its turn
+
+
 def test_a_worker_paused_past_its_session_writes_nothing_once_another_took_over(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

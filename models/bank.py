@@ -1,21 +1,24 @@
 """All models of all series of a partition, learned together once per closed bucket.
 
 Like statsforecast's ``StatsForecast(models=..., fallback_model=...)``, the bank takes its
-models as a list with unique names and names the fallback that publishes while no model has
-enough scored forecasts to be chosen. Row ``i`` of every model, band and feature array is
-series ``series[i]``; ``align`` makes the rows follow the partition's active series.
+models as a list with unique names and names the fallback, the reference every model is
+scored against. What a series publishes is the models' learned combination
+(``models.combination``) with its own bands. Row ``i`` of every model, band and feature
+array is series ``series[i]``; ``align`` makes the rows follow the partition's active series.
 
 >>> from models.testing import close_of
 >>> bank = Bank.default(horizon=3, season=7)
 >>> bank.align(["a@UK", "b@UK"])
->>> for b in range(20):
+>>> for b in range(80):
 ...     c = close_of(b, [b % 7, 2.0], horizon=3)
 ...     _ = bank.learn(c)
 ...     fc = bank.forecast(c)
 >>> bank.names
 ['seasonal_naive', 'moving_average', 'tsb', 'online_regression', 'lstm']
 >>> fc.published[:, :, 0].round(1).tolist()  # the means: a weekly pattern, and a flat 2
-[[6.0, 0.0, 1.0], [2.0, 2.0, 2.0]]
+[[3.0, 4.0, 5.0], [2.0, 2.0, 2.0]]
+>>> fc.shares.round(2).tolist()[0]  # seasonal naive carries the combination
+[0.98, 0.02, 0.0, 0.01, 0.0]
 """
 
 from __future__ import annotations
@@ -28,16 +31,19 @@ import pandas as pd
 
 from models.base import Close, Forecaster, State
 from models.baselines import MovingAverage, SeasonalNaive
+from models.combination import Combination
 from models.injected import Injected
 from models.intermittent import TSB
-from models.quantiles import MEAN, Bands, Calibration, Points, Published
+from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Points
 from models.recent import Recent
 from models.regression import OnlineRegression
-from models.selection import NONE, pooled_penalty, select
 
 PUBLISHED = "published"
+COMBINED = "combined"  # the model name of a published forecast
 LSTM = "lstm"
 SEASONAL_NAIVE = "seasonal_naive"  # the reference every model is compared with
+# the errors a series' smoothed moments remember: its evidence for its own weights
+REMEMBERED = 2 / MOMENT_ALPHA - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +63,15 @@ class Settled:
 @dataclass(frozen=True, slots=True)
 class Forecasts:
     """What one close forecast: ``steps[m]`` is model ``m``'s ``[n, horizon, 4]`` (NaN rows
-    not ready), ``chosen`` the published model per row (``NONE``: nothing published), and
-    the chosen model's smoothed error moments ``[n, horizon]`` with where they are known."""
+    not ready), ``publishes`` the rows with a published forecast (some model is ready),
+    ``published`` the combination's steps, ``shares [n, models]`` each model's weight in it
+    (averaged over the horizon), and the combination's smoothed error moments ``[n,
+    horizon]`` with where they are known."""
 
     steps: list[np.ndarray]
-    chosen: np.ndarray
+    publishes: np.ndarray
     published: np.ndarray
+    shares: np.ndarray
     m2: np.ndarray
     m3: np.ndarray
     moments_known: np.ndarray
@@ -87,7 +96,8 @@ class Bank:
         self.horizon = horizon
         self.recent = Recent(season)
         self.bands = [Bands(horizon) for _ in models]
-        self.published = Published(horizon)
+        self.combination = Combination(len(models), horizon)
+        self.published = Bands(horizon)  # the combination's issued forecasts and errors
         self.calibration = Calibration()
         # the steps each issuing close expected closed, by slot: one flag for all rows
         self.closed_ahead = np.zeros((horizon, horizon), bool)
@@ -108,8 +118,11 @@ class Bank:
         ]
         return cls(models, SEASONAL_NAIVE, horizon, season)
 
-    def _parts(self) -> list[Forecaster | Recent | Bands | Published]:
-        return [self.recent, *self.models, *self.bands, self.published, self.calibration]
+    def _parts(self) -> list[Forecaster | Recent | Bands | Combination]:
+        return [
+            self.recent, *self.models, *self.bands, self.combination, self.published,
+            self.calibration,
+        ]  # fmt: skip
 
     def align(self, series: Sequence[str]) -> None:
         """Make the rows ``series``, in that order: known series keep their state, new ones
@@ -145,12 +158,17 @@ class Bank:
         for name, bands in zip(self.names, self.bands, strict=True):
             points[name] = bands.settle(close.bucket, close.open, self.closed_ahead)
             bands.learn(points[name], close.y)
-        points[PUBLISHED] = self.published.settle(close.bucket, list(points.values()))
-        self.calibration.learn(points[PUBLISHED], close.y)
+        issued = self.published.settle(close.bucket, close.open, self.closed_ahead)
+        self.published.learn(issued, close.y)
+        self.calibration.learn(issued, close.y)
         for model in self.models:
             model.learn(close, self.recent)
         self.recent.update(close.bucket, close.open, close.y, close.price)
         scale = self.recent.scale()  # known when the points are scored, this bucket included
+        if close.open:
+            issued_means = self._issued_means(points, close.n)
+            self.combination.learn(issued_means, close.y, scale, self._closed_for(close.bucket))
+        points[PUBLISHED] = issued
         self.through = close.bucket
         reference = {
             p.k: np.where(p.valid, np.abs(close.y - p.steps[:, MEAN]), np.nan)
@@ -158,34 +176,56 @@ class Bank:
         }
         return Settled(close.bucket, self.series, close.y, scale, points, reference)
 
+    def _issued_means(self, points: dict[str, list[Points]], n: int) -> np.ndarray:
+        """Each model's means issued for the closing bucket ``[horizon, n, models]`` (NaN
+        where it issued none), from what its bands settled."""
+        out = np.full((self.horizon, n, len(self.models)), np.nan)
+        for m, name in enumerate(self.names):
+            for p in points[name]:
+                out[p.k - 1, :, m] = p.steps[:, MEAN]
+        return out
+
+    def _closed_for(self, bucket: int) -> np.ndarray:
+        """Which of the forecasts for ``bucket`` (issued 1 .. horizon buckets before it)
+        expected it closed."""
+        k = np.arange(1, self.horizon + 1)
+        return self.closed_ahead[(bucket - k) % self.horizon, k - 1]
+
     def forecast(self, close: Close) -> Forecasts:
-        """Every ready model's forecast for the buckets after ``close``, and the choice."""
+        """Every ready model's forecast for the buckets after ``close``, and their
+        combination."""
         steps = []
         ready = np.zeros((len(self.models), close.n), bool)
         for i, (model, bands) in enumerate(zip(self.models, self.bands, strict=True)):
             means, ready[i] = model.forecast(close, self.recent)
             steps.append(bands.steps(means, ready[i], close.ahead_closed, self.calibration.widen))
             bands.issue(close.bucket, steps[i])
-        mae = np.stack([b.recent_mae() for b in self.bands])
-        mse = np.stack([b.m2.mean(axis=1) for b in self.bands])
-        chosen = select(mae * pooled_penalty(mae)[:, None], ready, self.fallback, mse)
-        rows = np.arange(close.n)
-        published = np.stack(steps)[np.maximum(chosen, 0), rows]
-        published[chosen == NONE] = np.nan
-        self.published.issue(close.bucket, chosen)
+        own_mse = np.stack([np.where(known, m2, np.nan) for m2, _, known in (
+            b.moments() for b in self.bands)])  # fmt: skip
+        evidence = np.minimum(self.recent.count, REMEMBERED).astype(np.float64)
+        mean, weights = self.combination.mean(np.stack(steps)[..., MEAN], own_mse, evidence)
+        publishes = ready.any(axis=0)
+        widen = self.calibration.widen
+        published = self.published.steps(mean, publishes, close.ahead_closed, widen)
+        self.published.issue(close.bucket, published)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed
-        moments = [np.stack(b.moments()) for b in self.bands]
-        m2, m3, known = np.stack(moments)[np.maximum(chosen, 0), :, rows].transpose(1, 0, 2)
-        return Forecasts(steps, chosen, published, m2, m3, known.astype(bool))
+        m2, m3, known = self.published.moments()
+        shares = weights.mean(axis=1)
+        return Forecasts(steps, publishes, published, shares, m2, m3, known)
 
     def version(self, index: int) -> str:
         return self.models[index].version
 
-    def _shared(self) -> list[tuple[str, Recent | Published | Calibration]]:
+    def published_version(self) -> str:
+        """The combination's lineage: every model's version, in the bank's order, joined by
+        ``+`` (``3+3+2+river-lr-global-1+v2``): a new LSTM makes new forecast ids."""
+        return "+".join(m.version for m in self.models)
+
+    def _shared(self) -> list[tuple[str, Recent | Combination | Bands | Calibration]]:
         """The parts every model shares, by their prefix in ``state()``."""
         return [
-            ("recent", self.recent), ("published", self.published),
-            ("calibration", self.calibration),
+            ("recent", self.recent), ("combination", self.combination),
+            ("published", self.published), ("calibration", self.calibration),
         ]  # fmt: skip
 
     def state(self) -> State:
@@ -203,7 +243,7 @@ class Bank:
 
     def load(self, state: State, series: Sequence[str]) -> None:
         """Continue from ``state()`` of a bank with the same models, whose rows were
-        ``series``. A model the state lacks (added since) starts fresh."""
+        ``series``. A model or shared part the state lacks (added since) starts fresh."""
         through = int(state["through"])
         self.through = None if through < 0 else through
         self.closed_ahead = np.asarray(state["closed_ahead"], bool).copy()
@@ -215,7 +255,11 @@ class Bank:
             return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
         for prefix, part in self._shared():
-            part.load(sub(f"{prefix}."))
+            saved = sub(f"{prefix}.")
+            if saved.keys() >= part.state().keys():
+                part.load(saved)
+            else:
+                part.take(fresh)
         for name, model, bands in zip(self.names, self.models, self.bands, strict=True):
             saved = sub(f"bands.{name}.")
             if saved:

@@ -17,11 +17,10 @@ over every (series, issue bucket, horizon) point:
   intermittent demand often beats seasonal naive on MAE alone. A point forecast's pinball
   loss averaged over p10/p50/p90 is half its absolute error.
 
-Every message counts for its model and for ``published`` (the topic carries the forecast each
-series selected at each bucket), except a SKU's rollup over its locations (``sku@*``), which
-counts as ``rollup`` only (``truth`` must hold its demand, the sum over its locations).
-Buckets in ``closed``
-(the shop did not trade) have no truth and are never scored.
+Every message counts for its model and for ``published`` (the topic carries each series'
+published forecast at each bucket, ``combined``), except a SKU's rollup over its locations
+(``sku@*``), which counts as ``rollup`` only (``truth`` must hold its demand, the sum over its
+locations). Buckets in ``closed`` (the shop did not trade) have no truth and are never scored.
 
 >>> fc = [{"forecast_id": "a@x|0|m@1",
 ...        "horizon": [{"mean": 2.0, "p10": 1.0, "p50": 2.0, "p90": 3.0}]},
@@ -34,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -273,10 +272,15 @@ class Prequential:
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
 
-    def add_wins(self, model: str, n: int) -> None:
-        """Count ``n`` published forecasts of ``model`` (horizon 0 holds the wins)."""
-        if n:
-            self.sums[f"{model}|0|wins"] += n
+    def add_shares(self, names: Sequence[str], shares: np.ndarray) -> None:
+        """Count the published forecasts whose models' weights are ``shares [n, models]``,
+        and add up each model's (horizon 0 holds these)."""
+        if not len(shares):
+            return
+        self.sums[f"{PUBLISHED}|0|forecasts"] += len(shares)
+        for name, total in zip(names, shares.sum(axis=0).tolist(), strict=True):
+            if total:  # a model never ready (an LSTM not trained yet) has no weight to show
+                self.sums[f"{name}|0|weight"] += total
 
     def add(
         self,
@@ -340,21 +344,25 @@ class Prequential:
             self.sums[k] += v
 
     def summary(self) -> dict[str, dict[str, object]]:
-        """Metrics per model over all horizons, with a ``horizons`` list (k = 1, 2, ...)."""
+        """Metrics per model over all horizons, with a ``horizons`` list (k = 1, 2, ...);
+        ``published`` has the count of its ``forecasts``, and each model of the bank its mean
+        ``weight`` in them."""
         grouped: dict[str, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         for key, v in self.sums.items():
             model, k, field = key.rsplit("|", 2)
             grouped[model][int(k)][field] = v
+        forecasts = grouped.get(PUBLISHED, {}).get(0, {}).get("forecasts", 0.0)
         out: dict[str, dict[str, object]] = {}
         for model, by_k in sorted(grouped.items()):
-            wins = int(by_k.pop(0, {}).get("wins", 0))
+            counts = {f: v / forecasts if f == "weight" else int(v)
+                      for f, v in by_k.pop(0, {}).items() if forecasts}  # fmt: skip
             total: dict[str, float] = defaultdict(float)
             for fields in by_k.values():
                 for f, v in fields.items():
                     total[f] += v
             out[model] = {
                 **_metrics(total),
-                "wins": wins,
+                **counts,
                 "horizons": [_metrics(by_k[k]) for k in sorted(by_k)],
             }
         return out

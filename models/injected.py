@@ -3,7 +3,7 @@
 The LSTM is trained on all series at once by the trainer process and run for all series of a
 partition in one batch at each bucket close (``streamer/lstm_serving.py``). In the bank it
 still behaves like any model: its forecasts are issued, scored when the truth arrives, given
-quantiles from its own errors, and compete in the per-series selection. It learns nothing
+quantiles from its own errors, and weighed in the published combination. It learns nothing
 itself, and forecasts nothing in a close that did not ``offer`` it a forecast (no champion
 yet, or a replay after a restart).
 

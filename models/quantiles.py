@@ -34,7 +34,6 @@ MIN_ERRORS = 5
 RATE = 0.3  # running quantile step, in units of the errors' smoothed deviation from the p50
 SPREAD_ALPHA = 0.05  # weight of each error in that smoothed absolute error
 MOMENT_ALPHA = 1 / 56  # weight of each error in the smoothed moments (about 8 weeks)
-SELECTION_ALPHA = 0.005  # weight of each scored point in the recent p50 error
 Z90 = 1.2815515655446004
 CALIBRATION_RATE = 0.05  # log-change of a band half's width per scored point, times (miss - 0.1)
 WIDEN_RANGE = (0.25, 4.0)
@@ -96,45 +95,12 @@ class Issued(Columns):
             self._ring(s)[:, bucket % (s + 1)] = steps[:, s]
 
 
-class Published(Columns):
-    """Which model each series published at each of the last ``horizon`` closes. A published
-    forecast is its model's, so it is read back from that model's ``Issued`` rather than kept
-    twice."""
-
-    def __init__(self, horizon: int = 7) -> None:
-        super().__init__()
-        self.horizon = horizon
-        self.column("chosen", -1, (horizon,), np.int8)  # -1: nothing published
-
-    def issue(self, bucket: int, chosen: np.ndarray) -> None:
-        self.chosen[:, bucket % self.horizon] = chosen
-
-    def settle(self, bucket: int, models: list[list[Points]]) -> list[Points]:
-        """What closing ``bucket`` scores of the published forecasts, from what it scores of
-        each model (``Issued.settle``, in the order of the indices ``issue`` was given)."""
-        by_k = [{p.k: p for p in points} for points in models]
-        out = []
-        for k in range(1, self.horizon + 1):
-            chosen = self.chosen[:, (bucket - k) % self.horizon]
-            scored = [(m, found[k]) for m, found in enumerate(by_k) if k in found]
-            valid = chosen >= 0
-            if not scored or not valid.any():
-                continue
-            steps = np.full((self.rows, 4), np.nan)
-            for m, p in scored:
-                rows = chosen == m
-                steps[rows] = p.steps[rows]
-            out.append(Points(k, valid, steps, scored[0][1].closed))
-        return out
-
-
 class Calibration(Columns):
     """How much to widen each half of every model's band, per series: adaptive conformal
     inference (Gibbs and Candes 2021) on the band's width, from the published forecast's
     misses as issued. A half whose tail is missed more often than 10% widens, one missed less
-    often narrows. The running quantiles alone lag a series whose errors change, and the
-    choice of the model with the smallest recent error favours bands that were narrow by luck:
-    on the 500 largest series the published band covered 73% instead of 80%."""
+    often narrows. The running quantiles alone lag a series whose errors change: on the 500
+    largest series the published band covered 73% instead of 80% without it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,25 +128,12 @@ class Bands(Issued):
         self.column("spread", np.nan, (), np.float32)
         self.column("m2", 0.0, (horizon,), np.float32)
         self.column("m3", 0.0, (horizon,), np.float32)
-        self.column("p50_abs", np.nan, (), np.float32)
-        self.column("scored", 0, (), np.int16)  # counted up to MIN_ERRORS
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
         """Update from the points ``settle`` returned for this model."""
         for p in points:
             if p.closed:
                 continue  # a surprise opening says nothing of the model's everyday errors
-            err = np.abs(y - p.steps[:, P50])
-            self.p50_abs[:] = np.where(
-                ~p.valid,
-                self.p50_abs,
-                np.where(
-                    np.isnan(self.p50_abs),
-                    err,
-                    self.p50_abs + SELECTION_ALPHA * (err - self.p50_abs),
-                ),
-            )
-            self.scored += p.valid & (self.scored < MIN_ERRORS)
             self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
 
     def _track(self, h: int, rows: np.ndarray, e: np.ndarray) -> None:
@@ -238,7 +191,3 @@ class Bands(Issued):
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Smoothed mean square and cube of the errors ``[n, horizon]``, and where known."""
         return self.m2, self.m3, self.errors >= MIN_ERRORS
-
-    def recent_mae(self) -> np.ndarray:
-        """Smoothed absolute error of the recent p50s, NaN before ``MIN_ERRORS`` points."""
-        return np.where(self.scored >= MIN_ERRORS, self.p50_abs, np.nan)

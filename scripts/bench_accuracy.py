@@ -201,11 +201,8 @@ def replay(
                 for k in range(1, HORIZON + 1)
             }
             run.common.add_settled(only(settled, top_rows, keep))
-        for m, n in zip(*np.unique(fc.chosen[fc.chosen >= 0], return_counts=True), strict=True):
-            run.all.add_wins(bank.names[m], int(n))
-        top_chosen = fc.chosen[top_rows & (fc.chosen >= 0)]
-        for m, n in zip(*np.unique(top_chosen, return_counts=True), strict=True):
-            run.top.add_wins(bank.names[m], int(n))
+        run.all.add_shares(bank.names, fc.shares[fc.publishes])
+        run.top.add_shares(bank.names, fc.shares[top_rows & fc.publishes])
 
 
 def statsforecast_reference(
@@ -294,7 +291,7 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
                 "coverage_p10_p90": m["coverage_p10_p90"],
                 "below_p10": m.get("below_p10"),
                 "above_p90": m.get("above_p90"),
-                "wins": m.get("wins", 0),
+                "weight": m.get("weight"),
             }
         )
     return rows
@@ -304,7 +301,7 @@ def markdown(title: str, rows: list[dict[str, object]]) -> str:
     cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse",
             "rmse_vs_seasonal_naive", "pinball", "pinball_vs_seasonal_naive", "mae_vs_zeros",
             "rmse_vs_zeros", "pinball_vs_zeros", "coverage_p10_p90", "below_p10", "above_p90",
-            "wins"]  # fmt: skip
+            "weight"]  # fmt: skip
     out = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
@@ -383,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rmse": math.sqrt(t["sq"] / t["n"]),
                     "pinball": None,
                     "coverage_p10_p90": None,
-                    "wins": None,
+                    "weight": None,
                 }
             )
         for r in common:

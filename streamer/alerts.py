@@ -2,7 +2,7 @@
 
 Reorder point = expected demand over the protection interval (lead time + review period, the
 time until the next chance to reorder) + safety stock. The safety stock is the service-level
-quantile of the forecast error over that interval, from the selected model's recent errors
+quantile of the forecast error over that interval, from the published forecast's recent errors
 at each of its horizons: their variances and third moments add up (errors
 of different days taken as independent), and a Cornish-Fisher expansion turns them into the
 quantile, z * sigma_L corrected for skew. Errors, not the p10-p90 band: on lumpy demand the

@@ -546,8 +546,8 @@ def summarize(
             "scores the p50, RMSE the mean; MASE is scaled by in-sample weekly seasonal naive; "
             "rel_mae, rel_rmse and rel_pinball < 1 beat the classic seasonal naive on the same "
             "points (vs_seasonal_naive) or a forecast of zeros (vs_zeros), which on intermittent "
-            "demand often wins on MAE alone; wins = forecasts "
-            "published by the model"
+            "demand often wins on MAE alone; the published forecast ('combined') learns a "
+            "weight per model: 'weight' is each model's mean weight in it"
         ),
         "read": asdict(read_stats),  # type: ignore[call-overload]
         "stock_simulation": asdict(sim_stats),  # type: ignore[call-overload]

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.bank import LSTM, Bank, Forecasts, Settled, groups_of
+from models.bank import COMBINED, LSTM, Bank, Forecasts, Settled, groups_of
 from models.base import Close
 from models.evaluation import Prequential
 from models.rollup import ROLLUP, combine, settle
 from models.rollup import VERSION as ROLLUP_VERSION
-from models.selection import NONE
 from models.snapshot import pack
 from streamer.alerts import (
     CLEARED,
@@ -48,7 +47,6 @@ class Decision:
     alert state: ``raised``/``cleared`` index into ``rows``."""
 
     rows: np.ndarray
-    chosen: np.ndarray  # the model each of ``rows`` publishes
     rops: ReorderPoints
     stock_ts: float
     on_hand: np.ndarray
@@ -113,7 +111,7 @@ def learn_and_forecast(
 def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) -> Decision:
     """Reorder points from the published forecasts and their errors; alert transitions of the
     inventory position where the stock is known."""
-    rows = np.flatnonzero(fc.chosen != NONE)
+    rows = np.flatnonzero(fc.publishes)
     lead = data.lead_time[rows]
     lead = np.where(np.isnan(lead), s.lead_time_days, lead)
     moments = (fc.m2[rows], fc.m3[rows], fc.moments_known[rows])
@@ -128,7 +126,7 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
     )  # fmt: skip
     seq = data.alert_seq[rows] + 1
     return Decision(
-        rows, fc.chosen[rows], rops, stock_ts, on_hand, on_order, data.pack_size[rows],
+        rows, rops, stock_ts, on_hand, on_order, data.pack_size[rows],
         np.flatnonzero(up & known), np.flatnonzero(down & known), seq,
     )  # fmt: skip
 
@@ -146,18 +144,14 @@ def publish(
     """The close's messages, and the forecast id each publishing row (``series``) cites and
     its forecast as the partition's latest-forecast hash keeps it."""
     rows = decision.rows
-    chosen = fc.chosen[rows]
-    names = np.array(bank.names, object)[chosen].tolist()
-    versions = np.array([bank.version(m) for m in range(len(bank.names))], object)[chosen]
-    versions = versions.tolist()
+    names, versions = [COMBINED] * len(rows), [bank.published_version()] * len(rows)
     topic = s.topics["forecasts"]
     fids, values = forecast_values(
         series, bucket, s.bucket_seconds, names, versions, fc.published[rows]
     )
     outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
     stored = stored_forecasts(bucket, names, versions, fc.published[rows])
-    for model, n in bank_wins(bank, decision).items():
-        evaluation.add_wins(model, n)
+    evaluation.add_shares(bank.names, fc.shares[rows])
     if len(rows):
         skus, codes = bank.groups()
         outs += _rollups(s, bucket, skus, codes, rows, fc.published[rows])
@@ -171,14 +165,6 @@ def publish(
 def publishing(bank: Bank, decision: Decision) -> list[str]:
     """The names of the series that publish."""
     return [bank.series[i] for i in decision.rows.tolist()]
-
-
-def bank_wins(bank: Bank, decision: Decision) -> dict[str, int]:
-    """How many series each model published for."""
-    chosen = decision.chosen
-    return {
-        bank.names[m]: int(n) for m, n in zip(*np.unique(chosen, return_counts=True), strict=True)
-    }
 
 
 def _rollups(

@@ -260,11 +260,14 @@ _COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A partition's series over a span of buckets: demand and revenue ``[series, bucket]``
-    (0 where none), and the closed flags known there."""
+    """A partition's ``series`` over a span of buckets: demand and revenue ``[series,
+    bucket]`` (0 where none), where each series had orders (``traded``), and the closed flags
+    known there."""
 
+    series: list[str]
     demand: np.ndarray
     revenue: np.ndarray
+    traded: np.ndarray
     closed: dict[int, bool]
 
 
@@ -440,12 +443,20 @@ class FeatureStore:
         and return the outbox to send: a retry after a failed write or a crash sends the
         same alerts and republishes the same forecasts, whatever the stock or the trainer did
         meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it."""
-        keys = [part_key(partition, k) for k in ("clock", "outbox", "rop")]
+        keys = [part_key(partition, k) for k in ("clock", "outbox", "rop", "lstm")]
         args = [bucket, version, delivered, *alerts]
         reply = await self._fenced(self._begin_close, partition, generation, keys, args)
         if not int(reply[0]):  # type: ignore[index]
             return None
         return [AlertRecord.parse(raw) for raw in reply[1]]  # type: ignore[index]
+
+    async def read_lstm_served(self, partition: int, span: range) -> dict[int, int]:
+        """The LSTM version each close of ``span`` published with, where one did."""
+        if not len(span):
+            return {}
+        metrics.REDIS_ROUNDTRIPS.inc()
+        raw = await self.r.hmget(part_key(partition, "lstm"), [str(b) for b in span])
+        return {b: int(v) for b, v in zip(span, raw, strict=True) if v is not None}
 
     async def read_partition_snapshot(self, partition: int) -> list[bytes] | None:
         """The partition's model snapshot (models/snapshot.py) in its stored pieces, if any:
@@ -461,15 +472,23 @@ class FeatureStore:
         )
 
     async def read_window(
-        self, partition: int, series: Sequence[str], span: range, flags_before: int = 0
+        self,
+        partition: int,
+        series: Sequence[str],
+        span: range,
+        flags_before: int = 0,
+        *,
+        all_traded: bool = False,
     ) -> Window:
         """Demand and revenue ``[len(series), len(span)]`` of the partition's ``series`` over
         ``span`` (0 where none), and the partition's closed flags there and over the
         ``flags_before`` buckets before it (a replayed close expects days closed from the
-        flags of the weeks before it, as the live close did). Read from the partition's
-        per-bucket hashes, which list only the series that traded in a bucket: two commands
-        a bucket, where reading each series' hashes cost a close about 20 us a series before
-        its LSTM could forecast."""
+        flags of the weeks before it, as the live close did). With ``all_traded``, the rows
+        are ``series`` and every other series that traded in ``span`` (one that has left the
+        active set since), in name order. Read from the partition's per-bucket hashes, which
+        list only the series that traded in a bucket: two commands a bucket, where reading
+        each series' hashes cost a close about 20 us a series before its LSTM could
+        forecast."""
         flagged = range(span.start - flags_before, span.stop)
         pipe = self.r.pipeline(transaction=False)
         pipe.hmget(part_key(partition, "closed"), [str(b) for b in flagged] or ["-"])
@@ -479,16 +498,22 @@ class FeatureStore:
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
         closed = {b: v == b"1" for b, v in zip(flagged, raw[0], strict=False) if v is not None}
+        if all_traded:
+            names = {name.decode() for d in raw[1::2] for name in d}
+            series = sorted(names.union(series))
         index = pd.Index([s.encode() for s in series])
-        demand = np.zeros((len(series), len(span)))
-        revenue = np.zeros((len(series), len(span)))
+        shape = (len(series), len(span))
+        demand, revenue, traded = np.zeros(shape), np.zeros(shape), np.zeros(shape, bool)
         for j, (d, r) in enumerate(zip(raw[1::2], raw[2::2], strict=True)):
             for out, values in ((demand, d), (revenue, r)):
                 if values:
                     rows = index.get_indexer(list(values))
                     numbers = np.array(list(values.values()), np.float64)
                     out[rows[rows >= 0], j] = numbers[rows >= 0]
-        return Window(demand, revenue, closed)
+            if d:
+                rows = index.get_indexer(list(d))
+                traded[rows[rows >= 0], j] = True
+        return Window(list(series), demand, revenue, traded, closed)
 
     async def write_close(
         self,
@@ -524,7 +549,7 @@ class FeatureStore:
             ),
             part_key(partition, f"demand:{trim_before}"),
             part_key(partition, f"revenue:{trim_before}"),
-            *(part_key(partition, k) for k in ("rop", "rolling", "forecast")),
+            *(part_key(partition, k) for k in ("rop", "rolling", "forecast", "lstm")),
         ]  # fmt: skip
         if not await self._fenced(self._close, partition, generation, keys, args):
             log.warning(

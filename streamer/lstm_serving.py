@@ -37,6 +37,11 @@ QUANTILES = (0.1, 0.5, 0.9)
 SWANSON = (0.3, 0.4, 0.3)  # weights of QUANTILES that estimate the mean
 
 
+def window_of(model: GlobalLSTM, bucket: int) -> range:
+    """The buckets ``model`` reads to forecast after ``bucket`` closed."""
+    return range(bucket - model.cfg.seq_len + 1, bucket + 1)
+
+
 def version_name(version: int) -> str:
     return f"v{version}"
 
@@ -115,13 +120,29 @@ class LSTMServing:
         if champion is None or not series:
             return None
         version, model = champion
-        bucket = ahead.bucket
-        seq_len = model.cfg.seq_len
-        span = range(bucket - seq_len + 1, bucket + 1)
+        span = window_of(model, ahead.bucket)
         window = await store.read_window(partition, series, span)
         flags = {**window.closed, **closed}
-        demand = window.demand.astype(np.float32)
-        revenue = window.revenue.astype(np.float32)
+        means = await asyncio.to_thread(
+            self.means, model, series, window.demand, window.revenue, flags, span, ahead
+        )
+        return version_name(version), means
+
+    def means(
+        self,
+        model: GlobalLSTM,
+        series: list[str],
+        demand: np.ndarray,
+        revenue: np.ndarray,
+        flags: dict[int, bool],
+        span: range,
+        ahead: Close,
+    ) -> np.ndarray:
+        """``model``'s mean forecasts ``[len(series), horizon]`` after ``ahead.bucket`` closed,
+        from the series' demand and revenue over ``span`` (``window_of``) and the closed
+        flags: at a live close, and again when a restart replays it."""
+        demand = demand.astype(np.float32)
+        revenue = revenue.astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             price = np.where((demand > 0) & (revenue > 0), revenue / demand, math.nan)
         panel = Panel(
@@ -132,6 +153,22 @@ class LSTMServing:
             np.array([self.calendar.weekday(b) for b in span]),
             span.start,
         )
-        quantiles = await asyncio.to_thread(predict, model, panel, bucket, ahead)
+        quantiles = predict(model, panel, ahead.bucket, ahead)
         means = np.tensordot(quantiles, np.array(SWANSON, np.float32), axes=([2], [0]))
-        return version_name(version), means.astype(np.float64)
+        return means.astype(np.float64)
+
+    def versions(self, wanted: set[int]) -> dict[int, GlobalLSTM]:
+        """The ``wanted`` versions that still load, for a restart to replay the closes that
+        served them; one error line for each that does not (those closes replay without
+        the LSTM, and the partition's forecasts then differ from an uninterrupted run's
+        until the combination has forgotten them)."""
+        out = {}
+        for version in sorted(wanted):
+            if self.serving is not None and self.serving[0] == version:
+                out[version] = self.serving[1]
+                continue
+            try:
+                out[version] = self.registry.load(version)
+            except CheckpointError as exc:
+                log.error("cannot replay LSTM %s (%s)", version_name(version), exc)
+        return out

@@ -46,9 +46,9 @@ MODEL_ERROR = Gauge(
     "('all' pools them)",
     ["model", "horizon", "metric"],
 )  # metric: mae, rmse, mase, pinball, coverage_p10_p90
-MODEL_WINS = Gauge(
-    "shelfcast_model_selected",
-    "Forecasts each model published since this worker started",
+MODEL_WEIGHT = Gauge(
+    "shelfcast_model_weight",
+    "Each model's mean weight in the published forecasts since this worker started",
     ["model"],
 )
 CLOSED_BUCKETS = Counter(
@@ -109,7 +109,8 @@ GAUGED = ("mae", "rmse", "mase", "pinball", "coverage_p10_p90")
 def publish_evaluation(summary: dict[str, dict[str, object]]) -> None:
     """Set the error gauges from a ``Prequential.summary()``."""
     for model, overall in summary.items():
-        MODEL_WINS.labels(model).set(float(overall.get("wins", 0)))  # type: ignore[arg-type]
+        if "weight" in overall:
+            MODEL_WEIGHT.labels(model).set(float(overall["weight"]))  # type: ignore[arg-type]
         rows = [("all", overall)]
         rows += [(str(k), h) for k, h in enumerate(overall.get("horizons", []), 1)]  # type: ignore[call-overload]
         for horizon, values in rows:

@@ -35,16 +35,17 @@ from typing import TypeVar
 
 import numpy as np
 
-from models.bank import Bank, Settled
+from models.bank import COMBINED, Bank, Settled
 from models.base import Close
 from models.evaluation import Prequential
+from models.lstm import GlobalLSTM
 from models.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
 from streamer.alerts import ReorderPoint
 from streamer.clock import bucket_of, bucket_start, iso, last_closable
-from streamer.close import Computed, Decision, bank_wins, close_of, compute, learn_and_forecast
+from streamer.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.config import Settings
 from streamer.events import (
     Invalid,
@@ -61,8 +62,9 @@ from streamer.features import (
     PartitionClose,
     Status,
     StockEffect,
+    Window,
 )
-from streamer.lstm_serving import LSTMServing, version_number
+from streamer.lstm_serving import LSTMServing, version_name, version_number, window_of
 from streamer.offsets import RedisBehind, gaps
 from streamer.publish import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
 
@@ -522,10 +524,19 @@ class Pipeline:
         if start > through:
             return bank
         span = range(start, through + 1)
-        window = await self.store.read_window(p, series, span, 2 * self.calendar.season)
-        await asyncio.to_thread(
-            self._replay, bank, span, series, firsts, window.closed, window.demand, window.revenue
+        served = await self.store.read_lstm_served(p, span)
+        models = await asyncio.to_thread(self.lstm.versions, set(served.values()))
+        lstm = {b: (v, models[v]) for b, v in served.items() if v in models}
+        # from an activity window (or the LSTM's input) earlier: who was active at the first
+        # replayed close, and what its LSTM read
+        seq_len = max((m.cfg.seq_len for m in models.values()), default=1)
+        before = max(self.s.active_buckets, seq_len) - 1
+        read = range(start - before, through + 1)
+        window = await self.store.read_window(
+            p, series, read, max(2 * self.calendar.season - before, 0), all_traded=True
         )
+        first = dict(zip(series, firsts.tolist(), strict=True))
+        await asyncio.to_thread(self._replay, bank, read, before, window, first, lstm)
         return bank
 
     @staticmethod
@@ -536,20 +547,47 @@ class Pipeline:
     def _replay(
         self,
         bank: Bank,
-        span: range,
-        series: list[str],
-        firsts: np.ndarray,
-        closed: dict[int, bool],
-        demand: np.ndarray,
-        revenue: np.ndarray,
+        read: range,
+        before: int,
+        window: Window,
+        first: dict[str, float],
+        lstm: dict[int, tuple[int, GlobalLSTM]],
     ) -> None:
-        """The closes of ``span`` again, in memory, each series from its first bucket."""
-        names = np.array(series, dtype=object)
-        for j, b in enumerate(span):
-            rows = firsts <= b
+        """The closes of ``read`` after its first ``before`` buckets again, in memory, with
+        the rows each live close had: the series active now from their first bucket, and
+        any series while it had orders in the activity window before the close (a series that
+        has left since, or an earlier stay of one that came back). A close that served the
+        LSTM (``lstm``: its version by bucket) is offered the same forecasts again: every
+        model's errors feed the published combination."""
+        names = np.array(window.series, dtype=object)
+        joined = np.array([first.get(s, math.inf) for s in window.series])
+        active = _rolling_any(window.traded, self.s.active_buckets)
+        for j in range(before, len(read)):
+            rows = (joined <= read[j]) | active[:, j]
             bank.align(list(names[rows]))
-            close = self._close_of(b, closed, demand[rows, j], revenue[rows, j])
-            learn_and_forecast(bank, close, None)
+            demand, revenue = window.demand[rows, j], window.revenue[rows, j]
+            close = self._close_of(read[j], window.closed, demand, revenue)
+            offer = None
+            if read[j] in lstm and rows.any():
+                offer = self._lstm_again(lstm[read[j]], bank.series, window, rows, read, close)
+            learn_and_forecast(bank, close, offer)
+
+    def _lstm_again(
+        self,
+        served: tuple[int, GlobalLSTM],
+        series: list[str],
+        window: Window,
+        rows: np.ndarray,
+        read: range,
+        close: Close,
+    ) -> tuple[str, np.ndarray]:
+        """The LSTM forecasts a live close offered its bank, from the replay's ``window``."""
+        version, model = served
+        span = window_of(model, close.bucket)
+        cols = slice(span.start - read.start, span.stop - read.start)
+        demand, revenue = window.demand[rows, cols], window.revenue[rows, cols]
+        means = self.lstm.means(model, series, demand, revenue, window.closed, span, close)
+        return version_name(version), means
 
     async def snapshot(self, partitions: Iterable[int]) -> None:
         """Write the models of ``partitions`` to Redis (on revoke, before another worker
@@ -632,7 +670,7 @@ class Pipeline:
             log.info("partition %d: the close of bucket %d is recorded already", p, b)
             return
         await self._send(p, done.outs, outbox, result)
-        self._count(bank, done.decision, done.outs, result)
+        self._count(done.decision, done.outs, result)
         await self.store.write_close(
             p,
             self.generation[p],
@@ -657,12 +695,9 @@ class Pipeline:
         self.evaluation.merge(done.evaluation.sums)
         metrics.publish_evaluation(self.evaluation.summary())
 
-    def _count(
-        self, bank: Bank, decision: Decision, outs: list[Output], result: BatchResult
-    ) -> None:
-        published = bank_wins(bank, decision)
+    def _count(self, decision: Decision, outs: list[Output], result: BatchResult) -> None:
         forecasts = len(outs)  # a close's outputs are its forecasts and rollups; alerts apart
-        published[ROLLUP] = forecasts - len(decision.rows)
+        published = {COMBINED: len(decision.rows), ROLLUP: forecasts - len(decision.rows)}
         for model, n in published.items():
             if n:
                 metrics.FORECASTS.labels(model).inc(n)
@@ -722,3 +757,13 @@ def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
         settings.service_level,
         settings.review_days,
     )
+
+
+def _rolling_any(flags: np.ndarray, width: int) -> np.ndarray:
+    """Whether each row has a True among the ``width`` columns ending at each column.
+
+    >>> _rolling_any(np.array([[True, False, False, False]]), 2).tolist()
+    [[True, True, False, False]]
+    """
+    counts = np.cumsum(np.pad(flags, ((0, 0), (1, 0))), axis=1)
+    return (counts[:, 1:] - counts[:, np.maximum(np.arange(flags.shape[1]) + 1 - width, 0)]) > 0

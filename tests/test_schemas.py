@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from models.bank import Bank
+from models.bank import COMBINED, Bank
 from models.rollup import ROLLUP, combine
 from models.rollup import VERSION as ROLLUP_VERSION
 from models.testing import close_of
@@ -190,14 +190,12 @@ def test_forecasts_of_a_real_model_bank_match_the_schema() -> None:
     assert ready == [
         "seasonal_naive", "moving_average", "tsb", "online_regression",
     ]  # fmt: skip
-    assert fc.chosen[0] >= 0
-    for name, s in zip(bank.names, fc.steps, strict=True):
-        if name in ready:
-            msg = forecast_message(
-                SERIES, last, DAY, name, bank.version(bank.names.index(name)), s[0]
-            )
-            assert_valid("forecasts", wire(msg))
-            assert len(msg["horizon"]) == 7  # type: ignore[arg-type]
+    assert fc.publishes[0]
+    models = [(n, bank.version(i), fc.steps[i]) for i, n in enumerate(bank.names) if n in ready]
+    for name, version, s in [*models, (COMBINED, bank.published_version(), fc.published)]:
+        msg = forecast_message(SERIES, last, DAY, name, version, s[0])
+        assert_valid("forecasts", wire(msg))
+        assert len(msg["horizon"]) == 7  # type: ignore[arg-type]
 
 
 def test_forecast_schema_rejects_what_the_builder_never_emits() -> None:

@@ -8,17 +8,20 @@
 -- the same content, whatever the stock or the trainer did meanwhile.
 -- A series whose alert changes gets the new reorder point with it, so that the alert walk of
 -- a stock change before the close is recorded compares with the point the alert came from.
--- KEYS: owner, clock, outbox, reorder points. ARGV: prefix, generation, bucket, version, how
+-- The LSTM version also goes to the partition's per-bucket record of the versions served,
+-- which a restart replays the closes after its snapshot with (trimmed with the history).
+-- KEYS: owner, clock, outbox, reorder points, LSTM versions served. ARGV: prefix, generation, bucket, version, how
 -- many alerts at the head of the outbox were delivered, then the alerts, each the JSON outbox
 -- entry [series, status, seq, on hand, packed reorder point, ts ms] (streamer/lua/apply.lua).
 -- Returns {1, the outbox} or {0}.
-local clock, outbox, rops = KEYS[2], KEYS[3], KEYS[4]
+local clock, outbox, rops, served = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local bucket = ARGV[3]
 if tonumber(ARGV[5]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[5]), -1) end
 local recorded = tonumber(redis.call('HGET', clock, 'closed'))
 if recorded and recorded >= tonumber(bucket) then return {0} end
 if redis.call('HGET', clock, 'lstm_bucket') ~= bucket then
   redis.call('HSET', clock, 'lstm_bucket', bucket, 'lstm_version', ARGV[4])
+  if tonumber(ARGV[4]) > 0 then redis.call('HSET', served, bucket, ARGV[4]) end
 end
 if redis.call('HGET', clock, 'alerts_bucket') ~= bucket then
   redis.call('HSET', clock, 'alerts_bucket', bucket)

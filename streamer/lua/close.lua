@@ -1,7 +1,7 @@
 -- One bucket close of a partition, written atomically (streamer/features.py: write_close).
 -- KEYS: owner, active series, clock, stats, closed flags, order counts, evaluation sums, model
 -- snapshot, the demand and revenue of the bucket leaving the history, reorder points,
--- rolling features, latest forecasts. ARGV: prefix, generation, bucket to trim, first active
+-- rolling features, latest forecasts, LSTM versions served. ARGV: prefix, generation, bucket to trim, first active
 -- bucket, learned count, closed bucket, its closed flag, snapshot ttl, how many chunks of the
 -- model snapshot follow the rest (0: none), the clock fields as a JSON object, the
 -- evaluation sums as a JSON object, then for the reorder points, the rolling features and
@@ -10,7 +10,7 @@
 -- every series writes goes to a few partition hashes in a few commands: a command per
 -- series cost a close 10 us a series in Lua. Returns 1, or 0 when nothing was written.
 local active, clock_key, stats, closed_flags, orders, evaluation, model = unpack(KEYS, 2, 8)
-local trim_demand, trim_revenue, rops, rolling, forecasts = unpack(KEYS, 9, 13)
+local trim_demand, trim_revenue, rops, rolling, forecasts, served = unpack(KEYS, 9, 14)
 local trim, first_active, bucket, ttl = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[8])
 local clock = cjson.decode(ARGV[10])
 -- A close already recorded (a retry whose first reply was lost) or older than the one
@@ -33,6 +33,7 @@ end
 redis.call('HSET', closed_flags, bucket, ARGV[7])
 redis.call('HDEL', closed_flags, trim)
 redis.call('HDEL', orders, trim)
+redis.call('HDEL', served, trim)
 redis.call('HSET', clock_key, 'closed', clock.closed)
 -- event time never moves back either: a close stamped from an older view keeps the newer
 local newest = tonumber(redis.call('HGET', clock_key, 'max_ts') or '') or -math.huge

@@ -97,3 +97,13 @@ def test_forecasts_of_any_length_are_scored_to_their_last_step() -> None:
     truth = {("s@x", b): 1.0 for b in range(30)}
     rows = [fc("s@x", 0, "m", [1.0] * 10), fc("s@x", 3, "m", [1.0] * 2), fc("s@x", 12, "m", [])]
     assert score(rows, truth, season=1)["m"]["points"] == 10 + 2
+
+
+def test_each_model_reports_its_mean_weight_in_the_published_forecasts() -> None:
+    p = Prequential()
+    p.add_shares(["a", "b"], np.array([[1.0, 0.0], [0.5, 0.25]]))
+    p.add_shares(["a", "b"], np.array([[0.0, 1.0]]))
+    p.add("a", 1, np.array([1.0]), np.array([[1.0, 1.0, 1.0, 1.0]]))
+    summary = p.summary()
+    assert summary["published"]["forecasts"] == 3
+    assert summary["a"]["weight"] == 0.5 and summary["b"]["weight"] == 1.25 / 3

@@ -71,7 +71,7 @@ def test_each_close_scores_the_forecasts_of_the_closes_before_it_at_their_horizo
     assert bands.settle(2, False, closed) == []  # the shop was closed: nothing to score
 
 
-def test_a_step_forecast_closed_is_zero_and_moves_neither_bands_nor_selection() -> None:
+def test_a_step_forecast_closed_is_zero_and_moves_neither_bands_nor_moments() -> None:
     bands = Bands(horizon=2)
     bands.take(np.array([-1]))
     steps = forecast(bands, 0, 5.0, closed=np.array([True, False]))
@@ -80,18 +80,19 @@ def test_a_step_forecast_closed_is_zero_and_moves_neither_bands_nor_selection() 
     points = bands.settle(1, True, closed)
     bands.learn(points, np.array([7.0]))
     assert points[0].closed and bands.errors.tolist() == [[0, 0]]
-    assert int(bands.scored[0]) == 0
+    assert bands.m2.tolist() == [[0.0, 0.0]]
 
 
-def test_recent_error_is_known_after_min_errors_points() -> None:
+def test_error_moments_are_known_after_min_errors_points() -> None:
     bands = Bands(horizon=1)
     bands.take(np.array([-1]))
     closed = np.zeros((1, 1), bool)
     for t in range(MIN_ERRORS):
-        assert np.isnan(bands.recent_mae()[0])
+        assert not bands.moments()[2][0, 0]
         forecast(bands, t, 3.0)
         bands.learn(bands.settle(t + 1, True, closed), np.array([5.0]))
-    assert bands.recent_mae()[0] == pytest.approx(2.0)
+    m2, m3, known = bands.moments()
+    assert known[0, 0] and (m2[0, 0], m3[0, 0]) == pytest.approx((4.0, 8.0))
 
 
 def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed() -> None:

@@ -59,7 +59,9 @@ def test_the_champion_is_served_scored_and_swapped_without_a_restart(
     refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
     assert len(refusals) == 1 and "v000003" in refusals[0] and "still serving v2" in refusals[0]
     assert all(
-        f["model_version"] == "v2" for t, f in out if t == "forecasts" and f["model"] == "lstm"
+        f["model_version"].endswith("+v2")
+        for t, f in out
+        if t == "forecasts" and f["model"] == "combined"
     )
 
 

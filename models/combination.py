@@ -1,0 +1,169 @@
+"""The published mean: the bank's models combined with weights learned online, per demand
+class and horizon, from the errors of the partition's series pooled together.
+
+Picking one model per series by its recent error cost more than it gained on noisy,
+intermittent series: a series' few recent points rarely tell the models apart, so the pick
+follows noise, and it favours models that forecast near zero, which costs RMSE. Pooling the
+evidence of every series of a class removes most of that noise.
+
+For each group (a demand class of Syntetos and Boylan, ``models.demand_class``, or
+``UNCLASSIFIED`` for a series with too few recent sales to classify) and each horizon, the
+combination keeps exponentially forgotten least-squares statistics of the models' issued
+means against the truths (``gram = sum w f f^T``, ``cross = sum w f y``), and solves for
+non-negative weights (stacking, Breiman 1996) with a ridge pull toward the equal weights, so
+a group with little data starts as the plain average. Each row counts with weight
+``1 / sqrt(max(scale, 1))`` (``scale`` the series' in-sample seasonal naive error): unweighted,
+the pooled squared errors are the few largest series', which served RMSE and cost MAE;
+weighted by ``1 / scale``, the reverse (docs/forecasting.md has the measurements).
+
+A series departs from its group's weights only as far as its own evidence allows: its own
+weights (inverse mean square error of each model, from the bands) enter with credibility
+``n / (n + prior)``, where ``n`` is the number of errors its smoothed moments remember
+(Buhlmann's credibility, the shrinkage of a series toward its group).
+
+A model not ready for a row is replaced by the mean of the ready models there, when learning
+as when forecasting, so the weights keep one meaning while models come and go.
+
+>>> c = Combination(models=2, horizon=1)
+>>> c.take(np.array([-1, -1]))
+>>> y = np.array([3.0, 5.0])
+>>> for b in range(60):  # model 0 is right, model 1 is off by 2 either way
+...     off = y + 2 * (-1) ** b
+...     c.learn(np.stack([y, off], axis=1)[None], y, np.ones(2), np.array([False]))
+>>> c.weights[c.groups(), 0].round(1).tolist()
+[[1.0, 0.0], [1.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from models.base import Columns, State
+from models.demand_class import ADI_CUT, CV2_CUT, DemandClass
+
+__all__ = ["GROUPS", "UNCLASSIFIED", "Combination", "substitute"]
+
+UNCLASSIFIED = "unclassified"
+GROUPS = [*map(str, DemandClass), UNCLASSIFIED]  # in the order of the group indices
+CLASS_DECAY = 0.99  # per open bucket: the class follows about the last hundred trading days
+MIN_SALES = 1.5  # recent sales (decayed count) below which a series is not classified
+MEMORY = 0.98  # per close: the pooled statistics follow about the last fifty closes
+RIDGE = 1e-3  # pull toward equal weights, relative to the statistics' mean diagonal
+PRIOR = 1000.0  # errors a series needs before its own weights count as much as its group's
+ITERATIONS = 50  # projected gradient steps per refit, warm-started from the last weights
+
+
+def substitute(means: np.ndarray) -> np.ndarray:
+    """``means [n, models]`` with each NaN replaced by the row's mean of the others (a row
+    with none stays NaN)."""
+    known = ~np.isnan(means)
+    count = known.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        fill = np.where(count > 0, np.nansum(means, axis=1, keepdims=True) / count, np.nan)
+    return np.where(known, means, fill)
+
+
+class Combination(Columns):
+    def __init__(self, models: int, horizon: int = 7) -> None:
+        super().__init__()
+        self.models, self.horizon = models, horizon
+        # decayed counts since the first sale: open buckets, sales, their sizes and squares
+        for name in ("open", "sales", "size1", "size2"):
+            self.column(name, 0.0, (), np.float32)
+        shape = (len(GROUPS), horizon)
+        self.gram = np.zeros((*shape, models, models))
+        self.cross = np.zeros((*shape, models))
+        self.weights = np.full((*shape, models), 1.0 / models)
+
+    def groups(self) -> np.ndarray:
+        """Each row's group: its index into ``GROUPS``."""
+        sales = np.maximum(self.sales, 1e-9)
+        mean = self.size1 / sales
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv2 = np.where(mean > 0, self.size2 / sales / mean**2 - 1.0, 0.0)
+        frequent, steady = self.open / sales < ADI_CUT, cv2 < CV2_CUT
+        out = np.where(frequent, np.where(steady, 0, 1), np.where(steady, 2, 3))
+        return np.where(self.sales < MIN_SALES, GROUPS.index(UNCLASSIFIED), out)
+
+    def learn(
+        self, issued: np.ndarray, y: np.ndarray, scale: np.ndarray, closed: np.ndarray
+    ) -> None:
+        """Learn an open bucket: ``issued[j] [n, models]`` are the means issued ``k`` = 1 +
+        ``j`` buckets before it (NaN: not issued), ``closed[j]`` whether that step was forecast
+        as a closed bucket (then it says nothing of the models' everyday errors)."""
+        group = self.groups()
+        order = np.argsort(group, kind="stable")  # each group's rows together, in row order
+        bounds = np.searchsorted(group[order], np.arange(len(GROUPS) + 1)).tolist()
+        weight = 1.0 / np.sqrt(np.maximum(np.nan_to_num(scale[order], nan=1.0), 1.0))
+        self.gram *= MEMORY
+        self.cross *= MEMORY
+        for j, means in enumerate(issued):
+            if closed[j]:
+                continue
+            f = substitute(means[order])
+            issued_here = ~np.isnan(f[:, :1])  # a row with no forecast adds nothing
+            f = np.where(issued_here, f, 0.0)
+            fw, target = f * weight[:, None], np.where(issued_here[:, 0], y[order], 0.0)
+            for g, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+                self.gram[g, j] += fw[lo:hi].T @ f[lo:hi]
+                self.cross[g, j] += fw[lo:hi].T @ target[lo:hi]
+        self._update_class(y)
+        self._refit()
+
+    def _update_class(self, y: np.ndarray) -> None:
+        sold = y > 0
+        started = (self.sales > 0) | sold
+        self.open[:] = CLASS_DECAY * self.open + started
+        self.sales[:] = CLASS_DECAY * self.sales + sold
+        self.size1[:] = CLASS_DECAY * self.size1 + np.where(sold, y, 0.0)
+        self.size2[:] = CLASS_DECAY * self.size2 + np.where(sold, y * y, 0.0)
+
+    def _refit(self) -> None:
+        """Non-negative least squares on every group and horizon at once: projected gradient
+        with Nesterov's momentum from the last weights, a few steps a close."""
+        m = self.models
+        ridge = RIDGE * np.trace(self.gram, axis1=-2, axis2=-1)[..., None] / m
+        a = self.gram + ridge[..., None] * np.eye(m)
+        b = self.cross + ridge / m
+        step = 1.0 / np.maximum(np.linalg.eigvalsh(a)[..., -1], 1e-12)
+        w = previous = self.weights
+        for t in range(ITERATIONS):
+            z = w + (t / (t + 3)) * (w - previous)
+            grad = np.einsum("...ij,...j->...i", a, z) - b
+            previous, w = w, np.maximum(z - step[..., None] * grad, 0.0)
+        self.weights = np.where(ridge > 0, w, self.weights)
+
+    def mean(
+        self, means: np.ndarray, own_mse: np.ndarray, evidence: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The combined forecast ``[n, horizon]`` of the models' ``means [models, n,
+        horizon]``, and each ready model's effective weight in it ``[n, horizon, models]``
+        (a model not ready passes its weight on to the ready ones it stands in as): each
+        row's group weights moved toward the inverse of ``own_mse [models, n, horizon]``
+        (NaN unknown) by its credibility ``evidence / (evidence + PRIOR)``."""
+        raw = np.moveaxis(means, 0, -1)
+        f = substitute(raw.reshape(-1, self.models)).reshape(raw.shape)
+        group = self.weights[self.groups()]  # [n, horizon, models]
+        # a model without known errors (not ready yet) has no say in the series' own weights
+        mse = np.moveaxis(own_mse, 0, -1).astype(np.float64)
+        inverse = np.nan_to_num(1.0 / np.maximum(mse, 1e-6))
+        known = inverse.sum(axis=-1, keepdims=True)
+        own = inverse / np.maximum(known, 1e-300)
+        credibility = np.where(known > 0, (evidence / (evidence + PRIOR))[:, None, None], 0.0)
+        total = group.sum(axis=-1, keepdims=True)
+        w = (1 - credibility) * group + credibility * total * own
+        ready = ~np.isnan(raw)
+        passed_on = np.where(ready, 0.0, w).sum(axis=-1, keepdims=True)
+        count = np.maximum(ready.sum(axis=-1, keepdims=True), 1)
+        effective = np.where(ready, w + passed_on / count, 0.0)
+        return np.maximum((w * f).sum(axis=-1), 0.0), effective
+
+    def state(self) -> State:
+        return {**super().state(), "gram": self.gram, "cross": self.cross, "weights": self.weights}
+
+    def load(self, state: State) -> None:
+        super().load(state)
+        for name in ("gram", "cross", "weights"):
+            setattr(self, name, np.asarray(state[name], np.float64).copy())

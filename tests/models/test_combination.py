@@ -1,0 +1,116 @@
+"""The learned combination: pooled non-negative weights per group and horizon, shrinkage of a
+series toward its group, and a bank whose published forecast beats its best model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.bank import PUBLISHED, Bank
+from models.combination import GROUPS, UNCLASSIFIED, Combination, substitute
+from models.demand_class import DemandClass
+from models.quantiles import MEAN
+from models.testing import close_of
+
+
+def learned(c: Combination, buckets: int, truth: np.ndarray, models: list[np.ndarray]) -> None:
+    for _ in range(buckets):
+        c.learn(np.stack(models, axis=-1)[None], truth, np.ones(len(truth)), np.array([False]))
+
+
+def test_a_missing_forecast_stands_in_as_the_mean_of_the_others() -> None:
+    means = np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan]])
+    assert substitute(means)[0].tolist() == [1.0, 2.0, 3.0]
+    assert np.isnan(substitute(means)[1]).all()
+
+
+def test_each_demand_class_learns_its_own_weights() -> None:
+    c = Combination(models=2, horizon=1)
+    c.take(np.full(4, -1))
+    smooth = np.array([4.0, 6.0, 0.0, 0.0])  # two series that sell daily, two that never do
+    rng = np.random.default_rng(0)
+    for b in range(80):
+        # the last two sell now and then: model 1 knows when, model 0 always says 1
+        y = smooth + np.array([0, 0, 1, 1]) * 5.0 * (b % 4 == 0)
+        noise = rng.normal(0, 2, 4)
+        model0 = np.where(np.arange(4) < 2, y, 1.0)
+        model1 = np.where(np.arange(4) < 2, y + noise, y)
+        c.learn(np.stack([model0, model1], axis=-1)[None], y, np.ones(4), np.array([False]))
+    groups = [GROUPS[g] for g in c.groups()]
+    assert groups == [DemandClass.SMOOTH] * 2 + [DemandClass.INTERMITTENT] * 2
+    smooth_w = c.weights[GROUPS.index(DemandClass.SMOOTH), 0]
+    sparse_w = c.weights[GROUPS.index(DemandClass.INTERMITTENT), 0]
+    assert smooth_w[0] > 0.95 and smooth_w[1] < 0.05
+    assert sparse_w[1] > 0.95 and sparse_w[0] < 0.05
+    assert (c.weights >= 0).all()
+
+
+def test_a_series_with_no_sales_yet_is_unclassified() -> None:
+    c = Combination(models=1, horizon=1)
+    c.take(np.full(1, -1))
+    assert GROUPS[c.groups()[0]] == UNCLASSIFIED
+
+
+def test_a_series_departs_from_its_group_only_as_far_as_its_evidence_allows() -> None:
+    c = Combination(models=2, horizon=1)
+    c.take(np.full(3, -1))
+    c.weights[:] = [1.0, 0.0]  # the group trusts model 0
+    means = np.array([[[10.0]] * 3, [[20.0]] * 3])  # [models, n, horizon]
+    own_mse = np.array([[[100.0]] * 3, [[1.0]] * 3])  # each series knows model 1 is better
+    mean, weights = c.mean(means, own_mse, np.array([0.0, 100.0, 1e6]))
+    assert mean[0, 0] == 10.0  # no evidence: the group's weights
+    assert 10.0 < mean[1, 0] < mean[2, 0] < 20.0  # more evidence, further from the group
+    assert mean[2, 0] > 19.0
+    assert np.allclose(weights.sum(axis=-1), 1.0)
+    unknown = np.full_like(own_mse, np.nan)
+    assert (c.mean(means, unknown, np.full(3, 1e6))[0] == 10.0).all()
+    # the bands keep their moments in float32; an error of exactly 0 is known, not missing
+    perfect = np.array([[[0.0]] * 3, [[np.nan]] * 3], np.float32)
+    assert (c.mean(means, perfect, np.full(3, 1e6))[0] == 10.0).all()
+
+
+def test_state_and_load_continue_exactly() -> None:
+    c = Combination(models=2, horizon=1)
+    c.take(np.full(2, -1))
+    learned(c, 20, np.array([3.0, 1.0]), [np.array([2.0, 1.0]), np.array([5.0, 0.0])])
+    again = Combination(models=2, horizon=1)
+    again.load({k: v.copy() for k, v in c.state().items()})
+    means = np.array([[[2.0], [1.0]], [[4.0], [0.5]]])
+    own = np.ones_like(means)
+    evidence = np.array([5.0, 50.0])
+    assert np.array_equal(c.mean(means, own, evidence)[0], again.mean(means, own, evidence)[0])
+
+
+def mixed(rows: int, buckets: int, seed: int = 1) -> np.ndarray:
+    """``[buckets, rows]`` of three kinds of series: a weekly pattern, a flat Poisson level
+    and rare lumps, each a third of the rows."""
+    rng = np.random.default_rng(seed)
+    kind = np.arange(rows) % 3
+    level = rng.gamma(2.0, 3.0, rows)
+    out = np.zeros((buckets, rows))
+    for b in range(buckets):
+        weekly = level * (1 + np.sin(2 * np.pi * (b % 7) / 7))
+        flat = rng.poisson(level)
+        lumps = rng.poisson(level * 6) * (rng.random(rows) < 0.15)
+        out[b] = np.select([kind == 0, kind == 1], [np.round(weekly), flat], lumps)
+    return out
+
+
+def test_on_mixed_series_the_published_forecast_is_no_worse_than_the_best_model() -> None:
+    rows, buckets, window = 90, 200, 56
+    y = mixed(rows, buckets)
+    bank = Bank.default(horizon=7, season=7)
+    bank.align([f"s{i}@UK" for i in range(rows)])
+    sq: dict[str, float] = {}
+    for b in range(buckets):
+        close = close_of(b, y[b], horizon=7)
+        settled = bank.learn(close)
+        bank.forecast(close)
+        if b < buckets - window:
+            continue
+        for name, points in settled.points.items():
+            for p in points:
+                err = y[b][p.valid] - p.steps[p.valid, MEAN]
+                sq[name] = sq.get(name, 0.0) + float(err @ err)
+    published = sq.pop(PUBLISHED)
+    assert len(sq) == 4, sq  # every model but the LSTM, never offered here, was scored
+    assert published <= min(sq.values()), (published, sq)

@@ -49,7 +49,7 @@ UNCLASSIFIED = "unclassified"
 GROUPS = [*map(str, DemandClass), UNCLASSIFIED]  # in the order of the group indices
 CLASS_DECAY = 0.99  # per open bucket: the class follows about the last hundred trading days
 MIN_SALES = 1.5  # recent sales (decayed count) below which a series is not classified
-MEMORY = 0.98  # per close: the pooled statistics follow about the last fifty closes
+MEMORY = 0.98  # per trading close: the pooled statistics follow about the last fifty
 RIDGE = 1e-3  # pull toward equal weights, relative to the statistics' mean diagonal
 PRIOR = 1000.0  # errors a series needs before its own weights count as much as its group's
 ITERATIONS = 50  # projected gradient steps per refit, warm-started from the last weights
@@ -164,6 +164,10 @@ class Combination(Columns):
         return {**super().state(), "gram": self.gram, "cross": self.cross, "weights": self.weights}
 
     def load(self, state: State) -> None:
+        """Continue from ``state()``; pooled statistics of a bank with other models or
+        horizons (a snapshot from before a model was added) start fresh."""
         super().load(state)
         for name in ("gram", "cross", "weights"):
-            setattr(self, name, np.asarray(state[name], np.float64).copy())
+            saved = np.asarray(state[name], np.float64)
+            if saved.shape == getattr(self, name).shape:
+                setattr(self, name, saved.copy())

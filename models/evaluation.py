@@ -354,8 +354,10 @@ class Prequential:
         forecasts = grouped.get(PUBLISHED, {}).get(0, {}).get("forecasts", 0.0)
         out: dict[str, dict[str, object]] = {}
         for model, by_k in sorted(grouped.items()):
+            # sums from before the combination also hold the pick's "wins": left out
             counts = {f: v / forecasts if f == "weight" else int(v)
-                      for f, v in by_k.pop(0, {}).items() if forecasts}  # fmt: skip
+                      for f, v in by_k.pop(0, {}).items()
+                      if forecasts and f in ("weight", "forecasts")}  # fmt: skip
             total: dict[str, float] = defaultdict(float)
             for fields in by_k.values():
                 for f, v in fields.items():

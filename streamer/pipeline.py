@@ -116,6 +116,9 @@ class Pipeline:
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
         self.calendar = settings.calendar()
         self.lstm = LSTMServing(Registry(settings.models_path()), self.calendar)
+        # a replay reads an activity window before its snapshot: both must fit the history
+        history, active = settings.history_buckets, settings.active_buckets
+        self._snapshot_every = max(min(history // 2, history - active), 1)
         self.evaluation = Prequential()  # this process's share, for the gauges
         self._settled: dict[int, Settled] = {}  # each partition's latest learn
         # per partition, held by a close and by a revoke's snapshot: the close runs its
@@ -532,6 +535,14 @@ class Pipeline:
         seq_len = max((m.cfg.seq_len for m in models.values()), default=1)
         before = max(self.s.active_buckets, seq_len) - 1
         read = range(start - before, through + 1)
+        if read.start <= through - self.s.history_buckets:
+            log.warning(
+                "partition %d: the replay from bucket %d reads %d buckets before it, past the "
+                "history of %d buckets: the restored forecasts can differ from an "
+                "uninterrupted run's (an LSTM input window or activity window over half the "
+                "history is too long for the snapshot schedule)",
+                p, start, before, self.s.history_buckets,
+            )  # fmt: skip
         window = await self.store.read_window(
             p, series, read, max(2 * self.calendar.season - before, 0), all_traded=True
         )
@@ -646,7 +657,7 @@ class Pipeline:
         now = time.monotonic()
         snapshot = (
             now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
-            or b - self._snapshot_bucket.get(p, b) >= self.s.history_buckets // 2
+            or b - self._snapshot_bucket.get(p, b) >= self._snapshot_every
         )
         kept = self._settled.get(p)
 

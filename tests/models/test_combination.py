@@ -114,3 +114,31 @@ def test_on_mixed_series_the_published_forecast_is_no_worse_than_the_best_model(
     published = sq.pop(PUBLISHED)
     assert len(sq) == 4, sq  # every model but the LSTM, never offered here, was scored
     assert published <= min(sq.values()), (published, sq)
+
+
+def test_pooled_statistics_of_a_bank_with_other_models_start_fresh() -> None:
+    old = Combination(models=4, horizon=1)
+    old.take(np.full(2, -1))
+    learned(old, 5, np.array([1.0, 2.0]), [np.ones(2)] * 4)
+    new = Combination(models=5, horizon=1)
+    new.load(old.state())
+    assert new.gram.shape == (len(GROUPS), 1, 5, 5) and not new.gram.any()
+    assert (new.sales == old.sales).all()  # the series' own statistics carry over
+
+
+def test_a_snapshot_from_before_the_combination_loads_and_forecasts() -> None:
+    bank = Bank.default(horizon=3)
+    bank.align(["a@UK"])
+    for b in range(10):
+        bank.learn(close_of(b, [2.0], horizon=3))
+        bank.forecast(close_of(b, [2.0], horizon=3))
+    state = {
+        k: v for k, v in bank.state().items()
+        if not k.startswith(("combination.", "published."))
+    }  # fmt: skip
+    state["published.chosen"] = np.zeros((1, 3), np.int8)  # what the per-series pick kept
+    restored = Bank.default(horizon=3)
+    restored.load(state, ["a@UK"])
+    restored.learn(close_of(10, [2.0], horizon=3))
+    fc = restored.forecast(close_of(10, [2.0], horizon=3))
+    assert fc.publishes.tolist() == [True] and np.isfinite(fc.published).all()

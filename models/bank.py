@@ -31,10 +31,10 @@ import pandas as pd
 
 from models.base import Close, Forecaster, State
 from models.baselines import MovingAverage, SeasonalNaive
-from models.combination import Combination
+from models.combination import Combination, combine
 from models.injected import Injected
 from models.intermittent import TSB
-from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Points
+from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Points, widen_band
 from models.recent import Recent
 from models.regression import OnlineRegression
 
@@ -97,7 +97,8 @@ class Bank:
         self.recent = Recent(season)
         self.bands = [Bands(horizon) for _ in models]
         self.combination = Combination(len(models), horizon)
-        self.published = Bands(horizon)  # the combination's issued forecasts and errors
+        # the combination's issued forecasts, and its errors' moments for safety stock
+        self.published = Bands(horizon)
         self.calibration = Calibration()
         # the steps each issuing close expected closed, by slot: one flag for all rows
         self.closed_ahead = np.zeros((horizon, horizon), bool)
@@ -198,15 +199,16 @@ class Bank:
         ready = np.zeros((len(self.models), close.n), bool)
         for i, (model, bands) in enumerate(zip(self.models, self.bands, strict=True)):
             means, ready[i] = model.forecast(close, self.recent)
-            steps.append(bands.steps(means, ready[i], close.ahead_closed, self.calibration.widen))
+            steps.append(bands.steps(means, ready[i], close.ahead_closed))
             bands.issue(close.bucket, steps[i])
         own_mse = np.stack([np.where(known, m2, np.nan) for m2, _, known in (
             b.moments() for b in self.bands)])  # fmt: skip
         evidence = np.minimum(self.recent.count, REMEMBERED).astype(np.float64)
-        mean, weights = self.combination.mean(np.stack(steps)[..., MEAN], own_mse, evidence)
+        stacked = np.stack(steps)
+        weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)
         publishes = ready.any(axis=0)
-        widen = self.calibration.widen
-        published = self.published.steps(mean, publishes, close.ahead_closed, widen)
+        published = widen_band(combine(stacked, weights), self.calibration.widen)
+        published[~publishes] = np.nan
         self.published.issue(close.bucket, published)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed
         m2, m3, known = self.published.moments()

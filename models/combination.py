@@ -1,5 +1,6 @@
-"""The published mean: the bank's models combined with weights learned online, per demand
-class and horizon, from the errors of the partition's series pooled together.
+"""The published forecast: the bank's models combined with weights learned online, per
+demand class and horizon, from the errors of the partition's series pooled together. The
+same weights average the models' means and their quantiles (``combine``).
 
 Picking one model per series by its recent error cost more than it gained on noisy,
 intermittent series: a series' few recent points rarely tell the models apart, so the pick
@@ -24,6 +25,11 @@ weights (inverse mean square error of each model, from the bands) enter with cre
 A model not ready for a row is replaced by the mean of the ready models there, when learning
 as when forecasting, so the weights keep one meaning while models come and go.
 
+The quantiles are averaged with the means' weights (Vincentization): on the full year that
+scored a published MAE 0.683 and pinball 0.558 x seasonal naive's over all series, against
+0.709 and 0.580 for bands of the combination's own errors (a running median of errors,
+mostly 0 on intermittent series, lags the models' medians).
+
 >>> c = Combination(models=2, horizon=1)
 >>> c.take(np.array([-1, -1]))
 >>> y = np.array([3.0, 5.0])
@@ -43,7 +49,7 @@ import numpy as np
 from models.base import Columns, State
 from models.demand_class import ADI_CUT, CV2_CUT, DemandClass
 
-__all__ = ["GROUPS", "UNCLASSIFIED", "Combination", "substitute"]
+__all__ = ["GROUPS", "UNCLASSIFIED", "Combination", "combine", "substitute"]
 
 UNCLASSIFIED = "unclassified"
 GROUPS = [*map(str, DemandClass), UNCLASSIFIED]  # in the order of the group indices
@@ -63,6 +69,13 @@ def substitute(means: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         fill = np.where(count > 0, np.nansum(means, axis=1, keepdims=True) / count, np.nan)
     return np.where(known, means, fill)
+
+
+def combine(steps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted sum ``[n, horizon, 4]`` of the models' (mean, p10, p50, p90) ``steps
+    [models, n, horizon, 4]`` by ``weights [n, horizon, models]`` (``Combination.weigh``):
+    the mean a linear pool, the quantiles a quantile average, which keeps them in order."""
+    return np.einsum("nhm,mnhq->nhq", weights, np.nan_to_num(steps))
 
 
 class Combination(Columns):
@@ -135,16 +148,13 @@ class Combination(Columns):
             previous, w = w, np.maximum(z - step[..., None] * grad, 0.0)
         self.weights = np.where(ridge > 0, w, self.weights)
 
-    def mean(
-        self, means: np.ndarray, own_mse: np.ndarray, evidence: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The combined forecast ``[n, horizon]`` of the models' ``means [models, n,
-        horizon]``, and each ready model's effective weight in it ``[n, horizon, models]``
-        (a model not ready passes its weight on to the ready ones it stands in as): each
-        row's group weights moved toward the inverse of ``own_mse [models, n, horizon]``
-        (NaN unknown) by its credibility ``evidence / (evidence + PRIOR)``."""
+    def weigh(self, means: np.ndarray, own_mse: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+        """Each model's weight ``[n, horizon, models]`` in the combination of the models'
+        ``means [models, n, horizon]`` (NaN: not ready): each row's group weights moved
+        toward the inverse of ``own_mse [models, n, horizon]`` (NaN unknown) by its
+        credibility ``evidence / (evidence + PRIOR)``, and a model not ready passing its
+        weight on to the ready ones, as it stands in as their mean."""
         raw = np.moveaxis(means, 0, -1)
-        f = substitute(raw.reshape(-1, self.models)).reshape(raw.shape)
         group = self.weights[self.groups()]  # [n, horizon, models]
         # a model without known errors (not ready yet) has no say in the series' own weights
         mse = np.moveaxis(own_mse, 0, -1).astype(np.float64)
@@ -157,8 +167,7 @@ class Combination(Columns):
         ready = ~np.isnan(raw)
         passed_on = np.where(ready, 0.0, w).sum(axis=-1, keepdims=True)
         count = np.maximum(ready.sum(axis=-1, keepdims=True), 1)
-        effective = np.where(ready, w + passed_on / count, 0.0)
-        return np.maximum((w * f).sum(axis=-1), 0.0), effective
+        return np.where(ready, w + passed_on / count, 0.0)
 
     def state(self) -> State:
         return {**super().state(), "gram": self.gram, "cross": self.cross, "weights": self.weights}

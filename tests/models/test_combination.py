@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.bank import PUBLISHED, Bank
-from models.combination import GROUPS, UNCLASSIFIED, Combination, substitute
+from models.combination import GROUPS, UNCLASSIFIED, Combination, combine, substitute
 from models.demand_class import DemandClass
 from models.quantiles import MEAN
 from models.testing import close_of
@@ -44,6 +44,14 @@ def test_each_demand_class_learns_its_own_weights() -> None:
     assert (c.weights >= 0).all()
 
 
+def test_the_quantiles_are_averaged_with_the_means_weights_and_stay_in_order() -> None:
+    steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[6.0, 0.0, 5.0, 9.0]]]])  # [models, 1, 1, 4]
+    out = combine(steps, np.array([[[0.5, 0.25]]]))
+    assert out.tolist() == [[[2.5, 0.5, 2.25, 3.75]]]
+    steps[1, 0, 0] = np.nan  # model 1 not ready: its weight is 0
+    assert combine(steps, np.array([[[1.0, 0.0]]])).tolist() == [[[2.0, 1.0, 2.0, 3.0]]]
+
+
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:
     c = Combination(models=1, horizon=1)
     c.take(np.full(1, -1))
@@ -56,16 +64,17 @@ def test_a_series_departs_from_its_group_only_as_far_as_its_evidence_allows() ->
     c.weights[:] = [1.0, 0.0]  # the group trusts model 0
     means = np.array([[[10.0]] * 3, [[20.0]] * 3])  # [models, n, horizon]
     own_mse = np.array([[[100.0]] * 3, [[1.0]] * 3])  # each series knows model 1 is better
-    mean, weights = c.mean(means, own_mse, np.array([0.0, 100.0, 1e6]))
+    weights = c.weigh(means, own_mse, np.array([0.0, 100.0, 1e6]))
+    mean = (weights * np.moveaxis(means, 0, -1)).sum(axis=-1)
     assert mean[0, 0] == 10.0  # no evidence: the group's weights
     assert 10.0 < mean[1, 0] < mean[2, 0] < 20.0  # more evidence, further from the group
     assert mean[2, 0] > 19.0
     assert np.allclose(weights.sum(axis=-1), 1.0)
     unknown = np.full_like(own_mse, np.nan)
-    assert (c.mean(means, unknown, np.full(3, 1e6))[0] == 10.0).all()
+    assert (c.weigh(means, unknown, np.full(3, 1e6)) == [1.0, 0.0]).all()
     # the bands keep their moments in float32; an error of exactly 0 is known, not missing
     perfect = np.array([[[0.0]] * 3, [[np.nan]] * 3], np.float32)
-    assert (c.mean(means, perfect, np.full(3, 1e6))[0] == 10.0).all()
+    assert (c.weigh(means, perfect, np.full(3, 1e6)) == [1.0, 0.0]).all()
 
 
 def test_state_and_load_continue_exactly() -> None:
@@ -77,7 +86,7 @@ def test_state_and_load_continue_exactly() -> None:
     means = np.array([[[2.0], [1.0]], [[4.0], [0.5]]])
     own = np.ones_like(means)
     evidence = np.array([5.0, 50.0])
-    assert np.array_equal(c.mean(means, own, evidence)[0], again.mean(means, own, evidence)[0])
+    assert np.array_equal(c.weigh(means, own, evidence), again.weigh(means, own, evidence))
 
 
 def mixed(rows: int, buckets: int, seed: int = 1) -> np.ndarray:

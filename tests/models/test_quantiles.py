@@ -13,6 +13,7 @@ from models.quantiles import (
     Bands,
     Calibration,
     Points,
+    widen_band,
 )
 
 OPEN = np.zeros(1, bool)
@@ -107,8 +108,8 @@ def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed
     assert below1 >= WIDEN_RANGE[0]
     widened = Bands(horizon=1)
     widened.take(np.full(2, -1))
-    out = widened.steps(np.full((2, 1), 10.0), np.ones(2, bool), OPEN, calibration.widen)
     plain = widened.steps(np.full((2, 1), 10.0), np.ones(2, bool), OPEN)
+    out = widen_band(plain, calibration.widen)
     assert out[0, 0, P90] - out[0, 0, P50] == pytest.approx(4 * (plain[0, 0, P90] - 10.0))
     assert out[:, 0, P50].tolist() == plain[:, 0, P50].tolist()  # the p50 never moves
 
@@ -122,8 +123,8 @@ def test_calibration_restores_coverage_after_the_errors_grow() -> None:
         calibration.take(np.full(rows, -1))
         hits = total = 0
         for t in range(300):
-            widen = calibration.widen if calibrate else None
-            steps = bands.steps(np.full((rows, 1), 100.0), np.ones(rows, bool), OPEN, widen)
+            steps = bands.steps(np.full((rows, 1), 100.0), np.ones(rows, bool), OPEN)
+            steps = widen_band(steps, calibration.widen) if calibrate else steps
             bands.issue(t, steps)
             y = 100 + rng.normal(0, 10 if t < 200 else 30, rows)
             if t >= 200:

@@ -34,7 +34,7 @@ from models.baselines import MovingAverage, SeasonalNaive
 from models.combination import Combination, combine
 from models.injected import Injected
 from models.intermittent import TSB
-from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Points, widen_band
+from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Moments, Points, widen_band
 from models.recent import Recent
 from models.regression import OnlineRegression
 
@@ -98,7 +98,7 @@ class Bank:
         self.bands = [Bands(horizon) for _ in models]
         self.combination = Combination(len(models), horizon)
         # the combination's issued forecasts, and its errors' moments for safety stock
-        self.published = Bands(horizon)
+        self.published = Moments(horizon)
         self.calibration = Calibration()
         # the steps each issuing close expected closed, by slot: one flag for all rows
         self.closed_ahead = np.zeros((horizon, horizon), bool)
@@ -119,7 +119,7 @@ class Bank:
         ]
         return cls(models, SEASONAL_NAIVE, horizon, season)
 
-    def _parts(self) -> list[Forecaster | Recent | Bands | Combination]:
+    def _parts(self) -> list[Forecaster | Recent | Moments | Combination]:
         return [
             self.recent, *self.models, *self.bands, self.combination, self.published,
             self.calibration,
@@ -223,7 +223,7 @@ class Bank:
         ``+`` (``3+3+2+river-lr-global-1+v2``): a new LSTM makes new forecast ids."""
         return "+".join(m.version for m in self.models)
 
-    def _shared(self) -> list[tuple[str, Recent | Combination | Bands | Calibration]]:
+    def _shared(self) -> list[tuple[str, Recent | Combination | Moments | Calibration]]:
         """The parts every model shares, by their prefix in ``state()``."""
         return [
             ("recent", self.recent), ("combination", self.combination),

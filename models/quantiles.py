@@ -118,31 +118,50 @@ class Calibration(Columns):
             self.widen[rows] = np.clip(self.widen[rows] * factor, *WIDEN_RANGE)
 
 
-class Bands(Issued):
-    """One model's issued forecasts, running error quantiles and moments per horizon."""
+class Moments(Issued):
+    """Issued forecasts and the smoothed mean square and cube of their errors per horizon:
+    what safety stock needs. The published combination keeps these; its band comes from
+    the models' (``models.combination.combine``)."""
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
         # float32 and int16: a million series hold six of these
-        self.column("q", 0.0, (horizon, 3), np.float32)
         self.column("errors", 0, (horizon,), np.int16)  # counted up to MIN_ERRORS
-        self.column("spread", np.nan, (), np.float32)
         self.column("m2", 0.0, (horizon,), np.float32)
         self.column("m3", 0.0, (horizon,), np.float32)
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
-        """Update from the points ``settle`` returned for this model."""
+        """Update from the points ``settle`` returned for these forecasts."""
         for p in points:
             if p.closed:
                 continue  # a surprise opening says nothing of the model's everyday errors
-            self._track(p.k - 1, p.valid, y - p.steps[:, MEAN])
+            # on the scored rows only: after the first weeks that is nearly all, and then
+            # no array is gathered or selected between old and new values
+            at = slice(None) if p.valid.all() else np.flatnonzero(p.valid)
+            e = (y - p.steps[:, MEAN])[at]
+            h = p.k - 1
+            self._track(h, at, e, self.errors[at, h] == 0)
+            self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
 
-    def _track(self, h: int, rows: np.ndarray, e: np.ndarray) -> None:
-        # on the scored rows only: after the first weeks that is nearly all, and then no
-        # array is gathered or selected between old and new values
-        at: slice | np.ndarray = slice(None) if rows.all() else np.flatnonzero(rows)
-        e = e[at]
-        first = self.errors[at, h] == 0
+    def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
+        m2, m3 = self.m2[at, h], self.m3[at, h]
+        self.m2[at, h] = np.where(first, e * e, m2 + MOMENT_ALPHA * (e * e - m2))
+        self.m3[at, h] = np.where(first, e**3, m3 + MOMENT_ALPHA * (e**3 - m3))
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Smoothed mean square and cube of the errors ``[n, horizon]``, and where known."""
+        return self.m2, self.m3, self.errors >= MIN_ERRORS
+
+
+class Bands(Moments):
+    """One model's issued forecasts, running error quantiles and moments per horizon."""
+
+    def __init__(self, horizon: int = 7) -> None:
+        super().__init__(horizon)
+        self.column("q", 0.0, (horizon, 3), np.float32)
+        self.column("spread", np.nan, (), np.float32)
+
+    def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
         q = self.q[at, h, :]
         dev = np.abs(e - q[:, 1])
         spread = self.spread[at]
@@ -152,10 +171,7 @@ class Bands(Issued):
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
         self.q[at, h, :] = np.where(first[:, None], e[:, None], moved)
         self.spread[at] = spread
-        m2, m3 = self.m2[at, h], self.m3[at, h]
-        self.m2[at, h] = np.where(first, e * e, m2 + MOMENT_ALPHA * (e * e - m2))
-        self.m3[at, h] = np.where(first, e**3, m3 + MOMENT_ALPHA * (e**3 - m3))
-        self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
+        super()._track(h, at, e, first)
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros
@@ -174,10 +190,6 @@ class Bands(Issued):
         out[:, closed, :] = 0.0
         out[~ready] = np.nan
         return out
-
-    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Smoothed mean square and cube of the errors ``[n, horizon]``, and where known."""
-        return self.m2, self.m3, self.errors >= MIN_ERRORS
 
 
 def widen_band(steps: np.ndarray, widen: np.ndarray) -> np.ndarray:

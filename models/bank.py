@@ -1,9 +1,10 @@
 """All models of all series of a partition, learned together once per closed bucket.
 
 Like statsforecast's ``StatsForecast(models=..., fallback_model=...)``, the bank takes its
-models as a list with unique names and names the fallback, the reference every model is
-scored against. What a series publishes is the models' learned combination
-(``models.combination``) with its own bands. Row ``i`` of every model, band and feature
+models as a list with unique names and names the fallback, here the reference every model
+is scored against (``Settled.reference``). What a series publishes is the models' learned
+combination (``models.combination``): their means and quantiles averaged with learned
+weights. Row ``i`` of every model, band and feature
 array is series ``series[i]``; ``align`` makes the rows follow the partition's active series.
 
 >>> from models.testing import close_of
@@ -49,8 +50,9 @@ REMEMBERED = 2 / MOMENT_ALPHA - 1
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What the close of ``bucket`` scored for the rows ``series``: each model's points (and
-    ``published``'s), the truths, the series' MASE scales (NaN unknown) and seasonal naive's
-    absolute error at each ``k`` (the reference, NaN where it forecast nothing)."""
+    ``published``'s), the truths, the series' MASE scales (NaN unknown) and the fallback's
+    (seasonal naive's) absolute error at each ``k`` (the reference, NaN where it forecast
+    nothing)."""
 
     bucket: int
     series: list[str]
@@ -173,7 +175,7 @@ class Bank:
         self.through = close.bucket
         reference = {
             p.k: np.where(p.valid, np.abs(close.y - p.steps[:, MEAN]), np.nan)
-            for p in points[SEASONAL_NAIVE]
+            for p in points[self.names[self.fallback]]
         }
         return Settled(close.bucket, self.series, close.y, scale, points, reference)
 

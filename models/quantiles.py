@@ -36,7 +36,7 @@ SPREAD_ALPHA = 0.05  # weight of each error in that smoothed absolute error
 MOMENT_ALPHA = 1 / 56  # weight of each error in the smoothed moments (about 8 weeks)
 Z90 = 1.2815515655446004
 CALIBRATION_RATE = 0.05  # log-change of a band half's width per scored point, times (miss - 0.1)
-WIDEN_RANGE = (0.25, 4.0)
+WIDEN_RANGE = (0.25, 8.0)
 MEAN, P10, P50, P90 = range(4)  # the last axis of every steps array
 
 

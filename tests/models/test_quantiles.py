@@ -110,7 +110,9 @@ def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed
     widened.take(np.full(2, -1))
     plain = widened.steps(np.full((2, 1), 10.0), np.ones(2, bool), OPEN)
     out = widen_band(plain, calibration.widen)
-    assert out[0, 0, P90] - out[0, 0, P50] == pytest.approx(4 * (plain[0, 0, P90] - 10.0))
+    assert out[0, 0, P90] - out[0, 0, P50] == pytest.approx(
+        WIDEN_RANGE[1] * (plain[0, 0, P90] - 10.0)
+    )
     assert out[:, 0, P50].tolist() == plain[:, 0, P50].tolist()  # the p50 never moves
 
 

@@ -4,8 +4,8 @@ Like statsforecast's ``StatsForecast(models=..., fallback_model=...)``, the bank
 models as a list with unique names and names the fallback, here the reference every model
 is scored against (``Settled.reference``). What a series publishes is the models' learned
 combination (``models.combination``): their means and quantiles averaged with learned
-weights. Row ``i`` of every model, band and feature
-array is series ``series[i]``; ``align`` makes the rows follow the partition's active series.
+weights. Row ``i`` of every model, band and feature array is series ``series[i]``; ``align``
+makes the rows follow the partition's active series.
 
 >>> from models.testing import close_of
 >>> bank = Bank.default(horizon=3, season=7)
@@ -68,7 +68,8 @@ class Forecasts:
     not ready), ``publishes`` the rows with a published forecast (some model is ready),
     ``published`` the combination's steps, ``shares [n, models]`` each model's weight in it
     (averaged over the horizon), and the combination's smoothed error moments ``[n,
-    horizon]`` with where they are known."""
+    horizon]`` with where they are known (the bank's own arrays: read them before the next
+    ``learn``, as ``streamer.close.decide`` does)."""
 
     steps: list[np.ndarray]
     publishes: np.ndarray

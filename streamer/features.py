@@ -510,9 +510,8 @@ class FeatureStore:
                     rows = index.get_indexer(list(values))
                     numbers = np.array(list(values.values()), np.float64)
                     out[rows[rows >= 0], j] = numbers[rows >= 0]
-            if d:
-                rows = index.get_indexer(list(d))
-                traded[rows[rows >= 0], j] = True
+                    if values is d:  # listed: had orders, even all cancelled in the bucket
+                        traded[rows[rows >= 0], j] = True
         return Window(list(series), demand, revenue, traded, closed)
 
     async def write_close(

@@ -233,16 +233,6 @@ def wait_all_committed(bootstrap: str, worker: Worker, timeout: float = 600) -> 
     )
 
 
-def pending_deltas(redis_url: str) -> int:
-    """Stock deltas still waiting for their partition's stock clock, in every partition.
-
-    Committed input is applied, but a delta read after the partition's last order waits in
-    ``{P}pending`` until the idle advance moves the stock clock past it: a test comparing
-    the stock waits for that too."""
-    r = redis_client(redis_url)
-    return sum(int(r.zcard(k)) for k in r.scan_iter("shelfcast:{p*}:pending", count=1000))
-
-
 def counter(redis_url: str, name: str) -> int:
     """A counter summed over the process-wide hash and every partition's (all scanned)."""
     r = redis_client(redis_url)

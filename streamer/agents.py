@@ -13,7 +13,7 @@ from typing import NoReturn, TypeVar
 
 import faust
 from aiokafka.errors import IllegalStateError
-from faust.types import TP
+from faust.types import TP, Message
 from redis.exceptions import (
     ClusterDownError,
     OutOfMemoryError,
@@ -162,6 +162,7 @@ def register(app: faust.App, settings: Settings) -> None:
                 halt(str(exc))
             except Exception:
                 fatal("processing a batch failed")
+            hold_back(messages, pipeline.applies)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             done = time.time()
             for m in messages:
@@ -180,6 +181,17 @@ def register(app: faust.App, settings: Settings) -> None:
             halt(str(exc))
         except Exception:
             fatal("advancing idle partitions failed")
+
+
+def hold_back(messages: Iterable[Message], applies: Callable[[int], bool]) -> None:
+    """Keep the records of a partition dropped in this batch (fenced or revoked) from being
+    committed: ``take_events`` acks every event it yielded, and a commit past records this
+    worker never applied would lose them for the partition's next owner (Redis behind Kafka).
+    An extra reference keeps the ack from being final; the partition's next assignment fetches
+    from the committed offset again."""
+    for m in messages:
+        if not applies(m.partition):
+            m.incref()
 
 
 def transient(exc: BaseException) -> bool:

@@ -181,6 +181,11 @@ class Pipeline:
         self._stale.update(partitions)
         self._lost.update(partitions)
 
+    def applies(self, p: int) -> bool:
+        """Whether records of partition ``p`` taken now are applied here: not when it was revoked
+        or fenced, for then its new owner reads them itself."""
+        return p not in self._lost
+
     def _drop_stale(self) -> None:
         for p in self._stale:
             self._drop(p)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from faust.types import Message
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from streamer import metrics
-from streamer.agents import retrying, transient
+from streamer.agents import hold_back, retrying, transient
 from streamer.embedded import EmbeddedRedis
 
 
@@ -74,3 +75,13 @@ def test_only_unreachable_or_refusing_redis_is_retried() -> None:
 
     with pytest.raises(ResponseError, match="nil value"):
         asyncio.run(retrying("batch", bug))
+
+
+def test_records_of_a_dropped_partition_stay_unacknowledged() -> None:
+    """A fenced worker's batch must not commit past records it never applied."""
+    messages = [Message("orders", p, 7, 0.0, 0, None, b"k", b"v", None) for p in (0, 1)]
+    for m in messages:
+        m.incref()  # the stream's own reference, released by take_events' ack
+    hold_back(messages, lambda p: p != 1)
+    final = [m.ack(None) for m in messages]  # type: ignore[arg-type]
+    assert final == [True, False]

@@ -95,10 +95,13 @@ def refresh(
     cfg: LSTMConfig,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, float], None] | None = None,
+    promote: bool = True,
 ) -> RefreshReport:
     """Train a candidate on the panel's buckets before its last ``cfg.validation``, validate
     it, the champion and the seasonal naive on those, save it and promote it by the rule.
-    ``on_epoch`` goes to ``train``."""
+    ``on_epoch`` goes to ``train``. With ``promote`` False the rule is applied and recorded
+    but the champion pointer stays: the caller promotes at a time of its choosing (a backtest
+    serves a refresh from a stated event time, ``streamer.backtest``)."""
     started = time.perf_counter()
     end = panel.last_bucket + 1 - cfg.validation
     candidate = GlobalLSTM(cfg)
@@ -142,7 +145,7 @@ def refresh(
         promoted=promoted,
         reason=reason,
     )
-    if promoted:
+    if promoted and promote:
         registry.promote(version)
     log.info("LSTM v%d: %s", version, reason)
     return RefreshReport(

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
+from models.registry import Registry
 from streamer.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.clock import bucket_of, bucket_start, epoch, iso
 from streamer.closed_loop import Loop, Planner, Shelves
@@ -49,7 +51,7 @@ from streamer.replay import (
     replay_producer,
 )
 from streamer.simulation import SimulationSettings, StockTrace, simulate
-from streamer.training import run_once
+from streamer.training import panel_through, run_once
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
@@ -291,7 +293,14 @@ LOCKSTEP_POLL = 0.005
 class Replay:
     """Produces a backtest's events to a running worker and trains the LSTM on event time:
     at each training point, once the worker has processed every event up to it and nothing
-    is in flight, so each replay trains on the same data."""
+    is in flight, so each replay trains on the same data.
+
+    The closed loop trains beside the replay: the data through bucket ``T`` is read at once,
+    the refresh runs in a thread while the replay moves on, and its outcome takes effect
+    before the worker closes bucket ``T + train_delay_buckets`` (the replay waits for it
+    there if need be). So the same close serves the same version in every replay, however
+    fast the machine, and the worker is not idle while the LSTM trains. The open loop trains
+    in line (its refreshes serve from the close of ``T``)."""
 
     def __init__(
         self,
@@ -306,6 +315,15 @@ class Replay:
         self.timeout, self.progress, self.refreshes = timeout, progress, refreshes
         self.produced = 0
         self._producer: Producer | None = None
+        if not 0 <= live.train_delay_buckets < live.train_every_buckets:
+            raise ValueError(
+                f"SHELFCAST_TRAIN_DELAY_BUCKETS ({live.train_delay_buckets}) must be below "
+                f"SHELFCAST_TRAIN_EVERY_BUCKETS ({live.train_every_buckets}): a refresh must "
+                "take effect before the next one starts from its champion"
+            )
+        # the closed loop's refresh in flight: the bucket it serves from, and its record
+        self._training: tuple[int, Future[dict[str, object]]] | None = None
+        self._trainer = ThreadPoolExecutor(1, thread_name_prefix="lstm-refresh")
 
     def open_loop(self, events: list[Produced]) -> None:
         """As fast as the worker takes it, a bounded distance ahead."""
@@ -335,8 +353,10 @@ class Replay:
         self._producer = replay_producer(self.live.kafka_bootstrap_servers, {})
         try:
             self._lockstep(by_bucket, first, last, loop, added)
+            self._land_refresh()
         finally:
             self._producer = None
+            self._trainer.shutdown(wait=True, cancel_futures=True)
         return added + loop.planner.placed
 
     def _lockstep(
@@ -351,6 +371,8 @@ class Replay:
         for bucket in tqdm(
             range(first, last + 1), desc="replay", unit="day", disable=not self.progress
         ):
+            if self._training is not None and bucket > self._training[0]:
+                self._land_refresh()  # its first event closes the bucket it serves from
             batch = by_bucket.get(bucket, [])
             step = loop.step(bucket, batch)
             added += step[len(batch) :]
@@ -365,7 +387,7 @@ class Replay:
                 self.produced += orders
             loop.shelves.end_of_day(bucket)
             if every > 0 and bucket > first and bucket % every == 0:
-                self._train(bucket)
+                self._train_beside(bucket)
 
     def _hold(self, base: int, n: int) -> None:
         hold_back(self.client, self.worker, base + n)
@@ -379,10 +401,36 @@ class Replay:
 
     def _train(self, through: int) -> None:
         wait_processed(self.client, self.worker, self.produced, self.timeout, progress=False)
-        self.refreshes.append(run_once(self.live, through=through)[0])
+        self._done(run_once(self.live, through=through)[0])
+
+    def _train_beside(self, through: int) -> None:
+        """Start a refresh on the data through ``through`` (processed, as in ``_train``)."""
+        wait_processed(self.client, self.worker, self.produced, self.timeout, progress=False)
+        panel = panel_through(self.live, through)
+        work = partial(run_once, self.live, through=through, panel=panel, promote=False)
+        serves = through + self.live.train_delay_buckets
+        self._training = (serves, self._trainer.submit(lambda: work()[0]))
+
+    def _land_refresh(self) -> None:
+        """Wait for the refresh in flight, and promote its candidate if it won."""
+        if self._training is None:
+            return
+        serves, future = self._training
+        self._training = None
+        record = future.result()
+        if record["promoted"]:
+            version = int(str(record["version"]))
+            Registry(self.live.models_path()).promote(version)
+            record["champion"] = version
+        record["serves_from_bucket"] = serves
+        self._done(record)
+
+    def _done(self, record: dict[str, object]) -> None:
+        self.refreshes.append(record)
         if self.progress:
-            done = self.refreshes[-1]
-            tqdm.write(f"LSTM through bucket {through}: {done['outcome']}, {done['reason']}")
+            tqdm.write(
+                f"LSTM through bucket {record['through']}: {record['outcome']}, {record['reason']}"
+            )
 
 
 def isolated(settings: Settings, out: Path) -> Settings:

@@ -128,6 +128,7 @@ RULES: dict[str, Rule] = {
     "model_dir": Rule("SHELFCAST_MODEL_DIR", Path),
     "train_minutes": Rule("SHELFCAST_TRAIN_MINUTES", float, low=0, low_open=True),
     "train_every_buckets": Rule("SHELFCAST_TRAIN_EVERY_BUCKETS", int, low=1),
+    "train_delay_buckets": Rule("SHELFCAST_TRAIN_DELAY_BUCKETS", int, low=0),
     "log_level": Rule("SHELFCAST_LOG_LEVEL", str, choices=LOG_LEVELS),
 }
 
@@ -191,6 +192,9 @@ class Settings:
     model_dir: Path | None = None  # LSTM checkpoints (models/registry.py); None: {home}/models
     train_minutes: float = 60.0  # live trainer: one refresh every this many minutes
     train_every_buckets: int = 28  # backtest: one refresh every this many closed buckets
+    # backtest: a refresh trained through bucket T is served from the close of T + this, and
+    # trains beside the replay meanwhile, as a live trainer's refresh takes time to land
+    train_delay_buckets: int = 7
     log_level: str = "info"
     topics: dict[str, str] = field(
         default_factory=lambda: {

@@ -162,6 +162,13 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
     return Panel.from_buckets(demand, revenue, closed, settings.calendar().weekday)
 
 
+def panel_through(settings: Settings, through: int) -> Panel | None:
+    """``read_panel`` through ``through`` on a connection of its own: the data of a refresh
+    that trains later (the backtest reads it before the workers move on and trim it)."""
+    with _client(settings) as client:
+        return read_panel(client, settings, through)
+
+
 def train_once(
     settings: Settings,
     through: int | None = None,
@@ -181,8 +188,13 @@ def run_once(
     through: int | None = None,
     cfg: LSTMConfig | None = None,
     device: str | None = None,
+    panel: Panel | None = None,
+    promote: bool = True,
 ) -> tuple[dict[str, Any], RefreshReport | None]:
-    """``train_once``, also returning the record it wrote (its line of refreshes.jsonl)."""
+    """``train_once``, also returning the record it wrote (its line of refreshes.jsonl).
+    ``panel``: the data through ``through``, read before (``read_panel``) instead of now;
+    ``promote`` False leaves a winning candidate for the caller to promote
+    (``models.trainer.refresh``)."""
     started = time.perf_counter()
     cfg = cfg or lstm_config()
     torch.set_num_threads(_positive_env("SHELFCAST_TORCH_THREADS") or 1)
@@ -210,7 +222,10 @@ def run_once(
     try:
         try:
             client = _client(settings)
-            report = _read_and_refresh(client, settings, registry, cfg, target, record)
+            report = _read_and_refresh(
+                client, settings, registry, record, cfg=cfg, device=target, promote=promote,
+                panel=panel,
+            )  # fmt: skip
         except Exception as exc:
             record.update(outcome="failed", reason=f"{type(exc).__name__}: {exc}")
             _record(client, registry, record, None, started)
@@ -226,18 +241,23 @@ def _read_and_refresh(
     client: redis.Redis,
     settings: Settings,
     registry: Registry,
+    record: dict[str, Any],
+    *,
     cfg: LSTMConfig,
     device: torch.device,
-    record: dict[str, Any],
+    promote: bool,
+    panel: Panel | None,
 ) -> RefreshReport | None:
-    """Read, check there is enough data, refresh; fills ``record`` with what it learns."""
+    """Read (unless ``panel`` was read before), check there is enough data, refresh; fills
+    ``record`` with what it learns."""
     t0 = time.perf_counter()
     through = record["through"]
     if through is None and (through := last_closed(client, settings)) is None:
         record["reason"] = "no bucket closed yet: start the workers and replay or stream orders"
         return None
     record["through"] = through
-    panel = read_panel(client, settings, through)
+    if panel is None:
+        panel = read_panel(client, settings, through)
     record["read_seconds"] = round(time.perf_counter() - t0, 3)
     if panel is None:
         record["reason"] = (
@@ -255,7 +275,7 @@ def _read_and_refresh(
             f"Redis keeps {settings.history_buckets - 1} (SHELFCAST_HISTORY_BUCKETS - 1)"
         )
         return None
-    report = refresh(panel, registry, cfg, device)
+    report = refresh(panel, registry, cfg, device, promote=promote)
     record.update(
         outcome="promoted" if report.promoted else "rejected",
         reason=report.reason,

@@ -103,3 +103,33 @@ def test_two_closed_loop_replays_publish_the_same_outputs(loops: list[Path]) -> 
         assert first == second, name
     inventory = [json.loads((p / "summary.json").read_text())["inventory"] for p in loops]
     assert inventory[0]["closed_loop"] == inventory[1]["closed_loop"]
+
+
+@pytest.mark.slow
+def test_a_refresh_trains_beside_the_replay_and_serves_from_its_stated_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trained through bucket T, a refresh is first served at the close of T + the delay,
+    whether its training ended before then or not; a rejected one is never served."""
+    for name, value in (("EPOCHS", "1"), ("WARM_EPOCHS", "1"), ("HIDDEN", "4")):
+        monkeypatch.setenv(f"SHELFCAST_LSTM_{name}", value)
+    monkeypatch.setenv("SHELFCAST_LSTM_WINDOWS_PER_EPOCH", "2048")
+    settings = Settings(partitions=4, train_every_buckets=28, train_delay_buckets=7)
+    run_backtest(
+        SAMPLE, tmp_path, settings, SimulationSettings(lead_time_days=3),
+        limit=10_000, progress=False, timeout=300, closed_loop=True,
+    )  # fmt: skip
+    refreshes = json.loads((tmp_path / "summary.json").read_text())["lstm_refreshes"]
+    trained = [r for r in refreshes if r["outcome"] in ("promoted", "rejected")]
+    assert trained and trained[0]["outcome"] == "promoted"
+    assert all(r["serves_from_bucket"] == r["through"] + 7 for r in refreshes)
+    served: dict[str, int] = {}  # LSTM version -> the first close whose forecasts cite it
+    for f in lines(tmp_path / "forecasts.jsonl"):
+        version = f["model_version"].rsplit("+", 1)[-1]
+        close = int(f["forecast_id"].split("|")[1])
+        served[version] = min(served.get(version, close), close)
+    for r in trained:
+        if r["outcome"] == "promoted":
+            assert served[f"v{r['version']}"] == r["serves_from_bucket"]
+        else:
+            assert f"v{r['version']}" not in served

@@ -417,7 +417,10 @@ class Replay:
             return
         serves, future = self._training
         self._training = None
+        started = time.perf_counter()
         record = future.result()
+        # time the replay stood still for it: above zero, the delay is shorter than a refresh
+        record["replay_waited_seconds"] = round(time.perf_counter() - started, 3)
         if record["promoted"]:
             version = int(str(record["version"]))
             Registry(self.live.models_path()).promote(version)

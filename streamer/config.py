@@ -193,9 +193,9 @@ class Settings:
     train_minutes: float = 60.0  # live trainer: one refresh every this many minutes
     train_every_buckets: int = 28  # backtest: one refresh every this many closed buckets
     # backtest: a refresh trained through bucket T is served from the close of T + this, and
-    # trains beside the replay meanwhile, as a live trainer's refresh takes time to land. On
-    # 2 cores a full-year refresh trains and validates in 25-40 s, the replay of 14 buckets.
-    train_delay_buckets: int = 14
+    # trains beside the replay meanwhile, as a live trainer's refresh takes time to land (14
+    # measured no faster on 2 cores than 7: the two then share the cores, docs/benchmark.md)
+    train_delay_buckets: int = 7
     log_level: str = "info"
     topics: dict[str, str] = field(
         default_factory=lambda: {

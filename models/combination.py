@@ -76,7 +76,10 @@ def combine(steps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The weighted sum ``[n, horizon, 4]`` of the models' (mean, p10, p50, p90) ``steps
     [models, n, horizon, 4]`` by ``weights [n, horizon, models]`` (``Combination.weigh``):
     the mean a linear pool, the quantiles a quantile average, which keeps them in order."""
-    return np.einsum("nhm,mnhq->nhq", weights, np.nan_to_num(steps))
+    out = np.zeros(steps.shape[1:])
+    for m, model in enumerate(steps):  # a NaN (not ready) step has weight 0: it adds nothing
+        out += weights[..., m, None] * np.where(np.isnan(model), 0.0, model)
+    return out
 
 
 class Combination(Columns):

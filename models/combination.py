@@ -162,7 +162,8 @@ class Combination(Columns):
         group = self.weights[self.groups()]  # [n, horizon, models]
         # a model without known errors (not ready yet) has no say in the series' own weights
         mse = np.moveaxis(own_mse, 0, -1).astype(np.float64)
-        inverse = np.nan_to_num(1.0 / np.maximum(mse, 1e-6))
+        inverse = 1.0 / np.maximum(mse, 1e-6)
+        inverse[np.isnan(inverse)] = 0.0
         known = inverse.sum(axis=-1, keepdims=True)
         own = inverse / np.maximum(known, 1e-300)
         credibility = np.where(known > 0, (evidence / (evidence + PRIOR))[:, None, None], 0.0)

@@ -187,8 +187,11 @@ class Bands(Moments):
         a, b, c = np.moveaxis(np.maximum(means[..., None] + offsets, 0.0), -1, 0)
         # sorted by a min/max network: np.sort along an axis of three was a tenth of a close
         lo, hi = np.minimum(a, b), np.maximum(a, b)
-        mid = np.maximum(lo, np.minimum(hi, c))
-        out = np.stack([means, np.minimum(lo, c), mid, np.maximum(hi, c)], axis=-1)
+        out = np.empty((*means.shape, 4))
+        out[..., MEAN] = means
+        np.minimum(lo, c, out=out[..., P10])
+        np.maximum(lo, np.minimum(hi, c), out=out[..., P50])
+        np.maximum(hi, c, out=out[..., P90])
         out[:, closed, :] = 0.0
         out[~ready] = np.nan
         return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from streamer.bench import (
 )
 from streamer.config import Settings
 from streamer.replay import Produced
-from tests.conftest import SAMPLE
+from tests.conftest import ROOT, SAMPLE
 
 
 def test_quantiles_from_a_scraped_histogram_match_the_observations() -> None:
@@ -88,3 +90,21 @@ def test_a_small_bench_measures_every_phase_on_real_services(tmp_path: Path) -> 
     close = result["bucket_close"]
     assert close["closes"] > 0 and close["series_at_last_close"] > 0
     assert close["mean_seconds_all_partitions"] > close["mean_seconds_per_partition"] > 0
+
+
+def test_the_bank_benchmark_times_the_bank_against_river_and_sums_its_forecasts(
+    tmp_path: Path,
+) -> None:
+    """scripts/bench_bank.py, run as a user runs it, on a small partition."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_bank.py"), "--rows", "40",
+         "--closes", "2", "--out", str(tmp_path), "--no-progress"],
+        check=True, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "bench_bank.json").read_text())
+    assert result["rows"] == 40 and result["timed_closes"] == 2
+    assert result["us_per_series"] > 0 and result["river_hw_us_per_series"] > 0
+    assert result["ratio_to_river_hw"] == pytest.approx(
+        result["us_per_series"] / result["river_hw_us_per_series"], rel=0.01
+    )
+    assert result["checksum"] > 0  # the sample's series sell: the bank forecasts demand

@@ -37,7 +37,7 @@ from streamer.alerts import (
 from streamer.config import Settings
 from streamer.events import ALL_LOCATIONS, series_key
 from streamer.features import CloseFields, PartitionClose, outbox_entry, packed_rows
-from streamer.publish import Output, forecast_values, stored_forecasts
+from streamer.publish import Output, forecast_values, number_rows, stored_forecasts
 from streamer.trading_calendar import TradingCalendar
 
 
@@ -146,11 +146,12 @@ def publish(
     rows = decision.rows
     names, versions = [COMBINED] * len(rows), [bank.published_version()] * len(rows)
     topic = s.topics["forecasts"]
+    numbers = number_rows(fc.published[rows])
     fids, values = forecast_values(
-        series, bucket, s.bucket_seconds, names, versions, fc.published[rows]
+        series, bucket, s.bucket_seconds, names, versions, fc.published[rows], rows=numbers
     )
     outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
-    stored = stored_forecasts(bucket, names, versions, fc.published[rows])
+    stored = stored_forecasts(bucket, names, versions, numbers)
     evaluation.add_shares(bank.names, fc.shares[rows])
     if len(rows):
         skus, codes = bank.groups()

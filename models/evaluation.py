@@ -312,7 +312,7 @@ class Prequential:
         sums[key + "below"] += float((y < p10).sum())
         sums[key + "above"] += float((y > p90).sum())
         if scale is not None:
-            known = np.nan_to_num(scale) > 0
+            known = scale > 0  # NaN (unknown) compares false
             if known.any():
                 sums[key + "scaled"] += float((np.abs(err[known]) / scale[known]).sum())
                 sums[key + "scaled_n"] += float(known.sum())

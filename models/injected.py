@@ -47,7 +47,10 @@ class Injected:
         if offered is None:
             return np.full((close.n, close.horizon), np.nan), np.zeros(close.n, bool)
         means = np.asarray(offered, np.float64)[:, : close.horizon]
-        return means, ~np.isnan(means).any(axis=1)
+        # a row with a non-finite forecast (a diverged model) is not ready: published, an
+        # infinity would fail every close of the partition
+        ready = np.isfinite(means).all(axis=1)
+        return np.where(ready[:, None], means, np.nan), ready
 
     def state(self) -> State:
         return {"version": np.array(self.version)}

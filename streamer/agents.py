@@ -14,6 +14,7 @@ from typing import NoReturn, TypeVar
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP, Message
+from faust.types.tuples import ack_lock
 from redis.exceptions import (
     ClusterDownError,
     OutOfMemoryError,
@@ -187,11 +188,16 @@ def hold_back(messages: Iterable[Message], applies: Callable[[int], bool]) -> No
     """Keep the records of a partition dropped in this batch (fenced or revoked) from being
     committed: ``take_events`` acks every event it yielded, and a commit past records this
     worker never applied would lose them for the partition's next owner (Redis behind Kafka).
-    An extra reference keeps the ack from being final; the partition's next assignment fetches
-    from the committed offset again."""
-    for m in messages:
-        if not applies(m.partition):
-            m.incref()
+
+    Each is marked acknowledged without telling the consumer: ``take_events``' ack then does
+    nothing and its offset never joins the committable ones (Faust commits only consecutive
+    acked offsets), while the consumer still counts it as done, so a rebalance's or a
+    shutdown's wait for unacknowledged messages (``stream_wait_empty``) does not wait on it
+    forever. The partition's next assignment fetches from the committed offset again."""
+    with ack_lock:  # Faust's own lock around a message's ack state
+        for m in messages:
+            if not applies(m.partition):
+                m.acked = True
 
 
 def transient(exc: BaseException) -> bool:

@@ -315,14 +315,9 @@ class Replay:
         self.timeout, self.progress, self.refreshes = timeout, progress, refreshes
         self.produced = 0
         self._producer: Producer | None = None
-        if not 0 <= live.train_delay_buckets < live.train_every_buckets:
-            raise ValueError(
-                f"SHELFCAST_TRAIN_DELAY_BUCKETS ({live.train_delay_buckets}) must be below "
-                f"SHELFCAST_TRAIN_EVERY_BUCKETS ({live.train_every_buckets}): a refresh must "
-                "take effect before the next one starts from its champion"
-            )
-        # the closed loop's refresh in flight: the bucket it serves from, and its record
-        self._training: tuple[int, Future[dict[str, object]]] | None = None
+        # the closed loop's refresh in flight: the bucket it serves from, the seconds its data
+        # took to read, and its record
+        self._training: tuple[int, float, Future[dict[str, object]]] | None = None
         self._trainer = ThreadPoolExecutor(1, thread_name_prefix="lstm-refresh")
 
     def open_loop(self, events: list[Produced]) -> None:
@@ -342,6 +337,12 @@ class Replay:
         """A bucket at a time: its events, the deliveries and lost-sale corrections that go
         with them; then the worker and the planner settle (the planner's purchase orders
         processed, no new alert) before the next bucket. Returns what the loop added."""
+        if not 0 <= self.live.train_delay_buckets < self.live.train_every_buckets:
+            raise ValueError(
+                f"SHELFCAST_TRAIN_DELAY_BUCKETS ({self.live.train_delay_buckets}) must be "
+                f"below SHELFCAST_TRAIN_EVERY_BUCKETS ({self.live.train_every_buckets}): a "
+                "refresh must take effect before the next one starts from its champion"
+            )
         size = self.live.bucket_seconds
         by_bucket: dict[int, list[Produced]] = defaultdict(list)
         for ev in events:
@@ -356,7 +357,8 @@ class Replay:
             self._land_refresh()
         finally:
             self._producer = None
-            self._trainer.shutdown(wait=True, cancel_futures=True)
+            # on an error, not waiting for a refresh that no longer serves anything
+            self._trainer.shutdown(wait=False, cancel_futures=True)
         return added + loop.planner.placed
 
     def _lockstep(
@@ -406,21 +408,27 @@ class Replay:
     def _train_beside(self, through: int) -> None:
         """Start a refresh on the data through ``through`` (processed, as in ``_train``)."""
         wait_processed(self.client, self.worker, self.produced, self.timeout, progress=False)
+        started = time.perf_counter()
         panel = panel_through(self.live, through)
+        if panel is None:  # nothing sold: the refresh records its skip at once, in line
+            self._done(run_once(self.live, through=through)[0])
+            return
+        read = time.perf_counter() - started
         work = partial(run_once, self.live, through=through, panel=panel, promote=False)
         serves = through + self.live.train_delay_buckets
-        self._training = (serves, self._trainer.submit(lambda: work()[0]))
+        self._training = (serves, read, self._trainer.submit(lambda: work()[0]))
 
     def _land_refresh(self) -> None:
         """Wait for the refresh in flight, and promote its candidate if it won."""
         if self._training is None:
             return
-        serves, future = self._training
+        serves, read, future = self._training
         self._training = None
         started = time.perf_counter()
         record = future.result()
         # time the replay stood still for it: above zero, the delay is shorter than a refresh
         record["replay_waited_seconds"] = round(time.perf_counter() - started, 3)
+        record["read_seconds"] = round(read, 3)  # read before, in line
         if record["promoted"]:
             version = int(str(record["version"]))
             Registry(self.live.models_path()).promote(version)

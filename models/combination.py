@@ -27,9 +27,9 @@ as when forecasting, so the weights keep one meaning while models come and go.
 
 The quantiles are averaged with the means' weights (Vincentization): on the full year that
 scored a published MAE 0.683 and pinball 0.558 x seasonal naive's over all series, against
-0.709 and 0.580 for bands of the combination's own errors (both with the calibration's
-widening capped at 4) (a running median of errors,
-mostly 0 on intermittent series, lags the models' medians).
+0.709 and 0.580 for bands of the combination's own errors, both with the calibration's
+widening capped at 4: a running median of errors, mostly 0 on intermittent series, lags the
+models' medians.
 
 >>> c = Combination(models=2, horizon=1)
 >>> c.take(np.array([-1, -1]))

@@ -318,7 +318,6 @@ class Replay:
         # the closed loop's refresh in flight: the bucket it serves from, the seconds its data
         # took to read, and its record
         self._training: tuple[int, float, Future[dict[str, object]]] | None = None
-        self._trainer = ThreadPoolExecutor(1, thread_name_prefix="lstm-refresh")
 
     def open_loop(self, events: list[Produced]) -> None:
         """As fast as the worker takes it, a bounded distance ahead."""
@@ -337,7 +336,7 @@ class Replay:
         """A bucket at a time: its events, the deliveries and lost-sale corrections that go
         with them; then the worker and the planner settle (the planner's purchase orders
         processed, no new alert) before the next bucket. Returns what the loop added."""
-        if not 0 <= self.live.train_delay_buckets < self.live.train_every_buckets:
+        if self.live.train_delay_buckets >= self.live.train_every_buckets:
             raise ValueError(
                 f"SHELFCAST_TRAIN_DELAY_BUCKETS ({self.live.train_delay_buckets}) must be "
                 f"below SHELFCAST_TRAIN_EVERY_BUCKETS ({self.live.train_every_buckets}): a "
@@ -352,6 +351,7 @@ class Replay:
         # one connection for the whole loop, which produces a batch a bucket; dropped after,
         # so that nothing reconnects to the broker once the backtest stops it
         self._producer = replay_producer(self.live.kafka_bootstrap_servers, {})
+        self._trainer = ThreadPoolExecutor(1, thread_name_prefix="lstm-refresh")
         try:
             self._lockstep(by_bucket, first, last, loop, added)
             self._land_refresh()
@@ -411,7 +411,7 @@ class Replay:
         started = time.perf_counter()
         panel = panel_through(self.live, through)
         if panel is None:  # nothing sold: the refresh records its skip at once, in line
-            self._done(run_once(self.live, through=through)[0])
+            self._train(through)
             return
         read = time.perf_counter() - started
         work = partial(run_once, self.live, through=through, panel=panel, promote=False)

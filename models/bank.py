@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from models.base import Close, Forecaster, State
-from models.baselines import MovingAverage, SeasonalNaive
 from models.combination import Combination, combine
-from models.injected import Injected
-from models.intermittent import TSB
+from models.forecasters.baselines import MovingAverage, SeasonalNaive
+from models.forecasters.injected import Injected
+from models.forecasters.intermittent import TSB
+from models.forecasters.regression import OnlineRegression
 from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Moments, Points, widen_band
 from models.recent import Recent
-from models.regression import OnlineRegression
 
 PUBLISHED = "published"
 COMBINED = "combined"  # the model name of a published forecast
@@ -69,7 +69,7 @@ class Forecasts:
     ``published`` the combination's steps, ``shares [n, models]`` each model's weight in it
     (averaged over the horizon), and the combination's smoothed error moments ``[n,
     horizon]`` with where they are known (the bank's own arrays: read them before the next
-    ``learn``, as ``streamer.close.decide`` does)."""
+    ``learn``, as ``streamer.pipeline.close.decide`` does)."""
 
     steps: list[np.ndarray]
     publishes: np.ndarray

@@ -17,7 +17,7 @@ for them it is scored like any other point but never updates the quantiles: a su
 opening says nothing about the model's everyday errors.
 
 The mean square and mean cube of the errors per horizon are smoothed too: safety stock needs
-them (streamer/alerts.py), since on lumpy demand the p10-p90 band is often [0, 0] while a
+them (streamer/alerts/reorder.py), since on lumpy demand the p10-p90 band is often [0, 0] while a
 large order now and then empties the shelf.
 """
 

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_accuracy.py [--data CSV] [--out DIR] [--top 500]
 
 It replays the order file bucket by bucket through the worker's own close
-(``streamer.close.learn_and_forecast`` on a ``models.bank.Bank`` of all series, the same
+(``streamer.pipeline.close.learn_and_forecast`` on a ``models.bank.Bank`` of all series, the same
 demand rules, closed-day rule and activity window), in process, without Kafka or Redis: a year
 of closes for every series takes minutes instead of the half hour of ``shelfcast backtest``.
 Every forecast is issued at a close and scored when its buckets close (prequential). It
@@ -45,19 +45,19 @@ import torch
 
 from models.bank import PUBLISHED, Bank, Settled
 from models.evaluation import Prequential
-from models.lstm import Panel, predict
+from models.lstm.network import Panel, predict
+from models.lstm.registry import Registry
+from models.lstm.trainer import refresh
 from models.quantiles import Points
-from models.registry import Registry
 from models.rollup import settle
-from models.trainer import refresh
-from streamer.backtest import Truth, truth_from
-from streamer.close import close_of, learn_and_forecast
-from streamer.config import Settings
-from streamer.dataset import MISSING_HELP, default_path
-from streamer.lstm_serving import SWANSON, version_name
-from streamer.replay import read_online_retail
-from streamer.trading_calendar import TradingCalendar
-from streamer.training import buckets_needed, lstm_config
+from streamer.config.settings import Settings
+from streamer.eventtime.trading_calendar import TradingCalendar
+from streamer.ops.backtest import Truth, truth_from
+from streamer.ops.dataset import MISSING_HELP, default_path
+from streamer.ops.replay import read_online_retail
+from streamer.pipeline.close import close_of, learn_and_forecast
+from streamer.serving.lstm import SWANSON, version_name
+from streamer.trainer.service import buckets_needed, lstm_config
 
 DAY = 86_400
 HORIZON = 7
@@ -163,8 +163,8 @@ def replay(
     run: Run,
     lstm: LSTMRun | None,
 ) -> None:
-    """Every close of every series, as the worker does it (``streamer.close``): one bank for
-    all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
+    """Every close of every series, as the worker does it (``streamer.pipeline.close``): one bank
+    for all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
     demand = series_buckets(truth)
     names = sorted(s for s, d in demand.items() if any(y > 0 for y in d.values()))
     row = {s: i for i, s in enumerate(names)}

@@ -5,7 +5,7 @@
 The array work of a close (``Bank.learn`` and ``Bank.forecast``: five models, their bands,
 the learned combination and its calibration, the LSTM offered as an injected model) on
 ``--rows`` series resampled from the shipped sample's daily demand
-(``streamer.bench_close.synthetic``), warmed up for 45 closes, then ``--closes`` timed.
+(``streamer.ops.bench_close.synthetic``), warmed up for 45 closes, then ``--closes`` timed.
 The reference, measured in the same run on 2,000 of the same series: river's
 ``HoltWinters.learn_one`` + ``forecast(7)``, one object per series. ``shelfcast bench
 --close-only`` times the whole close around this (reads, messages, writes); this one
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from models.bank import LSTM, Bank
 from models.testing import close_of
-from streamer.bench_close import river_reference, synthetic
+from streamer.ops.bench_close import river_reference, synthetic
 
 WARMUP = 45
 RIVER_ROWS = 2_000

@@ -2,9 +2,9 @@
 
     .venv/bin/python scripts/bench_lstm.py [--data CSV] [--device cpu|cuda] [--out DIR]
 
-Builds the panel of every series (the demand rules of ``streamer.backtest.truth_from``), then:
+Builds the panel of every series (the demand rules of ``streamer.ops.backtest.truth_from``), then:
 
-* two full refreshes (``models.trainer.refresh``: train, validate, save, promote) into a fresh
+* two full refreshes (``models.lstm.trainer.refresh``: train, validate, save, promote) into a fresh
   registry: the first has no champion, the second is compared with the first, as every
   later refresh is; time per epoch and per refresh, and the validation MAE of the LSTM
   against the weekly seasonal naive on the same points;
@@ -42,7 +42,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.base import Context
-from models.lstm import (
+from models.lstm.network import (
     ACTIVE_BUCKETS,
     LSTMConfig,
     Panel,
@@ -52,12 +52,12 @@ from models.lstm import (
     seasonal_naive,
     sold_within,
 )
-from models.registry import Registry
-from models.trainer import refresh
-from streamer.backtest import truth_from
-from streamer.dataset import MISSING_HELP, default_path
-from streamer.replay import read_online_retail
-from streamer.trading_calendar import TradingCalendar
+from models.lstm.registry import Registry
+from models.lstm.trainer import refresh
+from streamer.eventtime.trading_calendar import TradingCalendar
+from streamer.ops.backtest import truth_from
+from streamer.ops.dataset import MISSING_HELP, default_path
+from streamer.ops.replay import read_online_retail
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from streamer.config import Settings
-from streamer.dataset import FILE_NAME
+from streamer.config.settings import Settings
+from streamer.ops.dataset import FILE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 

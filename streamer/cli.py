@@ -11,11 +11,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from streamer.config import Settings
-from streamer.events import ALL_LOCATIONS
-from streamer.replay import FORMATS, InputFormat, ReadStats, parse_columns
+from streamer.config.settings import Settings
+from streamer.data import SAMPLE
+from streamer.ops.replay import FORMATS, InputFormat, ReadStats, parse_columns
+from streamer.topics.events import ALL_LOCATIONS
 
-SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
 ENV_HELP = """environment:
   KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
   REDIS_URL                Redis URL; unset = embedded redis-server
@@ -387,9 +387,9 @@ def port_problem(bind: str, port: int) -> str | None:
 
 
 def cmd_worker(settings: Settings) -> int:
-    from streamer.app import run_worker
-    from streamer.embedded import STATE_FILE, embedded_services
-    from streamer.startup import Unreachable, wait_until_reachable
+    from streamer.ingest.app import run_worker
+    from streamer.ingest.startup import Unreachable, wait_until_reachable
+    from streamer.ops.embedded import STATE_FILE, embedded_services
 
     embedded = not (settings.kafka_bootstrap_servers and settings.redis_url)
     if problem := port_problem(settings.web_bind, settings.web_port):
@@ -417,10 +417,10 @@ def cmd_worker(settings: Settings) -> int:
 def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
     import redis
 
-    from models.registry import CheckpointError
-    from streamer.embedded import discover
-    from streamer.security import redact
-    from streamer.training import run_once, run_trainer
+    from models.lstm.registry import CheckpointError
+    from streamer.config.security import redact
+    from streamer.ops.embedded import discover
+    from streamer.trainer.service import run_once, run_trainer
 
     if args.through is not None and not args.once:
         print("shelfcast trainer: --through needs --once", file=sys.stderr)
@@ -452,9 +452,9 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from streamer.embedded import discover
-    from streamer.replay import produce, read_events
-    from streamer.simulation import SimulationSettings, simulate
+    from streamer.ops.embedded import discover
+    from streamer.ops.replay import produce, read_events
+    from streamer.ops.simulation import SimulationSettings, simulate
 
     # the file first: a layout problem is worth knowing before any service is up
     events, stats = read_events(args.file, args.limit, input_format(args))
@@ -506,9 +506,9 @@ def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings)
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from streamer.app import redis_client
-    from streamer.embedded import discover
-    from streamer.status import render, series_status
+    from streamer.ingest.app import redis_client
+    from streamer.ingest.status import render, series_status
+    from streamer.ops.embedded import discover
 
     settings = discover(settings)
     if not settings.redis_url:
@@ -543,8 +543,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
-    from streamer import offsets
-    from streamer.redis_connect import connect
+    from streamer.features.connect import connect
+    from streamer.pipeline import offsets
 
     if not settings.kafka_bootstrap_servers or not settings.redis_url:
         print(
@@ -589,7 +589,7 @@ def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
-    from streamer.dataset import FILE_NAME, UCI_URL, DataError, fetch
+    from streamer.ops.dataset import FILE_NAME, UCI_URL, DataError, fetch
 
     target = settings.data_dir / FILE_NAME
     if args.data_command == "path":
@@ -616,8 +616,8 @@ def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> int:
-    from streamer.backtest import run_backtest
-    from streamer.simulation import SimulationSettings
+    from streamer.ops.backtest import run_backtest
+    from streamer.ops.simulation import SimulationSettings
 
     sim = SimulationSettings(
         opening_weeks=args.opening_weeks,
@@ -685,7 +685,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
             f"a snapshot is in {result.out / 'metrics.prom'} "
             "(use --keep-running to keep it up)"
         )
-        from streamer.report import write_report
+        from streamer.ops.report import write_report
 
         print(f"report: {write_report(result.out)}")
     return 0
@@ -710,10 +710,10 @@ def print_policies(inventory: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streamer.bench import BenchSettings, run_bench
+    from streamer.ops.bench import BenchSettings, run_bench
 
     if args.close_only:
-        from streamer.bench_close import CloseBench, run_close_bench
+        from streamer.ops.bench_close import CloseBench, run_close_bench
 
         bench_close = CloseBench(args.series, settings.partitions, closes=args.closes)
         out = run_close_bench(args.out, settings, bench_close, progress=not args.no_progress)
@@ -731,7 +731,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streamer.report import write_report
+    from streamer.ops.report import write_report
 
     if not (args.dir / "summary.json").is_file():
         print(

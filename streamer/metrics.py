@@ -74,8 +74,9 @@ LSTM_SERVED_VERSION = Gauge(
     "shelfcast_lstm_served_version", "LSTM version this worker serves (0: none yet)"
 )
 
-# The LSTM trainer (streamer/training.py) serves only these, plus its own process figures: on a
-# worker they would read 0 forever, and the worker's families would read 0 on the trainer.
+# The LSTM trainer (streamer/trainer/service.py) serves only these, plus its own process
+# figures: on a worker they would read 0 forever, and the worker's families would read 0 on
+# the trainer.
 TRAINER_REGISTRY = CollectorRegistry()
 ProcessCollector(registry=TRAINER_REGISTRY)
 LSTM_TRAINING_SECONDS = Histogram(

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from streamer.config import Settings, all_topics
-from streamer.embedded import EmbeddedRedis, EmbeddedRedisCluster, MockKafkaCluster
+from streamer.config.settings import Settings, all_topics
+from streamer.ops.embedded import EmbeddedRedis, EmbeddedRedisCluster, MockKafkaCluster
 
 CLUSTER = os.environ.get("SHELFCAST_TEST_REDIS", "").lower() == "cluster"
 
@@ -112,8 +112,8 @@ def stock(event_id: str, ts: str, sku: str = "A1", location: str = "UK", **field
 
 def sample_backtest(out: Path, limit: int) -> Path:
     """A backtest of the first ``limit`` lines of the shipped sample into ``out``."""
-    from streamer.backtest import run_backtest
-    from streamer.simulation import SimulationSettings
+    from streamer.ops.backtest import run_backtest
+    from streamer.ops.simulation import SimulationSettings
 
     run_backtest(
         SAMPLE,

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import build_parser, input_format, main, replay_summary
-from streamer.config import Settings
-from streamer.embedded import check_platform, free_port
-from streamer.replay import ReadStats
+from streamer.config.settings import Settings
+from streamer.ops.embedded import check_platform, free_port
+from streamer.ops.replay import ReadStats
 from tests.conftest import ROOT
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from streamer.config import Settings, all_topics
+from streamer.config.settings import Settings, all_topics
 from streamer.metrics import TRAINER_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]

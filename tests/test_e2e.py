@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from models.evaluation import parse_forecast_id
-from streamer.alert_quality import MISSES, WARNED
-from streamer.clock import bucket_of
-from streamer.config import Settings
-from streamer.replay import read_events
+from streamer.config.settings import Settings
+from streamer.eventtime.clock import bucket_of
+from streamer.ops.alert_quality import MISSES, WARNED
+from streamer.ops.replay import read_events
 from tests.conftest import SAMPLE, sample_backtest
 
 LIMIT = 6000  # Dec 2010 to Feb 2011 of the shipped sample

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 from confluent_kafka import Producer
 
-from streamer.embedded import MockKafkaCluster
+from streamer.ops.embedded import MockKafkaCluster
 from tests.conftest import ROOT
 
 FORECAST = {

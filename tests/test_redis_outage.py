@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamer.agents import EXIT_HALTED
-from streamer.config import Settings, all_topics
-from streamer.embedded import EmbeddedRedis, MockKafkaCluster
-from streamer.replay import produce, read_events
-from streamer.simulation import SimulationSettings, simulate
+from streamer.config.settings import Settings, all_topics
+from streamer.ingest.agents import EXIT_HALTED
+from streamer.ops.embedded import EmbeddedRedis, MockKafkaCluster
+from streamer.ops.replay import produce, read_events
+from streamer.ops.simulation import SimulationSettings, simulate
 from tests.conftest import ROOT, SAMPLE
 from tests.worker_harness import (
     Published,

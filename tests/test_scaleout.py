@@ -3,7 +3,7 @@ session, and hit by broker faults: every count, forecast and alert stays exact, 
 evaluation equals one worker's, partition by partition (docs/delivery.md).
 
 Woken up, a stopped Faust worker mostly learns of the rebalance before its next write; where
-the write comes first the fence refuses it, which tests/streamer/test_pipeline.py forces every
+the write comes first the fence refuses it, which tests/streamer/pipeline/test_batch.py forces every
 time."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer.config import Settings, all_topics
-from streamer.embedded import MockKafkaCluster
-from streamer.replay import produce, read_events
-from streamer.simulation import SimulationSettings, simulate
+from streamer.config.settings import Settings, all_topics
+from streamer.ops.embedded import MockKafkaCluster
+from streamer.ops.replay import produce, read_events
+from streamer.ops.simulation import SimulationSettings, simulate
 from tests.conftest import alert_problems, new_redis, redis_client
 from tests.worker_harness import (
     HEAD_DATA,

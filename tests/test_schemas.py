@@ -1,8 +1,8 @@
 """The published JSON Schemas (schemas/) agree with the code that reads and writes the topics.
 
-Input schemas are checked against the worker's own validation (streamer.events) and against the
-events the replay tool produces; output schemas against messages from the real builders
-(streamer.publish) fed with real model forecasts and reorder points.
+Input schemas are checked against the worker's own validation (streamer.topics.events) and
+against the events the replay tool produces; output schemas against messages from the real builders
+(streamer.publish.messages) fed with real model forecasts and reorder points.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from models.bank import COMBINED, Bank
 from models.rollup import ROLLUP, combine
 from models.rollup import VERSION as ROLLUP_VERSION
 from models.testing import close_of
-from streamer import events
-from streamer.alerts import CLEARED, RAISED, ReorderPoint, reorder_point
-from streamer.config import Settings
-from streamer.contracts import SCHEMA_VERSION, compatible, schema
-from streamer.events import FORBIDDEN_IN_NAMES, Invalid, parse_inventory, parse_order
-from streamer.publish import (
+from streamer.alerts.reorder import CLEARED, RAISED, ReorderPoint, reorder_point
+from streamer.config.settings import Settings
+from streamer.ops.replay import read_events
+from streamer.publish.messages import (
     alert_message,
     dlq_message,
     forecast_id,
@@ -36,7 +34,9 @@ from streamer.publish import (
     forecast_values,
     output,
 )
-from streamer.replay import read_events
+from streamer.topics import events
+from streamer.topics.contracts import SCHEMA_VERSION, compatible, schema
+from streamer.topics.events import FORBIDDEN_IN_NAMES, Invalid, parse_inventory, parse_order
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.config import Settings, SettingsError
+from streamer.config.settings import Settings, SettingsError
 
 
 @pytest.mark.parametrize(

@@ -25,13 +25,13 @@ import redis.asyncio as aioredis
 from confluent_kafka import Consumer, TopicPartition
 
 from models.evaluation import parse_forecast_id
-from streamer.config import Settings
-from streamer.embedded import EmbeddedRedis, die_with_parent, free_port, stop_process
-from streamer.features import FeatureStore
-from streamer.pipeline import Pipeline, Record
-from streamer.publish import Output
-from streamer.replay import Produced
-from streamer.status import kafka_partition
+from streamer.config.settings import Settings
+from streamer.features.store import FeatureStore
+from streamer.ingest.status import kafka_partition
+from streamer.ops.embedded import EmbeddedRedis, die_with_parent, free_port, stop_process
+from streamer.ops.replay import Produced
+from streamer.pipeline.batch import Pipeline, Record
+from streamer.publish.messages import Output
 from tests.conftest import CLUSTER, ROOT, alert_problems, redis_client
 
 # The first 52,000 lines of the UCI file (Dec 2010 to 10 Jan 2011), committed so the tests need
@@ -326,7 +326,7 @@ def in_background(work: Callable[[], T]) -> Future[T]:
     return future
 
 
-# ---- ground truth, computed from the CSV with pandas, independently of streamer.replay -----
+# ---- ground truth, computed from the CSV with pandas, independently of streamer.ops.replay -----
 
 PRODUCT = re.compile(r"^\d{5}")
 

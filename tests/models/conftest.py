@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from models.lstm import Panel
-from streamer.backtest import truth_from
-from streamer.replay import read_online_retail
-from streamer.trading_calendar import TradingCalendar
+from models.lstm.network import Panel
+from streamer.eventtime.trading_calendar import TradingCalendar
+from streamer.ops.backtest import truth_from
+from streamer.ops.replay import read_online_retail
 from tests.conftest import SAMPLE
 
 DAY = 86_400

@@ -11,10 +11,10 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.config import Settings
-from streamer.features import FeatureStore
-from streamer.pipeline import Pipeline, Record
-from streamer.publish import Output
+from streamer.config.settings import Settings
+from streamer.features.store import FeatureStore
+from streamer.pipeline.batch import Pipeline, Record
+from streamer.publish.messages import Output
 from tests.conftest import async_redis_client, redis_client
 
 LIMIT = 4096

@@ -1,0 +1,1 @@
+"""The bank's forecasters: baselines, intermittent demand, the regression, the LSTM's seat."""

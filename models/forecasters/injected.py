@@ -1,0 +1,59 @@
+"""A member of the bank whose forecasts come from outside it: the global LSTM.
+
+The LSTM is trained on all series at once by the trainer process and run for all series of a
+partition in one batch at each bucket close (``streamer/serving/lstm.py``). In the bank it
+still behaves like any model: its forecasts are issued, scored when the truth arrives, given
+quantiles from its own errors, and weighed in the published combination. It learns nothing
+itself, and forecasts nothing in a close that did not ``offer`` it a forecast (no champion
+yet, or a replay after a restart).
+
+>>> from models.testing import close_of
+>>> m = Injected("lstm")
+>>> m.forecast(close_of(0, horizon=2), None)[1].tolist()
+[False]
+>>> m.offer("v3", np.array([[1.0, 2.0]]))
+>>> m.version, m.forecast(close_of(0, horizon=2), None)[0].tolist()
+('v3', [[1.0, 2.0]])
+>>> m.forecast(close_of(1, horizon=2), None)[1].tolist()
+[False]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.base import Close, State
+
+
+class Injected:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = "none"
+        self._offered: np.ndarray | None = None
+
+    def offer(self, version: str, means: np.ndarray) -> None:
+        """The forecasts ``[n, horizon]`` to give at the next ``forecast``, from ``version``."""
+        self.version = version
+        self._offered = means
+
+    def take(self, index: np.ndarray) -> None:
+        """Nothing per row: an offer is for the rows of one close."""
+
+    def learn(self, close: Close, features: object) -> None:
+        """Nothing per series: the model learns across all series in the trainer."""
+
+    def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
+        offered, self._offered = self._offered, None
+        if offered is None:
+            return np.full((close.n, close.horizon), np.nan), np.zeros(close.n, bool)
+        means = np.asarray(offered, np.float64)[:, : close.horizon]
+        # a row with a non-finite forecast (a diverged model) is not ready: published, an
+        # infinity would fail every close of the partition
+        ready = np.isfinite(means).all(axis=1)
+        return np.where(ready[:, None], means, np.nan), ready
+
+    def state(self) -> State:
+        return {"version": np.array(self.version)}
+
+    def load(self, state: State) -> None:
+        self.version = str(state["version"])

@@ -1,0 +1,1 @@
+"""The global LSTM: the network, its trainer and the registry of its checkpoints."""

@@ -1,0 +1,548 @@
+"""Global LSTM forecaster: one torch model over all series, quantiles by pinball loss.
+
+Every series is a row of a ``Panel`` (daily buckets, one column per bucket). A training or
+forecast *window* of a series ends at an origin bucket ``o`` (the bucket that just closed): its
+inputs are the ``seq_len`` buckets up to ``o``, its targets the ``horizon`` buckets after it,
+whose calendar (weekday, closed) is known when the forecast is made.
+
+Scaling: each window is divided by the mean demand of its open input buckets plus ``EPS``, so
+one set of weights serves a series selling 2 units a week and one selling 2,000 a day; the
+outputs are multiplied back. The level itself (log1p of that mean) is an input too, since
+small intermittent series do not behave like big smooth ones.
+
+Closed buckets (docs/forecasting.md) are not zero demand: they are flagged in the inputs,
+never targets of the loss, never scored by ``validate``, and forecast as 0.
+
+The quantiles are monotone by construction: the first is free, each next one adds a softplus.
+
+>>> cfg = LSTMConfig(seq_len=14, hidden=4, epochs=1)
+>>> LSTMConfig.from_dict(cfg.to_dict()) == cfg
+True
+>>> rng = np.random.default_rng(0)
+>>> panel = Panel(["a@UK", "b@UK"], rng.poisson(3, (2, 30)).astype(np.float32),
+...               np.full((2, 30), 1.5, np.float32), np.zeros(30, bool), np.arange(30) % 7, 100)
+>>> model = GlobalLSTM(cfg)
+>>> q = predict(model, panel, at_bucket=120)
+>>> q.shape, bool((np.diff(q, axis=2) >= 0).all())
+((2, 7, 3), True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import Close
+
+# Bump when the inputs or the layers change: checkpoints of another architecture are refused.
+ARCH = 1
+EPS = 0.1  # units: keeps the scale of a window with one small sale away from zero
+ACTIVE_BUCKETS = 56  # as the worker (SHELFCAST_ACTIVE_BUCKETS): quieter series are not forecast
+SEASON = 7  # daily buckets: the seasonal naive repeats the same weekday
+NAIVE_WEEKS = 4  # how far back the seasonal naive looks for an open bucket of the same weekday
+N_INPUTS = 12  # scaled demand, closed, 7 weekdays, relative log price, price missing, level
+N_AHEAD = 8  # per future bucket: 7 weekdays, closed
+INFERENCE_CHUNK = 16_384  # windows per forward pass: bounds memory, not speed
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Architecture and training settings; stored in every checkpoint's metadata.
+
+    The defaults keep a full-year refresh of ~19,600 series within two minutes on 2 CPU cores
+    (docs/lstm.md): an epoch is a fresh random draw of ``windows_per_epoch`` windows, not a
+    pass over all of them (1.6 million), because most windows of a slow series teach the same
+    thing and time, not data, is the limit: 12 draws see about as many windows as one pass.
+    """
+
+    seq_len: int = 56  # input buckets: 8 weeks, the worker's activity window
+    hidden: int = 32  # LSTM units: 16 validates worse, 64 trains about 4x slower
+    layers: int = 1
+    dropout: float = 0.0  # on the last hidden state (and between layers when layers > 1)
+    horizon: int = 7
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    epochs: int = 12
+    # epochs of a candidate that starts from the champion's weights: it only has to learn the
+    # buckets since, and a full-year backtest refreshes 14 times (docs/lstm.md)
+    warm_epochs: int = 3
+    windows_per_epoch: int | None = 131_072  # None: every eligible window each epoch
+    batch_size: int = 256
+    lr: float = 3e-3  # Adam
+    validation: int = 28  # last buckets held out to validate (and never trained on)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        qs = self.quantiles
+        if list(qs) != sorted(set(qs)) or not all(0 < q < 1 for q in qs) or 0.5 not in qs:
+            raise ValueError(f"quantiles {qs}: increasing, in (0, 1), with 0.5")
+        if min(self.seq_len, self.hidden, self.layers, self.horizon, self.epochs) < 1:
+            raise ValueError("seq_len, hidden, layers, horizon and epochs must be >= 1")
+        if self.warm_epochs < 0:
+            raise ValueError("warm_epochs must be >= 0 (0: always train from scratch)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["quantiles"] = list(self.quantiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LSTMConfig:
+        """The config of ``to_dict``; unknown or missing keys are an error, not a default."""
+        names = {f.name for f in fields(cls)}
+        if set(d) != names:
+            raise ValueError(
+                f"config keys differ: unknown {sorted(set(d) - names)}, "
+                f"missing {sorted(names - set(d))}"
+            )
+        return cls(**{**d, "quantiles": tuple(d["quantiles"])})
+
+    @property
+    def median(self) -> int:
+        """Index of the p50 among the quantiles."""
+        return self.quantiles.index(0.5)
+
+
+@dataclass(eq=False)
+class Panel:
+    """All series over consecutive buckets, as arrays; column ``t`` is bucket
+    ``first_bucket + t``."""
+
+    series: list[str]  # "sku@location"
+    demand: np.ndarray  # float32 [S, T], units; 0 where nothing sold
+    price: np.ndarray  # float32 [S, T], mean unit price sold; NaN where nothing sold
+    closed: np.ndarray  # bool [T], shared by all series
+    weekday: np.ndarray  # int [T], 0 = Monday
+    first_bucket: int
+
+    def __post_init__(self) -> None:
+        s, t = self.demand.shape
+        if (
+            len(self.series) != s
+            or self.price.shape != (s, t)
+            or self.closed.shape != (t,)
+            or self.weekday.shape != (t,)
+        ):
+            raise ValueError(f"panel arrays disagree with {s} series x {t} buckets")
+
+    @property
+    def last_bucket(self) -> int:
+        return self.first_bucket + self.demand.shape[1] - 1
+
+    @cached_property
+    def first_sale(self) -> np.ndarray:
+        """Column of each series' first sale (the width of the panel when none)."""
+        sold = self.demand > 0
+        return np.where(sold.any(1), sold.argmax(1), sold.shape[1])
+
+    def calendar(self, extra: int) -> tuple[np.ndarray, np.ndarray]:
+        """Closed flags and weekdays of the panel's buckets and of ``extra`` buckets after it,
+        those expected by habit: closed when the same slot was closed one and two weeks
+        earlier, as ``TradingCalendar.expected_closed`` does without configured closures
+        (the worker passes its own calendar to ``predict`` instead).
+
+        >>> p = Panel(["a"], np.zeros((1, 14), np.float32), np.zeros((1, 14), np.float32),
+        ...           np.arange(14) % 7 == 5, np.arange(14) % 7, 0)
+        >>> [c.tolist()[14:] for c in p.calendar(7)]
+        [[False, False, False, False, False, True, False], [0, 1, 2, 3, 4, 5, 6]]
+        """
+        width = len(self.closed)
+        closed = np.concatenate([self.closed, np.zeros(extra, bool)])
+        weekday = np.concatenate([self.weekday, np.zeros(extra, self.weekday.dtype)])
+        for j in range(width, width + extra):
+            weekday[j] = weekday[j - SEASON] if j >= SEASON else (weekday[j - 1] + 1) % 7
+            closed[j] = j >= 2 * SEASON and closed[j - SEASON] and closed[j - 2 * SEASON]
+        return closed, weekday
+
+    def rows(self, index: Sequence[int] | np.ndarray) -> Panel:
+        """The same buckets for some series only."""
+        index = np.asarray(index)
+        return Panel(
+            [self.series[i] for i in index],
+            self.demand[index],
+            self.price[index],
+            self.closed,
+            self.weekday,
+            self.first_bucket,
+        )
+
+    @classmethod
+    def from_buckets(
+        cls,
+        demand: Mapping[tuple[str, int], float],
+        revenue: Mapping[tuple[str, int], float],
+        closed: Set[int],
+        weekday: Callable[[int], int],
+    ) -> Panel:
+        """A panel from demand and revenue per (series, bucket) and the closed buckets, as
+        ``streamer.ops.backtest.truth_from`` computes them; ``weekday`` maps a bucket to its
+        weekday (``TradingCalendar.weekday``). It spans the first to the last bucket seen.
+
+        >>> p = Panel.from_buckets({("a", 10): 2.0, ("a", 12): 4.0}, {("a", 12): 6.0}, {11},
+        ...                        lambda b: b % 7)
+        >>> p.demand.tolist(), p.price.tolist(), p.closed.tolist(), p.first_bucket
+        ([[2.0, 0.0, 4.0]], [[nan, nan, 1.5]], [False, True, False], 10)
+        """
+        series = sorted({s for s, _ in demand})
+        row = {s: i for i, s in enumerate(series)}
+        first = min(min(b for _, b in demand), min(closed, default=math.inf))
+        last = max(max(b for _, b in demand), max(closed, default=-math.inf))
+        first, width = int(first), int(last - first + 1)
+        d = np.zeros((len(series), width), np.float32)
+        rev = np.zeros_like(d)
+        for (s, b), y in demand.items():
+            d[row[s], b - first] = y
+            rev[row[s], b - first] = revenue.get((s, b), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            price = np.where((d > 0) & (rev > 0), rev / d, np.nan).astype(np.float32)
+        cols = range(first, first + width)
+        return cls(
+            series,
+            d,
+            price,
+            np.array([b in closed for b in cols]),
+            np.array([weekday(b) for b in cols]),
+            first,
+        )
+
+
+class Inputs(NamedTuple):
+    """Raw inputs of a batch of windows: the model scales and encodes them itself."""
+
+    demand: np.ndarray  # float32 [B, L]
+    price: np.ndarray  # float32 [B, L], NaN: nothing sold
+    closed: np.ndarray  # bool [B, L]
+    weekday: np.ndarray  # int64 [B, L]
+    closed_ahead: np.ndarray  # bool [B, H]
+    weekday_ahead: np.ndarray  # int64 [B, H]
+
+    def to(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in self)
+
+
+class GlobalLSTM(nn.Module):
+    """LSTM over the scaled input window; its last state, the level and the calendar of the
+    buckets ahead go through a small MLP to ``horizon`` x ``len(quantiles)`` outputs."""
+
+    def __init__(self, cfg: LSTMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # one-hot rows by indexing, not part of the weights
+        self.weekdays: torch.Tensor
+        self.register_buffer("weekdays", torch.eye(7), persistent=False)
+        # weights depend on the seed only, not on whatever used the global generator before
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.lstm = nn.LSTM(
+                N_INPUTS,
+                cfg.hidden,
+                cfg.layers,
+                dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+            )
+            self.drop = nn.Dropout(cfg.dropout)
+            self.head = nn.Sequential(
+                nn.Linear(cfg.hidden + 1 + N_AHEAD * cfg.horizon, cfg.hidden),
+                nn.ReLU(),
+                nn.Linear(cfg.hidden, cfg.horizon * len(cfg.quantiles)),
+            )
+
+    def forward(
+        self,
+        demand: torch.Tensor,
+        price: torch.Tensor,
+        closed: torch.Tensor,
+        weekday: torch.Tensor,
+        closed_ahead: torch.Tensor,
+        weekday_ahead: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled quantiles [B, H, Q] (ascending) and the scale [B] that turns them into units."""
+        is_open = ~closed
+        scale = (demand * is_open).sum(1) / is_open.sum(1).clamp(min=1) + EPS
+        level = torch.log1p(scale)
+        sold = ~torch.isnan(price)
+        mean_price = price.nan_to_num(0.0).sum(1) / sold.sum(1).clamp(min=1)
+        # filled in place, time-major as the LSTM kernel wants it: building the features by
+        # concatenation and transposition cost about as much as the LSTM itself
+        steps = demand.new_empty((demand.shape[1], demand.shape[0], N_INPUTS))
+        steps[..., 0] = (demand / scale[:, None]).T
+        steps[..., 1] = closed.T
+        steps[..., 2:9] = self.weekdays[weekday.T]
+        # price relative to the window's own mean price: a level-free promotion signal
+        rel = torch.log(price / mean_price[:, None]).clamp(-3.0, 3.0).nan_to_num(0.0)
+        steps[..., 9] = rel.T
+        steps[..., 10] = ~sold.T
+        steps[..., 11] = level
+        out, _ = self.lstm(steps)
+        ahead = torch.cat([self.weekdays[weekday_ahead], closed_ahead[..., None].float()], 2)
+        z = self.head(torch.cat([self.drop(out[-1]), level[:, None], ahead.flatten(1)], 1))
+        z = z.view(len(z), self.cfg.horizon, len(self.cfg.quantiles)).float()
+        q = torch.cat([z[..., :1], z[..., :1] + F.softplus(z[..., 1:]).cumsum(2)], 2)
+        return q, scale.float()
+
+
+def choose_device(override: str | None = None) -> torch.device:
+    """``override`` when given, else "cuda" when available, else "cpu"."""
+    if override:
+        return torch.device(override)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def gather(
+    panel: Panel,
+    rows: np.ndarray,
+    origins: np.ndarray,
+    seq_len: int,
+    horizon: int,
+    ahead: Close | None = None,
+) -> Inputs:
+    """Inputs of the windows of series ``rows`` ending at columns ``origins`` (the last
+    input), all at once. The calendar ahead comes from the close ``ahead`` (the same for every
+    window) when given, else from ``Panel.calendar``."""
+    width = panel.demand.shape[1]
+    if origins.min() < seq_len - 1 or origins.max() >= width:
+        raise ValueError(
+            f"windows need {seq_len} buckets up to their origin inside the panel's "
+            f"{panel.first_bucket}..{panel.last_bucket}"
+        )
+    cols = origins[:, None] + np.arange(1 - seq_len, 1)
+    r = rows[:, None]
+    if ahead is None:
+        closed, weekday = panel.calendar(horizon)
+        future = origins[:, None] + np.arange(1, horizon + 1)
+        closed_ahead, weekday_ahead = closed[future], weekday[future]
+    else:
+        if ahead.horizon != horizon:
+            raise ValueError(f"`ahead` describes {ahead.horizon} buckets, not {horizon}")
+        shape = (len(rows), horizon)
+        closed_ahead = np.broadcast_to(ahead.ahead_closed, shape)
+        weekday_ahead = np.broadcast_to(ahead.ahead_weekday, shape)
+    return Inputs(
+        panel.demand[r, cols],
+        panel.price[r, cols],
+        panel.closed[cols],
+        panel.weekday[cols].astype(np.int64),
+        np.ascontiguousarray(closed_ahead),
+        np.ascontiguousarray(weekday_ahead, dtype=np.int64),
+    )
+
+
+def forecast_windows(model: GlobalLSTM, inputs: Inputs) -> np.ndarray:
+    """Quantiles in units [B, H, Q] of gathered windows: non-negative, 0 when closed."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(inputs.demand), INFERENCE_CHUNK):
+            chunk = Inputs(*(a[i : i + INFERENCE_CHUNK] for a in inputs))
+            q, scale = model(*chunk.to(device))
+            out.append((q * scale[:, None, None]).clamp(min=0).cpu().numpy())
+    q = np.concatenate(out) if out else np.zeros((0, model.cfg.horizon, len(model.cfg.quantiles)))
+    q[inputs.closed_ahead] = 0.0
+    return q
+
+
+def predict(
+    model: GlobalLSTM, panel: Panel, at_bucket: int, ahead: Close | None = None
+) -> np.ndarray:
+    """Quantiles [S, horizon, Q] for every series of the panel, for the buckets after
+    ``at_bucket`` (the bucket that just closed, the last input). ``ahead`` is the calendar of
+    those buckets, required when they are beyond the panel (as at a live bucket close)."""
+    rows = np.arange(len(panel.series))
+    origins = np.full(len(rows), at_bucket - panel.first_bucket)
+    cfg = model.cfg
+    return forecast_windows(model, gather(panel, rows, origins, cfg.seq_len, cfg.horizon, ahead))
+
+
+def pinball(q: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Quantile loss of every quantile: q [..., Q], y [...], levels [Q]."""
+    diff = y[..., None] - q
+    return torch.maximum(levels * diff, (levels - 1) * diff)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    epoch_loss: list[float]  # mean scaled pinball loss of the training batches
+    epoch_seconds: list[float]
+    windows: int  # eligible windows before ``end``
+    seconds: float
+    device: str
+
+
+def sold_within(panel: Panel, origins: np.ndarray, length: int) -> np.ndarray:
+    """Whether each series sold in the ``length`` buckets up to each origin column [S, O]."""
+    sales = np.zeros((len(panel.series), panel.demand.shape[1] + 1), np.int32)
+    np.cumsum(panel.demand > 0, axis=1, out=sales[:, 1:])
+    return sales[:, origins + 1] - sales[:, np.maximum(origins + 1 - length, 0)] > 0
+
+
+def training_windows(panel: Panel, end: int, seq_len: int, horizon: int) -> np.ndarray:
+    """(row, origin column) of every window with a target before bucket ``end``: full input
+    inside the panel, at least half of it after the series' first sale, a sale within it
+    (the worker only forecasts active series) and an open target before ``end``."""
+    end_col = min(end - panel.first_bucket, panel.demand.shape[1])
+    origins = np.arange(seq_len - 1, end_col - 1)
+    if len(origins) == 0:
+        return np.zeros((0, 2), np.int64)
+    active = sold_within(panel, origins, seq_len)
+    settled = panel.first_sale[:, None] <= origins - seq_len // 2
+    targets = origins[:, None] + np.arange(1, horizon + 1)
+    open_target = ((~panel.closed[np.minimum(targets, end_col - 1)]) & (targets < end_col)).any(1)
+    keep = active & settled & open_target
+    rows, idx = np.nonzero(keep)
+    return np.stack([rows, origins[idx]], axis=1)
+
+
+def train(
+    model: GlobalLSTM,
+    panel: Panel,
+    cfg: LSTMConfig,
+    device: torch.device | str,
+    end: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainReport:
+    """Train ``model`` in place on windows whose targets are before bucket ``end``.
+
+    ``cfg`` gives the training settings (epochs, windows per epoch, batch, learning rate,
+    seed); the architecture is the model's own. Mixed precision (float16 with a gradient
+    scaler) on CUDA, float32 on CPU, where a run is repeatable given the seed.
+    ``on_epoch(epoch, loss)`` is called after each epoch (progress bars, logs).
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    seq_len, horizon = model.cfg.seq_len, model.cfg.horizon
+    windows = training_windows(panel, end, seq_len, horizon)
+    if len(windows) == 0:
+        raise ValueError(f"no training window ends before bucket {end}")
+    end_col = end - panel.first_bucket
+    rng = np.random.default_rng(cfg.seed)
+    levels = torch.tensor(model.cfg.quantiles, device=device)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
+    per_epoch = min(cfg.windows_per_epoch or len(windows), len(windows))
+    losses, seconds = [], []
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.manual_seed(cfg.seed)
+        for _ in range(cfg.epochs):
+            t0 = time.perf_counter()
+            draw = windows[rng.choice(len(windows), per_epoch, replace=False)]
+            total = torch.zeros((), device=device)
+            batches = 0
+            for i in range(0, per_epoch, cfg.batch_size):
+                rows, origins = draw[i : i + cfg.batch_size].T
+                inputs = gather(panel, rows, origins, seq_len, horizon)
+                targets = origins[:, None] + np.arange(1, horizon + 1)
+                in_range = targets < end_col
+                cols = np.minimum(targets, end_col - 1)
+                y = torch.from_numpy(panel.demand[rows[:, None], cols]).to(device)
+                mask = torch.from_numpy(in_range & ~panel.closed[cols]).to(device)
+                with autocast:
+                    q, scale = model(*inputs.to(device))
+                loss = pinball(q, y / scale[:, None], levels).mean(2)
+                loss = (loss * mask).sum() / mask.sum()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                # one batch of bursty windows must not undo an epoch of recurrent weights
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                total += loss.detach()
+                batches += 1
+            losses.append(float(total) / batches)
+            seconds.append(time.perf_counter() - t0)
+            if on_epoch is not None:
+                on_epoch(len(losses), losses[-1])
+    model.eval()
+    return TrainReport(losses, seconds, len(windows), time.perf_counter() - started, str(device))
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Errors in units over the open targets of the validation span, horizons 1..H."""
+
+    mae: float  # of the p50
+    pinball: float  # mean over the quantiles
+    coverage: float  # share of truths between the lowest and the highest quantile
+    naive_mae: float  # the weekly seasonal naive on the same points
+    mae_by_horizon: list[float]
+    points: int
+
+    @property
+    def rel_mae(self) -> float:
+        return self.mae / self.naive_mae if self.naive_mae else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rel_mae": self.rel_mae}
+
+
+def validation_points(panel: Panel, span: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of the validation of the last ``span`` buckets: (row, origin column)
+    pairs and a mask [N, H] of their scored targets. Every open target in the span is scored
+    once at each horizon; only series active at the origin (a sale in the last
+    ``ACTIVE_BUCKETS``) are forecast, as in the worker. The points do not depend on the
+    model, so a candidate, a champion and the naive are scored on exactly the same ones."""
+    width = panel.demand.shape[1]
+    start = width - span
+    origins = np.arange(start - horizon, width - 1)
+    if start - horizon - ACTIVE_BUCKETS + 1 < 0:
+        raise ValueError(f"panel too short to validate its last {span} buckets")
+    active = sold_within(panel, origins, ACTIVE_BUCKETS)
+    rows, idx = np.nonzero(active)
+    pairs = np.stack([rows, origins[idx]], axis=1)
+    targets = pairs[:, 1:] + np.arange(1, horizon + 1)
+    scored = (targets >= start) & (targets < width)
+    scored &= ~panel.closed[np.minimum(targets, width - 1)]
+    keep = scored.any(1)
+    return pairs[keep], scored[keep]
+
+
+def seasonal_naive(panel: Panel, rows: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """The weekly seasonal naive [B, H] from origin columns: the demand of the same weekday a
+    week before the target, or of the latest open one up to ``NAIVE_WEEKS`` back when that
+    was closed (a closed day is not zero demand); 0 when none is."""
+    targets = origins[:, None] + np.arange(1, horizon + 1)
+    out = np.zeros(targets.shape, np.float32)
+    found = np.zeros(targets.shape, bool)
+    for weeks in range(1, NAIVE_WEEKS + 1):
+        src = targets - weeks * SEASON
+        usable = ~found & (src >= 0) & ~panel.closed[np.maximum(src, 0)]
+        out[usable] = panel.demand[np.broadcast_to(rows[:, None], src.shape)[usable], src[usable]]
+        found |= usable
+    return out
+
+
+def validate(model: GlobalLSTM, panel: Panel, span: int) -> Validation:
+    """Score ``model`` and the weekly seasonal naive on the last ``span`` buckets of the
+    panel (see ``validation_points``); the model must not have trained on them."""
+    horizon, levels = model.cfg.horizon, np.array(model.cfg.quantiles)
+    pairs, scored = validation_points(panel, span, horizon)
+    if not scored.any():
+        raise ValueError(f"nothing to score in the last {span} buckets")
+    rows, origins = pairs.T
+    q = forecast_windows(model, gather(panel, rows, origins, model.cfg.seq_len, horizon))
+    cols = np.minimum(origins[:, None] + np.arange(1, horizon + 1), panel.demand.shape[1] - 1)
+    y = panel.demand[rows[:, None], cols]
+    naive = seasonal_naive(panel, rows, origins, horizon)
+    err = np.abs(y - q[..., model.cfg.median])
+    loss = pinball(torch.from_numpy(q), torch.from_numpy(y), torch.from_numpy(levels)).numpy()
+    covered = (q[..., 0] <= y) & (y <= q[..., -1])
+    return Validation(
+        mae=float(err[scored].mean()),
+        pinball=float(loss[scored].mean()),
+        coverage=float(covered[scored].mean()),
+        naive_mae=float(np.abs(y - naive)[scored].mean()),
+        mae_by_horizon=[float(err[scored[:, k], k].mean()) for k in range(horizon)],
+        points=int(scored.sum()),
+    )

@@ -1,0 +1,1 @@
+"""Reorder points and the low-stock alert state, from forecasts and their errors."""

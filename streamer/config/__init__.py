@@ -1,0 +1,1 @@
+"""Settings: read from the environment in one place, typed, frozen."""

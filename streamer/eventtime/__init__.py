@@ -1,0 +1,1 @@
+"""Event time: buckets, per-partition watermarks and the trading calendar."""

@@ -1,0 +1,1 @@
+"""The Redis feature store: keys, scripts and the batched reads and writes of a partition."""

@@ -1,0 +1,42 @@
+"""Redis clients from the settings: one server, or a Redis Cluster (``SHELFCAST_REDIS_CLUSTER``).
+
+Every key of a partition carries its hash tag (docs/redis-layout.md), so the same scripts and
+pipelines run on both; a cluster client only routes each call to the node of its slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+
+from streamer.config.security import redis_options
+from streamer.config.settings import Settings
+
+__all__ = ["connect", "connect_async"]
+
+
+def connect(settings: Settings, **options: Any) -> redis.Redis:
+    """A blocking client of the settings' Redis (``options`` as ``Redis.from_url`` takes)."""
+    options = {**redis_options(), **options}
+    if settings.redis_cluster:
+        try:
+            # it answers the same commands; typed as a plain client for its callers
+            return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+        except RedisClusterException as exc:
+            # a plain client fails at its first command, a cluster client here: callers
+            # handle both as the connection error it is
+            raise redis.ConnectionError(str(exc)) from exc
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
+    """An asyncio client of the settings' Redis."""
+    options = {**redis_options(), **options}
+    if settings.redis_cluster:
+        return AsyncRedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(settings.redis_url, **options)

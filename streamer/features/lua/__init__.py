@@ -1,0 +1,1 @@
+"""The Redis scripts of the feature store, shipped as package data (streamer/features/store.py)."""

@@ -1,0 +1,36 @@
+-- The start of a bucket close's outputs (streamer/features/store.py: begin_close), before any
+-- leaves: the caller still owns the partition (fence), the bucket is not recorded yet (a
+-- close recorded meanwhile, or a retry whose first reply was lost, returns {0} and sends
+-- nothing), and the close's decisions are recorded on its first attempt only: the LSTM
+-- version it publishes with (0: none) and its alert transitions, each series' alert state
+-- and sequence number set and the alert pushed to the outbox. A retry, by this worker after a
+-- failed write or by the next owner after a crash, finds them and sends the same alerts with
+-- the same content, whatever the stock or the trainer did meanwhile.
+-- A series whose alert changes gets the new reorder point with it, so that the alert walk of
+-- a stock change before the close is recorded compares with the point the alert came from.
+-- The LSTM version also goes to the partition's per-bucket record of the versions served,
+-- which a restart replays the closes after its snapshot with (trimmed with the history).
+-- KEYS: owner, clock, outbox, reorder points, LSTM versions served. ARGV: prefix, generation, bucket, version, how
+-- many alerts at the head of the outbox were delivered, then the alerts, each the JSON outbox
+-- entry [series, status, seq, on hand, packed reorder point, ts ms] (streamer/features/lua/apply.lua).
+-- Returns {1, the outbox} or {0}.
+local clock, outbox, rops, served = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local bucket = ARGV[3]
+if tonumber(ARGV[5]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[5]), -1) end
+local recorded = tonumber(redis.call('HGET', clock, 'closed'))
+if recorded and recorded >= tonumber(bucket) then return {0} end
+if redis.call('HGET', clock, 'lstm_bucket') ~= bucket then
+  redis.call('HSET', clock, 'lstm_bucket', bucket, 'lstm_version', ARGV[4])
+  if tonumber(ARGV[4]) > 0 then redis.call('HSET', served, bucket, ARGV[4]) end
+end
+if redis.call('HGET', clock, 'alerts_bucket') ~= bucket then
+  redis.call('HSET', clock, 'alerts_bucket', bucket)
+  for i = 6, #ARGV do
+    local a = cjson.decode(ARGV[i])
+    redis.call('HSET', prefix .. 's:' .. a[1] .. ':state', 'alert', a[2], 'alert_seq', a[3],
+      'alert_ts', string.format('%.17g', a[6] / 1000))
+    redis.call('HSET', rops, a[1], a[5])
+    redis.call('RPUSH', outbox, ARGV[i])
+  end
+end
+return {1, redis.call('LRANGE', outbox, 0, -1)}

@@ -1,0 +1,601 @@
+"""The Redis feature store: per-series demand buckets, rolling features, stock and alert state.
+
+Every write path is batched: one Lua script (streamer/features/lua) applies a whole segment of a
+partition's events atomically, and a bucket close reads and writes all series of a partition
+in one script each. The key layout is documented in docs/redis-layout.md: every key of a
+partition carries its hash tag ``{p7}``, so on a Redis Cluster each script runs on one node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+
+import numpy as np
+import orjson
+import pandas as pd
+import redis
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from streamer import metrics
+from streamer.config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "shelfcast"
+# Counters of the process, not of a partition (events done, dead letters, outputs): plain
+# commands on one key. Everything a script writes is per partition, summed when read.
+STATS = f"{PREFIX}:stats"
+# Stock movements are kept this long (event time) so an absolute snapshot can be applied on
+# top of the movements that came after it; a snapshot older than that is ignored as stale.
+MOVES_WINDOW_MS = 14 * 86_400_000
+
+
+class Status(IntEnum):
+    """What the apply script did with an event."""
+
+    DUPLICATE = 0
+    APPLIED = 1
+    STALE = 2  # a stock snapshot older than what the series already counts
+    OFFSET_REGRESSION = 3  # a new event below an offset already applied: a recreated topic
+
+
+# A Redis string holds at most 512 MB; and the event loop parses each piece of a reply in one
+# go, so pieces stay small enough for that to take a few milliseconds.
+SNAPSHOT_CHUNK = 8 << 20
+
+
+def _lua(name: str, fenced: bool = True) -> str:
+    """A script of streamer/features/lua; one that writes a partition's state starts with the
+    fence."""
+    folder = resources.files("streamer.features.lua")
+    body = folder.joinpath(f"{name}.lua").read_text()
+    return folder.joinpath("fence.lua").read_text() + body if fenced else body
+
+
+class Fenced(Exception):
+    """This worker's owner generation of ``partition`` is not the partition's: another worker
+    took it over (this one was paused past its session timeout), or Redis lost it (``owner``
+    below the caller's, or None). Nothing this call wrote landed."""
+
+    def __init__(self, partition: int, detail: str) -> None:
+        super().__init__(f"partition {partition}: {detail}")
+        self.partition = partition
+        owner = detail.rsplit(" ", 1)[-1]
+        self.owner = int(owner) if owner.isdigit() else None
+
+
+# `shelfcast:{pP}:rop` values, `|`-separated (the forecast id, which has `|`, last)
+ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
+
+
+def unpack_rop(packed: str) -> dict[str, str]:
+    """A ``shelfcast:{pP}:rop`` value as ROP_FIELDS (all empty when there is none).
+
+    >>> unpack_rop("4.5|3.0|1.5|1.0|3.0|A1@UK|9|tsb@2")["forecast_id"]
+    'A1@UK|9|tsb@2'
+    """
+    values = packed.split("|", len(ROP_FIELDS) - 1) if packed else [""] * len(ROP_FIELDS)
+    return dict(zip(ROP_FIELDS, values, strict=True))
+
+
+# `shelfcast:{pP}:rolling` values, `|`-separated
+ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
+
+
+def packed_rows(columns: np.ndarray) -> list[str]:
+    """Each row of ``columns [n, k]`` as its numbers joined by ``|`` (NaN as ``nan``), the
+    values of the partition's per-series hashes: orjson writes all of them in one call,
+    where formatting them one series at a time cost a close about 2 us a series.
+
+    >>> packed_rows(np.array([[1.5, 2.0], [np.nan, 0.25]]))
+    ['1.5|2.0', 'nan|0.25']
+    """
+    if not len(columns):
+        return []
+    flat = np.ascontiguousarray(columns, np.float64).reshape(len(columns), -1)
+    text = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    rows = text[2:-2].replace(",", "|").split("]|[")
+    return [row.replace("null", "nan") for row in rows] if "null" in text else rows
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFields:
+    """What a close writes to its partition's per-series hashes: for the ``published``
+    series their reorder points (ROP_FIELDS) and latest forecasts (``stored_forecasts``), for
+    every ``series`` its rolling features (ROLLING_FIELDS)."""
+
+    published: list[str]
+    rop: list[str]
+    forecast: list[str]
+    series: list[str]
+    rolling: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StockEffect:
+    """One event as the apply script sees it."""
+
+    kind: str  # "o" order, "s" snapshot, "d" delta, "p" purchase order
+    series: str
+    event_id: str
+    bucket: int
+    ts_ms: int
+    quantity: int
+    unit_price: float | None
+    offsets_field: str
+    offset: int
+    lead_time_days: float | None = None
+    moves_clock: bool = True  # an order the pipeline holds to be skewed far ahead does not
+    po_id: str | None = None  # the purchase order a "p" changes or a delivery ("d") fills
+    pack_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert the apply script decided and keeps in the partition's outbox until the
+    worker says it was delivered: sent again after a crash, it is the same message."""
+
+    series: str
+    status: str
+    seq: int
+    on_hand: int
+    rop: dict[str, str]  # ROP_FIELDS of the reorder point it was compared with
+    ts: float
+    on_order: int = 0
+    pack_size: int | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> AlertRecord:
+        # entries written before stock on order have six fields
+        series, status, seq, on_hand, packed, ts_ms, *rest = orjson.loads(raw)
+        on_order, pack = [*rest, 0, 0][:2]
+        return cls(
+            series, status, int(seq), int(on_hand), unpack_rop(packed), ts_ms / 1000,
+            int(on_order), int(pack) or None,
+        )  # fmt: skip
+
+
+def outbox_entry(
+    series: str,
+    status: str,
+    seq: int,
+    on_hand: int,
+    packed_rop: str,
+    ts: float,
+    on_order: int = 0,
+    pack_size: int | None = None,
+) -> bytes:
+    """An alert as a partition's outbox keeps it (``AlertRecord.parse`` reads it back), with
+    the reorder point it was compared with as ``shelfcast:{pP}:rop`` packs it, the stock on
+    order and the pack size (0: none) when it was decided.
+
+    >>> AlertRecord.parse(outbox_entry("A1@UK", "raised", 3, 4, "", 86_400.5, 12, 6)).on_order
+    12
+    """
+    return orjson.dumps(
+        [series, status, seq, on_hand, packed_rop, round(ts * 1000), on_order, pack_size or 0]
+    )
+
+
+@dataclass
+class ApplyResult:
+    statuses: list[Status]
+    on_hand: list[int | None]
+    outbox: list[AlertRecord]
+
+
+def partition_prefix(partition: int) -> str:
+    """Every key of a partition starts so: its hash tag puts them in one Redis Cluster slot,
+    so each script, which touches one partition, runs on one node."""
+    return f"{PREFIX}:{{p{partition}}}:"
+
+
+def part_key(partition: int, what: str) -> str:
+    return partition_prefix(partition) + what
+
+
+def series_base(series: str, partition: int) -> str:
+    return f"{partition_prefix(partition)}s:{series}:"
+
+
+def part_series_key(partition: int) -> str:
+    return part_key(partition, "series")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionClose:
+    """What a bucket close reads of a partition: its active series (``series``), and per
+    series their first bucket (NaN unknown), demand and revenue in the bucket, lead time (NaN:
+    the default), stock, whether it is known, whether an alert is raised and its sequence, the
+    reorder point the last close stored (NaN unless raised), stock on order and pack size;
+    the partition's order count in the bucket and the closed flags before it."""
+
+    series: list[str]
+    first: np.ndarray
+    demand: np.ndarray
+    revenue: np.ndarray
+    lead_time: np.ndarray
+    on_hand: np.ndarray
+    stock_known: np.ndarray
+    raised: np.ndarray
+    alert_seq: np.ndarray
+    previous_rop: np.ndarray  # the reorder point the last close stored, for raised series
+    on_order: np.ndarray
+    pack_size: np.ndarray  # 0: none
+    orders: int
+    closed: dict[int, bool]
+    # the LSTM version an earlier attempt at this close published with (0: none), if any
+    lstm_version: int | None = None
+
+    def rows(self, keep: np.ndarray) -> PartitionClose:
+        """Only the series where ``keep``, in name order.
+
+        Every close, live or replayed after a restore, sees a partition's rows in one order:
+        sums over rows (the mini-batch gradient of the partition-wide regression, the
+        evaluation) round differently in another, and the active set's own order changes
+        with every order that comes in.
+        """
+        index = [i for i, k in enumerate(keep.tolist()) if k]
+        index.sort(key=self.series.__getitem__)
+        rows = np.array(index, dtype=np.intp)
+        return PartitionClose(
+            [self.series[i] for i in index],
+            *(getattr(self, f)[rows] for f in _COLUMNS),
+            self.orders,
+            self.closed,
+            self.lstm_version,
+        )
+
+
+_COLUMNS = (
+    "first", "demand", "revenue", "lead_time", "on_hand", "stock_known", "raised", "alert_seq",
+    "previous_rop", "on_order", "pack_size",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A partition's ``series`` over a span of buckets: demand and revenue ``[series,
+    bucket]`` (0 where none), where each series had orders (``traded``), and the closed flags
+    known there."""
+
+    series: list[str]
+    demand: np.ndarray
+    revenue: np.ndarray
+    traded: np.ndarray
+    closed: dict[int, bool]
+
+
+class FeatureStore:
+    """The worker's Redis: every call touches one partition (one slot on a Redis Cluster),
+    and every write is checked against the caller's owner generation of it (``claim``)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        dedupe_ttl_seconds: int,
+        series_ttl_seconds: int = 90 * 86_400,
+        alert_hysteresis: float = 0.5,
+    ) -> None:
+        self.r = client
+        self.ttl = dedupe_ttl_seconds
+        self.series_ttl = series_ttl_seconds
+        self.hysteresis = alert_hysteresis
+        self._apply = client.register_script(_lua("apply"))
+        self._close = client.register_script(_lua("close"))
+        self._snapshot = client.register_script(_lua("snapshot"))
+        self._begin_close = client.register_script(_lua("begin_close"))
+        self._read_close = client.register_script(_lua("read_close", fenced=False))
+
+    @classmethod
+    def of(cls, client: aioredis.Redis, settings: Settings) -> FeatureStore:
+        return cls(
+            client,
+            settings.dedupe_ttl_seconds,
+            settings.series_ttl_seconds,
+            settings.alert_hysteresis,
+        )
+
+    async def claim(self, partition: int) -> int:
+        """Take ``partition`` over: a new owner generation, which every later write of this
+        process carries and which fences off the writes of any earlier owner."""
+        metrics.REDIS_ROUNDTRIPS.inc()
+        return int(await self.r.incr(part_key(partition, "owner")))
+
+    async def _fenced(
+        self, script: AsyncScript, partition: int, generation: int, keys: list[str], args: list
+    ) -> object:
+        metrics.REDIS_ROUNDTRIPS.inc()
+        try:
+            return await script(
+                keys=[part_key(partition, "owner"), *keys],
+                args=[partition_prefix(partition), generation, *args],
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("FENCED"):
+                raise Fenced(partition, str(exc)) from None
+            raise
+
+    async def apply(
+        self,
+        partition: int,
+        generation: int,
+        effects: Sequence[StockEffect],
+        advance_ms: int | None = None,
+        delivered: int = 0,
+        floor: Mapping[str, int] | None = None,
+    ) -> ApplyResult:
+        """Apply ``effects`` of ``partition`` in order, then move its stock clock on to
+        ``advance_ms`` (an idle partition's pending deliveries take effect so) and its
+        offsets to at least ``floor`` (input taken without an effect: dead letters); the
+        first ``delivered`` alerts of its outbox were sent and leave it."""
+        events = [
+            [
+                e.kind, e.series, e.event_id, e.bucket, e.ts_ms, e.quantity,
+                None if e.unit_price is None else repr(e.unit_price),
+                e.offsets_field, e.offset,
+                None if e.lead_time_days is None else repr(e.lead_time_days),
+                e.moves_clock, e.po_id, e.pack_size,
+            ]
+            for e in effects
+        ]  # fmt: skip
+        keys = [
+            part_key(partition, k)
+            for k in ("offsets", "stats", "clock", "pending", "series", "orders", "rop", "outbox")
+        ]
+        args = [
+            self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
+            orjson.dumps(events), "" if advance_ms is None else advance_ms,
+            orjson.dumps(floor or {}),
+        ]  # fmt: skip
+        reply = await self._fenced(self._apply, partition, generation, keys, args)
+        statuses, onhand, outbox = reply  # type: ignore[misc]
+        return ApplyResult(
+            [Status(int(s)) for s in statuses],
+            [int(v) if v not in (b"", "") else None for v in onhand],
+            [AlertRecord.parse(raw) for raw in outbox],
+        )
+
+    async def offsets(self, partition: int) -> dict[str, int]:
+        """The next offset the partition's effects hold, per input ``topic:partition``."""
+        metrics.REDIS_ROUNDTRIPS.inc()
+        values = await self.r.hgetall(part_key(partition, "offsets"))
+        return {_text(k): int(v) for k, v in values.items()}
+
+    async def load_clock(self, partition: int) -> tuple[int | None, float | None]:
+        """The partition's last closed bucket and newest event time, if it has them."""
+        metrics.REDIS_ROUNDTRIPS.inc()
+        closed, max_ts = await self.r.hmget(part_key(partition, "clock"), ["closed", "max_ts"])
+        return (
+            None if closed is None else int(closed),
+            None if max_ts is None else float(max_ts),
+        )
+
+    async def read_close(
+        self, partition: int, since_bucket: int, bucket: int, lookback: int
+    ) -> PartitionClose:
+        """Partition ``partition``'s series seen at or after ``since_bucket`` and what a close
+        of ``bucket`` reads of them, in one script call."""
+        keys = [
+            part_series_key(partition), part_key(partition, "closed"),
+            part_key(partition, "orders"), part_key(partition, f"demand:{bucket}"),
+            part_key(partition, f"revenue:{bucket}"), part_key(partition, "rop"),
+            part_key(partition, "clock"),
+        ]  # fmt: skip
+        metrics.REDIS_ROUNDTRIPS.inc()
+        args = [partition_prefix(partition), since_bucket, bucket, lookback]
+        raw = orjson.loads(await self._read_close(keys=keys, args=args))
+        names = raw["names"] or []  # cjson writes an empty array as {}
+        cols = {k: v or [] for k, v in raw["cols"].items()}
+        index = pd.Index(names)
+
+        def by_series(flat: list[str] | dict[str, str]) -> np.ndarray:
+            out = np.zeros(len(names))
+            if flat:
+                rows = index.get_indexer(flat[0::2])
+                values = np.array(flat[1::2], np.float64)
+                out[rows[rows >= 0]] = values[rows >= 0]
+            return out
+
+        def column(name: str, missing: float) -> np.ndarray:
+            return np.array([missing if v is False else float(v) for v in cols[name]], np.float64)
+
+        closed = {
+            int(b): v == "1"
+            for b, v in zip(raw["past"] or [], raw["closed"] or [], strict=True)
+            if v is not False
+        }
+        return PartitionClose(
+            names,
+            column("first", np.nan),
+            by_series(raw["demand"]),
+            by_series(raw["revenue"]),
+            column("lead", np.nan),
+            column("on_hand", 0.0).astype(np.int64),
+            np.array([v == "1" for v in cols["known"]], bool),
+            np.array([v == "raised" for v in cols["alert"]], bool),
+            column("seq", 0.0).astype(np.int64),
+            np.array([np.nan if v is False else float(v.split("|", 1)[0]) for v in cols["rop"]]),
+            column("on_order", 0.0).astype(np.int64),
+            column("pack", 0.0).astype(np.int64),
+            int(raw["orders"]),
+            closed,
+            int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,
+        )
+
+    async def begin_close(
+        self,
+        partition: int,
+        generation: int,
+        bucket: int,
+        version: int,
+        delivered: int,
+        alerts: Sequence[bytes],
+    ) -> list[AlertRecord] | None:
+        """Before a close's outputs leave: None when the close of ``bucket`` is recorded
+        already (send nothing). Else, on its first attempt, record that it publishes with
+        LSTM ``version`` (0: none) and decided ``alerts`` (outbox entries, ``outbox_entry``),
+        and return the outbox to send: a retry after a failed write or a crash sends the
+        same alerts and republishes the same forecasts, whatever the stock or the trainer did
+        meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it."""
+        keys = [part_key(partition, k) for k in ("clock", "outbox", "rop", "lstm")]
+        args = [bucket, version, delivered, *alerts]
+        reply = await self._fenced(self._begin_close, partition, generation, keys, args)
+        if not int(reply[0]):  # type: ignore[index]
+            return None
+        return [AlertRecord.parse(raw) for raw in reply[1]]  # type: ignore[index]
+
+    async def read_lstm_served(self, partition: int, span: range) -> dict[int, int]:
+        """The LSTM version each close of ``span`` published with, where one did."""
+        if not len(span):
+            return {}
+        metrics.REDIS_ROUNDTRIPS.inc()
+        raw = await self.r.hmget(part_key(partition, "lstm"), [str(b) for b in span])
+        return {b: int(v) for b, v in zip(span, raw, strict=True) if v is not None}
+
+    async def read_partition_snapshot(self, partition: int) -> list[bytes] | None:
+        """The partition's model snapshot (models/snapshot.py) in its stored pieces, if any:
+        joined by ``unpack`` off the event loop."""
+        metrics.REDIS_ROUNDTRIPS.inc()
+        chunks: list[bytes] = await self.r.lrange(part_key(partition, "model"), 0, -1)
+        return chunks or None
+
+    async def write_partition_snapshot(self, partition: int, generation: int, blob: bytes) -> None:
+        keys = [part_key(partition, "model")]
+        await self._fenced(
+            self._snapshot, partition, generation, keys, [self.series_ttl, *_chunks(blob)]
+        )
+
+    async def read_window(
+        self,
+        partition: int,
+        series: Sequence[str],
+        span: range,
+        flags_before: int = 0,
+        *,
+        all_traded: bool = False,
+    ) -> Window:
+        """Demand and revenue ``[len(series), len(span)]`` of the partition's ``series`` over
+        ``span`` (0 where none), and the partition's closed flags there and over the
+        ``flags_before`` buckets before it (a replayed close expects days closed from the
+        flags of the weeks before it, as the live close did). With ``all_traded``, the rows
+        are ``series`` and every other series that traded in ``span`` (one that has left the
+        active set since), in name order. Read from the partition's per-bucket hashes, which
+        list only the series that traded in a bucket: two commands a bucket, where reading
+        each series' hashes cost a close about 20 us a series before its LSTM could
+        forecast."""
+        flagged = range(span.start - flags_before, span.stop)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hmget(part_key(partition, "closed"), [str(b) for b in flagged] or ["-"])
+        for b in span:
+            pipe.hgetall(part_key(partition, f"demand:{b}"))
+            pipe.hgetall(part_key(partition, f"revenue:{b}"))
+        metrics.REDIS_ROUNDTRIPS.inc()
+        raw = await pipe.execute()
+        closed = {b: v == b"1" for b, v in zip(flagged, raw[0], strict=False) if v is not None}
+        if all_traded:
+            names = {name.decode() for d in raw[1::2] for name in d}
+            series = sorted(names.union(series))
+        index = pd.Index([s.encode() for s in series])
+        shape = (len(series), len(span))
+        demand, revenue, traded = np.zeros(shape), np.zeros(shape), np.zeros(shape, bool)
+        for j, (d, r) in enumerate(zip(raw[1::2], raw[2::2], strict=True)):
+            for out, values in ((demand, d), (revenue, r)):
+                if values:
+                    rows = index.get_indexer(list(values))
+                    numbers = np.array(list(values.values()), np.float64)
+                    out[rows[rows >= 0], j] = numbers[rows >= 0]
+                    if values is d:  # listed: had orders, even all cancelled in the bucket
+                        traded[rows[rows >= 0], j] = True
+        return Window(list(series), demand, revenue, traded, closed)
+
+    async def write_close(
+        self,
+        partition: int,
+        generation: int,
+        bucket: int,
+        fields: CloseFields,
+        *,
+        closed: bool,
+        learned: int,
+        trim_before: int,
+        inactive_before: int,
+        max_ts: float,
+        evaluation: dict[str, float],
+        snapshot: bytes | None,
+    ) -> None:
+        """Record a close: ``fields`` for the partition's per-series hashes; the clock, the
+        evaluation sums, the snapshot and the trim of the history leaving the window go in
+        the same atomic script (its alerts were recorded by ``begin_close``)."""
+        chunks = _chunks(snapshot) if snapshot else []
+        args: list[object] = [
+            trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
+            len(chunks), orjson.dumps({"closed": bucket, "max_ts": max_ts}),
+            orjson.dumps(evaluation),
+            *map(orjson.dumps, (fields.published, fields.rop, fields.series, fields.rolling)),
+            *map(orjson.dumps, (fields.published, fields.forecast)),
+            *chunks,
+        ]  # fmt: skip
+        keys = [
+            part_series_key(partition), *(
+                part_key(partition, k)
+                for k in ("clock", "stats", "closed", "orders", "evaluation", "model")
+            ),
+            part_key(partition, f"demand:{trim_before}"),
+            part_key(partition, f"revenue:{trim_before}"),
+            *(part_key(partition, k) for k in ("rop", "rolling", "forecast", "lstm")),
+        ]  # fmt: skip
+        if not await self._fenced(self._close, partition, generation, keys, args):
+            log.warning(
+                "partition %d: the close of bucket %d was already recorded (or a later one "
+                "was); nothing written twice", partition, bucket,
+            )  # fmt: skip
+
+    async def count(self, **increments: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for name, n in increments.items():
+            if n:
+                pipe.hincrby(STATS, name, n)
+        metrics.REDIS_ROUNDTRIPS.inc()
+        await pipe.execute()
+
+
+def summed_stats(client: redis.Redis, partitions: int) -> dict[str, int]:
+    """The counters of the process (``shelfcast:stats``) and of every partition, summed."""
+    return {k: int(v) for k, v in _summed(client, STATS, "stats", partitions).items()}
+
+
+def summed_evaluation(client: redis.Redis, partitions: int) -> dict[str, float]:
+    """Every partition's prequential error sums, added up (models/evaluation.py)."""
+    return _summed(client, None, "evaluation", partitions)
+
+
+def _summed(client: redis.Redis, first: str | None, what: str, partitions: int) -> dict[str, float]:
+    keys = [first] if first else []
+    keys += [part_key(p, what) for p in range(partitions)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    total: dict[str, float] = {}
+    for values in pipe.execute():
+        for k, v in values.items():
+            name = _text(k)
+            total[name] = total.get(name, 0.0) + float(v)
+    return total
+
+
+def _chunks(blob: bytes) -> list[bytes]:
+    """A snapshot in pieces of ``SNAPSHOT_CHUNK`` bytes."""
+    return [blob[i : i + SNAPSHOT_CHUNK] for i in range(0, len(blob), SNAPSHOT_CHUNK)] or [b""]
+
+
+def _text(v: object) -> str:
+    if v is None:
+        return ""
+    return v.decode() if isinstance(v, bytes) else str(v)

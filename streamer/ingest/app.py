@@ -1,0 +1,140 @@
+"""The Faust application: settings, the Redis client, and the worker entry point."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+import aiokafka
+import faust
+import redis.asyncio as aioredis
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+from aiokafka.errors import KafkaError
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streamer.config.settings import Settings
+from streamer.features.connect import connect_async
+
+log = logging.getLogger(__name__)
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
+    """Faust's aiokafka transport with the worker consumer's fetch wait set.
+
+    Faust fixes ``fetch_max_wait_ms`` at 1500. That only bounds idle polling on real Kafka, but
+    the embedded broker waits it out in full (``streamer.ops.embedded.EMBEDDED_FETCH_MAX_WAIT_MS``).
+    """
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(
+            self, transport: faust_aiokafka.Transport
+        ) -> aiokafka.AIOKafkaConsumer:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by start(), not before
+            return consumer
+
+    class FetchConsumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        Consumer = FetchConsumer
+
+    return Transport
+
+
+def rejoin_on_sync_refusal(rebalance: type = CoordinatorGroupRebalance) -> None:
+    """Make a consumer whose SyncGroup is refused with INVALID_REQUEST join the group again.
+
+    aiokafka 0.14 requests a rejoin, then parks the error until the application's next fetch;
+    a worker that holds no partition yet never fetches, so it stays out of the group for good.
+    librdkafka's mock coordinator (the embedded broker) refuses so a follower whose SyncGroup
+    comes after the leader's: it marks the group stable once the leader sent every assignment.
+    Returning no assignment takes aiokafka's path for a rebalance in progress: back off and
+    rejoin (tests/test_scaleout.py starts two workers at once, which hit it).
+    """
+    send = rebalance._send_sync_group_request
+    if getattr(send, "rejoins", False):
+        return
+
+    async def send_or_rejoin(self: CoordinatorGroupRebalance, request: Any) -> bytes | None:
+        try:
+            return await send(self, request)
+        except KafkaError as exc:
+            if "InvalidRequestError" not in str(exc):
+                raise
+            log.warning("the group coordinator refused SyncGroup (%s): joining again", exc)
+            return None
+
+    send_or_rejoin.rejoins = True  # type: ignore[attr-defined]
+    rebalance._send_sync_group_request = send_or_rejoin
+
+
+def create_app(settings: Settings) -> faust.App:
+    rejoin_on_sync_refusal()
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap_servers),
+        store="memory://",
+        # Topics are created up front (mock cluster at start, kafka-init in compose): the
+        # mock cluster has no CreateTopics, and production topics are an operator's decision.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_host=settings.web_bind,
+        datadir=str(settings.home / "faust"),
+        broker_session_timeout=10,
+        broker_heartbeat_interval=2,
+        broker_credentials=settings.kafka_security.faust_credentials(),
+        producer_max_request_size=max(1_048_576, 4 * settings.max_message_bytes),
+        consumer_max_fetch_size=max(4_194_304, 4 * settings.max_message_bytes),
+    )
+
+    app.transport = transport(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
+
+    @app.page("/metrics")
+    async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # aiohttp refuses a charset inside content_type=, so the header is set directly.
+        return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return app
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    # A partition of a hundred thousand series closes in scripts of seconds (its snapshot
+    # included), and with two closes in flight a call also waits behind the other's. A Redis
+    # that is down refuses or resets at once; only a hung one waits out the timeout.
+    return connect_async(settings, socket_timeout=60, socket_connect_timeout=5)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    A worker holds millions of long-lived model objects and allocates many short-lived ones
+    per event; with CPython's default thresholds (700, 10, 10) the collector took 14% of its
+    time re-scanning them (py-spy, docs/benchmark.md). Young collections now run 70x less
+    often and older ones 2x less; start-up objects (modules, Faust) are frozen out of every
+    collection. Models are not frozen: one dropped later must stay collectable.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the Faust worker until it is stopped (SIGINT/SIGTERM). Does not return."""
+    from streamer.ingest.agents import register
+
+    app = create_app(settings)
+    register(app, settings)
+    tune_gc()
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

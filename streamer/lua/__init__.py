@@ -1,1 +1,0 @@
-"""The Redis scripts of the feature store, shipped as package data (streamer/features.py)."""

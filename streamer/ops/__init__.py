@@ -1,0 +1,1 @@
+"""Tooling beside the worker: backtest, benchmarks, report, replay, simulation, embedded."""

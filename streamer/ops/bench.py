@@ -1,0 +1,443 @@
+"""``shelfcast bench``: one worker's throughput and latency on real orders, measured against a
+bare aiokafka consumer of the same messages from the same broker in the same run.
+
+Three phases on fresh embedded services (docs/benchmark.md), each timed for the worker and
+for a bare aiokafka consumer of the same messages (the reference):
+
+1. **Replay.** The first ``lines`` order lines of the file, with simulated stock, produced up
+   front: the whole pipeline on real history, every bucket close (learn, forecast, alerts)
+   included.
+2. **Burst.** The next ``burst`` real orders, re-timed into the current bucket and produced at
+   once: what a live worker does between two closes.
+3. **Latency.** The next orders at a steady ``rate``, each stamped with its produce time. The
+   worker's histogram gives produce -> effect; a consumer of the alerts topic, reading as a
+   downstream service would, gives order -> alert received.
+
+Last, a Faust agent that does nothing reads the same input (``streamer/ops/faust_reference.py``):
+the framework's own ceiling, the burst's second reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from streamer.config.settings import Settings, leader_topic
+from streamer.eventtime.clock import bucket_of, bucket_start
+from streamer.features.store import STATS
+from streamer.ops.backtest import WorkerProcess, child_env, isolated, scrape, wait_processed
+from streamer.ops.embedded import embedded_services, free_port
+from streamer.ops.faust_reference import APP_ID as FAUST_REFERENCE
+from streamer.ops.replay import Produced, produce, read_events
+from streamer.ops.simulation import SimulationSettings, simulate
+
+LATENCY = "shelfcast_processing_latency_seconds"
+CLOSE = "shelfcast_bucket_close_seconds"
+BATCH = "shelfcast_batch_duration_seconds"
+DAY = 86_400
+Offsets = dict[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to run; the defaults live in one place, ``shelfcast bench --help``."""
+
+    lines: int  # order lines in the backlog
+    rate: float  # orders/s in the latency phase
+    seconds: float  # length of the latency phase
+    burst: int  # orders produced at once, within one bucket
+    timeout: float = 1_800.0
+
+
+def probe_orders(later: Iterable[Produced], after: float, n: int) -> list[Produced]:
+    """The first ``n`` orders of ``later``, re-timed 1 ms apart from event time ``after``.
+
+    They stay in the bucket of ``after`` (shifted back if they would cross its end), so the
+    worker closes nothing while latency is measured; event times 1 ms apart also name the
+    order each alert came from (an alert's ``ts`` is its order's event time).
+
+    >>> ev = [Produced("orders", "a", json.dumps({"ts": 1000 * t}).encode(), t) for t in range(5)]
+    >>> probe = probe_orders(ev, 2.0, 2)
+    >>> [e.ts for e in probe], json.loads(probe[1].value)["ts"]
+    ([2.001, 2.002], 2002)
+    """
+    orders = [e for e in later if e.role == "orders"][:n]
+    if len(orders) < n:
+        raise ValueError(
+            f"the file has {len(orders)} orders after the backlog; the latency phase needs "
+            f"{n}: use fewer --lines or a lower --rate or --seconds"
+        )
+    end = bucket_start(bucket_of(after, DAY) + 1, DAY)
+    start_ms = round(min(after, end - n / 1000 - 1) * 1000)
+    retimed = []
+    for i, ev in enumerate(orders, 1):
+        obj = json.loads(ev.value)
+        obj["ts"] = start_ms + i
+        retimed.append(Produced(ev.role, ev.key, json.dumps(obj).encode(), (start_ms + i) / 1000))
+    return retimed
+
+
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """Cumulative (upper bound, count) buckets, sum and count of an unlabelled histogram."""
+    buckets, total, count = [], 0.0, 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for s in family.samples:
+            if s.name == f"{name}_bucket":
+                buckets.append((float(s.labels["le"]), s.value))
+            elif s.name == f"{name}_sum":
+                total = s.value
+            elif s.name == f"{name}_count":
+                count = s.value
+    return sorted(buckets), total, count
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Prometheus' histogram_quantile: linear within the bucket holding the q-th observation.
+
+    >>> quantile([(0.01, 50.0), (0.1, 100.0), (math.inf, 100.0)], 0.75)
+    0.055
+    """
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            return round(lower + (bound - lower) * (rank - below) / (cumulative - below), 6)
+        lower, below = bound, cumulative
+    return lower
+
+
+def delta(
+    after: list[tuple[float, float]], before: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    old = dict(before)
+    return [(bound, n - old.get(bound, 0.0)) for bound, n in after]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile.
+
+    >>> percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5), percentile([], 0.5)
+    (3.0, None)
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def raw_consume(
+    bootstrap: str, topics: Iterable[str], partitions: int, n: int, start: Offsets | None = None
+) -> float:
+    """Messages/s of a bare aiokafka consumer reading ``n`` messages from ``start`` (default:
+    the beginning), timed from its first fetch, connected and positioned."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            if start and (tp.topic, tp.partition) in start:
+                consumer.seek(tp, start[tp.topic, tp.partition])
+        seen, started = 0, time.perf_counter()
+        while seen < n:
+            seen += sum(len(v) for v in (await consumer.getmany(timeout_ms=1000)).values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str], partitions: int) -> Offsets:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        return {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+def worker_rate(
+    client: redis.Redis,
+    worker: WorkerProcess,
+    n: int,
+    timeout: float,
+    base: int = 0,
+    started: float | None = None,
+    progress: bool = False,
+    desc: str = "worker",
+) -> float:
+    """Events/s the worker takes a backlog up to ``n`` events done in all, ``base`` of them
+    before it: from ``started`` (a ``perf_counter``), or else from its first processed batch,
+    which then does not count."""
+    deadline = time.monotonic() + timeout
+    first = base
+    with tqdm(total=n - base, desc=desc, unit="ev", disable=not progress) as bar:
+        while True:
+            done = int(client.hget(STATS, "events_done") or 0)
+            bar.update(min(done, n) - base - bar.n)
+            if started is None and done > base:
+                if done >= n:
+                    raise ValueError(
+                        f"the worker took all {n - base} events in its first batches: too few "
+                        "to time, use more --lines"
+                    )
+                started, first = time.perf_counter(), done
+            if done >= n and started is not None:
+                return (done - first) / (time.perf_counter() - started)
+            worker.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker processed {done} of {n} events in {timeout:.0f}s")
+            time.sleep(0.05)
+
+
+def produce_paced(
+    bootstrap: str, topic: str, events: list[Produced], rate: float, progress: bool
+) -> tuple[dict[int, float], float]:
+    """Produce at ``rate``/s, each message stamped with its produce time. Returns produce times
+    by event time in ms, and the rate achieved."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 1,  # a latency-minded producer
+        }
+    )
+    # Connected and with metadata before the clock starts: the first second of orders
+    # otherwise waits in the producer's queue, which is set-up, not the worker's latency.
+    producer.list_topics(topic, timeout=10)
+    sent: dict[int, float] = {}
+    started = time.perf_counter()
+    for i, ev in enumerate(tqdm(events, desc="latency", unit="order", disable=not progress)):
+        wait = started + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        now = time.time()
+        key = None if ev.key is None else ev.key.encode()
+        producer.produce(topic, ev.value, key, timestamp=round(now * 1000))
+        producer.poll(0)
+        sent[round(ev.ts * 1000)] = now
+    achieved = len(events) / (time.perf_counter() - started)
+    if producer.flush(60):
+        raise RuntimeError(f"latency phase: messages undelivered to {bootstrap}")
+    return sent, achieved
+
+
+class Receiver(threading.Thread):
+    """Receives a topic from given offsets as a downstream service would, and notes when each
+    message arrives: the end of an alert's journey, its broker round trip included."""
+
+    def __init__(self, bootstrap: str, topic: str, offsets: Offsets) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"shelfcast-bench-{os.getpid()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,  # the embedded broker waits it out
+            }
+        )
+        self.consumer.assign(
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items() if t == topic]
+        )
+        self.received: list[tuple[float, bytes]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.is_set():
+                msg = self.consumer.poll(0.05)
+                if msg is not None and not msg.error():
+                    self.received.append((time.time(), msg.value()))
+        finally:
+            self.consumer.close()
+
+    def finish(self, settle: float = 1.0) -> list[tuple[float, bytes]]:
+        time.sleep(settle)  # what the worker sent last is still on its way
+        self.done.set()
+        self.join()
+        return self.received
+
+
+def alert_latencies(alerts: list[tuple[float, bytes]], sent: dict[int, float]) -> list[float]:
+    """Seconds from each probe order's produce to the receipt of the alert it raised or
+    cleared; alerts from other orders (bucket closes, the backlog) are not in ``sent``."""
+    from streamer.topics.events import parse_ts
+
+    out = []
+    for ts, value in alerts:
+        produced = sent.get(round(parse_ts(json.loads(value)["ts"]) * 1000))
+        if produced is not None:
+            out.append(ts - produced)
+    return out
+
+
+def faust_reference(settings: Settings, n: int, timeout: float, out: Path) -> float:
+    """Messages/s of a Faust agent that does nothing, over the first ``n`` input messages
+    (``streamer/ops/faust_reference.py``), in a child process like the worker."""
+    env = child_env(settings.replace(web_port=free_port())) | {"SHELFCAST_APP_ID": FAUST_REFERENCE}
+    result, log = out / "faust-reference.json", out / "faust-reference.log"
+    result.unlink(missing_ok=True)
+    with log.open("wb") as sink:
+        code = subprocess.run(
+            [sys.executable, "-m", "streamer.ops.faust_reference", str(n), str(result)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        ).returncode
+    if code or not result.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"the Faust reference agent failed (exit {code}); {log}:\n{tail}")
+    return float(json.loads(result.read_text())["messages_per_second"])
+
+
+def run_bench(
+    path: Path, out: Path, settings: Settings, bench: BenchSettings, progress: bool = True
+) -> dict[str, object]:
+    out.mkdir(parents=True, exist_ok=True)
+    paced = round(bench.rate * bench.seconds)
+    head, _ = read_events(path, bench.lines)
+    if not head:
+        raise ValueError(f"{path} has no orders in its first {bench.lines} lines")
+    replay, _, _ = simulate(head, SimulationSettings())  # stock, so orders can raise alerts
+    more, _ = read_events(path, bench.lines + 3 * (bench.burst + paced))
+    later = probe_orders(more[len(head) :], max(e.ts for e in replay), bench.burst + paced)
+    burst, probes = later[: bench.burst], later[bench.burst :]
+    settings = isolated(settings, out)
+    inputs = (settings.topics["orders"], settings.topics["inventory"])
+    step: Callable[[str], None] = tqdm.write if progress else lambda _: None
+    with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
+        bootstrap, n = live.kafka_bootstrap_servers, live.partitions
+        produce(bootstrap, {}, live.topics, replay, progress=progress, total=len(replay))
+        raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(replay)))
+        step(f"replay: bare aiokafka consumer {raw_replay:,.0f} messages/s")
+        worker = WorkerProcess(live, out / "worker.log")
+        try:
+            client = redis.Redis.from_url(live.redis_url)
+            replay_rate = worker_rate(
+                client, worker, len(replay), bench.timeout, progress=progress, desc="replay"
+            )
+            step(f"replay: worker {replay_rate:,.0f} events/s")
+            metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
+            closes = scrape(metrics_url).decode()
+            offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
+            # timed from the first order produced: the worker starts on them as they arrive
+            burst_started = time.perf_counter()
+            produce(bootstrap, {}, live.topics, burst, progress=False)
+            done = len(replay) + len(burst)
+            burst_rate = worker_rate(
+                client, worker, done, bench.timeout, len(replay), burst_started, progress, "burst"
+            )
+            step(f"burst: worker {burst_rate:,.0f} events/s")
+            before = scrape(metrics_url).decode()
+            alerts_at = asyncio.run(end_offsets(bootstrap, [live.topics["alerts"]], n))
+            receiver = Receiver(bootstrap, live.topics["alerts"], alerts_at)
+            receiver.start()
+            sent, achieved = produce_paced(
+                bootstrap, live.topics["orders"], probes, bench.rate, progress
+            )
+            wait_processed(client, worker, done + len(probes), bench.timeout, False)
+            after = scrape(metrics_url).decode()
+            alerts = receiver.finish()
+        finally:
+            worker.stop()
+        raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(burst), offsets))
+        step(f"burst: bare aiokafka consumer {raw_burst:,.0f} messages/s")
+        everything = len(replay) + len(burst) + len(probes)
+        faust_rate = faust_reference(live, everything, bench.timeout, out)
+        step(f"a Faust agent doing nothing: {faust_rate:,.0f} messages/s")
+    (out / "metrics.prom").write_text(after)
+    latency = delta(histogram(after, LATENCY)[0], histogram(before, LATENCY)[0])
+    batches = delta(histogram(after, BATCH)[0], histogram(before, BATCH)[0])
+    close_buckets, close_seconds, close_count = histogram(closes, CLOSE)
+    orders = sum(e.role == "orders" for e in replay)
+    to_alert = alert_latencies(alerts, sent)
+    result: dict[str, object] = {
+        "machine": {"cpus": os.cpu_count(), "partitions": n},
+        "settings": asdict(bench),
+        # the whole pipeline on real history: every bucket close included
+        "replay": {
+            "events": len(replay),
+            "orders": orders,
+            "worker_events_per_second": round(replay_rate),
+            "worker_orders_per_second": round(replay_rate * orders / len(replay)),
+            "raw_consume_messages_per_second": round(raw_replay),
+            "ratio": round(replay_rate / raw_replay, 4),
+        },
+        # orders within one bucket, as a live worker takes them between two closes
+        "burst": {
+            "orders": len(burst),
+            "worker_orders_per_second": round(burst_rate),
+            "raw_consume_messages_per_second": round(raw_burst),
+            "ratio": round(burst_rate / raw_burst, 4),
+            # the framework's own ceiling: the same micro-batches, no work done with them
+            "faust_noop_messages_per_second": round(faust_rate),
+            "ratio_to_faust_noop": round(burst_rate / faust_rate, 4),
+        },
+        "latency": {
+            "orders": len(probes),
+            "target_rate": bench.rate,
+            "achieved_rate": round(achieved),
+            "produce_to_effect_ms": {
+                q: _ms(quantile(latency, p)) for q, p in (("p50", 0.5), ("p99", 0.99))
+            },
+            "batch_ms": {q: _ms(quantile(batches, p)) for q, p in (("p50", 0.5), ("p99", 0.99))},
+            "alerts": len(to_alert),
+            "order_to_alert_ms": {
+                q: _ms(percentile(to_alert, p)) for q, p in (("p50", 0.5), ("p99", 0.99))
+            },
+        },
+        "bucket_close": {
+            "closes": int(close_count),
+            "series_at_last_close": int(_gauge(closes, "shelfcast_active_series")),
+            "mean_seconds_per_partition": round(close_seconds / max(close_count, 1), 4),
+            # interpolated within the histogram's buckets (0.5, 1, 2.5 s, ...): a rough figure
+            "p99_seconds_per_partition": quantile(close_buckets, 0.99),
+            # one bucket across every partition: all the series active at that close
+            "mean_seconds_all_partitions": round(close_seconds * n / max(close_count, 1), 4),
+        },
+    }
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _gauge(text: str, name: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return sum(s.value for s in family.samples)
+    return 0.0

@@ -1,0 +1,273 @@
+"""``shelfcast bench --close-only``: the bucket close alone, at catalogue scale.
+
+No input file: ``series`` realistic intermittent series are resampled from the daily demand of
+the sample shipped in the repo (each a real (sku, country) series, shifted in time and
+thinned or thickened), spread over the partitions and written to an embedded Redis as the
+worker's own apply script would leave them. Then the real close path runs: the pipeline
+reads the partition from Redis, learns, forecasts, decides reorder points and alerts,
+formats the outputs, produces them to the embedded Kafka and waits for their acknowledgement,
+and writes the close back to Redis. Measured in the same run, as the reference: river's
+``HoltWinters.learn_one`` + ``forecast(7)``, one object per series, on the same demand.
+
+Written to ``OUT/bench.json`` under ``close`` (docs/benchmark.md):
+
+* ``us_per_series``: one whole close per series, averaged over the timed closes;
+* ``river_hw_us_per_series``, ``ratio_to_river_hw``;
+* ``worker_bytes_per_series``: the banks' arrays and row names, per series;
+* ``redis_bytes_per_series``: Redis memory used per series (history, state, snapshots);
+* ``restore_seconds``: a fresh worker restoring every partition from its snapshot, and the
+  longest the event loop was blocked meanwhile (``restore_max_block_ms``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import redis.asyncio as aioredis
+from confluent_kafka import Producer
+from river import time_series
+from tqdm import tqdm
+
+from models.bank import Bank
+from streamer.config.settings import Settings
+from streamer.data import SAMPLE
+from streamer.eventtime.clock import bucket_start
+from streamer.features.store import FeatureStore, part_key, part_series_key, series_base
+from streamer.ingest.app import redis_client
+from streamer.ops.backtest import isolated
+from streamer.ops.embedded import embedded_services
+from streamer.pipeline.batch import BatchResult, Pipeline
+from streamer.publish.messages import Output
+
+DAY = 86_400
+START = 15_000  # 2011-01-24, a Monday: the first bucket of history
+CHUNK = 5_000  # series per Redis pipeline while loading
+
+
+@dataclass(frozen=True)
+class CloseBench:
+    series: int
+    partitions: int = 8
+    warmup: int = 28  # closes before the timed ones, so every model is ready
+    closes: int = 5  # timed closes
+    river_series: int = 5_000  # series in the river reference (it is per object)
+    seed: int = 0
+
+
+def sample_demand(path: Path = SAMPLE) -> np.ndarray:
+    """Daily demand ``[series, days]`` of every (sku, country) of the shipped sample."""
+    with gzip.open(path, "rt") as f:
+        df = pd.read_csv(f, usecols=["StockCode", "Quantity", "InvoiceDate", "Country"])
+    df = df[df["Quantity"] > 0]
+    day = pd.to_datetime(df["InvoiceDate"]).dt.normalize()
+    table = df.assign(day=day).pivot_table(
+        index=["StockCode", "Country"], columns="day", values="Quantity", aggfunc="sum"
+    )
+    return table.fillna(0.0).to_numpy()
+
+
+def synthetic(n: int, days: int, seed: int) -> np.ndarray:
+    """``n`` series of ``days``: real series, shifted, thinned (a share of their order days
+    dropped) or scaled, so no two are equal."""
+    rng = np.random.default_rng(seed)
+    source = sample_demand()
+    width = source.shape[1]
+    rows = rng.integers(0, len(source), n)
+    shift = rng.integers(0, width, n)
+    cols = (shift[:, None] + np.arange(days)) % width
+    demand = source[rows[:, None], cols]
+    keep = rng.random((n, days)) < rng.uniform(0.5, 1.0, n)[:, None]
+    return np.round(demand * keep * rng.uniform(0.5, 2.0, n)[:, None])
+
+
+def partition_of(row: int, partitions: int) -> int:
+    return (row // 4) % partitions
+
+
+async def _load(r: aioredis.Redis, names: list[str], demand: np.ndarray, parts: int) -> None:
+    """What the apply script would have left: per-series demand, revenue, first bucket and
+    stock; per-partition active sets and order counts (every day traded)."""
+    days = demand.shape[1]
+    buckets = [str(START + d) for d in range(days)]
+    for lo in range(0, len(names), CHUNK):
+        pipe = r.pipeline(transaction=False)
+        for i in range(lo, min(lo + CHUNK, len(names))):
+            base = series_base(names[i], partition_of(i, parts))
+            sold = {b: int(y) for b, y in zip(buckets, demand[i], strict=True) if y > 0}
+            if sold:
+                pipe.hset(base + "demand", mapping=sold)
+                pipe.hset(base + "revenue", mapping={b: 2.5 * y for b, y in sold.items()})
+            on_hand = int(demand[i].sum() // 4)
+            pipe.hset(
+                base + "state",
+                mapping={"first_bucket": START, "stock_known": 1, "on_hand": on_hand},
+            )
+            pipe.zadd(part_series_key(partition_of(i, parts)), {names[i]: START + days})
+        await pipe.execute()
+    pipe = r.pipeline(transaction=False)
+    for p in range(parts):
+        pipe.hset(part_key(p, "orders"), mapping=dict.fromkeys(buckets, 1))
+    await pipe.execute()
+
+
+class KafkaSink:
+    """Outputs produced to Kafka; a close returns once the broker acknowledged them all."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 5,
+                "queue.buffering.max.messages": 2_000_000,
+            }
+        )
+        self.sent = 0
+
+    async def __call__(self, outs: list[Output]) -> None:
+        for o in outs:
+            self.producer.produce(o.topic, o.value, o.key)
+        self.sent += len(outs)
+        await asyncio.to_thread(self.producer.flush)
+
+
+def river_reference(demand: np.ndarray, warmup: int, closes: int) -> float:
+    """Microseconds per series and close of river's HoltWinters: learn_one + forecast(7).
+
+    Demand is shifted by one: river 0.26 seeds even an additive season as ratios to the
+    level and divides by zero on a first week without sales. The cost is the same."""
+    demand = demand + 1.0
+    models = [
+        time_series.HoltWinters(alpha=0.2, beta=0.01, gamma=0.2, seasonality=7) for _ in demand
+    ]
+    for d in range(warmup):
+        for m, y in zip(models, demand[:, d], strict=True):
+            m.learn_one(float(y))
+    started = time.perf_counter()
+    for d in range(warmup, warmup + closes):
+        for m, y in zip(models, demand[:, d], strict=True):
+            m.learn_one(float(y))
+            m.forecast(horizon=7)
+    return (time.perf_counter() - started) / (len(demand) * closes) * 1e6
+
+
+def bank_bytes(banks: dict[int, Bank]) -> int:
+    total = 0
+    for bank in banks.values():
+        total += sum(a.nbytes for a in bank.state().values())
+        total += sum(sys.getsizeof(s) + 8 for s in bank.series)  # the names and their list
+    return total
+
+
+async def _restore_all(
+    settings: Settings, parts: list[tuple[int, list[str], np.ndarray]], through: int
+) -> tuple[float, float]:
+    """Seconds for a fresh pipeline to restore every partition from its snapshot, and the
+    longest the event loop was blocked meanwhile (ms)."""
+    client = redis_client(settings)
+    fresh = Pipeline(settings, FeatureStore.of(client, settings), _discard)
+    worst = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            worst = max(worst, now - last - 0.005)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    for p, names, firsts in parts:
+        await fresh._bank(p, through + 1, names, firsts)
+    seconds = time.perf_counter() - started
+    done = True
+    await tick
+    await client.aclose()
+    return seconds, worst * 1000
+
+
+async def _discard(outs: list[Output]) -> None:
+    """A restore publishes nothing."""
+
+
+async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[str, object]:
+    days = bench.warmup + bench.closes
+    demand = synthetic(bench.series, days, bench.seed)
+    # four locations a SKU, as the real data has about five; input topics are keyed by SKU,
+    # so a SKU's locations share a partition
+    names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
+    client = redis_client(settings)
+    empty = int((await client.info("memory"))["used_memory"])
+    await _load(client, names, demand, bench.partitions)
+    sink = KafkaSink(settings.kafka_bootstrap_servers)
+    pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
+    result = BatchResult()
+    timed = 0.0
+    for p in range(bench.partitions):
+        pipeline.closed[p] = START - 1
+    bar = tqdm(total=days, desc="closes", unit="bucket", disable=not progress)
+    for d in range(days):
+        b = START + d
+        for p in range(bench.partitions):
+            pipeline.max_ts[p] = bucket_start(b + 1, DAY) + 3_600
+        started = time.perf_counter()
+        await pipeline.close_through(dict.fromkeys(range(bench.partitions), b), result)
+        if d >= bench.warmup:
+            timed += time.perf_counter() - started
+        bar.update()
+    bar.close()
+    await pipeline.snapshot(range(bench.partitions))
+    used = int((await client.info("memory"))["used_memory"]) - empty
+    worker = bank_bytes(pipeline.banks)
+    through = START + days - 1
+    owners = np.array([partition_of(i, bench.partitions) for i in range(bench.series)])
+    parts = []
+    for p in range(bench.partitions):
+        mine = [names[i] for i in np.flatnonzero(owners == p)]
+        parts.append((p, mine, np.full(len(mine), START)))
+    restore, blocked = await _restore_all(settings, parts, through)
+    await client.aclose()
+    river = river_reference(demand[: bench.river_series], bench.warmup, bench.closes)
+    us = timed / (bench.series * bench.closes) * 1e6
+    return {
+        "series": bench.series,
+        "partitions": bench.partitions,
+        "timed_closes": bench.closes,
+        "us_per_series": round(us, 3),
+        "river_hw_us_per_series": round(river, 3),
+        "river_hw_series": min(bench.river_series, bench.series),
+        "ratio_to_river_hw": round(us / river, 3),
+        "worker_bytes_per_series": round(worker / bench.series, 1),
+        "redis_bytes_per_series": round(used / bench.series, 1),
+        "restore_seconds": round(restore, 3),
+        "restore_max_block_ms": round(blocked, 1),
+        "outputs_acknowledged": sink.sent,
+        "forecasts": result.forecasts,
+        "alerts": result.alerts,
+    }
+
+
+def run_close_bench(
+    out: Path, settings: Settings, bench: CloseBench, progress: bool = True
+) -> dict[str, object]:
+    """Run the close benchmark on fresh embedded services and write ``close`` into
+    ``OUT/bench.json``, beside what a full ``shelfcast bench`` wrote there."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = isolated(settings, out).replace(partitions=bench.partitions)
+    with embedded_services(settings) as live:
+        close = asyncio.run(_run(live, bench, progress))
+    path = out / "bench.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    result["close"] = close
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result

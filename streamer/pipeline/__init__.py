@@ -1,0 +1,1 @@
+"""The stream processor without Faust: batches of records applied, buckets closed."""

@@ -1,0 +1,1 @@
+"""Output messages: forecasts, low-stock alerts and dead letters, formatted in batches."""

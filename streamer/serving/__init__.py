@@ -1,0 +1,1 @@
+"""The champion LSTM inside a worker: hot-swapped from the registry, batched per close."""

@@ -1,0 +1,1 @@
+"""The topics' contracts: input events parsed and validated, output schemas versioned."""

@@ -1,0 +1,1 @@
+"""The LSTM trainer process: refreshes the global model from Redis on an event-time schedule."""

@@ -1,0 +1,90 @@
+"""The agent's retry rule over a real redis-server: what Redis refuses for now is waited out,
+anything else is a bug that propagates."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from faust.types import Message
+from redis.exceptions import OutOfMemoryError, ResponseError
+
+from streamer import metrics
+from streamer.ingest.agents import hold_back, retrying, transient
+from streamer.ops.embedded import EmbeddedRedis
+
+
+def test_a_full_redis_is_waited_out_then_the_step_completes(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+
+    async def scenario() -> tuple[int, float]:
+        r = aioredis.Redis.from_url(server.url)
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory-policy", "noeviction")
+        await r.config_set("maxmemory", str(used + 200_000))
+        with pytest.raises(OutOfMemoryError):
+            for i in range(100):
+                await r.set(f"filler:{i}", b"x" * 50_000)
+        # Redis 6.2 lets a running script write past maxmemory: well over it now
+        await r.eval("return redis.call('SET', KEYS[1], string.rep('x', 300000))", 1, "big")
+        errors = metrics.REDIS_ERRORS._value.get()
+
+        async def make_room() -> None:
+            await asyncio.sleep(0.5)  # an operator raises maxmemory
+            await r.config_set("maxmemory", "0")
+
+        relief = asyncio.create_task(make_room())
+        # a plain write, as the accounting makes (Redis 6.2 lets a script already running
+        # write past maxmemory, and refuses the commands around it)
+        written = await retrying("batch", lambda: r.hincrby("shelfcast:stats", "applied", 1))
+        await relief
+        await r.aclose()
+        return written, metrics.REDIS_ERRORS._value.get() - errors
+
+    try:
+        written, refused = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert written == 1 and refused >= 1
+
+
+def test_only_unreachable_or_refusing_redis_is_retried() -> None:
+    assert transient(ConnectionError("reset"))
+    assert transient(ResponseError("MISCONF Errors writing to the AOF file"))
+    assert transient(ResponseError("BUSY Redis is busy running a script"))
+    assert transient(ResponseError("ERR Error running script: -OOM command not allowed when"))
+    assert not transient(ResponseError("ERR wrong number of arguments for 'hset' command"))
+    assert not transient(ValueError("a bug"))
+    assert not transient(AttributeError("'NoneType' object has no attribute 'x'"))  # ours
+    # redis-py 8.1 writing to a connection the peer closed (redis/redis-py#4287)
+    connection = aioredis.Connection()
+
+    async def lost() -> None:  # the peer closed it between the check and the write
+        pass
+
+    connection.connect_check_health = lambda **_: lost()  # type: ignore[method-assign]
+    with pytest.raises(AttributeError) as closed:
+        asyncio.run(connection.send_packed_command([b"PING"], check_health=False))
+    assert transient(closed.value)
+
+    async def bug() -> None:
+        raise ResponseError("ERR Error running script: attempt to index a nil value")
+
+    with pytest.raises(ResponseError, match="nil value"):
+        asyncio.run(retrying("batch", bug))
+
+
+def test_records_of_a_dropped_partition_stay_unacknowledged() -> None:
+    """A fenced worker's batch must not commit past records it never applied."""
+    messages = [Message("orders", p, 7, 0.0, 0, None, b"k", b"v", None) for p in (0, 1)]
+    for m in messages:
+        m.incref()  # the stream's own reference, released by take_events' ack
+    hold_back(messages, lambda p: p != 1)
+    final = [m.ack(None) for m in messages]  # type: ignore[arg-type]
+    # the held one never reaches the consumer's ack (whose offsets get committed), yet counts
+    # as done: a rebalance's wait for unacknowledged messages does not wait on it
+    assert final == [True, False]
+    assert all(m.acked for m in messages)

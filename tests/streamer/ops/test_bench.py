@@ -1,0 +1,110 @@
+"""``shelfcast bench``: its arithmetic on known answers, and one small run on real services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from streamer.config.settings import Settings
+from streamer.ops.bench import (
+    BenchSettings,
+    alert_latencies,
+    delta,
+    histogram,
+    probe_orders,
+    quantile,
+    run_bench,
+)
+from streamer.ops.replay import Produced
+from tests.conftest import ROOT, SAMPLE
+
+
+def test_quantiles_from_a_scraped_histogram_match_the_observations() -> None:
+    registry = CollectorRegistry()
+    h = Histogram("lat_seconds", "x", buckets=(0.01, 0.02, 0.05, 0.1), registry=registry)
+    for v in [0.005] * 50 + [0.015] * 40 + [0.08] * 10:
+        h.observe(v)
+    before = generate_latest(registry).decode()
+    buckets, total, count = histogram(before, "lat_seconds")
+    assert count == 100 and total == pytest.approx(0.25 + 0.6 + 0.8)
+    assert quantile(buckets, 0.5) == pytest.approx(0.01)  # the 50th of 100 ends the first bucket
+    assert quantile(buckets, 0.95) == pytest.approx(0.05 + 0.05 * 5 / 10)
+    for _ in range(100):
+        h.observe(0.5)  # beyond the last bound: histogram_quantile answers that bound
+    recent = delta(histogram(generate_latest(registry).decode(), "lat_seconds")[0], buckets)
+    assert quantile(recent, 0.5) == pytest.approx(0.1)
+    assert quantile([], 0.5) is None
+
+
+def test_probe_orders_stay_in_one_bucket_and_keep_their_order() -> None:
+    day = 86_400
+    late = 20 * day - 5.0  # five seconds before midnight
+    later = [
+        Produced("orders", "a", json.dumps({"event_id": str(i), "ts": 0}).encode(), 0.0)
+        for i in range(10_000)
+    ]
+    later.insert(3, Produced("inventory", "a", b"{}", 0.0))
+    probes = probe_orders(later, late, 10_000)
+    assert len(probes) == 10_000 and all(p.role == "orders" for p in probes)
+    assert all(b.ts - a.ts == pytest.approx(0.001) for a, b in pairwise(probes))
+    assert int(probes[0].ts // day) == int(probes[-1].ts // day) == 19
+    with pytest.raises(ValueError, match="needs 10001"):
+        probe_orders(later, late, 10_001)
+
+
+def test_alert_latency_pairs_each_alert_with_the_order_that_raised_it() -> None:
+    ms = 1_300_000_000_000  # 2011-03-13T07:06:40Z
+    sent = {ms + 1: 100.0, ms + 2: 100.5}
+    alerts = [
+        (100.04, json.dumps({"ts": "2011-03-13T07:06:40.001Z"}).encode()),
+        (100.52, json.dumps({"ts": ms + 2}).encode()),
+        (99.0, json.dumps({"ts": "2011-03-13T00:00:00Z"}).encode()),  # a close's alert
+    ]
+    assert alert_latencies(alerts, sent) == pytest.approx([0.04, 0.02])
+
+
+def test_a_small_bench_measures_every_phase_on_real_services(tmp_path: Path) -> None:
+    bench = BenchSettings(lines=3000, rate=200.0, seconds=2.0, burst=600, timeout=300.0)
+    result = run_bench(SAMPLE, tmp_path, Settings(home=tmp_path), bench, progress=False)
+    assert json.loads((tmp_path / "bench.json").read_text()) == result
+    for phase in ("replay", "burst"):
+        r = result[phase]
+        assert r["raw_consume_messages_per_second"] > 0 and r["worker_orders_per_second"] > 0
+        assert 0 < r["ratio"] < 1
+    # the Faust agent that does nothing read every input message (speeds are not compared
+    # here: a test is no benchmark)
+    burst = result["burst"]
+    assert burst["faust_noop_messages_per_second"] > 0
+    assert burst["ratio_to_faust_noop"] == pytest.approx(
+        burst["worker_orders_per_second"] / burst["faust_noop_messages_per_second"], abs=1e-3
+    )
+    latency = result["latency"]
+    assert latency["orders"] == 400
+    assert 0 < latency["produce_to_effect_ms"]["p50"] <= latency["produce_to_effect_ms"]["p99"]
+    close = result["bucket_close"]
+    assert close["closes"] > 0 and close["series_at_last_close"] > 0
+    assert close["mean_seconds_all_partitions"] > close["mean_seconds_per_partition"] > 0
+
+
+def test_the_bank_benchmark_times_the_bank_against_river_and_sums_its_forecasts(
+    tmp_path: Path,
+) -> None:
+    """scripts/bench_bank.py, run as a user runs it, on a small partition."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_bank.py"), "--rows", "40",
+         "--closes", "2", "--out", str(tmp_path), "--no-progress"],
+        check=True, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "bench_bank.json").read_text())
+    assert result["rows"] == 40 and result["timed_closes"] == 2
+    assert result["us_per_series"] > 0 and result["river_hw_us_per_series"] > 0
+    assert result["ratio_to_river_hw"] == pytest.approx(
+        result["us_per_series"] / result["river_hw_us_per_series"], rel=0.01
+    )
+    assert result["checksum"] > 0  # the sample's series sell: the bank forecasts demand

@@ -1,0 +1,137 @@
+"""The closed loop: a planner acting on the alerts through the embedded broker, and shelves
+with lost sales."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamer.config.settings import Settings
+from streamer.eventtime.clock import iso
+from streamer.ops.backtest import run_backtest
+from streamer.ops.closed_loop import Shelves
+from streamer.ops.replay import Produced
+from streamer.ops.simulation import SimulationSettings, inventory_event
+from tests.conftest import SAMPLE, order
+
+LINES = 3000
+DAY = 86_400
+
+
+def sold(ts: float, qty: int, eid: str) -> Produced:
+    value = order(eid, iso(1_294_012_800 + ts), qty)
+    return Produced("orders", "A1", value, 1_294_012_800 + ts)
+
+
+def test_shelves_lose_what_finds_no_stock_and_give_it_back_to_the_worker() -> None:
+    shelves = Shelves(DAY)
+    opening = inventory_event("A1@UK", 1_294_012_800 + 3600, {"on_hand": 5}, "open")
+    corrections = shelves.pass_([opening, sold(7200, 3, "o1"), sold(10800, 4, "o2")])
+    # 3 sold, then 2 of 4: the 2 not sold come back a second after the order
+    [fix] = corrections
+    assert json.loads(fix.value)["delta"] == 2 and fix.ts == 1_294_012_800 + 10801
+    assert shelves.on_hand["A1@UK"] == 0
+    shelves.end_of_day(14977)
+    _, outcome = shelves.outcome({"A1@UK": 1})
+    assert outcome.pooled()["fill_rate"] == round(5 / 7, 4)
+    assert outcome.pooled()["stockout_days"] == 1 and outcome.pooled()["orders"] == 1
+
+
+def test_a_same_day_cancellation_undoes_its_order_as_the_truth_does() -> None:
+    """A return of an order's size the same day cancels it (backtest.truth_from): its demand
+    goes, only what it sold comes back on the shelf, and the worker, which got the lost
+    units back already, gives them up again."""
+    shelves = Shelves(DAY)
+    opening = inventory_event("A1@UK", 1_294_012_800 + 3600, {"on_hand": 3}, "open")
+    lost, unsold = shelves.pass_([opening, sold(7200, 5, "o1"), sold(10800, -5, "r1")])
+    assert json.loads(lost.value)["delta"] == 2 and json.loads(unsold.value)["delta"] == -2
+    assert json.loads(unsold.value)["event_id"] == "unsold:r1"
+    assert shelves.on_hand["A1@UK"] == 3
+    shelves.end_of_day(14977)
+    _, outcome = shelves.outcome({})
+    assert (outcome.demanded.tolist(), outcome.served.tolist()) == ([0.0], [0.0])
+    assert outcome.stockout_days.tolist() == [0.0]  # the sale it lost was never one
+    # a return with no order of its size that day is goods back on the shelf
+    assert shelves.pass_([sold(DAY + 3600, -2, "r2")]) == []
+    assert shelves.on_hand["A1@UK"] == 5
+
+
+@pytest.fixture(scope="module")
+def loops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    outs = []
+    for i in range(2):
+        out = tmp_path_factory.mktemp(f"closed{i}")
+        run_backtest(
+            SAMPLE, out, Settings(partitions=4), SimulationSettings(lead_time_days=3),
+            limit=LINES, progress=False, timeout=300, closed_loop=True,
+        )  # fmt: skip
+        outs.append(out)
+    return outs
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_planner_orders_what_each_raised_alert_recommends_and_gets_it_delivered(
+    loops: list[Path],
+) -> None:
+    out = loops[0]
+    summary = json.loads((out / "summary.json").read_text())
+    raised = [a for a in lines(out / "alerts.jsonl") if a["status"] == "raised"]
+    ordering = {a["alert_id"]: a["order_quantity"] for a in raised if a["order_quantity"] > 0}
+    assert ordering, "no alert recommended an order"
+    closed = summary["inventory"]["closed_loop"]
+    # one order per raised alert the planner read as its series' latest (a superseded one,
+    # raised and cleared within the same read, asks for nothing)
+    assert 0.9 * len(ordering) <= closed["orders"] <= len(ordering)
+    assert 0 < closed["fill_rate"] <= 1
+    # the worker saw the purchase orders: alerts after them carry what is on order, and the
+    # recommended order cleared its alert
+    assert any(a["on_order"] > 0 for a in lines(out / "alerts.jsonl"))
+    cleared_by_order = [
+        a for a in lines(out / "alerts.jsonl")
+        if a["status"] == "cleared" and a["on_order"] > 0
+    ]  # fmt: skip
+    assert cleared_by_order
+    assert summary["stock_simulation"]["settings"]["restock"] is False
+
+
+def test_two_closed_loop_replays_publish_the_same_outputs(loops: list[Path]) -> None:
+    for name in ("forecasts.jsonl", "alerts.jsonl"):
+        first, second = (sorted((p / name).read_text().splitlines()) for p in loops)
+        assert first == second, name
+    inventory = [json.loads((p / "summary.json").read_text())["inventory"] for p in loops]
+    assert inventory[0]["closed_loop"] == inventory[1]["closed_loop"]
+
+
+@pytest.mark.slow
+def test_a_refresh_trains_beside_the_replay_and_serves_from_its_stated_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trained through bucket T, a refresh is first served at the close of T + the delay,
+    whether its training ended before then or not; a rejected one is never served."""
+    for name, value in (("EPOCHS", "1"), ("WARM_EPOCHS", "1"), ("HIDDEN", "4")):
+        monkeypatch.setenv(f"SHELFCAST_LSTM_{name}", value)
+    monkeypatch.setenv("SHELFCAST_LSTM_WINDOWS_PER_EPOCH", "2048")
+    settings = Settings(partitions=4, train_every_buckets=28, train_delay_buckets=7)
+    run_backtest(
+        SAMPLE, tmp_path, settings, SimulationSettings(lead_time_days=3),
+        limit=10_000, progress=False, timeout=300, closed_loop=True,
+    )  # fmt: skip
+    refreshes = json.loads((tmp_path / "summary.json").read_text())["lstm_refreshes"]
+    trained = [r for r in refreshes if r["outcome"] in ("promoted", "rejected")]
+    assert trained and trained[0]["outcome"] == "promoted"
+    assert all(r["serves_from_bucket"] == r["through"] + 7 for r in refreshes)
+    served: dict[str, int] = {}  # LSTM version -> the first close whose forecasts cite it
+    for f in lines(tmp_path / "forecasts.jsonl"):
+        version = f["model_version"].rsplit("+", 1)[-1]
+        close = int(f["forecast_id"].split("|")[1])
+        served[version] = min(served.get(version, close), close)
+    last = max(served.values())
+    assert any(r["serves_from_bucket"] <= last for r in trained if r["outcome"] == "promoted")
+    for r in trained:
+        if r["outcome"] == "promoted" and r["serves_from_bucket"] <= last:
+            assert served[f"v{r['version']}"] == r["serves_from_bucket"]
+        else:  # rejected, or promoted too late to serve a close of the replay
+            assert f"v{r['version']}" not in served

@@ -1,0 +1,75 @@
+"""Reference reorder policies on hand-made demand with known outcomes."""
+
+import numpy as np
+import pytest
+
+from streamer.ops.policies import (
+    Panel,
+    min_max,
+    order_up_to_rule,
+    perfect_foresight,
+    seasonal_naive,
+    simulate,
+)
+
+
+def panel(*rows: list[float], opening: float = 0.0, start: int = 0) -> Panel:
+    demand = np.array(rows, float)
+    n = len(rows)
+    return Panel([f"s{i}@X" for i in range(n)], demand, np.full(n, start), np.full(n, opening))
+
+
+def test_the_daily_review_loses_what_finds_no_stock_and_counts_orders_and_stock() -> None:
+    """s = 5, S = 12, lead 2, opening 8, worked by hand: orders of 9 (day 1), 8 (day 3) and 9
+    (day 5); days 2 and 4 run out (3 units lost); end-of-day stock 8, 3, 0, 4, 0, 3."""
+    p = panel([0, 5, 5, 5, 5, 5], opening=8)
+    fixed = (np.array([5.0]), np.array([12.0]))
+    out = simulate(p, lambda t: fixed, lead=2)
+    assert out.pooled() == {
+        "fill_rate": round(22 / 25, 4),
+        "lost_units": 3.0,
+        "stockout_days": 2,
+        "mean_on_hand_units": 3.0,
+        "mean_on_hand_days": round(18 / 25, 3),
+        "orders": 3,
+    }
+
+
+def test_min_max_reorders_at_seven_days_up_to_twenty_one() -> None:
+    """4 a day: min 28, max 84. From 100, the position reaches 28 on day 17 (order 56, in on
+    day 20) and again on day 31: two orders, nothing lost."""
+    p = panel([4.0] * 40, opening=100)
+    out = simulate(p, min_max(p), lead=3)
+    assert out.orders.tolist() == [2]
+    assert out.pooled()["fill_rate"] == 1.0 and out.pooled()["stockout_days"] == 0
+
+
+def test_perfect_foresight_never_loses_lumpy_demand() -> None:
+    rng = np.random.default_rng(7)
+    lumpy = np.where(rng.random(120) < 0.15, rng.integers(5, 60, 120), 0).astype(float)
+    p = panel(lumpy.tolist(), opening=float(lumpy[:4].sum()))
+    out = simulate(p, perfect_foresight(p, lead=3, review=7), lead=3)
+    assert out.pooled()["fill_rate"] == 1.0
+    # and a shop with no foresight loses some of it at far more stock
+    blind = simulate(p, min_max(p), lead=3).pooled()
+    assert blind["fill_rate"] < 1.0
+
+
+@pytest.mark.parametrize("service", [0.9, 0.98])
+def test_seasonal_naive_on_a_weekly_pattern_forecasts_exactly_and_never_runs_out(
+    service: float,
+) -> None:
+    """Each weekday sells the same every week: from the second week on the forecast has no
+    error, so no safety stock, and the order-up-to rule keeps the shelf stocked."""
+    week = [3.0, 0.0, 8.0, 1.0, 0.0, 12.0, 5.0]
+    p = panel(week * 10, opening=60)
+    levels = order_up_to_rule(p, seasonal_naive(p), lead=3, review=7, service_level=service)
+    out = simulate(p, levels, lead=3)
+    assert out.pooled()["fill_rate"] == 1.0
+
+
+def test_a_day_without_a_forecast_orders_nothing() -> None:
+    p = panel([2.0] * 20, opening=5)
+    none = np.full((1, 20, 7), np.nan)
+    levels = order_up_to_rule(p, lambda t: none[:, t, :], lead=2, review=7, service_level=0.95)
+    assert simulate(p, levels, lead=2).orders.tolist() == [0]

@@ -1,0 +1,105 @@
+"""The LSTM in a running pipeline: served from the registry, hot-swapped, bad versions refused."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import pytest
+import torch
+
+from models.lstm.network import GlobalLSTM, LSTMConfig
+from models.lstm.registry import Registry
+from streamer.config.settings import Settings
+from streamer.publish.messages import Output
+from tests.conftest import order
+from tests.streamer.pipeline.test_batch import Crash, Harness, at, forecasts
+
+TINY = LSTMConfig(seq_len=7, hidden=4, epochs=1)
+
+
+def model(seed: int) -> GlobalLSTM:
+    torch.manual_seed(seed)
+    return GlobalLSTM(TINY)
+
+
+def days(h: Harness, first: int, last: int) -> list:
+    return [
+        h.record(order(f"{loc}-{d}", at(d, 10 + i), 3 + (d + i) % 4, location=loc))
+        for d in range(first, last)
+        for i, loc in enumerate(("UK", "FR"))
+    ]
+
+
+def test_the_champion_is_served_scored_and_swapped_without_a_restart(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(settings.models_path())
+    registry.promote(registry.save(model(1)))
+    h = Harness(settings)
+    h.feed(days(h, 0, 20))
+    assert h.pipeline.lstm.serving is not None and h.pipeline.lstm.serving[0] == 1
+    lstm = h.pipeline.evaluation.summary()["lstm"]
+    assert lstm["points"] > 0  # issued at every close, scored as its buckets closed
+    bank = h.pipeline.banks[0]
+    lstm_model = bank.models[bank.names.index("lstm")]
+    assert lstm_model.version == "v1"
+
+    # the trainer promotes v2: the next close serves it, no restart
+    registry.promote(registry.save(model(2)))
+    h.feed(days(h, 20, 22))
+    assert h.pipeline.lstm.serving[0] == 2 and lstm_model.version == "v2"
+
+    # v3 is promoted, then its file is damaged before the worker loads it: refused, v2 serves
+    registry.promote(registry.save(model(3)))
+    registry.weights_path(3).write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.ERROR, logger="streamer.serving.lstm"):
+        out = h.feed(days(h, 22, 25))
+    assert h.pipeline.lstm.serving[0] == 2
+    refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert len(refusals) == 1 and "v000003" in refusals[0] and "still serving v2" in refusals[0]
+    assert all(
+        f["model_version"].endswith("+v2")
+        for t, f in out
+        if t == "forecasts" and f["model"] == "combined"
+    )
+
+
+def test_without_a_champion_the_worker_runs_on_its_other_models(settings: Settings) -> None:
+    h = Harness(settings)
+    h.feed(days(h, 0, 12))
+    assert h.pipeline.lstm.serving is None
+    assert "lstm" not in h.pipeline.evaluation.summary()
+
+
+def test_a_retried_close_republishes_with_the_lstm_version_it_first_used(
+    settings: Settings,
+) -> None:
+    registry = Registry(settings.models_path())
+    registry.promote(registry.save(model(1)))
+    h = Harness(settings)
+    records = days(h, 0, 16)
+    h.feed(records[:-2])
+
+    async def deliver_then_die(batch: list[Output]) -> None:
+        await Harness.sink(h, batch)
+        if any(o.topic == "forecasts" for o in batch):
+            raise Crash  # delivered; the close was never recorded
+
+    h.pipeline.sink = deliver_then_die
+    with contextlib.suppress(Crash):
+        h.feed(records[-2:])
+    first = forecasts(h.outputs)
+    bucket = first[-1]["issued_at"]
+    first = [f for f in first if f["issued_at"] == bucket]
+    assert first
+    registry.promote(registry.save(model(2)))  # the trainer promotes meanwhile
+    h.restart()
+    h.outputs.clear()
+    h.feed(records[-2:])  # Kafka redelivers: the close is retried
+    again = [f for f in forecasts(h.outputs) if f["issued_at"] == bucket]
+    assert again == first  # same ids, same content: v1, not v2
+    bank = h.pipeline.banks[0]  # the LSTM it offered the bank at the retry
+    assert bank.models[bank.names.index("lstm")].version == "v1"
+    h.feed([h.record(order("UK-late", at(17), 3))])
+    assert h.pipeline.lstm.serving[0] == 2  # the next close serves the new champion

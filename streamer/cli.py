@@ -506,7 +506,7 @@ def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings)
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from streamer.ingest.app import redis_client
+    from streamer.features.connect import worker_client as redis_client
     from streamer.ingest.status import render, series_status
     from streamer.ops.embedded import discover
 

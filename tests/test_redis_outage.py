@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from streamer.config.settings import Settings, all_topics
-from streamer.ingest.agents import EXIT_HALTED
+from streamer.ingest.retry import EXIT_HALTED
 from streamer.ops.embedded import EmbeddedRedis, MockKafkaCluster
 from streamer.ops.replay import produce, read_events
 from streamer.ops.simulation import SimulationSettings, simulate

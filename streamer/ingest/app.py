@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from typing import Any
 
 import aiokafka
 import faust
-import redis.asyncio as aioredis
 from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
 from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer.config.settings import Settings
-from streamer.features.connect import connect_async
+from streamer.features.connect import worker_client
+from streamer.features.store import FeatureStore
+from streamer.ingest import web
+from streamer.ingest.agents import Agents, producer_delivery
+from streamer.pipeline import offsets
+from streamer.pipeline.batch import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +113,6 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    # A partition of a hundred thousand series closes in scripts of seconds (its snapshot
-    # included), and with two closes in flight a call also waits behind the other's. A Redis
-    # that is down refuses or resets at once; only a hung one waits out the timeout.
-    return connect_async(settings, socket_timeout=60, socket_connect_timeout=5)
-
-
 def tune_gc() -> None:
     """Keep the cyclic garbage collector off the hot path.
 
@@ -129,12 +127,26 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def compose(app: faust.App, settings: Settings) -> Agents:
+    """The worker's parts, built and connected: the feature store, the pipeline that sends
+    through the app's producer and reads committed offsets from Kafka, the HTTP endpoints and
+    the agents."""
+    store = FeatureStore.of(worker_client(settings), settings)
+
+    async def committed(partition: int) -> dict[str, int]:
+        return await asyncio.to_thread(offsets.committed, settings, [partition])
+
+    pipeline = Pipeline(settings, store, producer_delivery(app), committed)
+    web.register(app, settings, store.r)
+    agents = Agents(app, settings, pipeline, store)
+    agents.connect()
+    return agents
+
+
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker until it is stopped (SIGINT/SIGTERM). Does not return."""
-    from streamer.ingest.agents import register
-
     app = create_app(settings)
-    register(app, settings)
+    compose(app, settings)
     tune_gc()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

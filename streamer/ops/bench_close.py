@@ -40,8 +40,8 @@ from models.bank import Bank
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.eventtime.clock import bucket_start
+from streamer.features.connect import worker_client as redis_client
 from streamer.features.store import FeatureStore, part_key, part_series_key, series_base
-from streamer.ingest.app import redis_client
 from streamer.ops.backtest import isolated
 from streamer.ops.embedded import embedded_services
 from streamer.pipeline.batch import BatchResult, Pipeline

@@ -12,7 +12,8 @@ from faust.types import Message
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from streamer import metrics
-from streamer.ingest.agents import hold_back, retrying, transient
+from streamer.ingest.agents import hold_back
+from streamer.ingest.retry import retrying, transient
 from streamer.ops.embedded import EmbeddedRedis
 
 

@@ -109,7 +109,7 @@ def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LST
     holds), promoted only if it wins; the champion then forecasts every series at each close
     until the next refresh."""
     settings = Settings()
-    cfg = lstm_config()
+    cfg = lstm_config(Settings.from_env())
     torch.set_num_threads(1)
     panel = Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
     registry = Registry(models)

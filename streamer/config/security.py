@@ -20,7 +20,6 @@ printed, and ``Settings`` keeps them out of its repr.
 
 from __future__ import annotations
 
-import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -43,8 +42,8 @@ class KafkaSecurity:
     ssl_key_file: str = ""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSecurity:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity:
+        """The ``KAFKA_*`` variables of ``env`` (``Settings.from_env`` passes its own)."""
         sec = cls(
             protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
             sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", "PLAIN").upper(),
@@ -103,16 +102,6 @@ class KafkaSecurity:
                 if value:
                     conf[key] = value
         return conf
-
-
-def redis_options() -> dict[str, object]:
-    """Extra arguments for ``Redis.from_url``: password and TLS CA from the environment."""
-    options: dict[str, object] = {}
-    if os.environ.get("REDIS_PASSWORD"):
-        options["password"] = os.environ["REDIS_PASSWORD"]
-    if os.environ.get("REDIS_SSL_CA_FILE"):
-        options["ssl_ca_certs"] = os.environ["REDIS_SSL_CA_FILE"]
-    return options
 
 
 _USERINFO = re.compile(r"(?P<scheme>[a-z]+://)(?P<user>[^:@/]*):(?P<secret>[^@/]+)@")

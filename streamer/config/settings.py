@@ -18,6 +18,7 @@ from streamer.eventtime.trading_calendar import TradingCalendar, parse_dates, pa
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
+ALL_WINDOWS = 0  # SHELFCAST_LSTM_WINDOWS_PER_EPOCH=all
 
 
 class SettingsError(ValueError):
@@ -35,8 +36,13 @@ class Rule:
     low_open: bool = False  # the bound itself is refused
     high_open: bool = False
     choices: tuple[str, ...] = ()
+    words: tuple[tuple[str, object], ...] = ()  # spelled-out values, e.g. ("all", None)
 
     def accepted(self) -> str:
+        said = "".join(f" or {word}" for word, _ in self.words)
+        return self._accepted() + said
+
+    def _accepted(self) -> str:
         if self.kind is bool:
             return f"one of {', '.join(TRUE)} / {', '.join(FALSE)}"
         if self.choices:
@@ -53,6 +59,9 @@ class Rule:
 
     def parse(self, raw: str) -> object:
         text = raw.strip()
+        for word, value in self.words:
+            if text.lower() == word:
+                return value
         if self.kind is bool:
             if text.lower() in TRUE:
                 return True
@@ -71,6 +80,9 @@ class Rule:
         """None when ``value`` is accepted, else what is wrong with it."""
         if self.choices:
             return None if value in self.choices else self.accepted()
+        if value is None or any(value == said for _, said in self.words):
+            # an optional setting left to its consumer's default, or a spelled-out value
+            return None
         if self.kind in (int, float) and not isinstance(value, bool):
             number = float(value)  # type: ignore[arg-type]
             if math.isnan(number) or math.isinf(number):
@@ -91,6 +103,8 @@ RULES: dict[str, Rule] = {
     "kafka_bootstrap_servers": Rule("KAFKA_BOOTSTRAP_SERVERS", str),
     "redis_url": Rule("REDIS_URL", str),
     "redis_cluster": Rule("SHELFCAST_REDIS_CLUSTER", bool),
+    "redis_password": Rule("REDIS_PASSWORD", str),
+    "redis_ssl_ca_file": Rule("REDIS_SSL_CA_FILE", str),
     "allow_mixed_services": Rule("SHELFCAST_MIXED_SERVICES", bool),
     "startup_timeout_seconds": Rule("SHELFCAST_STARTUP_TIMEOUT_SECONDS", float, low=0),
     "home": Rule("SHELFCAST_HOME", Path),
@@ -129,13 +143,21 @@ RULES: dict[str, Rule] = {
     "train_minutes": Rule("SHELFCAST_TRAIN_MINUTES", float, low=0, low_open=True),
     "train_every_buckets": Rule("SHELFCAST_TRAIN_EVERY_BUCKETS", int, low=1),
     "train_delay_buckets": Rule("SHELFCAST_TRAIN_DELAY_BUCKETS", int, low=0),
+    "trainer_port": Rule("SHELFCAST_TRAINER_PORT", int, **_PORT),
+    "torch_threads": Rule("SHELFCAST_TORCH_THREADS", int, low=1),
+    "lstm_seq_len": Rule("SHELFCAST_LSTM_SEQ_LEN", int, low=1),
+    "lstm_hidden": Rule("SHELFCAST_LSTM_HIDDEN", int, low=1),
+    "lstm_epochs": Rule("SHELFCAST_LSTM_EPOCHS", int, low=1),
+    "lstm_warm_epochs": Rule("SHELFCAST_LSTM_WARM_EPOCHS", int, low=1),
+    "lstm_windows_per_epoch": Rule(
+        "SHELFCAST_LSTM_WINDOWS_PER_EPOCH", int, low=1, words=(("all", ALL_WINDOWS),)
+    ),
     "log_level": Rule("SHELFCAST_LOG_LEVEL", str, choices=LOG_LEVELS),
 }
 
 
-def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+def default_data_dir(env: Mapping[str, str]) -> Path:
     """Where ``shelfcast data fetch`` keeps downloads: the user's cache, shared by every clone."""
-    env = os.environ if env is None else env
     cache = env.get("XDG_CACHE_HOME", "").strip()
     return (Path(cache) if cache else Path.home() / ".cache") / "shelfcast"
 
@@ -147,13 +169,16 @@ class Settings:
     kafka_bootstrap_servers: str = ""
     redis_url: str = field(default="", repr=False)  # may carry a password
     redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
+    # apart from the URL, so a URL printed or passed around carries no secret
+    redis_password: str = field(default="", repr=False)
+    redis_ssl_ca_file: str = ""
     # Embedded Kafka with an external Redis (or the reverse) only when asked for: a worker
     # pointed at one real service and silently given a throwaway other loses its state.
     allow_mixed_services: bool = False
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     startup_timeout_seconds: float = 60.0
     home: Path = Path(".shelfcast")
-    data_dir: Path = field(default_factory=default_data_dir)
+    data_dir: Path = field(default_factory=lambda: default_data_dir({}))
     app_id: str = "shelfcast"
     partitions: int = 8
     web_bind: str = "127.0.0.1"
@@ -196,6 +221,16 @@ class Settings:
     # trains beside the replay meanwhile, as a live trainer's refresh takes time to land (14
     # measured no faster on 2 cores than 7: the two then share the cores, docs/benchmark.md)
     train_delay_buckets: int = 7
+    trainer_port: int = 6067  # the trainer's /metrics
+    # torch CPU threads in the trainer and in each worker's LSTM inference: two on a busy
+    # 2-core machine wait on each other at every LSTM step
+    torch_threads: int = 1
+    # LSTM overrides (docs/lstm.md); None keeps models.lstm.network.LSTMConfig's default
+    lstm_seq_len: int | None = None
+    lstm_hidden: int | None = None
+    lstm_epochs: int | None = None
+    lstm_warm_epochs: int | None = None
+    lstm_windows_per_epoch: int | None = None  # ALL_WINDOWS ("all"): every eligible window
     log_level: str = "info"
     topics: dict[str, str] = field(
         default_factory=lambda: {
@@ -226,7 +261,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``env`` (default ``os.environ``); unset or empty variables keep their
-        defaults. Raises ``SettingsError`` naming every bad variable and its accepted range."""
+        defaults. Raises ``SettingsError`` naming every bad variable and its accepted range.
+        The only place shelfcast reads its environment (``child_environment`` copies it)."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         problems: list[str] = []
@@ -293,3 +329,9 @@ def all_topics(settings: Settings) -> list[str]:
 
 def leader_topic(app_id: str) -> str:
     return f"{app_id}-__assignor-__leader"
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment with ``overrides``: what a child process started with other
+    settings (an embedded service's address, its own port) gets."""
+    return {**os.environ, **overrides}

@@ -14,15 +14,28 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from streamer.config.security import redis_options
 from streamer.config.settings import Settings
 
-__all__ = ["connect", "connect_async", "worker_client"]
+__all__ = ["connect", "connect_async", "redis_options", "worker_client"]
+
+
+def redis_options(settings: Settings) -> dict[str, object]:
+    """Arguments for ``Redis.from_url`` beside the URL: the password and TLS CA file.
+
+    >>> redis_options(Settings(redis_password="s3cret"))
+    {'password': 's3cret'}
+    """
+    options: dict[str, object] = {}
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    if settings.redis_ssl_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ssl_ca_file
+    return options
 
 
 def connect(settings: Settings, **options: Any) -> redis.Redis:
     """A blocking client of the settings' Redis (``options`` as ``Redis.from_url`` takes)."""
-    options = {**redis_options(), **options}
+    options = {**redis_options(settings), **options}
     if settings.redis_cluster:
         try:
             # it answers the same commands; typed as a plain client for its callers
@@ -36,7 +49,7 @@ def connect(settings: Settings, **options: Any) -> redis.Redis:
 
 def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
     """An asyncio client of the settings' Redis."""
-    options = {**redis_options(), **options}
+    options = {**redis_options(settings), **options}
     if settings.redis_cluster:
         return AsyncRedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
     return aioredis.Redis.from_url(settings.redis_url, **options)

@@ -33,7 +33,7 @@ from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
-from streamer.config.settings import Settings
+from streamer.config.settings import Settings, child_environment
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
 from streamer.features.store import STATS, summed_evaluation, summed_stats
 from streamer.ops.alert_quality import explain_stockouts, miss_breakdown, score_alerts
@@ -110,8 +110,7 @@ def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment that points a child process at these (embedded) services."""
-    return dict(
-        os.environ,
+    return child_environment(
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         REDIS_URL=settings.redis_url,
         SHELFCAST_HOME=str(settings.home),

@@ -115,7 +115,9 @@ class Pipeline:
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
         self.calendar = settings.calendar()
-        self.lstm = LSTMServing(Registry(settings.models_path()), self.calendar)
+        self.lstm = LSTMServing(
+            Registry(settings.models_path()), self.calendar, settings.torch_threads
+        )
         # a replay reads an activity window before its snapshot: both must fit the history
         history, active = settings.history_buckets, settings.active_buckets
         self._snapshot_every = max(min(history // 2, history - active), 1)

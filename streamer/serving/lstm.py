@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 
 import numpy as np
 import torch
@@ -56,13 +55,12 @@ def version_number(name: str) -> int:
 
 
 class LSTMServing:
-    def __init__(self, registry: Registry, calendar: TradingCalendar) -> None:
+    def __init__(self, registry: Registry, calendar: TradingCalendar, threads: int = 1) -> None:
         self.registry = registry
         self.calendar = calendar
         self.serving: tuple[int, GlobalLSTM] | None = None
         self._refused: int | None = None
-        # two torch threads on a busy 2-core machine wait on each other at every LSTM step
-        torch.set_num_threads(int(os.environ.get("SHELFCAST_TORCH_THREADS", "1")))
+        torch.set_num_threads(threads)  # Settings.torch_threads
 
     def champion(self) -> tuple[int, GlobalLSTM] | None:
         """The version to serve at this close: the registry's champion, or the previous one

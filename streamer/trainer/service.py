@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import signal
 import time
 from typing import Any
@@ -32,7 +31,7 @@ from models.lstm.registry import CheckpointError, Registry
 from models.lstm.trainer import RefreshReport, refresh
 from streamer import metrics
 from streamer.config.security import redact
-from streamer.config.settings import Settings
+from streamer.config.settings import ALL_WINDOWS, Settings
 from streamer.features.connect import connect
 from streamer.features.store import PREFIX, _text, part_key, part_series_key, series_base
 
@@ -47,37 +46,26 @@ STATUS_FIELDS = (
 # 2,000 HGETALLs per round trip: large enough that 20,000 series take 10 round trips, small
 # enough that one reply stays a few MB
 SERIES_PER_PIPELINE = 1_000
-DEFAULT_PORT = 6067
-LSTM_ENV = {
-    "seq_len": "SHELFCAST_LSTM_SEQ_LEN",
-    "hidden": "SHELFCAST_LSTM_HIDDEN",
-    "epochs": "SHELFCAST_LSTM_EPOCHS",
-    "warm_epochs": "SHELFCAST_LSTM_WARM_EPOCHS",
-    "windows_per_epoch": "SHELFCAST_LSTM_WINDOWS_PER_EPOCH",
-}
 
 
-def _positive_env(name: str) -> int | None:
-    """The positive integer in environment variable ``name``; None when unset."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{name}={text!r}: expected a positive integer")
-    return int(text)
+def lstm_config(settings: Settings) -> LSTMConfig:
+    """``LSTMConfig`` with the settings' overrides (``SHELFCAST_LSTM_SEQ_LEN``, ``_HIDDEN``,
+    ``_EPOCHS``, ``_WARM_EPOCHS``, ``_WINDOWS_PER_EPOCH``; ``all``: every eligible window
+    each epoch); every other field keeps its default.
 
-
-def lstm_config() -> LSTMConfig:
-    """``LSTMConfig`` with the environment's overrides: ``SHELFCAST_LSTM_SEQ_LEN``,
-    ``SHELFCAST_LSTM_HIDDEN``, ``SHELFCAST_LSTM_EPOCHS``, ``SHELFCAST_LSTM_WARM_EPOCHS`` and
-    ``SHELFCAST_LSTM_WINDOWS_PER_EPOCH`` (``all``: every eligible window each epoch). Every
-    other field keeps its default. A bad value is a ``ValueError`` naming the variable."""
-    changes: dict[str, Any] = {}
-    for field, name in LSTM_ENV.items():
-        if field == "windows_per_epoch" and os.environ.get(name, "").strip().lower() == "all":
-            changes[field] = None
-        elif (value := _positive_env(name)) is not None:
-            changes[field] = value
+    >>> lstm_config(Settings(lstm_hidden=8, lstm_windows_per_epoch=ALL_WINDOWS)).hidden
+    8
+    """
+    overrides = {
+        "seq_len": settings.lstm_seq_len,
+        "hidden": settings.lstm_hidden,
+        "epochs": settings.lstm_epochs,
+        "warm_epochs": settings.lstm_warm_epochs,
+        "windows_per_epoch": settings.lstm_windows_per_epoch,
+    }
+    changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("windows_per_epoch") == ALL_WINDOWS:
+        changes["windows_per_epoch"] = None
     return LSTMConfig(**changes)
 
 
@@ -177,7 +165,7 @@ def train_once(
 ) -> RefreshReport | None:
     """One refresh from the Redis at ``settings.redis_url`` into the registry at
     ``settings.models_path()``, on the data up to ``through`` (default: ``last_closed``), with
-    ``cfg`` (default: ``lstm_config()``) on ``device`` (default: cuda when available). None when
+    ``cfg`` (default: ``lstm_config``) on ``device`` (default: cuda when available). None when
     it was skipped for lack of data. The outcome is recorded either way (module docstring); an
     error is recorded as ``failed`` and raised."""
     return run_once(settings, through, cfg, device)[1]
@@ -196,8 +184,8 @@ def run_once(
     ``promote`` False leaves a winning candidate for the caller to promote
     (``models.lstm.trainer.refresh``)."""
     started = time.perf_counter()
-    cfg = cfg or lstm_config()
-    torch.set_num_threads(_positive_env("SHELFCAST_TORCH_THREADS") or 1)
+    cfg = cfg or lstm_config(settings)
+    torch.set_num_threads(settings.torch_threads)
     target = choose_device(device)
     registry = Registry(settings.models_path())
     record: dict[str, Any] = {
@@ -355,8 +343,8 @@ def run_trainer(settings: Settings, every_minutes: float, device: str | None = N
     settings. A failed refresh is logged and the next slot tries again.
     Returns on SIGTERM or Ctrl-C, abandoning a refresh in progress: checkpoints are written
     atomically, so it leaves at most a saved, unpromoted version."""
-    cfg = lstm_config()
-    port = _positive_env("SHELFCAST_TRAINER_PORT") or DEFAULT_PORT
+    cfg = lstm_config(settings)
+    port = settings.trainer_port
     period = every_minutes * 60
     try:
         server, _ = start_http_server(port, settings.web_bind, registry=metrics.TRAINER_REGISTRY)

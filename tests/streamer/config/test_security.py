@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamer.config.security import KafkaSecurity, redact
+from streamer.config.security import redact
 from streamer.config.settings import Settings, all_topics
 from streamer.ops.embedded import EmbeddedRedis, MockKafkaCluster
 from tests.conftest import ROOT, order
@@ -23,7 +23,8 @@ def test_kafka_sasl_ssl_settings_come_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "shelfcast")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", SECRET)
-    sec = KafkaSecurity.from_env()
+    monkeypatch.setenv("REDIS_PASSWORD", SECRET)
+    sec = Settings.from_env().kafka_security
     conf = sec.confluent()
     assert conf["security.protocol"] == "sasl_ssl"
     assert conf["sasl.mechanisms"] == "SCRAM-SHA-512" and conf["sasl.password"] == SECRET
@@ -48,7 +49,7 @@ def test_bad_security_settings_are_refused_clearly(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(ValueError, match=message):
-        KafkaSecurity.from_env()
+        Settings.from_env()
 
 
 def test_redact_masks_passwords_in_urls() -> None:

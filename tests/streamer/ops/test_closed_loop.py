@@ -111,10 +111,11 @@ def test_a_refresh_trains_beside_the_replay_and_serves_from_its_stated_close(
 ) -> None:
     """Trained through bucket T, a refresh is first served at the close of T + the delay,
     whether its training ended before then or not; a rejected one is never served."""
-    for name, value in (("EPOCHS", "1"), ("WARM_EPOCHS", "1"), ("HIDDEN", "4")):
-        monkeypatch.setenv(f"SHELFCAST_LSTM_{name}", value)
-    monkeypatch.setenv("SHELFCAST_LSTM_WINDOWS_PER_EPOCH", "2048")
-    settings = Settings(partitions=4, train_every_buckets=28, train_delay_buckets=7)
+    tiny = {"lstm_epochs": 1, "lstm_warm_epochs": 1, "lstm_hidden": 4}
+    settings = Settings(
+        partitions=4, train_every_buckets=28, train_delay_buckets=7,
+        lstm_windows_per_epoch=2048, **tiny,
+    )  # fmt: skip
     run_backtest(
         SAMPLE, tmp_path, settings, SimulationSettings(lead_time_days=3),
         limit=10_000, progress=False, timeout=300, closed_loop=True,

@@ -251,15 +251,15 @@ def test_nothing_closed_yet_is_a_skip_and_an_unreachable_redis_a_recorded_failur
 
 
 def test_lstm_config_overrides_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert lstm_config() == LSTMConfig()
+    assert lstm_config(Settings.from_env()) == LSTMConfig()
     for name, value in TINY_ENV.items():
         monkeypatch.setenv(name, value)
-    assert lstm_config() == TINY
+    assert lstm_config(Settings.from_env()) == TINY
     monkeypatch.setenv("SHELFCAST_LSTM_WINDOWS_PER_EPOCH", "all")
-    assert lstm_config().windows_per_epoch is None
+    assert lstm_config(Settings.from_env()).windows_per_epoch is None
     monkeypatch.setenv("SHELFCAST_LSTM_EPOCHS", "0")
     with pytest.raises(ValueError, match="SHELFCAST_LSTM_EPOCHS='0'"):
-        lstm_config()
+        lstm_config(Settings.from_env())
 
 
 def test_trainer_help_and_refusals(

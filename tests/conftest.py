@@ -84,32 +84,6 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
     )
 
 
-def order(
-    event_id: str,
-    ts: str,
-    quantity: int,
-    sku: str = "A1",
-    location: str = "UK",
-    price: float | None = 1.5,
-) -> bytes:
-    msg: dict[str, object] = {
-        "event_id": event_id,
-        "ts": ts,
-        "sku": sku,
-        "location": location,
-        "quantity": quantity,
-    }
-    if price is not None:
-        msg["unit_price"] = price
-    return json.dumps(msg).encode()
-
-
-def stock(event_id: str, ts: str, sku: str = "A1", location: str = "UK", **fields: object) -> bytes:
-    return json.dumps(
-        {"event_id": event_id, "ts": ts, "sku": sku, "location": location, **fields}
-    ).encode()
-
-
 def sample_backtest(out: Path, limit: int) -> Path:
     """A backtest of the first ``limit`` lines of the shipped sample into ``out``."""
     from streamer.ops.backtest import run_backtest

@@ -12,7 +12,8 @@ import redis
 from streamer.config.security import redact
 from streamer.config.settings import Settings, all_topics
 from streamer.ops.embedded import EmbeddedRedis, MockKafkaCluster
-from tests.conftest import ROOT, order
+from streamer.testing import order
+from tests.conftest import ROOT
 from tests.worker_harness import Worker, wait_until
 
 SECRET = "s3cret-Pa55"

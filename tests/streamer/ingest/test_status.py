@@ -15,8 +15,9 @@ from streamer import cli
 from streamer.config.settings import Settings, all_topics
 from streamer.ingest.status import kafka_partition, render, series_status
 from streamer.ops.embedded import MockKafkaCluster
-from tests.conftest import new_redis, order, redis_client
-from tests.streamer.pipeline.test_batch import Harness, alerts, at, forecasts, stocked_and_selling
+from streamer.testing import Harness, alerts, forecasts, order
+from tests.conftest import new_redis, redis_client
+from tests.streamer.pipeline.test_batch import at, stocked_and_selling
 from tests.worker_harness import Worker, stopping, wait_until
 
 # the integration tests of the feature store: on one Redis and on a Redis Cluster

@@ -12,7 +12,8 @@ from streamer.ops.backtest import run_backtest
 from streamer.ops.closed_loop import Shelves
 from streamer.ops.replay import Produced
 from streamer.ops.simulation import SimulationSettings, inventory_event
-from tests.conftest import SAMPLE, order
+from streamer.testing import order
+from tests.conftest import SAMPLE
 
 LINES = 3000
 DAY = 86_400

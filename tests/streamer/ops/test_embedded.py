@@ -27,7 +27,8 @@ from streamer.ops.embedded import (
     discover,
     free_port,
 )
-from tests.conftest import ROOT, order
+from streamer.testing import order
+from tests.conftest import ROOT
 
 
 def children(pid: int) -> list[int]:

@@ -18,12 +18,12 @@ import redis
 from models.snapshot import unpack
 from streamer import metrics
 from streamer.config.settings import Settings
-from streamer.features.store import FeatureStore
 from streamer.pipeline import batch as pipeline_module
-from streamer.pipeline.batch import Pipeline, Record
+from streamer.pipeline.batch import Record
 from streamer.pipeline.offsets import RedisBehind
 from streamer.publish.messages import Output
-from tests.conftest import alert_problems, async_redis_client, order, redis_client, stock
+from streamer.testing import Harness, alerts, forecasts, order, stock
+from tests.conftest import alert_problems, redis_client
 
 # the integration tests of the feature store: on one Redis and on a Redis Cluster
 pytestmark = pytest.mark.cluster
@@ -33,52 +33,6 @@ START = datetime(2011, 1, 3)  # a Monday
 
 def at(day: int, hour: int = 10, minute: int = 0) -> str:
     return (START + timedelta(days=day, hours=hour, minutes=minute)).isoformat()
-
-
-class Harness:
-    """Feeds records through one Pipeline; ``restart`` drops all in-memory state."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()  # one loop for the client's connections
-        self.offsets: Counter[tuple[str, int]] = Counter()
-        self.outputs: list[tuple[str, dict]] = []
-        self.restart()
-
-    def restart(self) -> None:
-        self.client = async_redis_client(self.settings.redis_url)
-        self.pipeline = Pipeline(
-            self.settings, FeatureStore.of(self.client, self.settings), self.sink
-        )
-
-    async def sink(self, batch: list[Output]) -> None:
-        self.outputs += [(o.topic, json.loads(o.value)) for o in batch]
-
-    def record(self, value: bytes, topic: str = "orders", partition: int = 0) -> Record:
-        """The record as Kafka would deliver it, keyed by its SKU when it has one."""
-        offset = self.offsets[(topic, partition)]
-        self.offsets[(topic, partition)] += 1
-        try:
-            obj = json.loads(value)
-            key: bytes | None = obj["sku"].encode()
-        except (ValueError, KeyError, TypeError):
-            key = None
-        return Record(topic, partition, offset, key, value)
-
-    def feed(self, records: list[Record], batch: int = 1000) -> list[tuple[str, dict]]:
-        """Outputs that these records produced."""
-        before = len(self.outputs)
-        for i in range(0, len(records), batch):
-            self.loop.run_until_complete(self.pipeline.process(records[i : i + batch]))
-        return self.outputs[before:]
-
-
-def forecasts(outputs: list[tuple[str, dict]]) -> list[dict]:
-    return [m for t, m in outputs if t == "forecasts"]
-
-
-def alerts(outputs: list[tuple[str, dict]]) -> list[dict]:
-    return [m for t, m in outputs if t == "low-stock-alerts"]
 
 
 def daily_orders(h: Harness, days: int, qty: int = 5, sku: str = "A1") -> list[Record]:

@@ -12,8 +12,8 @@ from models.lstm.network import GlobalLSTM, LSTMConfig
 from models.lstm.registry import Registry
 from streamer.config.settings import Settings
 from streamer.publish.messages import Output
-from tests.conftest import order
-from tests.streamer.pipeline.test_batch import Crash, Harness, at, forecasts
+from streamer.testing import Harness, forecasts, order
+from tests.streamer.pipeline.test_batch import Crash, at
 
 TINY = LSTMConfig(seq_len=7, hidden=4, epochs=1)
 

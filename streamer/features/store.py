@@ -25,12 +25,13 @@ from redis.exceptions import ResponseError
 from streamer import metrics
 from streamer.config.settings import Settings
 
+# The key scheme is keys.py's; the ingest, ops and trainer modules import it from here too.
+from streamer.features.keys import PREFIX as PREFIX
+from streamer.features.keys import STATS, bucket_key, lua_keys, part_key, part_series_key
+from streamer.features.keys import series_base as series_base
+
 log = logging.getLogger(__name__)
 
-PREFIX = "shelfcast"
-# Counters of the process, not of a partition (events done, dead letters, outputs): plain
-# commands on one key. Everything a script writes is per partition, summed when read.
-STATS = f"{PREFIX}:stats"
 # Stock movements are kept this long (event time) so an absolute snapshot can be applied on
 # top of the movements that came after it; a snapshot older than that is ignored as stale.
 MOVES_WINDOW_MS = 14 * 86_400_000
@@ -50,12 +51,12 @@ class Status(IntEnum):
 SNAPSHOT_CHUNK = 8 << 20
 
 
-def _lua(name: str, fenced: bool = True) -> str:
-    """A script of streamer/features/lua; one that writes a partition's state starts with the
-    fence."""
+def _lua(name: str, *preludes: str) -> str:
+    """A script of streamer/features/lua after the shared ``preludes`` it uses: ``fence``,
+    which every script that writes a partition's state starts with, and ``keys``, the key
+    scheme of every script that builds a key."""
     folder = resources.files("streamer.features.lua")
-    body = folder.joinpath(f"{name}.lua").read_text()
-    return folder.joinpath("fence.lua").read_text() + body if fenced else body
+    return "".join(folder.joinpath(f"{n}.lua").read_text() for n in (*preludes, name))
 
 
 class Fenced(Exception):
@@ -190,24 +191,6 @@ class ApplyResult:
     outbox: list[AlertRecord]
 
 
-def partition_prefix(partition: int) -> str:
-    """Every key of a partition starts so: its hash tag puts them in one Redis Cluster slot,
-    so each script, which touches one partition, runs on one node."""
-    return f"{PREFIX}:{{p{partition}}}:"
-
-
-def part_key(partition: int, what: str) -> str:
-    return partition_prefix(partition) + what
-
-
-def series_base(series: str, partition: int) -> str:
-    return f"{partition_prefix(partition)}s:{series}:"
-
-
-def part_series_key(partition: int) -> str:
-    return part_key(partition, "series")
-
-
 @dataclass(frozen=True, slots=True)
 class PartitionClose:
     """What a bucket close reads of a partition: its active series (``series``), and per
@@ -287,11 +270,11 @@ class FeatureStore:
         self.ttl = dedupe_ttl_seconds
         self.series_ttl = series_ttl_seconds
         self.hysteresis = alert_hysteresis
-        self._apply = client.register_script(_lua("apply"))
-        self._close = client.register_script(_lua("close"))
-        self._snapshot = client.register_script(_lua("snapshot"))
-        self._begin_close = client.register_script(_lua("begin_close"))
-        self._read_close = client.register_script(_lua("read_close", fenced=False))
+        self._apply = client.register_script(_lua("apply", "fence", "keys"))
+        self._close = client.register_script(_lua("close", "fence", "keys"))
+        self._snapshot = client.register_script(_lua("snapshot", "fence"))
+        self._begin_close = client.register_script(_lua("begin_close", "fence", "keys"))
+        self._read_close = client.register_script(_lua("read_close", "keys"))
 
     @classmethod
     def of(cls, client: aioredis.Redis, settings: Settings) -> FeatureStore:
@@ -315,7 +298,7 @@ class FeatureStore:
         try:
             return await script(
                 keys=[part_key(partition, "owner"), *keys],
-                args=[partition_prefix(partition), generation, *args],
+                args=[lua_keys(partition), generation, *args],
             )
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
@@ -384,12 +367,12 @@ class FeatureStore:
         of ``bucket`` reads of them, in one script call."""
         keys = [
             part_series_key(partition), part_key(partition, "closed"),
-            part_key(partition, "orders"), part_key(partition, f"demand:{bucket}"),
-            part_key(partition, f"revenue:{bucket}"), part_key(partition, "rop"),
+            part_key(partition, "orders"), bucket_key(partition, "demand", bucket),
+            bucket_key(partition, "revenue", bucket), part_key(partition, "rop"),
             part_key(partition, "clock"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
-        args = [partition_prefix(partition), since_bucket, bucket, lookback]
+        args = [lua_keys(partition), since_bucket, bucket, lookback]
         raw = orjson.loads(await self._read_close(keys=keys, args=args))
         names = raw["names"] or []  # cjson writes an empty array as {}
         cols = {k: v or [] for k, v in raw["cols"].items()}
@@ -494,8 +477,8 @@ class FeatureStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.hmget(part_key(partition, "closed"), [str(b) for b in flagged] or ["-"])
         for b in span:
-            pipe.hgetall(part_key(partition, f"demand:{b}"))
-            pipe.hgetall(part_key(partition, f"revenue:{b}"))
+            pipe.hgetall(bucket_key(partition, "demand", b))
+            pipe.hgetall(bucket_key(partition, "revenue", b))
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
         closed = {b: v == b"1" for b, v in zip(flagged, raw[0], strict=False) if v is not None}
@@ -547,8 +530,8 @@ class FeatureStore:
                 part_key(partition, k)
                 for k in ("clock", "stats", "closed", "orders", "evaluation", "model")
             ),
-            part_key(partition, f"demand:{trim_before}"),
-            part_key(partition, f"revenue:{trim_before}"),
+            bucket_key(partition, "demand", trim_before),
+            bucket_key(partition, "revenue", trim_before),
             *(part_key(partition, k) for k in ("rop", "rolling", "forecast", "lstm")),
         ]  # fmt: skip
         if not await self._fenced(self._close, partition, generation, keys, args):

@@ -10,7 +10,7 @@
 -- a stock change before the close is recorded compares with the point the alert came from.
 -- The LSTM version also goes to the partition's per-bucket record of the versions served,
 -- which a restart replays the closes after its snapshot with (trimmed with the history).
--- KEYS: owner, clock, outbox, reorder points, LSTM versions served. ARGV: prefix, generation, bucket, version, how
+-- KEYS: owner, clock, outbox, reorder points, LSTM versions served. ARGV: key scheme, generation, bucket, version, how
 -- many alerts at the head of the outbox were delivered, then the alerts, each the JSON outbox
 -- entry [series, status, seq, on hand, packed reorder point, ts ms] (streamer/features/lua/apply.lua).
 -- Returns {1, the outbox} or {0}.
@@ -27,7 +27,7 @@ if redis.call('HGET', clock, 'alerts_bucket') ~= bucket then
   redis.call('HSET', clock, 'alerts_bucket', bucket)
   for i = 6, #ARGV do
     local a = cjson.decode(ARGV[i])
-    redis.call('HSET', prefix .. 's:' .. a[1] .. ':state', 'alert', a[2], 'alert_seq', a[3],
+    redis.call('HSET', series_key(a[1], 'state'), 'alert', a[2], 'alert_seq', a[3],
       'alert_ts', string.format('%.17g', a[6] / 1000))
     redis.call('HSET', rops, a[1], a[5])
     redis.call('RPUSH', outbox, ARGV[i])

@@ -1,16 +1,12 @@
 """The Redis key scheme of the feature store (docs/redis-layout.md), defined once.
 
-Python builds keys with these functions, and the Lua scripts take the same scheme as their
+Python builds keys with these functions, and the Lua scripts take the same scheme with their
 first argument (``lua_keys``): neither side spells a key the other has to match. Every key of
 a partition carries its hash tag ``{pP}``, so on a Redis Cluster each script, which touches
 one partition, runs on one node.
 """
 
 from __future__ import annotations
-
-from functools import cache
-
-import orjson
 
 PREFIX = "shelfcast"
 # Counters of the process, not of a partition (events done, dead letters, outputs): plain
@@ -64,10 +60,9 @@ def _per_bucket(name: str, bucket: int | str) -> str:
     return f"{name}:{bucket}"
 
 
-@cache
-def lua_keys(partition: int) -> bytes:
-    """The partition's key scheme as its scripts take it (ARGV[1], decoded by
-    streamer/features/lua/keys.lua): a series key is ``series`` + the series name +
+def lua_keys(partition: int) -> dict[str, object]:
+    """The partition's key scheme as its scripts take it (streamer/features/lua/scheme.lua):
+    a series key is ``series`` + the series name +
     ``names[name]`` (+ the bucket for a per-bucket name), a partition's per-bucket key
     ``buckets[name]`` + the bucket; and the lists of series keys a script expires or trims.
     """
@@ -76,13 +71,11 @@ def lua_keys(partition: int) -> bytes:
     for n in SERIES_BUCKET_KEYS:
         names[n] = series_key(_MARK, partition, n, _MARK).split(_MARK)[1]
     buckets = {n: bucket_key(partition, n, _MARK).split(_MARK)[0] for n in PARTITION_BUCKET_KEYS}
-    return orjson.dumps(
-        {
-            "series": head,
-            "names": names,
-            "buckets": buckets,
-            "all": SERIES_KEYS,
-            "stock": SERIES_STOCK,
-            "history": SERIES_HISTORY,
-        }
-    )
+    return {
+        "series": head,
+        "names": names,
+        "buckets": buckets,
+        "all": SERIES_KEYS,
+        "stock": SERIES_STOCK,
+        "history": SERIES_HISTORY,
+    }

@@ -46,15 +46,8 @@ from streamer import metrics
 from streamer.alerts.reorder import ReorderPoint
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_of, bucket_start, iso, last_closable
-from streamer.features.store import (
-    AlertRecord,
-    FeatureStore,
-    Fenced,
-    PartitionClose,
-    Status,
-    StockEffect,
-    Window,
-)
+from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
+from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
 from streamer.pipeline.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.pipeline.offsets import RedisBehind, gaps
 from streamer.publish.messages import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
@@ -390,7 +383,7 @@ class Pipeline:
     def _effect(self, p: int, rec: Record, ev: Event) -> StockEffect:
         po_id = pack = None
         if isinstance(ev, OrderEvent):
-            kind, qty, price, lead = "o", ev.quantity, ev.unit_price, None
+            kind, qty, price, lead = EventKind.ORDER, ev.quantity, ev.unit_price, None
         else:
             kind, qty = _stock_kind(ev)
             price, lead, po_id, pack = None, ev.lead_time_days, ev.po_id, ev.pack_size
@@ -754,13 +747,13 @@ def _put_back(table: dict[int, T], key: int, value: T | None) -> None:
         table[key] = value
 
 
-def _stock_kind(ev: InventoryEvent) -> tuple[str, int]:
+def _stock_kind(ev: InventoryEvent) -> tuple[EventKind, int]:
     """The apply script's kind of an inventory event, and its quantity."""
     if ev.on_hand is not None:
-        return "s", ev.on_hand
+        return EventKind.SNAPSHOT, ev.on_hand
     if ev.ordered is not None:
-        return "p", ev.ordered
-    return "d", int(ev.delta or 0)
+        return EventKind.PURCHASE_ORDER, ev.ordered
+    return EventKind.DELTA, int(ev.delta or 0)
 
 
 def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:

@@ -36,7 +36,8 @@ from streamer.alerts.reorder import (
 )
 from streamer.config.settings import Settings
 from streamer.eventtime.trading_calendar import TradingCalendar
-from streamer.features.store import CloseFields, PartitionClose, outbox_entry, packed_rows
+from streamer.features.codec import outbox_entry, packed_rows
+from streamer.features.store import CloseFields, PartitionClose
 from streamer.publish.messages import Output, forecast_values, number_rows, stored_forecasts
 from streamer.topics.events import ALL_LOCATIONS, series_key
 

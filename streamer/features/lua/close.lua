@@ -1,14 +1,14 @@
 -- One bucket close of a partition, written atomically (streamer/features/store.py: write_close).
 -- KEYS: owner, active series, clock, stats, closed flags, order counts, evaluation sums, model
--- snapshot, the demand and revenue of the bucket leaving the history, reorder points,
--- rolling features, latest forecasts, LSTM versions served. ARGV: key scheme, generation, bucket to trim, first active
--- bucket, learned count, closed bucket, its closed flag, snapshot ttl, how many chunks of the
--- model snapshot follow the rest (0: none), the clock fields as a JSON object, the
--- evaluation sums as a JSON object, then for the reorder points, the rolling features and
--- the latest forecasts in turn a JSON array of series and one of their values; then the
--- snapshot's chunks (the close's alerts were recorded by begin_close.lua). What
--- every series writes goes to a few partition hashes in a few commands: a command per
--- series cost a close 10 us a series in Lua. Returns 1, or 0 when nothing was written.
+-- snapshot, the demand and revenue of the bucket leaving the history, reorder points, rolling
+-- features, latest forecasts, LSTM versions served. ARGV: key scheme and wire format, generation,
+-- bucket to trim, first active bucket, learned count, closed bucket, its closed flag, snapshot
+-- ttl, how many chunks of the model snapshot follow the rest (0: none), the clock fields as a JSON
+-- object, the evaluation sums as a JSON object, then for the reorder points, the rolling features
+-- and the latest forecasts in turn a JSON array of series and one of their values; then the
+-- snapshot's chunks (the close's alerts were recorded by begin_close.lua). What every series
+-- writes goes to a few partition hashes in a few commands: a command per series cost a close 10 us
+-- a series in Lua. Returns 1, or 0 when nothing was written.
 local active, clock_key, stats, closed_flags, orders, evaluation, model = unpack(KEYS, 2, 8)
 local trim_demand, trim_revenue, rops, rolling, forecasts, served = unpack(KEYS, 9, 14)
 local trim, first_active, bucket, ttl = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[8])

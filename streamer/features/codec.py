@@ -10,6 +10,7 @@ tests/streamer/features/test_codec.py checks against this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
@@ -18,7 +19,7 @@ from operator import attrgetter
 import numpy as np
 import orjson
 
-from streamer.alerts.reorder import AlertStatus
+from streamer.alerts.reorder import AlertStatus, ReorderPoints
 
 
 class Status(IntEnum):
@@ -72,8 +73,16 @@ PENDING_FIELDS = ("series", "event_id", "quantity", "bucket", "kind", "po_id")
 # reorder point it was compared with as the rop hash keeps it (entries written before stock on
 # order have the first six fields)
 OUTBOX_FIELDS = ("series", "status", "seq", "on_hand", "rop", "ts_ms", "on_order", "pack_size")
-# A value of the partition's rop hash, ``|``-joined (the forecast id, which has ``|``, last)
-ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
+# A value of the partition's rop hash, a JSON array: the whole reorder point (its value, the
+# demand over the protection interval, the safety stock, the forecast's daily mean, the lead
+# time), the settings it was computed with, and the forecast it came from
+ROP_FIELDS = (
+    "rop", "lt_demand", "safety", "daily_mean", "rop_lead", "service_level", "review_days",
+    "forecast_id",
+)  # fmt: skip
+# A rop value written before it kept its settings (no version of its own: it does not start
+# with ``[``), ``|``-joined, the forecast id (which has ``|``) last
+ROP_FIELDS_V1 = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
 # A value of the partition's rolling hash, ``|``-joined
 ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
 
@@ -82,6 +91,7 @@ RECORDS = {
     "pending": PENDING_FIELDS,
     "outbox": OUTBOX_FIELDS,
     "rop": ROP_FIELDS,
+    "rop_v1": ROP_FIELDS_V1,
     "rolling": ROLLING_FIELDS,
 }
 ENUMS: dict[str, type[IntEnum] | type[StrEnum]] = {
@@ -119,7 +129,7 @@ class AlertRecord:
     status: AlertStatus
     seq: int
     on_hand: int
-    rop: dict[str, str]  # ROP_FIELDS of the reorder point it was compared with
+    rop: dict[str, float | str]  # the reorder point it was compared with (``unpack_rop``)
     ts: float
     on_order: int = 0
     pack_size: int | None = None
@@ -158,14 +168,57 @@ def outbox_entry(
     return orjson.dumps([record[name] for name in OUTBOX_FIELDS])
 
 
-def unpack_rop(packed: str) -> dict[str, str]:
-    """A ``shelfcast:{pP}:rop`` value as ROP_FIELDS (all empty when there is none).
+def packed_rops(rops: ReorderPoints, forecast_ids: Sequence[str]) -> list[str]:
+    """The ``shelfcast:{pP}:rop`` values of ``rops``, from the forecasts ``forecast_ids``:
+    orjson writes the numbers of all of them in one call.
+
+    >>> from streamer.alerts.reorder import ReorderPoints
+    >>> one = [np.array([v]) for v in (3.0, 4.0, 1.5, 0.5)]
+    >>> packed_rops(ReorderPoints(*one, 0.95, 7.0), ["A1@UK|9|tsb@2"])
+    ['[5.5,4.0,1.5,0.5,3.0,0.95,7.0,"A1@UK|9|tsb@2"]']
+    """
+    if not len(forecast_ids):
+        return []
+    n = len(forecast_ids)
+    columns = {
+        "rop": rops.value, "lt_demand": rops.lead_time_demand, "safety": rops.safety_stock,
+        "daily_mean": rops.daily_mean, "rop_lead": rops.lead_time_days,
+        "service_level": np.full(n, rops.service_level),
+        "review_days": np.full(n, rops.review_days),
+    }  # fmt: skip
+    numbers = np.column_stack([columns[name] for name in ROP_FIELDS[:-1]]).astype(np.float64)
+    rows = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY).decode()[2:-2].split("],[")
+    return [
+        f"[{row},{orjson.dumps(fid).decode()}]" for row, fid in zip(rows, forecast_ids, strict=True)
+    ]
+
+
+def unpack_rop(packed: str) -> dict[str, float | str]:
+    """A ``shelfcast:{pP}:rop`` value as its fields: ROP_FIELDS, or ROP_FIELDS_V1 for a value
+    written before the reorder point kept its settings (none when there is no value).
 
     >>> unpack_rop("4.5|3.0|1.5|1.0|3.0|A1@UK|9|tsb@2")["forecast_id"]
     'A1@UK|9|tsb@2'
+    >>> unpack_rop('[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"A1@UK|9|tsb@2"]')["review_days"]
+    7.0
     """
-    values = packed.split("|", len(ROP_FIELDS) - 1) if packed else [""] * len(ROP_FIELDS)
-    return dict(zip(ROP_FIELDS, values, strict=True))
+    if packed.startswith("["):
+        return dict(zip(ROP_FIELDS, orjson.loads(packed), strict=True))
+    if not packed:
+        return {}
+    values = packed.split("|", len(ROP_FIELDS_V1) - 1)
+    fields = dict(zip(ROP_FIELDS_V1, values, strict=True))
+    return {k: v if k == "forecast_id" else float(v) for k, v in fields.items()}
+
+
+def rop_value(packed: str) -> float:
+    """The reorder point of a ``shelfcast:{pP}:rop`` value (NaN where it has none).
+
+    >>> rop_value('[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"A1@UK|9|tsb@2"]'), rop_value("2.0|1|1|1|3|a")
+    (4.5, 2.0)
+    """
+    value = unpack_rop(packed).get("rop")
+    return math.nan if value is None else float(value)
 
 
 def packed_rows(columns: np.ndarray) -> list[str]:

@@ -27,7 +27,14 @@ from streamer.config.settings import Settings
 
 # The key scheme is keys.py's and the wire format codec.py's; the ingest, ops and trainer
 # modules and the tests import some of them from here.
-from streamer.features.codec import LUA_WIRE, AlertRecord, Status, StockEffect, encode_events
+from streamer.features.codec import (
+    LUA_WIRE,
+    AlertRecord,
+    Status,
+    StockEffect,
+    encode_events,
+    rop_value,
+)
 from streamer.features.codec import ROP_FIELDS as ROP_FIELDS
 from streamer.features.codec import outbox_entry as outbox_entry
 from streamer.features.codec import unpack_rop as unpack_rop
@@ -290,7 +297,7 @@ class FeatureStore:
             np.array([v == "1" for v in cols["known"]], bool),
             np.array([v == "raised" for v in cols["alert"]], bool),
             column("seq", 0.0).astype(np.int64),
-            np.array([np.nan if v is False else float(v.split("|", 1)[0]) for v in cols["rop"]]),
+            np.array([np.nan if v is False else rop_value(v) for v in cols["rop"]]),
             column("on_order", 0.0).astype(np.int64),
             column("pack", 0.0).astype(np.int64),
             int(raw["orders"]),

@@ -466,7 +466,7 @@ class Pipeline:
     def _alert_output(self, a: AlertRecord) -> Output:
         rop = _stored_rop(a.rop, self.s)
         msg = alert_message(
-            a.series, a.status, a.seq, a.on_hand, rop, a.rop["forecast_id"], a.ts, a.on_order,
+            a.series, a.status, a.seq, a.on_hand, rop, str(a.rop["forecast_id"]), a.ts, a.on_order,
             a.pack_size,
         )  # fmt: skip
         return output(self.s.topics["alerts"], a.series, msg)
@@ -756,15 +756,16 @@ def _stock_kind(ev: InventoryEvent) -> tuple[EventKind, int]:
     return EventKind.DELTA, int(ev.delta or 0)
 
 
-def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
-    """The reorder point a close stored (ROP_FIELDS)."""
+def _stored_rop(stored: dict[str, float | str], settings: Settings) -> ReorderPoint:
+    """The reorder point a close stored, with the settings it was computed with (a value
+    stored before it kept them: today's settings, as then)."""
     return ReorderPoint(
-        float(state["rop_lead"]),
-        float(state["lt_demand"]),
-        float(state["safety"]),
-        float(state["daily_mean"]),
-        settings.service_level,
-        settings.review_days,
+        float(stored["rop_lead"]),
+        float(stored["lt_demand"]),
+        float(stored["safety"]),
+        float(stored["daily_mean"]),
+        float(stored.get("service_level", settings.service_level)),
+        float(stored.get("review_days", settings.review_days)),
     )
 
 

@@ -36,7 +36,7 @@ from streamer.alerts.reorder import (
 )
 from streamer.config.settings import Settings
 from streamer.eventtime.trading_calendar import TradingCalendar
-from streamer.features.codec import outbox_entry, packed_rows
+from streamer.features.codec import outbox_entry, packed_rops, packed_rows
 from streamer.features.store import CloseFields, PartitionClose
 from streamer.publish.messages import Output, forecast_values, number_rows, stored_forecasts
 from streamer.topics.events import ALL_LOCATIONS, series_key
@@ -196,11 +196,7 @@ def state_fields(
     """What the close stores (docs/redis-layout.md): each publishing series' (``names``)
     reorder point and the forecast it came from, its ``stored`` forecast and every series'
     rolling features for the partition's hashes; and the alert transitions as outbox entries."""
-    r = decision.rops
-    columns = np.stack(
-        [r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days], axis=1
-    )
-    rop = [f"{values}|{fid}" for values, fid in zip(packed_rows(columns), fids, strict=True)]
+    rop = packed_rops(decision.rops, fids)
     rolling = packed_rows(np.stack(list(bank.recent.rolling().values()), axis=1))
     d = decision
     alerts = [

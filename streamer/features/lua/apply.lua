@@ -31,8 +31,13 @@ local function walk(s, ts, ordering)
     'pack_size')
   local packed = redis.call('HGET', rops, s)
   if v[3] ~= '1' or not packed then return end
-  local rop = tonumber(string.match(packed, '^[^|]*'))
-  if rop == nil or rop ~= rop then return end
+  local rop
+  if string.sub(packed, 1, 1) == '[' then
+    rop = cjson.decode(packed)[F.rop.rop]
+  else  -- written before the reorder point kept its settings: ``|``-joined
+    rop = tonumber(string.match(packed, '^[^|]*'))
+  end
+  if type(rop) ~= 'number' or rop ~= rop then return end
   local on_hand, on_order = tonumber(v[4] or '0'), tonumber(v[5] or '0')
   -- stock below zero is sales the records did not have: shelves lose sales, they do not
   -- backorder them, so it counts as none (streamer/alerts/reorder.py: inventory_position)

@@ -3,19 +3,25 @@
 import re
 from importlib import resources
 
+import numpy as np
 import orjson
 import pytest
 
+from streamer.alerts.reorder import ReorderPoints
 from streamer.features import codec
 from streamer.features.codec import (
     ENUMS,
     OUTBOX_FIELDS,
     RECORDS,
+    ROP_FIELDS_V1,
     AlertRecord,
     EventKind,
     StockEffect,
     encode_events,
     outbox_entry,
+    packed_rops,
+    rop_value,
+    unpack_rop,
 )
 from tests.conftest import ROOT
 
@@ -89,3 +95,16 @@ def test_an_outbox_entry_from_before_stock_on_order_reads_with_none_on_order() -
     assert (record.on_order, record.pack_size, record.ts) == (0, None, 86_400.0)
     assert AlertRecord.parse(outbox_entry("A1@UK", "raised", 2, 4, rop, 86_400.0)) == record
     assert len(orjson.loads(outbox_entry("A1@UK", "raised", 2, 4, "", 1.0))) == len(OUTBOX_FIELDS)
+
+
+def test_a_reorder_point_is_stored_whole_and_read_back_in_either_format() -> None:
+    rops = ReorderPoints(*(np.array([v]) for v in (3.0, 4.5, 1.25, 0.5)), 0.9, 7.0)
+    [stored] = packed_rops(rops, ["A1@UK|9|tsb@2"])
+    assert unpack_rop(stored) == {
+        "rop": 5.75, "lt_demand": 4.5, "safety": 1.25, "daily_mean": 0.5, "rop_lead": 3.0,
+        "service_level": 0.9, "review_days": 7.0, "forecast_id": "A1@UK|9|tsb@2",
+    }  # fmt: skip
+    # written before the settings were kept: the same parts, no settings
+    v1 = unpack_rop("5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2")
+    assert v1 == {k: v for k, v in unpack_rop(stored).items() if k in ROP_FIELDS_V1}
+    assert rop_value(stored) == rop_value("5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2") == 5.75

@@ -43,14 +43,14 @@ from models.lstm.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
-from streamer.alerts.reorder import ReorderPoint
+from streamer.alerts.outbox import messages
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
 from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
 from streamer.pipeline.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.pipeline.offsets import RedisBehind, gaps
-from streamer.publish.messages import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
+from streamer.publish.messages import DLQ_KEY_BYTES, Output, dlq_message, output
 from streamer.serving.lstm import LSTMServing, version_name, version_number, window_of
 from streamer.topics.events import (
     Invalid,
@@ -444,7 +444,7 @@ class Pipeline:
         """Send ``outs`` and partition ``p``'s alert ``outbox``: what an earlier call left (a
         crash before its delivery was known) goes again, the same messages. The next call
         that writes the partition trims the outbox of what was delivered here."""
-        outs = outs + [self._alert_output(a) for a in outbox]
+        outs = outs + messages(self.s, outbox)
         if outs:
             await self.sink(outs)
         self._delivered[p] = len(outbox)
@@ -462,14 +462,6 @@ class Pipeline:
                 "offsets is reset (docs/delivery.md)",
                 topic_partition,
             )
-
-    def _alert_output(self, a: AlertRecord) -> Output:
-        rop = _stored_rop(a.rop, self.s)
-        msg = alert_message(
-            a.series, a.status, a.seq, a.on_hand, rop, str(a.rop["forecast_id"]), a.ts, a.on_order,
-            a.pack_size,
-        )  # fmt: skip
-        return output(self.s.topics["alerts"], a.series, msg)
 
     async def _close_through(self, p: int, target: int, result: BatchResult) -> None:
         while self.closed[p] < target:
@@ -754,19 +746,6 @@ def _stock_kind(ev: InventoryEvent) -> tuple[EventKind, int]:
     if ev.ordered is not None:
         return EventKind.PURCHASE_ORDER, ev.ordered
     return EventKind.DELTA, int(ev.delta or 0)
-
-
-def _stored_rop(stored: dict[str, float | str], settings: Settings) -> ReorderPoint:
-    """The reorder point a close stored, with the settings it was computed with (a value
-    stored before it kept them: today's settings, as then)."""
-    return ReorderPoint(
-        float(stored["rop_lead"]),
-        float(stored["lt_demand"]),
-        float(stored["safety"]),
-        float(stored["daily_mean"]),
-        float(stored.get("service_level", settings.service_level)),
-        float(stored.get("review_days", settings.review_days)),
-    )
 
 
 def _rolling_any(flags: np.ndarray, width: int) -> np.ndarray:

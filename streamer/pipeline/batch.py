@@ -645,21 +645,8 @@ class Pipeline:
             self.store, p, data.series, closed, close, data.lstm_version
         )
         now = time.monotonic()
-        snapshot = (
-            now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
-            or b - self._snapshot_bucket.get(p, b) >= self._snapshot_every
-        )
-        kept = self._settled.get(p)
-
-        def learn() -> Computed:
-            done = compute(self.s, bank, close, lstm, data, stock_ts, kept, snapshot)
-            if done.settled is not None:
-                # kept with the learn, in the thread: a retry whose bank learned already
-                # scores from it, even when this attempt's caller was cancelled meanwhile
-                self._settled[p] = done.settled
-            return done
-
-        done = await _whole(learn)
+        snapshot = self._snapshot_due(p, b, now)
+        done = await self._compute(p, bank, close, lstm, data, stock_ts, snapshot)
         version = 0 if lstm is None else version_number(lstm[0])
         # forgotten before the call, as in _apply
         delivered = self._delivered.pop(p, 0)
@@ -685,13 +672,56 @@ class Pipeline:
             evaluation=dict(done.evaluation.sums),
             snapshot=done.snapshot,
         )
-        if snapshot:
-            self._snapshot_at[p], self._snapshot_bucket[p] = now, b
+        self._after_close(p, b, closed[b], len(data.series), done, now if snapshot else None)
+
+    def _snapshot_due(self, p: int, b: int, now: float) -> bool:
+        """Whether the close of ``b`` writes the partition's model snapshot: on the time
+        schedule, or the bucket schedule."""
+        return (
+            now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
+            or b - self._snapshot_bucket.get(p, b) >= self._snapshot_every
+        )
+
+    async def _compute(
+        self,
+        p: int,
+        bank: Bank,
+        close: Close,
+        lstm: tuple[str, np.ndarray] | None,
+        data: PartitionClose,
+        stock_ts: float,
+        snapshot: bool,
+    ) -> Computed:
+        """The close's array steps (``compute``) in a worker thread."""
+        kept = self._settled.get(p)
+
+        def learn() -> Computed:
+            done = compute(self.s, bank, close, lstm, data, stock_ts, kept, snapshot)
+            if done.settled is not None:
+                # kept with the learn, in the thread: a retry whose bank learned already
+                # scores from it, even when this attempt's caller was cancelled meanwhile
+                self._settled[p] = done.settled
+            return done
+
+        return await _whole(learn)
+
+    def _after_close(
+        self,
+        p: int,
+        b: int,
+        closed: bool,
+        series: int,
+        done: Computed,
+        snapshot_at: float | None,
+    ) -> None:
+        """The close of ``b`` is recorded: its snapshot schedule, gauges and evaluation."""
+        if snapshot_at is not None:
+            self._snapshot_at[p], self._snapshot_bucket[p] = snapshot_at, b
         self._snapshot_bucket.setdefault(p, b)
         metrics.BUCKETS_CLOSED.inc()
-        if closed[b]:
+        if closed:
             metrics.CLOSED_BUCKETS.inc()
-        self.active[p] = len(data.series)
+        self.active[p] = series
         metrics.ACTIVE_SERIES.set(sum(self.active.values()))
         self.evaluation.merge(done.evaluation.sums)
         metrics.publish_evaluation(self.evaluation.summary())

@@ -47,6 +47,7 @@ from streamer.alerts.outbox import messages
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
+from streamer.features.keys import part_key
 from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
 from streamer.pipeline.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.pipeline.offsets import RedisBehind, gaps
@@ -431,7 +432,7 @@ class Pipeline:
                 late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
                 metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
             elif status == Status.OFFSET_REGRESSION:
-                self._offset_regression(effect.offsets_field)
+                self._offset_regression(p, effect.offsets_field)
             else:
                 metrics.EVENTS.labels(
                     topic, "duplicate" if status == Status.DUPLICATE else "stale"
@@ -452,15 +453,15 @@ class Pipeline:
         for a in outbox:
             metrics.ALERTS.labels(a.status).inc()
 
-    def _offset_regression(self, topic_partition: str) -> None:
+    def _offset_regression(self, p: int, topic_partition: str) -> None:
         metrics.EVENTS.labels(topic_partition.split(":")[0], "offset_regression").inc()
         if topic_partition not in self._warned_regression:
             self._warned_regression.add(topic_partition)
             log.error(
                 "%s: new events at offsets below those already applied; was the topic "
-                "recreated? They are skipped until its field in shelfcast:{p<partition>}:"
-                "offsets is reset (docs/delivery.md)",
+                "recreated? They are skipped until its field in %s is reset (docs/delivery.md)",
                 topic_partition,
+                part_key(p, "offsets"),
             )
 
     async def _close_through(self, p: int, target: int, result: BatchResult) -> None:

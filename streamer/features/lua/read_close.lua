@@ -14,7 +14,7 @@ for i, s in ipairs(names) do
   cols.first[i] = v[1]; cols.lead[i] = v[2]; cols.on_hand[i] = v[3]
   cols.known[i] = v[4]; cols.alert[i] = v[5]; cols.seq[i] = v[6]
   cols.on_order[i] = v[7]; cols.pack[i] = v[8]
-  -- a raised alert clears only above the previous reorder point too (decide())
+  -- a raised alert clears only above the previous reorder point too (alerts/outbox.py)
   cols.rop[i] = v[5] == ALERT.raised and redis.call('HGET', KEYS[6], s) or false
 end
 local b, lookback = tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -31,7 +31,7 @@ from streamer.alerts.outbox import close_alerts
 from streamer.alerts.reorder import ReorderPoints, reorder_points
 from streamer.config.settings import Settings
 from streamer.eventtime.trading_calendar import TradingCalendar
-from streamer.features.codec import packed_rops, packed_rows
+from streamer.features.codec import ROLLING_FIELDS, packed_rops, packed_rows
 from streamer.features.store import CloseFields, PartitionClose
 from streamer.publish.messages import Output, forecast_values, number_rows, stored_forecasts
 from streamer.topics.events import ALL_LOCATIONS, series_key
@@ -173,7 +173,8 @@ def state_fields(
     reorder point and the forecast it came from, its ``stored`` forecast and every series'
     rolling features for the partition's hashes."""
     rop = packed_rops(decision.rops, fids)
-    rolling = packed_rows(np.stack(list(bank.recent.rolling().values()), axis=1))
+    features = bank.recent.rolling()
+    rolling = packed_rows(np.stack([features[name] for name in ROLLING_FIELDS], axis=1))
     return CloseFields(names, rop, stored, bank.series, rolling)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from statistics import NormalDist
 from typing import Any
 
@@ -24,7 +25,16 @@ import numpy as np
 from models.quantiles import MEAN, P10, P90
 
 P10_P90_WIDTH_IN_SIGMA = 2 * 1.2815515655446004
-RAISED, CLEARED = "raised", "cleared"
+
+
+class AlertStatus(StrEnum):
+    """A series' low-stock alert state, as stored (docs/redis-layout.md) and published."""
+
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+RAISED, CLEARED = AlertStatus.RAISED, AlertStatus.CLEARED
 # Cornish-Fisher is a series in the skewness; beyond this it overshoots rather than corrects
 MAX_SKEW = 4.0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -25,24 +25,28 @@ from redis.exceptions import ResponseError
 from streamer import metrics
 from streamer.config.settings import Settings
 
+# The key scheme is keys.py's and the wire format codec.py's; the ingest, ops and trainer
+# modules and the tests import some of them from here.
+from streamer.features.codec import (
+    LUA_WIRE,
+    AlertRecord,
+    Status,
+    StockEffect,
+    encode_events,
+    rop_value,
+)
+from streamer.features.codec import ROP_FIELDS as ROP_FIELDS
+from streamer.features.codec import outbox_entry as outbox_entry
+from streamer.features.codec import unpack_rop as unpack_rop
+from streamer.features.keys import PREFIX as PREFIX
+from streamer.features.keys import STATS, bucket_key, lua_keys, part_key, part_series_key
+from streamer.features.keys import series_base as series_base
+
 log = logging.getLogger(__name__)
 
-PREFIX = "shelfcast"
-# Counters of the process, not of a partition (events done, dead letters, outputs): plain
-# commands on one key. Everything a script writes is per partition, summed when read.
-STATS = f"{PREFIX}:stats"
 # Stock movements are kept this long (event time) so an absolute snapshot can be applied on
 # top of the movements that came after it; a snapshot older than that is ignored as stale.
 MOVES_WINDOW_MS = 14 * 86_400_000
-
-
-class Status(IntEnum):
-    """What the apply script did with an event."""
-
-    DUPLICATE = 0
-    APPLIED = 1
-    STALE = 2  # a stock snapshot older than what the series already counts
-    OFFSET_REGRESSION = 3  # a new event below an offset already applied: a recreated topic
 
 
 # A Redis string holds at most 512 MB; and the event loop parses each piece of a reply in one
@@ -50,12 +54,12 @@ class Status(IntEnum):
 SNAPSHOT_CHUNK = 8 << 20
 
 
-def _lua(name: str, fenced: bool = True) -> str:
-    """A script of streamer/features/lua; one that writes a partition's state starts with the
-    fence."""
+def _lua(name: str, *preludes: str) -> str:
+    """A script of streamer/features/lua after the shared ``preludes`` it uses: ``fence``,
+    which every script that writes a partition's state starts with, and ``scheme``, the key
+    scheme and wire format of every script that builds a key or reads a record."""
     folder = resources.files("streamer.features.lua")
-    body = folder.joinpath(f"{name}.lua").read_text()
-    return folder.joinpath("fence.lua").read_text() + body if fenced else body
+    return "".join(folder.joinpath(f"{n}.lua").read_text() for n in (*preludes, name))
 
 
 class Fenced(Exception):
@@ -70,45 +74,11 @@ class Fenced(Exception):
         self.owner = int(owner) if owner.isdigit() else None
 
 
-# `shelfcast:{pP}:rop` values, `|`-separated (the forecast id, which has `|`, last)
-ROP_FIELDS = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
-
-
-def unpack_rop(packed: str) -> dict[str, str]:
-    """A ``shelfcast:{pP}:rop`` value as ROP_FIELDS (all empty when there is none).
-
-    >>> unpack_rop("4.5|3.0|1.5|1.0|3.0|A1@UK|9|tsb@2")["forecast_id"]
-    'A1@UK|9|tsb@2'
-    """
-    values = packed.split("|", len(ROP_FIELDS) - 1) if packed else [""] * len(ROP_FIELDS)
-    return dict(zip(ROP_FIELDS, values, strict=True))
-
-
-# `shelfcast:{pP}:rolling` values, `|`-separated
-ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
-
-
-def packed_rows(columns: np.ndarray) -> list[str]:
-    """Each row of ``columns [n, k]`` as its numbers joined by ``|`` (NaN as ``nan``), the
-    values of the partition's per-series hashes: orjson writes all of them in one call,
-    where formatting them one series at a time cost a close about 2 us a series.
-
-    >>> packed_rows(np.array([[1.5, 2.0], [np.nan, 0.25]]))
-    ['1.5|2.0', 'nan|0.25']
-    """
-    if not len(columns):
-        return []
-    flat = np.ascontiguousarray(columns, np.float64).reshape(len(columns), -1)
-    text = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    rows = text[2:-2].replace(",", "|").split("]|[")
-    return [row.replace("null", "nan") for row in rows] if "null" in text else rows
-
-
 @dataclass(frozen=True, slots=True)
 class CloseFields:
     """What a close writes to its partition's per-series hashes: for the ``published``
-    series their reorder points (ROP_FIELDS) and latest forecasts (``stored_forecasts``), for
-    every ``series`` its rolling features (ROLLING_FIELDS)."""
+    series their reorder points (codec.py: ROP_FIELDS) and latest forecasts
+    (``stored_forecasts``), for every ``series`` its rolling features (ROLLING_FIELDS)."""
 
     published: list[str]
     rop: list[str]
@@ -117,95 +87,11 @@ class CloseFields:
     rolling: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class StockEffect:
-    """One event as the apply script sees it."""
-
-    kind: str  # "o" order, "s" snapshot, "d" delta, "p" purchase order
-    series: str
-    event_id: str
-    bucket: int
-    ts_ms: int
-    quantity: int
-    unit_price: float | None
-    offsets_field: str
-    offset: int
-    lead_time_days: float | None = None
-    moves_clock: bool = True  # an order the pipeline holds to be skewed far ahead does not
-    po_id: str | None = None  # the purchase order a "p" changes or a delivery ("d") fills
-    pack_size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """An alert the apply script decided and keeps in the partition's outbox until the
-    worker says it was delivered: sent again after a crash, it is the same message."""
-
-    series: str
-    status: str
-    seq: int
-    on_hand: int
-    rop: dict[str, str]  # ROP_FIELDS of the reorder point it was compared with
-    ts: float
-    on_order: int = 0
-    pack_size: int | None = None
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> AlertRecord:
-        # entries written before stock on order have six fields
-        series, status, seq, on_hand, packed, ts_ms, *rest = orjson.loads(raw)
-        on_order, pack = [*rest, 0, 0][:2]
-        return cls(
-            series, status, int(seq), int(on_hand), unpack_rop(packed), ts_ms / 1000,
-            int(on_order), int(pack) or None,
-        )  # fmt: skip
-
-
-def outbox_entry(
-    series: str,
-    status: str,
-    seq: int,
-    on_hand: int,
-    packed_rop: str,
-    ts: float,
-    on_order: int = 0,
-    pack_size: int | None = None,
-) -> bytes:
-    """An alert as a partition's outbox keeps it (``AlertRecord.parse`` reads it back), with
-    the reorder point it was compared with as ``shelfcast:{pP}:rop`` packs it, the stock on
-    order and the pack size (0: none) when it was decided.
-
-    >>> AlertRecord.parse(outbox_entry("A1@UK", "raised", 3, 4, "", 86_400.5, 12, 6)).on_order
-    12
-    """
-    return orjson.dumps(
-        [series, status, seq, on_hand, packed_rop, round(ts * 1000), on_order, pack_size or 0]
-    )
-
-
 @dataclass
 class ApplyResult:
     statuses: list[Status]
     on_hand: list[int | None]
     outbox: list[AlertRecord]
-
-
-def partition_prefix(partition: int) -> str:
-    """Every key of a partition starts so: its hash tag puts them in one Redis Cluster slot,
-    so each script, which touches one partition, runs on one node."""
-    return f"{PREFIX}:{{p{partition}}}:"
-
-
-def part_key(partition: int, what: str) -> str:
-    return partition_prefix(partition) + what
-
-
-def series_base(series: str, partition: int) -> str:
-    return f"{partition_prefix(partition)}s:{series}:"
-
-
-def part_series_key(partition: int) -> str:
-    return part_key(partition, "series")
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,11 +173,11 @@ class FeatureStore:
         self.ttl = dedupe_ttl_seconds
         self.series_ttl = series_ttl_seconds
         self.hysteresis = alert_hysteresis
-        self._apply = client.register_script(_lua("apply"))
-        self._close = client.register_script(_lua("close"))
-        self._snapshot = client.register_script(_lua("snapshot"))
-        self._begin_close = client.register_script(_lua("begin_close"))
-        self._read_close = client.register_script(_lua("read_close", fenced=False))
+        self._apply = client.register_script(_lua("apply", "fence", "scheme"))
+        self._close = client.register_script(_lua("close", "fence", "scheme"))
+        self._snapshot = client.register_script(_lua("snapshot", "fence"))
+        self._begin_close = client.register_script(_lua("begin_close", "fence", "scheme"))
+        self._read_close = client.register_script(_lua("read_close", "scheme"))
 
     @classmethod
     def of(cls, client: aioredis.Redis, settings: Settings) -> FeatureStore:
@@ -315,7 +201,7 @@ class FeatureStore:
         try:
             return await script(
                 keys=[part_key(partition, "owner"), *keys],
-                args=[partition_prefix(partition), generation, *args],
+                args=[_scheme(partition), generation, *args],
             )
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
@@ -335,23 +221,13 @@ class FeatureStore:
         ``advance_ms`` (an idle partition's pending deliveries take effect so) and its
         offsets to at least ``floor`` (input taken without an effect: dead letters); the
         first ``delivered`` alerts of its outbox were sent and leave it."""
-        events = [
-            [
-                e.kind, e.series, e.event_id, e.bucket, e.ts_ms, e.quantity,
-                None if e.unit_price is None else repr(e.unit_price),
-                e.offsets_field, e.offset,
-                None if e.lead_time_days is None else repr(e.lead_time_days),
-                e.moves_clock, e.po_id, e.pack_size,
-            ]
-            for e in effects
-        ]  # fmt: skip
         keys = [
             part_key(partition, k)
             for k in ("offsets", "stats", "clock", "pending", "series", "orders", "rop", "outbox")
         ]
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
-            orjson.dumps(events), "" if advance_ms is None else advance_ms,
+            encode_events(effects), "" if advance_ms is None else advance_ms,
             orjson.dumps(floor or {}),
         ]  # fmt: skip
         reply = await self._fenced(self._apply, partition, generation, keys, args)
@@ -384,12 +260,12 @@ class FeatureStore:
         of ``bucket`` reads of them, in one script call."""
         keys = [
             part_series_key(partition), part_key(partition, "closed"),
-            part_key(partition, "orders"), part_key(partition, f"demand:{bucket}"),
-            part_key(partition, f"revenue:{bucket}"), part_key(partition, "rop"),
+            part_key(partition, "orders"), bucket_key(partition, "demand", bucket),
+            bucket_key(partition, "revenue", bucket), part_key(partition, "rop"),
             part_key(partition, "clock"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
-        args = [partition_prefix(partition), since_bucket, bucket, lookback]
+        args = [_scheme(partition), since_bucket, bucket, lookback]
         raw = orjson.loads(await self._read_close(keys=keys, args=args))
         names = raw["names"] or []  # cjson writes an empty array as {}
         cols = {k: v or [] for k, v in raw["cols"].items()}
@@ -421,7 +297,7 @@ class FeatureStore:
             np.array([v == "1" for v in cols["known"]], bool),
             np.array([v == "raised" for v in cols["alert"]], bool),
             column("seq", 0.0).astype(np.int64),
-            np.array([np.nan if v is False else float(v.split("|", 1)[0]) for v in cols["rop"]]),
+            np.array([np.nan if v is False else rop_value(v) for v in cols["rop"]]),
             column("on_order", 0.0).astype(np.int64),
             column("pack", 0.0).astype(np.int64),
             int(raw["orders"]),
@@ -494,8 +370,8 @@ class FeatureStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.hmget(part_key(partition, "closed"), [str(b) for b in flagged] or ["-"])
         for b in span:
-            pipe.hgetall(part_key(partition, f"demand:{b}"))
-            pipe.hgetall(part_key(partition, f"revenue:{b}"))
+            pipe.hgetall(bucket_key(partition, "demand", b))
+            pipe.hgetall(bucket_key(partition, "revenue", b))
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
         closed = {b: v == b"1" for b, v in zip(flagged, raw[0], strict=False) if v is not None}
@@ -547,8 +423,8 @@ class FeatureStore:
                 part_key(partition, k)
                 for k in ("clock", "stats", "closed", "orders", "evaluation", "model")
             ),
-            part_key(partition, f"demand:{trim_before}"),
-            part_key(partition, f"revenue:{trim_before}"),
+            bucket_key(partition, "demand", trim_before),
+            bucket_key(partition, "revenue", trim_before),
             *(part_key(partition, k) for k in ("rop", "rolling", "forecast", "lstm")),
         ]  # fmt: skip
         if not await self._fenced(self._close, partition, generation, keys, args):
@@ -588,6 +464,13 @@ def _summed(client: redis.Redis, first: str | None, what: str, partitions: int) 
             name = _text(k)
             total[name] = total.get(name, 0.0) + float(v)
     return total
+
+
+@cache
+def _scheme(partition: int) -> bytes:
+    """What every script of ``partition`` takes first: its key scheme and the wire format
+    (streamer/features/lua/scheme.lua)."""
+    return orjson.dumps({"keys": lua_keys(partition), "wire": LUA_WIRE})
 
 
 def _chunks(blob: bytes) -> list[bytes]:

@@ -43,21 +43,15 @@ from models.lstm.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
-from streamer.alerts.reorder import ReorderPoint
+from streamer.alerts.outbox import messages
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_of, bucket_start, iso, last_closable
-from streamer.features.store import (
-    AlertRecord,
-    FeatureStore,
-    Fenced,
-    PartitionClose,
-    Status,
-    StockEffect,
-    Window,
-)
+from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
+from streamer.features.keys import part_key
+from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
 from streamer.pipeline.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.pipeline.offsets import RedisBehind, gaps
-from streamer.publish.messages import DLQ_KEY_BYTES, Output, alert_message, dlq_message, output
+from streamer.publish.messages import DLQ_KEY_BYTES, Output, dlq_message, output
 from streamer.serving.lstm import LSTMServing, version_name, version_number, window_of
 from streamer.topics.events import (
     Invalid,
@@ -392,7 +386,7 @@ class Pipeline:
     def _effect(self, p: int, rec: Record, ev: Event) -> StockEffect:
         po_id = pack = None
         if isinstance(ev, OrderEvent):
-            kind, qty, price, lead = "o", ev.quantity, ev.unit_price, None
+            kind, qty, price, lead = EventKind.ORDER, ev.quantity, ev.unit_price, None
         else:
             kind, qty = _stock_kind(ev)
             price, lead, po_id, pack = None, ev.lead_time_days, ev.po_id, ev.pack_size
@@ -440,7 +434,7 @@ class Pipeline:
                 late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
                 metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
             elif status == Status.OFFSET_REGRESSION:
-                self._offset_regression(effect.offsets_field)
+                self._offset_regression(p, effect.offsets_field)
             else:
                 metrics.EVENTS.labels(
                     topic, "duplicate" if status == Status.DUPLICATE else "stale"
@@ -453,7 +447,7 @@ class Pipeline:
         """Send ``outs`` and partition ``p``'s alert ``outbox``: what an earlier call left (a
         crash before its delivery was known) goes again, the same messages. The next call
         that writes the partition trims the outbox of what was delivered here."""
-        outs = outs + [self._alert_output(a) for a in outbox]
+        outs = outs + messages(self.s, outbox)
         if outs:
             await self.sink(outs)
         self._delivered[p] = len(outbox)
@@ -461,24 +455,16 @@ class Pipeline:
         for a in outbox:
             metrics.ALERTS.labels(a.status).inc()
 
-    def _offset_regression(self, topic_partition: str) -> None:
+    def _offset_regression(self, p: int, topic_partition: str) -> None:
         metrics.EVENTS.labels(topic_partition.split(":")[0], "offset_regression").inc()
         if topic_partition not in self._warned_regression:
             self._warned_regression.add(topic_partition)
             log.error(
                 "%s: new events at offsets below those already applied; was the topic "
-                "recreated? They are skipped until its field in shelfcast:{p<partition>}:"
-                "offsets is reset (docs/delivery.md)",
+                "recreated? They are skipped until its field in %s is reset (docs/delivery.md)",
                 topic_partition,
+                part_key(p, "offsets"),
             )
-
-    def _alert_output(self, a: AlertRecord) -> Output:
-        rop = _stored_rop(a.rop, self.s)
-        msg = alert_message(
-            a.series, a.status, a.seq, a.on_hand, rop, a.rop["forecast_id"], a.ts, a.on_order,
-            a.pack_size,
-        )  # fmt: skip
-        return output(self.s.topics["alerts"], a.series, msg)
 
     async def _close_through(self, p: int, target: int, result: BatchResult) -> None:
         while self.closed[p] < target:
@@ -662,21 +648,8 @@ class Pipeline:
             self.store, p, data.series, closed, close, data.lstm_version
         )
         now = time.monotonic()
-        snapshot = (
-            now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
-            or b - self._snapshot_bucket.get(p, b) >= self._snapshot_every
-        )
-        kept = self._settled.get(p)
-
-        def learn() -> Computed:
-            done = compute(self.s, bank, close, lstm, data, stock_ts, kept, snapshot)
-            if done.settled is not None:
-                # kept with the learn, in the thread: a retry whose bank learned already
-                # scores from it, even when this attempt's caller was cancelled meanwhile
-                self._settled[p] = done.settled
-            return done
-
-        done = await _whole(learn)
+        snapshot = self._snapshot_due(p, b, now)
+        done = await self._compute(p, bank, close, lstm, data, stock_ts, snapshot)
         version = 0 if lstm is None else version_number(lstm[0])
         # forgotten before the call, as in _apply
         delivered = self._delivered.pop(p, 0)
@@ -702,13 +675,56 @@ class Pipeline:
             evaluation=dict(done.evaluation.sums),
             snapshot=done.snapshot,
         )
-        if snapshot:
-            self._snapshot_at[p], self._snapshot_bucket[p] = now, b
+        self._after_close(p, b, closed[b], len(data.series), done, now if snapshot else None)
+
+    def _snapshot_due(self, p: int, b: int, now: float) -> bool:
+        """Whether the close of ``b`` writes the partition's model snapshot: on the time
+        schedule, or the bucket schedule."""
+        return (
+            now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
+            or b - self._snapshot_bucket.get(p, b) >= self._snapshot_every
+        )
+
+    async def _compute(
+        self,
+        p: int,
+        bank: Bank,
+        close: Close,
+        lstm: tuple[str, np.ndarray] | None,
+        data: PartitionClose,
+        stock_ts: float,
+        snapshot: bool,
+    ) -> Computed:
+        """The close's array steps (``compute``) in a worker thread."""
+        kept = self._settled.get(p)
+
+        def learn() -> Computed:
+            done = compute(self.s, bank, close, lstm, data, stock_ts, kept, snapshot)
+            if done.settled is not None:
+                # kept with the learn, in the thread: a retry whose bank learned already
+                # scores from it, even when this attempt's caller was cancelled meanwhile
+                self._settled[p] = done.settled
+            return done
+
+        return await _whole(learn)
+
+    def _after_close(
+        self,
+        p: int,
+        b: int,
+        closed: bool,
+        series: int,
+        done: Computed,
+        snapshot_at: float | None,
+    ) -> None:
+        """The close of ``b`` is recorded: its snapshot schedule, gauges and evaluation."""
+        if snapshot_at is not None:
+            self._snapshot_at[p], self._snapshot_bucket[p] = snapshot_at, b
         self._snapshot_bucket.setdefault(p, b)
         metrics.BUCKETS_CLOSED.inc()
-        if closed[b]:
+        if closed:
             metrics.CLOSED_BUCKETS.inc()
-        self.active[p] = len(data.series)
+        self.active[p] = series
         metrics.ACTIVE_SERIES.set(sum(self.active.values()))
         self.evaluation.merge(done.evaluation.sums)
         metrics.publish_evaluation(self.evaluation.summary())
@@ -756,25 +772,13 @@ def _put_back(table: dict[int, T], key: int, value: T | None) -> None:
         table[key] = value
 
 
-def _stock_kind(ev: InventoryEvent) -> tuple[str, int]:
+def _stock_kind(ev: InventoryEvent) -> tuple[EventKind, int]:
     """The apply script's kind of an inventory event, and its quantity."""
     if ev.on_hand is not None:
-        return "s", ev.on_hand
+        return EventKind.SNAPSHOT, ev.on_hand
     if ev.ordered is not None:
-        return "p", ev.ordered
-    return "d", int(ev.delta or 0)
-
-
-def _stored_rop(state: dict[str, str], settings: Settings) -> ReorderPoint:
-    """The reorder point a close stored (ROP_FIELDS)."""
-    return ReorderPoint(
-        float(state["rop_lead"]),
-        float(state["lt_demand"]),
-        float(state["safety"]),
-        float(state["daily_mean"]),
-        settings.service_level,
-        settings.review_days,
-    )
+        return EventKind.PURCHASE_ORDER, ev.ordered
+    return EventKind.DELTA, int(ev.delta or 0)
 
 
 def _rolling_any(flags: np.ndarray, width: int) -> np.ndarray:

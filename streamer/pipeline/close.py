@@ -5,10 +5,11 @@ writes the state back. Each step works on all series of the partition at
 once; only formatting the messages walks the rows, and only the rows that publish.
 
 * ``learn_and_forecast``: the bank learns the bucket and forecasts the next ones;
-* ``decide``: reorder points of the series that publish, and their alert transitions;
+* ``decide``: reorder points of the series that publish;
 * ``publish``: forecast and rollup messages, and the prequential sums;
-* ``state_fields``: what each series stores in Redis, and the alert transitions as outbox
-  entries (the pipeline records them before any output leaves, then sends the outbox).
+* ``state_fields``: what each series stores in Redis;
+* ``close_alerts`` (streamer/alerts/outbox.py): the alert transitions as outbox entries (the
+  pipeline records them before any output leaves, then sends the outbox).
 """
 
 from __future__ import annotations
@@ -26,35 +27,22 @@ from models.evaluation import Prequential
 from models.rollup import ROLLUP, combine, settle
 from models.rollup import VERSION as ROLLUP_VERSION
 from models.snapshot import pack
-from streamer.alerts.reorder import (
-    CLEARED,
-    RAISED,
-    ReorderPoints,
-    inventory_position,
-    reorder_points,
-    transitions,
-)
+from streamer.alerts.outbox import close_alerts
+from streamer.alerts.reorder import ReorderPoints, reorder_points
 from streamer.config.settings import Settings
 from streamer.eventtime.trading_calendar import TradingCalendar
-from streamer.features.store import CloseFields, PartitionClose, outbox_entry, packed_rows
+from streamer.features.codec import ROLLING_FIELDS, packed_rops, packed_rows
+from streamer.features.store import CloseFields, PartitionClose
 from streamer.publish.messages import Output, forecast_values, number_rows, stored_forecasts
 from streamer.topics.events import ALL_LOCATIONS, series_key
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The series that publish (``rows``), their reorder points, and which of them change
-    alert state: ``raised``/``cleared`` index into ``rows``."""
+    """The series that publish (``rows``) and their reorder points."""
 
     rows: np.ndarray
     rops: ReorderPoints
-    stock_ts: float
-    on_hand: np.ndarray
-    on_order: np.ndarray
-    pack_size: np.ndarray  # 0: none
-    raised: np.ndarray
-    cleared: np.ndarray
-    seq: np.ndarray  # the new alert sequence number of every changing row
 
 
 def close_of(
@@ -108,9 +96,8 @@ def learn_and_forecast(
     return settled, bank.forecast(close)
 
 
-def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) -> Decision:
-    """Reorder points from the published forecasts and their errors; alert transitions of the
-    inventory position where the stock is known."""
+def decide(s: Settings, fc: Forecasts, data: PartitionClose) -> Decision:
+    """Reorder points from the published forecasts and their errors."""
     rows = np.flatnonzero(fc.publishes)
     lead = data.lead_time[rows]
     lead = np.where(np.isnan(lead), s.lead_time_days, lead)
@@ -118,17 +105,7 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose, stock_ts: float) ->
     rops = reorder_points(
         fc.published[rows], lead, s.service_level, s.bucket_seconds, moments, s.review_days
     )
-    known = data.stock_known[rows]
-    on_hand, on_order = data.on_hand[rows], data.on_order[rows]
-    up, down = transitions(
-        data.raised[rows], inventory_position(on_hand, on_order), rops.value,
-        s.alert_hysteresis, data.previous_rop[rows],
-    )  # fmt: skip
-    seq = data.alert_seq[rows] + 1
-    return Decision(
-        rows, rops, stock_ts, on_hand, on_order, data.pack_size[rows],
-        np.flatnonzero(up & known), np.flatnonzero(down & known), seq,
-    )  # fmt: skip
+    return Decision(rows, rops)
 
 
 def publish(
@@ -191,32 +168,14 @@ def _rollups(
 
 def state_fields(
     bank: Bank, decision: Decision, names: list[str], fids: list[str], stored: list[str]
-) -> tuple[CloseFields, list[bytes]]:
+) -> CloseFields:
     """What the close stores (docs/redis-layout.md): each publishing series' (``names``)
     reorder point and the forecast it came from, its ``stored`` forecast and every series'
-    rolling features for the partition's hashes; and the alert transitions as outbox entries."""
-    r = decision.rops
-    columns = np.stack(
-        [r.value, r.lead_time_demand, r.safety_stock, r.daily_mean, r.lead_time_days], axis=1
-    )
-    rop = [f"{values}|{fid}" for values, fid in zip(packed_rows(columns), fids, strict=True)]
-    rolling = packed_rows(np.stack(list(bank.recent.rolling().values()), axis=1))
-    d = decision
-    alerts = [
-        outbox_entry(
-            names[j],
-            status,
-            int(d.seq[j]),
-            int(d.on_hand[j]),
-            rop[j],
-            d.stock_ts,
-            int(d.on_order[j]),
-            int(d.pack_size[j]),
-        )
-        for status, changing in ((RAISED, d.raised), (CLEARED, d.cleared))
-        for j in changing.tolist()
-    ]
-    return CloseFields(names, rop, stored, bank.series, rolling), alerts
+    rolling features for the partition's hashes."""
+    rop = packed_rops(decision.rops, fids)
+    features = bank.recent.rolling()
+    rolling = packed_rows(np.stack([features[name] for name in ROLLING_FIELDS], axis=1))
+    return CloseFields(names, rop, stored, bank.series, rolling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +207,14 @@ def compute(
     settled, fc = learn_and_forecast(bank, close, lstm)
     if settled is None and kept is not None and kept.bucket == close.bucket:
         settled = kept
-    decision = decide(s, fc, data, stock_ts)
+    decision = decide(s, fc, data)
     evaluation = Prequential()
     with allocating():
         names = publishing(bank, decision)
         outs, fids, stored = publish(
             s, bank, close.bucket, fc, decision, names, settled, evaluation
         )
-        fields, alerts = state_fields(bank, decision, names, fids, stored)
+        fields = state_fields(bank, decision, names, fids, stored)
+        alerts = close_alerts(s, data, decision.rows, decision.rops, fields.rop, stock_ts)
     blob = pack(bank.state(), bank.series) if snapshot else None
     return Computed(settled, decision, evaluation, outs, fields, alerts, blob)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import redis
 
 from streamer.config.settings import Settings
-from streamer.features.store import _text, part_key
+from streamer.features.keys import part_key
+from streamer.features.store import _text
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient

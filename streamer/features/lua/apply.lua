@@ -1,23 +1,20 @@
 -- The events of one segment of a partition, applied atomically (streamer/features/store.py: apply).
 -- KEYS: owner, offsets, stats, clock, pending, active series, order counts, reorder points,
--- alert outbox. ARGV: prefix, generation, dedupe ttl, moves window (ms), series ttl, alert
--- hysteresis, how many alerts at the head of the outbox were delivered, the events as one
--- JSON array of arrays [kind (o order, s stock snapshot, d stock delta, p purchase order),
--- series, event id, bucket, ts ms, quantity (order quantity, on hand, delta or ordered),
--- unit price as a string or null, offsets field (topic:partition), offset, lead time days as
--- a string or null, whether an order moves the stock clock, purchase order id or null, pack
--- size or null], the stock clock to advance to after them (ms, or ''), the offsets to move
--- to at least (JSON {topic:partition: next offset}). Returns
--- {status of each event, on hand after it ('' for a stale snapshot or an offset regression),
--- the outbox: alerts not yet known delivered, JSON [series, status, seq, on hand, packed
--- reorder point, ts ms, on order, pack size or 0]}.
+-- alert outbox. ARGV: key scheme and wire format (scheme.lua), generation, dedupe ttl, moves
+-- window (ms), series ttl, alert hysteresis, how many alerts at the head of the outbox were
+-- delivered, the events as one JSON array of event records [kind, series, event_id, bucket,
+-- ts_ms, quantity, unit_price, offsets_field, offset, lead_time_days, moves_clock, po_id,
+-- pack_size], the stock clock to advance to after them (ms, or ''), the offsets to move to
+-- at least (JSON {topic:partition: next offset}). Returns {status of each event, on hand
+-- after it ('' for a stale snapshot or an offset regression), the outbox: alerts not yet
+-- known delivered, each a JSON outbox record [series, status, seq, on_hand, rop, ts_ms,
+-- on_order, pack_size]}. Records and enums: streamer/features/codec.py.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local hysteresis = tonumber(ARGV[6])
 -- the alerts the previous call returned were delivered: they leave the outbox
 if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
 local statuses, onhand, next_offset = {}, {}, {}
-local function base_of(s) return prefix .. 's:' .. s .. ':' end
 
 -- The alert walk: every change of the inventory position (on hand + on order) is compared
 -- with the series' reorder point (the one its latest close stored) and a change of status is
@@ -29,28 +26,34 @@ local function base_of(s) return prefix .. 's:' .. s .. ':' end
 -- left the position short even so, the next sale or close raises it again with what is
 -- still missing, and an alert never stays raised with nobody told to order.
 local function walk(s, ts, ordering)
-  local st = base_of(s) .. 'state'
+  local st = series_key(s, 'state')
   local v = redis.call('HMGET', st, 'alert', 'alert_seq', 'stock_known', 'on_hand', 'on_order',
     'pack_size')
   local packed = redis.call('HGET', rops, s)
   if v[3] ~= '1' or not packed then return end
-  local rop = tonumber(string.match(packed, '^[^|]*'))
-  if rop == nil or rop ~= rop then return end
+  local rop
+  if string.sub(packed, 1, 1) == '[' then
+    rop = cjson.decode(packed)[F.rop.rop]
+  else  -- written before the reorder point kept its settings: ``|``-joined
+    rop = tonumber(string.match(packed, '^[^|]*'))
+  end
+  if type(rop) ~= 'number' or rop ~= rop then return end
   local on_hand, on_order = tonumber(v[4] or '0'), tonumber(v[5] or '0')
   -- stock below zero is sales the records did not have: shelves lose sales, they do not
   -- backorder them, so it counts as none (streamer/alerts/reorder.py: inventory_position)
   local position, status = math.max(on_hand, 0) + on_order, nil
-  if v[1] ~= 'raised' and position <= rop then status = 'raised'
-  elseif v[1] == 'raised' and (ordering or position > math.max(rop * (1 + hysteresis),
+  if v[1] ~= ALERT.raised and position <= rop then status = ALERT.raised
+  elseif v[1] == ALERT.raised and (ordering or position > math.max(rop * (1 + hysteresis),
       rop + 1)) then
-    status = 'cleared'
+    status = ALERT.cleared
   end
   if status == nil then return end
   local seq = tonumber(v[2] or '0') + 1
   redis.call('HSET', st, 'alert', status, 'alert_seq', seq,
     'alert_ts', string.format('%.17g', ts / 1000))
-  redis.call('RPUSH', outbox,
-    cjson.encode({s, status, seq, on_hand, packed, ts, on_order, tonumber(v[6] or '0')}))
+  redis.call('RPUSH', outbox, cjson.encode(record('outbox', {series = s, status = status,
+    seq = seq, on_hand = on_hand, rop = packed, ts_ms = ts, on_order = on_order,
+    pack_size = tonumber(v[6] or '0')})))
 end
 
 -- Stock on order, per purchase order (the series' po hash: PO id -> units not received yet)
@@ -59,8 +62,8 @@ end
 -- has, so what a delivery brings beyond it is stock. A delivery read before its PO (the
 -- supplier's note came first) is kept as units received ahead, a negative amount, which the
 -- PO nets off when it comes: nothing that has arrived stays on order.
-local function on_order(base, po, qty, delivery)
-  local pos = base .. 'po'
+local function on_order(s, po, qty, delivery)
+  local pos = series_key(s, 'po')
   local left = tonumber(redis.call('HGET', pos, po) or '0')
   local after = left + qty
   if left > 0 and qty < 0 then after = math.max(after, 0)
@@ -72,47 +75,47 @@ local function on_order(base, po, qty, delivery)
     redis.call('HSET', pos, po, after)
   end
   local change = math.max(after, 0) - math.max(left, 0)
-  if change ~= 0 then redis.call('HINCRBY', base .. 'state', 'on_order', change) end
+  if change ~= 0 then redis.call('HINCRBY', series_key(s, 'state'), 'on_order', change) end
 end
 
-local function move(base, member, delta, ts)
-  local st = base .. 'state'
+local function move(s, member, delta, ts)
+  local st = series_key(s, 'state')
   local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
   if ts <= snap then return end  -- the newer snapshot already counts this movement
   redis.call('HINCRBY', st, 'on_hand', delta)
   -- the time keeps one id reused in another bucket (dedupe is per bucket) a separate member
-  redis.call('ZADD', base .. 'moves', ts, member .. '|' .. ts .. '|' .. delta)
+  redis.call('ZADD', series_key(s, 'moves'), ts, member .. '|' .. ts .. '|' .. delta)
   local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
   if ts > newest then
     redis.call('HSET', st, 'moves_ts', ts)
-    redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', '(' .. (ts - window))
+    redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', '(' .. (ts - window))
   end
 end
 
-local function snapshot(base, value, ts)
-  local st = base .. 'state'
+local function snapshot(s, value, ts)
+  local st = series_key(s, 'state')
   local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
   local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
   if ts <= snap or ts < newest - window then return false end
   local later = 0
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', base .. 'moves', '(' .. ts, '+inf')) do
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', series_key(s, 'moves'), '(' .. ts, '+inf')) do
     later = later + tonumber(string.match(m, '|(-?%d+)$'))
   end
   redis.call('HSET', st, 'on_hand', value + later, 'snapshot_ts', ts)
-  redis.call('ZREMRANGEBYSCORE', base .. 'moves', '-inf', ts)
+  redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', ts)
   return true
 end
 
 -- A delivery, an adjustment or a purchase order, at its event time: a delivery naming its
 -- purchase order also takes what it brings off that order.
-local function restock(base, eid, kind, qty, po, ts)
-  if kind == 'p' then
-    on_order(base, po, qty, false)
+local function restock(s, eid, kind, qty, po, ts)
+  if kind == KIND.purchase_order then
+    on_order(s, po, qty, false)
     return
   end
-  move(base, eid, qty, ts)
-  if po ~= nil and po ~= cjson.null then on_order(base, po, -qty, true) end
-  redis.call('HSET', base .. 'state', 'stock_known', 1)
+  move(s, eid, qty, ts)
+  if po ~= nil and po ~= cjson.null then on_order(s, po, -qty, true) end
+  redis.call('HSET', series_key(s, 'state'), 'stock_known', 1)
 end
 
 -- Stock moves in event time. Orders and inventory are two topics read side by side, so a
@@ -133,14 +136,12 @@ local function advance(ts)
   local due = redis.call('ZRANGEBYSCORE', pending, '-inf', ts, 'WITHSCORES')
   for j = 1, #due, 2 do
     -- entries deferred before purchase orders have four fields: deltas
-    local s, eid, qty, _, kind, po = unpack(cjson.decode(due[j]))
+    local d, P = cjson.decode(due[j]), F.pending
+    local s, qty, kind = d[P.series], d[P.quantity], d[P.kind] or KIND.delta
     local at = tonumber(due[j + 1])
-    local base = base_of(s)
-    restock(base, eid, kind or 'd', qty, po, at)
-    for _, h in ipairs({'state', 'moves', 'po'}) do
-      redis.call('EXPIRE', base .. h, series_ttl)
-    end
-    walk(s, at, kind == 'p' and qty > 0)
+    restock(s, d[P.event_id], kind, qty, d[P.po_id], at)
+    for _, h in ipairs(keys.stock) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+    walk(s, at, kind == KIND.purchase_order and qty > 0)
   end
   redis.call('ZREMRANGEBYSCORE', pending, '-inf', ts)
   first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
@@ -149,20 +150,21 @@ end
 
 local function defer(s, eid, qty, bucket, ts, kind, po)
   -- id and bucket make the member unique, as dedupe does: equal deltas are two deliveries
-  redis.call('ZADD', pending, ts, cjson.encode({s, eid, qty, bucket, kind, po}))
+  redis.call('ZADD', pending, ts, cjson.encode(record('pending', {series = s, event_id = eid,
+    quantity = qty, bucket = bucket, kind = kind, po_id = po})))
   if ts < next_due then next_due = ts end
 end
 
-local function order(base, s, bucket, qty, price)
-  local st, sizes = base .. 'state', base .. 'sizes:' .. bucket
+local function order(s, bucket, qty, price)
+  local st, sizes = series_key(s, 'state'), series_key(s, 'sizes', bucket)
   -- the partition's demand and revenue of the bucket, by series: what its close reads
-  local pdemand, prevenue = prefix .. 'demand:' .. bucket, prefix .. 'revenue:' .. bucket
+  local pdemand, prevenue = bucket_key('demand', bucket), bucket_key('revenue', bucket)
   if qty > 0 then
-    redis.call('HINCRBY', base .. 'demand', bucket, qty)
+    redis.call('HINCRBY', series_key(s, 'demand'), bucket, qty)
     redis.call('HINCRBY', pdemand, s, qty)
-    redis.call('HINCRBY', base .. 'lines', bucket, 1)
+    redis.call('HINCRBY', series_key(s, 'lines'), bucket, 1)
     if price ~= cjson.null then
-      redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+      redis.call('HINCRBYFLOAT', series_key(s, 'revenue'), bucket, qty * tonumber(price))
       redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
       redis.call('HSET', st, 'last_price', price)
     end
@@ -173,77 +175,77 @@ local function order(base, s, bucket, qty, price)
     -- cancels an order of the same size in the same bucket: that order never was demand,
     -- and the cancellation is no return (an 80,995-unit order cancelled minutes later)
     redis.call('HINCRBY', sizes, tostring(-qty), -1)
-    redis.call('HINCRBY', base .. 'demand', bucket, qty)
+    redis.call('HINCRBY', series_key(s, 'demand'), bucket, qty)
     redis.call('HINCRBY', pdemand, s, qty)
-    redis.call('HINCRBY', base .. 'lines', bucket, -1)
+    redis.call('HINCRBY', series_key(s, 'lines'), bucket, -1)
     if price ~= cjson.null then
-      redis.call('HINCRBYFLOAT', base .. 'revenue', bucket, qty * tonumber(price))
+      redis.call('HINCRBYFLOAT', series_key(s, 'revenue'), bucket, qty * tonumber(price))
       redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
     end
-    redis.call('HINCRBY', base .. 'cancelled', bucket, -qty)
+    redis.call('HINCRBY', series_key(s, 'cancelled'), bucket, -qty)
   else
-    redis.call('HINCRBY', base .. 'returns', bucket, -qty)
+    redis.call('HINCRBY', series_key(s, 'returns'), bucket, -qty)
     redis.call('HINCRBY', pdemand, s, 0)  -- listed, so the close trims its history
   end
 end
 
-local counts = {0, 0, 0, 0}  -- by status: duplicate, applied, stale snapshot, offset regression
+local counts, E = {}, F.event  -- counts by status
 for _, e in ipairs(cjson.decode(ARGV[8])) do
-  local kind, s, eid, bucket, ts, qty, price = e[1], e[2], e[3], e[4], e[5], e[6], e[7]
-  local tp, off, lead, moves_clock = e[8], e[9], e[10], e[11]
+  local kind, s, eid, bucket = e[E.kind], e[E.series], e[E.event_id], e[E.bucket]
+  local ts, qty, price, po = e[E.ts_ms], e[E.quantity], e[E.unit_price], e[E.po_id]
+  local tp, off, lead = e[E.offsets_field], e[E.offset], e[E.lead_time_days]
   if next_offset[tp] == nil then
     next_offset[tp] = tonumber(redis.call('HGET', offsets, tp) or '0')
   end
-  local base = base_of(s)
-  local status, deferred = 0, false
+  local ids = series_key(s, 'ids', bucket)
+  local status, deferred = STATUS.duplicate, false
   if off < next_offset[tp] then
     -- below what this partition already applied: a redelivery, unless the id is new, which
     -- means the offsets went backwards (a recreated topic): skipped, but reported
-    if redis.call('SISMEMBER', base .. 'ids:' .. bucket, eid) == 0 then status = 3 end
-  elseif redis.call('SADD', base .. 'ids:' .. bucket, eid) == 1 then
-    redis.call('EXPIRE', base .. 'ids:' .. bucket, ttl)
-    local st = base .. 'state'
-    status = 1
-    if kind == 'o' then
-      order(base, s, bucket, qty, price)
-      if moves_clock then
+    if redis.call('SISMEMBER', ids, eid) == 0 then status = STATUS.offset_regression end
+  elseif redis.call('SADD', ids, eid) == 1 then
+    redis.call('EXPIRE', ids, ttl)
+    local st = series_key(s, 'state')
+    status = STATUS.applied
+    if kind == KIND.order then
+      order(s, bucket, qty, price)
+      if e[E.moves_clock] then
         advance(ts)
         -- the partition's first order: the buckets before it have nothing to close, and a
         -- process restarted before its first close must not start from a later order's
         redis.call('HSETNX', clock_key, 'closed', bucket - 1)
       end
-      move(base, eid, -qty, ts)
+      move(s, eid, -qty, ts)
       redis.call('ZADD', active, 'GT', bucket, s)
-    elseif (kind == 'd' or kind == 'p') and clock >= 0 and ts > clock then
-      defer(s, eid, qty, bucket, ts, kind, e[12])
+    elseif (kind == KIND.delta or kind == KIND.purchase_order) and clock >= 0 and ts > clock then
+      defer(s, eid, qty, bucket, ts, kind, po)
       deferred = true
-    elseif kind == 'd' or kind == 'p' then
-      restock(base, eid, kind, qty, e[12], ts)
-    elseif snapshot(base, qty, ts) then
+    elseif kind == KIND.delta or kind == KIND.purchase_order then
+      restock(s, eid, kind, qty, po, ts)
+    elseif snapshot(s, qty, ts) then
       redis.call('HSET', st, 'stock_known', 1)
     else
-      status = 2
+      status = STATUS.stale
     end
     -- a series with no event for series_ttl ages out entirely
-    for _, h in ipairs({'state', 'demand', 'returns', 'lines', 'revenue', 'cancelled', 'moves',
-        'po'}) do
-      redis.call('EXPIRE', base .. h, series_ttl)
-    end
+    for _, h in ipairs(keys.all) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
     if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
-    if e[13] ~= cjson.null then redis.call('HSET', st, 'pack_size', e[13]) end
+    if e[E.pack_size] ~= cjson.null then redis.call('HSET', st, 'pack_size', e[E.pack_size]) end
     -- Only orders make a series active (forecast at each close) and set its first bucket:
     -- their order relative to the closes is fixed by the orders topic, while how far the
     -- inventory topic was read ahead of it is not, and must not decide what a close learns.
-    if kind == 'o' then redis.call('HSETNX', st, 'first_bucket', bucket) end
-    if not deferred and status == 1 then walk(s, ts, kind == 'p' and qty > 0) end
+    if kind == KIND.order then redis.call('HSETNX', st, 'first_bucket', bucket) end
+    if not deferred and status == STATUS.applied then
+      walk(s, ts, kind == KIND.purchase_order and qty > 0)
+    end
   end
   if off + 1 > next_offset[tp] then next_offset[tp] = off + 1 end
-  counts[status + 1] = counts[status + 1] + 1
+  counts[status] = (counts[status] or 0) + 1
   statuses[#statuses + 1] = status
-  if status >= 2 then
+  if status == STATUS.stale or status == STATUS.offset_regression then
     onhand[#onhand + 1] = ''
   else
-    onhand[#onhand + 1] = redis.call('HGET', base .. 'state', 'on_hand') or '0'
+    onhand[#onhand + 1] = redis.call('HGET', series_key(s, 'state'), 'on_hand') or '0'
   end
 end
 if ARGV[9] ~= '' then advance(tonumber(ARGV[9])) end
@@ -254,8 +256,7 @@ for tp, nxt in pairs(cjson.decode(ARGV[10])) do
 end
 if clock_moved then redis.call('HSET', clock_key, 'stock', clock) end
 for tp, nxt in pairs(next_offset) do redis.call('HSET', offsets, tp, nxt) end
-redis.call('HINCRBY', stats, 'duplicate', counts[1])
-redis.call('HINCRBY', stats, 'applied', counts[2])
-redis.call('HINCRBY', stats, 'stale_snapshot', counts[3])
-redis.call('HINCRBY', stats, 'offset_regression', counts[4])
+for value, counter in pairs(wire.counters) do
+  redis.call('HINCRBY', stats, counter, counts[tonumber(value)] or 0)
+end
 return {statuses, onhand, redis.call('LRANGE', outbox, 0, -1)}

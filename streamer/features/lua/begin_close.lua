@@ -10,10 +10,10 @@
 -- a stock change before the close is recorded compares with the point the alert came from.
 -- The LSTM version also goes to the partition's per-bucket record of the versions served,
 -- which a restart replays the closes after its snapshot with (trimmed with the history).
--- KEYS: owner, clock, outbox, reorder points, LSTM versions served. ARGV: prefix, generation, bucket, version, how
--- many alerts at the head of the outbox were delivered, then the alerts, each the JSON outbox
--- entry [series, status, seq, on hand, packed reorder point, ts ms] (streamer/features/lua/apply.lua).
--- Returns {1, the outbox} or {0}.
+-- KEYS: owner, clock, outbox, reorder points, LSTM versions served. ARGV: key scheme and wire
+-- format, generation, bucket, version, how many alerts at the head of the outbox were delivered,
+-- then the alerts, each a JSON outbox record [series, status, seq, on_hand, rop, ts_ms, on_order,
+-- pack_size] (streamer/features/codec.py: OUTBOX_FIELDS). Returns {1, the outbox} or {0}.
 local clock, outbox, rops, served = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local bucket = ARGV[3]
 if tonumber(ARGV[5]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[5]), -1) end
@@ -26,10 +26,10 @@ end
 if redis.call('HGET', clock, 'alerts_bucket') ~= bucket then
   redis.call('HSET', clock, 'alerts_bucket', bucket)
   for i = 6, #ARGV do
-    local a = cjson.decode(ARGV[i])
-    redis.call('HSET', prefix .. 's:' .. a[1] .. ':state', 'alert', a[2], 'alert_seq', a[3],
-      'alert_ts', string.format('%.17g', a[6] / 1000))
-    redis.call('HSET', rops, a[1], a[5])
+    local a, O = cjson.decode(ARGV[i]), F.outbox
+    redis.call('HSET', series_key(a[O.series], 'state'), 'alert', a[O.status],
+      'alert_seq', a[O.seq], 'alert_ts', string.format('%.17g', a[O.ts_ms] / 1000))
+    redis.call('HSET', rops, a[O.series], a[O.rop])
     redis.call('RPUSH', outbox, ARGV[i])
   end
 end

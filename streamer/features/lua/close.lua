@@ -1,14 +1,14 @@
 -- One bucket close of a partition, written atomically (streamer/features/store.py: write_close).
 -- KEYS: owner, active series, clock, stats, closed flags, order counts, evaluation sums, model
--- snapshot, the demand and revenue of the bucket leaving the history, reorder points,
--- rolling features, latest forecasts, LSTM versions served. ARGV: prefix, generation, bucket to trim, first active
--- bucket, learned count, closed bucket, its closed flag, snapshot ttl, how many chunks of the
--- model snapshot follow the rest (0: none), the clock fields as a JSON object, the
--- evaluation sums as a JSON object, then for the reorder points, the rolling features and
--- the latest forecasts in turn a JSON array of series and one of their values; then the
--- snapshot's chunks (the close's alerts were recorded by begin_close.lua). What
--- every series writes goes to a few partition hashes in a few commands: a command per
--- series cost a close 10 us a series in Lua. Returns 1, or 0 when nothing was written.
+-- snapshot, the demand and revenue of the bucket leaving the history, reorder points, rolling
+-- features, latest forecasts, LSTM versions served. ARGV: key scheme and wire format, generation,
+-- bucket to trim, first active bucket, learned count, closed bucket, its closed flag, snapshot
+-- ttl, how many chunks of the model snapshot follow the rest (0: none), the clock fields as a JSON
+-- object, the evaluation sums as a JSON object, then for the reorder points, the rolling features
+-- and the latest forecasts in turn a JSON array of series and one of their values; then the
+-- snapshot's chunks (the close's alerts were recorded by begin_close.lua). What every series
+-- writes goes to a few partition hashes in a few commands: a command per series cost a close 10 us
+-- a series in Lua. Returns 1, or 0 when nothing was written.
 local active, clock_key, stats, closed_flags, orders, evaluation, model = unpack(KEYS, 2, 8)
 local trim_demand, trim_revenue, rops, rolling, forecasts, served = unpack(KEYS, 9, 14)
 local trim, first_active, bucket, ttl = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[8])
@@ -57,10 +57,7 @@ hset_pairs(rolling, ARGV[14], ARGV[15])
 hset_pairs(forecasts, ARGV[16], ARGV[17])
 -- the history leaving the window: only series that had orders in that bucket have any
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
-  local base = prefix .. 's:' .. s .. ':'
-  for _, h in ipairs({'demand', 'returns', 'lines', 'revenue', 'cancelled'}) do
-    redis.call('HDEL', base .. h, trim)
-  end
+  for _, h in ipairs(keys.history) do redis.call('HDEL', series_key(s, h), trim) end
 end
 redis.call('DEL', trim_demand, trim_revenue)
 local gone = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. first_active)
@@ -68,7 +65,7 @@ if #gone > 0 then hdel_all({rops, rolling, forecasts}, gone) end
 -- a series back after a whole activity window starts afresh from then, in the live bank and
 -- in a restart's replay alike: its next order records a new first bucket
 for _, s in ipairs(gone) do
-  redis.call('HDEL', prefix .. 's:' .. s .. ':state', 'first_bucket')
+  redis.call('HDEL', series_key(s, 'state'), 'first_bucket')
 end
 redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. first_active)
 redis.call('HINCRBY', stats, 'buckets_closed', 1)

@@ -456,3 +456,13 @@ def test_a_close_records_its_alerts_once_with_their_reorder_points(redis_url: st
     assert (state["alert"], state["alert_seq"]) == ("raised", "3")
     # a stock change's alert walk before the close is recorded compares with this point
     assert r.hget("shelfcast:{p3}:rop", "A1@UK") == "9.0|8|1|2|3|A1@UK|10|tsb@1"
+
+
+def test_the_alert_walk_reads_a_reorder_point_stored_with_its_settings(redis_url: str) -> None:
+    hour = 3_600_000
+    stored = '[4.0,3.0,1.0,1.0,3.0,0.9,14.0,"A1@UK|9|tsb@2"]'
+    redis_client(redis_url).hset("shelfcast:{p0}:rop", "A1@UK", stored)
+    apply(redis_url, [effect("s1", "s", 10, at=1 * hour, offset=0, tp="inventory:0")])
+    [alert] = apply_full(redis_url, [effect("o1", "o", 7, at=2 * hour, offset=0)]).outbox
+    assert (alert.status, alert.on_hand) == ("raised", 3)
+    assert (alert.rop["service_level"], alert.rop["review_days"]) == (0.9, 14.0)

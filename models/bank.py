@@ -38,6 +38,7 @@ from models.forecasters.intermittent import TSB
 from models.forecasters.regression import OnlineRegression
 from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Moments, Points, widen_band
 from models.recent import Recent
+from models.series import sku_of
 
 PUBLISHED = "published"
 COMBINED = "combined"  # the model name of a published forecast
@@ -82,7 +83,7 @@ class Forecasts:
 
 def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The distinct parts of ``series`` before ``@`` (their SKUs), and each one's index."""
-    return np.unique([name.partition("@")[0] for name in series], return_inverse=True)
+    return np.unique([sku_of(name) for name in series], return_inverse=True)
 
 
 class Bank:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from models.bank import PUBLISHED, Bank, Settled
+from models.bank import PUBLISHED, Bank, Settled, groups_of
 from models.evaluation import Prequential
 from models.lstm.network import Panel, predict
 from models.lstm.registry import Registry
@@ -191,7 +191,7 @@ def replay(
         settled, fc = learn_and_forecast(bank, close, offer)
         assert settled is not None
         run.all.add_settled(settled)
-        skus, codes = np.unique([s.partition("@")[0] for s in bank.series], return_inverse=True)
+        skus, codes = groups_of(bank.series)
         settle(settled, codes, len(skus), run.all)
         top_rows = is_top[rows]
         run.top.add_settled(only(settled, top_rows))

@@ -33,6 +33,7 @@ from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
+from models.series import sku_of
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
 from streamer.features.store import STATS, summed_evaluation, summed_stats
@@ -77,7 +78,7 @@ def rollup_demand(demand: Mapping[tuple[str, int], float]) -> dict[tuple[str, in
     """Each SKU's demand over all its locations per bucket, keyed by its rollup series."""
     out: dict[tuple[str, int], float] = defaultdict(float)
     for (series, b), y in demand.items():
-        out[(series_key(series.partition("@")[0], ALL_LOCATIONS), b)] += y
+        out[(series_key(sku_of(series), ALL_LOCATIONS), b)] += y
     return dict(out)
 
 

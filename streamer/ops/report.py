@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
+from models.series import sku_of
 from streamer.eventtime.clock import epoch
 from streamer.ops.alert_quality import MISSES
 from streamer.ops.backtest import rollup_demand, truth_from
@@ -128,7 +129,7 @@ def top_series(
     forecast = {series for series, _ in steps}
     skus: dict[str, list[str]] = defaultdict(list)
     for series in forecast:
-        skus[series.partition("@")[0]].append(series)
+        skus[sku_of(series)].append(series)
     sku_volume = {
         sku: sum(volume[s] for s in series if not s.endswith(f"@{ALL_LOCATIONS}"))
         for sku, series in skus.items()
@@ -206,7 +207,7 @@ def stock_levels(events: Iterable[Produced], series: str) -> tuple[list[float], 
     """On-hand stock of a series after each of its events (in time order), from its first
     stock count on, by the worker's rules (docs/alerts.md): a count sets it and already holds
     every movement up to its time, a stock change adds, an order (or return) subtracts."""
-    sku = series.partition("@")[0]
+    sku = sku_of(series)
     times: list[float] = []
     levels: list[float] = []
     on_hand: float | None = None

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from models.series import split_series
 from streamer.ops.replay import Produced
 from streamer.topics.events import series_key
 
@@ -166,7 +167,7 @@ def simulate(
 def inventory_event(series: str, ts: float, payload: dict[str, object], event_id: str) -> Produced:
     """An ``inventory`` message of ``series`` at ``ts`` with ``payload`` (on_hand, delta or
     ordered and their companions)."""
-    sku, _, location = series.partition("@")
+    sku, location = split_series(series)
     msg = {"event_id": event_id, "ts": _iso(ts), "sku": sku, "location": location, **payload}
     return Produced("inventory", sku, json.dumps(msg, separators=(",", ":")).encode(), ts)
 

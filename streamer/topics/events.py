@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from models.series import series_key
+
 MAX_ID_LEN = 200
 MAX_NAME_LEN = 100
 MAX_ABS_QUANTITY = 1_000_000
@@ -62,10 +64,6 @@ class InventoryEvent:
 class Invalid:
     reason: str
     detail: str
-
-
-def series_key(sku: str, location: str) -> str:
-    return f"{sku}@{location}"
 
 
 class _Reject(Exception):

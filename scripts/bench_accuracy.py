@@ -51,6 +51,7 @@ from models.lstm.trainer import refresh
 from models.quantiles import Points
 from models.rollup import settle
 from streamer.config.settings import Settings
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import Truth, truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
@@ -59,7 +60,6 @@ from streamer.pipeline.close import close_of, learn_and_forecast
 from streamer.serving.lstm import SWANSON, version_name
 from streamer.trainer.service import buckets_needed, lstm_config
 
-DAY = 86_400
 HORIZON = 7
 ACTIVE_BUCKETS = 56  # as SHELFCAST_ACTIVE_BUCKETS
 SF_MODELS = ("SeasonalNaive", "AutoETS", "CrostonOptimized", "ADIDA")
@@ -333,11 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.data} not found: {MISSING_HELP}")
     started = time.monotonic()
     events, _ = read_online_retail(args.data, args.limit)
-    truth = truth_from(events, DAY)
+    truth = truth_from(events, DAY_SECONDS)
     del events
     demand = series_buckets(truth)
     last = max(b for _, b in truth.demand)
-    cal = TradingCalendar(frozenset(), frozenset(), DAY)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
     volume = {s: sum(v for v in d.values() if v > 0) for s, d in demand.items()}
     top = sorted(volume, key=volume.__getitem__, reverse=True)[: args.top]
     top_set = set(top)

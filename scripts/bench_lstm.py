@@ -54,13 +54,13 @@ from models.lstm.network import (
 )
 from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.replay import read_online_retail
 
 ROOT = Path(__file__).resolve().parents[1]
-DAY = 86_400
 TARGETS = {"refresh_seconds": 120.0, "inference_ms": 200.0}
 
 
@@ -89,7 +89,7 @@ def cpu_name() -> str:
 
 def load_panel(path: Path, cal: TradingCalendar) -> Panel:
     events, _ = read_online_retail(path)
-    truth = truth_from(events, DAY)
+    truth = truth_from(events, DAY_SECONDS)
     return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
 
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     print(f"reading {args.data} ...", flush=True)
-    cal = TradingCalendar(frozenset(), frozenset(), DAY)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
     panel = load_panel(args.data, cal)
     load_seconds = time.perf_counter() - t0
     print(f"{len(panel.series)} series x {panel.demand.shape[1]} buckets ({load_seconds:.1f} s)")

@@ -43,8 +43,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from streamer.alerts.reorder import CLEARED, RAISED
-
-DAY = 86_400.0
+from streamer.eventtime.clock import DAY_SECONDS as DAY  # by this name in its tests
 
 
 def score_alerts(

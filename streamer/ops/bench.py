@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from streamer.config.settings import Settings, leader_topic
-from streamer.eventtime.clock import bucket_of, bucket_start
+from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
 from streamer.features.store import STATS
 from streamer.ops.backtest import WorkerProcess, child_env, isolated, scrape, wait_processed
 from streamer.ops.embedded import embedded_services, free_port
@@ -47,7 +47,6 @@ from streamer.ops.simulation import SimulationSettings, simulate
 LATENCY = "shelfcast_processing_latency_seconds"
 CLOSE = "shelfcast_bucket_close_seconds"
 BATCH = "shelfcast_batch_duration_seconds"
-DAY = 86_400
 Offsets = dict[tuple[str, int], int]
 
 
@@ -80,7 +79,7 @@ def probe_orders(later: Iterable[Produced], after: float, n: int) -> list[Produc
             f"the file has {len(orders)} orders after the backlog; the latency phase needs "
             f"{n}: use fewer --lines or a lower --rate or --seconds"
         )
-    end = bucket_start(bucket_of(after, DAY) + 1, DAY)
+    end = bucket_start(bucket_of(after, DAY_SECONDS) + 1, DAY_SECONDS)
     start_ms = round(min(after, end - n / 1000 - 1) * 1000)
     retimed = []
     for i, ev in enumerate(orders, 1):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from models.bank import Bank
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
-from streamer.eventtime.clock import bucket_start
+from streamer.eventtime.clock import DAY_SECONDS, bucket_start
 from streamer.features.store import FeatureStore, part_key, part_series_key, series_base
 from streamer.ingest.app import redis_client
 from streamer.ops.backtest import isolated
@@ -47,7 +47,6 @@ from streamer.ops.embedded import embedded_services
 from streamer.pipeline.batch import BatchResult, Pipeline
 from streamer.publish.messages import Output
 
-DAY = 86_400
 START = 15_000  # 2011-01-24, a Monday: the first bucket of history
 CHUNK = 5_000  # series per Redis pipeline while loading
 
@@ -219,7 +218,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     for d in range(days):
         b = START + d
         for p in range(bench.partitions):
-            pipeline.max_ts[p] = bucket_start(b + 1, DAY) + 3_600
+            pipeline.max_ts[p] = bucket_start(b + 1, DAY_SECONDS) + 3_600
         started = time.perf_counter()
         await pipeline.close_through(dict.fromkeys(range(bench.partitions), b), result)
         if d >= bench.warmup:

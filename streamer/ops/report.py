@@ -27,14 +27,13 @@ from matplotlib.figure import Figure
 from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
 from models.series import sku_of
-from streamer.eventtime.clock import epoch
+from streamer.eventtime.clock import DAY_SECONDS, epoch
 from streamer.ops.alert_quality import MISSES
 from streamer.ops.backtest import rollup_demand, truth_from
 from streamer.ops.replay import InputFormat, Produced, read_events
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 from streamer.topics.events import ALL_LOCATIONS, series_key
 
-DAY = 86_400
 SEASON = 7  # days: the seasonal naive repeats the same weekday a week earlier
 ALERT_SERIES = 3
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8}  # beside the plot
@@ -98,7 +97,7 @@ def load(backtest_dir: Path) -> Backtest:
         read.get("format") or None, read.get("columns") or {}, read.get("date_format")
     )
     events, _ = read_events(source, read["lines"], how)
-    truth = truth_from(events, DAY)
+    truth = truth_from(events, DAY_SECONDS)
     settings = SimulationSettings(**summary["stock_simulation"]["settings"])
     events, _, trace = simulate(events, settings)
     steps: dict[tuple[str, int], Step] = {}
@@ -254,7 +253,7 @@ def _figure(rows: int, height: float) -> tuple[Figure, list[Axes]]:
 def forecast_chart(charts: Sequence[OneStep], path: Path) -> None:
     fig, axes = _figure(len(charts), 2.4)
     for ax, c in zip(axes, charts, strict=True):
-        x = _dates(d * DAY for d in c.days)
+        x = _dates(d * DAY_SECONDS for d in c.days)
         ax.fill_between(x, c.p10, c.p90, step="mid", alpha=0.25, color="C0", label="p10-p90")
         ax.plot(x, c.mean, drawstyle="steps-mid", color="C0", label="1-step forecast (mean)")
         ax.plot(x, c.actual, marker=".", color="black", linewidth=1, label="actual")
@@ -270,7 +269,7 @@ def error_chart(
     """One panel per (title, forecast label, weekly MAE of the forecast and of the naive)."""
     fig, axes = _figure(len(panels), 2.8)
     for ax, (title, label, weeks) in zip(axes, panels, strict=True):
-        x = _dates(w * DAY for w in weeks)
+        x = _dates(w * DAY_SECONDS for w in weeks)
         model, naive = zip(*weeks.values(), strict=True) if weeks else ((), ())
         ax.plot(x, model, marker="o", label=f"{label} 1-step forecast (p50)")
         ax.plot(x, naive, marker="s", linestyle="--", label="seasonal naive (a week earlier)")

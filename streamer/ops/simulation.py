@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from models.series import split_series
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.ops.replay import Produced
 from streamer.topics.events import series_key
-
-DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def simulate(
         if qty > 0:
             sizes[series].append(qty)
     # over the series' own life: one launched in the last month sells at its own pace
-    mean = {s: total / max((end - first[s]) / DAY, 7.0) for s, total in demand.items()}
+    mean = {s: total / max((end - first[s]) / DAY_SECONDS, 7.0) for s, total in demand.items()}
     large = {s: settings.large_orders * _p95(q) for s, q in sizes.items()}
 
     out: list[Produced] = []
@@ -156,7 +155,7 @@ def simulate(
             if qty_order > 0:
                 seq += 1
                 on_order[series] += qty_order
-                arrival = ev.ts + settings.lead_time_days * DAY
+                arrival = ev.ts + settings.lead_time_days * DAY_SECONDS
                 heapq.heappush(arrivals, (arrival, seq, series, qty_order))
     trace.lives = {s: (start, end) for s, start in first.items()}
     # opening snapshots are dated just before a series' first order, so re-sort (stably)

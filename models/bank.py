@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.base import Close, Forecaster, State
+from models.base import SEASON, Close, Forecaster, State
 from models.combination import Combination, combine
 from models.forecasters.baselines import MovingAverage, SeasonalNaive
 from models.forecasters.injected import Injected
@@ -88,7 +88,7 @@ def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 class Bank:
     def __init__(
-        self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = 7
+        self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = SEASON
     ) -> None:
         self.names = [m.name for m in models]
         if len(set(self.names)) != len(self.names):
@@ -111,7 +111,7 @@ class Bank:
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def default(cls, horizon: int = 7, season: int = 7) -> Bank:
+    def default(cls, horizon: int = 7, season: int = SEASON) -> Bank:
         """Seasonal naive (the fallback), moving average, TSB, the partition's online
         regression and the global LSTM."""
         models: list[Forecaster] = [

@@ -42,13 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Close
+from models.base import SEASON, Close
 
 # Bump when the inputs or the layers change: checkpoints of another architecture are refused.
 ARCH = 1
 EPS = 0.1  # units: keeps the scale of a window with one small sale away from zero
 ACTIVE_BUCKETS = 56  # as the worker (SHELFCAST_ACTIVE_BUCKETS): quieter series are not forecast
-SEASON = 7  # daily buckets: the seasonal naive repeats the same weekday
 NAIVE_WEEKS = 4  # how far back the seasonal naive looks for an open bucket of the same weekday
 N_INPUTS = 12  # scaled demand, closed, 7 weekdays, relative log price, price missing, level
 N_AHEAD = 8  # per future bucket: 7 weekdays, closed

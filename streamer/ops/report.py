@@ -24,6 +24,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from models.base import SEASON
 from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
 from models.series import sku_of
@@ -34,7 +35,6 @@ from streamer.ops.replay import InputFormat, Produced, read_events
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 from streamer.topics.events import ALL_LOCATIONS, series_key
 
-SEASON = 7  # days: the seasonal naive repeats the same weekday a week earlier
 ALERT_SERIES = 3
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8}  # beside the plot
 

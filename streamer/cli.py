@@ -559,17 +559,36 @@ def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
     committed = offsets.committed(settings, partitions)
     found = offsets.gaps(stored, committed)
     if args.offsets_command == "check":
-        for field in sorted(stored.keys() | committed.keys()):
-            mark = "  <- Redis behind" if any(g.field == field for g in found) else ""
-            kafka = committed.get(field, "-")
-            print(f"{field:<24} redis {stored.get(field, 0):>12} kafka {kafka:>12}{mark}")
-        return 1 if found else 0
+        return _offsets_check(stored, committed, {g.field for g in found})
     if not found:
         print("shelfcast offsets: Redis is not behind Kafka anywhere; nothing to rewind")
         return 0
-    low = offsets.low_watermarks(settings, [g.field for g in found])
+    return _offsets_rewind(settings, stored, committed, [g.field for g in found], args.accept_loss)
+
+
+def _offsets_check(stored: dict[str, int], committed: dict[str, int], behind: set[str]) -> int:
+    """Print both offsets of every input partition; 1 where Redis is behind anywhere."""
+    for field in sorted(stored.keys() | committed.keys()):
+        mark = "  <- Redis behind" if field in behind else ""
+        kafka = committed.get(field, "-")
+        print(f"{field:<24} redis {stored.get(field, 0):>12} kafka {kafka:>12}{mark}")
+    return 1 if behind else 0
+
+
+def _offsets_rewind(
+    settings: Settings,
+    stored: dict[str, int],
+    committed: dict[str, int],
+    behind: list[str],
+    accept_loss: bool,
+) -> int:
+    """Move the group's offsets of the ``behind`` partitions back to Redis's."""
+    from streamer.features.connect import connect
+    from streamer.pipeline import offsets
+
+    low = offsets.low_watermarks(settings, behind)
     targets, lost = offsets.rewind_plan(stored, committed, low)
-    if lost and not args.accept_loss:
+    if lost and not accept_loss:
         gone = ", ".join(f"{f} ({n} records)" for f, n in sorted(lost.items()))
         print(
             f"shelfcast offsets: the log no longer holds what Redis lost in {gone}: those "

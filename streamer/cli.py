@@ -14,7 +14,7 @@ from pathlib import Path
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.ops.replay import FORMATS, InputFormat, ReadStats, parse_columns
-from streamer.topics.events import ALL_LOCATIONS
+from streamer.topics.events import ALL_LOCATIONS, series_key
 
 ENV_HELP = """environment:
   KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
@@ -659,42 +659,11 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         closed_loop=not args.open_loop,
     )
     s = result.summary
-    print(
-        f"\n{s['events_in']} events ({s['dlq']} to the DLQ), {s['series']} series, "
-        f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
-        f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
-    )
-    print(f"{'':<42}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
-    print(
-        f"{'model':<18}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
-        f"{'MAE':>8}{'RMSE':>8}{'cover':>8}"
-    )
-    for model, m in s["accuracy"].items():  # type: ignore[union-attr]
-        print(
-            f"{model:<18}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
-            f"{m['rel_mae_vs_seasonal_naive']:>8.3f}{m['rel_rmse_vs_seasonal_naive']:>8.3f}"
-            f"{m['rel_pinball_vs_seasonal_naive']:>8.3f}{m['rel_mae_vs_zeros']:>8.3f}"
-            f"{m['rel_rmse_vs_zeros']:>8.3f}{m['coverage_p10_p90']:>8.1%}"
-        )
+    print_accuracy(s)
     print_policies(s["inventory"])  # type: ignore[arg-type]
-    q = s["alert_quality"]  # type: ignore[index]
-    if q is not None and q["stockouts"]:
-        warn = q["median_warning_days"]
-        print(
-            f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
-            f"{q['recall']:.1%} (raised >= {q['lead_time_days']:g} days ahead), median warning "
-            f"{'n/a' if warn is None else f'{warn:.1f} days'}, false alarms "
-            f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}, "
-            f"an alert raised {q.get('alert_active_share') or 0:.1%} of the time"
-        )
-        m = q["misses"]
-        foreseeable = m["recall_foreseeable"]
-        print(
-            f"missed: {m['series_too_young']} in a series' first lead time, "
-            f"{m['cleared_before']} cleared before it, {m['beyond_history']} beyond the "
-            f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
-            f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
-        )
+    q = s["alert_quality"]
+    if q is not None and q["stockouts"]:  # type: ignore[index]
+        print_alert_quality(q)  # type: ignore[arg-type]
     files = "forecasts.jsonl, alerts.jsonl, policies.jsonl" + (", stockouts.jsonl" if q else "")
     print(f"results: {result.out}/summary.json, {files}")
     if args.command == "demo":
@@ -708,6 +677,47 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
 
         print(f"report: {write_report(result.out)}")
     return 0
+
+
+def print_accuracy(s: dict) -> None:
+    """The run's totals, then each model's errors, alone and relative to the two baselines."""
+    print(
+        f"\n{s['events_in']} events ({s['dlq']} to the DLQ), {s['series']} series, "
+        f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
+        f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
+    )
+    print(f"{'':<42}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
+    print(
+        f"{'model':<18}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
+        f"{'MAE':>8}{'RMSE':>8}{'cover':>8}"
+    )
+    for model, m in s["accuracy"].items():
+        print(
+            f"{model:<18}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
+            f"{m['rel_mae_vs_seasonal_naive']:>8.3f}{m['rel_rmse_vs_seasonal_naive']:>8.3f}"
+            f"{m['rel_pinball_vs_seasonal_naive']:>8.3f}{m['rel_mae_vs_zeros']:>8.3f}"
+            f"{m['rel_rmse_vs_zeros']:>8.3f}{m['coverage_p10_p90']:>8.1%}"
+        )
+
+
+def print_alert_quality(q: dict) -> None:
+    """How the alerts foretold the simulated stock-outs, and why the missed ones were missed."""
+    warn = q["median_warning_days"]
+    print(
+        f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
+        f"{q['recall']:.1%} (raised >= {q['lead_time_days']:g} days ahead), median warning "
+        f"{'n/a' if warn is None else f'{warn:.1f} days'}, false alarms "
+        f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}, "
+        f"an alert raised {q.get('alert_active_share') or 0:.1%} of the time"
+    )
+    m = q["misses"]
+    foreseeable = m["recall_foreseeable"]
+    print(
+        f"missed: {m['series_too_young']} in a series' first lead time, "
+        f"{m['cleared_before']} cleared before it, {m['beyond_history']} beyond the "
+        f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
+        f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
+    )
 
 
 def print_policies(inventory: dict) -> None:
@@ -765,12 +775,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def explain(out: Path) -> None:
     """A few readable lines: top SKUs, their next-7-day forecast, alerts raised."""
+    _explain_forecasts(out / "forecasts.jsonl")
+    _explain_alerts(out / "alerts.jsonl")
+
+
+def _explain_forecasts(path: Path) -> None:
+    """The top location series by forecast volume, each with its latest forecast and its SKU's
+    rollup."""
     latest: dict[str, dict] = {}
     volume: dict[str, float] = defaultdict(float)
-    with (out / "forecasts.jsonl").open() as f:
+    with path.open() as f:
         for line in f:
             fc = json.loads(line)
-            key = f"{fc['sku']}@{fc['location']}"
+            key = series_key(fc["sku"], fc["location"])
             volume[key] += fc["horizon"][0]["mean"]
             if key not in latest or fc["issued_at"] > latest[key]["issued_at"]:
                 latest[key] = fc
@@ -779,14 +796,17 @@ def explain(out: Path) -> None:
     for key in sorted(locations, key=volume.__getitem__, reverse=True)[:5]:
         fc = latest[key]
         mean, p10, p90 = (sum(h[q] for h in fc["horizon"]) for q in ("mean", "p10", "p90"))
-        rollup = latest.get(f"{fc['sku']}@{ALL_LOCATIONS}", {"horizon": [], "locations": 0})
+        rollup = latest.get(series_key(fc["sku"], ALL_LOCATIONS), {"horizon": [], "locations": 0})
         print(
             f"  {fc['sku']:>7} {fc['location']:<15} from {fc['issued_at'][:10]}: "
             f"{mean:7.0f} units (p10-p90 sum {p10:.0f}-{p90:.0f}), model {fc['model']}; "
             f"{sum(h['mean'] for h in rollup['horizon']):.0f} in all "
             f"{rollup['locations']} locations"
         )
-    alerts = [json.loads(line) for line in (out / "alerts.jsonl").open()]
+
+
+def _explain_alerts(path: Path) -> None:
+    alerts = [json.loads(line) for line in path.open()]
     raised = [a for a in alerts if a["status"] == "raised"]
     print(f"\nlow-stock alerts: {len(raised)} raised, {len(alerts) - len(raised)} cleared; first:")
     for a in raised[:5]:

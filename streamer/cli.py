@@ -92,6 +92,21 @@ def input_format(args: argparse.Namespace) -> InputFormat:
     return InputFormat(fmt, args.columns, args.date_format)
 
 
+Subcommands = argparse._SubParsersAction  # add_subparsers' type: argparse has no public name for it
+
+
+def _number(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    kind: type,
+    default: float,
+    text: str,
+    allow_zero: bool = False,
+) -> None:
+    """A positive number option (or at least 0 with ``allow_zero``) with a default."""
+    p.add_argument(flag, type=_positive(kind, allow_zero), default=default, help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfcast",
@@ -101,7 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"shelfcast {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _worker_parser(sub)
+    _replay_parser(sub)
+    _backtest_parsers(sub)
+    _trainer_parser(sub)
+    _bench_parser(sub)
+    _report_parser(sub)
+    _status_parser(sub)
+    _offsets_parser(sub)
+    _data_parser(sub)
+    return parser
 
+
+def _worker_parser(sub: Subcommands) -> None:
     sub.add_parser(
         "worker",
         help="run the Faust worker (embedded Kafka and Redis unless configured)",
@@ -114,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
+
+def _replay_parser(sub: Subcommands) -> None:
     rp = sub.add_parser(
         "replay",
         help="produce order events from a file",
@@ -141,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _backtest_parsers(sub: Subcommands) -> None:
+    """``backtest`` and ``demo``: the same run, on a file or on the shipped sample."""
     for name, text in (
         ("backtest", "replay a file through a worker on embedded services and score it"),
         ("demo", "run a backtest on the real-data sample shipped in the repo and explain it"),
@@ -160,44 +192,37 @@ def build_parser() -> argparse.ArgumentParser:
                 help="keep the worker and its /metrics endpoint up until Ctrl-C",
             )
         p.add_argument("--limit", type=_positive(int), help="read at most N lines")
-        sim = p.add_argument_group("simulated stock (the data has none; docs/alerts.md)")
-        sim.add_argument(
-            "--lead-time-days", type=_positive(float), default=3.0, help="delivery lead time (3)"
-        )
-        sim.add_argument(
-            "--opening-weeks", type=_positive(float), default=4.0, help="opening stock (4)"
-        )
-        sim.add_argument(
-            "--reorder-days",
-            type=_positive(float),
-            default=7.0,
-            help="reorder when stock + on order falls to this many days of demand (7)",
-        )
-        sim.add_argument(
-            "--order-up-to-days",
-            type=_positive(float),
-            default=21.0,
-            help="order up to this many days of demand (21)",
-        )
-        sim.add_argument(
-            "--large-orders",
-            type=_positive(float, allow_zero=True),
-            default=1.0,
-            help="every stock level also holds this many of the series' large orders "
-            "(95th percentile of its order sizes) (1)",
-        )
-        sim.add_argument(
-            "--open-loop",
-            action="store_true",
-            help="restock by the simulation's own rule (--reorder-days, --order-up-to-days) "
-            "and score the alerts against its stock-outs, instead of the closed loop: a "
-            "simulated planner that orders what each raised alert recommends, delivered "
-            "--lead-time-days later, the replay going a day at a time (docs/alerts.md)",
-        )
-        p.add_argument(
-            "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
-        )
+        _simulation_options(p)
+        _number(p, "--timeout", float, 1800.0, "seconds to wait (1800)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _simulation_options(p: argparse.ArgumentParser) -> None:
+    sim = p.add_argument_group("simulated stock (the data has none; docs/alerts.md)")
+    _number(sim, "--lead-time-days", float, 3.0, "delivery lead time (3)")
+    _number(sim, "--opening-weeks", float, 4.0, "opening stock (4)")
+    _number(
+        sim, "--reorder-days", float, 7.0,
+        "reorder when stock + on order falls to this many days of demand (7)",
+    )  # fmt: skip
+    _number(sim, "--order-up-to-days", float, 21.0, "order up to this many days of demand (21)")
+    _number(
+        sim, "--large-orders", float, 1.0,
+        "every stock level also holds this many of the series' large orders "
+        "(95th percentile of its order sizes) (1)",
+        allow_zero=True,
+    )  # fmt: skip
+    sim.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="restock by the simulation's own rule (--reorder-days, --order-up-to-days) "
+        "and score the alerts against its stock-outs, instead of the closed loop: a "
+        "simulated planner that orders what each raised alert recommends, delivered "
+        "--lead-time-days later, the replay going a day at a time (docs/alerts.md)",
+    )
+
+
+def _trainer_parser(sub: Subcommands) -> None:
     tp = sub.add_parser(
         "trainer",
         help="refresh the global LSTM from the workers' Redis on a schedule",
@@ -232,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cpu", "cuda"),
         help="where to train (default: cuda when available, else cpu)",
     )
+
+
+def _bench_parser(sub: Subcommands) -> None:
     bp = sub.add_parser(
         "bench",
         help="measure one worker's throughput and latency on real orders",
@@ -260,35 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time the bucket close alone on --series synthetic series, no FILE",
     )
-    bp.add_argument(
-        "--series",
-        type=_positive(int),
-        default=100_000,
-        help="series in the --close-only run (100000)",
-    )
-    bp.add_argument(
-        "--closes", type=_positive(int), default=5, help="timed closes of --close-only (5)"
-    )
+    _number(bp, "--series", int, 100_000, "series in the --close-only run (100000)")
+    _number(bp, "--closes", int, 5, "timed closes of --close-only (5)")
     bp.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
-    bp.add_argument(
-        "--lines",
-        type=_positive(int),
-        default=60_000,
-        help="order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)",
+    _number(
+        bp, "--lines", int, 60_000, "order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)"
     )
-    bp.add_argument(
-        "--burst",
-        type=_positive(int),
-        default=40_000,
-        help="orders produced at once within one bucket (40000)",
-    )
-    bp.add_argument(
-        "--rate", type=_positive(float), default=2000.0, help="orders/s in the latency phase (2000)"
-    )
-    bp.add_argument(
-        "--seconds", type=_positive(float), default=15.0, help="length of the latency phase (15)"
-    )
+    _number(bp, "--burst", int, 40_000, "orders produced at once within one bucket (40000)")
+    _number(bp, "--rate", float, 2000.0, "orders/s in the latency phase (2000)")
+    _number(bp, "--seconds", float, 15.0, "length of the latency phase (15)")
     bp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _report_parser(sub: Subcommands) -> None:
     rep = sub.add_parser(
         "report",
         help="write PNG charts and an HTML page from a backtest's output folder",
@@ -303,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--out", type=Path, help="HTML file to write, charts beside it (DIR/report/index.html)"
     )
-    rep.add_argument("--top", type=_positive(int), default=5, help="SKUs in the forecast chart (5)")
+    _number(rep, "--top", int, 5, "SKUs in the forecast chart (5)")
+
+
+def _status_parser(sub: Subcommands) -> None:
     sp = sub.add_parser(
         "status",
         help="print a SKU's latest forecast, stock, reorder point and alert",
@@ -317,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sku", help="the SKU, as in the orders' `sku` field")
     sp.add_argument("--location", help="one location only (default: every active location)")
     sp.add_argument("--json", action="store_true", help="print JSON, as /series/SKU serves it")
+
+
+def _offsets_parser(sub: Subcommands) -> None:
     op = sub.add_parser(
         "offsets",
         help="compare the input offsets in Redis with the consumer group's in Kafka; rewind",
@@ -340,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewind to the oldest offset the log holds where it no longer holds Redis's",
     )
+
+
+def _data_parser(sub: Subcommands) -> None:
     dp = sub.add_parser(
         "data",
         help="download the full UCI Online Retail data set, or print where it is",
@@ -359,15 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download the data set into SHELFCAST_DATA_DIR, verify it, print its path.",
     )
     fetch.add_argument("--url", default=None, help="where to download from (UCI)")
-    fetch.add_argument(
-        "--timeout", type=_positive(float), default=60.0, help="network timeout in s (60)"
-    )
+    _number(fetch, "--timeout", float, 60.0, "network timeout in s (60)")
     dsub.add_parser(
         "path",
         help="print the data set's path (exit 1 if it is not fetched yet)",
         description="Print the data set's path; exit 1 if `shelfcast data fetch` has not run.",
     )
-    return parser
 
 
 def port_problem(bind: str, port: int) -> str | None:

@@ -41,7 +41,6 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.base import Context
 from models.lstm.network import (
     ACTIVE_BUCKETS,
     LSTMConfig,
@@ -59,6 +58,7 @@ from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.replay import read_online_retail
+from streamer.pipeline.close import close_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"refresh_seconds": 120.0, "inference_ms": 200.0}
@@ -151,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         subset = panel.rows(rows)
         closed = {panel.first_bucket + t: bool(c) for t, c in enumerate(panel.closed)}
         at = panel.last_bucket
-        ahead = [
-            Context(cal.weekday(b), cal.expected_closed(b, closed))
-            for b in range(at + 1, at + cfg.horizon + 1)
-        ]
+        ahead = close_of(cal, cfg.horizon, at, closed, np.zeros(0), np.zeros(0))
         every = np.arange(len(rows))
         origin = np.full(len(rows), last)
         inputs = gather(subset, every, origin, cfg.seq_len, cfg.horizon, ahead).to(device)

@@ -400,6 +400,47 @@ def training_windows(panel: Panel, end: int, seq_len: int, horizon: int) -> np.n
     return np.stack([rows, origins[idx]], axis=1)
 
 
+def _batch_loss(
+    model: GlobalLSTM,
+    panel: Panel,
+    rows: np.ndarray,
+    origins: np.ndarray,
+    end_col: int,
+    levels: torch.Tensor,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager,
+) -> torch.Tensor:
+    """The mean pinball loss of a batch of windows, in units of each window's scale, over the
+    targets before column ``end_col`` on open days."""
+    seq_len, horizon = model.cfg.seq_len, model.cfg.horizon
+    inputs = gather(panel, rows, origins, seq_len, horizon)
+    targets = origins[:, None] + np.arange(1, horizon + 1)
+    in_range = targets < end_col
+    cols = np.minimum(targets, end_col - 1)
+    y = torch.from_numpy(panel.demand[rows[:, None], cols]).to(device)
+    mask = torch.from_numpy(in_range & ~panel.closed[cols]).to(device)
+    with autocast:
+        q, scale = model(*inputs.to(device))
+    loss = pinball(q, y / scale[:, None], levels).mean(2)
+    return (loss * mask).sum() / mask.sum()
+
+
+def _descend(
+    model: GlobalLSTM,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """One optimizer step on ``loss``, through the (mixed precision) gradient scaler."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    # one batch of bursty windows must not undo an epoch of recurrent weights
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train(
     model: GlobalLSTM,
     panel: Panel,
@@ -418,8 +459,7 @@ def train(
     started = time.perf_counter()
     device = torch.device(device)
     cuda = device.type == "cuda"
-    seq_len, horizon = model.cfg.seq_len, model.cfg.horizon
-    windows = training_windows(panel, end, seq_len, horizon)
+    windows = training_windows(panel, end, model.cfg.seq_len, model.cfg.horizon)
     if len(windows) == 0:
         raise ValueError(f"no training window ends before bucket {end}")
     end_col = end - panel.first_bucket
@@ -440,23 +480,8 @@ def train(
             batches = 0
             for i in range(0, per_epoch, cfg.batch_size):
                 rows, origins = draw[i : i + cfg.batch_size].T
-                inputs = gather(panel, rows, origins, seq_len, horizon)
-                targets = origins[:, None] + np.arange(1, horizon + 1)
-                in_range = targets < end_col
-                cols = np.minimum(targets, end_col - 1)
-                y = torch.from_numpy(panel.demand[rows[:, None], cols]).to(device)
-                mask = torch.from_numpy(in_range & ~panel.closed[cols]).to(device)
-                with autocast:
-                    q, scale = model(*inputs.to(device))
-                loss = pinball(q, y / scale[:, None], levels).mean(2)
-                loss = (loss * mask).sum() / mask.sum()
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                # one batch of bursty windows must not undo an epoch of recurrent weights
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(optimizer)
-                scaler.update()
+                loss = _batch_loss(model, panel, rows, origins, end_col, levels, device, autocast)
+                _descend(model, loss, optimizer, scaler)
                 total += loss.detach()
                 batches += 1
             losses.append(float(total) / batches)

@@ -87,6 +87,22 @@ def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Bank:
+    """Each close, ``learn`` scores every forecast the closed bucket settles and updates the
+    models; ``forecast`` then issues the next ``horizon`` buckets.
+
+    >>> from models.testing import close_of
+    >>> bank = Bank.default(horizon=2)
+    >>> bank.align(["a@UK"])
+    >>> for b in range(10):  # 5 units sold every day
+    ...     c = close_of(b, [5.0], horizon=2)
+    ...     settled = bank.learn(c)
+    ...     fc = bank.forecast(c)
+    >>> [(p.k, float(p.steps[0, 0])) for p in settled.points["seasonal_naive"]]  # issued k ago
+    [(1, 5.0), (2, 5.0)]
+    >>> fc.published[0].round(2).tolist()  # (mean, p10, p50, p90) for the next two days
+    [[5.01, 4.11, 5.01, 6.01], [5.02, 4.1, 5.02, 6.03]]
+    """
+
     def __init__(
         self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = SEASON
     ) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.base import Close, Forecaster, State
+from models.base import SEASON, Close, Forecaster, State
 from models.combination import Combination, combine
 from models.forecasters.baselines import MovingAverage, SeasonalNaive
 from models.forecasters.injected import Injected
@@ -38,6 +38,7 @@ from models.forecasters.intermittent import TSB
 from models.forecasters.regression import OnlineRegression
 from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Moments, Points, widen_band
 from models.recent import Recent
+from models.series import sku_of
 
 PUBLISHED = "published"
 COMBINED = "combined"  # the model name of a published forecast
@@ -82,12 +83,28 @@ class Forecasts:
 
 def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The distinct parts of ``series`` before ``@`` (their SKUs), and each one's index."""
-    return np.unique([name.partition("@")[0] for name in series], return_inverse=True)
+    return np.unique([sku_of(name) for name in series], return_inverse=True)
 
 
 class Bank:
+    """Each close, ``learn`` scores every forecast the closed bucket settles and updates the
+    models; ``forecast`` then issues the next ``horizon`` buckets.
+
+    >>> from models.testing import close_of
+    >>> bank = Bank.default(horizon=2)
+    >>> bank.align(["a@UK"])
+    >>> for b in range(10):  # 5 units sold every day
+    ...     c = close_of(b, [5.0], horizon=2)
+    ...     settled = bank.learn(c)
+    ...     fc = bank.forecast(c)
+    >>> [(p.k, float(p.steps[0, 0])) for p in settled.points["seasonal_naive"]]  # issued k ago
+    [(1, 5.0), (2, 5.0)]
+    >>> fc.published[0].round(2).tolist()  # (mean, p10, p50, p90) for the next two days
+    [[5.01, 4.11, 5.01, 6.01], [5.02, 4.1, 5.02, 6.03]]
+    """
+
     def __init__(
-        self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = 7
+        self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = SEASON
     ) -> None:
         self.names = [m.name for m in models]
         if len(set(self.names)) != len(self.names):
@@ -110,7 +127,7 @@ class Bank:
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def default(cls, horizon: int = 7, season: int = 7) -> Bank:
+    def default(cls, horizon: int = 7, season: int = SEASON) -> Bank:
         """Seasonal naive (the fallback), moving average, TSB, the partition's online
         regression and the global LSTM."""
         models: list[Forecaster] = [

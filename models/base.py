@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 State = dict[str, np.ndarray]
+SEASON = 7  # daily buckets: the seasonal naive repeats the same weekday a week earlier
 
 
 @dataclass(frozen=True, slots=True)

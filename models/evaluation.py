@@ -41,6 +41,7 @@ import numpy as np
 import orjson
 
 from models.bank import PUBLISHED, Settled
+from models.base import SEASON
 from models.forecast_table import ForecastTable, parse_forecast_id
 from models.rollup import ROLLUP
 
@@ -59,7 +60,7 @@ def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
 def score(
     forecasts: ForecastTable | Iterable[Mapping[str, object]],
     truth: Mapping[tuple[str, int], float],
-    season: int = 7,
+    season: int = SEASON,
     closed: Set[int] = frozenset(),
 ) -> dict[str, dict[str, float]]:
     """Metrics per model over every scored point (see the module's docstring).

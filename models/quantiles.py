@@ -156,7 +156,23 @@ class Moments(Issued):
 
 
 class Bands(Moments):
-    """One model's issued forecasts, running error quantiles and moments per horizon."""
+    """One model's issued forecasts, running error quantiles and moments per horizon.
+
+    A new series starts with a Poisson-like band around its mean; once its errors are known
+    the band follows them. Here the model keeps forecasting 4 while 5, 6 and 7 sell:
+
+    >>> bands = Bands(horizon=1)
+    >>> bands.take(np.array([-1]))  # one new series
+    >>> mean, ready, closed = np.array([[4.0]]), np.array([True]), np.array([False])
+    >>> bands.steps(mean, ready, closed).round(2).tolist()  # (mean, p10, p50, p90)
+    [[[4.0, 1.44, 4.0, 6.56]]]
+    >>> for b in range(30):
+    ...     bands.issue(b, bands.steps(mean, ready, closed))
+    ...     points = bands.settle(b + 1, True, np.zeros((1, 1), bool))
+    ...     bands.learn(points, np.array([5.0 + b % 3]))
+    >>> bands.steps(mean, ready, closed).round(1).tolist()  # the band moved onto the truths
+    [[[4.0, 5.0, 6.0, 7.1]]]
+    """
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)

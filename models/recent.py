@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Columns
+from models.base import SEASON, Columns
 
 EWMA_ALPHA = 0.1
 PRICE_ALPHA = 0.05
 
 
 class Recent(Columns):
-    def __init__(self, season: int = 7, window: int = 28) -> None:
+    def __init__(self, season: int = SEASON, window: int = 28) -> None:
         super().__init__()
         self.season = season
         self.window = window

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.base import Close, Forecaster
+from models.base import SEASON, Close, Forecaster
 from models.recent import Recent
 
 
@@ -55,7 +55,7 @@ def demand(rows: int, buckets: int, seed: int = 0) -> list[Close]:
     return out
 
 
-def check_model(make: Callable[[], Forecaster], season: int = 7) -> None:
+def check_model(make: Callable[[], Forecaster], season: int = SEASON) -> None:
     """Every model's contract, as river's ``utils.estimator_checks`` checks estimators:
 
     * nothing is ready before it has learned anything;

@@ -35,15 +35,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+import pandas as pd
 import torch
 
-from models.bank import PUBLISHED, Bank, Settled
+from models.bank import PUBLISHED, Bank, Forecasts, Settled, groups_of
 from models.evaluation import Prequential
 from models.lstm.network import Panel, predict
 from models.lstm.registry import Registry
@@ -51,6 +53,7 @@ from models.lstm.trainer import refresh
 from models.quantiles import Points
 from models.rollup import settle
 from streamer.config.settings import Settings
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import Truth, truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
@@ -59,7 +62,6 @@ from streamer.pipeline.close import close_of, learn_and_forecast
 from streamer.serving.lstm import SWANSON, version_name
 from streamer.trainer.service import buckets_needed, lstm_config
 
-DAY = 86_400
 HORIZON = 7
 ACTIVE_BUCKETS = 56  # as SHELFCAST_ACTIVE_BUCKETS
 SF_MODELS = ("SeasonalNaive", "AutoETS", "CrostonOptimized", "ADIDA")
@@ -154,6 +156,31 @@ def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None 
     return replace(settled, points=points)
 
 
+@dataclass
+class Demand:
+    """Units and revenue per series (rows, sorted, those that ever sold) and bucket (columns,
+    from ``first``)."""
+
+    names: list[str]
+    first: int
+    y: np.ndarray
+    revenue: np.ndarray
+
+
+def demand_arrays(truth: Truth, last: int) -> Demand:
+    demand = series_buckets(truth)
+    names = sorted(s for s, d in demand.items() if any(y > 0 for y in d.values()))
+    row = {s: i for i, s in enumerate(names)}
+    first_bucket = min(b for _, b in truth.demand)
+    width = last - first_bucket + 1
+    y_all, revenue_all = np.zeros((len(names), width)), np.zeros((len(names), width))
+    for (s, b), y in truth.demand.items():
+        if s in row and b <= last:
+            y_all[row[s], b - first_bucket] = y
+            revenue_all[row[s], b - first_bucket] = truth.revenue.get((s, b), 0.0)
+    return Demand(names, first_bucket, y_all, revenue_all)
+
+
 def replay(
     truth: Truth,
     cal: TradingCalendar,
@@ -165,44 +192,47 @@ def replay(
 ) -> None:
     """Every close of every series, as the worker does it (``streamer.pipeline.close``): one bank
     for all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
-    demand = series_buckets(truth)
-    names = sorted(s for s, d in demand.items() if any(y > 0 for y in d.values()))
-    row = {s: i for i, s in enumerate(names)}
-    first_bucket = min(b for _, b in truth.demand)
-    width = last - first_bucket + 1
-    y_all, revenue_all = np.zeros((len(names), width)), np.zeros((len(names), width))
-    for (s, b), y in truth.demand.items():
-        if s in row and b <= last:
-            y_all[row[s], b - first_bucket] = y
-            revenue_all[row[s], b - first_bucket] = truth.revenue.get((s, b), 0.0)
+    d = demand_arrays(truth, last)
+    width = d.y.shape[1]
     t = np.arange(width)
-    latest = np.maximum.accumulate(np.where(y_all > 0, t, -(10**9)), axis=1) + first_bucket
-    is_top = np.array([s in top for s in names])
-    closed = {
-        b: b in truth.closed for b in range(first_bucket - 2 * cal.season, last + HORIZON + 1)
-    }
+    latest = np.maximum.accumulate(np.where(d.y > 0, t, -(10**9)), axis=1) + d.first
+    is_top = np.array([s in top for s in d.names])
+    closed = {b: b in truth.closed for b in range(d.first - 2 * cal.season, last + HORIZON + 1)}
     bank = Bank.default(HORIZON, cal.season)
     for j in tqdm(range(width), desc="closes", unit="bucket"):
-        b = first_bucket + j
+        b = d.first + j
         rows = np.flatnonzero(latest[:, j] >= b - ACTIVE_BUCKETS + 1)
-        bank.align([names[i] for i in rows])
-        close = close_of(cal, HORIZON, b, closed, y_all[rows, j], revenue_all[rows, j])
+        bank.align([d.names[i] for i in rows])
+        close = close_of(cal, HORIZON, b, closed, d.y[rows, j], d.revenue[rows, j])
         offer = lstm.offer(bank.series, b) if lstm is not None else None
         settled, fc = learn_and_forecast(bank, close, offer)
         assert settled is not None
-        run.all.add_settled(settled)
-        skus, codes = np.unique([s.partition("@")[0] for s in bank.series], return_inverse=True)
-        settle(settled, codes, len(skus), run.all)
-        top_rows = is_top[rows]
-        run.top.add_settled(only(settled, top_rows))
-        if common:
-            keep = {
-                k: np.array([(b - k, b) in common.get(s, ()) for s in bank.series])
-                for k in range(1, HORIZON + 1)
-            }
-            run.common.add_settled(only(settled, top_rows, keep))
-        run.all.add_shares(bank.names, fc.shares[fc.publishes])
-        run.top.add_shares(bank.names, fc.shares[top_rows & fc.publishes])
+        score_close(run, bank, b, settled, fc, is_top[rows], common)
+
+
+def score_close(
+    run: Run,
+    bank: Bank,
+    b: int,
+    settled: Settled,
+    fc: Forecasts,
+    top_rows: np.ndarray,
+    common: dict[str, set[tuple[int, int]]],
+) -> None:
+    """Score what the close of ``b`` settled: all series (and their SKU rollups), the top ones
+    (``top_rows``), and the top ones on statsforecast's ``common`` points."""
+    run.all.add_settled(settled)
+    skus, codes = groups_of(bank.series)
+    settle(settled, codes, len(skus), run.all)
+    run.top.add_settled(only(settled, top_rows))
+    if common:
+        keep = {
+            k: np.array([(b - k, b) in common.get(s, ()) for s in bank.series])
+            for k in range(1, HORIZON + 1)
+        }
+        run.common.add_settled(only(settled, top_rows, keep))
+    run.all.add_shares(bank.names, fc.shares[fc.publishes])
+    run.top.add_shares(bank.names, fc.shares[top_rows & fc.publishes])
 
 
 def statsforecast_reference(
@@ -216,8 +246,6 @@ def statsforecast_reference(
 
     Returns metric sums per model over the (series, origin, target) points, and those points.
     """
-    import numpy as np
-    import pandas as pd
     from statsforecast import StatsForecast
     from statsforecast.models import ADIDA, AutoETS, CrostonOptimized, SeasonalNaive
 
@@ -226,13 +254,7 @@ def statsforecast_reference(
     season = max(
         round(cal.season * len(open_buckets) / max(len(open_buckets) + len(truth.closed), 1)), 1
     )
-    rows = []
-    for s in top:
-        first = min(b for b, y in demand[s].items() if y > 0)
-        for idx, b in enumerate(open_buckets):
-            if b >= first:
-                rows.append((s, idx, demand[s].get(b, 0.0)))
-    df = pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
+    df = statsforecast_frame(top, demand, open_buckets)
     n_windows = (len(open_buckets) - 5 * season) // season
     if n_windows < 1:
         raise SystemExit("too little data for statsforecast's rolling origins: use more lines")
@@ -253,6 +275,28 @@ def statsforecast_reference(
     )
     cv = sf.cross_validation(df=df, h=HORIZON, step_size=season, n_windows=n_windows)
     cv = cv.reset_index() if "unique_id" not in cv.columns else cv
+    return statsforecast_errors(cv, open_buckets)
+
+
+def statsforecast_frame(
+    top: list[str], demand: dict[str, dict[int, float]], open_buckets: list[int]
+) -> pd.DataFrame:
+    """The top series from their first sale on, indexed by open bucket (statsforecast's
+    ``ds``)."""
+    rows = []
+    for s in top:
+        first = min(b for b, y in demand[s].items() if y > 0)
+        for idx, b in enumerate(open_buckets):
+            if b >= first:
+                rows.append((s, idx, demand[s].get(b, 0.0)))
+    return pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
+
+
+def statsforecast_errors(
+    cv: pd.DataFrame, open_buckets: list[int]
+) -> tuple[dict[str, dict[str, float]], set[tuple[str, int, int]]]:
+    """Error sums per model over the cross-validation's points within the horizon, and those
+    (series, origin, target) points in buckets."""
     bucket_of_idx = np.array(open_buckets)
     sums: dict[str, dict[str, float]] = {m: defaultdict(float) for m in SF_MODELS}
     points: set[tuple[str, int, int]] = set()
@@ -315,7 +359,7 @@ def markdown(title: str, rows: list[dict[str, object]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--data",
@@ -331,16 +375,85 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"{args.data} not found: {MISSING_HELP}")
+    return args
+
+
+def vs_statsforecast(
+    run: Run, sf_sums: dict[str, dict[str, float]]
+) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """The shelfcast models and statsforecast's on the same points, every MAE relative to
+    statsforecast's SeasonalNaive; and the targets' figures."""
+    common = table(run.common.summary())
+    ref = {r["model"]: r for r in common}
+    snaive_mae = sf_sums["SeasonalNaive"]["abs"] / sf_sums["SeasonalNaive"]["n"]
+    for m, t in sf_sums.items():
+        common.append(
+            {
+                "model": f"statsforecast.{m}",
+                "points": int(t["n"]),
+                "mae": t["abs"] / t["n"],
+                "mae_vs_seasonal_naive": t["abs"] / t["n"] / snaive_mae,
+                "mase": None,
+                "rmse": math.sqrt(t["sq"] / t["n"]),
+                "pinball": None,
+                "coverage_p10_p90": None,
+                "weight": None,
+            }
+        )
+    for r in common:
+        if not str(r["model"]).startswith("statsforecast."):
+            r["mae_vs_seasonal_naive"] = float(r["mae"]) / snaive_mae
+    best = min((t["abs"] / t["n"], m) for m, t in sf_sums.items())
+    published = ref.get(PUBLISHED, {})
+    targets = {
+        "published_mae_vs_seasonal_naive": published.get("mae_vs_seasonal_naive"),
+        "best_statsforecast": {"model": best[1], "mae": best[0]},
+        "published_mae": published.get("mae"),
+    }
+    return common, targets
+
+
+def targets_top(rows: list[dict[str, object]]) -> dict[str, object]:
+    top_published = next((r for r in rows if r["model"] == PUBLISHED), {})
+    return {
+        "published_mae_vs_seasonal_naive": top_published.get("mae_vs_seasonal_naive"),
+        "coverage_p10_p90": top_published.get("coverage_p10_p90"),
+        "required": {"mae_vs_seasonal_naive": "<= 0.85", "coverage_p10_p90": "0.75..0.85"},
+    }
+
+
+def write_outputs(out: Path, data: Path, result: dict[str, Any], n_top: int) -> None:
+    """accuracy.json and accuracy.md under ``out``; the tables and targets on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [f"# Accuracy benchmark: {data.name}, horizons 1-{HORIZON}\n"]
+    md.append(markdown("All series", result["all_series"]))
+    md.append(markdown(f"Top {n_top} series", result[f"top_{n_top}"]))
+    if f"top_{n_top}_vs_statsforecast" in result:
+        md.append(
+            markdown(
+                f"Top {n_top} series, statsforecast's weekly origins (MAE vs its SeasonalNaive)",
+                result[f"top_{n_top}_vs_statsforecast"],
+            )
+        )
+    text = "\n".join(md)
+    (out / "accuracy.md").write_text(text)
+    print(text)
+    print(json.dumps({k: result[k] for k in result if k.startswith("targets")}, indent=2))
+    print(f"saved {out / 'accuracy.json'} and accuracy.md ({result['seconds']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     started = time.monotonic()
     events, _ = read_online_retail(args.data, args.limit)
-    truth = truth_from(events, DAY)
+    truth = truth_from(events, DAY_SECONDS)
     del events
     demand = series_buckets(truth)
     last = max(b for _, b in truth.demand)
-    cal = TradingCalendar(frozenset(), frozenset(), DAY)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
     volume = {s: sum(v for v in d.values() if v > 0) for s, d in demand.items()}
     top = sorted(volume, key=volume.__getitem__, reverse=True)[: args.top]
-    top_set = set(top)
 
     sf_sums: dict[str, dict[str, float]] = {}
     points: dict[str, set[tuple[int, int]]] = defaultdict(set)
@@ -354,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as models:  # a fresh registry: no old champion
             lstm = lstm_run(truth, cal, last, Path(models))
     run = Run()
-    replay(truth, cal, last, top_set, points, run, lstm)
-    result: dict[str, object] = {
+    replay(truth, cal, last, set(top), points, run, lstm)
+    result: dict[str, Any] = {
         "data": str(args.data),
         "series": len(demand),
         "top": len(top),
@@ -366,60 +479,11 @@ def main(argv: list[str] | None = None) -> int:
         "lstm_refreshes": lstm.refreshes if lstm else None,
     }
     if sf_sums:
-        common = table(run.common.summary())
-        ref = {r["model"]: r for r in common}
-        snaive_mae = sf_sums["SeasonalNaive"]["abs"] / sf_sums["SeasonalNaive"]["n"]
-        for m, t in sf_sums.items():
-            common.append(
-                {
-                    "model": f"statsforecast.{m}",
-                    "points": int(t["n"]),
-                    "mae": t["abs"] / t["n"],
-                    "mae_vs_seasonal_naive": t["abs"] / t["n"] / snaive_mae,
-                    "mase": None,
-                    "rmse": math.sqrt(t["sq"] / t["n"]),
-                    "pinball": None,
-                    "coverage_p10_p90": None,
-                    "weight": None,
-                }
-            )
-        for r in common:
-            if not str(r["model"]).startswith("statsforecast."):
-                r["mae_vs_seasonal_naive"] = float(r["mae"]) / snaive_mae
-        result[f"top_{len(top)}_vs_statsforecast"] = common
-        best = min((t["abs"] / t["n"], m) for m, t in sf_sums.items())
-        published = ref.get(PUBLISHED, {})
-        result["targets"] = {
-            "published_mae_vs_seasonal_naive": published.get("mae_vs_seasonal_naive"),
-            "best_statsforecast": {"model": best[1], "mae": best[0]},
-            "published_mae": published.get("mae"),
-        }
-    top_published = next(
-        (r for r in result[f"top_{len(top)}"] if r["model"] == PUBLISHED),
-        {},  # type: ignore[attr-defined]
-    )
-    result["targets_top"] = {
-        "published_mae_vs_seasonal_naive": top_published.get("mae_vs_seasonal_naive"),
-        "coverage_p10_p90": top_published.get("coverage_p10_p90"),
-        "required": {"mae_vs_seasonal_naive": "<= 0.85", "coverage_p10_p90": "0.75..0.85"},
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = [f"# Accuracy benchmark: {args.data.name}, horizons 1-{HORIZON}\n"]
-    md.append(markdown("All series", result["all_series"]))  # type: ignore[arg-type]
-    md.append(markdown(f"Top {len(top)} series", result[f"top_{len(top)}"]))  # type: ignore[arg-type]
-    if sf_sums:
-        md.append(
-            markdown(
-                f"Top {len(top)} series, statsforecast's weekly origins (MAE vs its SeasonalNaive)",
-                result[f"top_{len(top)}_vs_statsforecast"],  # type: ignore[arg-type]
-            )
+        result[f"top_{len(top)}_vs_statsforecast"], result["targets"] = vs_statsforecast(
+            run, sf_sums
         )
-    text = "\n".join(md)
-    (args.out / "accuracy.md").write_text(text)
-    print(text)
-    print(json.dumps({k: result[k] for k in result if k.startswith("targets")}, indent=2))
-    print(f"saved {args.out / 'accuracy.json'} and accuracy.md ({result['seconds']} s)")
+    result["targets_top"] = targets_top(result[f"top_{len(top)}"])
+    write_outputs(args.out, args.data, result, len(top))
     return 0
 
 

@@ -33,7 +33,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,9 +43,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.base import Context
 from models.lstm.network import (
     ACTIVE_BUCKETS,
+    GlobalLSTM,
     LSTMConfig,
     Panel,
     choose_device,
@@ -53,14 +55,15 @@ from models.lstm.network import (
     sold_within,
 )
 from models.lstm.registry import Registry
-from models.lstm.trainer import refresh
+from models.lstm.trainer import RefreshReport, refresh
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.replay import read_online_retail
+from streamer.pipeline.close import close_of
 
 ROOT = Path(__file__).resolve().parents[1]
-DAY = 86_400
 TARGETS = {"refresh_seconds": 120.0, "inference_ms": 200.0}
 
 
@@ -89,11 +92,11 @@ def cpu_name() -> str:
 
 def load_panel(path: Path, cal: TradingCalendar) -> Panel:
     events, _ = read_online_retail(path)
-    truth = truth_from(events, DAY)
+    truth = truth_from(events, DAY_SECONDS)
     return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--data", type=Path, default=default_path(),
@@ -110,6 +113,143 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"{args.data} not found: {MISSING_HELP}")
+    return args
+
+
+def two_refreshes(
+    panel: Panel, registry: Registry, cfg: LSTMConfig, device: torch.device
+) -> list[RefreshReport]:
+    """Two refreshes with seeds 0 and 1, as the trainer runs them: the second one meets the
+    first as its champion."""
+    refreshes = []
+    for seed in (0, 1):
+        with tqdm(total=cfg.epochs, desc=f"refresh {seed + 1}/2", unit="epoch") as bar:
+
+            def on_epoch(epoch: int, loss: float, bar: tqdm = bar) -> None:
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update()
+
+            report = refresh(
+                panel, registry, LSTMConfig(**{**cfg.to_dict(), "seed": seed}), device, on_epoch
+            )
+        refreshes.append(report)
+        print(f"  v{report.version}: {report.total_seconds:.1f} s, {report.reason}")
+    return refreshes
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Median ms of one forecast of ``series`` series: ``predict`` whole, the network's forward
+    pass alone, and the seasonal naive in numpy."""
+
+    series: int
+    predict_ms: float
+    forward_ms: float
+    naive_ms: float
+
+
+def time_inference(
+    panel: Panel,
+    cal: TradingCalendar,
+    model: GlobalLSTM,
+    cfg: LSTMConfig,
+    device: torch.device,
+    n_series: int,
+    runs: int,
+) -> Inference:
+    """Forecast the most active series at the last close, as one worker would."""
+    last = panel.demand.shape[1] - 1
+    active = sold_within(panel, np.array([last]), ACTIVE_BUCKETS)[:, 0]
+    recent = panel.demand[:, last - ACTIVE_BUCKETS + 1 :].sum(1) * active
+    rows = np.argsort(-recent, kind="stable")[:n_series]
+    subset = panel.rows(rows)
+    closed = {panel.first_bucket + t: bool(c) for t, c in enumerate(panel.closed)}
+    at = panel.last_bucket
+    ahead = close_of(cal, cfg.horizon, at, closed, np.zeros(0), np.zeros(0))
+    every = np.arange(len(rows))
+    origin = np.full(len(rows), last)
+    inputs = gather(subset, every, origin, cfg.seq_len, cfg.horizon, ahead).to(device)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(*inputs)
+
+    predict_ms = median_ms(lambda: predict(model, subset, at, ahead), runs, "predict", device)
+    forward_ms = median_ms(forward, runs, "forward", device)
+    naive_ms = median_ms(
+        lambda: seasonal_naive(subset, every, origin, cfg.horizon), runs, "naive", device
+    )
+    return Inference(len(rows), predict_ms, forward_ms, naive_ms)
+
+
+def refresh_record(r: RefreshReport) -> dict[str, object]:
+    return {
+        "version": r.version,
+        "promoted": r.promoted,
+        "reason": r.reason,
+        "windows": r.train.windows,
+        "train_seconds": round(r.train.seconds, 2),
+        "epoch_seconds": [round(s, 2) for s in r.train.epoch_seconds],
+        "epoch_loss": [round(x, 4) for x in r.train.epoch_loss],
+        "validate_seconds": round(r.validate_seconds, 2),
+        "total_seconds": round(r.total_seconds, 2),
+        "validation": r.candidate.to_dict(),
+    }
+
+
+def accuracy(champion: RefreshReport) -> dict[str, object]:
+    return {
+        "champion": champion.version,
+        "points": champion.candidate.points,
+        "lstm_mae": round(champion.candidate.mae, 4),
+        "seasonal_naive_mae": round(champion.candidate.naive_mae, 4),
+        "lstm_vs_seasonal_naive": round(champion.candidate.rel_mae, 4),
+        "coverage_p10_p90": round(champion.candidate.coverage, 4),
+    }
+
+
+def inference_figures(t: Inference, runs: int) -> dict[str, object]:
+    return {
+        "series": t.series,
+        "runs": runs,
+        "predict_ms": round(t.predict_ms, 2),
+        "forward_only_ms": round(t.forward_ms, 2),
+        "seasonal_naive_numpy_ms": round(t.naive_ms, 3),
+        "predict_vs_forward": round(t.predict_ms / t.forward_ms, 2),
+        "predict_vs_seasonal_naive": round(t.predict_ms / t.naive_ms, 1),
+    }
+
+
+def targets(slowest: float, predict_ms: float, champion: RefreshReport) -> dict[str, object]:
+    return {
+        "refresh_seconds": {
+            "limit": TARGETS["refresh_seconds"],
+            "measured": round(slowest, 2),
+            "pass": slowest <= TARGETS["refresh_seconds"],
+        },
+        "inference_ms": {
+            "limit": TARGETS["inference_ms"],
+            "measured": round(predict_ms, 2),
+            "pass": predict_ms <= TARGETS["inference_ms"],
+        },
+        "beats_seasonal_naive": champion.candidate.mae < champion.candidate.naive_mae,
+    }
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """bench_lstm.json under ``out``; the headline figures and each target's verdict on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_lstm.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("accuracy", "inference", "targets")}, indent=2))
+    for name, t in result["targets"].items():
+        if isinstance(t, dict):
+            verdict = "PASS" if t["pass"] else "FAIL"
+            print(f"{verdict} {name}: {t['measured']} (limit {t['limit']})")
+    print(f"saved {out / 'bench_lstm.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)
     cfg = LSTMConfig() if args.epochs is None else LSTMConfig(epochs=args.epochs)
@@ -117,59 +257,19 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     print(f"reading {args.data} ...", flush=True)
-    cal = TradingCalendar(frozenset(), frozenset(), DAY)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
     panel = load_panel(args.data, cal)
     load_seconds = time.perf_counter() - t0
     print(f"{len(panel.series)} series x {panel.demand.shape[1]} buckets ({load_seconds:.1f} s)")
 
-    refreshes = []
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(tmp, device)
-        for seed in (0, 1):
-            with tqdm(total=cfg.epochs, desc=f"refresh {seed + 1}/2", unit="epoch") as bar:
-
-                def on_epoch(epoch: int, loss: float, bar: tqdm = bar) -> None:
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                    bar.update()
-
-                report = refresh(
-                    panel, registry, LSTMConfig(**{**cfg.to_dict(), "seed": seed}), device,
-                    on_epoch,
-                )  # fmt: skip
-            refreshes.append(report)
-            print(f"  v{report.version}: {report.total_seconds:.1f} s, {report.reason}")
+        refreshes = two_refreshes(panel, registry, cfg, device)
         served = registry.latest_champion()
         assert served is not None, "the first refresh beats no champion: see its reason"
         version, model = served
         champion = next(r for r in refreshes if r.version == version)
-
-        # the most active series at the last close, as one worker would forecast them
-        last = panel.demand.shape[1] - 1
-        active = sold_within(panel, np.array([last]), ACTIVE_BUCKETS)[:, 0]
-        recent = panel.demand[:, last - ACTIVE_BUCKETS + 1 :].sum(1) * active
-        rows = np.argsort(-recent, kind="stable")[: args.series]
-        subset = panel.rows(rows)
-        closed = {panel.first_bucket + t: bool(c) for t, c in enumerate(panel.closed)}
-        at = panel.last_bucket
-        ahead = [
-            Context(cal.weekday(b), cal.expected_closed(b, closed))
-            for b in range(at + 1, at + cfg.horizon + 1)
-        ]
-        every = np.arange(len(rows))
-        origin = np.full(len(rows), last)
-        inputs = gather(subset, every, origin, cfg.seq_len, cfg.horizon, ahead).to(device)
-
-        def forward() -> None:
-            with torch.inference_mode():
-                model(*inputs)
-
-        predict_ms = median_ms(
-            lambda: predict(model, subset, at, ahead), args.runs, "predict", device
-        )
-        forward_ms = median_ms(forward, args.runs, "forward", device)
-        naive_ms = median_ms(
-            lambda: seasonal_naive(subset, every, origin, cfg.horizon), args.runs, "naive", device
-        )
+        timed = time_inference(panel, cal, model, cfg, device, args.series, args.runs)
 
     slowest = max(r.total_seconds for r in refreshes)
     result = {
@@ -185,63 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
         "config": cfg.to_dict(),
         "load_seconds": round(load_seconds, 2),
-        "refreshes": [
-            {
-                "version": r.version,
-                "promoted": r.promoted,
-                "reason": r.reason,
-                "windows": r.train.windows,
-                "train_seconds": round(r.train.seconds, 2),
-                "epoch_seconds": [round(s, 2) for s in r.train.epoch_seconds],
-                "epoch_loss": [round(x, 4) for x in r.train.epoch_loss],
-                "validate_seconds": round(r.validate_seconds, 2),
-                "total_seconds": round(r.total_seconds, 2),
-                "validation": r.candidate.to_dict(),
-            }
-            for r in refreshes
-        ],
+        "refreshes": [refresh_record(r) for r in refreshes],
         "seconds_per_epoch": round(
             statistics.median(s for r in refreshes for s in r.train.epoch_seconds), 2
         ),
-        "accuracy": {
-            "champion": champion.version,
-            "points": champion.candidate.points,
-            "lstm_mae": round(champion.candidate.mae, 4),
-            "seasonal_naive_mae": round(champion.candidate.naive_mae, 4),
-            "lstm_vs_seasonal_naive": round(champion.candidate.rel_mae, 4),
-            "coverage_p10_p90": round(champion.candidate.coverage, 4),
-        },
-        "inference": {
-            "series": len(rows),
-            "runs": args.runs,
-            "predict_ms": round(predict_ms, 2),
-            "forward_only_ms": round(forward_ms, 2),
-            "seasonal_naive_numpy_ms": round(naive_ms, 3),
-            "predict_vs_forward": round(predict_ms / forward_ms, 2),
-            "predict_vs_seasonal_naive": round(predict_ms / naive_ms, 1),
-        },
-        "targets": {
-            "refresh_seconds": {
-                "limit": TARGETS["refresh_seconds"],
-                "measured": round(slowest, 2),
-                "pass": slowest <= TARGETS["refresh_seconds"],
-            },
-            "inference_ms": {
-                "limit": TARGETS["inference_ms"],
-                "measured": round(predict_ms, 2),
-                "pass": predict_ms <= TARGETS["inference_ms"],
-            },
-            "beats_seasonal_naive": champion.candidate.mae < champion.candidate.naive_mae,
-        },
+        "accuracy": accuracy(champion),
+        "inference": inference_figures(timed, args.runs),
+        "targets": targets(slowest, timed.predict_ms, champion),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_lstm.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("accuracy", "inference", "targets")}, indent=2))
-    for name, t in result["targets"].items():  # type: ignore[union-attr]
-        if isinstance(t, dict):
-            verdict = "PASS" if t["pass"] else "FAIL"
-            print(f"{verdict} {name}: {t['measured']} (limit {t['limit']})")
-    print(f"saved {args.out / 'bench_lstm.json'}")
+    write_result(args.out, result)
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.ops.replay import FORMATS, InputFormat, ReadStats, parse_columns
-from streamer.topics.events import ALL_LOCATIONS
+from streamer.topics.events import ALL_LOCATIONS, series_key
 
 ENV_HELP = """environment:
   KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
@@ -92,6 +92,21 @@ def input_format(args: argparse.Namespace) -> InputFormat:
     return InputFormat(fmt, args.columns, args.date_format)
 
 
+Subcommands = argparse._SubParsersAction  # add_subparsers' type: argparse has no public name for it
+
+
+def _number(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    kind: type,
+    default: float,
+    text: str,
+    allow_zero: bool = False,
+) -> None:
+    """A positive number option (or at least 0 with ``allow_zero``) with a default."""
+    p.add_argument(flag, type=_positive(kind, allow_zero), default=default, help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfcast",
@@ -101,7 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"shelfcast {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _worker_parser(sub)
+    _replay_parser(sub)
+    _backtest_parsers(sub)
+    _trainer_parser(sub)
+    _bench_parser(sub)
+    _report_parser(sub)
+    _status_parser(sub)
+    _offsets_parser(sub)
+    _data_parser(sub)
+    return parser
 
+
+def _worker_parser(sub: Subcommands) -> None:
     sub.add_parser(
         "worker",
         help="run the Faust worker (embedded Kafka and Redis unless configured)",
@@ -114,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
+
+def _replay_parser(sub: Subcommands) -> None:
     rp = sub.add_parser(
         "replay",
         help="produce order events from a file",
@@ -141,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _backtest_parsers(sub: Subcommands) -> None:
+    """``backtest`` and ``demo``: the same run, on a file or on the shipped sample."""
     for name, text in (
         ("backtest", "replay a file through a worker on embedded services and score it"),
         ("demo", "run a backtest on the real-data sample shipped in the repo and explain it"),
@@ -160,44 +192,37 @@ def build_parser() -> argparse.ArgumentParser:
                 help="keep the worker and its /metrics endpoint up until Ctrl-C",
             )
         p.add_argument("--limit", type=_positive(int), help="read at most N lines")
-        sim = p.add_argument_group("simulated stock (the data has none; docs/alerts.md)")
-        sim.add_argument(
-            "--lead-time-days", type=_positive(float), default=3.0, help="delivery lead time (3)"
-        )
-        sim.add_argument(
-            "--opening-weeks", type=_positive(float), default=4.0, help="opening stock (4)"
-        )
-        sim.add_argument(
-            "--reorder-days",
-            type=_positive(float),
-            default=7.0,
-            help="reorder when stock + on order falls to this many days of demand (7)",
-        )
-        sim.add_argument(
-            "--order-up-to-days",
-            type=_positive(float),
-            default=21.0,
-            help="order up to this many days of demand (21)",
-        )
-        sim.add_argument(
-            "--large-orders",
-            type=_positive(float, allow_zero=True),
-            default=1.0,
-            help="every stock level also holds this many of the series' large orders "
-            "(95th percentile of its order sizes) (1)",
-        )
-        sim.add_argument(
-            "--open-loop",
-            action="store_true",
-            help="restock by the simulation's own rule (--reorder-days, --order-up-to-days) "
-            "and score the alerts against its stock-outs, instead of the closed loop: a "
-            "simulated planner that orders what each raised alert recommends, delivered "
-            "--lead-time-days later, the replay going a day at a time (docs/alerts.md)",
-        )
-        p.add_argument(
-            "--timeout", type=_positive(float), default=1800.0, help="seconds to wait (1800)"
-        )
+        _simulation_options(p)
+        _number(p, "--timeout", float, 1800.0, "seconds to wait (1800)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _simulation_options(p: argparse.ArgumentParser) -> None:
+    sim = p.add_argument_group("simulated stock (the data has none; docs/alerts.md)")
+    _number(sim, "--lead-time-days", float, 3.0, "delivery lead time (3)")
+    _number(sim, "--opening-weeks", float, 4.0, "opening stock (4)")
+    _number(
+        sim, "--reorder-days", float, 7.0,
+        "reorder when stock + on order falls to this many days of demand (7)",
+    )  # fmt: skip
+    _number(sim, "--order-up-to-days", float, 21.0, "order up to this many days of demand (21)")
+    _number(
+        sim, "--large-orders", float, 1.0,
+        "every stock level also holds this many of the series' large orders "
+        "(95th percentile of its order sizes) (1)",
+        allow_zero=True,
+    )  # fmt: skip
+    sim.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="restock by the simulation's own rule (--reorder-days, --order-up-to-days) "
+        "and score the alerts against its stock-outs, instead of the closed loop: a "
+        "simulated planner that orders what each raised alert recommends, delivered "
+        "--lead-time-days later, the replay going a day at a time (docs/alerts.md)",
+    )
+
+
+def _trainer_parser(sub: Subcommands) -> None:
     tp = sub.add_parser(
         "trainer",
         help="refresh the global LSTM from the workers' Redis on a schedule",
@@ -232,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cpu", "cuda"),
         help="where to train (default: cuda when available, else cpu)",
     )
+
+
+def _bench_parser(sub: Subcommands) -> None:
     bp = sub.add_parser(
         "bench",
         help="measure one worker's throughput and latency on real orders",
@@ -260,35 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time the bucket close alone on --series synthetic series, no FILE",
     )
-    bp.add_argument(
-        "--series",
-        type=_positive(int),
-        default=100_000,
-        help="series in the --close-only run (100000)",
-    )
-    bp.add_argument(
-        "--closes", type=_positive(int), default=5, help="timed closes of --close-only (5)"
-    )
+    _number(bp, "--series", int, 100_000, "series in the --close-only run (100000)")
+    _number(bp, "--closes", int, 5, "timed closes of --close-only (5)")
     bp.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
-    bp.add_argument(
-        "--lines",
-        type=_positive(int),
-        default=60_000,
-        help="order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)",
+    _number(
+        bp, "--lines", int, 60_000, "order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)"
     )
-    bp.add_argument(
-        "--burst",
-        type=_positive(int),
-        default=40_000,
-        help="orders produced at once within one bucket (40000)",
-    )
-    bp.add_argument(
-        "--rate", type=_positive(float), default=2000.0, help="orders/s in the latency phase (2000)"
-    )
-    bp.add_argument(
-        "--seconds", type=_positive(float), default=15.0, help="length of the latency phase (15)"
-    )
+    _number(bp, "--burst", int, 40_000, "orders produced at once within one bucket (40000)")
+    _number(bp, "--rate", float, 2000.0, "orders/s in the latency phase (2000)")
+    _number(bp, "--seconds", float, 15.0, "length of the latency phase (15)")
     bp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _report_parser(sub: Subcommands) -> None:
     rep = sub.add_parser(
         "report",
         help="write PNG charts and an HTML page from a backtest's output folder",
@@ -303,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--out", type=Path, help="HTML file to write, charts beside it (DIR/report/index.html)"
     )
-    rep.add_argument("--top", type=_positive(int), default=5, help="SKUs in the forecast chart (5)")
+    _number(rep, "--top", int, 5, "SKUs in the forecast chart (5)")
+
+
+def _status_parser(sub: Subcommands) -> None:
     sp = sub.add_parser(
         "status",
         help="print a SKU's latest forecast, stock, reorder point and alert",
@@ -317,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sku", help="the SKU, as in the orders' `sku` field")
     sp.add_argument("--location", help="one location only (default: every active location)")
     sp.add_argument("--json", action="store_true", help="print JSON, as /series/SKU serves it")
+
+
+def _offsets_parser(sub: Subcommands) -> None:
     op = sub.add_parser(
         "offsets",
         help="compare the input offsets in Redis with the consumer group's in Kafka; rewind",
@@ -340,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewind to the oldest offset the log holds where it no longer holds Redis's",
     )
+
+
+def _data_parser(sub: Subcommands) -> None:
     dp = sub.add_parser(
         "data",
         help="download the full UCI Online Retail data set, or print where it is",
@@ -359,15 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download the data set into SHELFCAST_DATA_DIR, verify it, print its path.",
     )
     fetch.add_argument("--url", default=None, help="where to download from (UCI)")
-    fetch.add_argument(
-        "--timeout", type=_positive(float), default=60.0, help="network timeout in s (60)"
-    )
+    _number(fetch, "--timeout", float, 60.0, "network timeout in s (60)")
     dsub.add_parser(
         "path",
         help="print the data set's path (exit 1 if it is not fetched yet)",
         description="Print the data set's path; exit 1 if `shelfcast data fetch` has not run.",
     )
-    return parser
 
 
 def port_problem(bind: str, port: int) -> str | None:
@@ -506,7 +524,7 @@ def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings)
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from streamer.features.connect import worker_client as redis_client
+    from streamer.features.connect import worker_client
     from streamer.ingest.status import render, series_status
     from streamer.ops.embedded import discover
 
@@ -520,7 +538,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def read() -> list[dict[str, object]]:
-        r = redis_client(settings)
+        r = worker_client(settings)
         try:
             return await series_status(r, settings, args.sku, args.location)
         finally:
@@ -559,17 +577,36 @@ def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
     committed = offsets.committed(settings, partitions)
     found = offsets.gaps(stored, committed)
     if args.offsets_command == "check":
-        for field in sorted(stored.keys() | committed.keys()):
-            mark = "  <- Redis behind" if any(g.field == field for g in found) else ""
-            kafka = committed.get(field, "-")
-            print(f"{field:<24} redis {stored.get(field, 0):>12} kafka {kafka:>12}{mark}")
-        return 1 if found else 0
+        return _offsets_check(stored, committed, {g.field for g in found})
     if not found:
         print("shelfcast offsets: Redis is not behind Kafka anywhere; nothing to rewind")
         return 0
-    low = offsets.low_watermarks(settings, [g.field for g in found])
+    return _offsets_rewind(settings, stored, committed, [g.field for g in found], args.accept_loss)
+
+
+def _offsets_check(stored: dict[str, int], committed: dict[str, int], behind: set[str]) -> int:
+    """Print both offsets of every input partition; 1 where Redis is behind anywhere."""
+    for field in sorted(stored.keys() | committed.keys()):
+        mark = "  <- Redis behind" if field in behind else ""
+        kafka = committed.get(field, "-")
+        print(f"{field:<24} redis {stored.get(field, 0):>12} kafka {kafka:>12}{mark}")
+    return 1 if behind else 0
+
+
+def _offsets_rewind(
+    settings: Settings,
+    stored: dict[str, int],
+    committed: dict[str, int],
+    behind: list[str],
+    accept_loss: bool,
+) -> int:
+    """Move the group's offsets of the ``behind`` partitions back to Redis's."""
+    from streamer.features.connect import connect
+    from streamer.pipeline import offsets
+
+    low = offsets.low_watermarks(settings, behind)
     targets, lost = offsets.rewind_plan(stored, committed, low)
-    if lost and not args.accept_loss:
+    if lost and not accept_loss:
         gone = ", ".join(f"{f} ({n} records)" for f, n in sorted(lost.items()))
         print(
             f"shelfcast offsets: the log no longer holds what Redis lost in {gone}: those "
@@ -640,42 +677,11 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         closed_loop=not args.open_loop,
     )
     s = result.summary
-    print(
-        f"\n{s['events_in']} events ({s['dlq']} to the DLQ), {s['series']} series, "
-        f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
-        f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
-    )
-    print(f"{'':<42}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
-    print(
-        f"{'model':<18}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
-        f"{'MAE':>8}{'RMSE':>8}{'cover':>8}"
-    )
-    for model, m in s["accuracy"].items():  # type: ignore[union-attr]
-        print(
-            f"{model:<18}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
-            f"{m['rel_mae_vs_seasonal_naive']:>8.3f}{m['rel_rmse_vs_seasonal_naive']:>8.3f}"
-            f"{m['rel_pinball_vs_seasonal_naive']:>8.3f}{m['rel_mae_vs_zeros']:>8.3f}"
-            f"{m['rel_rmse_vs_zeros']:>8.3f}{m['coverage_p10_p90']:>8.1%}"
-        )
+    print_accuracy(s)
     print_policies(s["inventory"])  # type: ignore[arg-type]
-    q = s["alert_quality"]  # type: ignore[index]
-    if q is not None and q["stockouts"]:
-        warn = q["median_warning_days"]
-        print(
-            f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
-            f"{q['recall']:.1%} (raised >= {q['lead_time_days']:g} days ahead), median warning "
-            f"{'n/a' if warn is None else f'{warn:.1f} days'}, false alarms "
-            f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}, "
-            f"an alert raised {q.get('alert_active_share') or 0:.1%} of the time"
-        )
-        m = q["misses"]
-        foreseeable = m["recall_foreseeable"]
-        print(
-            f"missed: {m['series_too_young']} in a series' first lead time, "
-            f"{m['cleared_before']} cleared before it, {m['beyond_history']} beyond the "
-            f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
-            f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
-        )
+    q = s["alert_quality"]
+    if q is not None and q["stockouts"]:  # type: ignore[index]
+        print_alert_quality(q)  # type: ignore[arg-type]
     files = "forecasts.jsonl, alerts.jsonl, policies.jsonl" + (", stockouts.jsonl" if q else "")
     print(f"results: {result.out}/summary.json, {files}")
     if args.command == "demo":
@@ -689,6 +695,47 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
 
         print(f"report: {write_report(result.out)}")
     return 0
+
+
+def print_accuracy(s: dict) -> None:
+    """The run's totals, then each model's errors, alone and relative to the two baselines."""
+    print(
+        f"\n{s['events_in']} events ({s['dlq']} to the DLQ), {s['series']} series, "
+        f"{s['buckets_closed']} series-buckets closed, {s['forecasts_published']} forecasts, "
+        f"{s['alerts_published']} alerts in {s['wall_seconds']}s ({s['events_per_second']} ev/s)"
+    )
+    print(f"{'':<42}{'÷ seasonal naive':>24}{'÷ zeros':>16}")
+    print(
+        f"{'model':<18}{'MAE':>8}{'RMSE':>8}{'MASE':>8}{'MAE':>8}{'RMSE':>8}{'pinball':>8}"
+        f"{'MAE':>8}{'RMSE':>8}{'cover':>8}"
+    )
+    for model, m in s["accuracy"].items():
+        print(
+            f"{model:<18}{m['mae']:>8.3f}{m['rmse']:>8.3f}{m['mase']:>8.3f}"
+            f"{m['rel_mae_vs_seasonal_naive']:>8.3f}{m['rel_rmse_vs_seasonal_naive']:>8.3f}"
+            f"{m['rel_pinball_vs_seasonal_naive']:>8.3f}{m['rel_mae_vs_zeros']:>8.3f}"
+            f"{m['rel_rmse_vs_zeros']:>8.3f}{m['coverage_p10_p90']:>8.1%}"
+        )
+
+
+def print_alert_quality(q: dict) -> None:
+    """How the alerts foretold the simulated stock-outs, and why the missed ones were missed."""
+    warn = q["median_warning_days"]
+    print(
+        f"alerts vs simulated stock: {q['stockouts']} stock-outs, recall "
+        f"{q['recall']:.1%} (raised >= {q['lead_time_days']:g} days ahead), median warning "
+        f"{'n/a' if warn is None else f'{warn:.1f} days'}, false alarms "
+        f"{q['false_alarm_rate'] or 0:.1%}, flapping {q['flapping_rate'] or 0:.1%}, "
+        f"an alert raised {q.get('alert_active_share') or 0:.1%} of the time"
+    )
+    m = q["misses"]
+    foreseeable = m["recall_foreseeable"]
+    print(
+        f"missed: {m['series_too_young']} in a series' first lead time, "
+        f"{m['cleared_before']} cleared before it, {m['beyond_history']} beyond the "
+        f"series' history, {m['raised_late']} raised late; recall over the foreseeable "
+        f"{'n/a' if foreseeable is None else f'{foreseeable:.1%}'} (docs/alerts.md)"
+    )
 
 
 def print_policies(inventory: dict) -> None:
@@ -746,12 +793,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def explain(out: Path) -> None:
     """A few readable lines: top SKUs, their next-7-day forecast, alerts raised."""
+    _explain_forecasts(out / "forecasts.jsonl")
+    _explain_alerts(out / "alerts.jsonl")
+
+
+def _explain_forecasts(path: Path) -> None:
+    """The top location series by forecast volume, each with its latest forecast and its SKU's
+    rollup."""
     latest: dict[str, dict] = {}
     volume: dict[str, float] = defaultdict(float)
-    with (out / "forecasts.jsonl").open() as f:
+    with path.open() as f:
         for line in f:
             fc = json.loads(line)
-            key = f"{fc['sku']}@{fc['location']}"
+            key = series_key(fc["sku"], fc["location"])
             volume[key] += fc["horizon"][0]["mean"]
             if key not in latest or fc["issued_at"] > latest[key]["issued_at"]:
                 latest[key] = fc
@@ -760,14 +814,17 @@ def explain(out: Path) -> None:
     for key in sorted(locations, key=volume.__getitem__, reverse=True)[:5]:
         fc = latest[key]
         mean, p10, p90 = (sum(h[q] for h in fc["horizon"]) for q in ("mean", "p10", "p90"))
-        rollup = latest.get(f"{fc['sku']}@{ALL_LOCATIONS}", {"horizon": [], "locations": 0})
+        rollup = latest.get(series_key(fc["sku"], ALL_LOCATIONS), {"horizon": [], "locations": 0})
         print(
             f"  {fc['sku']:>7} {fc['location']:<15} from {fc['issued_at'][:10]}: "
             f"{mean:7.0f} units (p10-p90 sum {p10:.0f}-{p90:.0f}), model {fc['model']}; "
             f"{sum(h['mean'] for h in rollup['horizon']):.0f} in all "
             f"{rollup['locations']} locations"
         )
-    alerts = [json.loads(line) for line in (out / "alerts.jsonl").open()]
+
+
+def _explain_alerts(path: Path) -> None:
+    alerts = [json.loads(line) for line in path.open()]
     raised = [a for a in alerts if a["status"] == "raised"]
     print(f"\nlow-stock alerts: {len(raised)} raised, {len(alerts) - len(raised)} cleared; first:")
     for a in raised[:5]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Close, State
+from models.base import SEASON, Close, State
 from models.recent import Recent
 
 
@@ -47,7 +47,7 @@ class SeasonalNaive(_Stateless):
     name = "seasonal_naive"
     version = "3"
 
-    def __init__(self, season: int = 7) -> None:
+    def __init__(self, season: int = SEASON) -> None:
         self.season = season
 
     def forecast(self, close: Close, features: Recent) -> tuple[np.ndarray, np.ndarray]:

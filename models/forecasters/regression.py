@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from river import linear_model, optim, utils
 
-from models.base import Close, State
+from models.base import SEASON, Close, State
 from models.recent import Recent
 
 FEATURES = (*(f"wd{d}" for d in range(7)), "lag_season", "ma7", "ma28", "price")
@@ -46,7 +46,7 @@ class OnlineRegression:
     name = "online_regression"
     version = "river-lr-global-1"
 
-    def __init__(self, season: int = 7, lr: float = 0.1) -> None:
+    def __init__(self, season: int = SEASON, lr: float = 0.1) -> None:
         self.season = season
         self._model = linear_model.LinearRegression(
             optimizer=optim.SGD(lr), intercept_lr=lr, clip_gradient=5.0

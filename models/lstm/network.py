@@ -42,13 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Close
+from models.base import SEASON, Close
 
 # Bump when the inputs or the layers change: checkpoints of another architecture are refused.
 ARCH = 1
 EPS = 0.1  # units: keeps the scale of a window with one small sale away from zero
 ACTIVE_BUCKETS = 56  # as the worker (SHELFCAST_ACTIVE_BUCKETS): quieter series are not forecast
-SEASON = 7  # daily buckets: the seasonal naive repeats the same weekday
 NAIVE_WEEKS = 4  # how far back the seasonal naive looks for an open bucket of the same weekday
 N_INPUTS = 12  # scaled demand, closed, 7 weekdays, relative log price, price missing, level
 N_AHEAD = 8  # per future bucket: 7 weekdays, closed
@@ -401,6 +400,47 @@ def training_windows(panel: Panel, end: int, seq_len: int, horizon: int) -> np.n
     return np.stack([rows, origins[idx]], axis=1)
 
 
+def _batch_loss(
+    model: GlobalLSTM,
+    panel: Panel,
+    rows: np.ndarray,
+    origins: np.ndarray,
+    end_col: int,
+    levels: torch.Tensor,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager,
+) -> torch.Tensor:
+    """The mean pinball loss of a batch of windows, in units of each window's scale, over the
+    targets before column ``end_col`` on open days."""
+    seq_len, horizon = model.cfg.seq_len, model.cfg.horizon
+    inputs = gather(panel, rows, origins, seq_len, horizon)
+    targets = origins[:, None] + np.arange(1, horizon + 1)
+    in_range = targets < end_col
+    cols = np.minimum(targets, end_col - 1)
+    y = torch.from_numpy(panel.demand[rows[:, None], cols]).to(device)
+    mask = torch.from_numpy(in_range & ~panel.closed[cols]).to(device)
+    with autocast:
+        q, scale = model(*inputs.to(device))
+    loss = pinball(q, y / scale[:, None], levels).mean(2)
+    return (loss * mask).sum() / mask.sum()
+
+
+def _descend(
+    model: GlobalLSTM,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """One optimizer step on ``loss``, through the (mixed precision) gradient scaler."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    # one batch of bursty windows must not undo an epoch of recurrent weights
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train(
     model: GlobalLSTM,
     panel: Panel,
@@ -419,8 +459,7 @@ def train(
     started = time.perf_counter()
     device = torch.device(device)
     cuda = device.type == "cuda"
-    seq_len, horizon = model.cfg.seq_len, model.cfg.horizon
-    windows = training_windows(panel, end, seq_len, horizon)
+    windows = training_windows(panel, end, model.cfg.seq_len, model.cfg.horizon)
     if len(windows) == 0:
         raise ValueError(f"no training window ends before bucket {end}")
     end_col = end - panel.first_bucket
@@ -441,23 +480,8 @@ def train(
             batches = 0
             for i in range(0, per_epoch, cfg.batch_size):
                 rows, origins = draw[i : i + cfg.batch_size].T
-                inputs = gather(panel, rows, origins, seq_len, horizon)
-                targets = origins[:, None] + np.arange(1, horizon + 1)
-                in_range = targets < end_col
-                cols = np.minimum(targets, end_col - 1)
-                y = torch.from_numpy(panel.demand[rows[:, None], cols]).to(device)
-                mask = torch.from_numpy(in_range & ~panel.closed[cols]).to(device)
-                with autocast:
-                    q, scale = model(*inputs.to(device))
-                loss = pinball(q, y / scale[:, None], levels).mean(2)
-                loss = (loss * mask).sum() / mask.sum()
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                # one batch of bursty windows must not undo an epoch of recurrent weights
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(optimizer)
-                scaler.update()
+                loss = _batch_loss(model, panel, rows, origins, end_col, levels, device, autocast)
+                _descend(model, loss, optimizer, scaler)
                 total += loss.detach()
                 batches += 1
             losses.append(float(total) / batches)

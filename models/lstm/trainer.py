@@ -97,6 +97,41 @@ def _warm_start(registry: Registry, cfg: LSTMConfig) -> GlobalLSTM | None:
     return champion if same else None
 
 
+def _train_candidate(
+    panel: Panel,
+    registry: Registry,
+    cfg: LSTMConfig,
+    device: torch.device | str,
+    end: int,
+    on_epoch: Callable[[int, float], None] | None,
+) -> tuple[GlobalLSTM, TrainReport]:
+    """A candidate trained on the buckets before ``end``: from the warm start's weights for
+    ``cfg.warm_epochs`` when there is one, else from scratch for ``cfg.epochs``."""
+    candidate = GlobalLSTM(cfg)
+    warm = _warm_start(registry, cfg)
+    if warm is not None:
+        candidate.load_state_dict(warm.state_dict())
+    train_cfg = replace(cfg, epochs=cfg.warm_epochs) if warm is not None else cfg
+    return candidate, train(candidate, panel, train_cfg, device, end, on_epoch)
+
+
+def _champion_scores(
+    registry: Registry, panel: Panel, cfg: LSTMConfig, device: torch.device | str
+) -> tuple[int | None, Validation | None, str]:
+    """The champion's version and validation, both None when there is none or it cannot run
+    on this panel, and a note for the reason saying why it was skipped ("" if not)."""
+    champion_version = registry.champion()
+    if champion_version is None:
+        return None, None, ""
+    try:
+        champion = registry.load(champion_version)
+        return champion_version, validate(champion.to(device), panel, cfg.validation), ""
+    except (CheckpointError, ValueError) as exc:
+        # a champion that cannot run on this panel is no bar; say why it was skipped
+        log.warning("champion v%s not compared: %s", champion_version, exc)
+        return None, None, f"; champion v{champion_version} not compared: {exc}"
+
+
 def refresh(
     panel: Panel,
     registry: Registry,
@@ -112,27 +147,11 @@ def refresh(
     serves a refresh from a stated event time, ``streamer.ops.backtest``)."""
     started = time.perf_counter()
     end = panel.last_bucket + 1 - cfg.validation
-    candidate = GlobalLSTM(cfg)
-    warm = _warm_start(registry, cfg)
-    if warm is not None:
-        candidate.load_state_dict(warm.state_dict())
-    train_cfg = replace(cfg, epochs=cfg.warm_epochs) if warm is not None else cfg
-    trained = train(candidate, panel, train_cfg, device, end, on_epoch)
+    candidate, trained = _train_candidate(panel, registry, cfg, device, end, on_epoch)
 
     t0 = time.perf_counter()
     scores = validate(candidate, panel, cfg.validation)
-    champion_version = registry.champion()
-    champion_scores: Validation | None = None
-    note = ""
-    if champion_version is not None:
-        try:
-            champion = registry.load(champion_version)
-            champion_scores = validate(champion.to(device), panel, cfg.validation)
-        except (CheckpointError, ValueError) as exc:
-            # a champion that cannot run on this panel is no bar; say why it was skipped
-            note = f"; champion v{champion_version} not compared: {exc}"
-            log.warning("champion v%s not compared: %s", champion_version, exc)
-            champion_version = None
+    champion_version, champion_scores, note = _champion_scores(registry, panel, cfg, device)
     validate_seconds = time.perf_counter() - t0
 
     promoted, reason = decide(scores, champion_scores, champion_version)

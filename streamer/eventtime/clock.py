@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 from datetime import UTC, datetime
 
+DAY_SECONDS: int = 86_400  # the one definition; every daily bucket size and day count uses it
+
 
 def bucket_of(ts: float, size: int) -> int:
     return int(ts // size)

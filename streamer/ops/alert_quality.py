@@ -38,13 +38,12 @@ import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
 from streamer.alerts.reorder import CLEARED, RAISED
-
-DAY = 86_400.0
+from streamer.eventtime.clock import DAY_SECONDS as DAY  # by this name in its tests
 
 
 def score_alerts(
@@ -58,9 +57,30 @@ def score_alerts(
     lead = lead_time_days * DAY
     by_series = _changes_by_series(alerts)
     outs, arrivals = _times_by_series(stockouts), _times_by_series(restocks)
+    n_stockouts, warnings = _warnings(outs, by_series)
+    early = sum(warning >= lead for warning in warnings)
+    raised, false_alarms, flaps = _raised(by_series, outs, arrivals, lead)
+    active, total = _active_time(by_series, lives or {})
+    return {
+        "stockouts": n_stockouts,
+        "alerts_raised": raised,
+        "recall": early / n_stockouts if n_stockouts else None,
+        "warned_stockouts": len(warnings),
+        "median_warning_days": statistics.median(warnings) / DAY if warnings else None,
+        "false_alarm_rate": false_alarms / raised if raised else None,
+        "flapping_rate": flaps / raised if raised else None,
+        "alert_active_share": active / total if total > 0 else None,
+        "lead_time_days": lead_time_days,
+    }
 
+
+def _warnings(
+    outs: Mapping[str, list[float]], by_series: Mapping[str, list[tuple[float, str]]]
+) -> tuple[int, list[float]]:
+    """The number of stock-outs, and for each that came while its alert was up, how long the
+    alert had been up."""
     warnings: list[float] = []
-    n_stockouts = early = 0
+    n_stockouts = 0
     for series, times in outs.items():
         changes = by_series.get(series, [])
         stamps = [ts for ts, _ in changes]
@@ -68,10 +88,18 @@ def score_alerts(
             n_stockouts += 1
             i = bisect_right(stamps, t)  # changes at or before the stock-out
             if i and changes[i - 1][1] == "raised":
-                warning = t - changes[i - 1][0]
-                warnings.append(warning)
-                early += warning >= lead
+                warnings.append(t - changes[i - 1][0])
+    return n_stockouts, warnings
 
+
+def _raised(
+    by_series: Mapping[str, list[tuple[float, str]]],
+    outs: Mapping[str, list[float]],
+    arrivals: Mapping[str, list[float]],
+    lead: float,
+) -> tuple[int, int, int]:
+    """Alerts raised; of them, those followed within ``lead`` by neither a stock-out nor a
+    delivery (false alarms), and those raised again within a day of clearing (flaps)."""
     raised = false_alarms = flaps = 0
     for series, changes in by_series.items():
         for k, (ts, status) in enumerate(changes):
@@ -84,8 +112,15 @@ def score_alerts(
             false_alarms += not followed
             if k >= 2 and changes[k - 1][1] == "cleared" and changes[k - 2][1] == "raised":
                 flaps += ts - changes[k - 1][0] <= DAY
+    return raised, false_alarms, flaps
+
+
+def _active_time(
+    by_series: Mapping[str, list[tuple[float, str]]], lives: Mapping[str, tuple[float, float]]
+) -> tuple[float, float]:
+    """Seconds an alert was up within its series' life, and the seconds of all lives."""
     active = total = 0.0
-    for series, (start, end) in (lives or {}).items():
+    for series, (start, end) in lives.items():
         total += end - start
         raised_at: float | None = None
         for ts, status in [*by_series.get(series, []), (end, CLEARED)]:
@@ -94,17 +129,7 @@ def score_alerts(
             elif status == CLEARED and raised_at is not None:
                 active += max(min(ts, end) - max(raised_at, start), 0.0)
                 raised_at = None
-    return {
-        "stockouts": n_stockouts,
-        "alerts_raised": raised,
-        "recall": early / n_stockouts if n_stockouts else None,
-        "warned_stockouts": len(warnings),
-        "median_warning_days": statistics.median(warnings) / DAY if warnings else None,
-        "false_alarm_rate": false_alarms / raised if raised else None,
-        "flapping_rate": flaps / raised if raised else None,
-        "alert_active_share": active / total if total > 0 else None,
-        "lead_time_days": lead_time_days,
-    }
+    return active, total
 
 
 WARNED = "warned"
@@ -139,34 +164,61 @@ def explain_stockouts(
     by_series = _changes_by_series(alerts)
     out: list[Stockout] = []
     for series, times in _times_by_series(stockouts).items():
-        changes = by_series.get(series, [])
-        stamps = [ts for ts, _ in changes]
-        stock = levels.get(series, [])
-        stock_times = [ts for ts, _ in stock]
         history = _IntervalDemand(sales.get(series, []), window)
-        for t in times:
-            i = bisect_right(stamps, t)
-            warning = t - changes[i - 1][0] if i and changes[i - 1][1] == RAISED else None
-            before = t - lead
-            j = bisect_right(stock_times, before)
-            on_hand = stock[j - 1][1] if j else None
-            largest = history.largest_before(before)
-            j = bisect_right(stamps, before)
-            if warning is not None and warning >= lead:
-                outcome = WARNED
-            elif lives.get(series, (-math.inf, math.inf))[0] > before:
-                outcome = "series_too_young"
-            elif j and changes[j - 1][1] == RAISED:
-                outcome = "cleared_before"
-            elif on_hand is not None and on_hand > largest:
-                outcome = "beyond_history"
-            else:
-                outcome = "raised_late"
-            out.append(Stockout(
-                series, t, outcome, None if warning is None else warning / DAY, on_hand, largest
-            ))  # fmt: skip
+        born = lives.get(series, (-math.inf, math.inf))[0]
+        changes, stock = by_series.get(series, []), levels.get(series, [])
+        out.extend(_explain_series(series, times, changes, stock, history, born, lead))
     out.sort(key=lambda s: (s.ts, s.series))
     return out
+
+
+def _explain_series(
+    series: str,
+    times: Sequence[float],
+    changes: Sequence[tuple[float, str]],
+    stock: Sequence[tuple[float, int]],
+    history: _IntervalDemand,
+    born: float,
+    lead: float,
+) -> Iterator[Stockout]:
+    """The stock-outs of one series at ``times``, each with its outcome."""
+    stamps = [ts for ts, _ in changes]
+    stock_times = [ts for ts, _ in stock]
+    for t in times:
+        i = bisect_right(stamps, t)
+        warning = t - changes[i - 1][0] if i and changes[i - 1][1] == RAISED else None
+        before = t - lead
+        j = bisect_right(stock_times, before)
+        on_hand = stock[j - 1][1] if j else None
+        largest = history.largest_before(before)
+        j = bisect_right(stamps, before)
+        raised_before = bool(j) and changes[j - 1][1] == RAISED
+        outcome = _outcome(warning, lead, born > before, raised_before, on_hand, largest)
+        yield Stockout(
+            series, t, outcome, None if warning is None else warning / DAY, on_hand, largest
+        )
+
+
+def _outcome(
+    warning: float | None,
+    lead: float,
+    too_young: bool,
+    raised_before: bool,
+    on_hand: int | None,
+    largest: int,
+) -> str:
+    """WARNED if the alert was up a lead time ahead, else the first cause of ``MISSES`` that
+    applies: the series had no history yet, its alert was up a lead time ahead but cleared
+    since, it had more stock than it had ever sold in an interval, or it was raised too late."""
+    if warning is not None and warning >= lead:
+        return WARNED
+    if too_young:
+        return "series_too_young"
+    if raised_before:
+        return "cleared_before"
+    if on_hand is not None and on_hand > largest:
+        return "beyond_history"
+    return "raised_late"
 
 
 def miss_breakdown(explained: Sequence[Stockout]) -> dict[str, float | int | None]:

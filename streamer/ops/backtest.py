@@ -33,6 +33,7 @@ from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
+from models.series import sku_of
 from streamer.config.settings import Settings, child_environment
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
 from streamer.features.store import STATS, summed_evaluation, summed_stats
@@ -77,7 +78,7 @@ def rollup_demand(demand: Mapping[tuple[str, int], float]) -> dict[tuple[str, in
     """Each SKU's demand over all its locations per bucket, keyed by its rollup series."""
     out: dict[tuple[str, int], float] = defaultdict(float)
     for (series, b), y in demand.items():
-        out[(series_key(series.partition("@")[0], ALL_LOCATIONS), b)] += y
+        out[(series_key(sku_of(series), ALL_LOCATIONS), b)] += y
     return dict(out)
 
 
@@ -455,19 +456,28 @@ def isolated(settings: Settings, out: Path) -> Settings:
     )
 
 
-def run_backtest(
+@dataclass
+class _LiveRun:
+    """What a replay through embedded services left behind, once they stopped."""
+
+    events: list[Produced]  # the input, and in a closed loop the planner's stock events
+    stats: dict[str, int]
+    forecasts: ForecastTable
+    wall: float
+    evaluation: Prequential
+    metrics_url: str
+    closed: tuple[list[str], Outcome] | None  # the closed loop's outcome
+
+
+def _backtest_input(
     path: Path,
-    out: Path,
+    limit: int | None,
+    how: InputFormat | None,
+    closed_loop: bool,
     settings: Settings,
     simulation: SimulationSettings,
-    limit: int | None = None,
-    progress: bool = True,
-    timeout: float = 1800.0,
-    keep_running: bool = False,
-    how: InputFormat | None = None,
-    closed_loop: bool = False,
-) -> BacktestResult:
-    out.mkdir(parents=True, exist_ok=True)
+) -> tuple[list[Produced], object, Settings, SimulationSettings]:
+    """The events to replay, their read stats, and the settings a closed loop needs."""
     events, read_stats = read_events(path, limit, how)
     if closed_loop and not any(ev.ts for ev in events):
         raise ValueError(
@@ -478,10 +488,22 @@ def run_backtest(
         simulation = replace(simulation, restock=False)
         # each bucket waits for the worker: an idle consumer's fetch must not sit out 500 ms
         settings = settings.replace(fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 10))
-    events, sim_stats, trace = simulate(events, simulation)
-    settings = isolated(settings, out)
+    return events, read_stats, settings, simulation
+
+
+def _replay_live(
+    events: list[Produced],
+    out: Path,
+    settings: Settings,
+    simulation: SimulationSettings,
+    closed_loop: bool,
+    refreshes: list[dict[str, object]],
+    timeout: float,
+    progress: bool,
+    keep_running: bool,
+) -> _LiveRun:
+    """Replay ``events`` through fresh embedded services and collect what the worker wrote."""
     started = time.monotonic()
-    refreshes: list[dict[str, object]] = []
     loop = None
     with embedded_services(settings) as live:
         worker = WorkerProcess(live, out / "worker.log")
@@ -520,13 +542,40 @@ def run_backtest(
             if loop is not None:
                 loop.planner.close()
     forecasts = table.table()
-    alerts = list(JsonLines(out / "alerts.jsonl"))
-    truth = truth_from(events, settings.bucket_seconds)
-    summary = summarize(events, truth, read_stats, sim_stats, stats, forecasts, alerts, wall)
-    summary["models"] = evaluation.summary()
     closed = None if loop is None else loop.outcome()
+    return _LiveRun(events, stats, forecasts, wall, evaluation, metrics_url, closed)
+
+
+def run_backtest(
+    path: Path,
+    out: Path,
+    settings: Settings,
+    simulation: SimulationSettings,
+    limit: int | None = None,
+    progress: bool = True,
+    timeout: float = 1800.0,
+    keep_running: bool = False,
+    how: InputFormat | None = None,
+    closed_loop: bool = False,
+) -> BacktestResult:
+    out.mkdir(parents=True, exist_ok=True)
+    events, read_stats, settings, simulation = _backtest_input(
+        path, limit, how, closed_loop, settings, simulation
+    )
+    events, sim_stats, trace = simulate(events, simulation)
+    settings = isolated(settings, out)
+    refreshes: list[dict[str, object]] = []
+    run = _replay_live(
+        events, out, settings, simulation, closed_loop, refreshes, timeout, progress, keep_running
+    )
+    alerts = list(JsonLines(out / "alerts.jsonl"))
+    truth = truth_from(run.events, settings.bucket_seconds)
+    summary = summarize(
+        run.events, truth, read_stats, sim_stats, run.stats, run.forecasts, alerts, run.wall
+    )
+    summary["models"] = run.evaluation.summary()
     summary["inventory"] = reference_policies(
-        truth, trace, forecasts, settings, simulation, out, closed
+        truth, trace, run.forecasts, settings, simulation, out, run.closed
     )
     summary["lstm_refreshes"] = refreshes
     # scored against the simulation's own restocks: a diagnostic of the open loop only
@@ -535,7 +584,7 @@ def run_backtest(
     )
     summary["input"] = str(path)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    return BacktestResult(out, summary, metrics_url)
+    return BacktestResult(out, summary, run.metrics_url)
 
 
 def alert_quality(

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import redis
@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from streamer.config.settings import Settings, leader_topic
-from streamer.eventtime.clock import bucket_of, bucket_start
+from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
 from streamer.features.store import STATS
 from streamer.ops.backtest import WorkerProcess, child_env, isolated, scrape, wait_processed
 from streamer.ops.embedded import embedded_services, free_port
@@ -47,7 +47,6 @@ from streamer.ops.simulation import SimulationSettings, simulate
 LATENCY = "shelfcast_processing_latency_seconds"
 CLOSE = "shelfcast_bucket_close_seconds"
 BATCH = "shelfcast_batch_duration_seconds"
-DAY = 86_400
 Offsets = dict[tuple[str, int], int]
 
 
@@ -80,7 +79,7 @@ def probe_orders(later: Iterable[Produced], after: float, n: int) -> list[Produc
             f"the file has {len(orders)} orders after the backlog; the latency phase needs "
             f"{n}: use fewer --lines or a lower --rate or --seconds"
         )
-    end = bucket_start(bucket_of(after, DAY) + 1, DAY)
+    end = bucket_start(bucket_of(after, DAY_SECONDS) + 1, DAY_SECONDS)
     start_ms = round(min(after, end - n / 1000 - 1) * 1000)
     retimed = []
     for i, ev in enumerate(orders, 1):
@@ -322,10 +321,33 @@ def faust_reference(settings: Settings, n: int, timeout: float, out: Path) -> fl
     return float(json.loads(result.read_text())["messages_per_second"])
 
 
-def run_bench(
-    path: Path, out: Path, settings: Settings, bench: BenchSettings, progress: bool = True
-) -> dict[str, object]:
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class _BenchInput:
+    replay: list[Produced]  # the backlog, with simulated stock so that orders can raise alerts
+    burst: list[Produced]  # orders within one bucket, produced at once
+    probes: list[Produced]  # orders produced at the latency phase's rate
+
+
+@dataclass
+class _Measured:
+    """The raw figures of one bench run, filled in phase by phase."""
+
+    partitions: int
+    raw_replay: float = 0.0
+    replay_rate: float = 0.0
+    closes: str = ""  # the metrics after the replay: its bucket closes
+    offsets: Offsets = field(default_factory=dict)  # the inputs' ends before the burst
+    burst_rate: float = 0.0
+    before: str = ""  # the metrics before and after the latency phase
+    after: str = ""
+    sent: dict[int, float] = field(default_factory=dict)
+    achieved: float = 0.0
+    alerts: list[tuple[float, bytes]] = field(default_factory=list)
+    raw_burst: float = 0.0
+    faust_rate: float = 0.0
+
+
+def _bench_input(path: Path, bench: BenchSettings) -> _BenchInput:
     paced = round(bench.rate * bench.seconds)
     head, _ = read_events(path, bench.lines)
     if not head:
@@ -333,103 +355,157 @@ def run_bench(
     replay, _, _ = simulate(head, SimulationSettings())  # stock, so orders can raise alerts
     more, _ = read_events(path, bench.lines + 3 * (bench.burst + paced))
     later = probe_orders(more[len(head) :], max(e.ts for e in replay), bench.burst + paced)
-    burst, probes = later[: bench.burst], later[bench.burst :]
-    settings = isolated(settings, out)
+    return _BenchInput(replay, later[: bench.burst], later[bench.burst :])
+
+
+def _measure(
+    settings: Settings,
+    out: Path,
+    bench: BenchSettings,
+    data: _BenchInput,
+    progress: bool,
+    step: Callable[[str], None],
+) -> _Measured:
+    """Every phase against fresh embedded services, each bare-consumer reference next to the
+    worker's phase it compares with."""
     inputs = (settings.topics["orders"], settings.topics["inventory"])
-    step: Callable[[str], None] = tqdm.write if progress else lambda _: None
     with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
         bootstrap, n = live.kafka_bootstrap_servers, live.partitions
-        produce(bootstrap, {}, live.topics, replay, progress=progress, total=len(replay))
-        raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(replay)))
-        step(f"replay: bare aiokafka consumer {raw_replay:,.0f} messages/s")
+        m = _Measured(n)
+        produce(bootstrap, {}, live.topics, data.replay, progress=progress, total=len(data.replay))
+        m.raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.replay)))
+        step(f"replay: bare aiokafka consumer {m.raw_replay:,.0f} messages/s")
         worker = WorkerProcess(live, out / "worker.log")
         try:
-            client = redis.Redis.from_url(live.redis_url)
-            replay_rate = worker_rate(
-                client, worker, len(replay), bench.timeout, progress=progress, desc="replay"
-            )
-            step(f"replay: worker {replay_rate:,.0f} events/s")
-            metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
-            closes = scrape(metrics_url).decode()
-            offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
-            # timed from the first order produced: the worker starts on them as they arrive
-            burst_started = time.perf_counter()
-            produce(bootstrap, {}, live.topics, burst, progress=False)
-            done = len(replay) + len(burst)
-            burst_rate = worker_rate(
-                client, worker, done, bench.timeout, len(replay), burst_started, progress, "burst"
-            )
-            step(f"burst: worker {burst_rate:,.0f} events/s")
-            before = scrape(metrics_url).decode()
-            alerts_at = asyncio.run(end_offsets(bootstrap, [live.topics["alerts"]], n))
-            receiver = Receiver(bootstrap, live.topics["alerts"], alerts_at)
-            receiver.start()
-            sent, achieved = produce_paced(
-                bootstrap, live.topics["orders"], probes, bench.rate, progress
-            )
-            wait_processed(client, worker, done + len(probes), bench.timeout, False)
-            after = scrape(metrics_url).decode()
-            alerts = receiver.finish()
+            _worker_phases(m, live, worker, inputs, bench, data, progress, step)
         finally:
             worker.stop()
-        raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(burst), offsets))
-        step(f"burst: bare aiokafka consumer {raw_burst:,.0f} messages/s")
-        everything = len(replay) + len(burst) + len(probes)
-        faust_rate = faust_reference(live, everything, bench.timeout, out)
-        step(f"a Faust agent doing nothing: {faust_rate:,.0f} messages/s")
-    (out / "metrics.prom").write_text(after)
-    latency = delta(histogram(after, LATENCY)[0], histogram(before, LATENCY)[0])
-    batches = delta(histogram(after, BATCH)[0], histogram(before, BATCH)[0])
-    close_buckets, close_seconds, close_count = histogram(closes, CLOSE)
-    orders = sum(e.role == "orders" for e in replay)
-    to_alert = alert_latencies(alerts, sent)
+        m.raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.burst), m.offsets))
+        step(f"burst: bare aiokafka consumer {m.raw_burst:,.0f} messages/s")
+        everything = len(data.replay) + len(data.burst) + len(data.probes)
+        m.faust_rate = faust_reference(live, everything, bench.timeout, out)
+        step(f"a Faust agent doing nothing: {m.faust_rate:,.0f} messages/s")
+    return m
+
+
+def _worker_phases(
+    m: _Measured,
+    live: Settings,
+    worker: WorkerProcess,
+    inputs: tuple[str, str],
+    bench: BenchSettings,
+    data: _BenchInput,
+    progress: bool,
+    step: Callable[[str], None],
+) -> None:
+    """The worker's three phases: the replayed backlog, the burst, the paced probe orders."""
+    bootstrap, n = live.kafka_bootstrap_servers, live.partitions
+    client = redis.Redis.from_url(live.redis_url)
+    m.replay_rate = worker_rate(
+        client, worker, len(data.replay), bench.timeout, progress=progress, desc="replay"
+    )
+    step(f"replay: worker {m.replay_rate:,.0f} events/s")
+    metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
+    m.closes = scrape(metrics_url).decode()
+    m.offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
+    # timed from the first order produced: the worker starts on them as they arrive
+    burst_started = time.perf_counter()
+    produce(bootstrap, {}, live.topics, data.burst, progress=False)
+    done = len(data.replay) + len(data.burst)
+    m.burst_rate = worker_rate(
+        client, worker, done, bench.timeout, len(data.replay), burst_started, progress, "burst"
+    )
+    step(f"burst: worker {m.burst_rate:,.0f} events/s")
+    m.before = scrape(metrics_url).decode()
+    alerts_at = asyncio.run(end_offsets(bootstrap, [live.topics["alerts"]], n))
+    receiver = Receiver(bootstrap, live.topics["alerts"], alerts_at)
+    receiver.start()
+    m.sent, m.achieved = produce_paced(
+        bootstrap, live.topics["orders"], data.probes, bench.rate, progress
+    )
+    wait_processed(client, worker, done + len(data.probes), bench.timeout, False)
+    m.after = scrape(metrics_url).decode()
+    m.alerts = receiver.finish()
+
+
+def run_bench(
+    path: Path, out: Path, settings: Settings, bench: BenchSettings, progress: bool = True
+) -> dict[str, object]:
+    out.mkdir(parents=True, exist_ok=True)
+    data = _bench_input(path, bench)
+    settings = isolated(settings, out)
+    step: Callable[[str], None] = tqdm.write if progress else lambda _: None
+    m = _measure(settings, out, bench, data, progress, step)
+    (out / "metrics.prom").write_text(m.after)
     result: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "partitions": n},
+        "machine": {"cpus": os.cpu_count(), "partitions": m.partitions},
         "settings": asdict(bench),
         # the whole pipeline on real history: every bucket close included
-        "replay": {
-            "events": len(replay),
-            "orders": orders,
-            "worker_events_per_second": round(replay_rate),
-            "worker_orders_per_second": round(replay_rate * orders / len(replay)),
-            "raw_consume_messages_per_second": round(raw_replay),
-            "ratio": round(replay_rate / raw_replay, 4),
-        },
+        "replay": _replay_figures(m, data),
         # orders within one bucket, as a live worker takes them between two closes
-        "burst": {
-            "orders": len(burst),
-            "worker_orders_per_second": round(burst_rate),
-            "raw_consume_messages_per_second": round(raw_burst),
-            "ratio": round(burst_rate / raw_burst, 4),
-            # the framework's own ceiling: the same micro-batches, no work done with them
-            "faust_noop_messages_per_second": round(faust_rate),
-            "ratio_to_faust_noop": round(burst_rate / faust_rate, 4),
-        },
-        "latency": {
-            "orders": len(probes),
-            "target_rate": bench.rate,
-            "achieved_rate": round(achieved),
-            "produce_to_effect_ms": {
-                q: _ms(quantile(latency, p)) for q, p in (("p50", 0.5), ("p99", 0.99))
-            },
-            "batch_ms": {q: _ms(quantile(batches, p)) for q, p in (("p50", 0.5), ("p99", 0.99))},
-            "alerts": len(to_alert),
-            "order_to_alert_ms": {
-                q: _ms(percentile(to_alert, p)) for q, p in (("p50", 0.5), ("p99", 0.99))
-            },
-        },
-        "bucket_close": {
-            "closes": int(close_count),
-            "series_at_last_close": int(_gauge(closes, "shelfcast_active_series")),
-            "mean_seconds_per_partition": round(close_seconds / max(close_count, 1), 4),
-            # interpolated within the histogram's buckets (0.5, 1, 2.5 s, ...): a rough figure
-            "p99_seconds_per_partition": quantile(close_buckets, 0.99),
-            # one bucket across every partition: all the series active at that close
-            "mean_seconds_all_partitions": round(close_seconds * n / max(close_count, 1), 4),
-        },
+        "burst": _burst_figures(m, data),
+        "latency": _latency_figures(m, data, bench),
+        "bucket_close": _close_figures(m),
     }
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _replay_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
+    orders = sum(e.role == "orders" for e in data.replay)
+    return {
+        "events": len(data.replay),
+        "orders": orders,
+        "worker_events_per_second": round(m.replay_rate),
+        "worker_orders_per_second": round(m.replay_rate * orders / len(data.replay)),
+        "raw_consume_messages_per_second": round(m.raw_replay),
+        "ratio": round(m.replay_rate / m.raw_replay, 4),
+    }
+
+
+def _burst_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
+    return {
+        "orders": len(data.burst),
+        "worker_orders_per_second": round(m.burst_rate),
+        "raw_consume_messages_per_second": round(m.raw_burst),
+        "ratio": round(m.burst_rate / m.raw_burst, 4),
+        # the framework's own ceiling: the same micro-batches, no work done with them
+        "faust_noop_messages_per_second": round(m.faust_rate),
+        "ratio_to_faust_noop": round(m.burst_rate / m.faust_rate, 4),
+    }
+
+
+def _latency_figures(m: _Measured, data: _BenchInput, bench: BenchSettings) -> dict[str, object]:
+    latency = delta(histogram(m.after, LATENCY)[0], histogram(m.before, LATENCY)[0])
+    batches = delta(histogram(m.after, BATCH)[0], histogram(m.before, BATCH)[0])
+    to_alert = alert_latencies(m.alerts, m.sent)
+    return {
+        "orders": len(data.probes),
+        "target_rate": bench.rate,
+        "achieved_rate": round(m.achieved),
+        "produce_to_effect_ms": {
+            q: _ms(quantile(latency, p)) for q, p in (("p50", 0.5), ("p99", 0.99))
+        },
+        "batch_ms": {q: _ms(quantile(batches, p)) for q, p in (("p50", 0.5), ("p99", 0.99))},
+        "alerts": len(to_alert),
+        "order_to_alert_ms": {
+            q: _ms(percentile(to_alert, p)) for q, p in (("p50", 0.5), ("p99", 0.99))
+        },
+    }
+
+
+def _close_figures(m: _Measured) -> dict[str, object]:
+    close_buckets, close_seconds, close_count = histogram(m.closes, CLOSE)
+    n = m.partitions
+    return {
+        "closes": int(close_count),
+        "series_at_last_close": int(_gauge(m.closes, "shelfcast_active_series")),
+        "mean_seconds_per_partition": round(close_seconds / max(close_count, 1), 4),
+        # interpolated within the histogram's buckets (0.5, 1, 2.5 s, ...): a rough figure
+        "p99_seconds_per_partition": quantile(close_buckets, 0.99),
+        # one bucket across every partition: all the series active at that close
+        "mean_seconds_all_partitions": round(close_seconds * n / max(close_count, 1), 4),
+    }
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -39,15 +39,14 @@ from tqdm import tqdm
 from models.bank import Bank
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
-from streamer.eventtime.clock import bucket_start
-from streamer.features.connect import worker_client as redis_client
+from streamer.eventtime.clock import DAY_SECONDS, bucket_start
+from streamer.features.connect import worker_client
 from streamer.features.store import FeatureStore, part_key, part_series_key, series_base
 from streamer.ops.backtest import isolated
 from streamer.ops.embedded import embedded_services
 from streamer.pipeline.batch import BatchResult, Pipeline
 from streamer.publish.messages import Output
 
-DAY = 86_400
 START = 15_000  # 2011-01-24, a Monday: the first bucket of history
 CHUNK = 5_000  # series per Redis pipeline while loading
 
@@ -171,7 +170,7 @@ async def _restore_all(
 ) -> tuple[float, float]:
     """Seconds for a fresh pipeline to restore every partition from its snapshot, and the
     longest the event loop was blocked meanwhile (ms)."""
-    client = redis_client(settings)
+    client = worker_client(settings)
     fresh = Pipeline(settings, FeatureStore.of(client, settings), _discard)
     worst = 0.0
     done = False
@@ -206,7 +205,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     # four locations a SKU, as the real data has about five; input topics are keyed by SKU,
     # so a SKU's locations share a partition
     names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
-    client = redis_client(settings)
+    client = worker_client(settings)
     empty = int((await client.info("memory"))["used_memory"])
     await _load(client, names, demand, bench.partitions)
     sink = KafkaSink(settings.kafka_bootstrap_servers)
@@ -219,7 +218,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     for d in range(days):
         b = START + d
         for p in range(bench.partitions):
-            pipeline.max_ts[p] = bucket_start(b + 1, DAY) + 3_600
+            pipeline.max_ts[p] = bucket_start(b + 1, DAY_SECONDS) + 3_600
         started = time.perf_counter()
         await pipeline.close_through(dict.fromkeys(range(bench.partitions), b), result)
         if d >= bench.warmup:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamer.eventtime.clock import bucket_of, bucket_start, epoch
+from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start, epoch
 from streamer.ops.policies import Outcome
 from streamer.ops.replay import (
     INVENTORY_LEAD_SECONDS,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 # a lost-sale correction comes this long after its order, so that it waits for the order in
 # the worker whichever topic is read first
 CORRECTION_DELAY = 1.0
-DAY = 86_400.0
 
 
 def derived_id(prefix: str, of: str) -> str:
@@ -63,7 +62,7 @@ class Planner:
     def __init__(self, bootstrap: str, topics: dict[str, str], lead_time_days: float) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
-        self.lead = lead_time_days * DAY
+        self.lead = lead_time_days * DAY_SECONDS
         self._bootstrap, self._topics = bootstrap, topics
         self._producer: Producer | None = replay_producer(bootstrap, {})
         self._read = 0

@@ -26,10 +26,10 @@ import numpy as np
 
 from models.forecast_table import FIELDS, ForecastTable
 from streamer.alerts.reorder import order_up_to, reorder_points
+from streamer.eventtime.clock import DAY_SECONDS
 
 HORIZON = 7
 ERROR_WINDOW = 56  # recent errors per horizon behind the safety stock, as the worker keeps
-DAY_SECONDS = 86_400
 
 # a policy's reorder level and order-up-to level of every series on day ``t``
 Levels = Callable[[int], tuple[np.ndarray, np.ndarray]]

@@ -273,17 +273,8 @@ def _csv_dates(path: Path, raw: pd.Series, column: str, date_format: str | None)
     return ts
 
 
-def read_csv_mapped(
-    path: Path,
-    columns: dict[str, str],
-    limit: int | None = None,
-    date_format: str | None = None,
-) -> tuple[list[Produced], ReadStats]:
-    """Orders from a CSV with a header, its columns mapped to roles (default: by role name).
-
-    ``event_id`` is the mapped column or ``{file name}:{line}``, so replaying the same file
-    twice applies each line once. Lines that cannot be an order are counted by reason.
-    """
+def _column_mapping(path: Path, columns: dict[str, str]) -> dict[str, str]:
+    """Each role's column: as ``columns`` maps it, else the header's column named after it."""
     header = _header(path)
     by_lower = {h.lower(): h for h in header}
     mapping = dict(columns)
@@ -299,6 +290,63 @@ def read_csv_mapped(
         raise InputError(
             f"{path}: header {','.join(header)[:120]!r} has {what}; map them with {COLUMNS_HELP}"
         )
+    return mapping
+
+
+def _skip_reason(sku: str, location: str, t: float, q: float, p: float | None) -> str | None:
+    """Why a mapped line cannot be an order (``p`` is None when no price is mapped), or None."""
+    if not sku or not location:
+        return f"empty {'sku' if not sku else 'location'}"
+    if pd.isna(t):
+        return "empty ts"
+    if not math.isfinite(q) or q != int(q):
+        return "quantity not a whole number"
+    if q == 0:
+        return "zero quantity"
+    if p is not None and pd.isna(p):
+        return "unit_price not a number"
+    return None
+
+
+def _mapped_order(
+    event_id: str,
+    stamp: str,
+    sku: str,
+    location: str,
+    q: float,
+    p: float | None,
+    order_id: str,
+    customer: str,
+) -> dict[str, object]:
+    """The ``orders`` message of a valid line; optional fields only where the line has them."""
+    msg: dict[str, object] = {
+        "event_id": event_id,
+        "ts": stamp,
+        "sku": sku,
+        "location": location,
+        "quantity": int(q),
+    }
+    if p is not None:
+        msg["unit_price"] = float(p)
+    if order_id:
+        msg["order_id"] = order_id
+    if customer:
+        msg["customer_id"] = customer
+    return msg
+
+
+def read_csv_mapped(
+    path: Path,
+    columns: dict[str, str],
+    limit: int | None = None,
+    date_format: str | None = None,
+) -> tuple[list[Produced], ReadStats]:
+    """Orders from a CSV with a header, its columns mapped to roles (default: by role name).
+
+    ``event_id`` is the mapped column or ``{file name}:{line}``, so replaying the same file
+    twice applies each line once. Lines that cannot be an order are counted by reason.
+    """
+    mapping = _column_mapping(path, columns)
     df = pd.read_csv(
         path,
         sep=_delimiter(_first_line(path)),
@@ -315,52 +363,28 @@ def read_csv_mapped(
     epoch = _to_epoch(ts)
     iso = (ts.dt.tz_convert("UTC") if ts.dt.tz is not None else ts).dt.strftime("%Y-%m-%dT%H:%M:%S")
     quantity = pd.to_numeric(df[mapping["quantity"]].str.strip(), errors="coerce")
-    price = (
-        pd.to_numeric(df[mapping["unit_price"]].str.strip(), errors="coerce")
+    n = len(df)
+    prices = (
+        pd.to_numeric(df[mapping["unit_price"]].str.strip(), errors="coerce").tolist()
         if "unit_price" in mapping
-        else None
+        else [None] * n
     )
     out: list[Produced] = []
-    n = len(df)
 
     def column(role: str) -> list[str]:
         return df[mapping[role]].str.strip().tolist() if role in mapping else [""] * n
 
-    ids = column("event_id")
     rows = zip(
         column("sku"), column("location"), epoch.tolist(), iso.tolist(), quantity.tolist(),
-        [None] * n if price is None else price.tolist(), ids, column("order_id"),
-        column("customer_id"), strict=True,
+        prices, column("event_id"), column("order_id"), column("customer_id"), strict=True,
     )  # fmt: skip
     for i, (sku, location, t, stamp, q, p, event_id, order_id, customer) in enumerate(rows):
-        if not sku or not location:
-            skipped[f"empty {'sku' if not sku else 'location'}"] += 1
+        reason = _skip_reason(sku, location, t, q, p)
+        if reason is not None:
+            skipped[reason] += 1
             continue
-        if pd.isna(t):
-            skipped["empty ts"] += 1
-            continue
-        if not math.isfinite(q) or q != int(q):
-            skipped["quantity not a whole number"] += 1
-            continue
-        if q == 0:
-            skipped["zero quantity"] += 1
-            continue
-        if price is not None and pd.isna(p):
-            skipped["unit_price not a number"] += 1
-            continue
-        msg: dict[str, object] = {
-            "event_id": event_id or f"{path.name}:{i + 2}",  # line i + 2: after the header
-            "ts": stamp,
-            "sku": sku,
-            "location": location,
-            "quantity": int(q),
-        }
-        if price is not None:
-            msg["unit_price"] = float(p)
-        if order_id:
-            msg["order_id"] = order_id
-        if customer:
-            msg["customer_id"] = customer
+        line_id = event_id or f"{path.name}:{i + 2}"  # line i + 2: after the header
+        msg = _mapped_order(line_id, stamp, sku, location, q, p, order_id, customer)
         if q < 0:
             stats.returns += 1
         else:
@@ -470,6 +494,31 @@ def replay_producer(bootstrap: str, client_config: dict[str, str]) -> Producer:
     )
 
 
+def _produce_one(
+    producer: Producer,
+    topic: str,
+    ev: Produced,
+    on_delivery: Callable[[object, object], None],
+    bootstrap: str,
+) -> None:
+    """Queue ``ev``, waiting for room while the producer's buffer is full."""
+    from confluent_kafka import KafkaException
+
+    while True:
+        try:
+            producer.produce(
+                topic,
+                value=ev.value,
+                key=None if ev.key is None else ev.key.encode(),
+                on_delivery=on_delivery,
+            )
+            return
+        except BufferError:
+            producer.poll(0.1)
+        except KafkaException as exc:
+            raise RuntimeError(f"cannot produce to {bootstrap}: {exc}") from exc
+
+
 def produce(
     bootstrap: str,
     client_config: dict[str, str],
@@ -488,7 +537,6 @@ def produce(
     the producer from running too far ahead of its consumer. ``producer`` (``replay_producer``)
     saves connecting again when a caller produces many small batches.
     """
-    from confluent_kafka import KafkaException
     from tqdm import tqdm
 
     errors: list[str] = []
@@ -503,19 +551,7 @@ def produce(
     with tqdm(total=total, unit="ev", desc="replay", disable=not progress, mininterval=0.5) as bar:
         for ev in events:
             pacer.wait(ev.ts)
-            while True:
-                try:
-                    producer.produce(
-                        topics[ev.role],
-                        value=ev.value,
-                        key=None if ev.key is None else ev.key.encode(),
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-                except KafkaException as exc:
-                    raise RuntimeError(f"cannot produce to {bootstrap}: {exc}") from exc
+            _produce_one(producer, topics[ev.role], ev, on_delivery, bootstrap)
             producer.poll(0)
             n += 1
             bar.update()

@@ -24,17 +24,17 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from models.base import SEASON
 from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
-from streamer.eventtime.clock import epoch
+from models.series import sku_of
+from streamer.eventtime.clock import DAY_SECONDS, epoch
 from streamer.ops.alert_quality import MISSES
 from streamer.ops.backtest import rollup_demand, truth_from
 from streamer.ops.replay import InputFormat, Produced, read_events
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 from streamer.topics.events import ALL_LOCATIONS, series_key
 
-DAY = 86_400
-SEASON = 7  # days: the seasonal naive repeats the same weekday a week earlier
 ALERT_SERIES = 3
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8}  # beside the plot
 
@@ -97,7 +97,7 @@ def load(backtest_dir: Path) -> Backtest:
         read.get("format") or None, read.get("columns") or {}, read.get("date_format")
     )
     events, _ = read_events(source, read["lines"], how)
-    truth = truth_from(events, DAY)
+    truth = truth_from(events, DAY_SECONDS)
     settings = SimulationSettings(**summary["stock_simulation"]["settings"])
     events, _, trace = simulate(events, settings)
     steps: dict[tuple[str, int], Step] = {}
@@ -128,7 +128,7 @@ def top_series(
     forecast = {series for series, _ in steps}
     skus: dict[str, list[str]] = defaultdict(list)
     for series in forecast:
-        skus[series.partition("@")[0]].append(series)
+        skus[sku_of(series)].append(series)
     sku_volume = {
         sku: sum(volume[s] for s in series if not s.endswith(f"@{ALL_LOCATIONS}"))
         for sku, series in skus.items()
@@ -206,7 +206,7 @@ def stock_levels(events: Iterable[Produced], series: str) -> tuple[list[float], 
     """On-hand stock of a series after each of its events (in time order), from its first
     stock count on, by the worker's rules (docs/alerts.md): a count sets it and already holds
     every movement up to its time, a stock change adds, an order (or return) subtracts."""
-    sku = series.partition("@")[0]
+    sku = sku_of(series)
     times: list[float] = []
     levels: list[float] = []
     on_hand: float | None = None
@@ -253,7 +253,7 @@ def _figure(rows: int, height: float) -> tuple[Figure, list[Axes]]:
 def forecast_chart(charts: Sequence[OneStep], path: Path) -> None:
     fig, axes = _figure(len(charts), 2.4)
     for ax, c in zip(axes, charts, strict=True):
-        x = _dates(d * DAY for d in c.days)
+        x = _dates(d * DAY_SECONDS for d in c.days)
         ax.fill_between(x, c.p10, c.p90, step="mid", alpha=0.25, color="C0", label="p10-p90")
         ax.plot(x, c.mean, drawstyle="steps-mid", color="C0", label="1-step forecast (mean)")
         ax.plot(x, c.actual, marker=".", color="black", linewidth=1, label="actual")
@@ -269,7 +269,7 @@ def error_chart(
     """One panel per (title, forecast label, weekly MAE of the forecast and of the naive)."""
     fig, axes = _figure(len(panels), 2.8)
     for ax, (title, label, weeks) in zip(axes, panels, strict=True):
-        x = _dates(w * DAY for w in weeks)
+        x = _dates(w * DAY_SECONDS for w in weeks)
         model, naive = zip(*weeks.values(), strict=True) if weeks else ((), ())
         ax.plot(x, model, marker="o", label=f"{label} 1-step forecast (p50)")
         ax.plot(x, naive, marker="s", linestyle="--", label="seasonal naive (a week earlier)")
@@ -293,32 +293,44 @@ def level_at(times: Sequence[float], levels: Sequence[float], ts: float) -> floa
 def alert_chart(series: Sequence[str], data: Backtest, path: Path) -> None:
     fig, axes = _figure(len(series), 2.6)
     for ax, s in zip(axes, series, strict=True):
-        times, levels = stock_levels(data.events, s)
-        ax.plot(_dates(times), levels, drawstyle="steps-post", color="C0", label="on hand")
-        ax.axhline(0, color="grey", linewidth=0.8)
-        mine = [a for a in data.alerts if series_key(str(a["sku"]), str(a["location"])) == s]
-        at = [epoch(str(a["ts"])) for a in mine]
-        simulated = [level_at(times, levels, ts) for ts in at]
-        for status, marker, color in (("raised", "^", "C3"), ("cleared", "v", "C2")):
-            picked = [i for i, a in enumerate(mine) if a["status"] == status]
-            ax.scatter(_dates(at[i] for i in picked), [simulated[i] for i in picked],
-                       marker=marker, color=color, zorder=3, label=f"alert {status}")  # fmt: skip
-        # In a replay the worker reads the inventory topic independently of the orders and can
-        # count a delivery before the close that raised the alert: show what the alert saw.
-        off = [i for i, a in enumerate(mine) if a["on_hand"] != simulated[i]]
-        if off:
-            ax.scatter(_dates(at[i] for i in off), [mine[i]["on_hand"] for i in off],
-                       marker="o", facecolors="none", edgecolors="grey", zorder=3,
-                       label="on hand the alert reported")  # fmt: skip
-        ax.scatter(_dates(at), [a["reorder_point"] for a in mine], marker="_", s=200, color="C1",
-                   zorder=3, label="reorder point at alert")  # fmt: skip
-        outs = [ts for x, ts in data.trace.stockouts if x == s]
-        for i, when in enumerate(_dates(outs)):
-            ax.axvline(when, color="black", linestyle=":", label="stock-out" if i == 0 else None)
-        ax.set_title(s, loc="left", fontsize=10)
-        ax.set_ylabel("units")
-        ax.legend(**LEGEND)
+        _alert_panel(ax, s, data)
     fig.savefig(path, dpi=90)
+
+
+def _alert_panel(ax: Axes, s: str, data: Backtest) -> None:
+    """Series ``s``'s simulated stock with its alerts and stock-outs."""
+    times, levels = stock_levels(data.events, s)
+    ax.plot(_dates(times), levels, drawstyle="steps-post", color="C0", label="on hand")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    mine = [a for a in data.alerts if series_key(str(a["sku"]), str(a["location"])) == s]
+    at = [epoch(str(a["ts"])) for a in mine]
+    _alert_marks(ax, mine, at, [level_at(times, levels, ts) for ts in at])
+    outs = [ts for x, ts in data.trace.stockouts if x == s]
+    for i, when in enumerate(_dates(outs)):
+        ax.axvline(when, color="black", linestyle=":", label="stock-out" if i == 0 else None)
+    ax.set_title(s, loc="left", fontsize=10)
+    ax.set_ylabel("units")
+    ax.legend(**LEGEND)
+
+
+def _alert_marks(
+    ax: Axes, mine: Sequence[Mapping[str, Any]], at: list[float], simulated: list[float]
+) -> None:
+    """Each alert at its time ``at``: its status at the ``simulated`` stock then, and its
+    reorder point."""
+    for status, marker, color in (("raised", "^", "C3"), ("cleared", "v", "C2")):
+        picked = [i for i, a in enumerate(mine) if a["status"] == status]
+        ax.scatter(_dates(at[i] for i in picked), [simulated[i] for i in picked],
+                   marker=marker, color=color, zorder=3, label=f"alert {status}")  # fmt: skip
+    # In a replay the worker reads the inventory topic independently of the orders and can
+    # count a delivery before the close that raised the alert: show what the alert saw.
+    off = [i for i, a in enumerate(mine) if a["on_hand"] != simulated[i]]
+    if off:
+        ax.scatter(_dates(at[i] for i in off), [mine[i]["on_hand"] for i in off],
+                   marker="o", facecolors="none", edgecolors="grey", zorder=3,
+                   label="on hand the alert reported")  # fmt: skip
+    ax.scatter(_dates(at), [a["reorder_point"] for a in mine], marker="_", s=200, color="C1",
+               zorder=3, label="reorder point at alert")  # fmt: skip
 
 
 def policy_chart(inventory: Mapping[str, Any], path: Path) -> None:
@@ -436,25 +448,27 @@ figure {{ margin: 2rem 0; }} figcaption, .note {{ color: #555; font-size: .9rem;
 """
 
 
-def write_report(backtest_dir: Path, out: Path | None = None, top: int = 5) -> Path:
-    """Write the charts and ``index.html`` (default ``backtest_dir/report/``); returns its path."""
-    out = out or backtest_dir / "report" / "index.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = load(backtest_dir)
-    charts: list[tuple[str, str]] = []
-    if picked := top_series(data.steps, data.demand, top):
-        forecast_chart(
-            [one_step(s, data.steps, data.demand, data.closed) for s in picked],
-            out.parent / "forecast_vs_actual.png",
+Chart = tuple[str, str]  # (file name, caption)
+
+
+def _forecast_figure(data: Backtest, folder: Path, top: int) -> list[Chart]:
+    if not (picked := top_series(data.steps, data.demand, top)):
+        return []
+    forecast_chart(
+        [one_step(s, data.steps, data.demand, data.closed) for s in picked],
+        folder / "forecast_vs_actual.png",
+    )
+    return [
+        (
+            "forecast_vs_actual.png",
+            f"The top {len(picked)} SKUs by units sold (their rollup over all "
+            "locations where there is one): actual demand per day against the "
+            "forecast for that day issued the day before, with its p10-p90 band.",
         )
-        charts.append(
-            (
-                "forecast_vs_actual.png",
-                f"The top {len(picked)} SKUs by units sold (their rollup over all "
-                "locations where there is one): actual demand per day against the "
-                "forecast for that day issued the day before, with its p10-p90 band.",
-            )
-        )
+    ]
+
+
+def _error_figure(data: Backtest, folder: Path) -> list[Chart]:
     locations = weekly_mae(data.steps, data.demand, data.closed, rollups=False)
     rollups = weekly_mae(data.steps, data.demand, data.closed, rollups=True)
     error_chart(
@@ -462,39 +476,60 @@ def write_report(backtest_dir: Path, out: Path | None = None, top: int = 5) -> P
             ("location series: the model the worker published for each", "published", locations),
             ("SKU rollups (sum over locations)", "rollup", rollups),
         ],
-        out.parent / "error_by_week.png",
+        folder / "error_by_week.png",
     )
-    charts.append(
+    return [
         (
             "error_by_week.png",
             "Weekly MAE of the published 1-step forecasts against the seasonal naive "
             "(same weekday a week earlier) on the same days: location series on top, "
             "SKU rollups below.",
         )
-    )
-    if inventory := data.summary.get("inventory"):
-        policy_chart(inventory, out.parent / "fill_rate_vs_stock.png")  # type: ignore[arg-type]
-        charts.append(
-            (
-                "fill_rate_vs_stock.png",
-                "What a planner gets from each reorder policy on the same demand "
-                "(docs/alerts.md): fill rate against the stock held, in days of demand. "
-                "shelfcast's rule and the seasonal-naive rule at service levels 0.90, 0.95 "
-                "and 0.98; the min/max rule at its settings scaled x0.5 to x3; the "
-                "perfect-foresight bound; and the closed loop when the backtest ran one.",
-            )
+    ]
+
+
+def _policy_figure(data: Backtest, folder: Path) -> list[Chart]:
+    if not (inventory := data.summary.get("inventory")):
+        return []
+    policy_chart(inventory, folder / "fill_rate_vs_stock.png")  # type: ignore[arg-type]
+    return [
+        (
+            "fill_rate_vs_stock.png",
+            "What a planner gets from each reorder policy on the same demand "
+            "(docs/alerts.md): fill rate against the stock held, in days of demand. "
+            "shelfcast's rule and the seasonal-naive rule at service levels 0.90, 0.95 "
+            "and 0.98; the min/max rule at its settings scaled x0.5 to x3; the "
+            "perfect-foresight bound; and the closed loop when the backtest ran one.",
         )
+    ]
+
+
+def _alert_figure(data: Backtest, folder: Path) -> list[Chart]:
     closed_loop = data.summary.get("alert_quality") is None
-    if not closed_loop and (picked := alert_series(data.alerts, data.trace, ALERT_SERIES)):
-        alert_chart(picked, data, out.parent / "alerts_vs_stock.png")
-        charts.append(
-            (
-                "alerts_vs_stock.png",
-                "Simulated on-hand stock of series with alerts (those that ran out "
-                "first): alerts raised and cleared, the reorder point at each alert, "
-                "and stock-outs (dotted). Hollow circles: the on-hand an alert reported, "
-                "where the worker had already counted a later delivery.",
-            )
+    if closed_loop or not (picked := alert_series(data.alerts, data.trace, ALERT_SERIES)):
+        return []
+    alert_chart(picked, data, folder / "alerts_vs_stock.png")
+    return [
+        (
+            "alerts_vs_stock.png",
+            "Simulated on-hand stock of series with alerts (those that ran out "
+            "first): alerts raised and cleared, the reorder point at each alert, "
+            "and stock-outs (dotted). Hollow circles: the on-hand an alert reported, "
+            "where the worker had already counted a later delivery.",
         )
+    ]
+
+
+def write_report(backtest_dir: Path, out: Path | None = None, top: int = 5) -> Path:
+    """Write the charts and ``index.html`` (default ``backtest_dir/report/``); returns its path."""
+    out = out or backtest_dir / "report" / "index.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = load(backtest_dir)
+    charts = [
+        *_forecast_figure(data, out.parent, top),
+        *_error_figure(data, out.parent),
+        *_policy_figure(data, out.parent),
+        *_alert_figure(data, out.parent),
+    ]
     out.write_text(render_html(data.summary, charts))
     return out

@@ -20,10 +20,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from models.series import split_series
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.ops.replay import Produced
 from streamer.topics.events import series_key
-
-DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,16 @@ def _order(ev: Produced) -> tuple[str, int]:
     return _series(obj), int(obj["quantity"])
 
 
-def simulate(
-    events: Sequence[Produced], settings: SimulationSettings
-) -> tuple[list[Produced], SimulationStats, StockTrace]:
-    """The input events with simulated inventory events merged in, in event-time order.
+@dataclass
+class _Rates:
+    """Per series: its first order's time, daily demand and large-order buffer."""
 
-    A stock-out is the moment an order takes the simulated stock from above zero to zero or
-    below. The simulated stock follows the worker's rules, so the two agree.
-    """
-    stats = SimulationStats(settings=asdict(settings))
-    trace = StockTrace()
-    orders = sorted((ev for ev in events if ev.role == "orders" and ev.ts), key=lambda e: e.ts)
-    if not orders:
-        return list(events), stats, trace
+    first: dict[str, float]
+    daily: dict[str, float]
+    large: dict[str, float]
+
+
+def _rates(orders: Sequence[Produced], settings: SimulationSettings) -> _Rates:
     end = orders[-1].ts
     demand: dict[str, float] = defaultdict(float)
     sizes: dict[str, list[int]] = defaultdict(list)
@@ -97,76 +94,125 @@ def simulate(
         if qty > 0:
             sizes[series].append(qty)
     # over the series' own life: one launched in the last month sells at its own pace
-    mean = {s: total / max((end - first[s]) / DAY, 7.0) for s, total in demand.items()}
+    daily = {s: total / max((end - first[s]) / DAY_SECONDS, 7.0) for s, total in demand.items()}
     large = {s: settings.large_orders * _p95(q) for s, q in sizes.items()}
+    return _Rates(first, daily, large)
 
-    out: list[Produced] = []
-    on_hand: dict[str, int] = {}
-    on_order: dict[str, int] = defaultdict(int)
-    arrivals: list[tuple[float, int, str, int]] = []  # (ts, seq, series, qty)
-    seq = 0
 
-    def inventory(series: str, ts: float, payload: dict[str, object], n: int) -> Produced:
-        return inventory_event(series, ts, payload, f"sim:{series}:{n}")
+class _Shop:
+    """The simulated stock of every series as the events pass, and the inventory events it
+    writes into ``out``: opening counts, and deliveries of its own reorders."""
 
-    for ev in sorted(events, key=lambda e: e.ts):
-        while arrivals and arrivals[0][0] <= ev.ts:
-            ts, n, series, qty = heapq.heappop(arrivals)
-            on_hand[series] += qty
-            on_order[series] -= qty
-            trace.levels[series].append((ts, on_hand[series]))
-            stats.restocks += 1
-            trace.restocks.append((series, ts))
-            out.append(inventory(series, ts, {"delta": qty}, n))
-        if ev.role != "orders":
-            # a stock adjustment from the data; before the opening snapshot it is inside it
-            out.append(ev)
-            adjusted = json.loads(ev.value)
-            if (held := _series(adjusted)) in on_hand and "delta" in adjusted:
-                on_hand[held] += int(adjusted["delta"])
-                trace.levels[held].append((ev.ts, on_hand[held]))
-            continue
+    def __init__(self, settings: SimulationSettings, rates: _Rates) -> None:
+        self.settings = settings
+        self.rates = rates
+        self.stats = SimulationStats(settings=asdict(settings))
+        self.trace = StockTrace()
+        self.out: list[Produced] = []
+        self.on_hand: dict[str, int] = {}
+        self.on_order: dict[str, int] = defaultdict(int)
+        self.arrivals: list[tuple[float, int, str, int]] = []  # (ts, seq, series, qty)
+        self.seq = 0
+
+    def _inventory(self, series: str, ts: float, payload: dict[str, object], n: int) -> None:
+        self.out.append(inventory_event(series, ts, payload, f"sim:{series}:{n}"))
+
+    def deliver_until(self, now: float) -> None:
+        """Every reorder due by ``now`` arrives."""
+        while self.arrivals and self.arrivals[0][0] <= now:
+            ts, n, series, qty = heapq.heappop(self.arrivals)
+            self.on_hand[series] += qty
+            self.on_order[series] -= qty
+            self.trace.levels[series].append((ts, self.on_hand[series]))
+            self.stats.restocks += 1
+            self.trace.restocks.append((series, ts))
+            self._inventory(series, ts, {"delta": qty}, n)
+
+    def adjust(self, ev: Produced) -> None:
+        """A stock adjustment from the data; before the opening snapshot it is inside it."""
+        self.out.append(ev)
+        adjusted = json.loads(ev.value)
+        if (held := _series(adjusted)) in self.on_hand and "delta" in adjusted:
+            self.on_hand[held] += int(adjusted["delta"])
+            self.trace.levels[held].append((ev.ts, self.on_hand[held]))
+
+    def open(self, series: str, ts: float) -> None:
+        """A series' opening stock count, just before its first order at ``ts``."""
+        rates, settings = self.rates, self.settings
+        opening = math.ceil(
+            settings.opening_weeks * 7 * rates.daily.get(series, 0.0) + rates.large.get(series, 0.0)
+        )
+        self.on_hand[series] = opening
+        self.trace.levels[series].append((ts - 60, opening))
+        self.stats.snapshots += 1
+        self.seq += 1
+        payload = {"on_hand": opening, "lead_time_days": settings.lead_time_days}
+        self._inventory(series, ts - 60, payload, self.seq)
+
+    def sell(self, ev: Produced) -> None:
+        """An order (a return when negative) takes stock; a stock-out or reorder may follow."""
         series, qty = _order(ev)
-        if series not in on_hand:
-            opening = math.ceil(
-                settings.opening_weeks * 7 * mean.get(series, 0.0) + large.get(series, 0.0)
-            )
-            on_hand[series] = opening
-            trace.levels[series].append((ev.ts - 60, opening))
-            stats.snapshots += 1
-            seq += 1
-            payload = {"on_hand": opening, "lead_time_days": settings.lead_time_days}
-            out.append(inventory(series, ev.ts - 60, payload, seq))
-        out.append(ev)
-        before = on_hand[series]
-        on_hand[series] -= qty
-        trace.levels[series].append((ev.ts, on_hand[series]))
+        if series not in self.on_hand:
+            self.open(series, ev.ts)
+        self.out.append(ev)
+        before = self.on_hand[series]
+        self.on_hand[series] -= qty
+        self.trace.levels[series].append((ev.ts, self.on_hand[series]))
         if qty > 0:
-            trace.sales[series].append((ev.ts, qty))
+            self.trace.sales[series].append((ev.ts, qty))
         if qty > 0 and before < qty:
-            stats.lost_units += qty - max(before, 0)
-        if before > 0 >= on_hand[series]:
-            stats.stockouts += 1
-            trace.stockouts.append((series, ev.ts))
-        daily, big = mean.get(series, 0.0), large.get(series, 0.0)
-        position = on_hand[series] + on_order[series]
-        if settings.restock and daily > 0 and position <= settings.reorder_days * daily + big:
-            qty_order = math.ceil(settings.order_up_to_days * daily + big - position)
-            if qty_order > 0:
-                seq += 1
-                on_order[series] += qty_order
-                arrival = ev.ts + settings.lead_time_days * DAY
-                heapq.heappush(arrivals, (arrival, seq, series, qty_order))
-    trace.lives = {s: (start, end) for s, start in first.items()}
+            self.stats.lost_units += qty - max(before, 0)
+        if before > 0 >= self.on_hand[series]:
+            self.stats.stockouts += 1
+            self.trace.stockouts.append((series, ev.ts))
+        if self.settings.restock:
+            self.reorder(series, ev.ts)
+
+    def reorder(self, series: str, ts: float) -> None:
+        """Order up to ``order_up_to_days`` once the stock position falls to the reorder level."""
+        settings = self.settings
+        daily, big = self.rates.daily.get(series, 0.0), self.rates.large.get(series, 0.0)
+        position = self.on_hand[series] + self.on_order[series]
+        if daily <= 0 or position > settings.reorder_days * daily + big:
+            return
+        qty = math.ceil(settings.order_up_to_days * daily + big - position)
+        if qty > 0:
+            self.seq += 1
+            self.on_order[series] += qty
+            arrival = ts + settings.lead_time_days * DAY_SECONDS
+            heapq.heappush(self.arrivals, (arrival, self.seq, series, qty))
+
+
+def simulate(
+    events: Sequence[Produced], settings: SimulationSettings
+) -> tuple[list[Produced], SimulationStats, StockTrace]:
+    """The input events with simulated inventory events merged in, in event-time order.
+
+    A stock-out is the moment an order takes the simulated stock from above zero to zero or
+    below. The simulated stock follows the worker's rules, so the two agree.
+    """
+    orders = sorted((ev for ev in events if ev.role == "orders" and ev.ts), key=lambda e: e.ts)
+    if not orders:
+        return list(events), SimulationStats(settings=asdict(settings)), StockTrace()
+    rates = _rates(orders, settings)
+    shop = _Shop(settings, rates)
+    for ev in sorted(events, key=lambda e: e.ts):
+        shop.deliver_until(ev.ts)
+        if ev.role == "orders":
+            shop.sell(ev)
+        else:
+            shop.adjust(ev)
+    end = orders[-1].ts
+    shop.trace.lives = {s: (start, end) for s, start in rates.first.items()}
     # opening snapshots are dated just before a series' first order, so re-sort (stably)
-    out.sort(key=lambda e: e.ts)
-    return out, stats, trace
+    shop.out.sort(key=lambda e: e.ts)
+    return shop.out, shop.stats, shop.trace
 
 
 def inventory_event(series: str, ts: float, payload: dict[str, object], event_id: str) -> Produced:
     """An ``inventory`` message of ``series`` at ``ts`` with ``payload`` (on_hand, delta or
     ordered and their companions)."""
-    sku, _, location = series.partition("@")
+    sku, location = split_series(series)
     msg = {"event_id": event_id, "ts": _iso(ts), "sku": sku, "location": location, **payload}
     return Produced("inventory", sku, json.dumps(msg, separators=(",", ":")).encode(), ts)
 

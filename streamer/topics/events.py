@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from models.series import series_key
+
 MAX_ID_LEN = 200
 MAX_NAME_LEN = 100
 MAX_ABS_QUANTITY = 1_000_000
@@ -62,10 +64,6 @@ class InventoryEvent:
 class Invalid:
     reason: str
     detail: str
-
-
-def series_key(sku: str, location: str) -> str:
-    return f"{sku}@{location}"
 
 
 class _Reject(Exception):
@@ -197,6 +195,21 @@ def _location(obj: dict[str, object]) -> str:
 
 
 def parse_order(raw: bytes, max_bytes: int) -> OrderEvent | Invalid:
+    """One ``orders`` message as an ``OrderEvent``, or the ``Invalid`` that sends it to the DLQ.
+
+    ``max_bytes`` bounds the message; ``ts`` is ISO 8601 text or epoch milliseconds, and a
+    negative ``quantity`` is a return.
+
+    >>> msg = (b'{"event_id": "536365:85123A:0", "ts": "2010-12-01T08:26:00Z", "sku": "85123A",'
+    ...        b' "location": "United Kingdom", "quantity": 6, "unit_price": 2.55}')
+    >>> order = parse_order(msg, 65_536)
+    >>> order.series, order.quantity, order.ts
+    ('85123A@United Kingdom', 6, 1291191960.0)
+    >>> parse_order(msg.replace(b'"quantity": 6', b'"quantity": 0'), 65_536)
+    Invalid(reason='bad_quantity', detail="'quantity' must be non-zero")
+    >>> parse_order(b"not json", 65_536).reason
+    'malformed_json'
+    """
     try:
         obj = _decode(raw, max_bytes)
         event_id, ts, sku, location = _common(obj)

@@ -118,6 +118,21 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
             return None
         through = min(clocks)
     first = max(through, *clocks) - settings.history_buckets + 2
+    partition_of, closed = _series_and_closed(client, settings, first, through)
+    demand, revenue = _series_history(client, partition_of, first, through)
+    if not demand:
+        return None
+    # each series is known through `through`, so the panel ends there even when nothing sold
+    for s in {s for s, _ in demand}:
+        demand.setdefault((s, through), 0.0)
+    return Panel.from_buckets(demand, revenue, closed, settings.calendar().weekday)
+
+
+def _series_and_closed(
+    client: redis.Redis, settings: Settings, first: int, through: int
+) -> tuple[dict[str, int], set[int]]:
+    """Every active series with its partition, and the buckets from ``first`` to ``through``
+    that every partition which flagged them flagged closed."""
     buckets = [str(b) for b in range(first, through + 1)]
     pipe = client.pipeline(transaction=False)
     for p in range(settings.partitions):
@@ -125,9 +140,17 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
         pipe.hmget(part_key(p, "closed"), buckets)
     raw = pipe.execute()
     partition_of = {_text(s): p for p, names in enumerate(raw[::2]) for s in names}
-    series = sorted(partition_of)
     flags = [[_text(f) for f in column] for column in zip(*raw[1::2], strict=True)]
     closed = {first + i for i, column in enumerate(flags) if set(column) - {""} == {"1"}}
+    return partition_of, closed
+
+
+def _series_history(
+    client: redis.Redis, partition_of: dict[str, int], first: int, through: int
+) -> tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]]:
+    """Demand and revenue of each series per bucket from ``first`` to ``through``, read
+    ``SERIES_PER_PIPELINE`` series per round trip."""
+    series = sorted(partition_of)
     demand: dict[tuple[str, int], float] = {}
     revenue: dict[tuple[str, int], float] = {}
     for i in range(0, len(series), SERIES_PER_PIPELINE):
@@ -142,12 +165,7 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
                 for b, v in values.items():
                     if first <= (bucket := int(b)) <= through:
                         into[(s, bucket)] = float(v)
-    if not demand:
-        return None
-    # each series is known through `through`, so the panel ends there even when nothing sold
-    for s in {s for s, _ in demand}:
-        demand.setdefault((s, through), 0.0)
-    return Panel.from_buckets(demand, revenue, closed, settings.calendar().weekday)
+    return demand, revenue
 
 
 def panel_through(settings: Settings, through: int) -> Panel | None:

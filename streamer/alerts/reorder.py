@@ -15,26 +15,20 @@ docs/alerts.md has the rules.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+import orjson
 
 from models.quantiles import MEAN, P10, P90
+from streamer.features.codec import CLEARED, RAISED, ROP_FIELDS
 
 P10_P90_WIDTH_IN_SIGMA = 2 * 1.2815515655446004
 
 
-class AlertStatus(StrEnum):
-    """A series' low-stock alert state, as stored (docs/redis-layout.md) and published."""
-
-    RAISED = "raised"
-    CLEARED = "cleared"
-
-
-RAISED, CLEARED = AlertStatus.RAISED, AlertStatus.CLEARED
 # Cornish-Fisher is a series in the skewness; beyond this it overshoots rather than corrects
 MAX_SKEW = 4.0
 
@@ -77,6 +71,30 @@ class ReorderPoints:
             self.service_level,
             self.review_days,
         )
+
+
+def packed_rops(rops: ReorderPoints, forecast_ids: Sequence[str]) -> list[str]:
+    """The ``shelfcast:{pP}:rop`` values of ``rops``, from the forecasts ``forecast_ids``:
+    orjson writes the numbers of all of them in one call.
+
+    >>> one = [np.array([v]) for v in (3.0, 4.0, 1.5, 0.5)]
+    >>> packed_rops(ReorderPoints(*one, 0.95, 7.0), ["A1@UK|9|tsb@2"])
+    ['[5.5,4.0,1.5,0.5,3.0,0.95,7.0,"A1@UK|9|tsb@2"]']
+    """
+    if not len(forecast_ids):
+        return []
+    n = len(forecast_ids)
+    columns = {
+        "rop": rops.value, "lt_demand": rops.lead_time_demand, "safety": rops.safety_stock,
+        "daily_mean": rops.daily_mean, "rop_lead": rops.lead_time_days,
+        "service_level": np.full(n, rops.service_level),
+        "review_days": np.full(n, rops.review_days),
+    }  # fmt: skip
+    numbers = np.column_stack([columns[name] for name in ROP_FIELDS[:-1]]).astype(np.float64)
+    rows = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY).decode()[2:-2].split("],[")
+    return [
+        f"[{row},{orjson.dumps(fid).decode()}]" for row, fid in zip(rows, forecast_ids, strict=True)
+    ]
 
 
 def reorder_points(

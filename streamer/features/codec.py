@@ -19,7 +19,15 @@ from operator import attrgetter
 import numpy as np
 import orjson
 
-from streamer.alerts.reorder import AlertStatus, ReorderPoints
+
+class AlertStatus(StrEnum):
+    """A series' low-stock alert state, as stored (docs/redis-layout.md) and published."""
+
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+RAISED, CLEARED = AlertStatus.RAISED, AlertStatus.CLEARED
 
 
 class Status(IntEnum):
@@ -166,31 +174,6 @@ def outbox_entry(
         "ts_ms": round(ts * 1000), "on_order": on_order, "pack_size": pack_size or 0,
     }  # fmt: skip
     return orjson.dumps([record[name] for name in OUTBOX_FIELDS])
-
-
-def packed_rops(rops: ReorderPoints, forecast_ids: Sequence[str]) -> list[str]:
-    """The ``shelfcast:{pP}:rop`` values of ``rops``, from the forecasts ``forecast_ids``:
-    orjson writes the numbers of all of them in one call.
-
-    >>> from streamer.alerts.reorder import ReorderPoints
-    >>> one = [np.array([v]) for v in (3.0, 4.0, 1.5, 0.5)]
-    >>> packed_rops(ReorderPoints(*one, 0.95, 7.0), ["A1@UK|9|tsb@2"])
-    ['[5.5,4.0,1.5,0.5,3.0,0.95,7.0,"A1@UK|9|tsb@2"]']
-    """
-    if not len(forecast_ids):
-        return []
-    n = len(forecast_ids)
-    columns = {
-        "rop": rops.value, "lt_demand": rops.lead_time_demand, "safety": rops.safety_stock,
-        "daily_mean": rops.daily_mean, "rop_lead": rops.lead_time_days,
-        "service_level": np.full(n, rops.service_level),
-        "review_days": np.full(n, rops.review_days),
-    }  # fmt: skip
-    numbers = np.column_stack([columns[name] for name in ROP_FIELDS[:-1]]).astype(np.float64)
-    rows = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY).decode()[2:-2].split("],[")
-    return [
-        f"[{row},{orjson.dumps(fid).decode()}]" for row, fid in zip(rows, forecast_ids, strict=True)
-    ]
 
 
 def unpack_rop(packed: str) -> dict[str, float | str]:

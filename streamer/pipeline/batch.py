@@ -43,7 +43,6 @@ from models.lstm.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
-from streamer.alerts.outbox import messages
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_of, bucket_start, iso, last_closable
 from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
@@ -51,7 +50,7 @@ from streamer.features.keys import part_key
 from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
 from streamer.pipeline.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.pipeline.offsets import RedisBehind, gaps
-from streamer.publish.messages import DLQ_KEY_BYTES, Output, dlq_message, output
+from streamer.publish.messages import DLQ_KEY_BYTES, Output, alert_messages, dlq_message, output
 from streamer.serving.lstm import LSTMServing, version_name, version_number, window_of
 from streamer.topics.events import (
     Invalid,
@@ -447,7 +446,7 @@ class Pipeline:
         """Send ``outs`` and partition ``p``'s alert ``outbox``: what an earlier call left (a
         crash before its delivery was known) goes again, the same messages. The next call
         that writes the partition trims the outbox of what was delivered here."""
-        outs = outs + messages(self.s, outbox)
+        outs = outs + alert_messages(self.s, outbox)
         if outs:
             await self.sink(outs)
         self._delivered[p] = len(outbox)

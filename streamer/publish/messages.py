@@ -23,7 +23,9 @@ from streamer.alerts.reorder import (
     order_up_to,
     severity,
 )
+from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_label, bucket_start, iso
+from streamer.features.codec import AlertRecord
 from streamer.topics.contracts import SCHEMA_VERSION
 
 
@@ -238,3 +240,28 @@ def dlq_message(
 
 def output(topic: str, key: str | bytes | None, message: dict[str, object]) -> Output:
     return Output(topic, key.encode() if isinstance(key, str) else key, _dumps(message))
+
+
+def alert_messages(s: Settings, outbox: Sequence[AlertRecord]) -> list[Output]:
+    """The messages of a partition's alert ``outbox``, in its order."""
+    return [output(s.topics["alerts"], a.series, _message(s, a)) for a in outbox]
+
+
+def _message(s: Settings, a: AlertRecord) -> dict[str, object]:
+    return alert_message(
+        a.series, a.status, a.seq, a.on_hand, _reorder_point(s, a.rop), str(a.rop["forecast_id"]),
+        a.ts, a.on_order, a.pack_size,
+    )  # fmt: skip
+
+
+def _reorder_point(s: Settings, stored: dict[str, float | str]) -> ReorderPoint:
+    """The reorder point an alert was compared with, as a close stored it with its settings
+    (one stored before it kept them: the settings of the day, as then)."""
+    return ReorderPoint(
+        float(stored["rop_lead"]),
+        float(stored["lt_demand"]),
+        float(stored["safety"]),
+        float(stored["daily_mean"]),
+        float(stored.get("service_level", s.service_level)),
+        float(stored.get("review_days", s.review_days)),
+    )

@@ -6,12 +6,12 @@ from dataclasses import replace
 import numpy as np
 import orjson
 
-from streamer.alerts.outbox import close_alerts, messages
-from streamer.alerts.reorder import RAISED, ReorderPoints, reorder_points
+from streamer.alerts.outbox import close_alerts
+from streamer.alerts.reorder import RAISED, ReorderPoints, packed_rops, reorder_points
 from streamer.config.settings import Settings
-from streamer.features.codec import AlertRecord, outbox_entry, packed_rops
+from streamer.features.codec import AlertRecord, outbox_entry
 from streamer.features.store import PartitionClose
-from streamer.publish.messages import alert_message, output
+from streamer.publish.messages import alert_message, alert_messages, output
 
 FID = "A1@UK|9|tsb@2"
 TS = 9 * 86_400.0 + 60
@@ -27,12 +27,12 @@ def test_a_message_states_the_settings_its_reorder_point_was_computed_with() -> 
     rops = rops_of(then)
     [value] = packed_rops(rops, [FID])
     record = AlertRecord.parse(outbox_entry("A1@UK", RAISED, 1, 2, value, TS, 3, 6))
-    sent = messages(then, [record])
+    sent = alert_messages(then, [record])
     expected = alert_message("A1@UK", RAISED, 1, 2, rops.row(0), FID, TS, 3, 6)
     assert sent == [output(then.topics["alerts"], "A1@UK", expected)]
     assert orjson.loads(sent[0].value)["review_days"] == 14.0
     # the same record sent again after a restart with other settings: the same message
-    assert messages(replace(then, service_level=0.98, review_days=7.0), [record]) == sent
+    assert alert_messages(replace(then, service_level=0.98, review_days=7.0), [record]) == sent
 
 
 def test_a_reorder_point_stored_before_it_kept_its_settings_takes_the_days() -> None:
@@ -40,7 +40,7 @@ def test_a_reorder_point_stored_before_it_kept_its_settings_takes_the_days() -> 
     [value] = packed_rops(rops_of(today), [FID])
     v1 = "|".join([*map(repr, orjson.loads(value)[:5]), FID])
     old, new = (AlertRecord.parse(outbox_entry("A1@UK", RAISED, 1, 2, v, TS)) for v in (v1, value))
-    assert messages(today, [old]) == messages(today, [new])
+    assert alert_messages(today, [old]) == alert_messages(today, [new])
 
 
 def test_a_close_raises_where_the_known_position_reaches_the_new_reorder_point() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streamer.alerts.reorder import ReorderPoints
+from streamer.alerts.reorder import ReorderPoints, packed_rops
 from streamer.features import codec
 from streamer.features.codec import (
     ENUMS,
@@ -19,7 +19,6 @@ from streamer.features.codec import (
     StockEffect,
     encode_events,
     outbox_entry,
-    packed_rops,
     rop_value,
     unpack_rop,
 )

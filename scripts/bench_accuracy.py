@@ -118,11 +118,14 @@ def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LST
     width = last - panel.first_bucket + 1
     means = np.full((len(panel.series), width, HORIZON), np.nan, np.float32)
     version = np.zeros(width, np.int64)
-    every = settings.train_every_buckets
+    every = settings.trainer.every_buckets
     refreshes: list[dict[str, object]] = []
     points = range((panel.first_bucket // every + 1) * every, last + 1, every)
     for point in tqdm(points, desc="LSTM refreshes", unit="refresh"):
-        lo = max(point - settings.history_buckets + 2, panel.first_bucket) - panel.first_bucket
+        lo = (
+            max(point - settings.models.history_buckets + 2, panel.first_bucket)
+            - panel.first_bucket
+        )
         hi = point - panel.first_bucket + 1
         if hi - lo >= buckets_needed(cfg):
             window = Panel(

@@ -409,7 +409,7 @@ def cmd_worker(settings: Settings) -> int:
     from streamer.ingest.startup import Unreachable, wait_until_reachable
     from streamer.ops.embedded import STATE_FILE, embedded_services
 
-    embedded = not (settings.kafka_bootstrap_servers and settings.redis_url)
+    embedded = not (settings.kafka.bootstrap_servers and settings.redis.url)
     if problem := port_problem(settings.web_bind, settings.web_port):
         print(f"shelfcast worker: {problem}", file=sys.stderr)
         return 2
@@ -422,8 +422,8 @@ def cmd_worker(settings: Settings) -> int:
         if embedded:
             print(
                 "shelfcast: embedded services: "
-                f"KAFKA_BOOTSTRAP_SERVERS={live.kafka_bootstrap_servers} "
-                f"REDIS_URL={live.redis_url}\n"
+                f"KAFKA_BOOTSTRAP_SERVERS={live.kafka.bootstrap_servers} "
+                f"REDIS_URL={live.redis.url}\n"
                 f"shelfcast: other commands here find them through {live.home / STATE_FILE}; "
                 f"metrics at http://{live.web_bind}:{live.web_port}/metrics",
                 flush=True,
@@ -444,7 +444,7 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
         print("shelfcast trainer: --through needs --once", file=sys.stderr)
         return 2
     settings = discover(settings)
-    if not settings.redis_url:
+    if not settings.redis.url:
         print(
             "shelfcast trainer: no Redis to read. Set REDIS_URL to the workers' Redis, or start "
             "`shelfcast worker` in this folder first (the trainer finds its embedded Redis "
@@ -456,11 +456,11 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         if not args.once:
-            run_trainer(settings, args.every_minutes or settings.train_minutes, args.device)
+            run_trainer(settings, args.every_minutes or settings.trainer.minutes, args.device)
             return 0
         record, _ = run_once(settings, args.through, device=args.device)
     except redis.RedisError as exc:
-        print(f"shelfcast trainer: Redis at {redact(settings.redis_url)}: {exc}", file=sys.stderr)
+        print(f"shelfcast trainer: Redis at {redact(settings.redis.url)}: {exc}", file=sys.stderr)
         return 1
     except (CheckpointError, OSError) as exc:
         print(f"shelfcast trainer: {exc}", file=sys.stderr)
@@ -477,7 +477,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     # the file first: a layout problem is worth knowing before any service is up
     events, stats = read_events(args.file, args.limit, input_format(args))
     settings = discover(settings)
-    if not settings.kafka_bootstrap_servers:
+    if not settings.kafka.bootstrap_servers:
         print(
             "shelfcast replay: no Kafka to produce to. Set KAFKA_BOOTSTRAP_SERVERS, or start "
             "`shelfcast worker` in this folder first (it writes .shelfcast/embedded.json).",
@@ -490,9 +490,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         events, _, _ = simulate(events, SimulationSettings())
         simulated = len(events) - read
     n = produce(
-        settings.kafka_bootstrap_servers,
-        settings.kafka_security.confluent(),
-        settings.topics,
+        settings.kafka.bootstrap_servers,
+        settings.kafka.security.confluent(),
+        settings.kafka.topics,
         events,
         rate=args.rate,
         speedup=args.speedup,
@@ -514,10 +514,10 @@ def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings)
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats.skipped.items(), key=lambda kv: -kv[1]))
     return (
         f"produced {n} events ({made}) from {stats.lines} {stats.format} lines to "
-        f"{settings.kafka_bootstrap_servers}\n"
+        f"{settings.kafka.bootstrap_servers}\n"
         f"skipped {skipped} lines{f' ({reasons})' if reasons else ''}\n"
         f"the worker sends each event it rejects, with the reason, to topic "
-        f"'{settings.topics['dlq']}' on the same Kafka (schemas/shelfcast-dlq.schema.json)"
+        f"'{settings.kafka.topics['dlq']}' on the same Kafka (schemas/shelfcast-dlq.schema.json)"
     )
 
 
@@ -529,7 +529,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.ops.embedded import discover
 
     settings = discover(settings)
-    if not settings.redis_url:
+    if not settings.redis.url:
         print(
             "shelfcast status: no Redis to read. Set REDIS_URL, or start `shelfcast worker` "
             "in this folder first (it writes .shelfcast/embedded.json).",
@@ -549,7 +549,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         where = f" at location {args.location!r}" if args.location is not None else ""
         print(
             f"shelfcast status: no active series of SKU {args.sku!r}{where} (no order in the "
-            f"last SHELFCAST_ACTIVE_BUCKETS={settings.active_buckets} buckets, or a typo)",
+            f"last SHELFCAST_ACTIVE_BUCKETS={settings.models.active_buckets} buckets, or a typo)",
             file=sys.stderr,
         )
         return 1
@@ -564,14 +564,14 @@ def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.features.connect import connect
     from streamer.pipeline import offsets
 
-    if not settings.kafka_bootstrap_servers or not settings.redis_url:
+    if not settings.kafka.bootstrap_servers or not settings.redis.url:
         print(
             "shelfcast offsets: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to the services the "
             "workers use (an embedded worker's state starts empty with its broker)",
             file=sys.stderr,
         )
         return 2
-    partitions = range(settings.partitions)
+    partitions = range(settings.kafka.partitions)
     with connect(settings, socket_connect_timeout=10) as client:
         stored = offsets.stored(client, partitions)
     committed = offsets.committed(settings, partitions)
@@ -762,7 +762,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.close_only:
         from streamer.ops.bench_close import CloseBench, run_close_bench
 
-        bench_close = CloseBench(args.series, settings.partitions, closes=args.closes)
+        bench_close = CloseBench(args.series, settings.kafka.partitions, closes=args.closes)
         out = run_close_bench(args.out, settings, bench_close, progress=not args.no_progress)
         print(json.dumps(out["close"], indent=2))
         return 0

@@ -79,7 +79,7 @@ def kafka() -> Iterator[MockKafkaCluster]:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(
+    return Settings.of(
         redis_url=redis_url, redis_cluster=CLUSTER, home=tmp_path / "home", partitions=4
     )
 
@@ -92,7 +92,7 @@ def sample_backtest(out: Path, limit: int) -> Path:
     run_backtest(
         SAMPLE,
         out,
-        Settings(partitions=4),
+        Settings.of(partitions=4),
         SimulationSettings(opening_weeks=2, lead_time_days=3),
         limit=limit,
         progress=False,

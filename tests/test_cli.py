@@ -114,7 +114,7 @@ def test_replay_and_backtest_take_the_input_options() -> None:
 
 def test_replay_summary_counts_skips_by_reason_and_names_the_dlq() -> None:
     stats = ReadStats(lines=5, orders=2, returns=1, skipped={"zero quantity": 2}, format="csv")
-    text = replay_summary(3, stats, 0, Settings(kafka_bootstrap_servers="k:9092"))
+    text = replay_summary(3, stats, 0, Settings.of(kafka_bootstrap_servers="k:9092"))
     assert (
         text.splitlines()[0] == "produced 3 events (2 orders, 1 returns) from 5 csv lines to k:9092"
     )

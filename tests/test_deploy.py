@@ -115,7 +115,7 @@ def test_kafka_init_creates_every_topic_the_worker_uses(compose: dict[str, Any])
 
 def test_co_partitioned_inputs_get_the_same_partition_count(compose: dict[str, Any]) -> None:
     created = created_topics(compose)
-    topics = Settings().topics
+    topics = Settings().kafka.topics
     assert created[topics["orders"]] == created[topics["inventory"]]
 
 

@@ -133,7 +133,7 @@ def test_forecast_topic_has_one_forecast_per_series_per_closed_bucket(backtest: 
             locations[series.split("@")[0] + "@*"] |= seen
     assert rollups == locations  # a SKU's rollup at every close where one of its locations has
     last_close = max(max(b) for b in buckets.values())
-    window = Settings().active_buckets
+    window = Settings().models.active_buckets
     for series, seen in buckets.items():
         if series in rollups:
             continue

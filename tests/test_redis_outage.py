@@ -53,7 +53,7 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
     )  # fmt: skip
     published = Published(kafka.bootstrap)
     with stopping(kafka, server, worker):
-        produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
+        produce(kafka.bootstrap, {}, Settings().kafka.topics, merged, progress=False)
         published.start()
         worker.start()
         wait_until(lambda: applied_count(server.url) >= len(merged) // 3, 300, "a third", worker)
@@ -73,7 +73,7 @@ def test_redis_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> No
     assert demand == truth_demand
     assert stock == stock_truth(moves, simulated)
     print(exact_outputs(*rows, learned))
-    settings = Settings(partitions=PARTITIONS, history_buckets=1000)
+    settings = Settings.of(partitions=PARTITIONS, history_buckets=1000)
     assert sums == single_worker_evaluation(merged, tmp_path / "one", settings)
     log = worker.log.read_text()
     assert log.count("Redis unreachable") == 1, log[-3000:]
@@ -92,7 +92,7 @@ def test_a_redis_restarted_empty_is_detected_then_rewound_and_replayed_exactly(
     worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="2")
     env = {**worker.env, "SHELFCAST_PARTITIONS": "2"}
     with stopping(kafka, server, worker):
-        produce(kafka.bootstrap, {}, Settings().topics, events, progress=False)
+        produce(kafka.bootstrap, {}, Settings().kafka.topics, events, progress=False)
         worker.start()
         wait_all_committed(kafka.bootstrap, worker)
         before, _ = redis_truth(server.url)

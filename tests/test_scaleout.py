@@ -85,8 +85,8 @@ def test_two_workers_killed_in_turn_and_broker_faults_leave_every_number_exact(
     published = Published(kafka.bootstrap)
     done: list[str] = []
     with stopping(kafka, server, *workers):
-        produce(kafka.bootstrap, {}, Settings().topics, merged, progress=False)
-        one_worker = Settings(partitions=PARTITIONS, history_buckets=1000)
+        produce(kafka.bootstrap, {}, Settings().kafka.topics, merged, progress=False)
+        one_worker = Settings.of(partitions=PARTITIONS, history_buckets=1000)
         reference = in_background(
             lambda: single_worker_evaluation(merged, tmp_path / "one", one_worker)
         )

@@ -84,7 +84,7 @@ def wire(message: dict[str, object]) -> object:
 def test_there_is_one_schema_per_topic() -> None:
     files = {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")}
     assert files == set(INPUTS + OUTPUTS)
-    assert files == set(Settings().topics.values())
+    assert files == set(Settings().kafka.topics.values())
 
 
 @pytest.mark.parametrize("topic", INPUTS + OUTPUTS)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.config.settings import Settings, SettingsError
+from streamer.config.settings import FLAT, Settings, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -54,9 +54,9 @@ def test_calendar_variables_are_checked_at_start() -> None:
     ],
 )
 def test_booleans_read_as_written(value: str, expected: bool) -> None:
-    assert Settings.from_env({"SHELFCAST_CLOSED_WHEN_NO_ORDERS": value}).closed_when_no_orders is (
-        expected
-    )
+    assert Settings.from_env(
+        {"SHELFCAST_CLOSED_WHEN_NO_ORDERS": value}
+    ).time.closed_when_no_orders is (expected)
 
 
 def test_values_are_typed_and_unset_or_empty_keeps_the_default() -> None:
@@ -70,15 +70,15 @@ def test_values_are_typed_and_unset_or_empty_keeps_the_default() -> None:
             "XDG_CACHE_HOME": "/tmp/cache",
         }
     )
-    assert (s.bucket_seconds, s.service_level, s.log_level) == (3600, 0.9, "warning")
-    assert s.home == Path("/tmp/x") and s.partitions == Settings().partitions
+    assert (s.time.bucket_seconds, s.alerts.service_level, s.log_level) == (3600, 0.9, "warning")
+    assert s.home == Path("/tmp/x") and s.kafka.partitions == Settings().kafka.partitions
     assert s.data_dir == Path("/tmp/cache/shelfcast")
     assert Settings.from_env({"SHELFCAST_DATA_DIR": "/d"}).data_dir == Path("/d")
 
 
 def test_values_set_in_code_are_held_to_the_same_ranges() -> None:
     with pytest.raises(SettingsError, match="SHELFCAST_PARTITIONS=0"):
-        Settings(partitions=0)
+        Settings.of(partitions=0)
     with pytest.raises(SettingsError, match="SHELFCAST_SERVICE_LEVEL"):
         Settings().replace(service_level=1.0)
 
@@ -109,4 +109,30 @@ def test_kafka_security_is_read_from_the_same_environment() -> None:
     with pytest.raises(SettingsError, match="KAFKA_SASL_PASSWORD"):
         Settings.from_env(env)
     s = Settings.from_env({**env, "KAFKA_SASL_PASSWORD": "s3cret"})
-    assert s.kafka_security.protocol == "SASL_SSL" and "s3cret" not in repr(s)
+    assert s.kafka.security.protocol == "SASL_SSL" and "s3cret" not in repr(s)
+
+
+def test_every_variable_sets_one_field_of_one_section() -> None:
+    rules = [
+        (rule.var, section)
+        for section, kind in (("", Settings), *Settings.SECTIONS.items())
+        for rule in kind.RULES.values()
+    ]
+    variables = [var for var, _ in rules]
+    assert len(variables) == len(set(variables))
+    assert {section for _, section in rules} == {"", *Settings.SECTIONS}
+    for name, (section, key) in FLAT.items():
+        owner = getattr(Settings(), section) if section else Settings()
+        assert hasattr(owner, key), name
+
+
+def test_flat_names_build_typed_sections() -> None:
+    s = Settings.of(redis_url="redis://r:6379/0", service_level=0.9, train_every_buckets=14)
+    assert (s.redis.url, s.alerts.service_level, s.trainer.every_buckets) == (
+        "redis://r:6379/0", 0.9, 14,
+    )  # fmt: skip
+    assert s.replace(horizon=3).models.horizon == 3 and s.models.horizon == 7
+    with pytest.raises(TypeError, match="unknown settings: horizn"):
+        s.replace(horizn=3)
+    with pytest.raises(SettingsError, match="SHELFCAST_HORIZON=0"):
+        s.models.replace(horizon=0)

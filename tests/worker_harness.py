@@ -301,18 +301,20 @@ def single_worker_evaluation(events: list[Produced], folder: Path, settings: Set
         offsets: Counter[tuple[str, int]] = Counter()
         records = []
         for ev in events:
-            topic = s.topics[ev.role]
-            p = kafka_partition(ev.key, s.partitions) if ev.key else 0
+            topic = s.kafka.topics[ev.role]
+            p = kafka_partition(ev.key, s.kafka.partitions) if ev.key else 0
             key = ev.key.encode() if ev.key else None
             records.append(Record(topic, p, offsets[(topic, p)], key, ev.value))
             offsets[(topic, p)] += 1
-        for i in range(0, len(records), s.batch_size):
-            await pipeline.process(records[i : i + s.batch_size])
+        for i in range(0, len(records), s.kafka.batch_size):
+            await pipeline.process(records[i : i + s.kafka.batch_size])
         await client.aclose()
 
     try:
         asyncio.run(run())
-        return evaluation(redis.Redis.from_url(server.url, decode_responses=True), s.partitions)
+        return evaluation(
+            redis.Redis.from_url(server.url, decode_responses=True), s.kafka.partitions
+        )
     finally:
         server.stop()
 

@@ -39,7 +39,7 @@ def close_alerts(
     on_hand, on_order = data.on_hand[rows], data.on_order[rows]
     up, down = transitions(
         data.raised[rows], inventory_position(on_hand, on_order), rops.value,
-        s.alert_hysteresis, data.previous_rop[rows],
+        s.alerts.hysteresis, data.previous_rop[rows],
     )  # fmt: skip
     known, seq, pack = data.stock_known[rows], data.alert_seq[rows] + 1, data.pack_size[rows]
     return [

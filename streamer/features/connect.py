@@ -22,37 +22,37 @@ __all__ = ["connect", "connect_async", "redis_options", "worker_client"]
 def redis_options(settings: Settings) -> dict[str, object]:
     """Arguments for ``Redis.from_url`` beside the URL: the password and TLS CA file.
 
-    >>> redis_options(Settings(redis_password="s3cret"))
+    >>> redis_options(Settings.of(redis_password="s3cret"))
     {'password': 's3cret'}
     """
     options: dict[str, object] = {}
-    if settings.redis_password:
-        options["password"] = settings.redis_password
-    if settings.redis_ssl_ca_file:
-        options["ssl_ca_certs"] = settings.redis_ssl_ca_file
+    if settings.redis.password:
+        options["password"] = settings.redis.password
+    if settings.redis.ssl_ca_file:
+        options["ssl_ca_certs"] = settings.redis.ssl_ca_file
     return options
 
 
 def connect(settings: Settings, **options: Any) -> redis.Redis:
     """A blocking client of the settings' Redis (``options`` as ``Redis.from_url`` takes)."""
     options = {**redis_options(settings), **options}
-    if settings.redis_cluster:
+    if settings.redis.cluster:
         try:
             # it answers the same commands; typed as a plain client for its callers
-            return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+            return RedisCluster.from_url(settings.redis.url, **options)  # type: ignore[return-value]
         except RedisClusterException as exc:
             # a plain client fails at its first command, a cluster client here: callers
             # handle both as the connection error it is
             raise redis.ConnectionError(str(exc)) from exc
-    return redis.Redis.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis.url, **options)
 
 
 def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
     """An asyncio client of the settings' Redis."""
     options = {**redis_options(settings), **options}
-    if settings.redis_cluster:
-        return AsyncRedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
-    return aioredis.Redis.from_url(settings.redis_url, **options)
+    if settings.redis.cluster:
+        return AsyncRedisCluster.from_url(settings.redis.url, **options)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(settings.redis.url, **options)
 
 
 def worker_client(settings: Settings) -> aioredis.Redis:

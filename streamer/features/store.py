@@ -183,9 +183,9 @@ class FeatureStore:
     def of(cls, client: aioredis.Redis, settings: Settings) -> FeatureStore:
         return cls(
             client,
-            settings.dedupe_ttl_seconds,
-            settings.series_ttl_seconds,
-            settings.alert_hysteresis,
+            settings.redis.dedupe_ttl_seconds,
+            settings.redis.series_ttl_seconds,
+            settings.alerts.hysteresis,
         )
 
     async def claim(self, partition: int) -> int:

@@ -61,22 +61,22 @@ class Agents:
         self.app, self.settings, self.pipeline, self.store = app, settings, pipeline, store
         self.lock = asyncio.Lock()  # the idle timer and the agent share the pipeline's clocks
         self.owned: set[int] = set()
-        self.input_topics = {settings.topics["orders"], settings.topics["inventory"]}
+        self.input_topics = {settings.kafka.topics["orders"], settings.kafka.topics["inventory"]}
         self.positions: dict[TP, int] = {}  # next offset to process, per input partition
 
     def connect(self) -> None:
         """Register the agent, the timer and the callbacks with the app."""
         app, settings = self.app, self.settings
         inputs = app.topic(
-            settings.topics["orders"],
-            settings.topics["inventory"],
+            settings.kafka.topics["orders"],
+            settings.kafka.topics["inventory"],
             key_serializer="raw",
             value_serializer="raw",
         )
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.agent(inputs, name=f"{__name__}.process")(self.process)
-        interval = max(settings.idle_advance_seconds / 3, 1.0)
+        interval = max(settings.time.idle_advance_seconds / 3, 1.0)
         app.timer(interval=interval, name=f"{__name__}.advance_idle")(self.advance_idle)
 
     def held(self) -> set[TP]:
@@ -113,7 +113,7 @@ class Agents:
         settings = self.settings
         if self.app.rebalancing_count <= 1:  # a line a script can wait for, as /readyz says
             print(
-                f"shelfcast worker: ready, consuming {len(now)} of {settings.partitions} "
+                f"shelfcast worker: ready, consuming {len(now)} of {settings.kafka.partitions} "
                 f"partitions; state at http://{settings.web_bind}:{settings.web_port}/readyz",
                 flush=True,
             )
@@ -146,7 +146,9 @@ class Agents:
 
     async def process(self, stream: faust.StreamT) -> None:
         settings, pipeline = self.settings, self.pipeline
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for events in stream.take_events(
+            settings.kafka.batch_size, within=settings.kafka.batch_within
+        ):
             started = time.perf_counter()
             messages = [e.message for e in events]
             records = [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]

@@ -84,8 +84,8 @@ def rejoin_on_sync_refusal(rebalance: type = CoordinatorGroupRebalance) -> None:
 def create_app(settings: Settings) -> faust.App:
     rejoin_on_sync_refusal()
     app = faust.App(
-        settings.app_id,
-        broker=broker_urls(settings.kafka_bootstrap_servers),
+        settings.kafka.app_id,
+        broker=broker_urls(settings.kafka.bootstrap_servers),
         store="memory://",
         # Topics are created up front (mock cluster at start, kafka-init in compose): the
         # mock cluster has no CreateTopics, and production topics are an operator's decision.
@@ -98,12 +98,12 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.home / "faust"),
         broker_session_timeout=10,
         broker_heartbeat_interval=2,
-        broker_credentials=settings.kafka_security.faust_credentials(),
-        producer_max_request_size=max(1_048_576, 4 * settings.max_message_bytes),
-        consumer_max_fetch_size=max(4_194_304, 4 * settings.max_message_bytes),
+        broker_credentials=settings.kafka.security.faust_credentials(),
+        producer_max_request_size=max(1_048_576, 4 * settings.kafka.max_message_bytes),
+        consumer_max_fetch_size=max(4_194_304, 4 * settings.kafka.max_message_bytes),
     )
 
-    app.transport = transport(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
+    app.transport = transport(settings.kafka.fetch_max_wait_ms)(app.conf.broker_consumer, app)
 
     @app.page("/metrics")
     async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

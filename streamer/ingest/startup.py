@@ -30,10 +30,10 @@ def kafka_problem(settings: Settings) -> str | None:
 
     admin = AdminClient(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "log_level": 0,  # the reason is reported here, once, not as librdkafka log lines
             "socket.connection.setup.timeout.ms": 3000,
-            **settings.kafka_security.confluent(),
+            **settings.kafka.security.confluent(),
         }
     )
     try:
@@ -62,8 +62,8 @@ def wait_until_reachable(settings: Settings, out: TextIO = sys.stderr) -> None:
     timeout = settings.startup_timeout_seconds
     deadline = time.monotonic() + timeout
     checks: list[tuple[str, str, Callable[[Settings], str | None]]] = [
-        ("Kafka", settings.kafka_bootstrap_servers, kafka_problem),
-        ("Redis", redact(settings.redis_url), redis_problem),
+        ("Kafka", settings.kafka.bootstrap_servers, kafka_problem),
+        ("Redis", redact(settings.redis.url), redis_problem),
     ]
     for name, address, check in checks:
         told = False

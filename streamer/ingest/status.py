@@ -62,7 +62,7 @@ async def series_status(
 ) -> list[dict[str, Any]]:
     """One entry per active series of ``sku`` (only ``location``'s when given), in one
     pipelined round trip once the series are found; empty when none is active."""
-    found = await _locate(r, s.partitions, sku, location)
+    found = await _locate(r, s.kafka.partitions, sku, location)
     if found is None:
         return []
     p, names = found
@@ -74,7 +74,7 @@ async def series_status(
         pipe.hget(part_key(p, "forecast"), name)
     replies = await pipe.execute()
     return [
-        _entry(name, p, s.bucket_seconds, *replies[4 * i : 4 * i + 4])
+        _entry(name, p, s.time.bucket_seconds, *replies[4 * i : 4 * i + 4])
         for i, name in enumerate(names)
     ]
 

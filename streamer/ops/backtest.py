@@ -112,12 +112,12 @@ def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment that points a child process at these (embedded) services."""
     return child_environment(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        REDIS_URL=settings.redis_url,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        REDIS_URL=settings.redis.url,
         SHELFCAST_HOME=str(settings.home),
         SHELFCAST_WEB_PORT=str(settings.web_port),
-        SHELFCAST_PARTITIONS=str(settings.partitions),
-        SHELFCAST_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
+        SHELFCAST_PARTITIONS=str(settings.kafka.partitions),
+        SHELFCAST_FETCH_MAX_WAIT_MS=str(settings.kafka.fetch_max_wait_ms),
         # historical event time must not be advanced by the wall clock
         SHELFCAST_IDLE_ADVANCE_SECONDS="0",
     )
@@ -322,7 +322,7 @@ class Replay:
     def open_loop(self, events: list[Produced]) -> None:
         """As fast as the worker takes it, a bounded distance ahead."""
         segments = training_segments(
-            events, self.live.train_every_buckets, self.live.bucket_seconds
+            events, self.live.trainer.every_buckets, self.live.time.bucket_seconds
         )
         for segment, through in tqdm(
             segments, desc="replay", unit="segment", disable=not self.progress
@@ -336,13 +336,13 @@ class Replay:
         """A bucket at a time: its events, the deliveries and lost-sale corrections that go
         with them; then the worker and the planner settle (the planner's purchase orders
         processed, no new alert) before the next bucket. Returns what the loop added."""
-        if self.live.train_delay_buckets >= self.live.train_every_buckets:
+        if self.live.trainer.delay_buckets >= self.live.trainer.every_buckets:
             raise ValueError(
-                f"SHELFCAST_TRAIN_DELAY_BUCKETS ({self.live.train_delay_buckets}) must be "
-                f"below SHELFCAST_TRAIN_EVERY_BUCKETS ({self.live.train_every_buckets}): a "
+                f"SHELFCAST_TRAIN_DELAY_BUCKETS ({self.live.trainer.delay_buckets}) must be "
+                f"below SHELFCAST_TRAIN_EVERY_BUCKETS ({self.live.trainer.every_buckets}): a "
                 "refresh must take effect before the next one starts from its champion"
             )
-        size = self.live.bucket_seconds
+        size = self.live.time.bucket_seconds
         by_bucket: dict[int, list[Produced]] = defaultdict(list)
         for ev in events:
             by_bucket[bucket_of(produce_time(ev), size)].append(ev)
@@ -350,7 +350,7 @@ class Replay:
         added: list[Produced] = []
         # one connection for the whole loop, which produces a batch a bucket; dropped after,
         # so that nothing reconnects to the broker once the backtest stops it
-        self._producer = replay_producer(self.live.kafka_bootstrap_servers, {})
+        self._producer = replay_producer(self.live.kafka.bootstrap_servers, {})
         self._trainer = ThreadPoolExecutor(1, thread_name_prefix="lstm-refresh")
         try:
             self._lockstep(by_bucket, first, last, loop, added)
@@ -369,7 +369,7 @@ class Replay:
         loop: Loop,
         added: list[Produced],
     ) -> None:
-        every = self.live.train_every_buckets
+        every = self.live.trainer.every_buckets
         for bucket in tqdm(
             range(first, last + 1), desc="replay", unit="day", disable=not self.progress
         ):
@@ -383,7 +383,7 @@ class Replay:
                 wait_processed(
                     self.client, self.worker, self.produced, self.timeout, False, LOCKSTEP_POLL
                 )
-                published = summed_stats(self.client, self.live.partitions).get("alerts", 0)
+                published = summed_stats(self.client, self.live.kafka.partitions).get("alerts", 0)
                 if not (orders := loop.planner.react(published)):
                     break
                 self.produced += orders
@@ -397,7 +397,7 @@ class Replay:
     def _produce(self, events: list[Produced], hold: Callable[[int], None] | None = None) -> None:
         live = self.live
         self.produced += produce(
-            live.kafka_bootstrap_servers, {}, live.topics, events, progress=False, hold=hold,
+            live.kafka.bootstrap_servers, {}, live.kafka.topics, events, progress=False, hold=hold,
             producer=self._producer,
         )  # fmt: skip
 
@@ -415,7 +415,7 @@ class Replay:
             return
         read = time.perf_counter() - started
         work = partial(run_once, self.live, through=through, panel=panel, promote=False)
-        serves = through + self.live.train_delay_buckets
+        serves = through + self.live.trainer.delay_buckets
         self._training = (serves, read, self._trainer.submit(lambda: work()[0]))
 
     def _land_refresh(self) -> None:
@@ -487,7 +487,7 @@ def _backtest_input(
     if closed_loop:  # the planner restocks; only the opening stock is simulated
         simulation = replace(simulation, restock=False)
         # each bucket waits for the worker: an idle consumer's fetch must not sit out 500 ms
-        settings = settings.replace(fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 10))
+        settings = settings.replace(fetch_max_wait_ms=min(settings.kafka.fetch_max_wait_ms, 10))
     return events, read_stats, settings, simulation
 
 
@@ -508,16 +508,20 @@ def _replay_live(
     with embedded_services(settings) as live:
         worker = WorkerProcess(live, out / "worker.log")
         if closed_loop:
-            planner = Planner(live.kafka_bootstrap_servers, live.topics, simulation.lead_time_days)
-            loop = Loop(planner, Shelves(live.bucket_seconds))
+            planner = Planner(
+                live.kafka.bootstrap_servers, live.kafka.topics, simulation.lead_time_days
+            )
+            loop = Loop(planner, Shelves(live.time.bucket_seconds))
         try:
-            client = redis.Redis.from_url(live.redis_url)
-            table, bootstrap = TableBuilder(), live.kafka_bootstrap_servers
+            client = redis.Redis.from_url(live.redis.url)
+            table, bootstrap = TableBuilder(), live.kafka.bootstrap_servers
             collectors = {
                 "forecasts": TopicCollector(
-                    bootstrap, live.topics["forecasts"], out / "forecasts.jsonl", table
+                    bootstrap, live.kafka.topics["forecasts"], out / "forecasts.jsonl", table
                 ),
-                "alerts": TopicCollector(bootstrap, live.topics["alerts"], out / "alerts.jsonl"),
+                "alerts": TopicCollector(
+                    bootstrap, live.kafka.topics["alerts"], out / "alerts.jsonl"
+                ),
             }
             for collector in collectors.values():
                 collector.start()
@@ -527,12 +531,12 @@ def _replay_live(
             else:
                 events = events + replay.closed_loop(events, loop)
             wait_processed(client, worker, replay.produced, timeout, progress)
-            stats = summed_stats(client, live.partitions)
+            stats = summed_stats(client, live.kafka.partitions)
             collectors["forecasts"].finish(stats.get("forecasts", 0), 300)
             collectors["alerts"].finish(stats.get("alerts", 0), 300)
             wall = time.monotonic() - started
             evaluation = Prequential()
-            evaluation.merge(summed_evaluation(client, live.partitions))
+            evaluation.merge(summed_evaluation(client, live.kafka.partitions))
             metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
             (out / "metrics.prom").write_bytes(scrape(metrics_url))
             if keep_running:
@@ -569,7 +573,7 @@ def run_backtest(
         events, out, settings, simulation, closed_loop, refreshes, timeout, progress, keep_running
     )
     alerts = list(JsonLines(out / "alerts.jsonl"))
-    truth = truth_from(run.events, settings.bucket_seconds)
+    truth = truth_from(run.events, settings.time.bucket_seconds)
     summary = summarize(
         run.events, truth, read_stats, sim_stats, run.stats, run.forecasts, alerts, run.wall
     )
@@ -599,7 +603,7 @@ def alert_quality(
     changes = [(series_key(a["sku"], a["location"]), a["status"], epoch(a["ts"])) for a in alerts]  # type: ignore[arg-type]
     explained = explain_stockouts(
         changes, trace.stockouts, trace.levels, trace.sales, trace.lives,
-        simulation.lead_time_days, simulation.lead_time_days + settings.review_days,
+        simulation.lead_time_days, simulation.lead_time_days + settings.alerts.review_days,
     )  # fmt: skip
     with (out / "stockouts.jsonl").open("w") as f:
         for stockout in explained:
@@ -676,8 +680,8 @@ def reference_policies(
     opening = {s: float(levels[0][1]) for s, levels in trace.levels.items() if levels}
     panel, first = panel_of(truth.demand, opening)
     setup = Setup(
-        max(round(simulation.lead_time_days), 1), round(settings.review_days),
-        settings.service_level,
+        max(round(simulation.lead_time_days), 1), round(settings.alerts.review_days),
+        settings.alerts.service_level,
     )  # fmt: skip
     summary, outcomes = compare(panel, published_means(forecasts, panel, first), setup)
     runs = {name: (panel.series, outcome) for name, outcome in outcomes.items()}

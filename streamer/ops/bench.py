@@ -368,11 +368,13 @@ def _measure(
 ) -> _Measured:
     """Every phase against fresh embedded services, each bare-consumer reference next to the
     worker's phase it compares with."""
-    inputs = (settings.topics["orders"], settings.topics["inventory"])
+    inputs = (settings.kafka.topics["orders"], settings.kafka.topics["inventory"])
     with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
-        bootstrap, n = live.kafka_bootstrap_servers, live.partitions
+        bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
         m = _Measured(n)
-        produce(bootstrap, {}, live.topics, data.replay, progress=progress, total=len(data.replay))
+        produce(
+            bootstrap, {}, live.kafka.topics, data.replay, progress=progress, total=len(data.replay)
+        )
         m.raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.replay)))
         step(f"replay: bare aiokafka consumer {m.raw_replay:,.0f} messages/s")
         worker = WorkerProcess(live, out / "worker.log")
@@ -399,8 +401,8 @@ def _worker_phases(
     step: Callable[[str], None],
 ) -> None:
     """The worker's three phases: the replayed backlog, the burst, the paced probe orders."""
-    bootstrap, n = live.kafka_bootstrap_servers, live.partitions
-    client = redis.Redis.from_url(live.redis_url)
+    bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
+    client = redis.Redis.from_url(live.redis.url)
     m.replay_rate = worker_rate(
         client, worker, len(data.replay), bench.timeout, progress=progress, desc="replay"
     )
@@ -410,18 +412,18 @@ def _worker_phases(
     m.offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
     # timed from the first order produced: the worker starts on them as they arrive
     burst_started = time.perf_counter()
-    produce(bootstrap, {}, live.topics, data.burst, progress=False)
+    produce(bootstrap, {}, live.kafka.topics, data.burst, progress=False)
     done = len(data.replay) + len(data.burst)
     m.burst_rate = worker_rate(
         client, worker, done, bench.timeout, len(data.replay), burst_started, progress, "burst"
     )
     step(f"burst: worker {m.burst_rate:,.0f} events/s")
     m.before = scrape(metrics_url).decode()
-    alerts_at = asyncio.run(end_offsets(bootstrap, [live.topics["alerts"]], n))
-    receiver = Receiver(bootstrap, live.topics["alerts"], alerts_at)
+    alerts_at = asyncio.run(end_offsets(bootstrap, [live.kafka.topics["alerts"]], n))
+    receiver = Receiver(bootstrap, live.kafka.topics["alerts"], alerts_at)
     receiver.start()
     m.sent, m.achieved = produce_paced(
-        bootstrap, live.topics["orders"], data.probes, bench.rate, progress
+        bootstrap, live.kafka.topics["orders"], data.probes, bench.rate, progress
     )
     wait_processed(client, worker, done + len(data.probes), bench.timeout, False)
     m.after = scrape(metrics_url).decode()

@@ -208,7 +208,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     client = worker_client(settings)
     empty = int((await client.info("memory"))["used_memory"])
     await _load(client, names, demand, bench.partitions)
-    sink = KafkaSink(settings.kafka_bootstrap_servers)
+    sink = KafkaSink(settings.kafka.bootstrap_servers)
     pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
     result = BatchResult()
     timed = 0.0

@@ -453,7 +453,7 @@ EMBEDDED_FETCH_MAX_WAIT_MS = 5
 
 
 def embedded_fetch_wait(settings: Settings) -> int:
-    return min(settings.fetch_max_wait_ms, EMBEDDED_FETCH_MAX_WAIT_MS)
+    return min(settings.kafka.fetch_max_wait_ms, EMBEDDED_FETCH_MAX_WAIT_MS)
 
 
 @contextmanager
@@ -468,23 +468,25 @@ def embedded_services(settings: Settings, extra_topics: Sequence[str] = ()) -> I
     state_file = settings.home / STATE_FILE
     if problem := settings.mixing_problem():
         raise RuntimeError(problem)
-    if not (settings.kafka_bootstrap_servers and settings.redis_url):
+    if not (settings.kafka.bootstrap_servers and settings.redis.url):
         check_platform()
     try:
-        if not settings.kafka_bootstrap_servers:
+        if not settings.kafka.bootstrap_servers:
             # forecasts are the heaviest output: more partitions keep each under the mock's
             # retention while readers catch up
             kafka = MockKafkaCluster(
                 [*all_topics(settings), *extra_topics],
-                settings.partitions,
-                partitions_for={settings.topics["forecasts"]: max(settings.partitions, 32)},
+                settings.kafka.partitions,
+                partitions_for={
+                    settings.kafka.topics["forecasts"]: max(settings.kafka.partitions, 32)
+                },
             )
             settings = settings.replace(
                 kafka_bootstrap_servers=kafka.bootstrap,
                 fetch_max_wait_ms=embedded_fetch_wait(settings),
             )
             log.info("embedded Kafka (librdkafka mock cluster) on %s", kafka.bootstrap)
-        if not settings.redis_url:
+        if not settings.redis.url:
             data = settings.home / "redis"
             if kafka is not None and data.exists():
                 # Redis state is only meaningful with the input log it was built from, and the
@@ -498,9 +500,9 @@ def embedded_services(settings: Settings, extra_topics: Sequence[str] = ()) -> I
             settings.home.mkdir(parents=True, exist_ok=True)
             state = {
                 "pid": os.getpid(),
-                "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
-                "redis_url": settings.redis_url,
-                "partitions": settings.partitions,
+                "kafka_bootstrap_servers": settings.kafka.bootstrap_servers,
+                "redis_url": settings.redis.url,
+                "partitions": settings.kafka.partitions,
             }
             state_file.write_text(json.dumps(state, indent=2))
         yield settings
@@ -515,7 +517,7 @@ def embedded_services(settings: Settings, extra_topics: Sequence[str] = ()) -> I
 
 def discover(settings: Settings) -> Settings:
     """Fill unset addresses from a running worker's state file, if there is one."""
-    if settings.kafka_bootstrap_servers and settings.redis_url:
+    if settings.kafka.bootstrap_servers and settings.redis.url:
         return settings
     state_file = settings.home / STATE_FILE
     if not state_file.exists():
@@ -524,11 +526,11 @@ def discover(settings: Settings) -> Settings:
     if not _pid_alive(int(state["pid"])):
         return settings
     return settings.replace(
-        kafka_bootstrap_servers=settings.kafka_bootstrap_servers
+        kafka_bootstrap_servers=settings.kafka.bootstrap_servers
         or state["kafka_bootstrap_servers"],
-        fetch_max_wait_ms=settings.fetch_max_wait_ms
-        if settings.kafka_bootstrap_servers
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms
+        if settings.kafka.bootstrap_servers
         else embedded_fetch_wait(settings),
-        redis_url=settings.redis_url or state["redis_url"],
-        partitions=int(state.get("partitions", settings.partitions)),
+        redis_url=settings.redis.url or state["redis_url"],
+        partitions=int(state.get("partitions", settings.kafka.partitions)),
     )

@@ -32,8 +32,8 @@ def main(n: int, out: Path) -> None:
     settings = Settings.from_env()
     app = create_app(settings)
     inputs = app.topic(
-        settings.topics["orders"],
-        settings.topics["inventory"],
+        settings.kafka.topics["orders"],
+        settings.kafka.topics["inventory"],
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -42,7 +42,9 @@ def main(n: int, out: Path) -> None:
     @app.agent(inputs)
     async def nothing(stream: faust.StreamT) -> None:
         nonlocal seen, first, started
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for events in stream.take_events(
+            settings.kafka.batch_size, within=settings.kafka.batch_within
+        ):
             if not seen:  # timed like the worker: from its first batch, connected and assigned
                 started, first = time.perf_counter(), len(events)
             seen += len(events)

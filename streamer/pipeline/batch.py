@@ -107,12 +107,12 @@ class Pipeline:
         self.max_ts: dict[int, float] = {}
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
-        self.calendar = settings.calendar()
+        self.calendar = settings.time.calendar()
         self.lstm = LSTMServing(
-            Registry(settings.models_path()), self.calendar, settings.torch_threads
+            Registry(settings.models_path()), self.calendar, settings.models.torch_threads
         )
         # a replay reads an activity window before its snapshot: both must fit the history
-        history, active = settings.history_buckets, settings.active_buckets
+        history, active = settings.models.history_buckets, settings.models.active_buckets
         self._snapshot_every = max(min(history // 2, history - active), 1)
         self.evaluation = Prequential()  # this process's share, for the gauges
         self._settled: dict[int, Settled] = {}  # each partition's latest learn
@@ -213,13 +213,13 @@ class Pipeline:
 
     def _parse(self, rec: Record, now: float) -> Event | Invalid:
         raw = rec.value or b""
-        if rec.topic == self.s.topics["orders"]:
-            parsed: Event | Invalid = parse_order(raw, self.s.max_message_bytes)
+        if rec.topic == self.s.kafka.topics["orders"]:
+            parsed: Event | Invalid = parse_order(raw, self.s.kafka.max_message_bytes)
         else:
-            parsed = parse_inventory(raw, self.s.max_message_bytes)
+            parsed = parse_inventory(raw, self.s.kafka.max_message_bytes)
         if isinstance(parsed, Invalid):
             return parsed
-        return check_context(parsed, rec.key, now, self.s.max_future_seconds)
+        return check_context(parsed, rec.key, now, self.s.time.max_future_seconds)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         if self._stale:
@@ -303,14 +303,14 @@ class Pipeline:
         buckets for every series and turn all later input into late input.
         """
         newest = self.max_ts.get(p)
-        ahead = now + self.s.clock_tolerance_seconds
-        if self.s.idle_advance_seconds > 0 and ts > ahead:
+        ahead = now + self.s.time.clock_tolerance_seconds
+        if self.s.time.idle_advance_seconds > 0 and ts > ahead:
             # live, one till with a wrong clock (naive local time ten hours east) must not
             # make every other series' orders of the day late: the watermark follows the
             # wall clock, the order still counts in its own bucket
             metrics.EVENTS.labels("orders", "ahead_of_clock").inc()
             ts = ahead
-        if newest is not None and ts > newest + self.s.max_skew_seconds:
+        if newest is not None and ts > newest + self.s.time.max_skew_seconds:
             metrics.EVENTS.labels("orders", "skewed").inc()
             log.warning(
                 "partition %d: order at %s is %.0f days ahead of the partition's event time; "
@@ -320,8 +320,10 @@ class Pipeline:
             return None
         self.max_ts[p] = max(newest if newest is not None else ts, ts)
         self.last_event_wall[p] = (self.max_ts[p], now)
-        self.closed.setdefault(p, bucket_of(ts, self.s.bucket_seconds) - 1)
-        target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
+        self.closed.setdefault(p, bucket_of(ts, self.s.time.bucket_seconds) - 1)
+        target = last_closable(
+            self.max_ts[p], self.s.time.lateness_seconds, self.s.time.bucket_seconds
+        )
         return target if target > self.closed[p] else None
 
     async def advance_idle(self, now: float, owned: Collection[int] | None = None) -> BatchResult:
@@ -337,11 +339,11 @@ class Pipeline:
         for p in sorted(owned or ()):  # a copy: a rebalance may change ``owned`` meanwhile
             if owned is not None and p in owned:
                 await self._own(p)
-        if self.s.idle_advance_seconds <= 0:
+        if self.s.time.idle_advance_seconds <= 0:
             return result
         quiet = [
             p for p, (_, wall) in self.last_event_wall.items()
-            if now - wall >= self.s.idle_advance_seconds and (owned is None or p in owned)
+            if now - wall >= self.s.time.idle_advance_seconds and (owned is None or p in owned)
         ]  # fmt: skip
         await _together(self._advance_idle(p, now, result) for p in quiet)
         return result
@@ -349,7 +351,9 @@ class Pipeline:
     async def _advance_idle(self, p: int, now: float, result: BatchResult) -> None:
         ts, wall = self.last_event_wall[p]
         self.max_ts[p] = max(self.max_ts[p], ts + (now - wall))
-        target = last_closable(self.max_ts[p], self.s.lateness_seconds, self.s.bucket_seconds)
+        target = last_closable(
+            self.max_ts[p], self.s.time.lateness_seconds, self.s.time.bucket_seconds
+        )
         try:
             # deliveries stamped up to the new event time take effect
             await self._apply(p, [], result, int(self.max_ts[p] * 1000))
@@ -371,16 +375,16 @@ class Pipeline:
         await _together(one(p, b) for p, b in targets.items())
 
     def _dead_letter(self, rec: Record, bad: Invalid) -> Output:
-        topic = "orders" if rec.topic == self.s.topics["orders"] else "inventory"
+        topic = "orders" if rec.topic == self.s.kafka.topics["orders"] else "inventory"
         metrics.EVENTS.labels(topic, "invalid").inc()
         metrics.DLQ.labels(topic, bad.reason).inc()
         log.debug("dead letter %s:%d@%d: %s", rec.topic, rec.partition, rec.offset, bad.detail)
         msg = dlq_message(
             rec.value or b"", rec.key, bad.reason, bad.detail, rec.topic, rec.partition,
-            rec.offset, self.s.max_message_bytes,
+            rec.offset, self.s.kafka.max_message_bytes,
         )  # fmt: skip
         key = rec.key if rec.key is None or len(rec.key) <= DLQ_KEY_BYTES else None
-        return output(self.s.topics["dlq"], key, msg)
+        return output(self.s.kafka.topics["dlq"], key, msg)
 
     def _effect(self, p: int, rec: Record, ev: Event) -> StockEffect:
         po_id = pack = None
@@ -395,14 +399,14 @@ class Pipeline:
             kind,
             ev.series,
             ev.event_id,
-            bucket_of(ev.ts, self.s.bucket_seconds),
+            bucket_of(ev.ts, self.s.time.bucket_seconds),
             int(ev.ts * 1000),
             qty,
             price,
             f"{rec.topic}:{rec.partition}",
             rec.offset,
             lead,
-            moves_clock=ev.ts <= newest + self.s.max_skew_seconds,
+            moves_clock=ev.ts <= newest + self.s.time.max_skew_seconds,
             po_id=po_id,
             pack_size=pack,
         )
@@ -473,7 +477,7 @@ class Pipeline:
     def _close_of(
         self, b: int, closed: dict[int, bool], demand: np.ndarray, revenue: np.ndarray
     ) -> Close:
-        return close_of(self.calendar, self.s.horizon, b, closed, demand, revenue)
+        return close_of(self.calendar, self.s.models.horizon, b, closed, demand, revenue)
 
     async def _bank(self, p: int, b: int, series: list[str], firsts: np.ndarray) -> Bank:
         """The partition's bank, learned through ``b - 1`` and with ``series`` as its rows.
@@ -491,12 +495,14 @@ class Pipeline:
         return bank
 
     def _new_bank(self) -> Bank:
-        return Bank.default(self.s.horizon, self.calendar.season)
+        return Bank.default(self.s.models.horizon, self.calendar.season)
 
     async def _restore(self, p: int, through: int, series: list[str], firsts: np.ndarray) -> Bank:
         bank = self._new_bank()
         blob = await self.store.read_partition_snapshot(p)
-        start = max(int(firsts.min(initial=through + 1)), through - self.s.history_buckets + 1)
+        start = max(
+            int(firsts.min(initial=through + 1)), through - self.s.models.history_buckets + 1
+        )
         if blob is not None:
             try:
                 # decoding and copying a million rows takes seconds: not on the event loop
@@ -525,15 +531,15 @@ class Pipeline:
         # from an activity window (or the LSTM's input) earlier: who was active at the first
         # replayed close, and what its LSTM read
         seq_len = max((m.cfg.seq_len for m in models.values()), default=1)
-        before = max(self.s.active_buckets, seq_len) - 1
+        before = max(self.s.models.active_buckets, seq_len) - 1
         read = range(start - before, through + 1)
-        if read.start <= through - self.s.history_buckets:
+        if read.start <= through - self.s.models.history_buckets:
             log.warning(
                 "partition %d: the replay from bucket %d reads %d buckets before it, past the "
                 "history of %d buckets: the restored forecasts can differ from an "
                 "uninterrupted run's (an LSTM input window or activity window over half the "
                 "history is too long for the snapshot schedule)",
-                p, start, before, self.s.history_buckets,
+                p, start, before, self.s.models.history_buckets,
             )  # fmt: skip
         window = await self.store.read_window(
             p, series, read, max(2 * self.calendar.season - before, 0), all_traded=True
@@ -564,7 +570,7 @@ class Pipeline:
         model's errors feed the published combination."""
         names = np.array(window.series, dtype=object)
         joined = np.array([first.get(s, math.inf) for s in window.series])
-        active = _rolling_any(window.traded, self.s.active_buckets)
+        active = _rolling_any(window.traded, self.s.models.active_buckets)
         for j in range(before, len(read)):
             rows = (joined <= read[j]) | active[:, j]
             bank.align(list(names[rows]))
@@ -628,7 +634,7 @@ class Pipeline:
         """The active series of partition ``p`` at ``b`` (first bucket no later than it), and
         what the close of ``b`` reads of them."""
         data = await self.store.read_close(
-            p, b - self.s.active_buckets + 1, b, 2 * self.calendar.season
+            p, b - self.s.models.active_buckets + 1, b, 2 * self.calendar.season
         )
         return data.rows(data.first <= b)
 
@@ -638,7 +644,7 @@ class Pipeline:
         closed[b] = self.calendar.observed_closed(b, data.orders)
         bank = await self._bank(p, b, data.series, data.first)
         close = self._close_of(b, closed, data.demand, data.revenue)
-        close_ts = bucket_start(b + 1, self.s.bucket_seconds)
+        close_ts = bucket_start(b + 1, self.s.time.bucket_seconds)
         # The close runs once an order past the allowed lateness (or, live, the wall clock) has
         # moved the partition's event time on, and the stock it compares is as of then: stamped
         # with the bucket's end, an alert would count deliveries dated after it.
@@ -668,8 +674,8 @@ class Pipeline:
             done.fields,
             closed=closed[b],
             learned=len(data.series),  # written with the clock: a retried close counts once
-            trim_before=b - self.s.history_buckets,
-            inactive_before=b - self.s.active_buckets + 1,
+            trim_before=b - self.s.models.history_buckets,
+            inactive_before=b - self.s.models.active_buckets + 1,
             max_ts=self.max_ts.get(p, close_ts),
             evaluation=dict(done.evaluation.sums),
             snapshot=done.snapshot,
@@ -680,7 +686,7 @@ class Pipeline:
         """Whether the close of ``b`` writes the partition's model snapshot: on the time
         schedule, or the bucket schedule."""
         return (
-            now - self._snapshot_at.get(p, -math.inf) >= self.s.snapshot_seconds
+            now - self._snapshot_at.get(p, -math.inf) >= self.s.models.snapshot_seconds
             or b - self._snapshot_bucket.get(p, b) >= self._snapshot_every
         )
 

@@ -100,10 +100,15 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose) -> Decision:
     """Reorder points from the published forecasts and their errors."""
     rows = np.flatnonzero(fc.publishes)
     lead = data.lead_time[rows]
-    lead = np.where(np.isnan(lead), s.lead_time_days, lead)
+    lead = np.where(np.isnan(lead), s.alerts.lead_time_days, lead)
     moments = (fc.m2[rows], fc.m3[rows], fc.moments_known[rows])
     rops = reorder_points(
-        fc.published[rows], lead, s.service_level, s.bucket_seconds, moments, s.review_days
+        fc.published[rows],
+        lead,
+        s.alerts.service_level,
+        s.time.bucket_seconds,
+        moments,
+        s.alerts.review_days,
     )
     return Decision(rows, rops)
 
@@ -122,10 +127,10 @@ def publish(
     its forecast as the partition's latest-forecast hash keeps it."""
     rows = decision.rows
     names, versions = [COMBINED] * len(rows), [bank.published_version()] * len(rows)
-    topic = s.topics["forecasts"]
+    topic = s.kafka.topics["forecasts"]
     numbers = number_rows(fc.published[rows])
     fids, values = forecast_values(
-        series, bucket, s.bucket_seconds, names, versions, fc.published[rows], rows=numbers
+        series, bucket, s.time.bucket_seconds, names, versions, fc.published[rows], rows=numbers
     )
     outs = [Output(topic, name.encode(), value) for name, value in zip(series, values, strict=True)]
     stored = stored_forecasts(bucket, names, versions, numbers)
@@ -160,9 +165,9 @@ def _rollups(
     keys = [series_key(str(sku), ALL_LOCATIONS) for sku in skus[present]]
     n = len(keys)
     _, values = forecast_values(
-        keys, bucket, s.bucket_seconds, [ROLLUP] * n, [ROLLUP_VERSION] * n, steps, counts
+        keys, bucket, s.time.bucket_seconds, [ROLLUP] * n, [ROLLUP_VERSION] * n, steps, counts
     )
-    topic = s.topics["forecasts"]
+    topic = s.kafka.topics["forecasts"]
     return [Output(topic, k.encode(), v) for k, v in zip(keys, values, strict=True)]
 
 

@@ -87,15 +87,15 @@ def _admin(settings: Settings) -> AdminClient:
 
     return AdminClient(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "log_level": 0,
-            **settings.kafka_security.confluent(),
+            **settings.kafka.security.confluent(),
         }
     )
 
 
 def input_topics(settings: Settings) -> tuple[str, str]:
-    return settings.topics["orders"], settings.topics["inventory"]
+    return settings.kafka.topics["orders"], settings.kafka.topics["inventory"]
 
 
 def committed(
@@ -106,10 +106,10 @@ def committed(
     from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
     tps = [TopicPartition(t, p) for t in input_topics(settings) for p in partitions]
-    request = ConsumerGroupTopicPartitions(settings.app_id, tps)
+    request = ConsumerGroupTopicPartitions(settings.kafka.app_id, tps)
     admin = _admin(settings)  # held until the answer: a dropped client cancels its requests
     try:
-        answer = admin.list_consumer_group_offsets([request])[settings.app_id].result(timeout)
+        answer = admin.list_consumer_group_offsets([request])[settings.kafka.app_id].result(timeout)
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot read the group's committed offsets: {exc}") from exc
     return {
@@ -160,10 +160,10 @@ def low_watermarks(
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": settings.app_id,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": settings.kafka.app_id,
             "log_level": 0,
-            **settings.kafka_security.confluent(),
+            **settings.kafka.security.confluent(),
         }
     )
     try:
@@ -189,13 +189,13 @@ def commit(settings: Settings, targets: Mapping[str, int], timeout: float = 60.0
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": settings.app_id,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": settings.kafka.app_id,
             "enable.auto.commit": False,
             # the workers' session: the group waits this long for a member that died
             "session.timeout.ms": 10_000,
             "log_level": 0,
-            **settings.kafka_security.confluent(),
+            **settings.kafka.security.confluent(),
         }
     )
     try:
@@ -211,8 +211,8 @@ def commit(settings: Settings, targets: Mapping[str, int], timeout: float = 60.0
         held = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         if held != every:
             raise RuntimeError(
-                f"the consumer group {settings.app_id!r} has other members: stop every worker "
-                "first (a worker that died stays a member for the session timeout, 10 s)"
+                f"the consumer group {settings.kafka.app_id!r} has other members: stop every "
+                "worker first (a worker that died stays a member for the session timeout, 10 s)"
             )
         tps = [
             TopicPartition(field.rpartition(":")[0], int(field.rpartition(":")[2]), offset)
@@ -222,6 +222,8 @@ def commit(settings: Settings, targets: Mapping[str, int], timeout: float = 60.0
         if refused:
             raise KafkaException(refused[0].error)
     except KafkaException as exc:
-        raise RuntimeError(f"Kafka refused the new offsets of {settings.app_id!r}: {exc}") from exc
+        raise RuntimeError(
+            f"Kafka refused the new offsets of {settings.kafka.app_id!r}: {exc}"
+        ) from exc
     finally:
         consumer.close()

@@ -244,7 +244,7 @@ def output(topic: str, key: str | bytes | None, message: dict[str, object]) -> O
 
 def alert_messages(s: Settings, outbox: Sequence[AlertRecord]) -> list[Output]:
     """The messages of a partition's alert ``outbox``, in its order."""
-    return [output(s.topics["alerts"], a.series, _message(s, a)) for a in outbox]
+    return [output(s.kafka.topics["alerts"], a.series, _message(s, a)) for a in outbox]
 
 
 def _message(s: Settings, a: AlertRecord) -> dict[str, object]:
@@ -262,6 +262,6 @@ def _reorder_point(s: Settings, stored: dict[str, float | str]) -> ReorderPoint:
         float(stored["lt_demand"]),
         float(stored["safety"]),
         float(stored["daily_mean"]),
-        float(stored.get("service_level", s.service_level)),
-        float(stored.get("review_days", s.review_days)),
+        float(stored.get("service_level", s.alerts.service_level)),
+        float(stored.get("review_days", s.alerts.review_days)),
     )

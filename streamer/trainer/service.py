@@ -30,8 +30,9 @@ from models.lstm.network import ACTIVE_BUCKETS, LSTMConfig, Panel, choose_device
 from models.lstm.registry import CheckpointError, Registry
 from models.lstm.trainer import RefreshReport, refresh
 from streamer import metrics
+from streamer.config.rules import ALL_WINDOWS
 from streamer.config.security import redact
-from streamer.config.settings import ALL_WINDOWS, Settings
+from streamer.config.settings import Settings
 from streamer.features.connect import connect
 from streamer.features.store import PREFIX, _text, part_key, part_series_key, series_base
 
@@ -53,15 +54,15 @@ def lstm_config(settings: Settings) -> LSTMConfig:
     ``_EPOCHS``, ``_WARM_EPOCHS``, ``_WINDOWS_PER_EPOCH``; ``all``: every eligible window
     each epoch); every other field keeps its default.
 
-    >>> lstm_config(Settings(lstm_hidden=8, lstm_windows_per_epoch=ALL_WINDOWS)).hidden
+    >>> lstm_config(Settings.of(lstm_hidden=8, lstm_windows_per_epoch=ALL_WINDOWS)).hidden
     8
     """
     overrides = {
-        "seq_len": settings.lstm_seq_len,
-        "hidden": settings.lstm_hidden,
-        "epochs": settings.lstm_epochs,
-        "warm_epochs": settings.lstm_warm_epochs,
-        "windows_per_epoch": settings.lstm_windows_per_epoch,
+        "seq_len": settings.trainer.lstm_seq_len,
+        "hidden": settings.trainer.lstm_hidden,
+        "epochs": settings.trainer.lstm_epochs,
+        "warm_epochs": settings.trainer.lstm_warm_epochs,
+        "windows_per_epoch": settings.trainer.lstm_windows_per_epoch,
     }
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("windows_per_epoch") == ALL_WINDOWS:
@@ -87,7 +88,7 @@ def _client(settings: Settings) -> redis.Redis:
 def _clocks(client: redis.Redis, settings: Settings) -> list[int]:
     """The last closed bucket of every partition that has closed one."""
     pipe = client.pipeline(transaction=False)
-    for p in range(settings.partitions):
+    for p in range(settings.kafka.partitions):
         pipe.hget(part_key(p, "clock"), "closed")
     return [int(v) for v in pipe.execute() if v is not None]
 
@@ -117,7 +118,7 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
         if not clocks:
             return None
         through = min(clocks)
-    first = max(through, *clocks) - settings.history_buckets + 2
+    first = max(through, *clocks) - settings.models.history_buckets + 2
     partition_of, closed = _series_and_closed(client, settings, first, through)
     demand, revenue = _series_history(client, partition_of, first, through)
     if not demand:
@@ -125,7 +126,7 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
     # each series is known through `through`, so the panel ends there even when nothing sold
     for s in {s for s, _ in demand}:
         demand.setdefault((s, through), 0.0)
-    return Panel.from_buckets(demand, revenue, closed, settings.calendar().weekday)
+    return Panel.from_buckets(demand, revenue, closed, settings.time.calendar().weekday)
 
 
 def _series_and_closed(
@@ -135,7 +136,7 @@ def _series_and_closed(
     that every partition which flagged them flagged closed."""
     buckets = [str(b) for b in range(first, through + 1)]
     pipe = client.pipeline(transaction=False)
-    for p in range(settings.partitions):
+    for p in range(settings.kafka.partitions):
         pipe.zrange(part_series_key(p), 0, -1)
         pipe.hmget(part_key(p, "closed"), buckets)
     raw = pipe.execute()
@@ -181,7 +182,7 @@ def train_once(
     cfg: LSTMConfig | None = None,
     device: str | None = None,
 ) -> RefreshReport | None:
-    """One refresh from the Redis at ``settings.redis_url`` into the registry at
+    """One refresh from the Redis at ``settings.redis.url`` into the registry at
     ``settings.models_path()``, on the data up to ``through`` (default: ``last_closed``), with
     ``cfg`` (default: ``lstm_config``) on ``device`` (default: cuda when available). None when
     it was skipped for lack of data. The outcome is recorded either way (module docstring); an
@@ -203,7 +204,7 @@ def run_once(
     (``models.lstm.trainer.refresh``)."""
     started = time.perf_counter()
     cfg = cfg or lstm_config(settings)
-    torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.models.torch_threads)
     target = choose_device(device)
     registry = Registry(settings.models_path())
     record: dict[str, Any] = {
@@ -267,8 +268,8 @@ def _read_and_refresh(
     record["read_seconds"] = round(time.perf_counter() - t0, 3)
     if panel is None:
         record["reason"] = (
-            f"no sale in the {settings.history_buckets - 1} buckets through {through} "
-            f"of {settings.partitions} partitions (SHELFCAST_PARTITIONS)"
+            f"no sale in the {settings.models.history_buckets - 1} buckets through {through} "
+            f"of {settings.kafka.partitions} partitions (SHELFCAST_PARTITIONS)"
         )
         return None
     width = panel.last_bucket - panel.first_bucket + 1
@@ -278,7 +279,7 @@ def _read_and_refresh(
             f"{width} buckets of history ({panel.first_bucket}..{through}), a refresh needs "
             f"{needed}: validation {cfg.validation} + horizon {cfg.horizon} + "
             f"max(seq_len {cfg.seq_len}, activity window {ACTIVE_BUCKETS}) - 1; "
-            f"Redis keeps {settings.history_buckets - 1} (SHELFCAST_HISTORY_BUCKETS - 1)"
+            f"Redis keeps {settings.models.history_buckets - 1} (SHELFCAST_HISTORY_BUCKETS - 1)"
         )
         return None
     report = refresh(panel, registry, cfg, device, promote=promote)
@@ -362,7 +363,7 @@ def run_trainer(settings: Settings, every_minutes: float, device: str | None = N
     Returns on SIGTERM or Ctrl-C, abandoning a refresh in progress: checkpoints are written
     atomically, so it leaves at most a saved, unpromoted version."""
     cfg = lstm_config(settings)
-    port = settings.trainer_port
+    port = settings.trainer.port
     period = every_minutes * 60
     try:
         server, _ = start_http_server(port, settings.web_bind, registry=metrics.TRAINER_REGISTRY)
@@ -374,7 +375,7 @@ def run_trainer(settings: Settings, every_minutes: float, device: str | None = N
     previous = signal.signal(signal.SIGTERM, _interrupt)
     log.info(
         "LSTM trainer: a refresh every %g min from Redis %s into %s; metrics on http://%s:%d/metrics",
-        every_minutes, redact(settings.redis_url), settings.models_path(), settings.web_bind, port,
+        every_minutes, redact(settings.redis.url), settings.models_path(), settings.web_bind, port,
     )  # fmt: skip
     trained: int | None = None  # the last bucket of the data this process last trained on
     try:

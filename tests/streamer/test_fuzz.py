@@ -164,7 +164,7 @@ def test_malformed_payloads_never_crash_and_all_reach_the_dlq(
     good = [{**g, "event_id": f"ok-{i}"} for i, g in enumerate(good)]
     payloads = [(b, False) for b in bad] + [(dumps(g), True) for g in good]
     order.shuffle(payloads)
-    s = Settings(redis_url=redis_url, max_message_bytes=LIMIT)
+    s = Settings.of(redis_url=redis_url, max_message_bytes=LIMIT)
     out: list[Output] = []
 
     async def collect(batch: list[Output]) -> None:

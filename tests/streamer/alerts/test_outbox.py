@@ -1,8 +1,6 @@
 """An alert's message comes from its outbox record alone: the reorder point it was compared
 with, as the close stored it with the settings it was computed with."""
 
-from dataclasses import replace
-
 import numpy as np
 import orjson
 
@@ -19,24 +17,26 @@ TS = 9 * 86_400.0 + 60
 
 def rops_of(s: Settings, n: int = 1) -> ReorderPoints:
     steps = np.array([[[2.0, 1.0, 2.0, 3.0]] * 7] * n)
-    return reorder_points(steps, np.full(n, 3.0), s.service_level, 86_400, None, s.review_days)
+    return reorder_points(
+        steps, np.full(n, 3.0), s.alerts.service_level, 86_400, None, s.alerts.review_days
+    )
 
 
 def test_a_message_states_the_settings_its_reorder_point_was_computed_with() -> None:
-    then = Settings(service_level=0.9, review_days=14.0)
+    then = Settings.of(service_level=0.9, review_days=14.0)
     rops = rops_of(then)
     [value] = packed_rops(rops, [FID])
     record = AlertRecord.parse(outbox_entry("A1@UK", RAISED, 1, 2, value, TS, 3, 6))
     sent = alert_messages(then, [record])
     expected = alert_message("A1@UK", RAISED, 1, 2, rops.row(0), FID, TS, 3, 6)
-    assert sent == [output(then.topics["alerts"], "A1@UK", expected)]
+    assert sent == [output(then.kafka.topics["alerts"], "A1@UK", expected)]
     assert orjson.loads(sent[0].value)["review_days"] == 14.0
     # the same record sent again after a restart with other settings: the same message
-    assert alert_messages(replace(then, service_level=0.98, review_days=7.0), [record]) == sent
+    assert alert_messages(then.replace(service_level=0.98, review_days=7.0), [record]) == sent
 
 
 def test_a_reorder_point_stored_before_it_kept_its_settings_takes_the_days() -> None:
-    today = Settings(service_level=0.9, review_days=14.0)
+    today = Settings.of(service_level=0.9, review_days=14.0)
     [value] = packed_rops(rops_of(today), [FID])
     v1 = "|".join([*map(repr, orjson.loads(value)[:5]), FID])
     old, new = (AlertRecord.parse(outbox_entry("A1@UK", RAISED, 1, 2, v, TS)) for v in (v1, value))

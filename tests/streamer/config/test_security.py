@@ -25,7 +25,7 @@ def test_kafka_sasl_ssl_settings_come_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "shelfcast")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", SECRET)
     monkeypatch.setenv("REDIS_PASSWORD", SECRET)
-    sec = Settings.from_env().kafka_security
+    sec = Settings.from_env().kafka.security
     conf = sec.confluent()
     assert conf["security.protocol"] == "sasl_ssl"
     assert conf["sasl.mechanisms"] == "SCRAM-SHA-512" and conf["sasl.password"] == SECRET

@@ -47,7 +47,7 @@ def test_status_holds_the_latest_forecast_stock_reorder_point_and_alert(
     assert entry["forecast"] == published  # the message as it went out, byte for byte
     assert entry["reorder_point"]["forecast_id"] == published["forecast_id"]
     assert entry["alert"] == {"status": "raised", "seq": 1, "ts": raised[0]["ts"]}
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     assert entry["stock"]["on_hand"] == float(r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand"))
     assert entry["stock"]["known"] and entry["stock"]["on_hand"] <= entry["reorder_point"]["rop"]
     text = render([entry])
@@ -80,7 +80,7 @@ def test_forecasts_kept_are_bounded_by_the_active_series(settings: Settings) -> 
     h = Harness(settings.replace(active_buckets=5))
     h.feed([h.record(order("once", at(0), 3, sku="QUIET"))])
     h.feed([h.record(order(f"d{d}", at(d), 5)) for d in range(1, 15)])
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     assert r.hkeys("shelfcast:{p0}:forecast") == ["A1@UK"]
     assert status(h, "QUIET") == []
 
@@ -90,7 +90,7 @@ def test_status_command_prints_text_and_json(
 ) -> None:
     h = Harness(settings)
     h.feed([h.record(order(f"d{d}", at(d), 5)) for d in range(12)])
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_URL", settings.redis.url)
     assert cli.main(["status", "A1", "--location", "UK"]) == 0
     assert "A1@UK" in capsys.readouterr().out
     assert cli.main(["status", "A1", "--json"]) == 0

@@ -71,7 +71,7 @@ def test_alert_latency_pairs_each_alert_with_the_order_that_raised_it() -> None:
 
 def test_a_small_bench_measures_every_phase_on_real_services(tmp_path: Path) -> None:
     bench = BenchSettings(lines=3000, rate=200.0, seconds=2.0, burst=600, timeout=300.0)
-    result = run_bench(SAMPLE, tmp_path, Settings(home=tmp_path), bench, progress=False)
+    result = run_bench(SAMPLE, tmp_path, Settings.of(home=tmp_path), bench, progress=False)
     assert json.loads((tmp_path / "bench.json").read_text()) == result
     for phase in ("replay", "burst"):
         r = result[phase]

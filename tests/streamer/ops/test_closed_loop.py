@@ -63,7 +63,7 @@ def loops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     for i in range(2):
         out = tmp_path_factory.mktemp(f"closed{i}")
         run_backtest(
-            SAMPLE, out, Settings(partitions=4), SimulationSettings(lead_time_days=3),
+            SAMPLE, out, Settings.of(partitions=4), SimulationSettings(lead_time_days=3),
             limit=LINES, progress=False, timeout=300, closed_loop=True,
         )  # fmt: skip
         outs.append(out)
@@ -113,7 +113,7 @@ def test_a_refresh_trains_beside_the_replay_and_serves_from_its_stated_close(
     """Trained through bucket T, a refresh is first served at the close of T + the delay,
     whether its training ended before then or not; a rejected one is never served."""
     tiny = {"lstm_epochs": 1, "lstm_warm_epochs": 1, "lstm_hidden": 4}
-    settings = Settings(
+    settings = Settings.of(
         partitions=4, train_every_buckets=28, train_delay_buckets=7,
         lstm_windows_per_epoch=2048, **tiny,
     )  # fmt: skip

@@ -211,9 +211,9 @@ def test_worker_on_embedded_services_is_found_by_replay_and_leaves_nothing_behin
         wait_for(lambda: (home / STATE_FILE).exists(), 30, "the worker's state file")
         state = json.loads((home / STATE_FILE).read_text())
         assert state["pid"] == worker.pid
-        found = discover(Settings(home=home))
-        assert found.kafka_bootstrap_servers == state["kafka_bootstrap_servers"]
-        assert found.redis_url == state["redis_url"]
+        found = discover(Settings.of(home=home))
+        assert found.kafka.bootstrap_servers == state["kafka_bootstrap_servers"]
+        assert found.redis.url == state["redis_url"]
         redis_pids = children(worker.pid)
         assert redis_pids, "the embedded redis-server runs as the worker's child"
 
@@ -248,4 +248,4 @@ def test_worker_on_embedded_services_is_found_by_replay_and_leaves_nothing_behin
         assert worker.returncode == 0
         assert not (home / STATE_FILE).exists()
     else:  # the state file outlives a kill -9, but nobody trusts it: its pid is dead
-        assert discover(Settings(home=home)).kafka_bootstrap_servers == ""
+        assert discover(Settings.of(home=home)).kafka.bootstrap_servers == ""

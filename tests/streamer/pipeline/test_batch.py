@@ -56,7 +56,7 @@ def test_a_record_near_kafkas_limit_makes_a_dead_letter_that_can_be_sent(
     [(topic, dead)] = h.feed([record])
     assert topic == "shelfcast-dlq" and dead["reason"] == "oversized"
     assert dead["truncated"] and dead["value_size"] == len(huge)
-    assert base64.b64decode(dead["value_b64"]) == huge[: settings.max_message_bytes]
+    assert base64.b64decode(dead["value_b64"]) == huge[: settings.kafka.max_message_bytes]
     assert base64.b64decode(dead["key_b64"]) == b"K" * 1024
     assert len(json.dumps(dead)) < 200_000  # far below the producer's 1 MiB
 
@@ -70,7 +70,7 @@ def test_bad_records_go_to_the_dlq_with_reason_and_bytes(settings: Settings) -> 
     assert base64.b64decode(dead[0]["value_b64"]) == bad
     assert dead[0]["source_topic"] == "orders" and dead[0]["offset"] == 0
     assert dead[1]["source_topic"] == "inventory"
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     assert r.hget(
         "shelfcast:{p0}:s:A1@UK:demand",
         str(int(datetime.fromisoformat(at(0)).timestamp() // 86400)),
@@ -134,7 +134,7 @@ def test_a_sku_rollup_sums_the_means_of_its_locations(settings: Settings) -> Non
 
 def test_outputs_do_not_depend_on_how_the_stream_was_batched(settings: Settings) -> None:
     def run(batch: int) -> list[tuple[str, dict]]:
-        redis_client(settings.redis_url).flushall()
+        redis_client(settings.redis.url).flushall()
         h = Harness(settings)
         records = [h.record(stock("s0", at(0, 0), on_hand=60, lead_time_days=2), "inventory")]
         for d in range(18):
@@ -164,7 +164,7 @@ def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings)
     assert [a["status"] for a in out] == ["cleared"]
     assert out[0]["alert_id"] != raised["alert_id"]
     assert out[0]["ts"] == at(9, 14) + "Z"
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     assert r.hget("shelfcast:{p0}:s:A1@UK:state", "alert") == "cleared"
 
 
@@ -179,7 +179,7 @@ def test_a_delivery_read_before_earlier_orders_does_not_hide_their_alert(
     out = alerts(h.feed([delivery, *burst, h.record(order("after", at(9, 15), 1))]))
     assert [a["status"] for a in out] == ["raised", "cleared"]
     assert out[1]["ts"] == at(9, 14) + "Z"
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     assert r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand") == str(1000 - 100 - 900 + 500 - 1)
 
 
@@ -188,7 +188,7 @@ def test_late_events_land_in_their_bucket_or_are_counted_late(settings: Settings
     day = lambda d: str(int(datetime.fromisoformat(at(d, 0)).timestamp() // 86400))  # noqa: E731
     h.feed(daily_orders(h, 3, qty=5))  # day 2 10:00 -> watermark day 2 04:00: day 1 closed
     h.feed([h.record(order("late-ok", at(1, 23), 7))])  # day 1 closed? no: only day 0 and 1
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     learned_before = r.hget("shelfcast:{p0}:clock", "closed")  # learned with the close
     assert learned_before == day(1)
     # beyond lateness: day 0 is closed, the event still updates features and stock
@@ -223,7 +223,7 @@ def test_a_restarted_pipeline_continues_without_learning_twice(settings: Setting
     h.feed(records_a[15:])
     continued = forecasts(h.outputs)
 
-    redis_client(settings.redis_url).flushall()
+    redis_client(settings.redis.url).flushall()
     straight = Harness(settings)
     straight.feed(daily_orders(straight, 25))
     expected = forecasts(straight.outputs)
@@ -234,7 +234,7 @@ def test_a_restarted_pipeline_continues_without_learning_twice(settings: Setting
 
 def evaluation(settings: Settings) -> dict[str, float]:
     """The prequential error sums the worker keeps in Redis."""
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     return {k: round(float(v), 6) for k, v in r.hgetall("shelfcast:{p0}:evaluation").items()}
 
 
@@ -262,12 +262,12 @@ def test_models_older_than_the_history_restart_exactly_from_their_snapshots(
     expected = {f["forecast_id"]: f for f in forecasts(straight.outputs)}
     expected_evaluation = evaluation(settings)
 
-    redis_client(settings.redis_url).flushall()
+    redis_client(settings.redis.url).flushall()
     h = Harness(settings)
     records = varied_orders(h, 60)
     cut = next(i for i, rec in enumerate(records) if json.loads(rec.value)["ts"] >= at(45, 0))
     h.feed(records[:cut])
-    r = redis_client(settings.redis_url)
+    r = redis_client(settings.redis.url)
     assert r.exists("shelfcast:{p0}:model")  # a snapshot, taken on the bucket schedule
     h.restart()
     h.feed(records[cut:])
@@ -297,7 +297,7 @@ def test_restarted_every_few_days_from_fresh_snapshots_every_close_is_the_uninte
         straight.feed(day)
     expected = (forecasts(straight.outputs), evaluation(settings))
 
-    redis_client(settings.redis_url).flushall()
+    redis_client(settings.redis.url).flushall()
     h = Harness(settings)
     for d, day in enumerate(days(h)):
         h.feed(day)
@@ -320,7 +320,7 @@ def test_a_process_restarted_before_a_partitions_first_close_still_closes_its_fi
 def test_a_revoked_partition_leaves_a_snapshot_for_its_next_owner(settings: Settings) -> None:
     h = Harness(settings.replace(snapshot_seconds=1e9, history_buckets=56))
     h.feed(varied_orders(h, 20))
-    r = redis_client(settings.redis_url)
+    r = redis_client(settings.redis.url)
     r.delete("shelfcast:{p0}:model")
     h.loop.run_until_complete(h.pipeline.snapshot([0]))
     state, series = unpack(b"".join(r.lrange("shelfcast:{p0}:model", 0, -1)))
@@ -340,7 +340,7 @@ def test_an_order_cancelled_in_its_bucket_is_neither_demand_nor_a_return(
             h.record(order("next", at(2, 10), 1)),
         ]
     )
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     day0 = int(datetime.fromisoformat(at(0)).timestamp() // 86_400)
     assert r.hget("shelfcast:{p0}:s:A1@UK:demand", str(day0)) == "4"
     assert r.hget("shelfcast:{p0}:s:A1@UK:cancelled", str(day0)) == "80995"
@@ -359,7 +359,7 @@ def test_a_day_without_any_order_is_closed_and_forecast_as_closed(settings: Sett
         for sku in ("A1", "B2")
     ]
     out = forecasts(h.feed(records))
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     day0 = int(datetime.fromisoformat(at(0)).timestamp() // 86_400)
     closed = r.hgetall("shelfcast:{p0}:closed")
     assert closed[str(day0 + 19)] == "1" and closed[str(day0 + 18)] == "0"
@@ -406,7 +406,7 @@ def test_a_crash_around_any_output_loses_nothing_and_changes_no_id(settings: Set
 
     for crash_at in range(1, calls + 1):
         for delivered in (False, True):
-            redis_client(settings.redis_url).flushall()
+            redis_client(settings.redis.url).flushall()
             h = Harness(settings)
             n = 0
 
@@ -451,7 +451,7 @@ def test_a_failed_redis_write_retried_loses_no_output_and_changes_no_id(
     lose_at, n = 0, 0
     while lose_at <= n:  # every write in turn, the first run counting them
         lose_at += 1
-        redis_client(settings.redis_url).flushall()
+        redis_client(settings.redis.url).flushall()
         h = Harness(settings)
         n = 0
         for name in writes:
@@ -490,7 +490,7 @@ def test_how_far_the_inventory_topic_was_read_ahead_changes_no_forecast(
     gets no forecast either way."""
 
     def run(inventory_first: bool) -> tuple[list[dict], dict[str, float]]:
-        redis_client(settings.redis_url).flushall()
+        redis_client(settings.redis.url).flushall()
         h = Harness(settings)
         records = [h.record(order(f"a{d}", at(d), 4, sku="A")) for d in range(14)]
         records += [h.record(order(f"b{d}", at(d), 2 + d % 3, sku="B")) for d in range(5, 14)]
@@ -529,7 +529,7 @@ def test_a_close_retried_live_after_a_delivery_sends_the_alerts_it_decided_first
 
     failures = 0
     for closes_to_fail in range(1, 16):  # days 0..14 close
-        redis_client(live.redis_url).flushall()
+        redis_client(live.redis.url).flushall()
         h = Harness(live)
         real, n = h.pipeline.store.write_close, 0
 
@@ -577,7 +577,7 @@ def test_a_close_cancelled_by_another_partitions_failure_is_learned_whole_once(
         straight.feed(batch)
     expected = evaluation(settings)
 
-    redis_client(settings.redis_url).flushall()
+    redis_client(settings.redis.url).flushall()
     h = Harness(settings)
     learning = threading.Event()
     real_compute, real_apply = pipeline_module.compute, h.pipeline.store.apply
@@ -613,7 +613,7 @@ def test_inventory_in_the_stream_does_not_make_outputs_depend_on_batching(
     settings: Settings,
 ) -> None:
     def run(batch: int) -> list[tuple[str, dict]]:
-        redis_client(settings.redis_url).flushall()
+        redis_client(settings.redis.url).flushall()
         h = Harness(settings)
         records = crash_scenario(h)
         # deliver each inventory record in the batch where it arrived, between the orders
@@ -628,7 +628,7 @@ def test_one_wildly_skewed_timestamp_does_not_close_weeks_of_buckets(settings: S
     h.feed(daily_orders(h, 5))
     skewed = h.record(order("typo", (START + timedelta(days=730)).isoformat(), 1))
     assert forecasts(h.feed([skewed])) == []  # applied, but the watermark did not jump
-    r = redis_client(settings.redis_url, decode_responses=True)
+    r = redis_client(settings.redis.url, decode_responses=True)
     assert r.hget("shelfcast:{p0}:clock", "closed") is not None
     out = h.feed([h.record(order("next", at(5), 5))])
     assert len({f["issued_at"] for f in forecasts(out)}) == 1  # day 4 closes normally
@@ -672,12 +672,12 @@ def test_offsets_going_backwards_are_reported_not_silently_dropped(settings: Set
     h.offsets.clear()  # a recreated topic starts again at offset 0, with new events
     h.feed([h.record(order("new-after-recreate", at(3), 2))])
     assert regression._value.get() == before + 1
-    r = redis_client(settings.redis_url)
+    r = redis_client(settings.redis.url)
     assert int(r.hget("shelfcast:{p0}:stats", "offset_regression")) == 1
 
 
 def learned_buckets(settings: Settings) -> int:
-    return int(redis_client(settings.redis_url).hget("shelfcast:{p0}:stats", "learned_buckets"))
+    return int(redis_client(settings.redis.url).hget("shelfcast:{p0}:stats", "learned_buckets"))
 
 
 def taken_over(settings: Settings) -> tuple[Harness, Harness, list[Record]]:
@@ -727,7 +727,7 @@ def test_a_worker_paused_past_its_session_writes_nothing_once_another_took_over(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b, records = taken_over(settings)  # A was paused meanwhile
-    r = redis_client(settings.redis_url)
+    r = redis_client(settings.redis.url)
     before = {k: r.dump(k) for k in r.scan_iter("shelfcast:{p0}:*") if k != b"shelfcast:{p0}:owner"}
     fenced = metrics.FENCED._value.get()
     a.outputs.clear()
@@ -751,7 +751,7 @@ def test_an_owner_generation_that_went_back_stops_the_worker_instead_of_skipping
     h.feed(records[:3])
     # Redis lost its writes (restarted without AOF): the owner key is gone, Kafka still
     # assigns the partition here; dropping it would let Faust commit input never applied
-    redis_client(settings.redis_url).delete("shelfcast:{p0}:owner")
+    redis_client(settings.redis.url).delete("shelfcast:{p0}:owner")
     with pytest.raises(RedisBehind, match="owner generation went from 1 to None"):
         h.feed(records[3:])
 
@@ -761,7 +761,7 @@ def test_a_partition_running_ahead_does_not_disturb_another(settings: Settings) 
     s = settings.replace(history_buckets=3, active_buckets=5)
 
     def run(other_runs_ahead: bool) -> list[dict]:
-        redis_client(s.redis_url).flushall()
+        redis_client(s.redis.url).flushall()
         h = Harness(s)
         slow = [
             h.record(order(f"s{d}", at(d), d % 4 + 1, sku="SLOW"), partition=1) for d in range(12)
@@ -878,7 +878,7 @@ def test_a_corrupt_snapshot_is_rebuilt_from_the_history_not_a_crash(
     h = Harness(settings.replace(snapshot_seconds=3600.0))
     records = varied_orders(h, 30)
     h.feed(records[:40])
-    r = redis_client(settings.redis_url)
+    r = redis_client(settings.redis.url)
     assert r.exists("shelfcast:{p0}:model")
     r.delete("shelfcast:{p0}:model")
     r.rpush("shelfcast:{p0}:model", b"not a snapshot")
@@ -899,7 +899,7 @@ def test_a_partition_whose_first_close_publishes_nothing_carries_on(settings: Se
     out = h.feed([h.record(order(f"o{d}", at(d), 3)) for d in (1, 2, 3)])
     assert forecasts(out)  # the later closes publish
     day2 = int(datetime.fromisoformat(at(2, 0)).timestamp() // 86_400)
-    assert int(redis_client(settings.redis_url).hget("shelfcast:{p0}:clock", "closed")) == day2
+    assert int(redis_client(settings.redis.url).hget("shelfcast:{p0}:clock", "closed")) == day2
 
 
 def test_a_series_back_after_a_whole_activity_window_restarts_like_the_live_run(
@@ -917,7 +917,7 @@ def test_a_series_back_after_a_whole_activity_window_restarts_like_the_live_run(
     straight = Harness(settings)
     straight.feed(records(straight))
     expected = {f["forecast_id"]: f for f in forecasts(straight.outputs)}
-    redis_client(settings.redis_url).flushall()
+    redis_client(settings.redis.url).flushall()
     h = Harness(settings)
     todo = records(h)
     cut = next(i for i, rec in enumerate(todo) if json.loads(rec.value)["ts"] >= at(32, 0))
@@ -960,7 +960,7 @@ def test_a_raised_alert_recommends_an_order_whose_purchase_order_clears_it(
     grn = stock("grn1", at(day + 3, 7), delta=qty, po_id="PO-1")
     after = h.feed([h.record(grn, "inventory"), h.record(order("later", at(day + 3, 9), 1))])
     assert alerts(after) == []
-    state = redis_client(settings.redis_url, decode_responses=True).hgetall(
+    state = redis_client(settings.redis.url, decode_responses=True).hgetall(
         "shelfcast:{p0}:s:A1@UK:state"
     )
     assert state["on_order"] == "0"

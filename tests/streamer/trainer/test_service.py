@@ -71,7 +71,7 @@ def truth() -> Truth:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(
+    return Settings.of(
         redis_url=redis_url, redis_cluster=CLUSTER, home=tmp_path / "home", partitions=PARTITIONS
     )
 
@@ -84,7 +84,7 @@ def partition_of(series: str) -> int:
 def store(client: redis.Redis, truth: Truth, settings: Settings, through: int) -> None:
     """What the workers keep of ``truth`` once every partition closed ``through``, with the
     two buckets after it still open (their orders stored, nothing closed)."""
-    kept = range(through - settings.history_buckets + 1, through + 3)
+    kept = range(through - settings.models.history_buckets + 1, through + 3)
     traded: dict[int, set[int]] = defaultdict(set)
     last_order: dict[str, int] = {}
     pipe = client.pipeline(transaction=False)
@@ -97,7 +97,7 @@ def store(client: redis.Redis, truth: Truth, settings: Settings, through: int) -
             last_order[s] = max(last_order.get(s, b), b)
         traded[partition_of(s)].add(b)
     for s, b in last_order.items():
-        if b > through - settings.active_buckets:  # the workers drop quieter series
+        if b > through - settings.models.active_buckets:  # the workers drop quieter series
             pipe.zadd(part_series_key(partition_of(s)), {s: b})
     for p in range(PARTITIONS):
         flags = {str(b): int(b not in traded[p]) for b in kept if b <= through}
@@ -107,7 +107,7 @@ def store(client: redis.Redis, truth: Truth, settings: Settings, through: int) -
 
 
 def active(truth: Truth, through: int, settings: Settings) -> list[str]:
-    recent = range(through - settings.active_buckets + 1, through + 1)
+    recent = range(through - settings.models.active_buckets + 1, through + 1)
     return sorted({s for s, b in truth.demand if b in recent})
 
 
@@ -115,7 +115,7 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
     settings: Settings, truth: Truth
 ) -> None:
     through = max(b for _, b in truth.demand) - 2
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis.url)
     store(client, truth, settings, through)
     assert last_closed(client, settings) == through
     for end in (None, through - 20):
@@ -124,7 +124,7 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
         last = through if end is None else end
         assert panel.last_bucket == last
         # the oldest stored bucket is left out: a close in progress may be trimming it
-        assert panel.first_bucket == through - settings.history_buckets + 2
+        assert panel.first_bucket == through - settings.models.history_buckets + 2
         columns = range(panel.first_bucket, last + 1)
         sold = {s for s, b in truth.demand if b in columns}
         assert panel.series == [s for s in active(truth, through, settings) if s in sold]
@@ -141,7 +141,7 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
         assert [b for b in columns if panel.closed[b - panel.first_bucket]] == sorted(
             b for b in truth.closed if b in columns
         )
-        assert panel.weekday.tolist() == [settings.calendar().weekday(b) for b in columns]
+        assert panel.weekday.tolist() == [settings.time.calendar().weekday(b) for b in columns]
     days = [str(b) for b in columns]
     flags = [client.hmget(part_key(p, "closed"), days) for p in range(PARTITIONS)]
     assert sum(b"1" in day for day in zip(*flags, strict=True)) > 2 * panel.closed.sum()
@@ -149,7 +149,7 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
 
 def test_a_partition_behind_holds_the_panel_back(settings: Settings, truth: Truth) -> None:
     through = max(b for _, b in truth.demand) - 2
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis.url)
     store(client, truth, settings, through)
     client.hset(part_key(3, "clock"), "closed", through - 1)
     panel = read_panel(client, settings)
@@ -160,7 +160,7 @@ def test_train_once_promotes_a_winner_then_rejects_the_same_model(
     settings: Settings, truth: Truth
 ) -> None:
     through = max(b for _, b in truth.demand) - 2
-    client = redis_client(settings.redis_url, decode_responses=True)
+    client = redis_client(settings.redis.url, decode_responses=True)
     store(client, truth, settings, through)
     counted = metrics.TRAINER_REGISTRY.get_sample_value
 
@@ -175,7 +175,7 @@ def test_train_once_promotes_a_winner_then_rejects_the_same_model(
     registry = Registry(settings.models_path())
     assert registry.champion() == 1
     assert registry.metadata(1)["data_range"] == {
-        "first_bucket": through - settings.history_buckets + 2,
+        "first_bucket": through - settings.models.history_buckets + 2,
         "last_bucket": through - TINY.validation,
     }
     status = client.hgetall(STATUS)
@@ -206,7 +206,7 @@ def test_train_once_promotes_a_winner_then_rejects_the_same_model(
     first, second = map(json.loads, lines)
     assert (first["outcome"], first["version"], first["champion"]) == ("promoted", 1, 1)
     assert (second["outcome"], second["version"], second["champion"]) == ("rejected", 2, 1)
-    assert first["first_bucket"] == through - settings.history_buckets + 2
+    assert first["first_bucket"] == through - settings.models.history_buckets + 2
     assert first["validation_buckets"] == [through - TINY.validation + 1, through]
     assert first["config"] == TINY.to_dict()
     assert first["report"]["candidate"]["mae"] == pytest.approx(report.candidate.mae)
@@ -218,11 +218,11 @@ def test_too_little_history_is_a_recorded_skip_without_a_checkpoint(
 ) -> None:
     short = settings.replace(history_buckets=40)
     first = min(b for _, b in truth.demand)
-    store(redis_client(settings.redis_url), truth, short, first + 60)
+    store(redis_client(settings.redis.url), truth, short, first + 60)
     assert train_once(short, cfg=TINY, device="cpu") is None
     registry = Registry(short.models_path())
     assert registry.versions() == [] and registry.champion() is None
-    status = redis_client(settings.redis_url, decode_responses=True).hgetall(STATUS)
+    status = redis_client(settings.redis.url, decode_responses=True).hgetall(STATUS)
     assert status["outcome"] == "skipped" and status["version"] == "" and status["promoted"] == "0"
     assert status["through"] == str(first + 60)
     assert f"a refresh needs {buckets_needed(TINY)}" in status["reason"]
@@ -235,7 +235,7 @@ def test_nothing_closed_yet_is_a_skip_and_an_unreachable_redis_a_recorded_failur
 ) -> None:
     for name, value in {**TINY_ENV, "SHELFCAST_HOME": str(settings.home)}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_URL", settings.redis.url)
     monkeypatch.setenv("SHELFCAST_PARTITIONS", str(PARTITIONS))
     assert main(["trainer", "--once"]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -284,12 +284,12 @@ def test_the_trainer_process_refreshes_serves_metrics_and_stops_on_sigterm(
     settings: Settings, truth: Truth, tmp_path: Path
 ) -> None:
     through = max(b for _, b in truth.demand) - 2
-    store(redis_client(settings.redis_url), truth, settings, through)
+    store(redis_client(settings.redis.url), truth, settings, through)
     port = free_port()
     env = {
         **os.environ,
         **TINY_ENV,
-        "REDIS_URL": settings.redis_url,
+        "REDIS_URL": settings.redis.url,
         "SHELFCAST_HOME": str(settings.home),
         "SHELFCAST_PARTITIONS": str(PARTITIONS),
         "SHELFCAST_TRAINER_PORT": str(port),

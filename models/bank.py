@@ -43,7 +43,7 @@ from models.series import sku_of
 PUBLISHED = "published"
 COMBINED = "combined"  # the model name of a published forecast
 LSTM = "lstm"
-SEASONAL_NAIVE = "seasonal_naive"  # the reference every model is compared with
+SEASONAL_NAIVE = SeasonalNaive.name  # the reference every model is compared with
 # the errors a series' smoothed moments remember: its evidence for its own weights
 REMEMBERED = 2 / MOMENT_ALPHA - 1
 

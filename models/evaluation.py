@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.bank import PUBLISHED, Settled
+from models.bank import PUBLISHED, SEASONAL_NAIVE, Settled
 from models.base import SEASON
 from models.forecast_table import ForecastTable, parse_forecast_id
 from models.rollup import ROLLUP
@@ -230,7 +230,7 @@ class _Sums:
                 "above_p90": t["above"] / n,
                 **references(t["abs"], t["sq"], t["pinball"], t["y_abs"], t["y_sq"], "zeros"),
                 **references(t["common_abs"], t["common_sq"], t["common_pinball"],
-                             t["common_ref"], t["common_ref_sq"], "seasonal_naive"),
+                             t["common_ref"], t["common_ref_sq"], SEASONAL_NAIVE),
             }  # fmt: skip
         return out
 
@@ -396,5 +396,5 @@ def _metrics(t: Mapping[str, float]) -> dict[str, float]:
         **references(t.get("ref_abs", 0.0), t.get("ref_err_sq", 0.0),
                      # sums kept before it was counted have no ratio, not a zero one
                      t.get("ref_pinball", math.nan) / 3, t.get("ref", 0.0), t.get("ref_sq", 0.0),
-                     "seasonal_naive"),
+                     SEASONAL_NAIVE),
     }  # fmt: skip

@@ -13,7 +13,7 @@ and their sum as close to normal:
 * median: a sum of skewed counts is less skewed than its parts, so the gap between mean and
   median does not add up. Its third cumulant is the sum of the parts', which gives the sum's
   mean - median gap as the variance-weighted average of the locations' gaps;
-* p10 and p90: the median -/+ 1.2816 standard deviations, p10 no lower than 0.
+* p10 and p90: the median -/+ Z90 (1.2816) standard deviations, p10 no lower than 0.
 
 The rollup is scored like any model (prequential, per horizon), against the SKU's demand in
 all its locations; the worker does not compute its MASE (the in-sample scale of the sum is not

@@ -10,9 +10,16 @@ back into exactly the two names it was made of.
 'A1'
 >>> split_series("A1@UK")
 ('A1', 'UK')
+>>> is_rollup(series_key("A1", ALL_LOCATIONS))
+True
 """
 
 from __future__ import annotations
+
+__all__ = ["ALL_LOCATIONS", "is_rollup", "series_key", "sku_of", "split_series"]
+
+# The location of a SKU's rollup over all its locations: reserved, no event may name it
+ALL_LOCATIONS = "*"
 
 
 def series_key(sku: str, location: str) -> str:
@@ -27,3 +34,7 @@ def split_series(series: str) -> tuple[str, str]:
 
 def sku_of(series: str) -> str:
     return series.partition("@")[0]
+
+
+def is_rollup(series: str) -> bool:
+    return series.endswith(f"@{ALL_LOCATIONS}")

@@ -11,10 +11,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from models.series import ALL_LOCATIONS, is_rollup, series_key
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.ops.replay import FORMATS, InputFormat, ReadStats, parse_columns
-from streamer.topics.events import ALL_LOCATIONS, series_key
 
 ENV_HELP = """environment:
   KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
@@ -810,7 +810,7 @@ def _explain_forecasts(path: Path) -> None:
             if key not in latest or fc["issued_at"] > latest[key]["issued_at"]:
                 latest[key] = fc
     print("\ntop series by forecast volume, next 7 days from the last closed day:")
-    locations = [k for k in volume if not k.endswith(f"@{ALL_LOCATIONS}")]
+    locations = [k for k in volume if not is_rollup(k)]
     for key in sorted(locations, key=volume.__getitem__, reverse=True)[:5]:
         fc = latest[key]
         mean, p10, p90 = (sum(h[q] for h in fc["horizon"]) for q in ("mean", "p10", "p90"))

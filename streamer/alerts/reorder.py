@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.quantiles import MEAN, P10, P90
+from models.quantiles import MEAN, P10, P90, Z90
 from streamer.features.codec import CLEARED, RAISED, ROP_FIELDS
 
-P10_P90_WIDTH_IN_SIGMA = 2 * 1.2815515655446004
+P10_P90_WIDTH_IN_SIGMA = 2 * Z90
 
 
 # Cornish-Fisher is a series in the skewness; beyond this it overshoots rather than corrects

@@ -10,6 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka.partitioner import murmur2
 
+from models.series import split_series
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import iso
 from streamer.features.store import ROP_FIELDS, part_key, part_series_key, series_base, unpack_rop
@@ -85,7 +86,7 @@ def _entry(
     fields = dict(
         zip(SHOWN_FIELDS, (_text(v) if v is not None else None for v in state), strict=True)
     )
-    sku, _, location = name.partition("@")
+    sku, location = split_series(name)
     return {
         "series": name,
         "sku": sku,

@@ -33,7 +33,7 @@ from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
-from models.series import sku_of
+from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from streamer.config.settings import Settings, child_environment
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
 from streamer.features.store import STATS, summed_evaluation, summed_stats
@@ -51,7 +51,6 @@ from streamer.ops.replay import (
     replay_producer,
 )
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
-from streamer.topics.events import ALL_LOCATIONS, series_key
 from streamer.trainer.service import panel_through, run_once
 
 if TYPE_CHECKING:
@@ -626,7 +625,7 @@ def summarize(
     alerts: list[dict[str, object]],
     wall: float,
 ) -> dict[str, object]:
-    rollups = sum(s.endswith(f"@{ALL_LOCATIONS}") for s in forecasts.series)
+    rollups = sum(is_rollup(s) for s in forecasts.series)
     by_status: dict[str, int] = defaultdict(int)
     for a in alerts:
         by_status[a["status"]] += 1

@@ -27,13 +27,12 @@ from matplotlib.figure import Figure
 from models.base import SEASON
 from models.evaluation import JsonLines, parse_forecast_id
 from models.rollup import ROLLUP
-from models.series import sku_of
+from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from streamer.eventtime.clock import DAY_SECONDS, epoch
 from streamer.ops.alert_quality import MISSES
 from streamer.ops.backtest import rollup_demand, truth_from
 from streamer.ops.replay import InputFormat, Produced, read_events
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
-from streamer.topics.events import ALL_LOCATIONS, series_key
 
 ALERT_SERIES = 3
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8}  # beside the plot
@@ -130,8 +129,7 @@ def top_series(
     for series in forecast:
         skus[sku_of(series)].append(series)
     sku_volume = {
-        sku: sum(volume[s] for s in series if not s.endswith(f"@{ALL_LOCATIONS}"))
-        for sku, series in skus.items()
+        sku: sum(volume[s] for s in series if not is_rollup(s)) for sku, series in skus.items()
     }
     out = []
     for sku in sorted(sku_volume, key=lambda k: (-sku_volume[k], k))[:top]:

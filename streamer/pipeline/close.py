@@ -26,6 +26,7 @@ from models.base import Close
 from models.evaluation import Prequential
 from models.rollup import ROLLUP, combine, settle
 from models.rollup import VERSION as ROLLUP_VERSION
+from models.series import ALL_LOCATIONS, series_key
 from models.snapshot import pack
 from streamer.alerts.outbox import close_alerts
 from streamer.alerts.reorder import ReorderPoints, packed_rops, reorder_points
@@ -34,7 +35,6 @@ from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.features.codec import ROLLING_FIELDS, packed_rows
 from streamer.features.store import CloseFields, PartitionClose
 from streamer.publish.messages import Output, forecast_values, number_rows, stored_forecasts
-from streamer.topics.events import ALL_LOCATIONS, series_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
+from models.series import split_series
 from streamer.alerts.reorder import (
     RAISED,
     ReorderPoint,
@@ -47,11 +48,6 @@ def _dumps(obj: object) -> bytes:
 
 def forecast_id(series: str, bucket: int, model: str, version: str) -> str:
     return f"{series}|{bucket}|{model}@{version}"
-
-
-def split_series(series: str) -> tuple[str, str]:
-    sku, _, location = series.partition("@")
-    return sku, location
 
 
 def _text(value: str) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from models.series import series_key
+from models.series import ALL_LOCATIONS, series_key
 
 MAX_ID_LEN = 200
 MAX_NAME_LEN = 100
@@ -24,7 +24,6 @@ MAX_TS = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 # Characters that would break the "{sku}@{location}" series key or its Redis hash tag.
 FORBIDDEN_IN_NAMES = frozenset("@{}\n\r\t\x00")
 # The location of a SKU's forecast over all its locations; no input event may use it.
-ALL_LOCATIONS = "*"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,18 @@ from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Moments, Po
 from models.recent import Recent
 from models.series import sku_of
 
+__all__ = [
+    "COMBINED",
+    "LSTM",
+    "PUBLISHED",
+    "REMEMBERED",
+    "SEASONAL_NAIVE",
+    "Bank",
+    "Forecasts",
+    "Settled",
+    "groups_of",
+]
+
 PUBLISHED = "published"
 COMBINED = "combined"  # the model name of a published forecast
 LSTM = "lstm"

@@ -23,6 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
+__all__ = ["SEASON", "Close", "Columns", "Forecaster", "State"]
+
 State = dict[str, np.ndarray]
 SEASON = 7  # daily buckets: the seasonal naive repeats the same weekday a week earlier
 

@@ -29,6 +29,23 @@ import numpy as np
 
 from models.base import Columns
 
+__all__ = [
+    "CALIBRATION_RATE",
+    "LEVELS",
+    "MIN_ERRORS",
+    "MOMENT_ALPHA",
+    "RATE",
+    "SPREAD_ALPHA",
+    "WIDEN_RANGE",
+    "Z90",
+    "Bands",
+    "Calibration",
+    "Issued",
+    "Moments",
+    "Points",
+    "widen_band",
+]
+
 LEVELS = np.array([0.1, 0.5, 0.9])
 MIN_ERRORS = 5
 RATE = 0.3  # running quantile step, in units of the errors' smoothed deviation from the p50

@@ -22,6 +22,8 @@ import numpy as np
 
 from models.base import SEASON, Columns
 
+__all__ = ["EWMA_ALPHA", "PRICE_ALPHA", "Recent"]
+
 EWMA_ALPHA = 0.1
 PRICE_ALPHA = 0.05
 

@@ -35,6 +35,8 @@ import numpy as np
 from models.bank import PUBLISHED, SEASONAL_NAIVE, Settled
 from models.quantiles import MEAN, P10, P50, P90, Z90  # p10-p90: 2 * Z90 standard deviations
 
+__all__ = ["DISPERSION", "ROLLUP", "VERSION", "combine", "settle"]
+
 ROLLUP = "rollup"
 VERSION = "bottom-up-1"
 # Least variance / mean of a location's demand in a bucket. Chosen on the first 300,000 lines

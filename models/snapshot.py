@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+__all__ = ["MAGIC", "MAX_BYTES", "VERSION", "SnapshotError", "pack", "unpack"]
+
 MAGIC = b"SHELFCAST-BANK\0\0"
 VERSION = 1
 MAX_BYTES = 8 << 30

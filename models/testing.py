@@ -10,6 +10,8 @@ import numpy as np
 from models.base import SEASON, Close, Forecaster
 from models.recent import Recent
 
+__all__ = ["check_model", "close_of", "demand"]
+
 
 def close_of(
     bucket: int,

@@ -16,6 +16,32 @@ from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.ops.replay import FORMATS, InputFormat, ReadStats, parse_columns
 
+__all__ = [
+    "ENV_HELP",
+    "TRAINER_ENV_HELP",
+    "Subcommands",
+    "add_input_options",
+    "build_parser",
+    "cmd_backtest",
+    "cmd_bench",
+    "cmd_data",
+    "cmd_offsets",
+    "cmd_replay",
+    "cmd_report",
+    "cmd_status",
+    "cmd_trainer",
+    "cmd_worker",
+    "explain",
+    "input_format",
+    "main",
+    "port_problem",
+    "print_accuracy",
+    "print_alert_quality",
+    "print_policies",
+    "replay_summary",
+    "version",
+]
+
 ENV_HELP = """environment:
   KAFKA_BOOTSTRAP_SERVERS  Kafka brokers (host:port,...); unset = embedded mock cluster
   REDIS_URL                Redis URL; unset = embedded redis-server

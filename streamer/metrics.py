@@ -5,6 +5,36 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+__all__ = [
+    "ACTIVE_SERIES",
+    "ALERTS",
+    "BATCH_SECONDS",
+    "BUCKETS_CLOSED",
+    "BUCKET_CLOSE_SECONDS",
+    "CLOSED_BUCKETS",
+    "CONSUMER_LAG",
+    "DLQ",
+    "EVENTS",
+    "EVENT_TIME_LAG",
+    "FENCED",
+    "FORECASTS",
+    "GAUGED",
+    "LSTM_CHAMPION_VERSION",
+    "LSTM_REFRESHES",
+    "LSTM_SERVED_VERSION",
+    "LSTM_TRAINING_SECONDS",
+    "LSTM_VALIDATION_MAE",
+    "MODEL_ERROR",
+    "MODEL_WEIGHT",
+    "PROCESSING_LATENCY",
+    "REDIS_BEHIND",
+    "REDIS_ERRORS",
+    "REDIS_ROUNDTRIPS",
+    "SNAPSHOT_REBUILDS",
+    "TRAINER_REGISTRY",
+    "publish_evaluation",
+]
+
 EVENTS = Counter(
     "shelfcast_events", "Input events by topic and outcome", ["topic", "outcome"]
 )  # outcome: applied, duplicate, invalid, late, stale

@@ -4,10 +4,13 @@ service, and no module is part of an import cycle."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -21,3 +24,19 @@ def test_every_import_contract_is_kept() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"Contracts: {len(contracts)} kept, 0 broken." in run.stdout
+
+
+def modules() -> list[str]:
+    return sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for package in ("streamer", "models")
+        for path in (ROOT / package).rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("name", modules())
+def test_every_module_says_what_it_exports(name: str) -> None:
+    module = importlib.import_module(name)
+    assert isinstance(module.__all__, list), f"{name} has no __all__"
+    missing = [n for n in module.__all__ if not hasattr(module, n)]
+    assert not missing, f"{name}.__all__ names what it does not define: {missing}"

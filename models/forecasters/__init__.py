@@ -1,1 +1,3 @@
 """The bank's forecasters: baselines, intermittent demand, the regression, the LSTM's seat."""
+
+__all__ = []

@@ -22,6 +22,8 @@ import numpy as np
 from models.base import SEASON, Close, State
 from models.recent import Recent
 
+__all__ = ["MovingAverage", "SeasonalNaive"]
+
 
 class _Stateless:
     def take(self, index: np.ndarray) -> None:

@@ -24,6 +24,8 @@ import numpy as np
 
 from models.base import Close, State
 
+__all__ = ["Injected"]
+
 
 class Injected:
     def __init__(self, name: str) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 
 from models.base import Close, Columns
 
+__all__ = ["TSB"]
+
 
 class TSB(Columns):
     name = "tsb"

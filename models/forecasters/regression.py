@@ -39,6 +39,8 @@ from river import linear_model, optim, utils
 from models.base import SEASON, Close, State
 from models.recent import Recent
 
+__all__ = ["FEATURES", "OnlineRegression"]
+
 FEATURES = (*(f"wd{d}" for d in range(7)), "lag_season", "ma7", "ma28", "price")
 
 

@@ -1,1 +1,3 @@
 """The global LSTM: the network, its trainer and the registry of its checkpoints."""
+
+__all__ = []

@@ -44,6 +44,33 @@ from torch import nn
 
 from models.base import SEASON, Close
 
+__all__ = [
+    "ACTIVE_BUCKETS",
+    "ARCH",
+    "EPS",
+    "INFERENCE_CHUNK",
+    "NAIVE_WEEKS",
+    "N_AHEAD",
+    "N_INPUTS",
+    "GlobalLSTM",
+    "Inputs",
+    "LSTMConfig",
+    "Panel",
+    "TrainReport",
+    "Validation",
+    "choose_device",
+    "forecast_windows",
+    "gather",
+    "pinball",
+    "predict",
+    "seasonal_naive",
+    "sold_within",
+    "train",
+    "training_windows",
+    "validate",
+    "validation_points",
+]
+
 # Bump when the inputs or the layers change: checkpoints of another architecture are refused.
 ARCH = 1
 EPS = 0.1  # units: keeps the scale of a window with one small sale away from zero

@@ -33,6 +33,8 @@ import torch
 
 from models.lstm.network import ARCH, GlobalLSTM, LSTMConfig
 
+__all__ = ["FORMAT", "POINTER", "CheckpointError", "Registry", "write_atomic"]
+
 FORMAT = 1
 POINTER = "CHAMPION"
 

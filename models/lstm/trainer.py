@@ -36,6 +36,8 @@ from models.lstm.network import (
 )
 from models.lstm.registry import CheckpointError, Registry
 
+__all__ = ["ARCHITECTURE", "RefreshReport", "decide", "refresh"]
+
 log = logging.getLogger(__name__)
 
 

@@ -1,1 +1,3 @@
 """Reorder points and the low-stock alert state, from forecasts and their errors."""
+
+__all__ = []

@@ -23,6 +23,8 @@ from streamer.config.settings import Settings
 from streamer.features.codec import outbox_entry
 from streamer.features.store import PartitionClose
 
+__all__ = ["close_alerts"]
+
 
 def close_alerts(
     s: Settings,

@@ -26,6 +26,23 @@ import orjson
 from models.quantiles import MEAN, P10, P90, Z90
 from streamer.features.codec import CLEARED, RAISED, ROP_FIELDS
 
+__all__ = [
+    "MAX_SKEW",
+    "P10_P90_WIDTH_IN_SIGMA",
+    "ReorderPoint",
+    "ReorderPoints",
+    "days_of_cover",
+    "inventory_position",
+    "next_status",
+    "order_quantity",
+    "order_up_to",
+    "packed_rops",
+    "reorder_point",
+    "reorder_points",
+    "severity",
+    "transitions",
+]
+
 P10_P90_WIDTH_IN_SIGMA = 2 * Z90
 
 

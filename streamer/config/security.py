@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import faust
 
+__all__ = ["MECHANISMS", "PROTOCOLS", "KafkaSecurity", "redact"]
+
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 

@@ -2,4 +2,6 @@
 
 from pathlib import Path
 
+__all__ = ["SAMPLE"]
+
 SAMPLE = Path(__file__).parent / "online_retail_sample.csv.gz"

@@ -1,1 +1,3 @@
 """Event time: buckets, per-partition watermarks and the trading calendar."""
+
+__all__ = []

@@ -16,6 +16,16 @@ from __future__ import annotations
 import functools
 from datetime import UTC, datetime
 
+__all__ = [
+    "DAY_SECONDS",
+    "bucket_label",
+    "bucket_of",
+    "bucket_start",
+    "epoch",
+    "iso",
+    "last_closable",
+]
+
 DAY_SECONDS: int = 86_400  # the one definition; every daily bucket size and day count uses it
 
 

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+__all__ = ["WEEK_SECONDS", "TradingCalendar", "parse_dates", "parse_weekdays"]
+
 WEEK_SECONDS = 7 * 86_400
 _EPOCH_WEEKDAY = 3  # 1970-01-01
 

@@ -19,6 +19,28 @@ from operator import attrgetter
 import numpy as np
 import orjson
 
+__all__ = [
+    "ENUMS",
+    "EVENT_FIELDS",
+    "LUA_WIRE",
+    "OUTBOX_FIELDS",
+    "PENDING_FIELDS",
+    "RECORDS",
+    "ROLLING_FIELDS",
+    "ROP_FIELDS",
+    "ROP_FIELDS_V1",
+    "AlertRecord",
+    "AlertStatus",
+    "EventKind",
+    "Status",
+    "StockEffect",
+    "encode_events",
+    "outbox_entry",
+    "packed_rows",
+    "rop_value",
+    "unpack_rop",
+]
+
 
 class AlertStatus(StrEnum):
     """A series' low-stock alert state, as stored (docs/redis-layout.md) and published."""

@@ -8,6 +8,23 @@ one partition, runs on one node.
 
 from __future__ import annotations
 
+__all__ = [
+    "PARTITION_BUCKET_KEYS",
+    "PREFIX",
+    "SERIES_BUCKET_KEYS",
+    "SERIES_HISTORY",
+    "SERIES_KEYS",
+    "SERIES_STOCK",
+    "STATS",
+    "bucket_key",
+    "lua_keys",
+    "part_key",
+    "part_series_key",
+    "partition_prefix",
+    "series_base",
+    "series_key",
+]
+
 PREFIX = "shelfcast"
 # Counters of the process, not of a partition (events done, dead letters, outputs): plain
 # commands on one key. Everything a script writes is per partition, summed when read.

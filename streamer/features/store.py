@@ -35,12 +35,21 @@ from streamer.features.codec import (
     encode_events,
     rop_value,
 )
-from streamer.features.codec import ROP_FIELDS as ROP_FIELDS
-from streamer.features.codec import outbox_entry as outbox_entry
-from streamer.features.codec import unpack_rop as unpack_rop
-from streamer.features.keys import PREFIX as PREFIX
 from streamer.features.keys import STATS, bucket_key, lua_keys, part_key, part_series_key
-from streamer.features.keys import series_base as series_base
+
+__all__ = [
+    "MOVES_WINDOW_MS",
+    "SNAPSHOT_CHUNK",
+    "ApplyResult",
+    "CloseFields",
+    "FeatureStore",
+    "Fenced",
+    "PartitionClose",
+    "Window",
+    "as_text",
+    "summed_evaluation",
+    "summed_stats",
+]
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +251,7 @@ class FeatureStore:
         """The next offset the partition's effects hold, per input ``topic:partition``."""
         metrics.REDIS_ROUNDTRIPS.inc()
         values = await self.r.hgetall(part_key(partition, "offsets"))
-        return {_text(k): int(v) for k, v in values.items()}
+        return {as_text(k): int(v) for k, v in values.items()}
 
     async def load_clock(self, partition: int) -> tuple[int | None, float | None]:
         """The partition's last closed bucket and newest event time, if it has them."""
@@ -461,7 +470,7 @@ def _summed(client: redis.Redis, first: str | None, what: str, partitions: int) 
     total: dict[str, float] = {}
     for values in pipe.execute():
         for k, v in values.items():
-            name = _text(k)
+            name = as_text(k)
             total[name] = total.get(name, 0.0) + float(v)
     return total
 
@@ -478,7 +487,8 @@ def _chunks(blob: bytes) -> list[bytes]:
     return [blob[i : i + SNAPSHOT_CHUNK] for i in range(0, len(blob), SNAPSHOT_CHUNK)] or [b""]
 
 
-def _text(v: object) -> str:
+def as_text(v: object) -> str:
+    """A Redis reply value as text ('' for none)."""
     if v is None:
         return ""
     return v.decode() if isinstance(v, bytes) else str(v)

@@ -22,6 +22,16 @@ from streamer.ingest.agents import Agents, producer_delivery
 from streamer.pipeline import offsets
 from streamer.pipeline.batch import Pipeline
 
+__all__ = [
+    "broker_urls",
+    "compose",
+    "create_app",
+    "rejoin_on_sync_refusal",
+    "run_worker",
+    "transport",
+    "tune_gc",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -18,6 +18,8 @@ from streamer.config.security import redact
 from streamer.config.settings import Settings, all_topics
 from streamer.features.connect import connect
 
+__all__ = ["Unreachable", "kafka_problem", "redis_problem", "wait_until_reachable"]
+
 
 class Unreachable(RuntimeError):
     pass

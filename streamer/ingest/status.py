@@ -13,9 +13,12 @@ from aiokafka.partitioner import murmur2
 from models.series import split_series
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import iso
-from streamer.features.store import ROP_FIELDS, part_key, part_series_key, series_base, unpack_rop
+from streamer.features.codec import ROP_FIELDS, unpack_rop
+from streamer.features.keys import part_key, part_series_key, series_base
 from streamer.publish.messages import stored_message
 from streamer.topics.events import series_key
+
+__all__ = ["SCAN_COUNT", "SHOWN_FIELDS", "kafka_partition", "render", "series_status"]
 
 SHOWN_FIELDS = ("on_hand", "stock_known", "lead_time", "alert", "alert_seq", "alert_ts")
 SCAN_COUNT = 10_000

@@ -12,6 +12,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from streamer.config.settings import Settings
 from streamer.ingest.status import series_status
 
+__all__ = ["READY_TIMEOUT_SECONDS", "REDIS_UNAVAILABLE", "register"]
+
 READY_TIMEOUT_SECONDS = 2.0
 # a cluster client with no node left to ask raises RedisClusterException, which is no RedisError
 REDIS_UNAVAILABLE = (RedisError, RedisClusterException, OSError)

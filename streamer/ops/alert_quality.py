@@ -45,6 +45,15 @@ from itertools import accumulate
 from streamer.alerts.reorder import CLEARED, RAISED
 from streamer.eventtime.clock import DAY_SECONDS as DAY  # by this name in its tests
 
+__all__ = [
+    "MISSES",
+    "WARNED",
+    "Stockout",
+    "explain_stockouts",
+    "miss_breakdown",
+    "score_alerts",
+]
+
 
 def score_alerts(
     alerts: Iterable[tuple[str, str, float]],

@@ -36,7 +36,8 @@ from models.lstm.registry import Registry
 from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from streamer.config.settings import Settings, child_environment
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
-from streamer.features.store import STATS, summed_evaluation, summed_stats
+from streamer.features.keys import STATS
+from streamer.features.store import summed_evaluation, summed_stats
 from streamer.ops.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.ops.closed_loop import Loop, Planner, Shelves
 from streamer.ops.embedded import die_with_parent, embedded_services, free_port, stop_process
@@ -52,6 +53,29 @@ from streamer.ops.replay import (
 )
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 from streamer.trainer.service import panel_through, run_once
+
+__all__ = [
+    "LOCKSTEP_POLL",
+    "MAX_AHEAD",
+    "BacktestResult",
+    "Replay",
+    "TopicCollector",
+    "Truth",
+    "WorkerProcess",
+    "alert_quality",
+    "by_demand_class",
+    "child_env",
+    "hold_back",
+    "isolated",
+    "reference_policies",
+    "rollup_demand",
+    "run_backtest",
+    "scrape",
+    "summarize",
+    "training_segments",
+    "truth_from",
+    "wait_processed",
+]
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer

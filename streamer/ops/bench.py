@@ -37,12 +37,33 @@ from tqdm import tqdm
 
 from streamer.config.settings import Settings, leader_topic
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
-from streamer.features.store import STATS
+from streamer.features.keys import STATS
 from streamer.ops.backtest import WorkerProcess, child_env, isolated, scrape, wait_processed
 from streamer.ops.embedded import embedded_services, free_port
 from streamer.ops.faust_reference import APP_ID as FAUST_REFERENCE
 from streamer.ops.replay import Produced, produce, read_events
 from streamer.ops.simulation import SimulationSettings, simulate
+
+__all__ = [
+    "BATCH",
+    "CLOSE",
+    "LATENCY",
+    "BenchSettings",
+    "Offsets",
+    "Receiver",
+    "alert_latencies",
+    "delta",
+    "end_offsets",
+    "faust_reference",
+    "histogram",
+    "percentile",
+    "probe_orders",
+    "produce_paced",
+    "quantile",
+    "raw_consume",
+    "run_bench",
+    "worker_rate",
+]
 
 LATENCY = "shelfcast_processing_latency_seconds"
 CLOSE = "shelfcast_bucket_close_seconds"

@@ -41,11 +41,25 @@ from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.eventtime.clock import DAY_SECONDS, bucket_start
 from streamer.features.connect import worker_client
-from streamer.features.store import FeatureStore, part_key, part_series_key, series_base
+from streamer.features.keys import part_key, part_series_key, series_base
+from streamer.features.store import FeatureStore
 from streamer.ops.backtest import isolated
 from streamer.ops.embedded import embedded_services
 from streamer.pipeline.batch import BatchResult, Pipeline
 from streamer.publish.messages import Output
+
+__all__ = [
+    "CHUNK",
+    "START",
+    "CloseBench",
+    "KafkaSink",
+    "bank_bytes",
+    "partition_of",
+    "river_reference",
+    "run_close_bench",
+    "sample_demand",
+    "synthetic",
+]
 
 START = 15_000  # 2011-01-24, a Monday: the first bucket of history
 CHUNK = 5_000  # series per Redis pipeline while loading

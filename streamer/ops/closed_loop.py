@@ -34,6 +34,8 @@ from streamer.ops.replay import (
 from streamer.ops.simulation import inventory_event
 from streamer.topics.events import MAX_ID_LEN, series_key
 
+__all__ = ["CORRECTION_DELAY", "Loop", "Planner", "Shelves", "derived_id"]
+
 if TYPE_CHECKING:
     from confluent_kafka import Producer
 

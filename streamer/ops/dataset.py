@@ -22,6 +22,22 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+__all__ = [
+    "COLUMNS",
+    "CSV_SHA256",
+    "FILE_NAME",
+    "GZ_SHA256",
+    "MISSING_HELP",
+    "UCI_URL",
+    "ZIP_NAME",
+    "DataError",
+    "default_path",
+    "fetch",
+    "hand_placement_help",
+    "verify",
+    "xlsx_zip_to_csv",
+]
+
 UCI_URL = "https://archive.ics.uci.edu/static/public/352/online+retail.zip"
 FILE_NAME = "online_retail.csv.gz"
 ZIP_NAME = "online+retail.zip"

@@ -32,6 +32,28 @@ import redis
 
 from streamer.config.settings import Settings, all_topics
 
+__all__ = [
+    "CLUSTER_BUS_OFFSET",
+    "CLUSTER_NODE_TIMEOUT_MS",
+    "CLUSTER_SLOTS",
+    "EMBEDDED_FETCH_MAX_WAIT_MS",
+    "PLATFORM_HELP",
+    "STATE_FILE",
+    "EmbeddedRedis",
+    "EmbeddedRedisCluster",
+    "MockKafkaCluster",
+    "check_platform",
+    "die_with_parent",
+    "discover",
+    "embedded_fetch_wait",
+    "embedded_services",
+    "free_cluster_ports",
+    "free_port",
+    "redis_server_binary",
+    "slot_ranges",
+    "stop_process",
+]
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "embedded.json"

@@ -25,6 +25,8 @@ import faust
 from streamer.config.settings import Settings
 from streamer.ingest.app import create_app, tune_gc
 
+__all__ = ["APP_ID", "main"]
+
 APP_ID = "shelfcast-faust-reference"
 
 

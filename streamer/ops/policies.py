@@ -28,6 +28,28 @@ from models.forecast_table import FIELDS, ForecastTable
 from streamer.alerts.reorder import order_up_to, reorder_points
 from streamer.eventtime.clock import DAY_SECONDS
 
+__all__ = [
+    "ERROR_WINDOW",
+    "HORIZON",
+    "MIN_MAX_SCALES",
+    "SERVICE_LEVELS",
+    "Forecast",
+    "Levels",
+    "Outcome",
+    "Panel",
+    "Setup",
+    "at_stock",
+    "compare",
+    "min_max",
+    "order_up_to_rule",
+    "panel_of",
+    "perfect_foresight",
+    "published",
+    "published_means",
+    "seasonal_naive",
+    "simulate",
+]
+
 HORIZON = 7
 ERROR_WINDOW = 56  # recent errors per horizon behind the safety stock, as the worker keeps
 

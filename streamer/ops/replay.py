@@ -39,6 +39,33 @@ import pandas as pd
 
 from streamer.topics.events import series_key
 
+__all__ = [
+    "COLUMNS_HELP",
+    "CSV_COLUMNS",
+    "FORMATS",
+    "INVENTORY_LEAD_SECONDS",
+    "ONLINE_RETAIL_DATE_FORMATS",
+    "OPTIONAL_ROLES",
+    "PRODUCT_CODE",
+    "REQUIRED_ROLES",
+    "InputError",
+    "InputFormat",
+    "OrderLine",
+    "Pacer",
+    "Produced",
+    "ReadStats",
+    "guess_format",
+    "order_line",
+    "parse_columns",
+    "produce",
+    "produce_time",
+    "read_csv_mapped",
+    "read_events",
+    "read_jsonl",
+    "read_online_retail",
+    "replay_producer",
+]
+
 PRODUCT_CODE = re.compile(r"^\d{5}")
 CSV_COLUMNS = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country"}
 FORMATS = ("online-retail", "jsonl", "csv")

@@ -34,6 +34,30 @@ from streamer.ops.backtest import rollup_demand, truth_from
 from streamer.ops.replay import InputFormat, Produced, read_events
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 
+__all__ = [
+    "ALERT_SERIES",
+    "LEGEND",
+    "Backtest",
+    "Chart",
+    "OneStep",
+    "Step",
+    "alert_chart",
+    "alert_series",
+    "error_chart",
+    "forecast_chart",
+    "key_numbers",
+    "level_at",
+    "load",
+    "one_step",
+    "policy_chart",
+    "render_html",
+    "stock_levels",
+    "top_series",
+    "week_of",
+    "weekly_mae",
+    "write_report",
+]
+
 ALERT_SERIES = 3
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8}  # beside the plot
 

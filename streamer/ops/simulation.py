@@ -25,6 +25,8 @@ from streamer.eventtime.clock import DAY_SECONDS
 from streamer.ops.replay import Produced
 from streamer.topics.events import series_key
 
+__all__ = ["SimulationSettings", "SimulationStats", "StockTrace", "inventory_event", "simulate"]
+
 
 @dataclass(frozen=True)
 class SimulationSettings:

@@ -61,6 +61,16 @@ from streamer.topics.events import (
     parse_order,
 )
 
+__all__ = [
+    "CONCURRENT_CLOSES",
+    "BatchResult",
+    "Committed",
+    "Event",
+    "Pipeline",
+    "Record",
+    "Sink",
+]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CONCURRENT_CLOSES = 2

@@ -36,6 +36,19 @@ from streamer.features.codec import ROLLING_FIELDS, packed_rows
 from streamer.features.store import CloseFields, PartitionClose
 from streamer.publish.messages import Output, forecast_values, number_rows, stored_forecasts
 
+__all__ = [
+    "Computed",
+    "Decision",
+    "allocating",
+    "close_of",
+    "compute",
+    "decide",
+    "learn_and_forecast",
+    "publish",
+    "publishing",
+    "state_fields",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -21,7 +21,7 @@ import redis
 
 from streamer.config.settings import Settings
 from streamer.features.keys import part_key
-from streamer.features.store import _text
+from streamer.features.store import as_text
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -149,7 +149,7 @@ def stored(client: redis.Redis, partitions: Iterable[int]) -> dict[str, int]:
     pipe = client.pipeline(transaction=False)
     for p in partitions:
         pipe.hgetall(part_key(p, "offsets"))
-    return {_text(k): int(v) for values in pipe.execute() for k, v in values.items()}
+    return {as_text(k): int(v) for values in pipe.execute() for k, v in values.items()}
 
 
 def low_watermarks(

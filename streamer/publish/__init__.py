@@ -1,1 +1,3 @@
 """Output messages: forecasts, low-stock alerts and dead letters, formatted in batches."""
+
+__all__ = []

@@ -29,6 +29,21 @@ from streamer.eventtime.clock import bucket_label, bucket_start, iso
 from streamer.features.codec import AlertRecord
 from streamer.topics.contracts import SCHEMA_VERSION
 
+__all__ = [
+    "DLQ_KEY_BYTES",
+    "Output",
+    "alert_message",
+    "alert_messages",
+    "dlq_message",
+    "forecast_id",
+    "forecast_message",
+    "forecast_values",
+    "number_rows",
+    "output",
+    "stored_forecasts",
+    "stored_message",
+]
+
 
 class Output(NamedTuple):
     """One message to send. A tuple: a close makes one per series, and a frozen dataclass

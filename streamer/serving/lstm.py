@@ -30,6 +30,8 @@ from streamer import metrics
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.features.store import FeatureStore
 
+__all__ = ["QUANTILES", "SWANSON", "LSTMServing", "version_name", "version_number", "window_of"]
+
 log = logging.getLogger(__name__)
 
 QUANTILES = (0.1, 0.5, 0.9)

@@ -17,6 +17,8 @@ import json
 from importlib.resources import files
 from typing import Any
 
+__all__ = ["SCHEMA_MAJOR", "SCHEMA_VERSION", "compatible", "schema"]
+
 SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.2"  # 1.2: alerts carry the inventory position and an order
 

@@ -15,6 +15,23 @@ import orjson
 
 from models.series import ALL_LOCATIONS, series_key
 
+__all__ = [
+    "BIG_INT",
+    "FORBIDDEN_IN_NAMES",
+    "MAX_ABS_QUANTITY",
+    "MAX_ID_LEN",
+    "MAX_NAME_LEN",
+    "MAX_TS",
+    "MIN_TS",
+    "Invalid",
+    "InventoryEvent",
+    "OrderEvent",
+    "check_context",
+    "parse_inventory",
+    "parse_order",
+    "parse_ts",
+]
+
 MAX_ID_LEN = 200
 MAX_NAME_LEN = 100
 MAX_ABS_QUANTITY = 1_000_000

@@ -34,7 +34,23 @@ from streamer.config.rules import ALL_WINDOWS
 from streamer.config.security import redact
 from streamer.config.settings import Settings
 from streamer.features.connect import connect
-from streamer.features.store import PREFIX, _text, part_key, part_series_key, series_base
+from streamer.features.keys import PREFIX, part_key, part_series_key, series_base
+from streamer.features.store import as_text
+
+__all__ = [
+    "HISTORY_FILE",
+    "SERIES_PER_PIPELINE",
+    "STATUS",
+    "STATUS_FIELDS",
+    "buckets_needed",
+    "last_closed",
+    "lstm_config",
+    "panel_through",
+    "read_panel",
+    "run_once",
+    "run_trainer",
+    "train_once",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +156,8 @@ def _series_and_closed(
         pipe.zrange(part_series_key(p), 0, -1)
         pipe.hmget(part_key(p, "closed"), buckets)
     raw = pipe.execute()
-    partition_of = {_text(s): p for p, names in enumerate(raw[::2]) for s in names}
-    flags = [[_text(f) for f in column] for column in zip(*raw[1::2], strict=True)]
+    partition_of = {as_text(s): p for p, names in enumerate(raw[::2]) for s in names}
+    flags = [[as_text(f) for f in column] for column in zip(*raw[1::2], strict=True)]
     closed = {first + i for i, column in enumerate(flags) if set(column) - {""} == {"1"}}
     return partition_of, closed
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from streamer.features import store as features
+from streamer.features.codec import outbox_entry
 from streamer.features.store import (
     AlertRecord,
     ApplyResult,
@@ -14,7 +15,6 @@ from streamer.features.store import (
     Fenced,
     Status,
     StockEffect,
-    outbox_entry,
 )
 from tests.conftest import async_redis_client, redis_client
 

@@ -18,7 +18,8 @@ import redis.cluster
 from confluent_kafka import Consumer, Producer
 
 from streamer.config.settings import Settings, all_topics
-from streamer.features.store import STATS, summed_stats
+from streamer.features.keys import STATS
+from streamer.features.store import summed_stats
 from streamer.ops.embedded import (
     STATE_FILE,
     EmbeddedRedis,

@@ -26,7 +26,7 @@ from models.lstm.registry import Registry
 from streamer import metrics
 from streamer.cli import build_parser, main
 from streamer.config.settings import Settings
-from streamer.features.store import part_key, part_series_key, series_base
+from streamer.features.keys import part_key, part_series_key, series_base
 from streamer.ops.backtest import Truth, truth_from
 from streamer.ops.embedded import free_port
 from streamer.ops.replay import read_online_retail

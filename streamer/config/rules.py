@@ -77,15 +77,16 @@ class Rule:
             # an optional setting left to its consumer's default, or a spelled-out value
             return None
         if self.kind in (int, float) and not isinstance(value, bool):
-            number = float(value)  # type: ignore[arg-type]
-            if math.isnan(number) or math.isinf(number):
-                return self.accepted()
-            too_low = self.low is not None and (
-                number < self.low or (self.low_open and number == self.low)
-            )
-            too_high = self.high is not None and (
-                number > self.high or (self.high_open and number == self.high)
-            )
-            if too_low or too_high:
-                return self.accepted()
+            return self.accepted() if self._out_of_range(float(value)) else None  # type: ignore[arg-type]
         return None
+
+    def _out_of_range(self, number: float) -> bool:
+        if math.isnan(number) or math.isinf(number):
+            return True
+        too_low = self.low is not None and (
+            number < self.low or (self.low_open and number == self.low)
+        )
+        too_high = self.high is not None and (
+            number > self.high or (self.high_open and number == self.high)
+        )
+        return too_low or too_high

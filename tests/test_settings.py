@@ -116,7 +116,7 @@ def test_every_variable_sets_one_field_of_one_section() -> None:
     rules = [
         (rule.var, section)
         for section, kind in (("", Settings), *Settings.SECTIONS.items())
-        for rule in kind.RULES.values()
+        for rule in kind.rules().values()
     ]
     variables = [var for var, _ in rules]
     assert len(variables) == len(set(variables))

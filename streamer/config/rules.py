@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ALL_WINDOWS", "FALSE", "LOG_LEVELS", "TRUE", "Rule", "SettingsError"]
+__all__ = ["ALL_WINDOWS", "FALSE", "LOG_LEVELS", "RULE", "TRUE", "Rule", "SettingsError", "setting"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 TRUE = ("1", "true", "yes", "on")
@@ -90,3 +91,23 @@ class Rule:
             number > self.high or (self.high_open and number == self.high)
         )
         return too_low or too_high
+
+
+RULE = "rule"  # the metadata key of a settings field's Rule
+
+
+def setting(
+    var: str,
+    kind: type,
+    *,
+    default: Any = MISSING,
+    default_factory: Any = MISSING,
+    repr: bool = True,
+    **limits: Any,
+) -> Any:
+    """A settings field read from the variable ``var`` as ``kind``, accepting what ``limits``
+    (``Rule``'s bounds, choices and words) allow."""
+    metadata = {RULE: Rule(var, kind, **limits)}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, repr=repr, metadata=metadata)
+    return field(default=default, repr=repr, metadata=metadata)

@@ -2,9 +2,9 @@
 
 Every knob is an environment variable. ``Settings`` holds the process's own (home, HTTP,
 logging) and one typed section per subsystem: ``kafka``, ``redis``, ``time``, ``models``,
-``alerts`` and ``trainer`` (streamer/config/sections.py). Each field's variable and accepted
-range are in its section's ``RULES``; a bad value is refused with both, so the message says
-what to change.
+``alerts`` and ``trainer`` (streamer/config/sections.py). Each field declares its variable
+and accepted range (``setting``); a bad value is refused with both, so the message says what
+to change.
 
 Code builds settings by their flat names, the environment variables' own words::
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from streamer.config.rules import LOG_LEVELS, Rule, SettingsError
+from streamer.config.rules import LOG_LEVELS, Rule, SettingsError, setting
 from streamer.config.sections import (
+    PORT,
     AlertSettings,
     KafkaSettings,
     ModelSettings,
@@ -51,22 +52,10 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return (Path(cache) if cache else Path.home() / ".cache") / "shelfcast"
 
 
-_PORT = {"low": 1, "high": 65_535}
-
-
 @dataclass(frozen=True)
 class Settings(Section):
     """Runtime settings: the process's own fields, and a section per subsystem."""
 
-    RULES: ClassVar[dict[str, Rule]] = {
-        "allow_mixed_services": Rule("SHELFCAST_MIXED_SERVICES", bool),
-        "startup_timeout_seconds": Rule("SHELFCAST_STARTUP_TIMEOUT_SECONDS", float, low=0),
-        "home": Rule("SHELFCAST_HOME", Path),
-        "data_dir": Rule("SHELFCAST_DATA_DIR", Path),
-        "web_bind": Rule("SHELFCAST_WEB_BIND", str),
-        "web_port": Rule("SHELFCAST_WEB_PORT", int, **_PORT),
-        "log_level": Rule("SHELFCAST_LOG_LEVEL", str, choices=LOG_LEVELS),
-    }
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "kafka": KafkaSettings,
         "redis": RedisSettings,
@@ -84,13 +73,17 @@ class Settings(Section):
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     # Embedded Kafka with an external Redis (or the reverse) only when asked for: a worker
     # pointed at one real service and silently given a throwaway other loses its state.
-    allow_mixed_services: bool = False
-    startup_timeout_seconds: float = 60.0
-    home: Path = Path(".shelfcast")
-    data_dir: Path = field(default_factory=lambda: default_data_dir({}))
-    web_bind: str = "127.0.0.1"
-    web_port: int = 6066
-    log_level: str = "info"
+    allow_mixed_services: bool = setting("SHELFCAST_MIXED_SERVICES", bool, default=False)
+    startup_timeout_seconds: float = setting(
+        "SHELFCAST_STARTUP_TIMEOUT_SECONDS", float, default=60.0, low=0
+    )
+    home: Path = setting("SHELFCAST_HOME", Path, default=Path(".shelfcast"))
+    data_dir: Path = setting(
+        "SHELFCAST_DATA_DIR", Path, default_factory=lambda: default_data_dir({})
+    )
+    web_bind: str = setting("SHELFCAST_WEB_BIND", str, default="127.0.0.1")
+    web_port: int = setting("SHELFCAST_WEB_PORT", int, default=6066, **PORT)
+    log_level: str = setting("SHELFCAST_LOG_LEVEL", str, default="info", choices=LOG_LEVELS)
 
     @classmethod
     def of(cls, **flat: Any) -> Settings:
@@ -182,7 +175,7 @@ _PREFIXED = {
 # The flat name of every setting -> (its section, or "" for the process's own, and its field
 # there): what ``Settings.of`` and ``replace`` take, and the key of ``_RULES``.
 FLAT: dict[str, tuple[str, str]] = {
-    **{name: ("", name) for name in Settings.RULES},
+    **{name: ("", name) for name in Settings.rules()},
     **{
         _PREFIXED.get((section, f.name), f.name): (section, f.name)
         for section, kind in Settings.SECTIONS.items()
@@ -192,7 +185,7 @@ FLAT: dict[str, tuple[str, str]] = {
 _RULES: dict[str, Rule] = {
     name: rule
     for name, (section, key) in FLAT.items()
-    if (rule := (Settings.SECTIONS[section] if section else Settings).RULES.get(key))
+    if (rule := (Settings.SECTIONS[section] if section else Settings).rules().get(key))
 }
 
 

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,44 @@ def demand_arrays(truth: Truth, last: int) -> Demand:
     return Demand(names, first_bucket, y_all, revenue_all)
 
 
+@dataclass(frozen=True)
+class Closed:
+    """One close of the replay: the bucket, the bank's rows (indices into ``Demand.names``),
+    the bank after it, what it settled and what it forecast."""
+
+    bucket: int
+    rows: np.ndarray
+    bank: Bank
+    settled: Settled
+    fc: Forecasts
+
+
+def closes(
+    d: Demand,
+    closed_buckets: set[int],
+    cal: TradingCalendar,
+    lstm: LSTMRun | None,
+    progress: bool = True,
+) -> Iterator[Closed]:
+    """Every close of every series, as the worker does it (``streamer.pipeline.close``): one bank
+    for all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
+    width = d.y.shape[1]
+    t = np.arange(width)
+    latest = np.maximum.accumulate(np.where(d.y > 0, t, -(10**9)), axis=1) + d.first
+    last = d.first + width - 1
+    closed = {b: b in closed_buckets for b in range(d.first - 2 * cal.season, last + HORIZON + 1)}
+    bank = Bank.default(HORIZON, cal.season)
+    for j in tqdm(range(width), desc="closes", unit="bucket", disable=not progress):
+        b = d.first + j
+        rows = np.flatnonzero(latest[:, j] >= b - ACTIVE_BUCKETS + 1)
+        bank.align([d.names[i] for i in rows])
+        close = close_of(cal, HORIZON, b, closed, d.y[rows, j], d.revenue[rows, j])
+        offer = lstm.offer(bank.series, b) if lstm is not None else None
+        settled, fc = learn_and_forecast(bank, close, offer)
+        assert settled is not None
+        yield Closed(b, rows, bank, settled, fc)
+
+
 def replay(
     truth: Truth,
     cal: TradingCalendar,
@@ -193,24 +232,11 @@ def replay(
     run: Run,
     lstm: LSTMRun | None,
 ) -> None:
-    """Every close of every series, as the worker does it (``streamer.pipeline.close``): one bank
-    for all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
+    """Score every close (``closes``) into ``run``."""
     d = demand_arrays(truth, last)
-    width = d.y.shape[1]
-    t = np.arange(width)
-    latest = np.maximum.accumulate(np.where(d.y > 0, t, -(10**9)), axis=1) + d.first
     is_top = np.array([s in top for s in d.names])
-    closed = {b: b in truth.closed for b in range(d.first - 2 * cal.season, last + HORIZON + 1)}
-    bank = Bank.default(HORIZON, cal.season)
-    for j in tqdm(range(width), desc="closes", unit="bucket"):
-        b = d.first + j
-        rows = np.flatnonzero(latest[:, j] >= b - ACTIVE_BUCKETS + 1)
-        bank.align([d.names[i] for i in rows])
-        close = close_of(cal, HORIZON, b, closed, d.y[rows, j], d.revenue[rows, j])
-        offer = lstm.offer(bank.series, b) if lstm is not None else None
-        settled, fc = learn_and_forecast(bank, close, offer)
-        assert settled is not None
-        score_close(run, bank, b, settled, fc, is_top[rows], common)
+    for c in closes(d, truth.closed, cal, lstm):
+        score_close(run, c.bank, c.bucket, c.settled, c.fc, is_top[c.rows], common)
 
 
 def score_close(

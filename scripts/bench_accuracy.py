@@ -53,14 +53,17 @@ from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
 from models.quantiles import Points
 from models.rollup import settle
+from models.series import ALL_LOCATIONS
 from streamer.config.settings import Settings
-from streamer.eventtime.clock import DAY_SECONDS
+from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import Truth, truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
-from streamer.ops.replay import read_online_retail
+from streamer.ops.embedded import EmbeddedRedis
+from streamer.ops.replay import Produced, read_online_retail
 from streamer.pipeline.close import close_of, learn_and_forecast
 from streamer.serving.lstm import SWANSON, version_name
+from streamer.testing import Harness, forecasts
 from streamer.trainer.service import buckets_needed, lstm_config
 
 HORIZON = 7
@@ -342,6 +345,116 @@ def statsforecast_errors(
     return sums, points
 
 
+# The pipeline check (--check-pipeline DAYS): the replay's published forecasts against the
+# worker's own pipeline (streamer.testing.Harness) on a real Redis, for the first DAYS.
+
+Published = dict[tuple[str, int], tuple[float, ...]]  # (series, issue bucket) -> numbers
+FIELDS = ("mean", "p10", "p50", "p90")
+
+
+def first_days(events: list[Produced], days: int) -> list[Produced]:
+    """The events of the first ``days`` buckets of event time, in file order."""
+    start = bucket_of(min(e.ts for e in events), DAY_SECONDS)
+    end = bucket_start(start + days, DAY_SECONDS)
+    return [e for e in events if e.ts < end]
+
+
+def script_published(events: list[Produced], cal: TradingCalendar) -> Published:
+    """What the replay's closes publish, rounded as the messages are (4 decimals)."""
+    truth = truth_from(events, DAY_SECONDS)
+    d = demand_arrays(truth, max(b for _, b in truth.demand))
+    out: Published = {}
+    for c in closes(d, truth.closed, cal, None, progress=False):
+        rows = np.flatnonzero(c.fc.publishes)
+        steps = np.round(c.fc.published[rows], 4).reshape(len(rows), -1)
+        for i, numbers in zip(rows.tolist(), steps.tolist(), strict=True):
+            out[(c.bank.series[i], c.bucket)] = tuple(numbers)
+    return out
+
+
+def check_settings(redis_url: str, home: Path, cal: TradingCalendar) -> Settings:
+    """A worker's settings that make its closes the replay's: one partition (one bank of all
+    series), no LSTM (an empty model folder), the same activity window, horizon and calendar,
+    event time alone."""
+    settings = Settings.of(
+        redis_url=redis_url, home=home, partitions=1, model_dir=home / "models",
+        idle_advance_seconds=0.0, active_buckets=ACTIVE_BUCKETS, horizon=HORIZON,
+        bucket_seconds=cal.bucket_seconds, closed_weekdays="", closed_dates="",
+        closed_when_no_orders=cal.closed_when_no_orders,
+    )  # fmt: skip
+    if settings.time.calendar() != cal:
+        raise SystemExit(f"the check's calendar {settings.time.calendar()} is not {cal}")
+    return settings
+
+
+def message_numbers(m: dict[str, Any]) -> tuple[float, ...]:
+    return tuple(float(step[f]) for step in m["horizon"] for f in FIELDS)
+
+
+def pipeline_published(events: list[Produced], cal: TradingCalendar) -> tuple[Published, int]:
+    """What the worker's pipeline publishes for ``events`` on a fresh embedded Redis, all in
+    partition 0, and the last bucket it closed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedRedis(Path(tmp) / "redis")
+        server.start()
+        try:
+            settings = check_settings(server.url, Path(tmp), cal)
+            h = Harness(settings)
+            topics = settings.kafka.topics
+            h.feed([h.record(e.value, topics[e.role]) for e in events])
+            through = h.pipeline.closed.get(0, -1)
+        finally:
+            server.stop()
+    out: Published = {}
+    for m in forecasts(h.outputs):
+        if m["location"] != ALL_LOCATIONS:  # rollups: sums of these, by the same code
+            series, bucket = m["forecast_id"].split("|")[:2]
+            out[(series, int(bucket))] = message_numbers(m)
+    return out, through
+
+
+def differences(script: Published, pipeline: Published) -> tuple[list[str], float]:
+    """Where the two disagree, in bucket order, and the largest difference of a number both
+    published."""
+    problems: list[str] = []
+    worst = 0.0
+    for key in sorted(script.keys() | pipeline.keys(), key=lambda k: (k[1], k[0])):
+        a, b = script.get(key), pipeline.get(key)
+        where = f"{key[0]} issued at bucket {key[1]}"
+        if a is None or b is None:
+            problems.append(f"{where}: only the {'pipeline' if a is None else 'script'} published")
+            continue
+        diffs = [abs(x - y) for x, y in zip(a, b, strict=True)]
+        worst = max(worst, *diffs)
+        i = int(np.argmax(diffs))
+        if diffs[i] > 0:
+            step, f = divmod(i, len(FIELDS))
+            problems.append(f"{where}: step {step + 1} {FIELDS[f]}: script {a[i]}, pipeline {b[i]}")
+    return problems, worst
+
+
+def check_pipeline(data: Path, limit: int | None, days: int, shown: int = 10) -> int:
+    """Replay the first ``days`` both ways and compare what they publish; 0 if they agree."""
+    events, _ = read_online_retail(data, limit)
+    events = first_days(events, days)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
+    pipeline, through = pipeline_published(events, cal)
+    script = {k: v for k, v in script_published(events, cal).items() if k[1] <= through}
+    problems, worst = differences(script, pipeline)
+    closes_ = len({b for _, b in script.keys() | pipeline.keys()})
+    what = (
+        f"{len(pipeline)} forecasts of the pipeline, {len(script)} of the script, {closes_} "
+        f"closes through bucket {through} ({len(events)} events, {days} days of {data.name})"
+    )
+    if not problems:
+        print(f"pipeline check: agree on {what}; largest difference {worst:.4f}")
+        return 0
+    print(f"pipeline check: DISAGREE on {len(problems)} of {what}; largest difference {worst:.4f}")
+    for p in problems[:shown]:
+        print(f"  {p}")
+    return 1
+
+
 def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
     rows = []
     for model, m in summary.items():
@@ -401,6 +514,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, help="read only the first N lines (a quick look)")
     ap.add_argument("--no-statsforecast", action="store_true", help="skip the offline reference")
     ap.add_argument("--no-lstm", action="store_true", help="skip the LSTM and its refreshes")
+    ap.add_argument(
+        "--check-pipeline",
+        type=int,
+        metavar="DAYS",
+        help="only check that the replay publishes what the worker's pipeline publishes for "
+        "the first DAYS of the data (on an embedded Redis); exit 1 with the differences if not",
+    )
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"{args.data} not found: {MISSING_HELP}")
@@ -474,6 +594,8 @@ def write_outputs(out: Path, data: Path, result: dict[str, Any], n_top: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.check_pipeline is not None:
+        return check_pipeline(args.data, args.limit, args.check_pipeline)
     started = time.monotonic()
     events, _ = read_online_retail(args.data, args.limit)
     truth = truth_from(events, DAY_SECONDS)

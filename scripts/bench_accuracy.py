@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import Truth, truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.embedded import EmbeddedRedis
-from streamer.ops.replay import Produced, read_online_retail
+from streamer.ops.replay import Produced, order_line, read_online_retail
 from streamer.pipeline.close import close_of, learn_and_forecast
 from streamer.serving.lstm import SWANSON, version_name
 from streamer.testing import Harness, forecasts
@@ -109,7 +109,9 @@ class LSTMRun:
         return None
 
 
-def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LSTMRun:
+def lstm_run(
+    truth: Truth, traded: set[tuple[str, int]], cal: TradingCalendar, last: int, models: Path
+) -> LSTMRun:
     """The trainer on its event-time schedule, as ``shelfcast backtest`` runs it: at every
     ``train_every_buckets``-th bucket a refresh on the last ``history_buckets`` (what Redis
     holds), promoted only if it wins; the champion then forecasts every series at each close
@@ -117,7 +119,10 @@ def lstm_run(truth: Truth, cal: TradingCalendar, last: int, models: Path) -> LST
     settings = Settings()
     cfg = lstm_config(Settings.from_env())
     torch.set_num_threads(1)
-    panel = Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
+    # every series with an order line, as the trainer reads every active series (one with
+    # only returns has no demand): the close offers the LSTM's forecasts of all its rows
+    demand = {**dict.fromkeys(traded, 0.0), **truth.demand}
+    panel = Panel.from_buckets(demand, truth.revenue, truth.closed, cal.weekday)
     registry = Registry(models)
     width = last - panel.first_bucket + 1
     means = np.full((len(panel.series), width, HORIZON), np.nan, np.float32)
@@ -163,29 +168,44 @@ def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None 
     return replace(settled, points=points)
 
 
+def traded_from(events: Iterable[Produced], bucket_seconds: int) -> set[tuple[str, int]]:
+    """Every (series, bucket) with an order line the worker applies, returns included: what
+    keeps a series active in the worker (its active set, ``apply.lua``, scores a series by the
+    last bucket with any order), not only the buckets with demand."""
+    return {
+        (line.series, bucket_of(ev.ts, bucket_seconds))
+        for ev in events
+        if ev.role == "orders" and ev.ts and (line := order_line(ev)) is not None
+    }
+
+
 @dataclass
 class Demand:
-    """Units and revenue per series (rows, sorted, those that ever sold) and bucket (columns,
-    from ``first``)."""
+    """Units and revenue per series (rows, sorted, every series with an order line, returns
+    included) and bucket (columns, from ``first``), and where each had an order line."""
 
     names: list[str]
     first: int
     y: np.ndarray
     revenue: np.ndarray
+    traded: np.ndarray
 
 
-def demand_arrays(truth: Truth, last: int) -> Demand:
-    demand = series_buckets(truth)
-    names = sorted(s for s, d in demand.items() if any(y > 0 for y in d.values()))
+def demand_arrays(truth: Truth, traded: set[tuple[str, int]], last: int) -> Demand:
+    names = sorted({s for s, _ in traded})
     row = {s: i for i, s in enumerate(names)}
-    first_bucket = min(b for _, b in truth.demand)
+    first_bucket = min(b for _, b in traded)
     width = last - first_bucket + 1
     y_all, revenue_all = np.zeros((len(names), width)), np.zeros((len(names), width))
+    traded_all = np.zeros((len(names), width), bool)
     for (s, b), y in truth.demand.items():
-        if s in row and b <= last:
+        if b <= last:
             y_all[row[s], b - first_bucket] = y
             revenue_all[row[s], b - first_bucket] = truth.revenue.get((s, b), 0.0)
-    return Demand(names, first_bucket, y_all, revenue_all)
+    for s, b in traded:
+        if b <= last:
+            traded_all[row[s], b - first_bucket] = True
+    return Demand(names, first_bucket, y_all, revenue_all, traded_all)
 
 
 @dataclass(frozen=True)
@@ -208,10 +228,11 @@ def closes(
     progress: bool = True,
 ) -> Iterator[Closed]:
     """Every close of every series, as the worker does it (``streamer.pipeline.close``): one bank
-    for all series, a series active from its first order until ``ACTIVE_BUCKETS`` without one."""
+    for all series, a series active from its first order line until ``ACTIVE_BUCKETS`` without
+    one (a return is an order line: it keeps a series active, as in the worker)."""
     width = d.y.shape[1]
     t = np.arange(width)
-    latest = np.maximum.accumulate(np.where(d.y > 0, t, -(10**9)), axis=1) + d.first
+    latest = np.maximum.accumulate(np.where(d.traded, t, -(10**9)), axis=1) + d.first
     last = d.first + width - 1
     closed = {b: b in closed_buckets for b in range(d.first - 2 * cal.season, last + HORIZON + 1)}
     bank = Bank.default(HORIZON, cal.season)
@@ -227,18 +248,17 @@ def closes(
 
 
 def replay(
-    truth: Truth,
+    d: Demand,
+    closed: set[int],
     cal: TradingCalendar,
-    last: int,
     top: set[str],
     common: dict[str, set[tuple[int, int]]],
     run: Run,
     lstm: LSTMRun | None,
 ) -> None:
     """Score every close (``closes``) into ``run``."""
-    d = demand_arrays(truth, last)
     is_top = np.array([s in top for s in d.names])
-    for c in closes(d, truth.closed, cal, lstm):
+    for c in closes(d, closed, cal, lstm):
         score_close(run, c.bank, c.bucket, c.settled, c.fc, is_top[c.rows], common)
 
 
@@ -362,7 +382,8 @@ def first_days(events: list[Produced], days: int) -> list[Produced]:
 def script_published(events: list[Produced], cal: TradingCalendar) -> Published:
     """What the replay's closes publish, rounded as the messages are (4 decimals)."""
     truth = truth_from(events, DAY_SECONDS)
-    d = demand_arrays(truth, max(b for _, b in truth.demand))
+    traded = traded_from(events, DAY_SECONDS)
+    d = demand_arrays(truth, traded, max(b for _, b in traded))
     out: Published = {}
     for c in closes(d, truth.closed, cal, None, progress=False):
         rows = np.flatnonzero(c.fc.publishes)
@@ -599,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     events, _ = read_online_retail(args.data, args.limit)
     truth = truth_from(events, DAY_SECONDS)
+    traded = traded_from(events, DAY_SECONDS)
     del events
     demand = series_buckets(truth)
     last = max(b for _, b in truth.demand)
@@ -616,9 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     lstm = None
     if not args.no_lstm:
         with tempfile.TemporaryDirectory() as models:  # a fresh registry: no old champion
-            lstm = lstm_run(truth, cal, last, Path(models))
+            lstm = lstm_run(truth, traded, cal, last, Path(models))
     run = Run()
-    replay(truth, cal, last, set(top), points, run, lstm)
+    replay(demand_arrays(truth, traded, last), truth.closed, cal, set(top), points, run, lstm)
     result: dict[str, Any] = {
         "data": str(args.data),
         "series": len(demand),

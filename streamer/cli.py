@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import signal
 import socket
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from models.series import ALL_LOCATIONS, is_rollup, series_key
@@ -133,6 +135,27 @@ def _number(
     p.add_argument(flag, type=_positive(kind, allow_zero), default=default, help=text)
 
 
+def _command(
+    sub: Subcommands,
+    name: str,
+    run: Callable[..., int],
+    epilog: str | None = None,
+    raw: bool = False,
+) -> argparse.ArgumentParser:
+    """The subcommand ``name``, its ``--help`` from ``run``'s docstring: the first line is its
+    summary, the rest its description (one paragraph)."""
+    summary, _, details = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    return sub.add_parser(
+        name,
+        help=summary[0].lower() + summary[1:].rstrip("."),
+        description=" ".join(details.split()),
+        epilog=epilog,
+        formatter_class=(
+            argparse.RawDescriptionHelpFormatter if epilog or raw else argparse.HelpFormatter
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfcast",
@@ -155,32 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _worker_parser(sub: Subcommands) -> None:
-    sub.add_parser(
-        "worker",
-        help="run the Faust worker (embedded Kafka and Redis unless configured)",
-        description=(
-            "Consume 'orders' and 'inventory', keep demand features in Redis, close daily "
-            "buckets by event time, publish 'forecasts', 'low-stock-alerts' and "
-            "'shelfcast-dlq', and serve Prometheus metrics on /metrics. Stop with Ctrl-C."
-        ),
-        epilog=ENV_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    _command(sub, "worker", cmd_worker, epilog=ENV_HELP)
 
 
 def _replay_parser(sub: Subcommands) -> None:
-    rp = sub.add_parser(
-        "replay",
-        help="produce order events from a file",
-        description=(
-            "Produce order events keyed by SKU from the Online Retail CSV layout, from JSON "
-            "lines in the 'orders' contract, or from your own CSV (--columns, --date-format). "
-            "Finds a running embedded worker by itself. Ends with the events produced, the "
-            "lines skipped by reason, and where rejected events go (the DLQ topic)."
-        ),
-        epilog=ENV_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    rp = _command(sub, "replay", cmd_replay, epilog=ENV_HELP)
     rp.add_argument(
         "file", type=Path, help="CSV or JSON lines, optionally gzipped (.gz); see --format"
     )
@@ -249,19 +251,7 @@ def _simulation_options(p: argparse.ArgumentParser) -> None:
 
 
 def _trainer_parser(sub: Subcommands) -> None:
-    tp = sub.add_parser(
-        "trainer",
-        help="refresh the global LSTM from the workers' Redis on a schedule",
-        description=(
-            "Read every series' history from the workers' Redis, train an LSTM candidate, "
-            "validate it against the champion and the seasonal naive, save it as the next "
-            "checkpoint version in SHELFCAST_MODEL_DIR and promote it only if it wins "
-            "(docs/lstm.md). Serves Prometheus metrics on SHELFCAST_WEB_BIND:"
-            "SHELFCAST_TRAINER_PORT (6067) /metrics. Stop with Ctrl-C."
-        ),
-        epilog=TRAINER_ENV_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    tp = _command(sub, "trainer", cmd_trainer, epilog=TRAINER_ENV_HELP)
     tp.add_argument(
         "--once", action="store_true", help="one refresh, print its record as JSON, and exit"
     )
@@ -286,23 +276,7 @@ def _trainer_parser(sub: Subcommands) -> None:
 
 
 def _bench_parser(sub: Subcommands) -> None:
-    bp = sub.add_parser(
-        "bench",
-        help="measure one worker's throughput and latency on real orders",
-        description=(
-            "On fresh embedded services: a bare aiokafka consumer reads a backlog of real "
-            "orders (the reference), a worker processes the same backlog (throughput, bucket "
-            "closes), then orders arrive at a steady rate (produce -> effect and order -> alert "
-            "latency); last, a Faust agent that does nothing reads the same input (the "
-            "framework's ceiling, a second reference). Prints JSON and writes OUT/bench.json "
-            "(docs/benchmark.md). With --close-only, no FILE: N synthetic series resampled from "
-            "the shipped sample go through the real bucket close (Redis, Kafka acknowledged), "
-            "timed against river's HoltWinters on the same series in the same run; the "
-            "result goes under `close` in OUT/bench.json."
-        ),
-        epilog=ENV_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    bp = _command(sub, "bench", cmd_bench, epilog=ENV_HELP)
     bp.add_argument(
         "file",
         type=Path,
@@ -327,16 +301,7 @@ def _bench_parser(sub: Subcommands) -> None:
 
 
 def _report_parser(sub: Subcommands) -> None:
-    rep = sub.add_parser(
-        "report",
-        help="write PNG charts and an HTML page from a backtest's output folder",
-        description=(
-            "Chart a backtest's output: forecast against actual demand for the top SKUs, "
-            "weekly error against the seasonal naive, and alerts against the simulated stock, "
-            "on one HTML page with the key numbers of summary.json (docs/report.md). Demand "
-            "and stock are recomputed from the backtest's input file, which must still exist."
-        ),
-    )
+    rep = _command(sub, "report", cmd_report)
     rep.add_argument("dir", type=Path, help="a folder written by `shelfcast backtest` or `demo`")
     rep.add_argument(
         "--out", type=Path, help="HTML file to write, charts beside it (DIR/report/index.html)"
@@ -345,35 +310,14 @@ def _report_parser(sub: Subcommands) -> None:
 
 
 def _status_parser(sub: Subcommands) -> None:
-    sp = sub.add_parser(
-        "status",
-        help="print a SKU's latest forecast, stock, reorder point and alert",
-        description=(
-            "Print the current state of a SKU's series as the workers keep it in Redis: the "
-            "latest published forecast, stock on hand, reorder point and alert. Reads "
-            "REDIS_URL, or the Redis of a `shelfcast worker` running in this folder. A running "
-            "worker serves the same as JSON on /series/SKU."
-        ),
-    )
+    sp = _command(sub, "status", cmd_status)
     sp.add_argument("sku", help="the SKU, as in the orders' `sku` field")
     sp.add_argument("--location", help="one location only (default: every active location)")
     sp.add_argument("--json", action="store_true", help="print JSON, as /series/SKU serves it")
 
 
 def _offsets_parser(sub: Subcommands) -> None:
-    op = sub.add_parser(
-        "offsets",
-        help="compare the input offsets in Redis with the consumer group's in Kafka; rewind",
-        description=(
-            "The workers commit their Kafka input only after Redis holds its effects, so Redis's "
-            "offsets are never behind the consumer group's unless Redis lost acknowledged "
-            "writes (a restart without AOF, a failover, an eviction); a worker that finds so "
-            "stops. `check` prints both per input partition (exit 1 when Redis is behind); "
-            "`rewind` moves the group's committed offsets back to Redis's, so the workers "
-            "replay what Redis lost. Stop every worker first: Kafka refuses to move the "
-            "offsets of a group in use. Reads KAFKA_BOOTSTRAP_SERVERS and REDIS_URL."
-        ),
-    )
+    op = _command(sub, "offsets", cmd_offsets)
     osub = op.add_subparsers(dest="offsets_command", required=True, metavar="ACTION")
     osub.add_parser("check", help="print Redis's and Kafka's offsets (exit 1 if Redis is behind)")
     rewind = osub.add_parser(
@@ -387,18 +331,7 @@ def _offsets_parser(sub: Subcommands) -> None:
 
 
 def _data_parser(sub: Subcommands) -> None:
-    dp = sub.add_parser(
-        "data",
-        help="download the full UCI Online Retail data set, or print where it is",
-        description=(
-            "The repository ships slices of the UCI Online Retail data set (CC BY 4.0); the "
-            "benchmarks read the full year. `fetch` downloads it from UCI into "
-            "SHELFCAST_DATA_DIR (default ~/.cache/shelfcast), converts UCI's spreadsheet to "
-            "the CSV layout `replay` reads, checks its sha256 and prints its path; offline, it "
-            "says where to put the file by hand. `path` prints where it is."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    dp = _command(sub, "data", cmd_data, raw=True)
     dsub = dp.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = dsub.add_parser(
         "fetch",
@@ -431,6 +364,12 @@ def port_problem(bind: str, port: int) -> str | None:
 
 
 def cmd_worker(settings: Settings) -> int:
+    """Run the Faust worker (embedded Kafka and Redis unless configured).
+
+    Consume 'orders' and 'inventory', keep demand features in Redis, close daily buckets by
+    event time, publish 'forecasts', 'low-stock-alerts' and 'shelfcast-dlq', and serve
+    Prometheus metrics on /metrics. Stop with Ctrl-C.
+    """
     from streamer.ingest.app import run_worker
     from streamer.ingest.startup import Unreachable, wait_until_reachable
     from streamer.ops.embedded import STATE_FILE, embedded_services
@@ -459,6 +398,13 @@ def cmd_worker(settings: Settings) -> int:
 
 
 def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    """Refresh the global LSTM from the workers' Redis on a schedule.
+
+    Read every series' history from the workers' Redis, train an LSTM candidate, validate it
+    against the champion and the seasonal naive, save it as the next checkpoint version in
+    SHELFCAST_MODEL_DIR and promote it only if it wins (docs/lstm.md). Serves Prometheus
+    metrics on SHELFCAST_WEB_BIND:SHELFCAST_TRAINER_PORT (6067) /metrics. Stop with Ctrl-C.
+    """
     import redis
 
     from models.lstm.registry import CheckpointError
@@ -495,21 +441,41 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+def _discovered(settings: Settings, command: str, what: str, variable: str) -> Settings | None:
+    """The settings with the services of a ``shelfcast worker`` running embedded in this
+    folder where none are configured; None, having said how to fix it, when the one
+    ``variable`` names is still unknown."""
     from streamer.ops.embedded import discover
+
+    found = discover(settings)
+    if found.kafka.bootstrap_servers if variable.startswith("KAFKA") else found.redis.url:
+        return found
+    print(
+        f"shelfcast {command}: no {what}. Set {variable}, or start `shelfcast worker` in this "
+        "folder first (it writes .shelfcast/embedded.json).",
+        file=sys.stderr,
+    )
+    return None
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Produce order events from a file.
+
+    Produce order events keyed by SKU from the Online Retail CSV layout, from JSON lines in
+    the 'orders' contract, or from your own CSV (--columns, --date-format). Finds a running
+    embedded worker by itself. Ends with the events produced, the lines skipped by reason,
+    and where rejected events go (the DLQ topic).
+    """
     from streamer.ops.replay import produce, read_events
     from streamer.ops.simulation import SimulationSettings, simulate
 
     # the file first: a layout problem is worth knowing before any service is up
     events, stats = read_events(args.file, args.limit, input_format(args))
-    settings = discover(settings)
-    if not settings.kafka.bootstrap_servers:
-        print(
-            "shelfcast replay: no Kafka to produce to. Set KAFKA_BOOTSTRAP_SERVERS, or start "
-            "`shelfcast worker` in this folder first (it writes .shelfcast/embedded.json).",
-            file=sys.stderr,
-        )
+    if (
+        found := _discovered(settings, "replay", "Kafka to produce to", "KAFKA_BOOTSTRAP_SERVERS")
+    ) is None:
         return 2
+    settings = found
     simulated = 0
     if args.simulate_stock:
         read = len(events)
@@ -548,20 +514,21 @@ def replay_summary(n: int, stats: ReadStats, simulated: int, settings: Settings)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a SKU's latest forecast, stock, reorder point and alert.
+
+    Print the current state of a SKU's series as the workers keep it in Redis: the latest
+    published forecast, stock on hand, reorder point and alert. Reads REDIS_URL, or the
+    Redis of a `shelfcast worker` running in this folder. A running worker serves the same
+    as JSON on /series/SKU.
+    """
     import asyncio
 
     from streamer.features.connect import worker_client
     from streamer.ingest.status import render, series_status
-    from streamer.ops.embedded import discover
 
-    settings = discover(settings)
-    if not settings.redis.url:
-        print(
-            "shelfcast status: no Redis to read. Set REDIS_URL, or start `shelfcast worker` "
-            "in this folder first (it writes .shelfcast/embedded.json).",
-            file=sys.stderr,
-        )
+    if (found := _discovered(settings, "status", "Redis to read", "REDIS_URL")) is None:
         return 2
+    settings = found
 
     async def read() -> list[dict[str, object]]:
         r = worker_client(settings)
@@ -587,6 +554,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare the input offsets in Redis with the consumer group's in Kafka; rewind.
+
+    The workers commit their Kafka input only after Redis holds its effects, so Redis's
+    offsets are never behind the consumer group's unless Redis lost acknowledged writes (a
+    restart without AOF, a failover, an eviction); a worker that finds so stops. `check`
+    prints both per input partition (exit 1 when Redis is behind); `rewind` moves the
+    group's committed offsets back to Redis's, so the workers replay what Redis lost. Stop
+    every worker first: Kafka refuses to move the offsets of a group in use. Reads
+    KAFKA_BOOTSTRAP_SERVERS and REDIS_URL.
+    """
     from streamer.features.connect import connect
     from streamer.pipeline import offsets
 
@@ -652,6 +629,14 @@ def _offsets_rewind(
 
 
 def cmd_data(args: argparse.Namespace, settings: Settings) -> int:
+    """Download the full UCI Online Retail data set, or print where it is.
+
+    The repository ships slices of the UCI Online Retail data set (CC BY 4.0); the
+    benchmarks read the full year. `fetch` downloads it from UCI into SHELFCAST_DATA_DIR
+    (default ~/.cache/shelfcast), converts UCI's spreadsheet to the CSV layout `replay`
+    reads, checks its sha256 and prints its path; offline, it says where to put the file by
+    hand. `path` prints where it is.
+    """
     from streamer.ops.dataset import FILE_NAME, UCI_URL, DataError, fetch
 
     target = settings.data_dir / FILE_NAME
@@ -783,6 +768,17 @@ def print_policies(inventory: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Measure one worker's throughput and latency on real orders.
+
+    On fresh embedded services: a bare aiokafka consumer reads a backlog of real orders (the
+    reference), a worker processes the same backlog (throughput, bucket closes), then orders
+    arrive at a steady rate (produce -> effect and order -> alert latency); last, a Faust
+    agent that does nothing reads the same input (the framework's ceiling, a second
+    reference). Prints JSON and writes OUT/bench.json (docs/benchmark.md). With
+    --close-only, no FILE: N synthetic series resampled from the shipped sample go through the real
+    bucket close (Redis, Kafka acknowledged), timed against river's HoltWinters on the same
+    series in the same run; the result goes under `close` in OUT/bench.json.
+    """
     from streamer.ops.bench import BenchSettings, run_bench
 
     if args.close_only:
@@ -804,6 +800,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write PNG charts and an HTML page from a backtest's output folder.
+
+    Chart a backtest's output: forecast against actual demand for the top SKUs, weekly error
+    against the seasonal naive, and alerts against the simulated stock, on one HTML page
+    with the key numbers of summary.json (docs/report.md). Demand and stock are recomputed
+    from the backtest's input file, which must still exist.
+    """
     from streamer.ops.report import write_report
 
     if not (args.dir / "summary.json").is_file():

@@ -52,6 +52,9 @@ MAX_SKEW = 4.0
 
 @dataclass(frozen=True, slots=True)
 class ReorderPoint:
+    """One series' reorder point: the demand over the protection interval (lead time plus
+    review period) and the safety stock on top, with the settings they were computed with."""
+
     lead_time_days: float
     lead_time_demand: float
     safety_stock: float

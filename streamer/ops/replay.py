@@ -126,6 +126,9 @@ def order_line(ev: Produced) -> OrderLine | None:
 
 @dataclass
 class ReadStats:
+    """What reading an order file found: its lines, the events made of them (orders, returns,
+    adjustments), and what was skipped and why."""
+
     lines: int = 0
     orders: int = 0
     returns: int = 0

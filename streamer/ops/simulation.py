@@ -30,6 +30,9 @@ __all__ = ["SimulationSettings", "SimulationStats", "StockTrace", "inventory_eve
 
 @dataclass(frozen=True)
 class SimulationSettings:
+    """The invented stock of a replay: opening stock, lead time and the restock rule, in days
+    of each series' demand."""
+
     opening_weeks: float = 4.0
     lead_time_days: float = 3.0
     reorder_days: float = 7.0

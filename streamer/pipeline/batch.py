@@ -78,6 +78,8 @@ CONCURRENT_CLOSES = 2
 
 @dataclass(frozen=True, slots=True)
 class Record:
+    """A Kafka record as the pipeline takes it: where it came from, and its raw bytes."""
+
     topic: str
     partition: int
     offset: int
@@ -92,6 +94,8 @@ Committed = Callable[[int], Awaitable[dict[str, int]]]
 
 @dataclass
 class BatchResult:
+    """What a batch did, for the process's counters: records done, and the messages sent."""
+
     records: int = 0
     dlq: int = 0
     forecasts: int = 0

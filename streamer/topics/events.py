@@ -59,6 +59,9 @@ class OrderEvent:
 
 @dataclass(frozen=True, slots=True)
 class InventoryEvent:
+    """An ``inventory`` event: a stock count, a movement, or a purchase order and its delivery
+    (docs/topics.md)."""
+
     event_id: str
     ts: float
     sku: str

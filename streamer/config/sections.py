@@ -1,8 +1,8 @@
 """The typed sections of the settings: Kafka, Redis, time, models, alerts and the trainer.
 
-Each section is frozen and checks its own fields against its ``RULES`` (variable and range),
-so a value set in code or by ``replace`` is held to the same ranges as one read from the
-environment.
+Each section is frozen and checks its fields against their rules (variable and range, declared
+with ``setting``), so a value set in code or by ``replace`` is held to the same ranges as one
+read from the environment.
 """
 
 from __future__ import annotations

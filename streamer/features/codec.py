@@ -10,7 +10,6 @@ tests/streamer/features/test_codec.py checks against this module.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
@@ -37,7 +36,7 @@ __all__ = [
     "encode_events",
     "outbox_entry",
     "packed_rows",
-    "rop_value",
+    "rop_values",
     "unpack_rop",
 ]
 
@@ -216,14 +215,18 @@ def unpack_rop(packed: str) -> dict[str, float | str]:
     return {k: v if k == "forecast_id" else float(v) for k, v in fields.items()}
 
 
-def rop_value(packed: str) -> float:
-    """The reorder point of a ``shelfcast:{pP}:rop`` value (NaN where it has none).
+def rop_values(packed: Sequence[str | bool]) -> np.ndarray:
+    """The reorder points of ``shelfcast:{pP}:rop`` values (NaN where there is none, False):
+    the first number of either format, read without parsing the rest.
 
-    >>> rop_value('[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"A1@UK|9|tsb@2"]'), rop_value("2.0|1|1|1|3|a")
-    (4.5, 2.0)
+    >>> rop_values(['[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"A1@UK|9|tsb@2"]', "2.0|1|1|1|3|a", False])
+    array([4.5, 2. , nan])
     """
-    value = unpack_rop(packed).get("rop")
-    return math.nan if value is None else float(value)
+    return np.array([_first_number(v) if v else "nan" for v in packed], np.float64)
+
+
+def _first_number(packed: str) -> str:
+    return packed[1 : packed.index(",")] if packed[0] == "[" else packed[: packed.index("|")]
 
 
 def packed_rows(columns: np.ndarray) -> list[str]:

@@ -33,7 +33,7 @@ from streamer.features.codec import (
     Status,
     StockEffect,
     encode_events,
-    rop_value,
+    rop_values,
 )
 from streamer.features.keys import STATS, bucket_key, lua_keys, part_key, part_series_key
 
@@ -306,7 +306,7 @@ class FeatureStore:
             np.array([v == "1" for v in cols["known"]], bool),
             np.array([v == "raised" for v in cols["alert"]], bool),
             column("seq", 0.0).astype(np.int64),
-            np.array([np.nan if v is False else rop_value(v) for v in cols["rop"]]),
+            rop_values(cols["rop"]),
             column("on_order", 0.0).astype(np.int64),
             column("pack", 0.0).astype(np.int64),
             int(raw["orders"]),

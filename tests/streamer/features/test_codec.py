@@ -19,7 +19,7 @@ from streamer.features.codec import (
     StockEffect,
     encode_events,
     outbox_entry,
-    rop_value,
+    rop_values,
     unpack_rop,
 )
 from tests.conftest import ROOT
@@ -106,4 +106,4 @@ def test_a_reorder_point_is_stored_whole_and_read_back_in_either_format() -> Non
     # written before the settings were kept: the same parts, no settings
     v1 = unpack_rop("5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2")
     assert v1 == {k: v for k, v in unpack_rop(stored).items() if k in ROP_FIELDS_V1}
-    assert rop_value(stored) == rop_value("5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2") == 5.75
+    assert rop_values([stored, "5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2"]).tolist() == [5.75, 5.75]

@@ -127,8 +127,8 @@ def lstm_run(
     ``train_every_buckets``-th bucket a refresh on the last ``history_buckets`` (what Redis
     holds), promoted only if it wins; the champion then forecasts every series at each close
     until the next refresh."""
-    settings = Settings()
-    cfg = lstm_config(Settings.from_env())
+    settings = Settings.from_env()  # its schedule and history, as the worker and trainer read them
+    cfg = lstm_config(settings)
     torch.set_num_threads(1)
     # every series with an order line, as the trainer reads every active series (one with
     # only returns has no demand): the close offers the LSTM's forecasts of all its rows

@@ -2,7 +2,7 @@
 message it would send collected in a list.
 
 As Bytewax's ``testing`` module does for its dataflows: no Faust and no Kafka, but the same
-pipeline a worker runs, against a real Redis (``Settings.redis_url``), so a test or a script
+pipeline a worker runs, against a real Redis (``settings.redis.url``), so a test or a script
 checks what a worker would publish for a handful of events::
 
     h = Harness(settings)
@@ -42,10 +42,16 @@ class Harness:
         self.restart()
 
     def restart(self) -> None:
+        if hasattr(self, "client"):  # a crashed worker's connections go with it
+            self.loop.run_until_complete(self.client.aclose())
         self.client = connect_async(self.settings)
         self.pipeline = Pipeline(
             self.settings, FeatureStore.of(self.client, self.settings), self.sink
         )
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
 
     async def sink(self, batch: list[Output]) -> None:
         self.outputs += [(o.topic, json.loads(o.value)) for o in batch]

@@ -136,3 +136,14 @@ def test_flat_names_build_typed_sections() -> None:
         s.replace(horizn=3)
     with pytest.raises(SettingsError, match="SHELFCAST_HORIZON=0"):
         s.models.replace(horizon=0)
+
+
+def test_one_error_names_every_bad_value_and_only_optional_settings_take_none() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.of(partitions=0, web_port=0)
+    assert "SHELFCAST_PARTITIONS" in str(err.value) and "SHELFCAST_WEB_PORT" in str(err.value)
+    with pytest.raises(SettingsError, match="SHELFCAST_PARTITIONS=None"):
+        Settings.of(partitions=None)
+    assert Settings.of(lstm_hidden=None).trainer.lstm_hidden is None
+    with pytest.raises(SettingsError, match="SHELFCAST_LSTM_WINDOWS_PER_EPOCH='0'"):
+        Settings.from_env({"SHELFCAST_LSTM_WINDOWS_PER_EPOCH": "0"})

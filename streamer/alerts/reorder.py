@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from models.quantiles import MEAN, P10, P90, Z90
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.features.codec import CLEARED, RAISED, ROP_FIELDS
 
 __all__ = [
@@ -133,7 +134,7 @@ def reorder_points(
     Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
     proportion. A bucket forecast closed (all zero) adds neither demand nor spread.
     """
-    per_day = 86_400 / bucket_seconds
+    per_day = DAY_SECONDS / bucket_seconds
     n, horizon = steps.shape[:2]
     lead_buckets = (np.asarray(lead_time_days, np.float64) + review_days) * per_day
     closed = (steps == 0).all(axis=-1)

@@ -12,7 +12,7 @@ __all__ = ["ALL_WINDOWS", "FALSE", "LOG_LEVELS", "RULE", "TRUE", "Rule", "Settin
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
-ALL_WINDOWS = 0  # SHELFCAST_LSTM_WINDOWS_PER_EPOCH=all
+ALL_WINDOWS = -1  # SHELFCAST_LSTM_WINDOWS_PER_EPOCH=all: below every number the rule accepts
 
 
 class SettingsError(ValueError):
@@ -30,7 +30,8 @@ class Rule:
     low_open: bool = False  # the bound itself is refused
     high_open: bool = False
     choices: tuple[str, ...] = ()
-    words: tuple[tuple[str, object], ...] = ()  # spelled-out values, e.g. ("all", None)
+    words: tuple[tuple[str, object], ...] = ()  # spelled-out values, e.g. ("all", ALL_WINDOWS)
+    optional: bool = False  # None is a value: the setting is left to its consumer's default
 
     def accepted(self) -> str:
         said = "".join(f" or {word}" for word, _ in self.words)
@@ -74,8 +75,9 @@ class Rule:
         """None when ``value`` is accepted, else what is wrong with it."""
         if self.choices:
             return None if value in self.choices else self.accepted()
-        if value is None or any(value == said for _, said in self.words):
-            # an optional setting left to its consumer's default, or a spelled-out value
+        if value is None:
+            return None if self.optional else self.accepted()
+        if any(value == said for _, said in self.words):
             return None
         if self.kind in (int, float) and not isinstance(value, bool):
             return self.accepted() if self._out_of_range(float(value)) else None  # type: ignore[arg-type]
@@ -107,7 +109,7 @@ def setting(
 ) -> Any:
     """A settings field read from the variable ``var`` as ``kind``, accepting what ``limits``
     (``Rule``'s bounds, choices and words) allow."""
-    metadata = {RULE: Rule(var, kind, **limits)}
+    metadata = {RULE: Rule(var, kind, optional=default is None, **limits)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, repr=repr, metadata=metadata)
     return field(default=default, repr=repr, metadata=metadata)

@@ -1,6 +1,7 @@
-"""Kafka SASL/SSL and Redis password/TLS settings, from the environment.
+"""Kafka SASL/SSL settings (``KafkaSecurity``, built by ``Settings.from_env``), and the
+redaction of secrets in URLs; the Redis password and CA file are ``settings.redis`` fields.
 
-Secrets are read from the environment only, never logged: ``redact`` masks them in anything
+Secrets come from the environment only, never logged: ``redact`` masks them in anything
 printed, and ``Settings`` keeps them out of its repr.
 
 | variable | meaning |

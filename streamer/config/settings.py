@@ -100,7 +100,12 @@ class Settings(Section):
         for name, value in flat.items():
             section, key = FLAT[name]
             (sections.setdefault(section, {}) if section else top)[key] = value
-        problems: list[str] = []
+        rules = self.rules()
+        problems = [  # the process's own fields, so one error names every bad value
+            f"{rules[key].var}={value!r}: expected {expected}"
+            for key, value in top.items()
+            if key in rules and (expected := rules[key].problem(value)) is not None
+        ]
         for section, changes in sections.items():
             try:
                 top[section] = getattr(self, section).replace(**changes)

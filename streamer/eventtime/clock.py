@@ -58,8 +58,8 @@ def epoch(text: str) -> float:
 
 def bucket_label(size: int) -> str:
     """'1d', '1h' or '<n>s': the ``bucket`` field of a forecast."""
-    if size % 86_400 == 0:
-        return f"{size // 86_400}d"
+    if size % DAY_SECONDS == 0:
+        return f"{size // DAY_SECONDS}d"
     if size % 3_600 == 0:
         return f"{size // 3_600}h"
     return f"{size}s"

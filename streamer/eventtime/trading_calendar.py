@@ -30,9 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from streamer.eventtime.clock import DAY_SECONDS
+
 __all__ = ["WEEK_SECONDS", "TradingCalendar", "parse_dates", "parse_weekdays"]
 
-WEEK_SECONDS = 7 * 86_400
+WEEK_SECONDS = 7 * DAY_SECONDS
 _EPOCH_WEEKDAY = 3  # 1970-01-01
 
 
@@ -76,7 +78,7 @@ class TradingCalendar:
         return datetime.fromtimestamp(bucket * self.bucket_seconds, UTC)
 
     def weekday(self, bucket: int) -> int:
-        return (bucket * self.bucket_seconds // 86_400 + _EPOCH_WEEKDAY) % 7
+        return (bucket * self.bucket_seconds // DAY_SECONDS + _EPOCH_WEEKDAY) % 7
 
     def configured_closed(self, bucket: int) -> bool:
         if not self.closed_weekdays and not self.closed_dates:

@@ -10,6 +10,7 @@ tests/streamer/features/test_codec.py checks against this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
@@ -207,7 +208,9 @@ def unpack_rop(packed: str) -> dict[str, float | str]:
     7.0
     """
     if packed.startswith("["):
-        return dict(zip(ROP_FIELDS, orjson.loads(packed), strict=True))
+        # orjson writes a NaN as null: it reads back as the NaN it was
+        values = [math.nan if v is None else v for v in orjson.loads(packed)]
+        return dict(zip(ROP_FIELDS, values, strict=True))
     if not packed:
         return {}
     values = packed.split("|", len(ROP_FIELDS_V1) - 1)
@@ -226,7 +229,10 @@ def rop_values(packed: Sequence[str | bool]) -> np.ndarray:
 
 
 def _first_number(packed: str) -> str:
-    return packed[1 : packed.index(",")] if packed[0] == "[" else packed[: packed.index("|")]
+    if packed[0] != "[":
+        return packed[: packed.index("|")]
+    first = packed[1 : packed.index(",")]
+    return "nan" if first == "null" else first  # orjson writes a NaN as null
 
 
 def packed_rows(columns: np.ndarray) -> list[str]:

@@ -25,8 +25,7 @@ from redis.exceptions import ResponseError
 from streamer import metrics
 from streamer.config.settings import Settings
 
-# The key scheme is keys.py's and the wire format codec.py's; the ingest, ops and trainer
-# modules and the tests import some of them from here.
+# The key scheme is keys.py's and the wire format codec.py's.
 from streamer.features.codec import (
     LUA_WIRE,
     AlertRecord,

@@ -2,7 +2,7 @@
 
 ``Agents`` holds what the agent, the idle timer and the rebalance callbacks share (the
 partitions owned, the consumer positions for the lag gauges, the lock around the pipeline's
-clocks); the composition root (``streamer.ingest.app.run_worker``) builds the pipeline and
+clocks); the composition root (``streamer.ingest.app.compose``) builds the pipeline and
 connects it.
 """
 

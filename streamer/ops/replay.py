@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from streamer.eventtime.clock import DAY_SECONDS
 from streamer.topics.events import series_key
 
 __all__ = [
@@ -499,7 +500,7 @@ class Pacer:
 # later than it would take effect late, by however far the consumer happened to read ahead,
 # and two replays would differ. Read early, stock still moves at the event's own time (a delta
 # waits for the orders to reach it, docs/alerts.md), so a replay is the same every time.
-INVENTORY_LEAD_SECONDS = 86_400.0
+INVENTORY_LEAD_SECONDS = float(DAY_SECONDS)
 
 
 def produce_time(ev: Produced) -> float:

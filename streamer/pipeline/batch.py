@@ -44,7 +44,7 @@ from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
 from streamer.config.settings import Settings
-from streamer.eventtime.clock import bucket_of, bucket_start, iso, last_closable
+from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start, iso, last_closable
 from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
 from streamer.features.keys import part_key
 from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
@@ -329,7 +329,7 @@ class Pipeline:
             log.warning(
                 "partition %d: order at %s is %.0f days ahead of the partition's event time; "
                 "not advancing the watermark",
-                p, iso(ts), (ts - newest) / 86_400,
+                p, iso(ts), (ts - newest) / DAY_SECONDS,
             )  # fmt: skip
             return None
         self.max_ts[p] = max(newest if newest is not None else ts, ts)

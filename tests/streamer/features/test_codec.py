@@ -107,3 +107,9 @@ def test_a_reorder_point_is_stored_whole_and_read_back_in_either_format() -> Non
     v1 = unpack_rop("5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2")
     assert v1 == {k: v for k, v in unpack_rop(stored).items() if k in ROP_FIELDS_V1}
     assert rop_values([stored, "5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2"]).tolist() == [5.75, 5.75]
+
+
+def test_a_nan_in_a_stored_reorder_point_reads_back_as_nan() -> None:
+    stored = '[null,1.0,2.0,3.0,4.0,0.95,7.0,"A1@UK|9|tsb@2"]'  # orjson writes NaN as null
+    assert np.isnan(rop_values([stored, False])).all()
+    assert np.isnan(unpack_rop(stored)["rop"])

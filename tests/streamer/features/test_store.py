@@ -6,16 +6,8 @@ from dataclasses import replace
 import pytest
 
 from streamer.features import store as features
-from streamer.features.codec import outbox_entry
-from streamer.features.store import (
-    AlertRecord,
-    ApplyResult,
-    CloseFields,
-    FeatureStore,
-    Fenced,
-    Status,
-    StockEffect,
-)
+from streamer.features.codec import AlertRecord, Status, StockEffect, outbox_entry
+from streamer.features.store import ApplyResult, CloseFields, FeatureStore, Fenced
 from tests.conftest import async_redis_client, redis_client
 
 # the integration tests of the feature store: on one Redis and on a Redis Cluster

@@ -30,12 +30,15 @@ True
 from __future__ import annotations
 
 import contextlib
+import enum
+import io
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -43,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import SEASON, Close
+from models.series import is_rollup, sku_of
 
 __all__ = [
     "ACTIVE_BUCKETS",
@@ -52,23 +56,30 @@ __all__ = [
     "NAIVE_WEEKS",
     "N_AHEAD",
     "N_INPUTS",
+    "SHAPE",
+    "Architecture",
     "GlobalLSTM",
+    "GlobalModel",
     "Inputs",
     "LSTMConfig",
     "Panel",
+    "TorchForecaster",
     "TrainReport",
     "Validation",
     "choose_device",
     "forecast_windows",
     "gather",
+    "inputs_of",
     "pinball",
     "predict",
     "seasonal_naive",
+    "shape_of",
     "sold_within",
     "train",
     "training_windows",
     "validate",
     "validation_points",
+    "window_targets",
 ]
 
 # Bump when the inputs or the layers change: checkpoints of another architecture are refused.
@@ -81,9 +92,20 @@ N_AHEAD = 8  # per future bucket: 7 weekdays, closed
 INFERENCE_CHUNK = 16_384  # windows per forward pass: bounds memory, not speed
 
 
+class Architecture(enum.StrEnum):
+    """The global models the trainer can train (docs/lstm.md, "The tournament")."""
+
+    LSTM = "lstm"
+    CNN_LSTM = "cnn_lstm"  # convolves across a SKU's locations before the recurrence
+    VAE_LSTM = "vae_lstm"  # a variational code of the recent window feeds the forecaster
+    LIGHTGBM = "lightgbm"  # gradient-boosted trees, Tweedie objective
+
+
 @dataclass(frozen=True)
 class LSTMConfig:
-    """Architecture and training settings; stored in every checkpoint's metadata.
+    """Architecture and training settings of a global model; stored in every checkpoint's
+    metadata. ``arch`` names the model; the rest are the LSTM's sizes (the other architectures
+    keep its window, horizon, quantiles and training budget).
 
     The defaults keep a full-year refresh of ~19,600 series within two minutes on 2 CPU cores
     (docs/lstm.md): an epoch is a fresh random draw of ``windows_per_epoch`` windows, not a
@@ -106,8 +128,10 @@ class LSTMConfig:
     lr: float = 3e-3  # Adam
     validation: int = 28  # last buckets held out to validate (and never trained on)
     seed: int = 0
+    arch: Architecture = Architecture.LSTM
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", Architecture(self.arch))
         qs = self.quantiles
         if list(qs) != sorted(set(qs)) or not all(0 < q < 1 for q in qs) or 0.5 not in qs:
             raise ValueError(f"quantiles {qs}: increasing, in (0, 1), with 0.5")
@@ -119,11 +143,14 @@ class LSTMConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["quantiles"] = list(self.quantiles)
+        d["arch"] = self.arch.value
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LSTMConfig:
-        """The config of ``to_dict``; unknown or missing keys are an error, not a default."""
+        """The config of ``to_dict``; unknown or missing keys are an error, not a default,
+        except ``arch``: checkpoints from before the tournament are all LSTMs."""
+        d = {"arch": Architecture.LSTM.value, **d}
         names = {f.name for f in fields(cls)}
         if set(d) != names:
             raise ValueError(
@@ -169,6 +196,30 @@ class Panel:
         """Column of each series' first sale (the width of the panel when none)."""
         sold = self.demand > 0
         return np.where(sold.any(1), sold.argmax(1), sold.shape[1])
+
+    def sibling_rows(self, k: int) -> np.ndarray:
+        """Rows [S, k] of up to ``k`` other locations of each series' SKU, the busiest first,
+        -1 where there are fewer; a SKU's rollup is nobody's sibling (it sums them).
+
+        >>> p = Panel(["a@UK", "a@FR", "a@*", "b@UK"], np.array([[1.0], [5.0], [6.0], [2.0]]),
+        ...           np.zeros((4, 1)), np.zeros(1, bool), np.zeros(1, int), 0)
+        >>> p.sibling_rows(2).tolist()
+        [[1, -1], [0, -1], [1, 0], [-1, -1]]
+        """
+        out = np.full((len(self.series), k), -1, np.int64)
+        if k == 0:
+            return out
+        volume = self.demand.sum(1)
+        by_sku: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(self.series):
+            if not is_rollup(s):
+                by_sku[sku_of(s)].append(i)
+        for rows in by_sku.values():
+            rows.sort(key=lambda i: -volume[i])
+        for i, s in enumerate(self.series):
+            others = [j for j in by_sku[sku_of(s)] if j != i][:k]
+            out[i, : len(others)] = others
+        return out
 
     def calendar(self, extra: int) -> tuple[np.ndarray, np.ndarray]:
         """Closed flags and weekdays of the panel's buckets and of ``extra`` buckets after it,
@@ -250,18 +301,127 @@ class Inputs(NamedTuple):
     weekday: np.ndarray  # int64 [B, L]
     closed_ahead: np.ndarray  # bool [B, H]
     weekday_ahead: np.ndarray  # int64 [B, H]
+    # demand of up to K other locations of the window's SKU over the same buckets, NaN rows
+    # where it has fewer; K = 0 for a model that does not read them (``GlobalModel.locations``)
+    siblings: np.ndarray  # float32 [B, K, L]
 
     def to(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in self)
 
 
-class GlobalLSTM(nn.Module):
-    """LSTM over the scaled input window; its last state, the level and the calendar of the
-    buckets ahead go through a small MLP to ``horizon`` x ``len(quantiles)`` outputs."""
+class GlobalModel(Protocol):
+    """What the trainer trains, the registry stores and a worker serves: one model over all
+    series that forecasts quantiles of gathered windows (``Inputs``)."""
+
+    cfg: LSTMConfig
+    locations: int  # sibling locations its inputs carry (``gather``)
+    suffix: str  # of its weights file in the registry
+
+    def forecast(self, inputs: Inputs) -> np.ndarray:
+        """Quantiles in units [B, H, Q]: ascending, non-negative, 0 where closed ahead."""
+        ...
+
+    def fit(
+        self,
+        panel: Panel,
+        cfg: LSTMConfig,
+        device: torch.device | str,
+        end: int,
+        on_epoch: Callable[[int, float], None] | None,
+    ) -> TrainReport:
+        """Train in place on windows whose targets are before bucket ``end``."""
+        ...
+
+    def warm_from(self, other: GlobalModel) -> bool:
+        """Start from ``other``'s weights when they fit this model; whether it did."""
+        ...
+
+    def weights(self) -> bytes: ...
+
+    def load_weights(self, data: bytes, map_location: torch.device) -> None:
+        """The weights of ``weights()``; a ValueError says why they cannot be read or do not
+        fit."""
+        ...
+
+    def place(self, device: torch.device | str) -> GlobalModel:
+        """This model on ``device``, in evaluation mode."""
+        ...
+
+
+class TorchForecaster(nn.Module):
+    """A torch global model: ``forward`` maps the inputs to scaled quantiles and a scale;
+    training, forecasting and weights are common to every such architecture."""
+
+    locations: ClassVar[int] = 0
+    suffix: ClassVar[str] = ".pt"
 
     def __init__(self, cfg: LSTMConfig) -> None:
         super().__init__()
         self.cfg = cfg
+
+    def regularizer(self) -> torch.Tensor | float:
+        """A loss term of the last training forward pass beyond the pinball loss."""
+        return 0.0
+
+    def forecast(self, inputs: Inputs) -> np.ndarray:
+        return forecast_windows(self, inputs)
+
+    def fit(
+        self,
+        panel: Panel,
+        cfg: LSTMConfig,
+        device: torch.device | str,
+        end: int,
+        on_epoch: Callable[[int, float], None] | None,
+    ) -> TrainReport:
+        return train(self, panel, cfg, device, end, on_epoch)
+
+    def warm_from(self, other: GlobalModel) -> bool:
+        if type(other) is not type(self) or shape_of(other.cfg) != shape_of(self.cfg):
+            return False
+        self.load_state_dict(other.state_dict())  # type: ignore[attr-defined]
+        return True
+
+    def weights(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.getvalue()
+
+    def load_weights(self, data: bytes, map_location: torch.device) -> None:
+        try:
+            state = torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
+        except Exception as exc:  # torch raises many types for a corrupt archive
+            raise ValueError(f"unreadable weights: {exc}") from exc
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise ValueError(f"incompatible shapes for its config: {exc}") from exc
+
+    def place(self, device: torch.device | str) -> TorchForecaster:
+        return self.to(device).eval()
+
+
+SHAPE = ("arch", "seq_len", "hidden", "layers", "dropout", "horizon", "quantiles")
+
+
+def shape_of(cfg: LSTMConfig) -> tuple[object, ...]:
+    """The config fields that shape the weights: two models alike in them share weights."""
+    return tuple(getattr(cfg, f) for f in SHAPE)
+
+
+class GlobalLSTM(TorchForecaster):
+    """LSTM over the scaled input window; its last state, the level and the calendar of the
+    buckets ahead go through a small MLP to ``horizon`` x ``len(quantiles)`` outputs.
+
+    Subclasses add inputs through two hooks: ``step_extras`` (more inputs per time step,
+    ``EXTRA_STEPS`` of them) and ``head_extras`` (more inputs to the head, ``EXTRA_HEAD``),
+    and build their layers in ``build_extras``, under the same seed."""
+
+    EXTRA_STEPS: ClassVar[int] = 0
+    EXTRA_HEAD: ClassVar[int] = 0
+
+    def __init__(self, cfg: LSTMConfig) -> None:
+        super().__init__(cfg)
         # one-hot rows by indexing, not part of the weights
         self.weekdays: torch.Tensor
         self.register_buffer("weekdays", torch.eye(7), persistent=False)
@@ -269,17 +429,35 @@ class GlobalLSTM(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.lstm = nn.LSTM(
-                N_INPUTS,
+                N_INPUTS + self.EXTRA_STEPS,
                 cfg.hidden,
                 cfg.layers,
                 dropout=cfg.dropout if cfg.layers > 1 else 0.0,
             )
             self.drop = nn.Dropout(cfg.dropout)
             self.head = nn.Sequential(
-                nn.Linear(cfg.hidden + 1 + N_AHEAD * cfg.horizon, cfg.hidden),
+                nn.Linear(cfg.hidden + 1 + self.EXTRA_HEAD + N_AHEAD * cfg.horizon, cfg.hidden),
                 nn.ReLU(),
                 nn.Linear(cfg.hidden, cfg.horizon * len(cfg.quantiles)),
             )
+            self.build_extras()
+
+    def build_extras(self) -> None:
+        """Layers of a subclass's extra inputs."""
+
+    def step_extras(
+        self,
+        scaled: torch.Tensor,
+        is_open: torch.Tensor,
+        scale: torch.Tensor,
+        siblings: torch.Tensor,
+    ) -> torch.Tensor:
+        """Extra inputs per step [B, L, EXTRA_STEPS]."""
+        return scaled.new_zeros((*scaled.shape, 0))
+
+    def head_extras(self, scaled: torch.Tensor, is_open: torch.Tensor) -> torch.Tensor:
+        """Extra inputs of the head [B, EXTRA_HEAD]."""
+        return scaled.new_zeros((len(scaled), 0))
 
     def forward(
         self,
@@ -289,6 +467,7 @@ class GlobalLSTM(nn.Module):
         weekday: torch.Tensor,
         closed_ahead: torch.Tensor,
         weekday_ahead: torch.Tensor,
+        siblings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled quantiles [B, H, Q] (ascending) and the scale [B] that turns them into units."""
         is_open = ~closed
@@ -296,10 +475,11 @@ class GlobalLSTM(nn.Module):
         level = torch.log1p(scale)
         sold = ~torch.isnan(price)
         mean_price = price.nan_to_num(0.0).sum(1) / sold.sum(1).clamp(min=1)
+        scaled = demand / scale[:, None]
         # filled in place, time-major as the LSTM kernel wants it: building the features by
         # concatenation and transposition cost about as much as the LSTM itself
-        steps = demand.new_empty((demand.shape[1], demand.shape[0], N_INPUTS))
-        steps[..., 0] = (demand / scale[:, None]).T
+        steps = demand.new_empty((demand.shape[1], demand.shape[0], N_INPUTS + self.EXTRA_STEPS))
+        steps[..., 0] = scaled.T
         steps[..., 1] = closed.T
         steps[..., 2:9] = self.weekdays[weekday.T]
         # price relative to the window's own mean price: a level-free promotion signal
@@ -307,9 +487,13 @@ class GlobalLSTM(nn.Module):
         steps[..., 9] = rel.T
         steps[..., 10] = ~sold.T
         steps[..., 11] = level
+        if self.EXTRA_STEPS:
+            extra = self.step_extras(scaled, is_open, scale, siblings)
+            steps[..., N_INPUTS:] = extra.transpose(0, 1)
         out, _ = self.lstm(steps)
         ahead = torch.cat([self.weekdays[weekday_ahead], closed_ahead[..., None].float()], 2)
-        z = self.head(torch.cat([self.drop(out[-1]), level[:, None], ahead.flatten(1)], 1))
+        extra = self.head_extras(scaled, is_open)
+        z = self.head(torch.cat([self.drop(out[-1]), level[:, None], extra, ahead.flatten(1)], 1))
         z = z.view(len(z), self.cfg.horizon, len(self.cfg.quantiles)).float()
         q = torch.cat([z[..., :1], z[..., :1] + F.softplus(z[..., 1:]).cumsum(2)], 2)
         return q, scale.float()
@@ -329,10 +513,12 @@ def gather(
     seq_len: int,
     horizon: int,
     ahead: Close | None = None,
+    locations: int = 0,
 ) -> Inputs:
     """Inputs of the windows of series ``rows`` ending at columns ``origins`` (the last
-    input), all at once. The calendar ahead comes from the close ``ahead`` (the same for every
-    window) when given, else from ``Panel.calendar``."""
+    input), all at once, with the demand of up to ``locations`` other locations of each SKU.
+    The calendar ahead comes from the close ``ahead`` (the same for every window) when given,
+    else from ``Panel.calendar``."""
     width = panel.demand.shape[1]
     if origins.min() < seq_len - 1 or origins.max() >= width:
         raise ValueError(
@@ -358,10 +544,30 @@ def gather(
         panel.weekday[cols].astype(np.int64),
         np.ascontiguousarray(closed_ahead),
         np.ascontiguousarray(weekday_ahead, dtype=np.int64),
+        _siblings(panel, rows, cols, locations),
     )
 
 
-def forecast_windows(model: GlobalLSTM, inputs: Inputs) -> np.ndarray:
+def _siblings(panel: Panel, rows: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
+    """Demand [B, k, L] of the windows' sibling locations over columns ``cols`` [B, L]."""
+    sib = panel.sibling_rows(k)[rows]
+    out = panel.demand[np.maximum(sib, 0)[:, :, None], cols[:, None, :]]
+    return np.where(sib[:, :, None] >= 0, out, np.nan).astype(np.float32)
+
+
+def inputs_of(
+    model: GlobalModel,
+    panel: Panel,
+    rows: np.ndarray,
+    origins: np.ndarray,
+    ahead: Close | None = None,
+) -> Inputs:
+    """``gather`` with the window, horizon and sibling locations ``model`` reads."""
+    cfg = model.cfg
+    return gather(panel, rows, origins, cfg.seq_len, cfg.horizon, ahead, model.locations)
+
+
+def forecast_windows(model: TorchForecaster, inputs: Inputs) -> np.ndarray:
     """Quantiles in units [B, H, Q] of gathered windows: non-negative, 0 when closed."""
     device = next(model.parameters()).device
     model.eval()
@@ -377,15 +583,14 @@ def forecast_windows(model: GlobalLSTM, inputs: Inputs) -> np.ndarray:
 
 
 def predict(
-    model: GlobalLSTM, panel: Panel, at_bucket: int, ahead: Close | None = None
+    model: GlobalModel, panel: Panel, at_bucket: int, ahead: Close | None = None
 ) -> np.ndarray:
     """Quantiles [S, horizon, Q] for every series of the panel, for the buckets after
     ``at_bucket`` (the bucket that just closed, the last input). ``ahead`` is the calendar of
     those buckets, required when they are beyond the panel (as at a live bucket close)."""
     rows = np.arange(len(panel.series))
     origins = np.full(len(rows), at_bucket - panel.first_bucket)
-    cfg = model.cfg
-    return forecast_windows(model, gather(panel, rows, origins, cfg.seq_len, cfg.horizon, ahead))
+    return model.forecast(inputs_of(model, panel, rows, origins, ahead))
 
 
 def pinball(q: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -427,8 +632,18 @@ def training_windows(panel: Panel, end: int, seq_len: int, horizon: int) -> np.n
     return np.stack([rows, origins[idx]], axis=1)
 
 
+def window_targets(
+    panel: Panel, rows: np.ndarray, origins: np.ndarray, end_col: int, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Demand [B, H] after each window's origin, and whether each target is learned from: open
+    and before column ``end_col``."""
+    targets = origins[:, None] + np.arange(1, horizon + 1)
+    cols = np.minimum(targets, end_col - 1)
+    return panel.demand[rows[:, None], cols], (targets < end_col) & ~panel.closed[cols]
+
+
 def _batch_loss(
-    model: GlobalLSTM,
+    model: TorchForecaster,
     panel: Panel,
     rows: np.ndarray,
     origins: np.ndarray,
@@ -439,21 +654,17 @@ def _batch_loss(
 ) -> torch.Tensor:
     """The mean pinball loss of a batch of windows, in units of each window's scale, over the
     targets before column ``end_col`` on open days."""
-    seq_len, horizon = model.cfg.seq_len, model.cfg.horizon
-    inputs = gather(panel, rows, origins, seq_len, horizon)
-    targets = origins[:, None] + np.arange(1, horizon + 1)
-    in_range = targets < end_col
-    cols = np.minimum(targets, end_col - 1)
-    y = torch.from_numpy(panel.demand[rows[:, None], cols]).to(device)
-    mask = torch.from_numpy(in_range & ~panel.closed[cols]).to(device)
+    inputs = inputs_of(model, panel, rows, origins)
+    y, learned = window_targets(panel, rows, origins, end_col, model.cfg.horizon)
+    mask = torch.from_numpy(learned).to(device)
     with autocast:
         q, scale = model(*inputs.to(device))
-    loss = pinball(q, y / scale[:, None], levels).mean(2)
-    return (loss * mask).sum() / mask.sum()
+    loss = pinball(q, torch.from_numpy(y).to(device) / scale[:, None], levels).mean(2)
+    return (loss * mask).sum() / mask.sum() + model.regularizer()
 
 
 def _descend(
-    model: GlobalLSTM,
+    model: TorchForecaster,
     loss: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -469,7 +680,7 @@ def _descend(
 
 
 def train(
-    model: GlobalLSTM,
+    model: TorchForecaster,
     panel: Panel,
     cfg: LSTMConfig,
     device: torch.device | str,
@@ -529,6 +740,14 @@ class Validation:
     naive_mae: float  # the weekly seasonal naive on the same points
     mae_by_horizon: list[float]
     points: int
+    # the reference scores beside the MAE (NaN in records from before they were kept): on
+    # intermittent demand a forecast of zeros wins on MAE alone
+    rmse: float = math.nan  # of the p50
+    naive_rmse: float = math.nan
+    naive_pinball: float = math.nan  # the naive's point forecast as every quantile
+    zeros_mae: float = math.nan  # a forecast of zeros
+    zeros_rmse: float = math.nan
+    zeros_pinball: float = math.nan
 
     @property
     def rel_mae(self) -> float:
@@ -574,7 +793,7 @@ def seasonal_naive(panel: Panel, rows: np.ndarray, origins: np.ndarray, horizon:
     return out
 
 
-def validate(model: GlobalLSTM, panel: Panel, span: int) -> Validation:
+def validate(model: GlobalModel, panel: Panel, span: int) -> Validation:
     """Score ``model`` and the weekly seasonal naive on the last ``span`` buckets of the
     panel (see ``validation_points``); the model must not have trained on them."""
     horizon, levels = model.cfg.horizon, np.array(model.cfg.quantiles)
@@ -582,18 +801,36 @@ def validate(model: GlobalLSTM, panel: Panel, span: int) -> Validation:
     if not scored.any():
         raise ValueError(f"nothing to score in the last {span} buckets")
     rows, origins = pairs.T
-    q = forecast_windows(model, gather(panel, rows, origins, model.cfg.seq_len, horizon))
+    q = model.forecast(inputs_of(model, panel, rows, origins))
     cols = np.minimum(origins[:, None] + np.arange(1, horizon + 1), panel.demand.shape[1] - 1)
     y = panel.demand[rows[:, None], cols]
     naive = seasonal_naive(panel, rows, origins, horizon)
     err = np.abs(y - q[..., model.cfg.median])
-    loss = pinball(torch.from_numpy(q), torch.from_numpy(y), torch.from_numpy(levels)).numpy()
     covered = (q[..., 0] <= y) & (y <= q[..., -1])
+
+    def loss(quantiles: np.ndarray) -> float:
+        t = torch.from_numpy(np.ascontiguousarray(quantiles, np.float32))
+        per = pinball(t, torch.from_numpy(y), torch.from_numpy(levels)).numpy()
+        return float(per[scored].mean())
+
+    def rmse(point: np.ndarray) -> float:
+        return float(np.sqrt(((y - point)[scored] ** 2).mean()))
+
+    def as_quantiles(point: np.ndarray) -> np.ndarray:
+        return np.repeat(point[..., None], len(levels), axis=2)
+
+    zeros = np.zeros_like(y)
     return Validation(
         mae=float(err[scored].mean()),
-        pinball=float(loss[scored].mean()),
+        pinball=loss(q),
         coverage=float(covered[scored].mean()),
         naive_mae=float(np.abs(y - naive)[scored].mean()),
         mae_by_horizon=[float(err[scored[:, k], k].mean()) for k in range(horizon)],
         points=int(scored.sum()),
+        rmse=rmse(q[..., model.cfg.median]),
+        naive_rmse=rmse(naive),
+        naive_pinball=loss(as_quantiles(naive)),
+        zeros_mae=float(np.abs(y)[scored].mean()),
+        zeros_rmse=rmse(zeros),
+        zeros_pinball=loss(as_quantiles(zeros)),
     )

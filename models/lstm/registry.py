@@ -1,8 +1,9 @@
-"""Versioned checkpoints of the global LSTM, and which one is the champion.
+"""Versioned checkpoints of the global models, and which one is the champion.
 
 A directory holds, per version ``n``::
 
-    v{n:06d}.pt     torch.save(model.state_dict())
+    v{n:06d}.pt     torch.save(model.state_dict()) of a network, or
+    v{n:06d}.trees.json  LightGBM's text model and its quantile bins (``models.lstm.trees``)
     v{n:06d}.json   metadata: version, created, config, data range, validation errors
                     (candidate, champion, seasonal naive), device, training seconds, the
                     sha256 of the weights file and the promotion decision with its reason
@@ -12,7 +13,7 @@ Every file is written to a temporary file and renamed into place, so a reader se
 or the new file, never half of one; a version exists once its metadata does (written last).
 One trainer writes a directory; any number of workers read it.
 
-Loading verifies the checksum before unpickling anything, then loads with
+Loading verifies the checksum before reading anything, then loads a network with
 ``torch.load(..., weights_only=True)``, so a checkpoint can at worst be refused, never run
 code. Any reason to refuse (missing file, checksum mismatch, unreadable weights, another
 architecture or config) is a ``CheckpointError`` naming the file.
@@ -21,7 +22,6 @@ architecture or config) is a ``CheckpointError`` naming the file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from models.lstm.network import ARCH, GlobalLSTM, LSTMConfig
+from models.lstm.architectures import build
+from models.lstm.network import ARCH, GlobalModel, LSTMConfig
 
 __all__ = ["FORMAT", "POINTER", "CheckpointError", "Registry", "write_atomic"]
 
@@ -64,10 +65,16 @@ class Registry:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.map_location = torch.device(map_location)
-        self._served: tuple[int, GlobalLSTM] | None = None
+        self._served: tuple[int, GlobalModel] | None = None
 
-    def weights_path(self, version: int) -> Path:
-        return self.root / f"v{version:06d}.pt"
+    def weights_path(self, version: int, suffix: str | None = None) -> Path:
+        """The weights file of ``version``: as its metadata names it once saved."""
+        if suffix is None:
+            try:
+                return self.root / str(self.metadata(version)["weights"])
+            except (CheckpointError, KeyError):
+                suffix = ".pt"
+        return self.root / f"v{version:06d}{suffix}"
 
     def metadata_path(self, version: int) -> Path:
         return self.root / f"v{version:06d}.json"
@@ -76,22 +83,21 @@ class Registry:
         """Saved versions, oldest first."""
         return sorted(int(p.stem[1:]) for p in self.root.glob("v[0-9]*.json"))
 
-    def save(self, model: GlobalLSTM, **meta: Any) -> int:
+    def save(self, model: GlobalModel, **meta: Any) -> int:
         """Save ``model`` as the next version, with ``meta`` (data range, validation,
         device, training seconds, decision, ...) added to its metadata; returns the version.
         """
         version = max(self.versions(), default=0) + 1
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        weights = buf.getvalue()
-        write_atomic(self.weights_path(version), weights)
+        weights = model.weights()
+        path = self.weights_path(version, model.suffix)
+        write_atomic(path, weights)
         record = {
             "format": FORMAT,
             "arch": ARCH,
             "version": version,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": model.cfg.to_dict(),
-            "weights": self.weights_path(version).name,
+            "weights": path.name,
             "sha256": hashlib.sha256(weights).hexdigest(),
             **meta,
         }
@@ -110,7 +116,7 @@ class Registry:
             raise CheckpointError(f"{path}: unreadable metadata: not an object")
         return meta
 
-    def load(self, version: int) -> GlobalLSTM:
+    def load(self, version: int) -> GlobalModel:
         """The model of ``version``, verified, in eval mode on ``map_location``."""
         meta = self.metadata(version)
         meta_path = self.metadata_path(version)
@@ -134,18 +140,12 @@ class Registry:
                 f"{path}: checksum mismatch: sha256 {digest}, metadata says {meta.get('sha256')}"
             )
         # the very bytes that were verified, not a second read of the file
+        model = build(cfg)
         try:
-            state = torch.load(
-                io.BytesIO(weights), weights_only=True, map_location=self.map_location
-            )
-        except Exception as exc:  # torch raises many types for a corrupt archive
-            raise CheckpointError(f"{path}: unreadable weights: {exc}") from exc
-        model = GlobalLSTM(cfg)
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{path}: incompatible shapes for its config: {exc}") from exc
-        return model.to(self.map_location).eval()
+            model.load_weights(weights, self.map_location)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        return model.place(self.map_location)
 
     def champion(self) -> int | None:
         """The champion version, None before any promotion."""
@@ -167,7 +167,7 @@ class Registry:
         record = {"version": version, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_atomic(self.root / POINTER, json.dumps(record).encode())
 
-    def latest_champion(self) -> tuple[int, GlobalLSTM] | None:
+    def latest_champion(self) -> tuple[int, GlobalModel] | None:
         """The champion to serve, reloaded only when the pointer has moved: cheap enough to
         call at every bucket close. Raises ``CheckpointError`` when the new champion cannot
         be loaded: the caller keeps serving its previous model, and the next call tries

@@ -1,4 +1,10 @@
-"""One refresh of the global LSTM: train a candidate, validate it, save it, maybe promote it.
+"""One refresh of the global model: a tournament of candidates, validated alike, whose winner
+is saved and maybe promoted.
+
+Tournament: every architecture asked for (``architectures``, one by default) trains a
+candidate on the same buckets and is validated on the same points; the one with the lowest
+validation MAE is *the* candidate, and every entrant is saved with its scores, so a version's
+metadata says how each architecture did at each refresh.
 
 Promotion rule: the candidate becomes the champion only when its validation MAE (p50, units,
 horizons 1-7, open targets of the last ``cfg.validation`` buckets) is strictly lower than
@@ -19,30 +25,49 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
+from models.lstm.architectures import build
 from models.lstm.network import (
-    GlobalLSTM,
+    Architecture,
+    GlobalModel,
     LSTMConfig,
     Panel,
     TrainReport,
     Validation,
-    train,
+    shape_of,
     validate,
 )
 from models.lstm.registry import CheckpointError, Registry
 
-__all__ = ["ARCHITECTURE", "RefreshReport", "decide", "refresh"]
+__all__ = ["Entrant", "RefreshReport", "decide", "refresh"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Entrant:
+    """One architecture's candidate in a refresh's tournament."""
+
+    arch: Architecture
+    version: int
+    validation: Validation
+    train: TrainReport
+    warm: bool  # started from an earlier version's weights
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "arch": self.arch.value, "validation": self.validation.to_dict()}
+
+
+@dataclass(frozen=True)
 class RefreshReport:
+    """The tournament's winner (``version``, ``candidate``, ``train``), the decision on it, and
+    every entrant."""
+
     version: int
     promoted: bool
     reason: str
@@ -50,14 +75,20 @@ class RefreshReport:
     champion_version: int | None  # the champion it was compared with, if loadable
     champion: Validation | None
     train: TrainReport
-    validate_seconds: float  # candidate, champion and naive
+    validate_seconds: float  # every entrant, the champion and the naive
     total_seconds: float  # train + validate + save + promote
+    entrants: tuple[Entrant, ...] = ()
+
+    @property
+    def arch(self) -> Architecture:
+        return next(e.arch for e in self.entrants if e.version == self.version)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "candidate": self.candidate.to_dict(),
             "champion": self.champion.to_dict() if self.champion else None,
+            "entrants": [e.to_dict() for e in self.entrants],
         }
 
 
@@ -84,19 +115,21 @@ def decide(
     )
 
 
-ARCHITECTURE = ("seq_len", "hidden", "layers", "dropout", "horizon", "quantiles")
-
-
-def _warm_start(registry: Registry, cfg: LSTMConfig) -> GlobalLSTM | None:
-    """The champion to start a candidate from, if there is one of the same architecture."""
-    if cfg.warm_epochs < 1 or (version := registry.champion()) is None:
+def _warm_start(registry: Registry, cfg: LSTMConfig) -> GlobalModel | None:
+    """The version to start a candidate from: the champion when it has ``cfg``'s architecture
+    and sizes, else the latest saved version that has; None when none loads."""
+    if cfg.warm_epochs < 1:
         return None
-    try:
-        champion = registry.load(version)
-    except CheckpointError:
-        return None  # refresh() reports it when it compares
-    same = all(getattr(champion.cfg, f) == getattr(cfg, f) for f in ARCHITECTURE)
-    return champion if same else None
+    champion = registry.champion()
+    later_first = sorted(registry.versions(), reverse=True)
+    for version in ([champion] if champion is not None else []) + later_first:
+        try:
+            saved = LSTMConfig.from_dict(registry.metadata(version)["config"])
+            if shape_of(saved) == shape_of(cfg):
+                return registry.load(version)
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            continue  # refresh() reports a bad champion when it compares
+    return None
 
 
 def _train_candidate(
@@ -106,15 +139,15 @@ def _train_candidate(
     device: torch.device | str,
     end: int,
     on_epoch: Callable[[int, float], None] | None,
-) -> tuple[GlobalLSTM, TrainReport]:
+) -> tuple[GlobalModel, TrainReport, bool]:
     """A candidate trained on the buckets before ``end``: from the warm start's weights for
-    ``cfg.warm_epochs`` when there is one, else from scratch for ``cfg.epochs``."""
-    candidate = GlobalLSTM(cfg)
+    ``cfg.warm_epochs`` when there is one that fits, else from scratch for ``cfg.epochs``;
+    and whether it started warm."""
+    candidate = build(cfg)
     warm = _warm_start(registry, cfg)
-    if warm is not None:
-        candidate.load_state_dict(warm.state_dict())
-    train_cfg = replace(cfg, epochs=cfg.warm_epochs) if warm is not None else cfg
-    return candidate, train(candidate, panel, train_cfg, device, end, on_epoch)
+    started_warm = warm is not None and candidate.warm_from(warm)
+    train_cfg = replace(cfg, epochs=cfg.warm_epochs) if started_warm else cfg
+    return candidate, candidate.fit(panel, train_cfg, device, end, on_epoch), started_warm
 
 
 def _champion_scores(
@@ -127,7 +160,7 @@ def _champion_scores(
         return None, None, ""
     try:
         champion = registry.load(champion_version)
-        return champion_version, validate(champion.to(device), panel, cfg.validation), ""
+        return champion_version, validate(champion.place(device), panel, cfg.validation), ""
     except (CheckpointError, ValueError) as exc:
         # a champion that cannot run on this panel is no bar; say why it was skipped
         log.warning("champion v%s not compared: %s", champion_version, exc)
@@ -141,25 +174,83 @@ def refresh(
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, float], None] | None = None,
     promote: bool = True,
+    architectures: Sequence[Architecture] = (),
 ) -> RefreshReport:
-    """Train a candidate on the panel's buckets before its last ``cfg.validation``, validate
-    it, the champion and the seasonal naive on those, save it and promote it by the rule.
-    ``on_epoch`` goes to ``train``. With ``promote`` False the rule is applied and recorded
-    but the champion pointer stays: the caller promotes at a time of its choosing (a backtest
-    serves a refresh from a stated event time, ``streamer.ops.backtest``)."""
+    """Train a candidate of each of ``architectures`` (default: ``cfg.arch`` alone) on the
+    panel's buckets before its last ``cfg.validation``, validate them, the champion and the
+    seasonal naive on those, save every candidate and promote the tournament's winner by the
+    rule. ``on_epoch`` goes to each training. With ``promote`` False the rule is applied and
+    recorded but the champion pointer stays: the caller promotes at a time of its choosing (a
+    backtest serves a refresh from a stated event time, ``streamer.ops.backtest``)."""
     started = time.perf_counter()
     end = panel.last_bucket + 1 - cfg.validation
-    candidate, trained = _train_candidate(panel, registry, cfg, device, end, on_epoch)
+    validate_seconds = 0.0
+    trained = []
+    for arch in dict.fromkeys(architectures or (cfg.arch,)):
+        entrant_cfg = replace(cfg, arch=Architecture(arch))
+        model, report, warm = _train_candidate(panel, registry, entrant_cfg, device, end, on_epoch)
+        t0 = time.perf_counter()
+        trained.append((model, report, warm, validate(model, panel, cfg.validation)))
+        validate_seconds += time.perf_counter() - t0
+    best = min(range(len(trained)), key=lambda i: trained[i][3].mae)  # first of equals
+    winner, winner_train, _, scores = trained[best]
 
     t0 = time.perf_counter()
-    scores = validate(candidate, panel, cfg.validation)
     champion_version, champion_scores, note = _champion_scores(registry, panel, cfg, device)
-    validate_seconds = time.perf_counter() - t0
+    validate_seconds += time.perf_counter() - t0
 
     promoted, reason = decide(scores, champion_scores, champion_version)
     reason += note
-    version = registry.save(
-        candidate,
+    entrants = []
+    for i, (model, report, warm, entrant_scores) in enumerate(trained):
+        won = i == best
+        version = _save(
+            registry, panel, end, model, report, entrant_scores, champion_version,
+            champion_scores, promoted=won and promoted,
+            reason=reason if won else _lost(model, entrant_scores, winner, scores),
+        )  # fmt: skip
+        entrants.append(Entrant(model.cfg.arch, version, entrant_scores, report, warm))
+    version = entrants[best].version
+    if promoted and promote:
+        registry.promote(version)
+    log.info("%s v%d: %s", winner.cfg.arch, version, reason)
+    return RefreshReport(
+        version,
+        promoted,
+        reason,
+        scores,
+        champion_version,
+        champion_scores,
+        winner_train,
+        validate_seconds,
+        time.perf_counter() - started,
+        tuple(entrants),
+    )
+
+
+def _lost(model: GlobalModel, scores: Validation, winner: GlobalModel, best: Validation) -> str:
+    """The reason of a tournament's loser."""
+    return (
+        f"lost the tournament: {model.cfg.arch} MAE {scores.mae:.4f} >= "
+        f"{winner.cfg.arch} {best.mae:.4f}"
+    )
+
+
+def _save(
+    registry: Registry,
+    panel: Panel,
+    end: int,
+    model: GlobalModel,
+    trained: TrainReport,
+    scores: Validation,
+    champion_version: int | None,
+    champion_scores: Validation | None,
+    promoted: bool,
+    reason: str,
+) -> int:
+    """Save one entrant with its metadata; its version."""
+    return registry.save(
+        model,
         data_range={"first_bucket": panel.first_bucket, "last_bucket": end - 1},
         validation={
             "buckets": [end, panel.last_bucket],
@@ -173,18 +264,4 @@ def refresh(
         epoch_seconds=trained.epoch_seconds,
         promoted=promoted,
         reason=reason,
-    )
-    if promoted and promote:
-        registry.promote(version)
-    log.info("LSTM v%d: %s", version, reason)
-    return RefreshReport(
-        version,
-        promoted,
-        reason,
-        scores,
-        champion_version,
-        champion_scores,
-        trained,
-        validate_seconds,
-        time.perf_counter() - started,
     )

@@ -45,7 +45,7 @@ from models.base import SEASON
 from models.forecast_table import ForecastTable, parse_forecast_id
 from models.rollup import ROLLUP
 
-__all__ = ["JsonLines", "Prequential", "parse_forecast_id", "score"]
+__all__ = ["JsonLines", "Prequential", "parse_forecast_id", "references", "score"]
 
 
 def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:

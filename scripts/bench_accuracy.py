@@ -58,8 +58,9 @@ import pandas as pd
 import torch
 
 from models.bank import PUBLISHED, Bank, Forecasts, Settled, groups_of
-from models.evaluation import Prequential
-from models.lstm.network import Panel, predict
+from models.evaluation import Prequential, references
+from models.lstm.kinds import Architecture
+from models.lstm.network import Panel, predict, seasonal_naive
 from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
 from models.quantiles import Points
@@ -110,6 +111,7 @@ class LSTMRun:
     means: np.ndarray  # [series, bucket, horizon]; NaN where no champion served
     version: np.ndarray  # [bucket]: the champion serving at that close, 0 for none
     refreshes: list[dict[str, object]]
+    entrants: EntrantScores
 
     def offer(self, series: list[str], b: int) -> tuple[str, np.ndarray] | None:
         """The champion's forecasts of ``series`` at the close of ``b``, if one served."""
@@ -120,15 +122,84 @@ class LSTMRun:
         return None
 
 
+class EntrantScores:
+    """Each tournament entrant served as if it were the champion, from its refresh to the next,
+    scored on the open targets of every active series (``all``) and of the top ones (``top``):
+    MAE of the p50 and RMSE of the mean (as the bank reads it, ``SWANSON``), pinball, p10-p90
+    coverage, against the weekly seasonal naive of the LSTM's validation and a forecast of
+    zeros on the same points."""
+
+    FIELDS = ("n", "abs", "sq", "pinball", "covered", "naive_abs", "naive_sq", "y_abs", "y_sq")
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str], np.ndarray] = defaultdict(
+            lambda: np.zeros(len(self.FIELDS))
+        )
+
+    def add(
+        self, arch: str, q: np.ndarray, y: np.ndarray, naive: np.ndarray, scored: np.ndarray,
+        top: np.ndarray,
+    ) -> None:  # fmt: skip
+        """One close: quantiles [S, H, 3], truth and naive [S, H], which points count [S, H]."""
+        p10, p50, p90 = q[..., 0], q[..., 1], q[..., 2]
+        mean = np.tensordot(q, np.array(SWANSON), ([2], [0]))
+        diff = y[..., None] - q
+        levels = np.array([0.1, 0.5, 0.9])
+        pinball = np.maximum(levels * diff, (levels - 1) * diff).mean(2)
+        columns = (np.ones_like(y), np.abs(y - p50), (y - mean) ** 2, pinball,
+                   (p10 <= y) & (y <= p90), np.abs(y - naive), (y - naive) ** 2, np.abs(y),
+                   y**2)  # fmt: skip
+        for subset, rows in (("all", scored), ("top", scored & top[:, None])):
+            self.sums[(arch, subset)] += [float(np.sum(c, where=rows)) for c in columns]
+
+    def summary(self, subset: str) -> dict[str, dict[str, object]]:
+        """The metrics of ``subset`` (all, top) per entrant, as ``Prequential.summary`` gives
+        them per model (no MASE: it needs each series' history)."""
+        out: dict[str, dict[str, object]] = {}
+        for (arch, which), sums in sorted(self.sums.items()):
+            t = dict(zip(self.FIELDS, sums.tolist(), strict=True))
+            if which != subset or not t["n"]:
+                continue
+            n = t["n"]
+            out[f"entrant.{arch}"] = {
+                "points": int(n), "mae": t["abs"] / n, "mase": math.nan,
+                "rmse": math.sqrt(t["sq"] / n), "pinball": t["pinball"] / n,
+                "coverage_p10_p90": t["covered"] / n,
+                **references(t["abs"], t["sq"], t["pinball"], t["naive_abs"], t["naive_sq"],
+                             "seasonal_naive"),
+                **references(t["abs"], t["sq"], t["pinball"], t["y_abs"], t["y_sq"], "zeros"),
+            }  # fmt: skip
+        return out
+
+
+def active_rows(panel: Panel, traded: set[tuple[str, int]], width: int) -> np.ndarray:
+    """Whether each series of ``panel`` is active at each column [S, width]: an order line
+    within ``ACTIVE_BUCKETS`` (returns included, as in the worker)."""
+    row = {s: i for i, s in enumerate(panel.series)}
+    latest = np.full((len(panel.series), width), -(10**9))
+    for s, b in traded:
+        if 0 <= b - panel.first_bucket < width:
+            latest[row[s], b - panel.first_bucket] = b - panel.first_bucket
+    latest = np.maximum.accumulate(latest, axis=1)
+    return latest >= np.arange(width) - ACTIVE_BUCKETS + 1
+
+
 def lstm_run(
-    truth: Truth, traded: set[tuple[str, int]], cal: TradingCalendar, last: int, models: Path
+    truth: Truth,
+    traded: set[tuple[str, int]],
+    cal: TradingCalendar,
+    last: int,
+    models: Path,
+    top: set[str],
 ) -> LSTMRun:
     """The trainer on its event-time schedule, as ``shelfcast backtest`` runs it: at every
-    ``train_every_buckets``-th bucket a refresh on the last ``history_buckets`` (what Redis
-    holds), promoted only if it wins; the champion then forecasts every series at each close
-    until the next refresh."""
+    ``train_every_buckets``-th bucket a refresh of the tournament (``SHELFCAST_TOURNAMENT``)
+    on the last ``history_buckets`` (what Redis holds), promoted only if it wins; the champion
+    then forecasts every series at each close until the next refresh, and each entrant is
+    scored as if it did (``EntrantScores``)."""
     settings = Settings.from_env()  # its schedule and history, as the worker and trainer read them
     cfg = lstm_config(settings)
+    tournament = [Architecture(a) for a in settings.trainer.tournament]
     torch.set_num_threads(1)
     # every series with an order line, as the trainer reads every active series (one with
     # only returns has no demand): the close offers the LSTM's forecasts of all its rows
@@ -140,6 +211,12 @@ def lstm_run(
     version = np.zeros(width, np.int64)
     every = settings.trainer.every_buckets
     refreshes: list[dict[str, object]] = []
+    entrants: dict[str, int] = {}  # the latest version of each architecture
+    scores = EntrantScores()
+    active = active_rows(panel, traded, width)
+    is_top = np.array([s in top for s in panel.series])
+    rows = np.arange(len(panel.series))
+    closed = {b: b in truth.closed for b in range(panel.first_bucket, last + HORIZON + 1)}
     points = range((panel.first_bucket // every + 1) * every, last + 1, every)
     for point in tqdm(points, desc="LSTM refreshes", unit="refresh"):
         lo = (
@@ -152,19 +229,30 @@ def lstm_run(
                 panel.series, panel.demand[:, lo:hi], panel.price[:, lo:hi],
                 panel.closed[lo:hi], panel.weekday[lo:hi], panel.first_bucket + lo,
             )  # fmt: skip
-            report = refresh(window, registry, cfg)
+            report = refresh(window, registry, cfg, architectures=tournament)
             refreshes.append({"through": point, **report.to_dict()})
+            entrants.update({e.arch.value: e.version for e in report.entrants})
         champion = registry.latest_champion()
-        if champion is None:
-            continue
-        closed = {b: b in truth.closed for b in range(panel.first_bucket, last + HORIZON + 1)}
+        serving = {v: registry.load(v) for v in set(entrants.values())}
+        if champion is not None:
+            serving[champion[0]] = champion[1]
         for b in range(point, min(point + every, last + 1)):
+            t = b - panel.first_bucket
             ahead = close_of(cal, HORIZON, b, closed, np.zeros(0), np.zeros(0))
-            q = predict(champion[1], panel, b, ahead)
-            means[:, b - panel.first_bucket] = np.tensordot(q, np.array(SWANSON), ([2], [0]))
-            version[b - panel.first_bucket] = champion[0]
+            q = {v: predict(model, panel, b, ahead) for v, model in serving.items()}
+            if champion is not None:
+                means[:, t] = np.tensordot(q[champion[0]], np.array(SWANSON), ([2], [0]))
+                version[t] = champion[0]
+            cols = t + np.arange(1, HORIZON + 1)
+            inside = cols < width
+            cols = np.minimum(cols, width - 1)
+            scored = active[:, t, None] & (inside & ~panel.closed[cols])[None, :]
+            y = panel.demand[:, cols]
+            naive = seasonal_naive(panel, rows, np.full(len(rows), t), HORIZON)
+            for arch, v in entrants.items():
+                scores.add(arch, q[v], y, naive, scored, is_top)
     row = {s: i for i, s in enumerate(panel.series)}
-    return LSTMRun(row, panel.first_bucket, means, version, refreshes)
+    return LSTMRun(row, panel.first_bucket, means, version, refreshes, scores)
 
 
 def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None = None) -> Settled:
@@ -649,8 +737,9 @@ def main(argv: list[str] | None = None) -> int:
     lstm = None
     if not args.no_lstm:
         with tempfile.TemporaryDirectory() as models:  # a fresh registry: no old champion
-            lstm = lstm_run(truth, traded, cal, last, Path(models))
+            lstm = lstm_run(truth, traded, cal, last, Path(models), set(top))
     run = Run()
+    entrants = lstm.entrants if lstm else EntrantScores()
     replay(demand_arrays(truth, traded, last), truth.closed, cal, set(top), points, run, lstm)
     result: dict[str, Any] = {
         "data": str(args.data),
@@ -658,8 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         "top": len(top),
         "closed_buckets": len(truth.closed),
         "seconds": round(time.monotonic() - started, 1),
-        "all_series": table(run.all.summary()),
-        f"top_{len(top)}": table(run.top.summary()),
+        "all_series": table({**run.all.summary(), **entrants.summary("all")}),
+        f"top_{len(top)}": table({**run.top.summary(), **entrants.summary("top")}),
         "lstm_refreshes": lstm.refreshes if lstm else None,
     }
     if sf_sums:

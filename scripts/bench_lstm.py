@@ -10,8 +10,8 @@ Builds the panel of every series (the demand rules of ``streamer.ops.backtest.tr
   against the weekly seasonal naive on the same points;
 * inference at bucket close for the 4,000 series most active in the last 8 weeks: one
   ``predict`` for all of them (median of ``--runs``), against two references measured in the
-  same run: the numpy seasonal naive for the same series and the bare forward pass
-  (inputs already built), so the figures read as ratios on any machine.
+  same run: the numpy seasonal naive for the same series and the model alone
+  on inputs already built, so the figures read as ratios on any machine.
 
 It prints and saves ``bench_lstm.json`` in ``--out``. Targets (CPU): a refresh within
 120 s, inference within 200 ms.
@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,14 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.lstm.kinds import Architecture
 from models.lstm.network import (
     ACTIVE_BUCKETS,
-    GlobalLSTM,
+    GlobalModel,
     LSTMConfig,
     Panel,
     choose_device,
-    gather,
+    inputs_of,
     predict,
     seasonal_naive,
     sold_within,
@@ -110,14 +111,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, help=f"default {LSTMConfig.epochs}")
     ap.add_argument("--series", type=int, default=4000, help="series forecast at once")
     ap.add_argument("--runs", type=int, default=15, help="timed inference runs (median)")
+    ap.add_argument(
+        "--tournament", default=Architecture.LSTM.value,
+        help="comma-separated architectures each refresh trains and validates "
+        f"(default lstm; of {', '.join(a.value for a in Architecture)})",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"{args.data} not found: {MISSING_HELP}")
+    try:
+        args.tournament = [Architecture(a.strip()) for a in args.tournament.split(",")]
+    except ValueError as exc:
+        ap.error(f"--tournament: {exc}")
     return args
 
 
 def two_refreshes(
-    panel: Panel, registry: Registry, cfg: LSTMConfig, device: torch.device
+    panel: Panel,
+    registry: Registry,
+    cfg: LSTMConfig,
+    device: torch.device,
+    tournament: list[Architecture],
 ) -> list[RefreshReport]:
     """Two refreshes with seeds 0 and 1, as the trainer runs them: the second one meets the
     first as its champion."""
@@ -130,17 +144,25 @@ def two_refreshes(
                 bar.update()
 
             report = refresh(
-                panel, registry, LSTMConfig(**{**cfg.to_dict(), "seed": seed}), device, on_epoch
-            )
+                panel, registry, replace(cfg, seed=seed), device, on_epoch,
+                architectures=tournament,
+            )  # fmt: skip
         refreshes.append(report)
         print(f"  v{report.version}: {report.total_seconds:.1f} s, {report.reason}")
+        for e in report.entrants:
+            v = e.validation
+            print(
+                f"    {e.arch:9} v{e.version}: {e.train.seconds:6.1f} s  MAE {v.mae:.4f} "
+                f"({v.rel_mae:.3f} x naive)  RMSE {v.rmse:.3f}  pinball {v.pinball:.4f}  "
+                f"coverage {v.coverage:.3f}"
+            )
     return refreshes
 
 
 @dataclass(frozen=True)
 class Inference:
-    """Median ms of one forecast of ``series`` series: ``predict`` whole, the network's forward
-    pass alone, and the seasonal naive in numpy."""
+    """Median ms of one forecast of ``series`` series: ``predict`` whole, the model's forecast of
+    inputs already gathered, and the seasonal naive in numpy."""
 
     series: int
     predict_ms: float
@@ -151,7 +173,7 @@ class Inference:
 def time_inference(
     panel: Panel,
     cal: TradingCalendar,
-    model: GlobalLSTM,
+    model: GlobalModel,
     cfg: LSTMConfig,
     device: torch.device,
     n_series: int,
@@ -168,14 +190,13 @@ def time_inference(
     ahead = close_of(cal, cfg.horizon, at, closed, np.zeros(0), np.zeros(0))
     every = np.arange(len(rows))
     origin = np.full(len(rows), last)
-    inputs = gather(subset, every, origin, cfg.seq_len, cfg.horizon, ahead).to(device)
+    inputs = inputs_of(model, subset, every, origin, ahead)
 
-    def forward() -> None:
-        with torch.inference_mode():
-            model(*inputs)
+    def model_only() -> None:
+        model.forecast(inputs)
 
     predict_ms = median_ms(lambda: predict(model, subset, at, ahead), runs, "predict", device)
-    forward_ms = median_ms(forward, runs, "forward", device)
+    forward_ms = median_ms(model_only, runs, "model alone", device)
     naive_ms = median_ms(
         lambda: seasonal_naive(subset, every, origin, cfg.horizon), runs, "naive", device
     )
@@ -194,6 +215,16 @@ def refresh_record(r: RefreshReport) -> dict[str, object]:
         "validate_seconds": round(r.validate_seconds, 2),
         "total_seconds": round(r.total_seconds, 2),
         "validation": r.candidate.to_dict(),
+        "entrants": [
+            {
+                "arch": e.arch.value,
+                "version": e.version,
+                "warm": e.warm,
+                "train_seconds": round(e.train.seconds, 2),
+                "validation": e.validation.to_dict(),
+            }
+            for e in r.entrants
+        ],
     }
 
 
@@ -213,9 +244,9 @@ def inference_figures(t: Inference, runs: int) -> dict[str, object]:
         "series": t.series,
         "runs": runs,
         "predict_ms": round(t.predict_ms, 2),
-        "forward_only_ms": round(t.forward_ms, 2),
+        "forecast_only_ms": round(t.forward_ms, 2),
         "seasonal_naive_numpy_ms": round(t.naive_ms, 3),
-        "predict_vs_forward": round(t.predict_ms / t.forward_ms, 2),
+        "predict_vs_model_alone": round(t.predict_ms / t.forward_ms, 2),
         "predict_vs_seasonal_naive": round(t.predict_ms / t.naive_ms, 1),
     }
 
@@ -264,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(tmp, device)
-        refreshes = two_refreshes(panel, registry, cfg, device)
+        refreshes = two_refreshes(panel, registry, cfg, device, args.tournament)
         served = registry.latest_champion()
         assert served is not None, "the first refresh beats no champion: see its reason"
         version, model = served

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from models.lstm.fusion import FusionLSTM
-from models.lstm.network import Architecture, GlobalLSTM, GlobalModel, LSTMConfig
+from models.lstm.kinds import Architecture
+from models.lstm.network import GlobalLSTM, GlobalModel, LSTMConfig
 from models.lstm.trees import GradientBoostedTrees
 from models.lstm.vae import VAELSTM
 

@@ -3,14 +3,15 @@
 A SKU sold in several countries often moves in all of them at once (a new design, a
 season); a series that sells rarely in one country can read the pulse of the same SKU in
 the others. Each window carries the demand of up to ``LOCATIONS`` other locations of its SKU
-(``Panel.sibling_rows``, the busiest first). Each sibling's window is scaled by its own mean
-and, with the log of its level against the window's own, goes through one causal temporal
-convolution shared by all locations; the results are pooled over the locations (mean and
-max: the set of locations has no order and its size varies) and fed to the LSTM beside the
-plain model's inputs at every step, with the share of locations present.
+(``Panel.siblings``: those that sold most within the window). Each sibling's window is scaled
+by its own mean and, with the log of its level against the window's own, goes through one
+causal temporal convolution shared by all locations; the results are pooled over the
+locations (mean and max: the set of locations has no order and its size varies) and fed to
+the LSTM beside the plain model's inputs at every step, with the share of locations present.
 
 >>> import numpy as np
->>> from models.lstm.network import Architecture, LSTMConfig, Panel, predict
+>>> from models.lstm.kinds import Architecture
+>>> from models.lstm.network import LSTMConfig, Panel, predict
 >>> cfg = LSTMConfig(seq_len=14, hidden=4, epochs=1, arch=Architecture.CNN_LSTM)
 >>> rng = np.random.default_rng(0)
 >>> panel = Panel(["a@UK", "a@FR", "b@UK"], rng.poisson(3, (3, 30)).astype(np.float32),

@@ -30,7 +30,6 @@ True
 from __future__ import annotations
 
 import contextlib
-import enum
 import io
 import math
 import time
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import SEASON, Close
+from models.lstm.kinds import Architecture
 from models.series import is_rollup, sku_of
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "N_AHEAD",
     "N_INPUTS",
     "SHAPE",
-    "Architecture",
     "GlobalLSTM",
     "GlobalModel",
     "Inputs",
@@ -90,15 +89,6 @@ NAIVE_WEEKS = 4  # how far back the seasonal naive looks for an open bucket of t
 N_INPUTS = 12  # scaled demand, closed, 7 weekdays, relative log price, price missing, level
 N_AHEAD = 8  # per future bucket: 7 weekdays, closed
 INFERENCE_CHUNK = 16_384  # windows per forward pass: bounds memory, not speed
-
-
-class Architecture(enum.StrEnum):
-    """The global models the trainer can train (docs/lstm.md, "The tournament")."""
-
-    LSTM = "lstm"
-    CNN_LSTM = "cnn_lstm"  # convolves across a SKU's locations before the recurrence
-    VAE_LSTM = "vae_lstm"  # a variational code of the recent window feeds the forecaster
-    LIGHTGBM = "lightgbm"  # gradient-boosted trees, Tweedie objective
 
 
 @dataclass(frozen=True)
@@ -197,28 +187,32 @@ class Panel:
         sold = self.demand > 0
         return np.where(sold.any(1), sold.argmax(1), sold.shape[1])
 
-    def sibling_rows(self, k: int) -> np.ndarray:
-        """Rows [S, k] of up to ``k`` other locations of each series' SKU, the busiest first,
-        -1 where there are fewer; a SKU's rollup is nobody's sibling (it sums them).
+    @cached_property
+    def siblings(self) -> np.ndarray:
+        """Rows [S, M] of every other location of each series' SKU, -1 where it has fewer than
+        the most (M); a SKU's rollup is nobody's sibling (it sums them). The order says
+        nothing: ``gather`` picks the busiest within each window.
 
-        >>> p = Panel(["a@UK", "a@FR", "a@*", "b@UK"], np.array([[1.0], [5.0], [6.0], [2.0]]),
-        ...           np.zeros((4, 1)), np.zeros(1, bool), np.zeros(1, int), 0)
-        >>> p.sibling_rows(2).tolist()
-        [[1, -1], [0, -1], [1, 0], [-1, -1]]
+        >>> p = Panel(["a@UK", "a@FR", "a@*", "b@UK"], np.ones((4, 1)), np.ones((4, 1)),
+        ...           np.zeros(1, bool), np.zeros(1, int), 0)
+        >>> p.siblings.tolist()
+        [[1, -1], [0, -1], [0, 1], [-1, -1]]
         """
-        out = np.full((len(self.series), k), -1, np.int64)
-        if k == 0:
-            return out
-        volume = self.demand.sum(1)
         by_sku: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(self.series):
             if not is_rollup(s):
                 by_sku[sku_of(s)].append(i)
-        for rows in by_sku.values():
-            rows.sort(key=lambda i: -volume[i])
-        for i, s in enumerate(self.series):
-            others = [j for j in by_sku[sku_of(s)] if j != i][:k]
-            out[i, : len(others)] = others
+        others = [[j for j in by_sku[sku_of(s)] if j != i] for i, s in enumerate(self.series)]
+        out = np.full((len(self.series), max(map(len, others), default=0)), -1, np.int64)
+        for i, rows in enumerate(others):
+            out[i, : len(rows)] = rows
+        return out
+
+    @cached_property
+    def cumulative(self) -> np.ndarray:
+        """Demand summed up to each column [S, T + 1]: column ``t`` holds buckets before ``t``."""
+        out = np.zeros((len(self.series), self.demand.shape[1] + 1), np.float64)
+        np.cumsum(self.demand, axis=1, out=out[:, 1:])
         return out
 
     def calendar(self, extra: int) -> tuple[np.ndarray, np.ndarray]:
@@ -544,15 +538,31 @@ def gather(
         panel.weekday[cols].astype(np.int64),
         np.ascontiguousarray(closed_ahead),
         np.ascontiguousarray(weekday_ahead, dtype=np.int64),
-        _siblings(panel, rows, cols, locations),
+        _siblings(panel, rows, origins, cols, locations),
     )
 
 
-def _siblings(panel: Panel, rows: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
-    """Demand [B, k, L] of the windows' sibling locations over columns ``cols`` [B, L]."""
-    sib = panel.sibling_rows(k)[rows]
-    out = panel.demand[np.maximum(sib, 0)[:, :, None], cols[:, None, :]]
-    return np.where(sib[:, :, None] >= 0, out, np.nan).astype(np.float32)
+def _siblings(
+    panel: Panel, rows: np.ndarray, origins: np.ndarray, cols: np.ndarray, k: int
+) -> np.ndarray:
+    """Demand [B, k, L] over columns ``cols`` [B, L] of the ``k`` sibling locations that sold
+    most within each window (first rows first among equals): chosen by what the window
+    shows, so that nothing after its origin steers it."""
+    if k == 0:
+        return np.zeros((len(rows), 0, cols.shape[1]), np.float32)
+    candidates = panel.siblings[rows]  # [B, M]
+    ends = origins[:, None] + 1
+    sold = (
+        panel.cumulative[np.maximum(candidates, 0), ends]
+        - panel.cumulative[np.maximum(candidates, 0), ends - cols.shape[1]]
+    )
+    sold = np.where(candidates >= 0, sold, -np.inf)
+    order = np.argsort(-sold, axis=1, kind="stable")[:, :k]
+    chosen = np.take_along_axis(candidates, order, 1)
+    if chosen.shape[1] < k:
+        chosen = np.pad(chosen, ((0, 0), (0, k - chosen.shape[1])), constant_values=-1)
+    out = panel.demand[np.maximum(chosen, 0)[:, :, None], cols[:, None, :]]
+    return np.where(chosen[:, :, None] >= 0, out, np.nan).astype(np.float32)
 
 
 def inputs_of(

@@ -81,7 +81,8 @@ class Registry:
 
     def versions(self) -> list[int]:
         """Saved versions, oldest first."""
-        return sorted(int(p.stem[1:]) for p in self.root.glob("v[0-9]*.json"))
+        names = (p.name for p in self.root.glob("v[0-9]*.json"))
+        return sorted(int(n[1:-5]) for n in names if n[1:-5].isdigit())  # not v*.trees.json
 
     def save(self, model: GlobalModel, **meta: Any) -> int:
         """Save ``model`` as the next version, with ``meta`` (data range, validation,

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from models.lstm.architectures import build
+from models.lstm.kinds import Architecture
 from models.lstm.network import (
-    Architecture,
     GlobalModel,
     LSTMConfig,
     Panel,

@@ -13,7 +13,8 @@ calibrated on data the trees did not fit.
 The weights file is JSON: LightGBM's own text model and the bins, never pickle.
 
 >>> import numpy as np
->>> from models.lstm.network import Architecture, LSTMConfig, Panel, predict
+>>> from models.lstm.kinds import Architecture
+>>> from models.lstm.network import LSTMConfig, Panel, predict
 >>> cfg = LSTMConfig(seq_len=14, epochs=1, windows_per_epoch=64, arch=Architecture.LIGHTGBM)
 >>> rng = np.random.default_rng(0)
 >>> panel = Panel(["a@UK", "b@UK"], rng.poisson(3, (2, 60)).astype(np.float32),

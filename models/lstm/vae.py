@@ -9,7 +9,8 @@ the unit normal) to the pinball loss: the code must describe the window, not onl
 head.
 
 >>> import numpy as np
->>> from models.lstm.network import Architecture, LSTMConfig, Panel, predict
+>>> from models.lstm.kinds import Architecture
+>>> from models.lstm.network import LSTMConfig, Panel, predict
 >>> cfg = LSTMConfig(seq_len=14, hidden=4, epochs=1, arch=Architecture.VAE_LSTM)
 >>> rng = np.random.default_rng(0)
 >>> panel = Panel(["a@UK", "b@UK"], rng.poisson(3, (2, 30)).astype(np.float32),

@@ -40,6 +40,8 @@ class Rule:
     def _accepted(self) -> str:
         if self.kind is bool:
             return f"one of {', '.join(TRUE)} / {', '.join(FALSE)}"
+        if self.kind is tuple:
+            return f"a comma-separated list of {', '.join(self.choices)}"
         if self.choices:
             return f"one of {', '.join(self.choices)}"
         noun = "an integer" if self.kind is int else "a number"
@@ -69,10 +71,15 @@ class Rule:
             return float(text)
         if self.kind is Path:
             return Path(text).expanduser()
+        if self.kind is tuple:
+            return tuple(word.strip().lower() for word in text.split(",") if word.strip())
         return text.lower() if self.choices else text
 
     def problem(self, value: object) -> str | None:
         """None when ``value`` is accepted, else what is wrong with it."""
+        if self.kind is tuple:
+            listed = isinstance(value, tuple) and value and set(value) <= set(self.choices)
+            return None if listed else self.accepted()
         if self.choices:
             return None if value in self.choices else self.accepted()
         if value is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from models.lstm.kinds import Architecture
 from streamer.config.rules import ALL_WINDOWS, RULE, Rule, SettingsError, setting
 from streamer.config.security import KafkaSecurity
 from streamer.eventtime.trading_calendar import TradingCalendar, parse_dates, parse_weekdays
@@ -192,6 +193,12 @@ class TrainerSettings(Section):
     # measured no faster on 2 cores than 7: the two then share the cores, docs/benchmark.md)
     delay_buckets: int = setting("SHELFCAST_TRAIN_DELAY_BUCKETS", int, default=7, low=0)
     port: int = setting("SHELFCAST_TRAINER_PORT", int, default=6067, **PORT)  # its /metrics
+    # the global models each refresh trains and validates alike; the best one is the candidate
+    # (docs/lstm.md, "The tournament")
+    tournament: tuple[str, ...] = setting(
+        "SHELFCAST_TOURNAMENT", tuple, default=(Architecture.LSTM.value,),
+        choices=tuple(a.value for a in Architecture),
+    )  # fmt: skip
     # LSTM overrides (docs/lstm.md); None keeps models.lstm.network.LSTMConfig's default
     lstm_seq_len: int | None = setting("SHELFCAST_LSTM_SEQ_LEN", int, default=None, low=1)
     lstm_hidden: int | None = setting("SHELFCAST_LSTM_HIDDEN", int, default=None, low=1)

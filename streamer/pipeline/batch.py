@@ -38,7 +38,7 @@ import numpy as np
 from models.bank import COMBINED, Bank, Settled
 from models.base import Close
 from models.evaluation import Prequential
-from models.lstm.network import GlobalLSTM
+from models.lstm.network import GlobalModel
 from models.lstm.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
@@ -574,7 +574,7 @@ class Pipeline:
         before: int,
         window: Window,
         first: dict[str, float],
-        lstm: dict[int, tuple[int, GlobalLSTM]],
+        lstm: dict[int, tuple[int, GlobalModel]],
     ) -> None:
         """The closes of ``read`` after its first ``before`` buckets again, in memory, with
         the rows each live close had: the series active now from their first bucket, and
@@ -597,7 +597,7 @@ class Pipeline:
 
     def _lstm_again(
         self,
-        served: tuple[int, GlobalLSTM],
+        served: tuple[int, GlobalModel],
         series: list[str],
         window: Window,
         rows: np.ndarray,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.base import Close
-from models.lstm.network import GlobalLSTM, Panel, predict
+from models.lstm.network import GlobalModel, Panel, predict
 from models.lstm.registry import CheckpointError, Registry
 from streamer import metrics
 from streamer.eventtime.trading_calendar import TradingCalendar
@@ -38,7 +38,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 SWANSON = (0.3, 0.4, 0.3)  # weights of QUANTILES that estimate the mean
 
 
-def window_of(model: GlobalLSTM, bucket: int) -> range:
+def window_of(model: GlobalModel, bucket: int) -> range:
     """The buckets ``model`` reads to forecast after ``bucket`` closed."""
     return range(bucket - model.cfg.seq_len + 1, bucket + 1)
 
@@ -60,11 +60,11 @@ class LSTMServing:
     def __init__(self, registry: Registry, calendar: TradingCalendar, threads: int = 1) -> None:
         self.registry = registry
         self.calendar = calendar
-        self.serving: tuple[int, GlobalLSTM] | None = None
+        self.serving: tuple[int, GlobalModel] | None = None
         self._refused: int | None = None
         torch.set_num_threads(threads)  # Settings.torch_threads
 
-    def champion(self) -> tuple[int, GlobalLSTM] | None:
+    def champion(self) -> tuple[int, GlobalModel] | None:
         """The version to serve at this close: the registry's champion, or the previous one
         while the champion cannot be loaded."""
         try:
@@ -81,7 +81,7 @@ class LSTMServing:
             self.serving = latest
         return self.serving
 
-    def _version(self, version: int) -> tuple[int, GlobalLSTM] | None:
+    def _version(self, version: int) -> tuple[int, GlobalModel] | None:
         """A retried close's version: the one served, or loaded again from the registry."""
         if version == 0:
             return None
@@ -93,7 +93,7 @@ class LSTMServing:
             log.error("the retried close used LSTM %s, gone now (%s)", version_name(version), exc)
             return self.champion()
 
-    def _refuse(self, reason: str) -> tuple[int, GlobalLSTM] | None:
+    def _refuse(self, reason: str) -> tuple[int, GlobalModel] | None:
         try:
             wanted = self.registry.champion()
         except CheckpointError:
@@ -130,7 +130,7 @@ class LSTMServing:
 
     def means(
         self,
-        model: GlobalLSTM,
+        model: GlobalModel,
         series: list[str],
         demand: np.ndarray,
         revenue: np.ndarray,
@@ -157,7 +157,7 @@ class LSTMServing:
         means = np.tensordot(quantiles, np.array(SWANSON, np.float32), axes=([2], [0]))
         return means.astype(np.float64)
 
-    def versions(self, wanted: set[int]) -> dict[int, GlobalLSTM]:
+    def versions(self, wanted: set[int]) -> dict[int, GlobalModel]:
         """The ``wanted`` versions that still load, for a restart to replay the closes that
         served them; one error line for each that does not (those closes replay without
         the LSTM, and the partition's forecasts then differ from an uninterrupted run's

@@ -26,6 +26,7 @@ import redis
 import torch
 from prometheus_client import start_http_server
 
+from models.lstm.kinds import Architecture
 from models.lstm.network import ACTIVE_BUCKETS, LSTMConfig, Panel, choose_device
 from models.lstm.registry import CheckpointError, Registry
 from models.lstm.trainer import RefreshReport, refresh
@@ -298,7 +299,8 @@ def _read_and_refresh(
             f"Redis keeps {settings.models.history_buckets - 1} (SHELFCAST_HISTORY_BUCKETS - 1)"
         )
         return None
-    report = refresh(panel, registry, cfg, device, promote=promote)
+    tournament = [Architecture(a) for a in settings.trainer.tournament]
+    report = refresh(panel, registry, cfg, device, promote=promote, architectures=tournament)
     record.update(
         outcome="promoted" if report.promoted else "rejected",
         reason=report.reason,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.lstm.kinds import Architecture
 from models.lstm.network import LSTMConfig, Panel, Validation
 from models.lstm.registry import Registry
 from models.lstm.trainer import decide, refresh
@@ -111,3 +112,33 @@ def test_a_candidate_starts_from_a_champion_of_the_same_architecture(
     assert len(second.train.epoch_loss) == 1  # from the champion's weights
     other = refresh(panel, registry, replace(cfg, hidden=4))
     assert len(other.train.epoch_loss) == 2  # another architecture: from scratch
+
+
+def test_a_tournament_saves_every_entrant_and_puts_forward_the_best(
+    panel: Panel, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path)
+    cfg = LSTMConfig(seq_len=28, hidden=8, epochs=2, warm_epochs=1, windows_per_epoch=1024)
+    every = list(Architecture)
+    first = refresh(panel, registry, cfg, architectures=every)
+    assert [e.arch for e in first.entrants] == every
+    assert registry.versions() == [e.version for e in first.entrants]
+    best = min(first.entrants, key=lambda e: e.validation.mae)
+    assert (first.version, first.arch) == (best.version, best.arch)
+    assert first.candidate == best.validation
+    assert len({e.validation.points for e in first.entrants}) == 1  # the same points
+    for e in first.entrants:
+        meta = registry.metadata(e.version)
+        assert meta["config"]["arch"] == e.arch.value
+        assert meta["validation"]["candidate"]["mae"] == e.validation.mae
+        if e is best:
+            assert meta["reason"] == first.reason and meta["promoted"] == first.promoted
+        else:
+            assert meta["promoted"] is False
+            assert meta["reason"].startswith(f"lost the tournament: {e.arch.value} MAE")
+    assert registry.champion() == (first.version if first.promoted else None)
+    assert first.to_dict()["entrants"][0]["arch"] == every[0].value
+
+    second = refresh(panel, registry, cfg, architectures=every)
+    # each network starts from its own kind's latest version; the trees train from scratch
+    assert [e.warm for e in second.entrants] == [a is not Architecture.LIGHTGBM for a in every]

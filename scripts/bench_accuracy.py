@@ -204,7 +204,7 @@ def lstm_run(
     # every series with an order line, as the trainer reads every active series (one with
     # only returns has no demand): the close offers the LSTM's forecasts of all its rows
     demand = {**dict.fromkeys(traded, 0.0), **truth.demand}
-    panel = Panel.from_buckets(demand, truth.revenue, truth.closed, cal.weekday)
+    panel = Panel.from_buckets(demand, truth.revenue, truth.closed, cal.weekday, truth.signals)
     registry = Registry(models)
     width = last - panel.first_bucket + 1
     means = np.full((len(panel.series), width, HORIZON), np.nan, np.float32)
@@ -225,11 +225,7 @@ def lstm_run(
         )
         hi = point - panel.first_bucket + 1
         if hi - lo >= buckets_needed(cfg):
-            window = Panel(
-                panel.series, panel.demand[:, lo:hi], panel.price[:, lo:hi],
-                panel.closed[lo:hi], panel.weekday[lo:hi], panel.first_bucket + lo,
-            )  # fmt: skip
-            report = refresh(window, registry, cfg, architectures=tournament)
+            report = refresh(panel.columns(lo, hi), registry, cfg, architectures=tournament)
             refreshes.append({"through": point, **report.to_dict()})
             entrants.update({e.arch.value: e.version for e in report.entrants})
         champion = registry.latest_champion()

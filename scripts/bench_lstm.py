@@ -94,7 +94,7 @@ def cpu_name() -> str:
 def load_panel(path: Path, cal: TradingCalendar) -> Panel:
     events, _ = read_online_retail(path)
     truth = truth_from(events, DAY_SECONDS)
-    return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday)
+    return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday, truth.signals)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,6 +109,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--epochs", type=int, help=f"default {LSTMConfig.epochs}")
+    ap.add_argument(
+        "--signals", action="store_true",
+        help="the models read the customer and promotion signals (for an ablation)",
+    )  # fmt: skip
     ap.add_argument("--series", type=int, default=4000, help="series forecast at once")
     ap.add_argument("--runs", type=int, default=15, help="timed inference runs (median)")
     ap.add_argument(
@@ -283,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)
-    cfg = LSTMConfig() if args.epochs is None else LSTMConfig(epochs=args.epochs)
+    cfg = LSTMConfig(signals=args.signals)
+    if args.epochs is not None:
+        cfg = replace(cfg, epochs=args.epochs)
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()

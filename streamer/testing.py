@@ -90,6 +90,8 @@ def order(
     sku: str = "A1",
     location: str = "UK",
     price: float | None = 1.5,
+    customer: str | None = None,
+    promo: object = None,
 ) -> bytes:
     """An ``orders`` event (docs/topics.md).
 
@@ -105,6 +107,10 @@ def order(
     }
     if price is not None:
         msg["unit_price"] = price
+    if customer is not None:
+        msg["customer_id"] = customer
+    if promo is not None:
+        msg["promo"] = promo
     return json.dumps(msg).encode()
 
 

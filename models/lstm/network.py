@@ -47,6 +47,7 @@ from torch import nn
 from models.base import SEASON, Close
 from models.lstm.kinds import Architecture
 from models.series import is_rollup, sku_of
+from models.signals import SIGNALS
 
 __all__ = [
     "ACTIVE_BUCKETS",
@@ -119,6 +120,7 @@ class LSTMConfig:
     validation: int = 28  # last buckets held out to validate (and never trained on)
     seed: int = 0
     arch: Architecture = Architecture.LSTM
+    signals: bool = False  # read the customer and promotion signals (models.signals)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", Architecture(self.arch))
@@ -166,6 +168,9 @@ class Panel:
     closed: np.ndarray  # bool [T], shared by all series
     weekday: np.ndarray  # int [T], 0 = Monday
     first_bucket: int
+    # float32 [S, T, len(SIGNALS)]: customer and promotion signals (models.signals); None
+    # where they are not known, read as zeros
+    signals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s, t = self.demand.shape
@@ -174,8 +179,21 @@ class Panel:
             or self.price.shape != (s, t)
             or self.closed.shape != (t,)
             or self.weekday.shape != (t,)
+            or (self.signals is not None and self.signals.shape != (s, t, len(SIGNALS)))
         ):
             raise ValueError(f"panel arrays disagree with {s} series x {t} buckets")
+
+    def columns(self, lo: int, hi: int) -> Panel:
+        """Buckets ``first_bucket + lo`` to ``first_bucket + hi - 1`` of every series."""
+        return Panel(
+            self.series,
+            self.demand[:, lo:hi],
+            self.price[:, lo:hi],
+            self.closed[lo:hi],
+            self.weekday[lo:hi],
+            self.first_bucket + lo,
+            None if self.signals is None else self.signals[:, lo:hi],
+        )
 
     @property
     def last_bucket(self) -> int:
@@ -244,6 +262,7 @@ class Panel:
             self.closed,
             self.weekday,
             self.first_bucket,
+            None if self.signals is None else self.signals[index],
         )
 
     @classmethod
@@ -253,6 +272,7 @@ class Panel:
         revenue: Mapping[tuple[str, int], float],
         closed: Set[int],
         weekday: Callable[[int], int],
+        signals: Mapping[tuple[str, int], Sequence[float]] | None = None,
     ) -> Panel:
         """A panel from demand and revenue per (series, bucket) and the closed buckets, as
         ``streamer.ops.backtest.truth_from`` computes them; ``weekday`` maps a bucket to its
@@ -276,6 +296,12 @@ class Panel:
         with np.errstate(divide="ignore", invalid="ignore"):
             price = np.where((d > 0) & (rev > 0), rev / d, np.nan).astype(np.float32)
         cols = range(first, first + width)
+        sig = None
+        if signals is not None:
+            sig = np.zeros((len(series), width, len(SIGNALS)), np.float32)
+            for (s, b), values in signals.items():
+                if s in row and 0 <= b - first < width:
+                    sig[row[s], b - first] = values
         return cls(
             series,
             d,
@@ -283,6 +309,7 @@ class Panel:
             np.array([b in closed for b in cols]),
             np.array([weekday(b) for b in cols]),
             first,
+            sig,
         )
 
 
@@ -298,6 +325,9 @@ class Inputs(NamedTuple):
     # demand of up to K other locations of the window's SKU over the same buckets, NaN rows
     # where it has fewer; K = 0 for a model that does not read them (``GlobalModel.locations``)
     siblings: np.ndarray  # float32 [B, K, L]
+    # the customer and promotion signals as model inputs (``signal_steps``); none for a model
+    # that does not read them (``LSTMConfig.signals``)
+    signals: np.ndarray  # float32 [B, L, len(SIGNALS) or 0]
 
     def to(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in self)
@@ -395,7 +425,7 @@ class TorchForecaster(nn.Module):
         return self.to(device).eval()
 
 
-SHAPE = ("arch", "seq_len", "hidden", "layers", "dropout", "horizon", "quantiles")
+SHAPE = ("arch", "seq_len", "hidden", "layers", "dropout", "horizon", "quantiles", "signals")
 
 
 def shape_of(cfg: LSTMConfig) -> tuple[object, ...]:
@@ -423,7 +453,7 @@ class GlobalLSTM(TorchForecaster):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.lstm = nn.LSTM(
-                N_INPUTS + self.EXTRA_STEPS,
+                self.step_inputs,
                 cfg.hidden,
                 cfg.layers,
                 dropout=cfg.dropout if cfg.layers > 1 else 0.0,
@@ -435,6 +465,11 @@ class GlobalLSTM(TorchForecaster):
                 nn.Linear(cfg.hidden, cfg.horizon * len(cfg.quantiles)),
             )
             self.build_extras()
+
+    @property
+    def step_inputs(self) -> int:
+        """Inputs per step: the plain ones, the signals when read, a subclass's extras."""
+        return N_INPUTS + len(SIGNALS) * self.cfg.signals + self.EXTRA_STEPS
 
     def build_extras(self) -> None:
         """Layers of a subclass's extra inputs."""
@@ -462,6 +497,7 @@ class GlobalLSTM(TorchForecaster):
         closed_ahead: torch.Tensor,
         weekday_ahead: torch.Tensor,
         siblings: torch.Tensor,
+        signals: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled quantiles [B, H, Q] (ascending) and the scale [B] that turns them into units."""
         is_open = ~closed
@@ -472,7 +508,7 @@ class GlobalLSTM(TorchForecaster):
         scaled = demand / scale[:, None]
         # filled in place, time-major as the LSTM kernel wants it: building the features by
         # concatenation and transposition cost about as much as the LSTM itself
-        steps = demand.new_empty((demand.shape[1], demand.shape[0], N_INPUTS + self.EXTRA_STEPS))
+        steps = demand.new_empty((demand.shape[1], demand.shape[0], self.step_inputs))
         steps[..., 0] = scaled.T
         steps[..., 1] = closed.T
         steps[..., 2:9] = self.weekdays[weekday.T]
@@ -481,9 +517,10 @@ class GlobalLSTM(TorchForecaster):
         steps[..., 9] = rel.T
         steps[..., 10] = ~sold.T
         steps[..., 11] = level
+        at = N_INPUTS + signals.shape[2]
+        steps[..., N_INPUTS:at] = signals.transpose(0, 1)
         if self.EXTRA_STEPS:
-            extra = self.step_extras(scaled, is_open, scale, siblings)
-            steps[..., N_INPUTS:] = extra.transpose(0, 1)
+            steps[..., at:] = self.step_extras(scaled, is_open, scale, siblings).transpose(0, 1)
         out, _ = self.lstm(steps)
         ahead = torch.cat([self.weekdays[weekday_ahead], closed_ahead[..., None].float()], 2)
         extra = self.head_extras(scaled, is_open)
@@ -508,9 +545,11 @@ def gather(
     horizon: int,
     ahead: Close | None = None,
     locations: int = 0,
+    signals: bool = False,
 ) -> Inputs:
     """Inputs of the windows of series ``rows`` ending at columns ``origins`` (the last
-    input), all at once, with the demand of up to ``locations`` other locations of each SKU.
+    input), all at once, with the demand of up to ``locations`` other locations of each SKU
+    and, when ``signals``, the customer and promotion signals.
     The calendar ahead comes from the close ``ahead`` (the same for every window) when given,
     else from ``Panel.calendar``."""
     width = panel.demand.shape[1]
@@ -531,15 +570,45 @@ def gather(
         shape = (len(rows), horizon)
         closed_ahead = np.broadcast_to(ahead.ahead_closed, shape)
         weekday_ahead = np.broadcast_to(ahead.ahead_weekday, shape)
+    demand = panel.demand[r, cols]
     return Inputs(
-        panel.demand[r, cols],
+        demand,
         panel.price[r, cols],
         panel.closed[cols],
         panel.weekday[cols].astype(np.int64),
         np.ascontiguousarray(closed_ahead),
         np.ascontiguousarray(weekday_ahead, dtype=np.int64),
         _siblings(panel, rows, origins, cols, locations),
+        signal_steps(panel, rows, cols, demand, panel.closed[cols]) if signals else _none(cols),
     )
+
+
+def _none(cols: np.ndarray) -> np.ndarray:
+    return np.zeros((*cols.shape, 0), np.float32)
+
+
+def signal_steps(
+    panel: Panel, rows: np.ndarray, cols: np.ndarray, demand: np.ndarray, closed: np.ndarray
+) -> np.ndarray:
+    """The signals of windows [B, L, 5] as inputs, free of the series' level: log1p of the
+    buyers and of the new buyers, the top buyer's and the promotion's shares of the bucket's
+    demand, log1p of the largest line over the window's scale (its mean, as ``GlobalLSTM``)."""
+    if panel.signals is None:
+        return np.zeros((*cols.shape, len(SIGNALS)), np.float32)
+    raw = panel.signals[rows[:, None], cols]
+    is_open = ~closed
+    scale = (demand * is_open).sum(1) / np.maximum(is_open.sum(1), 1) + EPS
+    sold = np.maximum(demand, 1.0)
+    return np.stack(
+        [
+            np.log1p(raw[..., 0]),
+            np.log1p(raw[..., 1]),
+            np.clip(raw[..., 2] / sold, 0.0, 1.0),
+            np.log1p(raw[..., 3] / scale[:, None]),
+            np.clip(raw[..., 4] / sold, 0.0, 1.0),
+        ],
+        2,
+    ).astype(np.float32)
 
 
 def _siblings(
@@ -574,7 +643,9 @@ def inputs_of(
 ) -> Inputs:
     """``gather`` with the window, horizon and sibling locations ``model`` reads."""
     cfg = model.cfg
-    return gather(panel, rows, origins, cfg.seq_len, cfg.horizon, ahead, model.locations)
+    return gather(
+        panel, rows, origins, cfg.seq_len, cfg.horizon, ahead, model.locations, cfg.signals
+    )
 
 
 def forecast_windows(model: TorchForecaster, inputs: Inputs) -> np.ndarray:

@@ -2,20 +2,20 @@
 recipe (LightGBM, Tweedie objective), served through the same path as the networks.
 
 One row per (window, horizon step): the window is scaled as the networks scale it (by the
-mean of its open buckets plus ``EPS``), and the target is the scaled demand of that step. The
-booster learns the scaled *mean* with a Tweedie objective, the usual choice for demand with
-many zeros and a long tail. Quantiles come from the errors of that mean on rows held out of
-the boosting (the last ``CALIBRATION`` share of the drawn windows): the rows are cut into
-``BINS`` bins by the predicted mean, and each bin keeps the p10/p50/p90 of the ratio of truth
-to prediction, so a forecast's quantiles are its mean times its bin's ratios, monotone and
-calibrated on data the trees did not fit.
+mean of its open buckets plus ``EPS``), and the target is the scaled demand of that step. A
+first booster learns the scaled *mean* with a Tweedie objective, the usual choice for demand
+with many zeros and a long tail; one booster per quantile then learns that quantile with the
+quantile (pinball) objective from the same features and the log of the mean (stacking: the
+mean is the strongest single feature, and a quantile is not a fixed multiple of it on
+intermittent demand). The quantiles are sorted, so they never cross. Every booster stops
+early on rows held out of the boosting (the last ``HELD_OUT`` share of the drawn windows).
 
-The weights file is JSON: LightGBM's own text model and the bins, never pickle.
+The weights file is JSON: LightGBM's own text models, never pickle.
 
 >>> import numpy as np
 >>> from models.lstm.kinds import Architecture
 >>> from models.lstm.network import LSTMConfig, Panel, predict
->>> cfg = LSTMConfig(seq_len=14, epochs=1, windows_per_epoch=64, arch=Architecture.LIGHTGBM)
+>>> cfg = LSTMConfig(seq_len=28, epochs=1, windows_per_epoch=64, arch=Architecture.LIGHTGBM)
 >>> rng = np.random.default_rng(0)
 >>> panel = Panel(["a@UK", "b@UK"], rng.poisson(3, (2, 60)).astype(np.float32),
 ...               np.full((2, 60), 1.5, np.float32), np.zeros(60, bool), np.arange(60) % 7, 100)
@@ -52,15 +52,19 @@ from models.lstm.network import (
     window_targets,
 )
 
-__all__ = ["BINS", "CALIBRATION", "LAGS", "PARAMS", "ROUNDS", "GradientBoostedTrees", "features"]
+__all__ = [
+    "HELD_OUT", "LAGS", "MEAN", "PARAMS", "ROUNDS", "WEEKS", "GradientBoostedTrees", "features",
+]  # fmt: skip
 
 LAGS = 14  # scaled demand of the last two weeks, one feature each
-ROUNDS = 300  # boosting rounds at most; early stopping on the held-out rows
-BINS = 32  # of the predicted mean, each with its own ratio quantiles
-CALIBRATION = 0.2  # share of the drawn windows held out of the boosting
-PARAMS = {
+WEEKS = 4  # the same weekday this many weeks back, one feature each
+ROUNDS = 300  # boosting rounds at most per booster; early stopping on the held-out rows
+HELD_OUT = 0.2  # share of the drawn windows held out of the boosting
+MEAN = {
     "objective": "tweedie",
     "tweedie_variance_power": 1.3,  # between Poisson (1) and Gamma (2): zeros and a long tail
+}
+PARAMS = {
     "learning_rate": 0.05,
     "num_leaves": 63,
     "min_data_in_leaf": 200,
@@ -86,8 +90,9 @@ def features(inputs: Inputs) -> np.ndarray:
     Window: the last ``LAGS`` scaled buckets, means over 7 and 28 buckets, the share of open
     buckets that sold, buckets since the last sale, the level (log1p of the scale), the log
     price of the last week against the window's mean price and the share of buckets with no
-    price. Step: its horizon, weekday and closed flag, the scaled demand of the same weekday
-    one to four weeks before it and that weekday's mean over the window.
+    price; with the signals (``LSTMConfig.signals``), each signal's mean over 7 and over 28
+    buckets (``signal_steps``). Step: its horizon, weekday and closed flag, the scaled demand
+    of the same weekday one to four weeks before it and that weekday's mean over the window.
     """
     scaled, scale = _scaled(inputs)
     b, length = scaled.shape
@@ -109,11 +114,13 @@ def features(inputs: Inputs) -> np.ndarray:
             np.log1p(scale),
             np.log(recent_price / mean_price),
             np.isnan(inputs.price).mean(1),
+            inputs.signals[:, -SEASON:].mean(1),
+            inputs.signals[:, -4 * SEASON :].mean(1),
         ])  # fmt: skip
         steps = np.arange(1, horizon + 1)
         same_day = [
-            scaled[:, length - 1 + steps - weeks * SEASON] for weeks in range(1, 5)
-        ]  # each [B, H]; the window is at least 4 weeks long
+            scaled[:, length - 1 + steps - weeks * SEASON] for weeks in range(1, WEEKS + 1)
+        ]  # each [B, H]; the window is at least WEEKS weeks long
         weekday_mean = np.stack(
             [np.nanmean(scaled[:, length - 1 + h - SEASON :: -SEASON], 1) for h in steps], 1
         )
@@ -132,16 +139,17 @@ def features(inputs: Inputs) -> np.ndarray:
 
 
 class GradientBoostedTrees:
-    """A LightGBM booster of the scaled mean with ratio quantiles per bin (module docstring)."""
+    """A LightGBM booster of the scaled mean and one per quantile on top (module docstring)."""
 
     locations: ClassVar[int] = 0
     suffix: ClassVar[str] = ".trees.json"
 
     def __init__(self, cfg: LSTMConfig) -> None:
+        if cfg.seq_len < WEEKS * SEASON:
+            raise ValueError(f"the trees read {WEEKS} weeks back: seq_len >= {WEEKS * SEASON}")
         self.cfg = cfg
-        self.booster: lightgbm.Booster | None = None
-        self.edges = np.zeros(0)  # [BINS - 1] cut points of the predicted scaled mean
-        self.ratios = np.ones((1, len(cfg.quantiles)))  # [bins, Q] truth / predicted mean
+        self.mean: lightgbm.Booster | None = None
+        self.quantiles: list[lightgbm.Booster] = []
 
     def fit(
         self,
@@ -158,25 +166,26 @@ class GradientBoostedTrees:
         rng = np.random.default_rng(cfg.seed)
         n = min(cfg.windows_per_epoch or len(windows), len(windows))
         draw = windows[rng.choice(len(windows), n, replace=False)]
-        cut = max(1, int(n * (1 - CALIBRATION)))
+        cut = max(1, int(n * (1 - HELD_OUT)))
         end_col = end - panel.first_bucket
         fit_x, fit_y = self._rows(panel, draw[:cut], end_col)
-        cal_x, cal_y = self._rows(panel, draw[cut:], end_col)
-        params = {**PARAMS, "seed": cfg.seed, "num_threads": torch.get_num_threads()}
-        train_set = lightgbm.Dataset(fit_x, fit_y, free_raw_data=True)
-        valid = [lightgbm.Dataset(cal_x, cal_y, reference=train_set)] if len(cal_y) else []
-        losses: dict[str, dict[str, list[float]]] = {}
-        callbacks = [lightgbm.record_evaluation(losses)]
-        if valid:
-            callbacks.append(lightgbm.early_stopping(30, verbose=False))
-        self.booster = lightgbm.train(params, train_set, ROUNDS, valid, callbacks=callbacks)
-        self._calibrate(cal_x if len(cal_y) else fit_x, cal_y if len(cal_y) else fit_y)
-        # the held-out rows' Tweedie deviance after each round
-        curve = next(iter(losses["valid_0"].values())) if valid else [math.nan]
-        if on_epoch is not None:
-            on_epoch(1, curve[-1])
+        held_x, held_y = self._rows(panel, draw[cut:], end_col)
+        losses = []
+        self.mean, loss = _boost(MEAN, cfg.seed, fit_x, fit_y, held_x, held_y)
+        losses.append(loss)
+        fit_x, held_x = self._stack(fit_x), self._stack(held_x)
+        self.quantiles = []
+        for level in self.cfg.quantiles:
+            params = {"objective": "quantile", "alpha": level}
+            booster, loss = _boost(params, cfg.seed, fit_x, fit_y, held_x, held_y)
+            self.quantiles.append(booster)
+            losses.append(loss)
+            if on_epoch is not None:
+                on_epoch(len(losses), loss)
         seconds = time.perf_counter() - started
-        return TrainReport([curve[-1]], [seconds], len(windows), seconds, "cpu")
+        return TrainReport(
+            losses, [seconds / len(losses)] * len(losses), len(windows), seconds, "cpu"
+        )
 
     def _rows(self, panel: Panel, draw: np.ndarray, end_col: int) -> tuple[np.ndarray, np.ndarray]:
         """Features and scaled targets of the learned (open, in range) steps of ``draw``."""
@@ -187,32 +196,20 @@ class GradientBoostedTrees:
         keep = learned.reshape(-1)
         return features(inputs)[keep], (y / scale[:, None]).reshape(-1)[keep]
 
-    def _calibrate(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Bins of the predicted mean and each bin's quantiles of truth / prediction."""
-        mean = np.maximum(self._mean(x), 1e-6)
-        self.edges = np.unique(np.quantile(mean, np.linspace(0, 1, BINS + 1)[1:-1]))
-        bins = np.searchsorted(self.edges, mean, side="right")
-        levels = np.array(self.cfg.quantiles)
-        overall = np.quantile(y / mean, levels)
-        self.ratios = np.stack([
-            np.quantile(y[bins == k] / mean[bins == k], levels) if (bins == k).any() else overall
-            for k in range(len(self.edges) + 1)
-        ])  # fmt: skip
-
-    def _mean(self, x: np.ndarray) -> np.ndarray:
-        if self.booster is None:
-            return np.zeros(len(x))
-        return np.asarray(self.booster.predict(x, num_threads=torch.get_num_threads()))
+    def _stack(self, x: np.ndarray) -> np.ndarray:
+        """The features with the log of the predicted mean, as the quantile boosters read them."""
+        mean = np.zeros(len(x)) if self.mean is None else _predict(self.mean, x)
+        return np.column_stack([x, np.log(np.maximum(mean, 1e-6))]).astype(np.float32)
 
     def forecast(self, inputs: Inputs) -> np.ndarray:
         b, horizon = inputs.closed_ahead.shape
-        if b == 0:
-            return np.zeros((0, horizon, len(self.cfg.quantiles)))
-        mean = self._mean(features(inputs))
-        ratios = self.ratios[np.searchsorted(self.edges, mean, side="right")]
+        levels = len(self.cfg.quantiles)
+        if b == 0 or not self.quantiles:
+            return np.zeros((b, horizon, levels))
+        x = self._stack(features(inputs))
+        q = np.stack([_predict(booster, x) for booster in self.quantiles], 1)
         _, scale = _scaled(inputs)
-        q = (mean[:, None] * ratios).reshape(b, horizon, -1) * scale[:, None, None]
-        q = np.maximum.accumulate(np.maximum(q, 0.0), axis=2)
+        q = np.sort(np.maximum(q, 0.0), axis=1).reshape(b, horizon, levels) * scale[:, None, None]
         q[inputs.closed_ahead] = 0.0
         return q
 
@@ -220,27 +217,54 @@ class GradientBoostedTrees:
         return False  # a few hundred trees train from scratch in seconds
 
     def weights(self) -> bytes:
-        if self.booster is None:
+        if self.mean is None:
             raise ValueError("untrained trees have no weights")
         return json.dumps({
-            "booster": self.booster.model_to_string(),
-            "edges": self.edges.tolist(),
-            "ratios": self.ratios.tolist(),
+            "mean": self.mean.model_to_string(),
+            "quantiles": [b.model_to_string() for b in self.quantiles],
         }).encode()  # fmt: skip
 
     def load_weights(self, data: bytes, map_location: torch.device) -> None:
         try:
             state = json.loads(data)
-            self.booster = lightgbm.Booster(model_str=state["booster"])
-            self.edges = np.asarray(state["edges"], np.float64)
-            self.ratios = np.asarray(state["ratios"], np.float64)
+            self.mean = lightgbm.Booster(model_str=state["mean"])
+            self.quantiles = [lightgbm.Booster(model_str=m) for m in state["quantiles"]]
         except (ValueError, KeyError, TypeError, lightgbm.basic.LightGBMError) as exc:
             raise ValueError(f"unreadable weights: not a trees checkpoint: {exc}") from exc
-        if self.ratios.shape != (len(self.edges) + 1, len(self.cfg.quantiles)):
+        if len(self.quantiles) != len(self.cfg.quantiles):
             raise ValueError(
-                f"incompatible shapes for its config: ratios {self.ratios.shape} for "
-                f"{len(self.edges)} edges and {len(self.cfg.quantiles)} quantiles"
+                f"incompatible shapes for its config: {len(self.quantiles)} quantile boosters "
+                f"for {len(self.cfg.quantiles)} quantiles"
             )
 
     def place(self, device: torch.device | str) -> GradientBoostedTrees:
         return self  # LightGBM runs on the CPU
+
+
+def _boost(
+    objective: dict[str, object],
+    seed: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    held_x: np.ndarray,
+    held_y: np.ndarray,
+) -> tuple[lightgbm.Booster, float]:
+    """A booster of ``objective``, stopped early on the held-out rows when there are some;
+    and its last loss on them (NaN without)."""
+    params = {**PARAMS, **objective, "seed": seed, "num_threads": torch.get_num_threads()}
+    train_set = lightgbm.Dataset(x, y, free_raw_data=True)
+    losses: dict[str, dict[str, list[float]]] = {}
+    callbacks = [lightgbm.record_evaluation(losses)]
+    valid = []
+    if len(held_y):
+        valid = [lightgbm.Dataset(held_x, held_y, reference=train_set)]
+        callbacks.append(lightgbm.early_stopping(30, verbose=False))
+    booster = lightgbm.train(params, train_set, ROUNDS, valid, callbacks=callbacks)
+    curve = next(iter(losses["valid_0"].values())) if valid else [math.nan]
+    return booster, float(
+        curve[booster.best_iteration - 1] if booster.best_iteration else curve[-1]
+    )
+
+
+def _predict(booster: lightgbm.Booster, x: np.ndarray) -> np.ndarray:
+    return np.asarray(booster.predict(x, num_threads=torch.get_num_threads()), np.float64)

@@ -204,6 +204,8 @@ class TrainerSettings(Section):
     lstm_hidden: int | None = setting("SHELFCAST_LSTM_HIDDEN", int, default=None, low=1)
     lstm_epochs: int | None = setting("SHELFCAST_LSTM_EPOCHS", int, default=None, low=1)
     lstm_warm_epochs: int | None = setting("SHELFCAST_LSTM_WARM_EPOCHS", int, default=None, low=1)
+    # the global models read the customer and promotion signals (models.signals)
+    lstm_signals: bool | None = setting("SHELFCAST_LSTM_SIGNALS", bool, default=None)
     # ALL_WINDOWS ("all"): every eligible window
     lstm_windows_per_epoch: int | None = setting(
         "SHELFCAST_LSTM_WINDOWS_PER_EPOCH", int, default=None, low=1, words=(("all", ALL_WINDOWS),)

@@ -19,6 +19,8 @@ from operator import attrgetter
 import numpy as np
 import orjson
 
+from models.signals import SIGNALS
+
 __all__ = [
     "ENUMS",
     "EVENT_FIELDS",
@@ -29,6 +31,7 @@ __all__ = [
     "ROLLING_FIELDS",
     "ROP_FIELDS",
     "ROP_FIELDS_V1",
+    "SIGNAL_FIELDS",
     "AlertRecord",
     "AlertStatus",
     "EventKind",
@@ -90,6 +93,8 @@ class StockEffect:
     moves_clock: bool = True  # an order the pipeline holds to be skewed far ahead does not
     po_id: str | None = None  # the purchase order a "p" changes or a delivery ("d") fills
     pack_size: int | None = None
+    customer_id: str | None = None  # an order's customer (models.signals)
+    promo: bool = False  # an order sold on promotion
 
 
 EVENT_FIELDS = tuple(f.name for f in fields(StockEffect))
@@ -115,6 +120,9 @@ ROP_FIELDS = (
 ROP_FIELDS_V1 = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
 # A value of the partition's rolling hash, ``|``-joined
 ROLLING_FIELDS = ("demand_sum_7", "demand_sum_28", "demand_ewma")
+# A value of a series' signals hash and of the partition's per-bucket one: the customer and
+# promotion signals of the series in the bucket (models.signals)
+SIGNAL_FIELDS = SIGNALS
 
 RECORDS = {
     "event": EVENT_FIELDS,
@@ -123,6 +131,7 @@ RECORDS = {
     "rop": ROP_FIELDS,
     "rop_v1": ROP_FIELDS_V1,
     "rolling": ROLLING_FIELDS,
+    "signals": SIGNAL_FIELDS,
 }
 ENUMS: dict[str, type[IntEnum] | type[StrEnum]] = {
     "status": Status,

@@ -12,6 +12,7 @@ __all__ = [
     "PARTITION_BUCKET_KEYS",
     "PREFIX",
     "SERIES_BUCKET_KEYS",
+    "SERIES_CUSTOMERS",
     "SERIES_HISTORY",
     "SERIES_KEYS",
     "SERIES_STOCK",
@@ -31,15 +32,17 @@ PREFIX = "shelfcast"
 STATS = f"{PREFIX}:stats"
 
 # A series' hashes of the history (bucket -> value), trimmed by a close as a bucket leaves it
-SERIES_HISTORY = ("demand", "returns", "lines", "revenue", "cancelled")
+SERIES_HISTORY = ("demand", "returns", "lines", "revenue", "cancelled", "signals")
 # A series' stock keys, which a stock event reads and writes
 SERIES_STOCK = ("state", "moves", "po")
+# A series' customers: each one's latest bucket and units there (models.signals)
+SERIES_CUSTOMERS = ("buyers",)
 # Every key of a series but the per-bucket ones: each expires after the series ttl
-SERIES_KEYS = (*SERIES_STOCK, *SERIES_HISTORY)
+SERIES_KEYS = (*SERIES_STOCK, *SERIES_HISTORY, *SERIES_CUSTOMERS)
 # A series' keys per bucket: order sizes (to match a cancellation) and event ids (dedupe)
 SERIES_BUCKET_KEYS = ("sizes", "ids")
-# The partition's keys per bucket: its demand and revenue there by series
-PARTITION_BUCKET_KEYS = ("demand", "revenue")
+# The partition's keys per bucket: its demand, revenue and signals there by series
+PARTITION_BUCKET_KEYS = ("demand", "revenue", "signals")
 
 _MARK = "\0"  # stands in for a series name or bucket, to cut a key where the scripts fill one in
 

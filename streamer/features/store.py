@@ -28,6 +28,7 @@ from streamer.config.settings import Settings
 # The key scheme is keys.py's and the wire format codec.py's.
 from streamer.features.codec import (
     LUA_WIRE,
+    SIGNAL_FIELDS,
     AlertRecord,
     Status,
     StockEffect,
@@ -156,14 +157,29 @@ _COLUMNS = (
 @dataclass(frozen=True, slots=True)
 class Window:
     """A partition's ``series`` over a span of buckets: demand and revenue ``[series,
-    bucket]`` (0 where none), where each series had orders (``traded``), and the closed flags
-    known there."""
+    bucket]`` (0 where none), where each series had orders (``traded``), the closed flags
+    known there, and the customer and promotion signals ``[series, bucket, 5]`` when read."""
 
     series: list[str]
     demand: np.ndarray
     revenue: np.ndarray
     traded: np.ndarray
     closed: dict[int, bool]
+    signals: np.ndarray | None = None
+
+
+def _signals(index: pd.Index, packed: list[dict[bytes, bytes]]) -> np.ndarray | None:
+    """The signals [series, bucket, 5] of the partition's per-bucket signals hashes, in the
+    rows of ``index``; None when none were read."""
+    if not packed:
+        return None
+    out = np.zeros((len(index), len(packed), len(SIGNAL_FIELDS)))
+    for j, values in enumerate(packed):
+        if values:
+            rows = index.get_indexer(list(values))
+            numbers = np.array([orjson.loads(v) for v in values.values()], np.float64)
+            out[rows[rows >= 0], j] = numbers[rows >= 0]
+    return out
 
 
 class FeatureStore:
@@ -364,13 +380,15 @@ class FeatureStore:
         flags_before: int = 0,
         *,
         all_traded: bool = False,
+        signals: bool = False,
     ) -> Window:
         """Demand and revenue ``[len(series), len(span)]`` of the partition's ``series`` over
         ``span`` (0 where none), and the partition's closed flags there and over the
         ``flags_before`` buckets before it (a replayed close expects days closed from the
         flags of the weeks before it, as the live close did). With ``all_traded``, the rows
         are ``series`` and every other series that traded in ``span`` (one that has left the
-        active set since), in name order. Read from the partition's per-bucket hashes, which
+        active set since), in name order. With ``signals``, the customer and promotion
+        signals too (an LSTM that reads them). Read from the partition's per-bucket hashes, which
         list only the series that traded in a bucket: two commands a bucket, where reading
         each series' hashes cost a close about 20 us a series before its LSTM could
         forecast."""
@@ -380,8 +398,12 @@ class FeatureStore:
         for b in span:
             pipe.hgetall(bucket_key(partition, "demand", b))
             pipe.hgetall(bucket_key(partition, "revenue", b))
+        for b in span if signals else ():
+            pipe.hgetall(bucket_key(partition, "signals", b))
         metrics.REDIS_ROUNDTRIPS.inc()
         raw = await pipe.execute()
+        packed = raw[len(raw) - len(span) :] if signals else []
+        raw = raw[: 1 + 2 * len(span)]
         closed = {b: v == b"1" for b, v in zip(flagged, raw[0], strict=False) if v is not None}
         if all_traded:
             names = {name.decode() for d in raw[1::2] for name in d}
@@ -397,7 +419,7 @@ class FeatureStore:
                     out[rows[rows >= 0], j] = numbers[rows >= 0]
                     if values is d:  # listed: had orders, even all cancelled in the bucket
                         traded[rows[rows >= 0], j] = True
-        return Window(list(series), demand, revenue, traded, closed)
+        return Window(list(series), demand, revenue, traded, closed, _signals(index, packed))
 
     async def write_close(
         self,
@@ -434,6 +456,7 @@ class FeatureStore:
             bucket_key(partition, "demand", trim_before),
             bucket_key(partition, "revenue", trim_before),
             *(part_key(partition, k) for k in ("rop", "rolling", "forecast", "lstm")),
+            bucket_key(partition, "signals", trim_before),
         ]  # fmt: skip
         if not await self._fenced(self._close, partition, generation, keys, args):
             log.warning(

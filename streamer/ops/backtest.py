@@ -19,7 +19,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
 from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
+from models.signals import Signals
 from streamer.config.settings import Settings, child_environment
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
 from streamer.features.keys import STATS
@@ -95,6 +96,8 @@ class Truth:
     demand: dict[tuple[str, int], float]
     revenue: dict[tuple[str, int], float]
     closed: set[int]
+    # customer and promotion signals per (series, bucket), in models.signals.SIGNALS order
+    signals: dict[tuple[str, int], list[float]] = field(default_factory=dict)
 
 
 def rollup_demand(demand: Mapping[tuple[str, int], float]) -> dict[tuple[str, int], float]:
@@ -109,10 +112,12 @@ def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
     """Demand per (series, bucket) from the replayed orders, computed independently of the
     worker with the same rules (docs/forecasting.md): returns are not demand, and a return
     that cancels an order of the same size in the same bucket removes it. Also the closed
-    buckets: those without any order, between the first and the last."""
+    buckets (those without any order, between the first and the last) and the customer and
+    promotion signals (``models.signals``)."""
     truth: dict[tuple[str, int], float] = defaultdict(float)
     revenue: dict[tuple[str, int], float] = defaultdict(float)
     sizes: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
+    signals = Signals()
     open_buckets: set[int] = set()
     for ev in events:
         if ev.role != "orders" or not ev.ts or (line := order_line(ev)) is None:
@@ -124,12 +129,14 @@ def truth_from(events: Iterable[Produced], bucket_seconds: int) -> Truth:
             revenue[(series, b)] += qty * price
             sizes[(series, b)][qty] += 1
             open_buckets.add(b)
+            signals.order(series, b, qty, line.customer_id, line.promo)
         elif sizes[(series, b)][-qty] > 0:
             sizes[(series, b)][-qty] -= 1
             truth[(series, b)] += qty
             revenue[(series, b)] += qty * price
+            signals.cancel(series, b, -qty)
     span = range(min(open_buckets), max(open_buckets)) if open_buckets else range(0)
-    return Truth(truth, revenue, set(span) - open_buckets)
+    return Truth(truth, revenue, set(span) - open_buckets, dict(signals.values))
 
 
 def child_env(settings: Settings) -> dict[str, str]:

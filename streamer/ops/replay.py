@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from streamer.eventtime.clock import DAY_SECONDS
-from streamer.topics.events import series_key
+from streamer.topics.events import promo_flag, series_key
 
 __all__ = [
     "COLUMNS_HELP",
@@ -105,6 +105,8 @@ class OrderLine:
     quantity: int
     unit_price: float
     event_id: str
+    customer_id: str | None = None
+    promo: bool = False
 
 
 def order_line(ev: Produced) -> OrderLine | None:
@@ -120,9 +122,12 @@ def order_line(ev: Produced) -> OrderLine | None:
         obj = json.loads(ev.value)
         series, qty = series_key(obj["sku"], obj["location"]), obj["quantity"]
         price, event_id = float(obj.get("unit_price") or 0.0), str(obj["event_id"])
+        customer = None if obj.get("customer_id") is None else str(obj["customer_id"])
     except (ValueError, KeyError, TypeError):
         return None
-    return OrderLine(series, qty, price, event_id) if isinstance(qty, int) else None
+    if not isinstance(qty, int):
+        return None
+    return OrderLine(series, qty, price, event_id, customer, promo_flag(obj.get("promo")))
 
 
 @dataclass
@@ -283,6 +288,8 @@ def read_online_retail(
             "event_id": event_id, "ts": row.iso, "sku": row.StockCode, "location": row.Country,
             "quantity": quantity, "unit_price": float(row.UnitPrice), "order_id": row.InvoiceNo,
         }  # fmt: skip
+        if row.CustomerID.strip():  # a quarter of the lines have none
+            msg["customer_id"] = row.CustomerID.strip()
         out.append(Produced("orders", key, _dumps(msg), row.ts))
     if stats.skipped_non_product:
         stats.skipped["non-product code"] = stats.skipped_non_product

@@ -401,9 +401,11 @@ class Pipeline:
         return output(self.s.kafka.topics["dlq"], key, msg)
 
     def _effect(self, p: int, rec: Record, ev: Event) -> StockEffect:
-        po_id = pack = None
+        po_id = pack = customer = None
+        promo = False
         if isinstance(ev, OrderEvent):
             kind, qty, price, lead = EventKind.ORDER, ev.quantity, ev.unit_price, None
+            customer, promo = ev.customer_id, ev.promo
         else:
             kind, qty = _stock_kind(ev)
             price, lead, po_id, pack = None, ev.lead_time_days, ev.po_id, ev.pack_size
@@ -423,6 +425,8 @@ class Pipeline:
             moves_clock=ev.ts <= newest + self.s.time.max_skew_seconds,
             po_id=po_id,
             pack_size=pack,
+            customer_id=customer,
+            promo=promo,
         )
 
     async def _apply(
@@ -556,8 +560,9 @@ class Pipeline:
                 p, start, before, self.s.models.history_buckets,
             )  # fmt: skip
         window = await self.store.read_window(
-            p, series, read, max(2 * self.calendar.season - before, 0), all_traded=True
-        )
+            p, series, read, max(2 * self.calendar.season - before, 0), all_traded=True,
+            signals=any(model.cfg.signals for _, model in lstm.values()),
+        )  # fmt: skip
         first = dict(zip(series, firsts.tolist(), strict=True))
         await asyncio.to_thread(self._replay, bank, read, before, window, first, lstm)
         return bank
@@ -609,7 +614,8 @@ class Pipeline:
         span = window_of(model, close.bucket)
         cols = slice(span.start - read.start, span.stop - read.start)
         demand, revenue = window.demand[rows, cols], window.revenue[rows, cols]
-        means = self.lstm.means(model, series, demand, revenue, window.closed, span, close)
+        signals = None if window.signals is None else window.signals[rows, cols]
+        means = self.lstm.means(model, series, demand, revenue, window.closed, span, close, signals)
         return version_name(version), means
 
     async def snapshot(self, partitions: Iterable[int]) -> None:

@@ -121,11 +121,12 @@ class LSTMServing:
             return None
         version, model = champion
         span = window_of(model, ahead.bucket)
-        window = await store.read_window(partition, series, span)
+        window = await store.read_window(partition, series, span, signals=model.cfg.signals)
         flags = {**window.closed, **closed}
         means = await asyncio.to_thread(
-            self.means, model, series, window.demand, window.revenue, flags, span, ahead
-        )
+            self.means, model, series, window.demand, window.revenue, flags, span, ahead,
+            window.signals,
+        )  # fmt: skip
         return version_name(version), means
 
     def means(
@@ -137,10 +138,12 @@ class LSTMServing:
         flags: dict[int, bool],
         span: range,
         ahead: Close,
+        signals: np.ndarray | None = None,
     ) -> np.ndarray:
         """``model``'s mean forecasts ``[len(series), horizon]`` after ``ahead.bucket`` closed,
-        from the series' demand and revenue over ``span`` (``window_of``) and the closed
-        flags: at a live close, and again when a restart replays it."""
+        from the series' demand and revenue over ``span`` (``window_of``), the closed flags and
+        the customer and promotion signals (when the model reads them): at a live close, and
+        again when a restart replays it."""
         demand = demand.astype(np.float32)
         revenue = revenue.astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -152,6 +155,7 @@ class LSTMServing:
             np.array([bool(flags.get(b)) for b in span]),
             np.array([self.calendar.weekday(b) for b in span]),
             span.start,
+            None if signals is None else signals.astype(np.float32),
         )
         quantiles = predict(model, panel, ahead.bucket, ahead)
         means = np.tensordot(quantiles, np.array(SWANSON, np.float32), axes=([2], [0]))

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_NAME_LEN",
     "MAX_TS",
     "MIN_TS",
+    "NOT_PROMO",
     "Invalid",
     "InventoryEvent",
     "OrderEvent",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_inventory",
     "parse_order",
     "parse_ts",
+    "promo_flag",
 ]
 
 MAX_ID_LEN = 200
@@ -51,6 +53,8 @@ class OrderEvent:
     location: str
     quantity: int  # negative = a return
     unit_price: float | None = None
+    customer_id: str | None = None
+    promo: bool = False  # sold on promotion (``promo_flag``)
 
     @property
     def series(self) -> str:
@@ -174,6 +178,25 @@ def _number(obj: dict[str, object], key: str, low: float, high: float) -> float 
     return float(value)
 
 
+NOT_PROMO = ("", "0", "false", "no", "none")  # as text, any case
+
+
+def promo_flag(value: object) -> bool:
+    """Whether an order's ``promo`` field says it sold on promotion: any code or flag but an
+    absent, false, zero or empty one.
+
+    >>> [promo_flag(v) for v in (None, False, "", "no", 0, True, 1, "SPRING10")]
+    [False, False, False, False, False, True, True, True]
+    """
+    if value is None:
+        return False
+    if isinstance(value, int | float):  # bool included
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() not in NOT_PROMO
+    return True  # any other code (a list, an object) names a promotion
+
+
 def parse_ts(value: object) -> float:
     """Epoch seconds from ISO 8601 text or epoch milliseconds. Naive times are read as UTC."""
     if isinstance(value, bool):
@@ -236,7 +259,13 @@ def parse_order(raw: bytes, max_bytes: int) -> OrderEvent | Invalid:
         if quantity == 0:
             raise _Reject("bad_quantity", "'quantity' must be non-zero")
         price = _number(obj, "unit_price", 0.0, 1e7)
-        return OrderEvent(event_id, ts, sku, location, int(quantity or 0), price)
+        customer = obj.get("customer_id")
+        if customer is not None:
+            customer = _name(obj, "customer_id", MAX_ID_LEN, forbidden=False)
+        return OrderEvent(
+            event_id, ts, sku, location, int(quantity or 0), price, customer,
+            promo_flag(obj.get("promo")),
+        )  # fmt: skip
     except _Reject as exc:
         return Invalid(exc.reason, exc.detail)
 

@@ -22,6 +22,7 @@ import signal
 import time
 from typing import Any
 
+import orjson
 import redis
 import torch
 from prometheus_client import start_http_server
@@ -35,7 +36,7 @@ from streamer.config.rules import ALL_WINDOWS
 from streamer.config.security import redact
 from streamer.config.settings import Settings
 from streamer.features.connect import connect
-from streamer.features.keys import PREFIX, part_key, part_series_key, series_base
+from streamer.features.keys import PREFIX, part_key, part_series_key, series_key
 from streamer.features.store import as_text
 
 __all__ = [
@@ -68,8 +69,8 @@ SERIES_PER_PIPELINE = 1_000
 
 def lstm_config(settings: Settings) -> LSTMConfig:
     """``LSTMConfig`` with the settings' overrides (``SHELFCAST_LSTM_SEQ_LEN``, ``_HIDDEN``,
-    ``_EPOCHS``, ``_WARM_EPOCHS``, ``_WINDOWS_PER_EPOCH``; ``all``: every eligible window
-    each epoch); every other field keeps its default.
+    ``_EPOCHS``, ``_WARM_EPOCHS``, ``_WINDOWS_PER_EPOCH``, ``all``: every eligible window
+    each epoch; ``_SIGNALS``); every other field keeps its default.
 
     >>> lstm_config(Settings.of(lstm_hidden=8, lstm_windows_per_epoch=ALL_WINDOWS)).hidden
     8
@@ -80,6 +81,7 @@ def lstm_config(settings: Settings) -> LSTMConfig:
         "epochs": settings.trainer.lstm_epochs,
         "warm_epochs": settings.trainer.lstm_warm_epochs,
         "windows_per_epoch": settings.trainer.lstm_windows_per_epoch,
+        "signals": settings.trainer.lstm_signals,
     }
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("windows_per_epoch") == ALL_WINDOWS:
@@ -137,13 +139,14 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
         through = min(clocks)
     first = max(through, *clocks) - settings.models.history_buckets + 2
     partition_of, closed = _series_and_closed(client, settings, first, through)
-    demand, revenue = _series_history(client, partition_of, first, through)
+    demand, revenue, signals = _series_history(client, partition_of, first, through)
     if not demand:
         return None
     # each series is known through `through`, so the panel ends there even when nothing sold
     for s in {s for s, _ in demand}:
         demand.setdefault((s, through), 0.0)
-    return Panel.from_buckets(demand, revenue, closed, settings.time.calendar().weekday)
+    weekday = settings.time.calendar().weekday
+    return Panel.from_buckets(demand, revenue, closed, weekday, signals)
 
 
 def _series_and_closed(
@@ -163,27 +166,31 @@ def _series_and_closed(
     return partition_of, closed
 
 
+Buckets = dict[tuple[str, int], float]
+
+
 def _series_history(
     client: redis.Redis, partition_of: dict[str, int], first: int, through: int
-) -> tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]]:
-    """Demand and revenue of each series per bucket from ``first`` to ``through``, read
-    ``SERIES_PER_PIPELINE`` series per round trip."""
+) -> tuple[Buckets, Buckets, dict[tuple[str, int], list[float]]]:
+    """Demand, revenue and the customer and promotion signals of each series per bucket from
+    ``first`` to ``through``, read ``SERIES_PER_PIPELINE`` series per round trip."""
     series = sorted(partition_of)
-    demand: dict[tuple[str, int], float] = {}
-    revenue: dict[tuple[str, int], float] = {}
+    demand: Buckets = {}
+    revenue: Buckets = {}
+    signals: dict[tuple[str, int], list[float]] = {}
     for i in range(0, len(series), SERIES_PER_PIPELINE):
         chunk = series[i : i + SERIES_PER_PIPELINE]
         pipe = client.pipeline(transaction=False)
         for s in chunk:
-            pipe.hgetall(series_base(s, partition_of[s]) + "demand")
-            pipe.hgetall(series_base(s, partition_of[s]) + "revenue")
+            for name in ("demand", "revenue", "signals"):
+                pipe.hgetall(series_key(s, partition_of[s], name))
         raw = pipe.execute()
-        for s, units, money in zip(chunk, raw[::2], raw[1::2], strict=True):
-            for values, into in ((units, demand), (money, revenue)):
+        for s, units, money, signs in zip(chunk, raw[::3], raw[1::3], raw[2::3], strict=True):
+            for values, into in ((units, demand), (money, revenue), (signs, signals)):
                 for b, v in values.items():
                     if first <= (bucket := int(b)) <= through:
-                        into[(s, bucket)] = float(v)
-    return demand, revenue
+                        into[(s, bucket)] = orjson.loads(v) if into is signals else float(v)
+    return demand, revenue, signals
 
 
 def panel_through(settings: Settings, through: int) -> Panel | None:

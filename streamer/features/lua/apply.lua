@@ -4,7 +4,7 @@
 -- window (ms), series ttl, alert hysteresis, how many alerts at the head of the outbox were
 -- delivered, the events as one JSON array of event records [kind, series, event_id, bucket,
 -- ts_ms, quantity, unit_price, offsets_field, offset, lead_time_days, moves_clock, po_id,
--- pack_size], the stock clock to advance to after them (ms, or ''), the offsets to move to
+-- pack_size, customer_id, promo], the stock clock to advance to after them (ms, or ''), the offsets to move to
 -- at least (JSON {topic:partition: next offset}). Returns {status of each event, on hand
 -- after it ('' for a stale snapshot or an offset regression), the outbox: alerts not yet
 -- known delivered, each a JSON outbox record [series, status, seq, on_hand, rop, ts_ms,
@@ -155,7 +155,52 @@ local function defer(s, eid, qty, bucket, ts, kind, po)
   if ts < next_due then next_due = ts end
 end
 
-local function order(s, bucket, qty, price)
+-- The customer and promotion signals of the series in the bucket (models/signals.py, the same
+-- rule line by line): kept as a JSON array in the series' signals hash and, for a close's
+-- one read of all its series, in the partition's hash of the bucket.
+local function store_signals(s, bucket, v)
+  local packed = cjson.encode(v)
+  redis.call('HSET', series_key(s, 'signals'), bucket, packed)
+  redis.call('HSET', bucket_key('signals', bucket), s, packed)
+end
+
+local function read_signals(s, bucket)
+  local packed = redis.call('HGET', series_key(s, 'signals'), bucket)
+  if packed then return cjson.decode(packed) end
+  return record('signals', {buyers = 0, new_buyers = 0, top_buyer = 0, max_line = 0, promo = 0})
+end
+
+local function signal_order(s, bucket, qty, customer, promo)
+  local S, v = F.signals, read_signals(s, bucket)
+  v[S.max_line] = math.max(v[S.max_line], qty)
+  if promo then v[S.promo] = v[S.promo] + qty end
+  if customer ~= cjson.null and customer ~= nil then
+    local buyers = series_key(s, 'buyers')
+    local seen, units = redis.call('HGET', buyers, customer), qty
+    if not seen then v[S.new_buyers] = v[S.new_buyers] + 1 end
+    local last, had = string.match(seen or '', '^(-?%d+):(.+)$')
+    if last and tonumber(last) == bucket then
+      units = units + tonumber(had)
+    else
+      v[S.buyers] = v[S.buyers] + 1
+    end
+    v[S.top_buyer] = math.max(v[S.top_buyer], units)
+    redis.call('HSET', buyers, customer, bucket .. ':' .. units)
+  end
+  store_signals(s, bucket, v)
+end
+
+-- a cancelled line leaves the bucket's largest line: the largest size still standing
+local function signal_cancel(s, bucket, sizes)
+  local S, v, flat, largest = F.signals, read_signals(s, bucket), redis.call('HGETALL', sizes), 0
+  for i = 1, #flat, 2 do
+    if tonumber(flat[i + 1]) > 0 then largest = math.max(largest, tonumber(flat[i])) end
+  end
+  v[S.max_line] = largest
+  store_signals(s, bucket, v)
+end
+
+local function order(s, bucket, qty, price, customer, promo)
   local st, sizes = series_key(s, 'state'), series_key(s, 'sizes', bucket)
   -- the partition's demand and revenue of the bucket, by series: what its close reads
   local pdemand, prevenue = bucket_key('demand', bucket), bucket_key('revenue', bucket)
@@ -171,6 +216,7 @@ local function order(s, bucket, qty, price)
     redis.call('HINCRBY', sizes, tostring(qty), 1)
     redis.call('EXPIRE', sizes, ttl)
     redis.call('HINCRBY', orders, bucket, 1)
+    signal_order(s, bucket, qty, customer, promo)
   elseif tonumber(redis.call('HGET', sizes, tostring(-qty)) or '0') > 0 then
     -- cancels an order of the same size in the same bucket: that order never was demand,
     -- and the cancellation is no return (an 80,995-unit order cancelled minutes later)
@@ -183,6 +229,7 @@ local function order(s, bucket, qty, price)
       redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
     end
     redis.call('HINCRBY', series_key(s, 'cancelled'), bucket, -qty)
+    signal_cancel(s, bucket, sizes)
   else
     redis.call('HINCRBY', series_key(s, 'returns'), bucket, -qty)
     redis.call('HINCRBY', pdemand, s, 0)  -- listed, so the close trims its history
@@ -208,7 +255,7 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
     local st = series_key(s, 'state')
     status = STATUS.applied
     if kind == KIND.order then
-      order(s, bucket, qty, price)
+      order(s, bucket, qty, price, e[E.customer_id], e[E.promo])
       if e[E.moves_clock] then
         advance(ts)
         -- the partition's first order: the buckets before it have nothing to close, and a

@@ -1,7 +1,8 @@
 -- One bucket close of a partition, written atomically (streamer/features/store.py: write_close).
 -- KEYS: owner, active series, clock, stats, closed flags, order counts, evaluation sums, model
 -- snapshot, the demand and revenue of the bucket leaving the history, reorder points, rolling
--- features, latest forecasts, LSTM versions served. ARGV: key scheme and wire format, generation,
+-- features, latest forecasts, LSTM versions served, the signals of the bucket leaving the
+-- history. ARGV: key scheme and wire format, generation,
 -- bucket to trim, first active bucket, learned count, closed bucket, its closed flag, snapshot
 -- ttl, how many chunks of the model snapshot follow the rest (0: none), the clock fields as a JSON
 -- object, the evaluation sums as a JSON object, then for the reorder points, the rolling features
@@ -11,6 +12,7 @@
 -- a series in Lua. Returns 1, or 0 when nothing was written.
 local active, clock_key, stats, closed_flags, orders, evaluation, model = unpack(KEYS, 2, 8)
 local trim_demand, trim_revenue, rops, rolling, forecasts, served = unpack(KEYS, 9, 14)
+local trim_signals = KEYS[15]
 local trim, first_active, bucket, ttl = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[8])
 local clock = cjson.decode(ARGV[10])
 -- A close already recorded (a retry whose first reply was lost) or older than the one
@@ -59,7 +61,7 @@ hset_pairs(forecasts, ARGV[16], ARGV[17])
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
   for _, h in ipairs(keys.history) do redis.call('HDEL', series_key(s, h), trim) end
 end
-redis.call('DEL', trim_demand, trim_revenue)
+redis.call('DEL', trim_demand, trim_revenue, trim_signals)
 local gone = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. first_active)
 if #gone > 0 then hdel_all({rops, rolling, forecasts}, gone) end
 -- a series back after a whole activity window starts afresh from then, in the live bank and

@@ -85,6 +85,7 @@ def test_an_event_goes_as_its_fields_in_order_with_decimals_as_text() -> None:
         "kind": "d", "series": "A1@UK", "event_id": "d1", "bucket": 3, "ts_ms": 5,
         "quantity": 7, "unit_price": None, "offsets_field": "inventory:0", "offset": 9,
         "lead_time_days": "2.5", "moves_clock": True, "po_id": None, "pack_size": None,
+        "customer_id": None, "promo": False,
     }  # fmt: skip
 
 

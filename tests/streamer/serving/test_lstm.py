@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
 
+from models.lstm.architectures import build
+from models.lstm.kinds import Architecture
 from models.lstm.network import GlobalLSTM, LSTMConfig
 from models.lstm.registry import Registry
+from models.signals import SIGNALS
 from streamer.config.settings import Settings
 from streamer.publish.messages import Output
 from streamer.testing import Harness, forecasts, order
@@ -103,3 +107,29 @@ def test_a_retried_close_republishes_with_the_lstm_version_it_first_used(
     assert bank.models[bank.names.index("lstm")].version == "v1"
     h.feed([h.record(order("UK-late", at(17), 3))])
     assert h.pipeline.lstm.serving[0] == 2  # the next close serves the new champion
+
+
+@pytest.mark.parametrize("arch", [a for a in Architecture if a is not Architecture.LIGHTGBM])
+def test_every_network_is_served_and_reads_the_signals_a_worker_keeps(
+    settings: Settings, arch: Architecture
+) -> None:
+    registry = Registry(settings.models_path())
+    registry.promote(registry.save(build(replace(TINY, arch=arch, signals=True))))
+    h = Harness(settings)
+    seen = []
+    means = h.pipeline.lstm.means
+
+    def spy(*args: object) -> object:
+        seen.append(args[-1])  # the signals the close read for it
+        return means(*args)
+
+    h.pipeline.lstm.means = spy  # type: ignore[method-assign]
+    h.feed([
+        h.record(order(f"{loc}-{d}", at(d, 10 + i), 2 + d % 3, location=loc, customer=f"c{d % 4}"))
+        for d in range(0, 12)
+        for i, loc in enumerate(("UK", "FR"))
+    ])  # fmt: skip
+    assert h.pipeline.evaluation.summary()["lstm"]["points"] > 0
+    assert seen and all(s is not None and s.shape[2] == len(SIGNALS) for s in seen)
+    assert max(float(s[..., 0].max()) for s in seen) == 1.0  # one buyer a day per series
+    h.close()

@@ -28,6 +28,20 @@ def test_valid_order_with_iso_time() -> None:
     assert ev.ts == 1294135200.0  # naive time is read as UTC
 
 
+def test_an_order_names_its_customer_and_promotion_optionally() -> None:
+    plain = parse_order(raw(), LIMIT)
+    assert isinstance(plain, OrderEvent)
+    assert plain.customer_id is None and plain.promo is False
+    ev = parse_order(raw(customer_id="17850", promo="SPRING10"), LIMIT)
+    assert isinstance(ev, OrderEvent) and (ev.customer_id, ev.promo) == ("17850", True)
+    for off in (None, False, 0, "", " No ", "false", "0", "none"):
+        ev = parse_order(raw(promo=off), LIMIT)
+        assert isinstance(ev, OrderEvent) and ev.promo is False, off
+    for bad in (" ", "a\x00b", 17850, "x" * 201):
+        rejected = parse_order(raw(customer_id=bad), LIMIT)
+        assert isinstance(rejected, Invalid) and rejected.reason in ("bad_field", "wrong_type")
+
+
 def test_epoch_milliseconds_and_zone_suffix_agree() -> None:
     a = parse_order(raw(ts=1294135200000), LIMIT)
     b = parse_order(raw(ts="2011-01-04T10:00:00Z"), LIMIT)

@@ -52,6 +52,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     HOME=/home/shelfcast
 
+# LightGBM (the `lightgbm` global model) links the OpenMP runtime, which the slim image lacks.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
+
 # Unprivileged user with a fixed uid/gid so volume ownership is predictable.
 RUN groupadd --system --gid 10001 shelfcast \
  && useradd --system --uid 10001 --gid shelfcast --create-home --home-dir /home/shelfcast \

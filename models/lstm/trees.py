@@ -33,9 +33,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import lightgbm
 import numpy as np
 import torch
 
@@ -51,6 +50,9 @@ from models.lstm.network import (
     training_windows,
     window_targets,
 )
+
+if TYPE_CHECKING:
+    import lightgbm
 
 __all__ = [
     "HELD_OUT", "LAGS", "MEAN", "PARAMS", "ROUNDS", "WEEKS", "GradientBoostedTrees", "features",
@@ -75,6 +77,19 @@ PARAMS = {
     "force_row_wise": True,
     "verbosity": -1,
 }
+
+
+def _lightgbm() -> Any:
+    """LightGBM, imported when the trees are used: a worker that serves a network never loads
+    it, and a machine without its OpenMP runtime fails here with the fix, not at start-up."""
+    try:
+        import lightgbm
+    except (ImportError, OSError) as exc:  # OSError: libgomp.so.1 missing
+        raise RuntimeError(
+            f"the lightgbm architecture needs LightGBM and the OpenMP runtime ({exc}): "
+            "pip install lightgbm, and on Debian or Ubuntu apt-get install libgomp1"
+        ) from exc
+    return lightgbm
 
 
 def _scaled(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
@@ -227,9 +242,10 @@ class GradientBoostedTrees:
     def load_weights(self, data: bytes, map_location: torch.device) -> None:
         try:
             state = json.loads(data)
-            self.mean = lightgbm.Booster(model_str=state["mean"])
-            self.quantiles = [lightgbm.Booster(model_str=m) for m in state["quantiles"]]
-        except (ValueError, KeyError, TypeError, lightgbm.basic.LightGBMError) as exc:
+            lgb = _lightgbm()
+            self.mean = lgb.Booster(model_str=state["mean"])
+            self.quantiles = [lgb.Booster(model_str=m) for m in state["quantiles"]]
+        except (ValueError, KeyError, TypeError, _lightgbm().basic.LightGBMError) as exc:
             raise ValueError(f"unreadable weights: not a trees checkpoint: {exc}") from exc
         if len(self.quantiles) != len(self.cfg.quantiles):
             raise ValueError(
@@ -251,15 +267,16 @@ def _boost(
 ) -> tuple[lightgbm.Booster, float]:
     """A booster of ``objective``, stopped early on the held-out rows when there are some;
     and its last loss on them (NaN without)."""
+    lgb = _lightgbm()
     params = {**PARAMS, **objective, "seed": seed, "num_threads": torch.get_num_threads()}
-    train_set = lightgbm.Dataset(x, y, free_raw_data=True)
+    train_set = lgb.Dataset(x, y, free_raw_data=True)
     losses: dict[str, dict[str, list[float]]] = {}
-    callbacks = [lightgbm.record_evaluation(losses)]
+    callbacks = [lgb.record_evaluation(losses)]
     valid = []
     if len(held_y):
-        valid = [lightgbm.Dataset(held_x, held_y, reference=train_set)]
-        callbacks.append(lightgbm.early_stopping(30, verbose=False))
-    booster = lightgbm.train(params, train_set, ROUNDS, valid, callbacks=callbacks)
+        valid = [lgb.Dataset(held_x, held_y, reference=train_set)]
+        callbacks.append(lgb.early_stopping(30, verbose=False))
+    booster = lgb.train(params, train_set, ROUNDS, valid, callbacks=callbacks)
     curve = next(iter(losses["valid_0"].values())) if valid else [math.nan]
     return booster, float(
         curve[booster.best_iteration - 1] if booster.best_iteration else curve[-1]

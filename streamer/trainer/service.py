@@ -351,6 +351,7 @@ def _record(
             ("candidate", report.candidate.mae),
             ("champion", champion),
             ("seasonal_naive", report.candidate.naive_mae),
+            *((f"entrant_{e.arch}", e.validation.mae) for e in report.entrants),
         ):
             metrics.LSTM_VALIDATION_MAE.labels(model).set(mae)
         log.info(

@@ -37,6 +37,7 @@ from streamer.trainer.service import (
     last_closed,
     lstm_config,
     read_panel,
+    run_once,
     train_once,
 )
 from tests.conftest import CLUSTER, ROOT, SAMPLE, redis_client
@@ -93,6 +94,7 @@ def store(client: redis.Redis, truth: Truth, settings: Settings, through: int) -
             base = series_base(s, partition_of(s))
             pipe.hset(base + "demand", str(b), int(units))
             pipe.hset(base + "revenue", str(b), repr(truth.revenue[(s, b)]))
+            pipe.hset(base + "signals", str(b), json.dumps(truth.signals[(s, b)]))
         if b <= through:
             last_order[s] = max(last_order.get(s, b), b)
         traded[partition_of(s)].add(b)
@@ -142,6 +144,9 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
             b for b in truth.closed if b in columns
         )
         assert panel.weekday.tolist() == [settings.time.calendar().weekday(b) for b in columns]
+        assert panel.signals is not None and panel.signals[..., 0].max() > 1  # several buyers
+        signals = [[truth.signals.get((s, b), [0.0] * 5) for b in columns] for s in panel.series]
+        np.testing.assert_array_equal(panel.signals, np.array(signals, np.float32))
     days = [str(b) for b in columns]
     flags = [client.hmget(part_key(p, "closed"), days) for p in range(PARTITIONS)]
     assert sum(b"1" in day for day in zip(*flags, strict=True)) > 2 * panel.closed.sum()
@@ -211,6 +216,21 @@ def test_train_once_promotes_a_winner_then_rejects_the_same_model(
     assert first["config"] == TINY.to_dict()
     assert first["report"]["candidate"]["mae"] == pytest.approx(report.candidate.mae)
     assert second["report"]["champion"]["mae"] == pytest.approx(report.candidate.mae)
+
+
+def test_a_tournament_records_every_entrant(settings: Settings, truth: Truth) -> None:
+    through = max(b for _, b in truth.demand) - 2
+    store(redis_client(settings.redis.url), truth, settings, through)
+    tournament = settings.replace(tournament=("lstm", "lightgbm"))
+    record, report = run_once(tournament, cfg=replace(TINY, signals=True), device="cpu")
+    assert report is not None
+    assert [e["arch"] for e in record["report"]["entrants"]] == ["lstm", "lightgbm"]
+    assert Registry(settings.models_path()).versions() == [1, 2]
+    for e in report.entrants:
+        mae = metrics.TRAINER_REGISTRY.get_sample_value(
+            "shelfcast_lstm_validation_mae", {"model": f"entrant_{e.arch}"}
+        )
+        assert mae == pytest.approx(e.validation.mae)
 
 
 def test_too_little_history_is_a_recorded_skip_without_a_checkpoint(

@@ -141,8 +141,9 @@ class LSTMConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LSTMConfig:
         """The config of ``to_dict``; unknown or missing keys are an error, not a default,
-        except ``arch``: checkpoints from before the tournament are all LSTMs."""
-        d = {"arch": Architecture.LSTM.value, **d}
+        except ``arch`` and ``signals``: checkpoints from before them are LSTMs that read no
+        signals."""
+        d = {"arch": Architecture.LSTM.value, "signals": False, **d}
         names = {f.name for f in fields(cls)}
         if set(d) != names:
             raise ValueError(
@@ -615,8 +616,9 @@ def _siblings(
     panel: Panel, rows: np.ndarray, origins: np.ndarray, cols: np.ndarray, k: int
 ) -> np.ndarray:
     """Demand [B, k, L] over columns ``cols`` [B, L] of the ``k`` sibling locations that sold
-    most within each window (first rows first among equals): chosen by what the window
-    shows, so that nothing after its origin steers it."""
+    most within each window (first rows first among equals), NaN for the rest: chosen by what
+    the window shows, so that nothing after its origin steers it, and only those that sold in
+    it, as a worker's partition holds only its active series."""
     if k == 0:
         return np.zeros((len(rows), 0, cols.shape[1]), np.float32)
     candidates = panel.siblings[rows]  # [B, M]
@@ -625,9 +627,11 @@ def _siblings(
         panel.cumulative[np.maximum(candidates, 0), ends]
         - panel.cumulative[np.maximum(candidates, 0), ends - cols.shape[1]]
     )
-    sold = np.where(candidates >= 0, sold, -np.inf)
+    sold = np.where(candidates >= 0, sold, 0.0)
     order = np.argsort(-sold, axis=1, kind="stable")[:, :k]
-    chosen = np.take_along_axis(candidates, order, 1)
+    chosen = np.where(
+        np.take_along_axis(sold, order, 1) > 0, np.take_along_axis(candidates, order, 1), -1
+    )
     if chosen.shape[1] < k:
         chosen = np.pad(chosen, ((0, 0), (0, k - chosen.shape[1])), constant_values=-1)
     out = panel.demand[np.maximum(chosen, 0)[:, :, None], cols[:, None, :]]

@@ -3,7 +3,7 @@
 A directory holds, per version ``n``::
 
     v{n:06d}.pt     torch.save(model.state_dict()) of a network, or
-    v{n:06d}.trees.json  LightGBM's text model and its quantile bins (``models.lstm.trees``)
+    v{n:06d}.trees.json  the trees' LightGBM text models (``models.lstm.trees``)
     v{n:06d}.json   metadata: version, created, config, data range, validation errors
                     (candidate, champion, seasonal naive), device, training seconds, the
                     sha256 of the weights file and the promotion decision with its reason

@@ -24,6 +24,7 @@ so the rule above still compares out of sample.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -115,17 +116,19 @@ def decide(
     )
 
 
-def _warm_start(registry: Registry, cfg: LSTMConfig) -> GlobalModel | None:
+def _warm_start(registry: Registry, cfg: LSTMConfig, end: int) -> GlobalModel | None:
     """The version to start a candidate from: the champion when it has ``cfg``'s architecture
-    and sizes, else the latest saved version that has; None when none loads."""
+    and sizes, else the latest saved version that has; only one trained on buckets before
+    ``end`` (the validation must stay out of sample); None when none loads."""
     if cfg.warm_epochs < 1:
         return None
     champion = registry.champion()
     later_first = sorted(registry.versions(), reverse=True)
     for version in ([champion] if champion is not None else []) + later_first:
         try:
-            saved = LSTMConfig.from_dict(registry.metadata(version)["config"])
-            if shape_of(saved) == shape_of(cfg):
+            meta = registry.metadata(version)
+            saved = LSTMConfig.from_dict(meta["config"])
+            if shape_of(saved) == shape_of(cfg) and meta["data_range"]["last_bucket"] < end:
                 return registry.load(version)
         except (CheckpointError, KeyError, TypeError, ValueError):
             continue  # refresh() reports a bad champion when it compares
@@ -144,7 +147,7 @@ def _train_candidate(
     ``cfg.warm_epochs`` when there is one that fits, else from scratch for ``cfg.epochs``;
     and whether it started warm."""
     candidate = build(cfg)
-    warm = _warm_start(registry, cfg)
+    warm = _warm_start(registry, cfg, end)
     started_warm = warm is not None and candidate.warm_from(warm)
     train_cfg = replace(cfg, epochs=cfg.warm_epochs) if started_warm else cfg
     return candidate, candidate.fit(panel, train_cfg, device, end, on_epoch), started_warm
@@ -186,13 +189,18 @@ def refresh(
     end = panel.last_bucket + 1 - cfg.validation
     validate_seconds = 0.0
     trained = []
-    for arch in dict.fromkeys(architectures or (cfg.arch,)):
-        entrant_cfg = replace(cfg, arch=Architecture(arch))
+    entrants_cfg = [replace(cfg, arch=Architecture(a)) for a in dict.fromkeys(architectures)]
+    for entrant_cfg in entrants_cfg or [cfg]:
+        build(entrant_cfg)  # a config an architecture refuses fails before any training
+    for entrant_cfg in entrants_cfg or [cfg]:
         model, report, warm = _train_candidate(panel, registry, entrant_cfg, device, end, on_epoch)
         t0 = time.perf_counter()
         trained.append((model, report, warm, validate(model, panel, cfg.validation)))
         validate_seconds += time.perf_counter() - t0
-    best = min(range(len(trained)), key=lambda i: trained[i][3].mae)  # first of equals
+    # the lowest MAE, the first of equals; a NaN MAE (nothing it could score) never wins
+    best = min(
+        range(len(trained)), key=lambda i: (math.isnan(trained[i][3].mae), trained[i][3].mae)
+    )
     winner, winner_train, _, scores = trained[best]
 
     t0 = time.perf_counter()

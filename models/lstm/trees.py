@@ -241,11 +241,14 @@ class GradientBoostedTrees:
 
     def load_weights(self, data: bytes, map_location: torch.device) -> None:
         try:
-            state = json.loads(data)
             lgb = _lightgbm()
+        except RuntimeError as exc:  # the registry refuses the checkpoint, and says why
+            raise ValueError(str(exc)) from exc
+        try:
+            state = json.loads(data)
             self.mean = lgb.Booster(model_str=state["mean"])
             self.quantiles = [lgb.Booster(model_str=m) for m in state["quantiles"]]
-        except (ValueError, KeyError, TypeError, _lightgbm().basic.LightGBMError) as exc:
+        except (ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise ValueError(f"unreadable weights: not a trees checkpoint: {exc}") from exc
         if len(self.quantiles) != len(self.cfg.quantiles):
             raise ValueError(

@@ -192,8 +192,10 @@ class FeatureStore:
         dedupe_ttl_seconds: int,
         series_ttl_seconds: int = 90 * 86_400,
         alert_hysteresis: float = 0.5,
+        signals: bool = False,
     ) -> None:
         self.r = client
+        self.signals = signals  # keep the customer and promotion signals of each order
         self.ttl = dedupe_ttl_seconds
         self.series_ttl = series_ttl_seconds
         self.hysteresis = alert_hysteresis
@@ -210,6 +212,7 @@ class FeatureStore:
             settings.redis.dedupe_ttl_seconds,
             settings.redis.series_ttl_seconds,
             settings.alerts.hysteresis,
+            bool(settings.trainer.lstm_signals),
         )
 
     async def claim(self, partition: int) -> int:
@@ -252,7 +255,7 @@ class FeatureStore:
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
             encode_events(effects), "" if advance_ms is None else advance_ms,
-            orjson.dumps(floor or {}),
+            orjson.dumps(floor or {}), int(self.signals),
         ]  # fmt: skip
         reply = await self._fenced(self._apply, partition, generation, keys, args)
         statuses, onhand, outbox = reply  # type: ignore[misc]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from streamer.eventtime.clock import DAY_SECONDS
-from streamer.topics.events import promo_flag, series_key
+from streamer.topics.events import customer_of, promo_flag, series_key
 
 __all__ = [
     "COLUMNS_HELP",
@@ -122,7 +122,7 @@ def order_line(ev: Produced) -> OrderLine | None:
         obj = json.loads(ev.value)
         series, qty = series_key(obj["sku"], obj["location"]), obj["quantity"]
         price, event_id = float(obj.get("unit_price") or 0.0), str(obj["event_id"])
-        customer = None if obj.get("customer_id") is None else str(obj["customer_id"])
+        customer = customer_of(obj.get("customer_id"))
     except (ValueError, KeyError, TypeError):
         return None
     if not isinstance(qty, int):

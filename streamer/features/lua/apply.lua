@@ -5,13 +5,14 @@
 -- delivered, the events as one JSON array of event records [kind, series, event_id, bucket,
 -- ts_ms, quantity, unit_price, offsets_field, offset, lead_time_days, moves_clock, po_id,
 -- pack_size, customer_id, promo], the stock clock to advance to after them (ms, or ''), the offsets to move to
--- at least (JSON {topic:partition: next offset}). Returns {status of each event, on hand
+-- at least (JSON {topic:partition: next offset}), whether to keep the orders' customer and
+-- promotion signals (1/0: SHELFCAST_LSTM_SIGNALS; off, an order costs what it did). Returns {status of each event, on hand
 -- after it ('' for a stale snapshot or an offset regression), the outbox: alerts not yet
 -- known delivered, each a JSON outbox record [series, status, seq, on_hand, rop, ts_ms,
 -- on_order, pack_size]}. Records and enums: streamer/features/codec.py.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local hysteresis = tonumber(ARGV[6])
+local hysteresis, keep_signals = tonumber(ARGV[6]), ARGV[11] == '1'
 -- the alerts the previous call returned were delivered: they leave the outbox
 if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
 local statuses, onhand, next_offset = {}, {}, {}
@@ -216,7 +217,7 @@ local function order(s, bucket, qty, price, customer, promo)
     redis.call('HINCRBY', sizes, tostring(qty), 1)
     redis.call('EXPIRE', sizes, ttl)
     redis.call('HINCRBY', orders, bucket, 1)
-    signal_order(s, bucket, qty, customer, promo)
+    if keep_signals then signal_order(s, bucket, qty, customer, promo) end
   elseif tonumber(redis.call('HGET', sizes, tostring(-qty)) or '0') > 0 then
     -- cancels an order of the same size in the same bucket: that order never was demand,
     -- and the cancellation is no return (an 80,995-unit order cancelled minutes later)
@@ -229,7 +230,7 @@ local function order(s, bucket, qty, price, customer, promo)
       redis.call('HINCRBYFLOAT', prevenue, s, qty * tonumber(price))
     end
     redis.call('HINCRBY', series_key(s, 'cancelled'), bucket, -qty)
-    signal_cancel(s, bucket, sizes)
+    if keep_signals then signal_cancel(s, bucket, sizes) end
   else
     redis.call('HINCRBY', series_key(s, 'returns'), bucket, -qty)
     redis.call('HINCRBY', pdemand, s, 0)  -- listed, so the close trims its history

@@ -19,7 +19,7 @@ from tests.conftest import SAMPLE
 
 @pytest.fixture
 def harness(settings: Settings) -> Iterator[Harness]:
-    h = Harness(settings.replace(partitions=1, history_buckets=400))
+    h = Harness(settings.replace(partitions=1, history_buckets=400, lstm_signals=True))
     yield h
     h.close()
 
@@ -48,6 +48,13 @@ def test_the_workers_signals_are_the_offline_rule_on_real_orders(harness: Harnes
     (s, b), values = next(iter(truth.signals.items()))
     packed = client.hget(bucket_key(0, "signals", b), s)
     assert packed is not None and [float(x) for x in packed.decode()[1:-1].split(",")] == values
+
+
+def test_signals_are_kept_only_when_the_models_read_them(settings: Settings) -> None:
+    h = Harness(settings.replace(partitions=1))  # SHELFCAST_LSTM_SIGNALS off: no extra work
+    h.feed([h.record(order("o1", "2011-01-03T10:00:00", 5, customer="c1", promo=True))])
+    h.close()
+    assert stored(settings, {"A1@UK"}) == {}
 
 
 def test_buyers_new_buyers_largest_buyer_line_and_promotion(harness: Harness) -> None:

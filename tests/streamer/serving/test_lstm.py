@@ -113,6 +113,7 @@ def test_a_retried_close_republishes_with_the_lstm_version_it_first_used(
 def test_every_network_is_served_and_reads_the_signals_a_worker_keeps(
     settings: Settings, arch: Architecture
 ) -> None:
+    settings = settings.replace(lstm_signals=True)  # the workers keep them
     registry = Registry(settings.models_path())
     registry.promote(registry.save(build(replace(TINY, arch=arch, signals=True))))
     h = Harness(settings)

@@ -37,9 +37,9 @@ def test_an_order_names_its_customer_and_promotion_optionally() -> None:
     for off in (None, False, 0, "", " No ", "false", "0", "none"):
         ev = parse_order(raw(promo=off), LIMIT)
         assert isinstance(ev, OrderEvent) and ev.promo is False, off
-    for bad in (" ", "a\x00b", 17850, "x" * 201):
-        rejected = parse_order(raw(customer_id=bad), LIMIT)
-        assert isinstance(rejected, Invalid) and rejected.reason in ("bad_field", "wrong_type")
+    for unusable in (" ", "a\x00b", 17850, "x" * 201):  # the order counts, without a customer
+        ev = parse_order(raw(customer_id=unusable), LIMIT)
+        assert isinstance(ev, OrderEvent) and ev.customer_id is None, unusable
 
 
 def test_epoch_milliseconds_and_zone_suffix_agree() -> None:

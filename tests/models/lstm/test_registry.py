@@ -163,3 +163,17 @@ def test_an_unreadable_pointer_is_an_error_not_no_champion(tmp_path: Path) -> No
     (tmp_path / POINTER).write_text("{not json")
     with pytest.raises(CheckpointError, match=POINTER):
         Registry(tmp_path).champion()
+
+
+def test_a_checkpoint_from_before_the_tournament_loads_as_an_lstm(
+    tmp_path: Path, panel: Panel, trained: GlobalLSTM
+) -> None:
+    registry = Registry(tmp_path)
+    version = save(registry, trained)
+    meta_path = registry.metadata_path(version)
+    meta = json.loads(meta_path.read_text())
+    for added in ("arch", "signals"):  # config fields newer than the checkpoint
+        del meta["config"][added]
+    meta_path.write_text(json.dumps(meta))
+    loaded = registry.load(version)
+    assert type(loaded) is GlobalLSTM and loaded.cfg == trained.cfg

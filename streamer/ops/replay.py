@@ -114,9 +114,10 @@ def order_line(ev: Produced) -> OrderLine | None:
     message the worker dead-letters for its shape (not JSON, a field missing, a quantity that
     is not an integer).
 
-    >>> value = b'{"event_id":"o1","sku":"A1","location":"UK","quantity":3}'
-    >>> order_line(Produced("orders", "A1", value, 0.0))
-    OrderLine(series='A1@UK', quantity=3, unit_price=0.0, event_id='o1')
+    >>> value = b'{"event_id":"o1","sku":"A1","location":"UK","quantity":3,"customer_id":"c9"}'
+    >>> line = order_line(Produced("orders", "A1", value, 0.0))
+    >>> line.series, line.quantity, line.unit_price, line.customer_id, line.promo
+    ('A1@UK', 3, 0.0, 'c9', False)
     """
     try:
         obj = json.loads(ev.value)

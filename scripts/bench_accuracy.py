@@ -60,7 +60,7 @@ import torch
 from models.bank import PUBLISHED, Bank, Forecasts, Settled, groups_of
 from models.evaluation import Prequential, references
 from models.lstm.kinds import Architecture
-from models.lstm.network import Panel, predict, seasonal_naive
+from models.lstm.network import Panel, pinball, predict, seasonal_naive
 from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
 from models.quantiles import Points
@@ -74,7 +74,7 @@ from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.embedded import EmbeddedRedis
 from streamer.ops.replay import Produced, order_line, read_online_retail
 from streamer.pipeline.close import close_of, learn_and_forecast
-from streamer.serving.lstm import SWANSON, version_name
+from streamer.serving.lstm import QUANTILES, SWANSON, version_name
 from streamer.testing import Harness, forecasts
 from streamer.trainer.service import buckets_needed, lstm_config
 
@@ -143,10 +143,9 @@ class EntrantScores:
         """One close: quantiles [S, H, 3], truth and naive [S, H], which points count [S, H]."""
         p10, p50, p90 = q[..., 0], q[..., 1], q[..., 2]
         mean = np.tensordot(q, np.array(SWANSON), ([2], [0]))
-        diff = y[..., None] - q
-        levels = np.array([0.1, 0.5, 0.9])
-        pinball = np.maximum(levels * diff, (levels - 1) * diff).mean(2)
-        columns = (np.ones_like(y), np.abs(y - p50), (y - mean) ** 2, pinball,
+        levels = torch.tensor(QUANTILES, dtype=torch.float64)
+        loss = pinball(torch.from_numpy(q), torch.from_numpy(y), levels).mean(2).numpy()
+        columns = (np.ones_like(y), np.abs(y - p50), (y - mean) ** 2, loss,
                    (p10 <= y) & (y <= p90), np.abs(y - naive), (y - naive) ** 2, np.abs(y),
                    y**2)  # fmt: skip
         for subset, rows in (("all", scored), ("top", scored & top[:, None])):

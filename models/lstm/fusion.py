@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.lstm.network import EPS, GlobalLSTM
+from models.lstm.network import GlobalLSTM, window_scale
 
 __all__ = ["CHANNELS", "KERNEL", "LOCATIONS", "FusionLSTM"]
 
@@ -58,7 +58,7 @@ class FusionLSTM(GlobalLSTM):
         b, k, length = siblings.shape
         present = ~torch.isnan(siblings[..., 0])  # [B, K]
         sib = siblings.nan_to_num(0.0) * is_open[:, None, :]
-        sib_scale = sib.sum(2) / is_open.sum(1).clamp(min=1)[:, None] + EPS
+        sib_scale = window_scale(sib, is_open[:, None, :])
         relative = torch.log(sib_scale / scale[:, None])
         x = torch.stack([sib / sib_scale[..., None], relative[..., None].expand(b, k, length)], 2)
         # causal: a step sees its own bucket and the KERNEL - 1 before it, never a later one

@@ -33,20 +33,20 @@ import contextlib
 import io
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.base import SEASON, Close
 from models.lstm.kinds import Architecture
-from models.series import is_rollup, sku_of
+from models.series import ALL_LOCATIONS
 from models.signals import SIGNALS
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "training_windows",
     "validate",
     "validation_points",
+    "window_scale",
     "window_targets",
 ]
 
@@ -217,15 +218,19 @@ class Panel:
         >>> p.siblings.tolist()
         [[1, -1], [0, -1], [0, 1], [-1, -1]]
         """
-        by_sku: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(self.series):
-            if not is_rollup(s):
-                by_sku[sku_of(s)].append(i)
-        others = [[j for j in by_sku[sku_of(s)] if j != i] for i, s in enumerate(self.series)]
-        out = np.full((len(self.series), max(map(len, others), default=0)), -1, np.int64)
-        for i, rows in enumerate(others):
-            out[i, : len(rows)] = rows
-        return out
+        names = pd.Series(self.series, dtype=object).str
+        sku = pd.factorize(names.partition("@")[0])[0]
+        location = (~names.endswith(f"@{ALL_LOCATIONS}")).to_numpy(bool)
+        rows = np.flatnonzero(location)
+        # each SKU's locations in a row of `table`, in series order, -1 after the last
+        slot = pd.Series(sku[rows]).groupby(sku[rows]).cumcount().to_numpy()
+        table = np.full((sku.max(initial=-1) + 1, slot.max(initial=-1) + 1), -1, np.int64)
+        table[sku[rows], slot] = rows
+        mine = table[sku]  # [S, M]: a series' SKU's locations, itself among them
+        other = (mine >= 0) & (mine != np.arange(len(sku))[:, None])
+        order = np.argsort(~other, axis=1, kind="stable")  # the others first, in order
+        out = np.where(np.take_along_axis(other, order, 1), np.take_along_axis(mine, order, 1), -1)
+        return out[:, : other.sum(1).max(initial=0)]
 
     @cached_property
     def cumulative(self) -> np.ndarray:
@@ -312,6 +317,17 @@ class Panel:
             first,
             sig,
         )
+
+
+def window_scale(demand: Any, is_open: Any) -> Any:
+    """Each window's scale over the last axis: the mean demand of its open buckets plus
+    ``EPS``; numpy arrays and torch tensors alike (the trees scale as the networks do).
+
+    >>> window_scale(np.array([[2.0, 9.0, 4.0]]), np.array([[True, False, True]])).tolist()
+    [3.1]
+    """
+    opened = is_open.sum(-1)
+    return (demand * is_open).sum(-1) / (opened + (opened == 0)) + EPS
 
 
 class Inputs(NamedTuple):
@@ -502,7 +518,7 @@ class GlobalLSTM(TorchForecaster):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled quantiles [B, H, Q] (ascending) and the scale [B] that turns them into units."""
         is_open = ~closed
-        scale = (demand * is_open).sum(1) / is_open.sum(1).clamp(min=1) + EPS
+        scale = window_scale(demand, is_open)
         level = torch.log1p(scale)
         sold = ~torch.isnan(price)
         mean_price = price.nan_to_num(0.0).sum(1) / sold.sum(1).clamp(min=1)
@@ -597,8 +613,7 @@ def signal_steps(
     if panel.signals is None:
         return np.zeros((*cols.shape, len(SIGNALS)), np.float32)
     raw = panel.signals[rows[:, None], cols]
-    is_open = ~closed
-    scale = (demand * is_open).sum(1) / np.maximum(is_open.sum(1), 1) + EPS
+    scale = window_scale(demand, ~closed)
     sold = np.maximum(demand, 1.0)
     return np.stack(
         [

@@ -189,10 +189,12 @@ def refresh(
     end = panel.last_bucket + 1 - cfg.validation
     validate_seconds = 0.0
     trained = []
-    entrants_cfg = [replace(cfg, arch=Architecture(a)) for a in dict.fromkeys(architectures)]
-    for entrant_cfg in entrants_cfg or [cfg]:
+    configs = [
+        replace(cfg, arch=Architecture(a)) for a in dict.fromkeys(architectures or [cfg.arch])
+    ]
+    for entrant_cfg in configs:
         build(entrant_cfg)  # a config an architecture refuses fails before any training
-    for entrant_cfg in entrants_cfg or [cfg]:
+    for entrant_cfg in configs:
         model, report, warm = _train_candidate(panel, registry, entrant_cfg, device, end, on_epoch)
         t0 = time.perf_counter()
         trained.append((model, report, warm, validate(model, panel, cfg.validation)))

@@ -40,7 +40,6 @@ import torch
 
 from models.base import SEASON
 from models.lstm.network import (
-    EPS,
     GlobalModel,
     Inputs,
     LSTMConfig,
@@ -48,6 +47,7 @@ from models.lstm.network import (
     TrainReport,
     inputs_of,
     training_windows,
+    window_scale,
     window_targets,
 )
 
@@ -95,7 +95,7 @@ def _lightgbm() -> Any:
 def _scaled(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """The windows' demand divided by their scale, NaN where closed, and the scale [B]."""
     is_open = ~inputs.closed
-    scale = (inputs.demand * is_open).sum(1) / np.maximum(is_open.sum(1), 1) + EPS
+    scale = window_scale(inputs.demand, is_open)
     return np.where(is_open, inputs.demand / scale[:, None], np.nan), scale
 
 

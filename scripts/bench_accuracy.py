@@ -171,16 +171,12 @@ class EntrantScores:
         return out
 
 
-def active_rows(panel: Panel, traded: set[tuple[str, int]], width: int) -> np.ndarray:
-    """Whether each series of ``panel`` is active at each column [S, width]: an order line
-    within ``ACTIVE_BUCKETS`` (returns included, as in the worker)."""
-    row = {s: i for i, s in enumerate(panel.series)}
-    latest = np.full((len(panel.series), width), -(10**9))
-    for s, b in traded:
-        if 0 <= b - panel.first_bucket < width:
-            latest[row[s], b - panel.first_bucket] = b - panel.first_bucket
-    latest = np.maximum.accumulate(latest, axis=1)
-    return latest >= np.arange(width) - ACTIVE_BUCKETS + 1
+def active(traded: np.ndarray) -> np.ndarray:
+    """Whether each series is active at each column [S, W], from where it had an order line
+    [S, W]: one within ``ACTIVE_BUCKETS`` (a return is an order line, as in the worker)."""
+    t = np.arange(traded.shape[1])
+    latest = np.maximum.accumulate(np.where(traded, t, -(10**9)), axis=1)
+    return latest >= t - ACTIVE_BUCKETS + 1
 
 
 def lstm_run(
@@ -212,7 +208,12 @@ def lstm_run(
     refreshes: list[dict[str, object]] = []
     entrants: dict[str, int] = {}  # the latest version of each architecture
     scores = EntrantScores()
-    active = active_rows(panel, traded, width)
+    row = {s: i for i, s in enumerate(panel.series)}
+    had_lines = np.zeros((len(panel.series), width), bool)
+    for s, b in traded:
+        if 0 <= b - panel.first_bucket < width:
+            had_lines[row[s], b - panel.first_bucket] = True
+    live = active(had_lines)
     is_top = np.array([s in top for s in panel.series])
     rows = np.arange(len(panel.series))
     closed = {b: b in truth.closed for b in range(panel.first_bucket, last + HORIZON + 1)}
@@ -241,12 +242,11 @@ def lstm_run(
             cols = t + np.arange(1, HORIZON + 1)
             inside = cols < width
             cols = np.minimum(cols, width - 1)
-            scored = active[:, t, None] & (inside & ~panel.closed[cols])[None, :]
+            scored = live[:, t, None] & (inside & ~panel.closed[cols])[None, :]
             y = panel.demand[:, cols]
             naive = seasonal_naive(panel, rows, np.full(len(rows), t), HORIZON)
             for arch, v in entrants.items():
                 scores.add(arch, q[v], y, naive, scored, is_top)
-    row = {s: i for i, s in enumerate(panel.series)}
     return LSTMRun(row, panel.first_bucket, means, version, refreshes, scores)
 
 
@@ -325,14 +325,13 @@ def closes(
     for all series, a series active from its first order line until ``ACTIVE_BUCKETS`` without
     one (a return is an order line: it keeps a series active, as in the worker)."""
     width = d.y.shape[1]
-    t = np.arange(width)
-    latest = np.maximum.accumulate(np.where(d.traded, t, -(10**9)), axis=1) + d.first
+    live = active(d.traded)
     last = d.first + width - 1
     closed = {b: b in closed_buckets for b in range(d.first - 2 * cal.season, last + HORIZON + 1)}
     bank = Bank.default(HORIZON, cal.season)
     for j in tqdm(range(width), desc="closes", unit="bucket", disable=not progress):
         b = d.first + j
-        rows = np.flatnonzero(latest[:, j] >= b - ACTIVE_BUCKETS + 1)
+        rows = np.flatnonzero(live[:, j])
         bank.align([d.names[i] for i in rows])
         close = close_of(cal, HORIZON, b, closed, d.y[rows, j], d.revenue[rows, j])
         offer = lstm.offer(bank.series, b) if lstm is not None else None

@@ -177,7 +177,8 @@ def _signals(index: pd.Index, packed: list[dict[bytes, bytes]]) -> np.ndarray | 
     for j, values in enumerate(packed):
         if values:
             rows = index.get_indexer(list(values))
-            numbers = np.array([orjson.loads(v) for v in values.values()], np.float64)
+            # one parse a bucket, not one a series: the values are JSON arrays already
+            numbers = np.array(orjson.loads(b"[" + b",".join(values.values()) + b"]"), np.float64)
             out[rows[rows >= 0], j] = numbers[rows >= 0]
     return out
 

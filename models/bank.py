@@ -112,7 +112,7 @@ class Bank:
     >>> [(p.k, float(p.steps[0, 0])) for p in settled.points["seasonal_naive"]]  # issued k ago
     [(1, 5.0), (2, 5.0)]
     >>> fc.published[0].round(2).tolist()  # (mean, p10, p50, p90) for the next two days
-    [[5.01, 4.11, 5.01, 6.01], [5.02, 4.1, 5.02, 6.03]]
+    [[5.01, 3.62, 5.2, 6.72], [5.02, 3.76, 5.2, 6.38]]
     """
 
     def __init__(
@@ -178,12 +178,13 @@ class Bank:
             self._groups = groups_of(self.series)
         return self._groups
 
-    def offer(self, name: str, version: str, means: np.ndarray) -> None:
-        """Hand the externally trained model ``name`` its forecasts for the next close."""
+    def offer(self, name: str, version: str, forecasts: np.ndarray) -> None:
+        """Hand the externally trained model ``name`` its forecasts for the next close: means
+        ``[n, horizon]``, or with its own quantiles ``[n, horizon, 4]``."""
         model = self.models[self.names.index(name)]
         if not isinstance(model, Injected):
             raise TypeError(f"{name} learns in the bank; only injected models take offers")
-        model.offer(version, means)
+        model.offer(version, forecasts)
 
     def learn(self, close: Close) -> Settled:
         """Learn the closed bucket; return every forecast it settles."""
@@ -199,8 +200,10 @@ class Bank:
         self.recent.update(close.bucket, close.open, close.y, close.price)
         scale = self.recent.scale()  # known when the points are scored, this bucket included
         if close.open:
-            issued_means = self._issued_means(points, close.n)
-            self.combination.learn(issued_means, close.y, scale, self._closed_for(close.bucket))
+            models = self._issued(points, close.n)
+            self.combination.learn(
+                models[..., MEAN], close.y, scale, self._closed_for(close.bucket), models[..., 1:]
+            )
         points[PUBLISHED] = issued
         self.through = close.bucket
         reference = {
@@ -209,13 +212,13 @@ class Bank:
         }
         return Settled(close.bucket, self.series, close.y, scale, points, reference)
 
-    def _issued_means(self, points: dict[str, list[Points]], n: int) -> np.ndarray:
-        """Each model's means issued for the closing bucket ``[horizon, n, models]`` (NaN
+    def _issued(self, points: dict[str, list[Points]], n: int) -> np.ndarray:
+        """Each model's steps issued for the closing bucket ``[horizon, n, models, 4]`` (NaN
         where it issued none), from what its bands settled."""
-        out = np.full((self.horizon, n, len(self.models)), np.nan)
+        out = np.full((self.horizon, n, len(self.models), 4), np.nan)
         for m, name in enumerate(self.names):
             for p in points[name]:
-                out[p.k - 1, :, m] = p.steps[:, MEAN]
+                out[p.k - 1, :, m] = p.steps
         return out
 
     def _closed_for(self, bucket: int) -> np.ndarray:
@@ -239,7 +242,8 @@ class Bank:
         stacked = np.stack(steps)
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)
         publishes = ready.any(axis=0)
-        published = widen_band(combine(stacked, weights), self.calibration.widen)
+        quantile_weights = self.combination.weigh_quantiles(ready)
+        published = widen_band(combine(stacked, weights, quantile_weights), self.calibration.widen)
         published[~publishes] = np.nan
         self.published.issue(close.bucket, published)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed

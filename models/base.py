@@ -112,7 +112,9 @@ class Forecaster(Protocol):
     """A model over all series of a partition.
 
     ``forecast`` returns means ``[n, horizon]`` and a boolean ``[n]`` saying which rows are
-    ready; rows not ready carry NaN. ``features`` is the bank's shared ``Recent`` window,
+    ready; rows not ready carry NaN. A model that forecasts its own quantiles returns
+    (mean, p10, p50, p90) ``[n, horizon, 4]`` instead; the others get theirs from their
+    errors (``models.quantiles.Bands``). ``features`` is the bank's shared ``Recent`` window,
     as of the close (``learn`` sees it before the close's demand is added, ``forecast`` after).
     """
 
@@ -126,7 +128,8 @@ class Forecaster(Protocol):
         """Learn the bucket that just closed (nothing when ``close.open`` is False)."""
 
     def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
-        """Means ``[n, horizon]`` and which rows are ready."""
+        """Means ``[n, horizon]`` (or with quantiles ``[n, horizon, 4]``) and which rows are
+        ready."""
 
     def state(self) -> State:
         """Everything learned so far, as arrays."""

@@ -210,7 +210,16 @@ class Bands(Moments):
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros
-        for the steps ``closed`` says the shop will not trade."""
+        for the steps ``closed`` says the shop will not trade. ``means [n, horizon]`` get
+        the band of their errors; a model that forecasts its own quantiles (``means [n,
+        horizon, 4]``, a global model trained for them) keeps them.
+
+        >>> own = np.array([[[2.5, 0.0, 1.0, 7.0]]])
+        >>> Bands(horizon=1).steps(own, np.array([True]), np.array([False])).tolist()
+        [[[2.5, 0.0, 1.0, 7.0]]]
+        """
+        if means.ndim == 3:
+            return self._own(means, ready, closed)
         if not ready.any():  # a model with nothing to say yet, such as an LSTM not trained
             return np.full((*means.shape, 4), np.nan)
         known = self.errors >= MIN_ERRORS
@@ -225,6 +234,14 @@ class Bands(Moments):
         np.minimum(lo, c, out=out[..., P10])
         np.maximum(lo, np.minimum(hi, c), out=out[..., P50])
         np.maximum(hi, c, out=out[..., P90])
+        out[:, closed, :] = 0.0
+        out[~ready] = np.nan
+        return out
+
+    @staticmethod
+    def _own(steps: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
+        out = np.maximum(np.asarray(steps, np.float64), 0.0)
+        out[..., P10:] = np.sort(out[..., P10:], axis=-1)
         out[:, closed, :] = 0.0
         out[~ready] = np.nan
         return out

@@ -74,7 +74,7 @@ from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.embedded import EmbeddedRedis
 from streamer.ops.replay import Produced, order_line, read_online_retail
 from streamer.pipeline.close import close_of, learn_and_forecast
-from streamer.serving.lstm import QUANTILES, SWANSON, version_name
+from streamer.serving.lstm import QUANTILES, version_name, with_mean
 from streamer.testing import Harness, forecasts
 from streamer.trainer.service import buckets_needed, lstm_config
 
@@ -103,22 +103,23 @@ def series_buckets(truth: Truth) -> dict[str, dict[int, float]]:
 
 @dataclass
 class LSTMRun:
-    """The LSTM's mean forecasts at every close, as a backtest's workers would get them, and
-    the refreshes behind them."""
+    """The LSTM's forecasts at every close, as a backtest's workers would get them, and the
+    refreshes behind them."""
 
     row: dict[str, int]
     first: int
-    means: np.ndarray  # [series, bucket, horizon]; NaN where no champion served
+    quantiles: np.ndarray  # [series, bucket, horizon, 3]; NaN where no champion served
     version: np.ndarray  # [bucket]: the champion serving at that close, 0 for none
     refreshes: list[dict[str, object]]
     entrants: EntrantScores
 
     def offer(self, series: list[str], b: int) -> tuple[str, np.ndarray] | None:
-        """The champion's forecasts of ``series`` at the close of ``b``, if one served."""
+        """The champion's (mean, p10, p50, p90) of ``series`` at the close of ``b``, if one
+        served, as ``LSTMServing.steps`` gives them."""
         t = b - self.first
         if 0 <= t < len(self.version) and self.version[t]:
             rows = np.array([self.row[s] for s in series], np.int64)
-            return version_name(int(self.version[t])), self.means[rows, t].astype(np.float64)
+            return version_name(int(self.version[t])), with_mean(self.quantiles[rows, t])
         return None
 
 
@@ -142,7 +143,7 @@ class EntrantScores:
     ) -> None:  # fmt: skip
         """One close: quantiles [S, H, 3], truth and naive [S, H], which points count [S, H]."""
         p10, p50, p90 = q[..., 0], q[..., 1], q[..., 2]
-        mean = np.tensordot(q, np.array(SWANSON), ([2], [0]))
+        mean = with_mean(q)[..., 0]
         levels = torch.tensor(QUANTILES, dtype=torch.float64)
         loss = pinball(torch.from_numpy(q), torch.from_numpy(y), levels).mean(2).numpy()
         columns = (np.ones_like(y), np.abs(y - p50), (y - mean) ** 2, loss,
@@ -202,7 +203,7 @@ def lstm_run(
     panel = Panel.from_buckets(demand, truth.revenue, truth.closed, cal.weekday, truth.signals)
     registry = Registry(models)
     width = last - panel.first_bucket + 1
-    means = np.full((len(panel.series), width, HORIZON), np.nan, np.float32)
+    quantiles = np.full((len(panel.series), width, HORIZON, len(QUANTILES)), np.nan, np.float32)
     version = np.zeros(width, np.int64)
     every = settings.trainer.every_buckets
     refreshes: list[dict[str, object]] = []
@@ -237,7 +238,7 @@ def lstm_run(
             ahead = close_of(cal, HORIZON, b, closed, np.zeros(0), np.zeros(0))
             q = {v: predict(model, panel, b, ahead) for v, model in serving.items()}
             if champion is not None:
-                means[:, t] = np.tensordot(q[champion[0]], np.array(SWANSON), ([2], [0]))
+                quantiles[:, t] = q[champion[0]]
                 version[t] = champion[0]
             cols = t + np.arange(1, HORIZON + 1)
             inside = cols < width
@@ -247,7 +248,7 @@ def lstm_run(
             naive = seasonal_naive(panel, rows, np.full(len(rows), t), HORIZON)
             for arch, v in entrants.items():
                 scores.add(arch, q[v], y, naive, scored, is_top)
-    return LSTMRun(row, panel.first_bucket, means, version, refreshes, scores)
+    return LSTMRun(row, panel.first_bucket, quantiles, version, refreshes, scores)
 
 
 def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None = None) -> Settled:

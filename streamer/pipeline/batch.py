@@ -615,8 +615,8 @@ class Pipeline:
         cols = slice(span.start - read.start, span.stop - read.start)
         demand, revenue = window.demand[rows, cols], window.revenue[rows, cols]
         signals = None if window.signals is None else window.signals[rows, cols]
-        means = self.lstm.means(model, series, demand, revenue, window.closed, span, close, signals)
-        return version_name(version), means
+        steps = self.lstm.steps(model, series, demand, revenue, window.closed, span, close, signals)
+        return version_name(version), steps
 
     async def snapshot(self, partitions: Iterable[int]) -> None:
         """Write the models of ``partitions`` to Redis (on revoke, before another worker

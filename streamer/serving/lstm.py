@@ -8,10 +8,10 @@ error line naming the file, and the previous version keeps serving.
 
 The batch: the last ``seq_len`` buckets of every series of the partition from the bounded
 histories in Redis (one pipelined read), one forward pass in a worker thread so the event loop
-keeps running, and the means offered to the partition's bank as the ``lstm`` model. The LSTM's
-mean is read off its quantiles with Swanson's rule (0.3 p10 + 0.4 p50 + 0.3 p90): it is
-trained for quantiles, and demand is skewed, so its median alone would understate the mean
-that reorder points add up.
+keeps running, and its quantiles offered to the partition's bank as the ``lstm`` model, with a
+mean read off them by Swanson's rule (0.3 p10 + 0.4 p50 + 0.3 p90): it is trained for
+quantiles, and demand is skewed, so its median alone would understate the mean that reorder
+points add up.
 """
 
 from __future__ import annotations
@@ -30,12 +30,32 @@ from streamer import metrics
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.features.store import FeatureStore
 
-__all__ = ["QUANTILES", "SWANSON", "LSTMServing", "version_name", "version_number", "window_of"]
+__all__ = [
+    "QUANTILES",
+    "SWANSON",
+    "LSTMServing",
+    "version_name",
+    "version_number",
+    "window_of",
+    "with_mean",
+]
 
 log = logging.getLogger(__name__)
 
 QUANTILES = (0.1, 0.5, 0.9)
 SWANSON = (0.3, 0.4, 0.3)  # weights of QUANTILES that estimate the mean
+
+
+def with_mean(quantiles: np.ndarray) -> np.ndarray:
+    """(mean, p10, p50, p90) ``[..., 4]`` from a global model's ``quantiles [..., 3]``, the
+    mean by Swanson's rule, in float64 as the bank takes them.
+
+    >>> with_mean(np.array([1.0, 2.0, 6.0])).tolist()
+    [2.9, 1.0, 2.0, 6.0]
+    """
+    q = np.asarray(quantiles, np.float64)
+    mean = np.tensordot(q, np.array(SWANSON), axes=([-1], [0]))
+    return np.concatenate([mean[..., None], q], axis=-1)
 
 
 def window_of(model: GlobalModel, bucket: int) -> range:
@@ -123,13 +143,13 @@ class LSTMServing:
         span = window_of(model, ahead.bucket)
         window = await store.read_window(partition, series, span, signals=model.cfg.signals)
         flags = {**window.closed, **closed}
-        means = await asyncio.to_thread(
-            self.means, model, series, window.demand, window.revenue, flags, span, ahead,
+        steps = await asyncio.to_thread(
+            self.steps, model, series, window.demand, window.revenue, flags, span, ahead,
             window.signals,
         )  # fmt: skip
-        return version_name(version), means
+        return version_name(version), steps
 
-    def means(
+    def steps(
         self,
         model: GlobalModel,
         series: list[str],
@@ -140,10 +160,10 @@ class LSTMServing:
         ahead: Close,
         signals: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``model``'s mean forecasts ``[len(series), horizon]`` after ``ahead.bucket`` closed,
-        from the series' demand and revenue over ``span`` (``window_of``), the closed flags and
-        the customer and promotion signals (when the model reads them): at a live close, and
-        again when a restart replays it."""
+        """``model``'s (mean, p10, p50, p90) ``[len(series), horizon, 4]`` after
+        ``ahead.bucket`` closed, from the series' demand and revenue over ``span``
+        (``window_of``), the closed flags and the customer and promotion signals (when the
+        model reads them): at a live close, and again when a restart replays it."""
         demand = demand.astype(np.float32)
         revenue = revenue.astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -157,9 +177,7 @@ class LSTMServing:
             span.start,
             None if signals is None else signals.astype(np.float32),
         )
-        quantiles = predict(model, panel, ahead.bucket, ahead)
-        means = np.tensordot(quantiles, np.array(SWANSON, np.float32), axes=([2], [0]))
-        return means.astype(np.float64)
+        return with_mean(predict(model, panel, ahead.bucket, ahead))
 
     def versions(self, wanted: set[int]) -> dict[int, GlobalModel]:
         """The ``wanted`` versions that still load, for a restart to replay the closes that

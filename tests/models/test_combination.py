@@ -8,7 +8,7 @@ import numpy as np
 from models.bank import PUBLISHED, Bank
 from models.combination import GROUPS, UNCLASSIFIED, Combination, combine, substitute
 from models.demand_class import DemandClass
-from models.quantiles import MEAN
+from models.quantiles import LEVELS, MEAN, P10
 from models.testing import close_of
 
 
@@ -44,12 +44,44 @@ def test_each_demand_class_learns_its_own_weights() -> None:
     assert (c.weights >= 0).all()
 
 
-def test_the_quantiles_are_averaged_with_the_means_weights_and_stay_in_order() -> None:
+def test_each_quantile_is_averaged_with_its_own_weights_and_they_stay_in_order() -> None:
     steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[6.0, 0.0, 5.0, 9.0]]]])  # [models, 1, 1, 4]
-    out = combine(steps, np.array([[[0.5, 0.25]]]))
-    assert out.tolist() == [[[2.5, 0.5, 2.25, 3.75]]]
+    even = np.full((1, 1, 3, 2), 0.5)
+    out = combine(steps, np.array([[[0.5, 0.25]]]), even)
+    assert out.tolist() == [[[2.5, 0.5, 3.5, 6.0]]]
+    crossed = np.array([[[[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]]])  # p10 from the wider model
+    assert combine(steps, np.array([[[1.0, 0.0]]]), crossed).tolist() == [[[2.0, 0.0, 2.0, 3.0]]]
     steps[1, 0, 0] = np.nan  # model 1 not ready: its weight is 0
-    assert combine(steps, np.array([[[1.0, 0.0]]])).tolist() == [[[2.0, 1.0, 2.0, 3.0]]]
+    assert combine(steps, np.array([[[1.0, 0.0]]]), even * 2).tolist() == [[[2.0, 1.0, 2.0, 3.0]]]
+
+
+def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for() -> None:
+    """Model 0's p10 and p90 are too narrow for noise of sd 3 around 10, model 1's are right;
+    both have the right median. The weights (not bound to sum to 1: a sum below 1 shrinks a
+    quantile, as an intermittent series' median wants) settle where each combined quantile
+    is the true one."""
+    c = Combination(models=2, horizon=1)
+    c.take(np.full(1000, -1))
+    rng = np.random.default_rng(5)
+    q0 = np.array([9.0, 10.0, 11.0])
+    q1 = 10.0 + 3.0 * np.array([-1.2816, 0.0, 1.2816])
+    for _ in range(150):
+        y = rng.normal(10.0, 3.0, 1000)
+        q = np.broadcast_to(np.stack([q0, q1])[None, None], (1, 1000, 2, 3))
+        c.learn(np.full((1, 1000, 2), 10.0), y, np.ones(1000), np.array([False]), q)
+    w = c.quantile_weights[c.groups()[0], 0]  # [3 levels, 2 models]
+    combined = np.diag(w @ np.stack([q0, q1]))  # each level's weights on its quantiles
+    assert np.allclose(combined, q1, atol=0.4), combined
+    assert abs(combined[0] - q0[0]) > 2 and abs(combined[2] - q0[2]) > 2
+
+
+def test_a_model_not_ready_passes_its_quantile_weights_on_to_the_ready_ones() -> None:
+    c = Combination(models=3, horizon=1)
+    c.take(np.full(2, -1))
+    ready = np.array([[True, True], [False, True], [True, True]])  # [models, rows]
+    w = c.weigh_quantiles(ready)
+    assert np.allclose(w[0, 0, :, 1], 0.0) and np.allclose(w[0].sum(axis=-1), 1.0)
+    assert np.allclose(w[1], 1 / 3)
 
 
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:
@@ -110,6 +142,7 @@ def test_on_mixed_series_the_published_forecast_is_no_worse_than_the_best_model(
     bank = Bank.default(horizon=7, season=7)
     bank.align([f"s{i}@UK" for i in range(rows)])
     sq: dict[str, float] = {}
+    loss: dict[str, float] = {}
     for b in range(buckets):
         close = close_of(b, y[b], horizon=7)
         settled = bank.learn(close)
@@ -118,11 +151,16 @@ def test_on_mixed_series_the_published_forecast_is_no_worse_than_the_best_model(
             continue
         for name, points in settled.points.items():
             for p in points:
-                err = y[b][p.valid] - p.steps[p.valid, MEAN]
+                truth, steps = y[b][p.valid, None], p.steps[p.valid]
+                err = truth[:, 0] - steps[:, MEAN]
                 sq[name] = sq.get(name, 0.0) + float(err @ err)
-    published = sq.pop(PUBLISHED)
+                under = truth - steps[:, P10:]
+                pinball = np.maximum(LEVELS * under, (LEVELS - 1) * under)
+                loss[name] = loss.get(name, 0.0) + float(pinball.sum())
+    published, published_loss = sq.pop(PUBLISHED), loss.pop(PUBLISHED)
     assert len(sq) == 4, sq  # every model but the LSTM, never offered here, was scored
     assert published <= min(sq.values()), (published, sq)
+    assert published_loss <= min(loss.values()), (published_loss, loss)
 
 
 def test_pooled_statistics_of_a_bank_with_other_models_start_fresh() -> None:

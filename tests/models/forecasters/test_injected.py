@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.bank import LSTM, Bank
 from models.forecasters.injected import Injected
 from models.testing import close_of
 
@@ -15,3 +16,21 @@ def test_a_row_offered_a_non_finite_forecast_is_not_ready() -> None:
     means, ready = model.forecast(close, None)
     assert ready.tolist() == [True, False, False]
     assert means[0].tolist() == [1.0, 2.0] and np.isnan(means[1:]).all()
+
+
+def test_offered_quantiles_are_the_seats_own_in_order_and_zero_on_closed_days() -> None:
+    bank = Bank.default(horizon=2)
+    bank.align(["a@UK", "b@UK"])
+    close = close_of(10, [1.0, 2.0], horizon=2, ahead_closed=[False, True])
+    offered = np.array([
+        [[2.9, 1.0, 2.0, 6.0], [3.0, 1.0, 2.0, 7.0]],
+        [[1.0, 2.0, -1.0, 0.5], [np.inf, 0.0, 1.0, 2.0]],  # out of order; a diverged step
+    ])  # fmt: skip
+    bank.learn(close)
+    bank.offer(LSTM, "v1", offered)
+    steps = bank.forecast(close).steps[bank.names.index(LSTM)]
+    assert steps[0].tolist() == [[2.9, 1.0, 2.0, 6.0], [0.0, 0.0, 0.0, 0.0]]
+    assert np.isnan(steps[1]).all()  # a row with a non-finite step is not ready
+    bank.offer(LSTM, "v1", offered[:1].repeat(2, axis=0) * [[[1, 1, 1, 1]], [[1, 2, -1, 1]]])
+    sorted_row = bank.forecast(close).steps[bank.names.index(LSTM)][1, 0]
+    assert sorted_row.tolist() == [2.9, 0.0, 2.0, 6.0]  # clipped at 0, then in order

@@ -118,13 +118,13 @@ def test_every_network_is_served_and_reads_the_signals_a_worker_keeps(
     registry.promote(registry.save(build(replace(TINY, arch=arch, signals=True))))
     h = Harness(settings)
     seen = []
-    means = h.pipeline.lstm.means
+    steps = h.pipeline.lstm.steps
 
     def spy(*args: object) -> object:
         seen.append(args[-1])  # the signals the close read for it
-        return means(*args)
+        return steps(*args)
 
-    h.pipeline.lstm.means = spy  # type: ignore[method-assign]
+    h.pipeline.lstm.steps = spy  # type: ignore[method-assign]
     h.feed([
         h.record(order(f"{loc}-{d}", at(d, 10 + i), 2 + d % 3, location=loc, customer=f"c{d % 4}"))
         for d in range(0, 12)

@@ -5,7 +5,10 @@ time until the next chance to reorder) + safety stock. The safety stock is the s
 quantile of the forecast error over that interval, from the published forecast's recent errors
 at each of its horizons: their variances and third moments add up (errors
 of different days taken as independent), and a Cornish-Fisher expansion turns them into the
-quantile, z * sigma_L corrected for skew. Errors, not the p10-p90 band: on lumpy demand the
+quantile, z * sigma_L corrected for skew. The service level is a cycle service level, or
+with ``ServiceMeasure.FILL_RATE`` a fill-rate target: z is then the one whose expected
+shortage in an order cycle is that share of the cycle's demand, so a slow series with large
+errors gets a higher z than a fast one. Errors, not the p10-p90 band: on lumpy demand the
 band is often [0, 0] while a large order now and then empties the shelf, and only the errors
 see those orders; and that skew is why a plain z * sigma * sqrt(L) falls short. Until a model
 has errors, the band's normal approximation (sigma = (p90 - p10) / 2.563) stands in.
@@ -24,6 +27,7 @@ import numpy as np
 import orjson
 
 from models.quantiles import MEAN, P10, P90, Z90
+from streamer.config.sections import ServiceMeasure
 from streamer.eventtime.clock import DAY_SECONDS
 from streamer.features.codec import CLEARED, RAISED, ROP_FIELDS
 
@@ -32,6 +36,7 @@ __all__ = [
     "P10_P90_WIDTH_IN_SIGMA",
     "ReorderPoint",
     "ReorderPoints",
+    "ServiceMeasure",
     "days_of_cover",
     "inventory_position",
     "next_status",
@@ -40,6 +45,7 @@ __all__ = [
     "packed_rops",
     "reorder_point",
     "reorder_points",
+    "safety_factor",
     "severity",
     "transitions",
 ]
@@ -49,6 +55,10 @@ P10_P90_WIDTH_IN_SIGMA = 2 * Z90
 
 # Cornish-Fisher is a series in the skewness; beyond this it overshoots rather than corrects
 MAX_SKEW = 4.0
+
+# the standard normal loss function E[(Z - z)+] on a grid, decreasing in z, for the fill-rate z
+_Z_GRID = np.linspace(-4.0, 4.0, 801)
+_LOSS = np.array([NormalDist().pdf(z) - z * (1 - NormalDist().cdf(z)) for z in _Z_GRID])
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +135,13 @@ def reorder_points(
     bucket_seconds: int,
     moments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     review_days: float = 0.0,
+    measure: ServiceMeasure = ServiceMeasure.CYCLE,
 ) -> ReorderPoints:
     """Demand and safety stock over the protection interval: the lead time plus the review
     period (the time until the next chance to order), in forecast buckets, for every row of
     ``steps [n, horizon, 4]``. ``moments`` are the errors' mean square and cube ``[n,
-    horizon]`` and where they are known; elsewhere the band stands in.
+    horizon]`` and where they are known; elsewhere the band stands in. ``service_level`` is
+    of ``measure`` (``safety_factor``).
 
     Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
     proportion. A bucket forecast closed (all zero) adds neither demand nor spread.
@@ -152,14 +164,43 @@ def reorder_points(
         trading = share * ~closed[:, i]
         variance += trading * np.where(known[:, i], m2[:, i], band[:, i])
         third += trading * np.where(known[:, i], m3[:, i], 0.0)
-    z = NormalDist().inv_cdf(service_level)
     sigma = np.sqrt(variance)
+    daily_mean = steps[..., MEAN].mean(axis=1) * per_day
+    z = safety_factor(service_level, measure, order_up_to(0.0, daily_mean, review_days), sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
         skew = np.where(sigma > 0, np.clip(third / sigma**3, -MAX_SKEW, MAX_SKEW), 0.0)
     safety = np.maximum(sigma * (z + (z * z - 1) * skew / 6), 0.0)
-    daily_mean = steps[..., MEAN].mean(axis=1) * per_day
     lead = np.broadcast_to(np.asarray(lead_time_days, np.float64), (n,))
     return ReorderPoints(lead, demand, safety, daily_mean, service_level, review_days)
+
+
+def safety_factor(
+    service_level: float, measure: ServiceMeasure, cycle_demand: np.ndarray, sigma: np.ndarray
+) -> np.ndarray:
+    """The z of each row's safety stock ``z * sigma`` (before the skew's correction).
+
+    For a cycle service level, the normal quantile: the chance that one protection interval
+    passes without a stock-out. For a fill rate (units served / units demanded), the z
+    whose expected shortage over the interval, ``sigma * G(z)`` with ``G`` the normal loss
+    function, is ``1 - service_level`` of an order cycle's demand ``cycle_demand`` (what an
+    order adds above the reorder point, ``order_up_to``): the textbook rule for a fill-rate
+    target (Silver, Pyke and Peterson, "Inventory Management and Production Planning and
+    Scheduling", 3rd ed., section 7.9). A series whose errors are large against what it sells
+    in a cycle, slow and lumpy, needs a higher z for the same fill rate than a steady one,
+    which a cycle level cannot see.
+
+    >>> cycle, sigma = np.array([70.0, 7.0, 1.0]), np.array([10.0, 10.0, 10.0])
+    >>> safety_factor(0.95, ServiceMeasure.CYCLE, cycle, sigma).round(3).tolist()
+    [1.645, 1.645, 1.645]
+    >>> safety_factor(0.95, ServiceMeasure.FILL_RATE, cycle, sigma).round(2).tolist()
+    [0.1, 1.42, 2.19]
+    """
+    sigma = np.asarray(sigma, np.float64)
+    if measure == ServiceMeasure.CYCLE:
+        return np.full(sigma.shape, NormalDist().inv_cdf(service_level))
+    with np.errstate(divide="ignore"):
+        shortage = (1 - service_level) * np.asarray(cycle_demand, np.float64) / sigma
+    return np.interp(shortage, _LOSS[::-1], _Z_GRID[::-1])
 
 
 def reorder_point(
@@ -169,19 +210,24 @@ def reorder_point(
     bucket_seconds: int,
     moments: tuple[np.ndarray, np.ndarray] | None = None,
     review_days: float = 0.0,
+    measure: ServiceMeasure = ServiceMeasure.CYCLE,
 ) -> ReorderPoint:
     """``reorder_points`` of one series: ``steps [horizon, 4]``, ``moments`` the mean square
     and cube of its errors per horizon.
 
     A series forecast at 4 a day (p10 2, p90 6) on every day ahead, with a lead time of 3 days:
-    the demand over the lead time is 12, and the safety stock at a 95% service level covers
-    the band's spread over those days (sigma = (6 - 2) / 2.563 a day, times sqrt(3) days, times
-    z = 1.645):
+    the demand over the lead time is 12, and the safety stock at a 95% cycle service level
+    covers the band's spread over those days (sigma = (6 - 2) / 2.563 a day, times sqrt(3)
+    days, times z = 1.645). A 95% fill rate, with a review every 3 days, needs less: an order
+    cycle sells 12, four times the spread of the 3 days it protects:
 
     >>> steps = np.array([[4.0, 2.0, 4.0, 6.0]] * 7)  # mean, p10, p50, p90 for each day ahead
     >>> rop = reorder_point(steps, lead_time_days=3, service_level=0.95, bucket_seconds=86_400)
     >>> rop.lead_time_demand, round(rop.safety_stock, 2), round(rop.value, 2)
     (12.0, 4.45, 16.45)
+    >>> fill_rate = reorder_point(steps, 0, 0.95, 86_400, None, 3, ServiceMeasure.FILL_RATE)
+    >>> round(fill_rate.safety_stock, 2)
+    1.15
     """
     known = None
     if moments is not None:
@@ -189,7 +235,7 @@ def reorder_point(
         known = (m2, m3, np.ones_like(m2, bool))
     rops = reorder_points(
         np.asarray(steps, np.float64)[None], np.array([lead_time_days]), service_level,
-        bucket_seconds, known, review_days,
+        bucket_seconds, known, review_days, measure,
     )  # fmt: skip
     return rops.row(0)
 

@@ -8,6 +8,7 @@ read from the environment.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "ModelSettings",
     "RedisSettings",
     "Section",
+    "ServiceMeasure",
     "TimeSettings",
     "TrainerSettings",
 ]
@@ -166,6 +168,13 @@ class ModelSettings(Section):
     torch_threads: int = setting("SHELFCAST_TORCH_THREADS", int, default=1, low=1)
 
 
+class ServiceMeasure(enum.StrEnum):
+    """What the service level of the reorder points promises (streamer/alerts/reorder.py)."""
+
+    FILL_RATE = "fill_rate"  # units served / units demanded: what a planner is judged by
+    CYCLE = "cycle"  # the chance that a protection interval passes without a stock-out
+
+
 @dataclass(frozen=True)
 class AlertSettings(Section):
     """The reorder point's inputs and the alert's hysteresis."""
@@ -177,6 +186,12 @@ class AlertSettings(Section):
     service_level: float = setting(
         "SHELFCAST_SERVICE_LEVEL", float, default=0.95, low=0, high=1, low_open=True, high_open=True
     )
+    # what the service level promises; on the full year a fill-rate target did not serve
+    # more at the same stock than a cycle level (docs/alerts.md)
+    service_measure: str = setting(
+        "SHELFCAST_SERVICE_MEASURE", str, default=ServiceMeasure.CYCLE.value,
+        choices=tuple(m.value for m in ServiceMeasure),
+    )  # fmt: skip
     hysteresis: float = setting("SHELFCAST_ALERT_HYSTERESIS", float, default=0.5, low=0)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.forecast_table import FIELDS, ForecastTable
-from streamer.alerts.reorder import order_up_to, reorder_points
+from streamer.alerts.reorder import ServiceMeasure, order_up_to, reorder_points
 from streamer.eventtime.clock import DAY_SECONDS
 
 __all__ = [
@@ -246,7 +246,12 @@ def published(forecasts: np.ndarray) -> Forecast:
 
 
 def order_up_to_rule(
-    panel: Panel, forecast: Forecast, lead: float, review: float, service_level: float
+    panel: Panel,
+    forecast: Forecast,
+    lead: float,
+    review: float,
+    service_level: float,
+    measure: ServiceMeasure = ServiceMeasure.CYCLE,
 ) -> Levels:
     """shelfcast's reorder point and order-up-to level on ``forecast``, the safety stock from
     its last ``ERROR_WINDOW`` errors at each horizon (Cornish-Fisher, as the worker). A day
@@ -290,7 +295,7 @@ def order_up_to_rule(
         m2, m3 = np.maximum(sum2 / divisor, 0.0), sum3 / divisor
         steps4 = np.repeat(np.nan_to_num(means)[:, :, None], 4, axis=2)
         rops = reorder_points(
-            steps4, lead_days, service_level, DAY_SECONDS, (m2, m3, known), review
+            steps4, lead_days, service_level, DAY_SECONDS, (m2, m3, known), review, measure
         )
         s = np.where(np.isnan(means).any(axis=1), -math.inf, rops.value)
         return s, order_up_to(s, rops.daily_mean, review)
@@ -311,6 +316,7 @@ class Setup:
     lead_days: int
     review_days: int
     service_level: float
+    measure: ServiceMeasure = ServiceMeasure.CYCLE
 
 
 def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, dict[str, Outcome]]:
@@ -320,7 +326,8 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     lead, review = setup.lead_days, setup.review_days
 
     def rule(forecast: Forecast, level: float) -> Outcome:
-        return simulate(panel, order_up_to_rule(panel, forecast, lead, review, level), lead)
+        levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure)
+        return simulate(panel, levels, lead)
 
     forecasts_of = {"shelfcast": published(forecasts), "seasonal_naive": seasonal_naive(panel)}
     levels = sorted({*SERVICE_LEVELS, setup.service_level})
@@ -345,7 +352,8 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     summary = {
         "settings": {
             "lead_time_days": lead, "review_days": review,
-            "service_level": setup.service_level, "series": len(panel.series),
+            "service_level": setup.service_level, "service_measure": str(setup.measure),
+            "series": len(panel.series),
             "days": int(panel.demand.shape[1]), "min_max_scales": list(MIN_MAX_SCALES),
         },
         "policies": {name: out.pooled() for name, out in outcomes.items()},

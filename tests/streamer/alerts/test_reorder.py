@@ -4,16 +4,19 @@ import pytest
 from streamer.alerts.reorder import (
     CLEARED,
     RAISED,
+    ServiceMeasure,
     days_of_cover,
     next_status,
     order_quantity,
     order_up_to,
     reorder_point,
+    safety_factor,
     severity,
     transitions,
 )
 
 CLOSED = [0.0, 0.0, 0.0, 0.0]
+CYCLE = ServiceMeasure.CYCLE
 
 
 def steps(mean: float, spread: float, n: int = 7) -> np.ndarray:
@@ -34,16 +37,17 @@ def test_reorder_point_is_lead_time_demand_plus_safety_stock() -> None:
 
 def test_safety_stock_grows_with_spread_service_level_and_sqrt_lead_time() -> None:
     sigma = 2.563 / 2  # p10..p90 of width 2.563 sigma-units at spread 1.2816
-    one = reorder_point(steps(10, 1.2816 * sigma), 1, 0.95, 86_400)
-    four = reorder_point(steps(10, 1.2816 * sigma), 4, 0.95, 86_400)
+    one = reorder_point(steps(10, 1.2816 * sigma), 1, 0.95, 86_400, measure=CYCLE)
+    four = reorder_point(steps(10, 1.2816 * sigma), 4, 0.95, 86_400, measure=CYCLE)
     assert one.safety_stock == pytest.approx(1.6449 * sigma, rel=1e-3)
     assert four.safety_stock == pytest.approx(2 * one.safety_stock, rel=1e-6)
-    assert reorder_point(steps(10, 3), 4, 0.99, 86_400).safety_stock > four.safety_stock
+    higher = reorder_point(steps(10, 3), 4, 0.99, 86_400, measure=CYCLE)
+    assert higher.safety_stock > four.safety_stock
 
 
 def test_safety_stock_from_recent_errors_is_z_sigma_sqrt_l_when_they_are_symmetric() -> None:
     moments = [(4.0, 0.0)] * 7  # errors of +-2: sigma 2 per day, no skew
-    rop = reorder_point(steps(10, 0), 4, 0.95, 86_400, moments_of(moments))
+    rop = reorder_point(steps(10, 0), 4, 0.95, 86_400, moments_of(moments), measure=CYCLE)
     assert rop.safety_stock == pytest.approx(1.6449 * 2 * 2, rel=1e-3)  # z * sigma * sqrt(4)
 
 
@@ -54,8 +58,8 @@ def test_lumpy_demand_gets_the_safety_stock_its_big_orders_need() -> None:
     errors = [(box - 3.0) if i < 1 else -3.0 for i in range(20)]
     moments = [(sum(e * e for e in errors) / 20, sum(e**3 for e in errors) / 20)] * 7
     flat = np.array([[3.0, 0.0, 0.0, 0.0]] * 7)
-    rop = reorder_point(flat, 3, 0.95, 86_400, moments_of(moments))
-    band = reorder_point(flat, 3, 0.95, 86_400)
+    rop = reorder_point(flat, 3, 0.95, 86_400, moments_of(moments), measure=CYCLE)
+    band = reorder_point(flat, 3, 0.95, 86_400, measure=CYCLE)
     assert band.value == pytest.approx(9.0)  # the band alone: no safety stock at all
     normal = 1.6449 * (p * (1 - p)) ** 0.5 * box * 3**0.5
     assert rop.safety_stock > normal  # the skew correction adds to z * sigma * sqrt(L)
@@ -64,9 +68,31 @@ def test_lumpy_demand_gets_the_safety_stock_its_big_orders_need() -> None:
 
 def test_closed_days_in_the_lead_time_add_no_demand_and_no_spread() -> None:
     closed = np.array([[10, 8, 10, 12], CLOSED, CLOSED, [10, 8, 10, 12]], float)
-    rop = reorder_point(closed, 3, 0.95, 86_400, moments_of([(4.0, 0.0)] * 4))
+    rop = reorder_point(closed, 3, 0.95, 86_400, moments_of([(4.0, 0.0)] * 4), measure=CYCLE)
     assert rop.lead_time_demand == pytest.approx(10)
     assert rop.safety_stock == pytest.approx(1.6449 * 2, rel=1e-3)
+
+
+def test_a_fill_rate_target_leaves_that_share_of_an_order_cycle_short() -> None:
+    # normal errors of sigma 10 over the protection interval: the expected shortage of the
+    # safety stock, E[(X - ss)+], is 5% of what an order cycle sells
+    sigma, x = 10.0, np.linspace(-80.0, 80.0, 160_001)
+    density = np.exp(-0.5 * (x / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    for cycle in (1.0, 7.0, 70.0):
+        z = safety_factor(0.95, ServiceMeasure.FILL_RATE, np.array([cycle]), np.array([sigma]))
+        shortage = np.sum(np.maximum(x - z[0] * sigma, 0.0) * density) * (x[1] - x[0])
+        assert shortage == pytest.approx(0.05 * cycle, rel=1e-3)
+
+
+def test_a_fill_rate_protects_slow_series_more_and_steady_ones_less_than_a_cycle_level() -> None:
+    moments = moments_of([(4.0, 0.0)] * 7)  # sigma 2 a day
+    slow, fast = steps(0.2, 0), steps(40, 0)
+
+    def safety(s: np.ndarray, measure: ServiceMeasure) -> float:
+        return reorder_point(s, 3, 0.95, 86_400, moments, 7, measure).safety_stock
+
+    assert safety(slow, ServiceMeasure.FILL_RATE) > safety(slow, CYCLE)
+    assert safety(fast, ServiceMeasure.FILL_RATE) < safety(fast, CYCLE)
 
 
 def test_lead_time_beyond_the_horizon_repeats_the_last_step_and_counts_fractions() -> None:

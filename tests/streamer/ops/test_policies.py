@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
+from streamer.alerts.reorder import ServiceMeasure
 from streamer.ops.policies import (
     Panel,
     min_max,
     order_up_to_rule,
     perfect_foresight,
+    published,
     seasonal_naive,
     simulate,
 )
@@ -73,3 +75,18 @@ def test_a_day_without_a_forecast_orders_nothing() -> None:
     none = np.full((1, 20, 7), np.nan)
     levels = order_up_to_rule(p, lambda t: none[:, t, :], lead=2, review=7, service_level=0.95)
     assert simulate(p, levels, lead=2).orders.tolist() == [0]
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95, 0.98])
+def test_a_fill_rate_target_is_about_what_the_shelves_serve_when_the_forecast_is_right(
+    target: float,
+) -> None:
+    """Lumpy gamma demand (mean 20, CV 1.4) on 300 series, reviewed daily: with the true mean
+    as the forecast and its errors behind the safety stock, the rule serves the target's
+    share of the units or a little more: the shortage's normal approximation overstates it
+    on skewed errors, and the most at the lowest target (96% at 0.9, 97% at 0.95)."""
+    rng = np.random.default_rng(3)
+    p = panel(*rng.gamma(0.5, 40.0, (300, 400)).round().tolist(), opening=200)
+    truth = np.full((300, 400, 7), 20.0)
+    levels = order_up_to_rule(p, published(truth), 3, 1, target, ServiceMeasure.FILL_RATE)
+    assert target <= simulate(p, levels, lead=3).pooled()["fill_rate"] <= target + 0.06

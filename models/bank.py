@@ -242,8 +242,10 @@ class Bank:
         stacked = np.stack(steps)
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)
         publishes = ready.any(axis=0)
-        quantile_weights = self.combination.weigh_quantiles(ready)
-        published = widen_band(combine(stacked, weights, quantile_weights), self.calibration.widen)
+        combined = combine(
+            stacked, weights, self.combination.quantile_weights, self.combination.groups()
+        )
+        published = widen_band(combined, self.calibration.widen)
         published[~publishes] = np.nan
         self.published.issue(close.bucket, published)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed

@@ -59,6 +59,7 @@ import numpy as np
 
 from models.base import Columns, State
 from models.demand_class import ADI_CUT, CV2_CUT, DemandClass
+from models.quantiles import in_order
 
 __all__ = ["GROUPS", "UNCLASSIFIED", "Combination", "combine", "substitute"]
 
@@ -81,30 +82,40 @@ QUANTILE_PRIOR = 100.0
 
 
 def substitute(means: np.ndarray) -> np.ndarray:
-    """``means [n, models]`` with each NaN replaced by the row's mean of the others (a row
+    """``means [n, models, ...]`` with each NaN replaced by the row's mean of the others (a row
     with none stays NaN)."""
     known = ~np.isnan(means)
+    if known.all():
+        return means
     count = known.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore"):
         fill = np.where(count > 0, np.nansum(means, axis=1, keepdims=True) / count, np.nan)
     return np.where(known, means, fill)
 
 
-def combine(steps: np.ndarray, weights: np.ndarray, quantile_weights: np.ndarray) -> np.ndarray:
+def combine(
+    steps: np.ndarray, weights: np.ndarray, quantile_weights: np.ndarray, group: np.ndarray
+) -> np.ndarray:
     """The weighted sum ``[n, horizon, 4]`` of the models' (mean, p10, p50, p90) ``steps
     [models, n, horizon, 4]``: the mean a linear pool by ``weights [n, horizon, models]``
-    (``Combination.weigh``), each quantile a quantile average by its own ``quantile_weights
-    [n, horizon, 3, models]`` (``Combination.weigh_quantiles``), put in order.
+    (``Combination.weigh``), each quantile a quantile average by the weights of its own of
+    each row's group (``quantile_weights [groups, horizon, 3, models]``, ``group [n]``), put
+    in order. A model not ready for a row (NaN) stands in as the mean of the ready ones
+    there, so its quantile weights go to them evenly; a row with none stays NaN.
 
     >>> steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[4.0, 0.0, 4.0, 9.0]]]])
     >>> even = np.full((1, 1, 2), 0.5)
-    >>> combine(steps, even, np.array([[[[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]]])).tolist()
+    >>> by_level = np.array([[[[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]]])
+    >>> combine(steps, even, by_level, np.array([0])).tolist()
     [[[3.0, 1.0, 3.0, 9.0]]]
     """
-    known = np.where(np.isnan(steps), 0.0, steps)  # a NaN (not ready) step has weight 0
+    f = substitute(np.moveaxis(steps, 0, 1))  # [n, models, horizon, 4]
     out = np.empty(steps.shape[1:])
-    out[..., 0] = np.einsum("mnh,nhm->nh", known[..., 0], weights)
-    out[..., 1:] = np.sort(np.einsum("mnhq,nhqm->nhq", known[..., 1:], quantile_weights), axis=-1)
+    out[..., 0] = np.einsum("nmh,nhm->nh", np.nan_to_num(f[..., 0]), weights)
+    quantiles = np.zeros((*steps.shape[1:3], 3))
+    for m in range(len(steps)):
+        quantiles += f[:, m, :, 1:] * quantile_weights[..., m][group]
+    in_order(quantiles, out[..., 1:])
     return out
 
 
@@ -170,7 +181,7 @@ class Combination(Columns):
         """One exponentiated gradient step per group and level for horizon ``j + 1``, from
         the models' quantiles ``q [n, models, 3]`` (rows in group order) and the truths,
         each row weighted as in the means' statistics."""
-        f = np.stack([substitute(q[..., i]) for i in range(q.shape[-1])], axis=-1)
+        f = substitute(q)
         here = ~np.isnan(f[:, 0, 0])
         f, y, weight = f[here], y[here], weight[here]
         bounds = np.searchsorted(np.flatnonzero(here), bounds).tolist()
@@ -231,16 +242,6 @@ class Combination(Columns):
         passed_on = np.where(ready, 0.0, w).sum(axis=-1, keepdims=True)
         count = np.maximum(ready.sum(axis=-1, keepdims=True), 1)
         return np.where(ready, w + passed_on / count, 0.0)
-
-    def weigh_quantiles(self, ready: np.ndarray) -> np.ndarray:
-        """Each model's weight ``[n, horizon, 3, models]`` in each combined quantile: the
-        row's group's, a model not ready (``ready [models, n]`` False) passing its weight on
-        to the ready ones evenly."""
-        w = self.quantile_weights[self.groups()]
-        ok = ready.T[:, None, None, :]
-        passed_on = np.where(ok, 0.0, w).sum(axis=-1, keepdims=True)
-        count = np.maximum(ok.sum(axis=-1, keepdims=True), 1)
-        return np.where(ok, w + passed_on / count, 0.0)
 
     def state(self) -> State:
         return {

@@ -46,13 +46,31 @@ def test_each_demand_class_learns_its_own_weights() -> None:
 
 def test_each_quantile_is_averaged_with_its_own_weights_and_they_stay_in_order() -> None:
     steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[6.0, 0.0, 5.0, 9.0]]]])  # [models, 1, 1, 4]
+    group = np.array([0])
     even = np.full((1, 1, 3, 2), 0.5)
-    out = combine(steps, np.array([[[0.5, 0.25]]]), even)
+    out = combine(steps, np.array([[[0.5, 0.25]]]), even, group)
     assert out.tolist() == [[[2.5, 0.5, 3.5, 6.0]]]
     crossed = np.array([[[[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]]])  # p10 from the wider model
-    assert combine(steps, np.array([[[1.0, 0.0]]]), crossed).tolist() == [[[2.0, 0.0, 2.0, 3.0]]]
-    steps[1, 0, 0] = np.nan  # model 1 not ready: its weight is 0
-    assert combine(steps, np.array([[[1.0, 0.0]]]), even * 2).tolist() == [[[2.0, 1.0, 2.0, 3.0]]]
+    out = combine(steps, np.array([[[1.0, 0.0]]]), crossed, group)
+    assert out.tolist() == [[[2.0, 0.0, 2.0, 3.0]]]
+
+
+def test_a_model_not_ready_passes_its_quantile_weights_on_to_the_ready_ones() -> None:
+    steps = np.array([
+        [[[2.0, 1.0, 2.0, 3.0]], [[2.0, 1.0, 2.0, 3.0]]],
+        [[[np.nan] * 4], [[6.0, 0.0, 5.0, 9.0]]],  # model 1 not ready for row 0
+        [[[4.0, 3.0, 4.0, 5.0]], [[4.0, 3.0, 4.0, 5.0]]],
+    ])  # fmt: skip
+    weights = np.array([[[0.5, 0.0, 0.5]], [[1 / 3] * 3]])
+    by_level = np.full((1, 1, 3, 3), 0.2)  # a sum below 1 shrinks the quantiles
+    out = combine(steps, weights, by_level, np.array([0, 0]))
+    # row 0: model 1's weight goes to the others evenly, as if it forecast their mean
+    assert np.allclose(out[0, 0], [3.0, 0.6 * 2.0, 0.6 * 3.0, 0.6 * 4.0])
+    assert np.allclose(out[1, 0], [4.0, 0.8, 2.2, 3.4])
+    none = np.full((2, 1, 1, 4), np.nan)
+    assert np.isnan(
+        combine(none, np.zeros((1, 1, 2)), by_level[..., :2], np.array([0]))[0, 0, 1:]
+    ).all()
 
 
 def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for() -> None:
@@ -73,15 +91,6 @@ def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for() -> 
     combined = np.diag(w @ np.stack([q0, q1]))  # each level's weights on its quantiles
     assert np.allclose(combined, q1, atol=0.4), combined
     assert abs(combined[0] - q0[0]) > 2 and abs(combined[2] - q0[2]) > 2
-
-
-def test_a_model_not_ready_passes_its_quantile_weights_on_to_the_ready_ones() -> None:
-    c = Combination(models=3, horizon=1)
-    c.take(np.full(2, -1))
-    ready = np.array([[True, True], [False, True], [True, True]])  # [models, rows]
-    w = c.weigh_quantiles(ready)
-    assert np.allclose(w[0, 0, :, 1], 0.0) and np.allclose(w[0].sum(axis=-1), 1.0)
-    assert np.allclose(w[1], 1 / 3)
 
 
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:

@@ -31,12 +31,21 @@ import numpy as np
 import pandas as pd
 
 from models.base import SEASON, Close, Forecaster, State
-from models.combination import Combination, combine
+from models.combination import POOLED, Combination, combine
 from models.forecasters.baselines import MovingAverage, SeasonalNaive
 from models.forecasters.injected import Injected
 from models.forecasters.intermittent import TSB
 from models.forecasters.regression import OnlineRegression
-from models.quantiles import MEAN, MOMENT_ALPHA, Bands, Calibration, Moments, Points, widen_band
+from models.quantiles import (
+    MEAN,
+    MOMENT_ALPHA,
+    P10,
+    Bands,
+    Calibration,
+    Moments,
+    Points,
+    widen_band,
+)
 from models.recent import Recent
 from models.series import sku_of
 
@@ -79,8 +88,8 @@ class Settled:
 class Forecasts:
     """What one close forecast: ``steps[m]`` is model ``m``'s ``[n, horizon, 4]`` (NaN rows
     not ready), ``publishes`` the rows with a published forecast (some model is ready),
-    ``published`` the combination's steps, ``shares [n, models]`` each model's weight in it
-    (averaged over the horizon), and the combination's smoothed error moments ``[n,
+    ``published`` the combination's steps, ``shares [n, models]`` each model's weight in its
+    mean (averaged over the horizon), and the combination's smoothed error moments ``[n,
     horizon]`` with where they are known (the bank's own arrays: read them before the next
     ``learn``, as ``streamer.pipeline.close.decide`` does)."""
 
@@ -202,7 +211,7 @@ class Bank:
         if close.open:
             models = self._issued(points, close.n)
             self.combination.learn(
-                models[..., MEAN], close.y, scale, self._closed_for(close.bucket), models[..., 1:]
+                models[..., MEAN], close.y, scale, self._closed_for(close.bucket), models[..., P10:]
             )
         points[PUBLISHED] = issued
         self.through = close.bucket
@@ -296,7 +305,7 @@ class Bank:
 
         for prefix, part in self._shared():
             saved = sub(f"{prefix}.")
-            if saved.keys() >= part.state().keys():
+            if saved.keys() >= part.state().keys() - set(POOLED):
                 part.load(saved)
             else:
                 part.take(fresh)

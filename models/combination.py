@@ -59,11 +59,13 @@ import numpy as np
 
 from models.base import Columns, State
 from models.demand_class import ADI_CUT, CV2_CUT, DemandClass
-from models.quantiles import in_order
+from models.quantiles import LEVELS, MEAN, P10, in_order
 
-__all__ = ["GROUPS", "UNCLASSIFIED", "Combination", "combine", "substitute"]
+__all__ = ["GROUPS", "POOLED", "UNCLASSIFIED", "Combination", "combine", "substitute"]
 
 UNCLASSIFIED = "unclassified"
+# the arrays learned from every series of the partition together; a state without one loads
+POOLED = ("gram", "cross", "weights", "quantile_weights")
 GROUPS = [*map(str, DemandClass), UNCLASSIFIED]  # in the order of the group indices
 CLASS_DECAY = 0.99  # per open bucket: the class follows about the last hundred trading days
 MIN_SALES = 1.5  # recent sales (decayed count) below which a series is not classified
@@ -71,7 +73,6 @@ MEMORY = 0.98  # per trading close: the pooled statistics follow about the last 
 RIDGE = 1e-3  # pull toward equal weights, relative to the statistics' mean diagonal
 PRIOR = 1000.0  # errors a series needs before its own weights count as much as its group's
 ITERATIONS = 50  # projected gradient steps per refit, warm-started from the last weights
-QUANTILE_LEVELS = np.array([0.1, 0.5, 0.9])  # p10, p50, p90: the last three of a steps array
 # the step on the pooled pinball loss's relative slope: on the full year 0.5, 1 and 2 scored
 # a published MAE of 0.661, 0.659 and 0.655 x seasonal naive's and pinball 0.545, 0.546, 0.548
 # (rows then weighted by 1 / sqrt(scale); docs/accuracy.md)
@@ -112,11 +113,11 @@ def combine(
     """
     f = substitute(np.moveaxis(steps, 0, 1))  # [n, models, horizon, 4]
     out = np.empty(steps.shape[1:])
-    out[..., 0] = np.einsum("nmh,nhm->nh", np.nan_to_num(f[..., 0]), weights)
-    quantiles = np.zeros((*steps.shape[1:3], 3))
+    out[..., MEAN] = np.einsum("nmh,nhm->nh", np.nan_to_num(f[..., MEAN]), weights)
+    quantiles = np.zeros((*steps.shape[1:3], len(LEVELS)))
     for m in range(len(steps)):
-        quantiles += f[:, m, :, 1:] * quantile_weights[..., m][group]
-    in_order(quantiles, out[..., 1:])
+        quantiles += f[:, m, :, P10:] * quantile_weights[..., m][group]
+    in_order(quantiles, out[..., P10:])
     return out
 
 
@@ -127,11 +128,14 @@ class Combination(Columns):
         # decayed counts since the first sale: open buckets, sales, their sizes and squares
         for name in ("open", "sales", "size1", "size2"):
             self.column(name, 0.0, (), np.float32)
-        shape = (len(GROUPS), horizon)
+        self._fresh_pooled()
+
+    def _fresh_pooled(self) -> None:
+        shape, models = (len(GROUPS), self.horizon), self.models
         self.gram = np.zeros((*shape, models, models))
         self.cross = np.zeros((*shape, models))
         self.weights = np.full((*shape, models), 1.0 / models)
-        self.quantile_weights = np.full((*shape, len(QUANTILE_LEVELS), models), 1.0 / models)
+        self.quantile_weights = np.full((*shape, len(LEVELS), models), 1.0 / models)
 
     def groups(self) -> np.ndarray:
         """Each row's group: its index into ``GROUPS``."""
@@ -181,7 +185,10 @@ class Combination(Columns):
         the models' quantiles ``q [n, models, 3]`` (rows in group order) and the truths: on
         the group's pinball loss as the scores pool it, every point's loss as it is (each
         row's slope already grows with its size; weighting rows as the means do, by
-        ``1 / sqrt(scale)``, scored a published MAE 0.659 on the full year against 0.655)."""
+        ``1 / sqrt(scale)``, scored a published MAE 0.659 on the full year against 0.655).
+        The slope is the combined quantile's before it is put in order and calibrated:
+        that is what the weights move, and the quantiles cross only where the models'
+        disagree wildly."""
         f = substitute(q)
         here = ~np.isnan(f[:, 0, 0])
         f, y = f[here], y[here]
@@ -192,7 +199,7 @@ class Combination(Columns):
             w = self.quantile_weights[g, j]  # [3, models]
             fg = f[lo:hi]  # [rows, models, 3]
             combined = np.einsum("rmq,qm->rq", fg, w)
-            below = (y[lo:hi, None] < combined) - QUANTILE_LEVELS  # the loss's slope in q
+            below = (y[lo:hi, None] < combined) - LEVELS  # the loss's slope in q
             slope = np.einsum("rq,rmq->qm", below, fg)
             size = np.sum(1.0 + fg.mean(axis=(1, 2))) + QUANTILE_PRIOR
             step = np.exp(-QUANTILE_RATE * slope / size)
@@ -244,16 +251,15 @@ class Combination(Columns):
         return np.where(ready, w + passed_on / count, 0.0)
 
     def state(self) -> State:
-        return {
-            **super().state(), "gram": self.gram, "cross": self.cross, "weights": self.weights,
-            "quantile_weights": self.quantile_weights,
-        }  # fmt: skip
+        return {**super().state(), **{name: getattr(self, name) for name in POOLED}}
 
     def load(self, state: State) -> None:
-        """Continue from ``state()``; pooled statistics of a bank with other models or
-        horizons (a snapshot from before a model was added) start fresh."""
+        """Continue from ``state()``. Pooled statistics the state lacks (a snapshot from
+        before the quantile weights) or holds for other models or horizons (from before a
+        model was added) start fresh; the series' own statistics carry over."""
         super().load(state)
-        for name in ("gram", "cross", "weights", "quantile_weights"):
-            saved = np.asarray(state[name], np.float64)
+        self._fresh_pooled()
+        for name in POOLED:
+            saved = np.asarray(state.get(name, ()), np.float64)
             if saved.shape == getattr(self, name).shape:
                 setattr(self, name, saved.copy())

@@ -55,12 +55,12 @@ class Injected:
         offered, self._offered = self._offered, None
         if offered is None:
             return np.full((close.n, close.horizon), np.nan), np.zeros(close.n, bool)
-        means = np.asarray(offered, np.float64)[:, : close.horizon]
+        forecasts = np.asarray(offered, np.float64)[:, : close.horizon]
         # a row with a non-finite forecast (a diverged model) is not ready: published, an
         # infinity would fail every close of the partition
-        ready = np.isfinite(means.reshape(close.n, -1)).all(axis=1)
-        shape = (close.n,) + (1,) * (means.ndim - 1)
-        return np.where(ready.reshape(shape), means, np.nan), ready
+        ready = np.isfinite(forecasts.reshape(close.n, -1)).all(axis=1)
+        shape = (close.n,) + (1,) * (forecasts.ndim - 1)
+        return np.where(ready.reshape(shape), forecasts, np.nan), ready
 
     def state(self) -> State:
         return {"version": np.array(self.version)}

@@ -56,8 +56,10 @@ P10_P90_WIDTH_IN_SIGMA = 2 * Z90
 # Cornish-Fisher is a series in the skewness; beyond this it overshoots rather than corrects
 MAX_SKEW = 4.0
 
-# the standard normal loss function E[(Z - z)+] on a grid, decreasing in z, for the fill-rate z
-_Z_GRID = np.linspace(-4.0, 4.0, 801)
+# the standard normal loss function E[(Z - z)+] on a grid, decreasing in z, for the fill-rate
+# z. It starts at 0: a fill rate that needs no safety stock needs none, and below 0 the skew's
+# correction, made for the upper tail, would turn a negative z into a large safety stock
+_Z_GRID = np.linspace(0.0, 4.0, 401)
 _LOSS = np.array([NormalDist().pdf(z) - z * (1 - NormalDist().cdf(z)) for z in _Z_GRID])
 
 
@@ -183,17 +185,18 @@ def safety_factor(
     passes without a stock-out. For a fill rate (units served / units demanded), the z
     whose expected shortage over the interval, ``sigma * G(z)`` with ``G`` the normal loss
     function, is ``1 - service_level`` of an order cycle's demand ``cycle_demand`` (what an
-    order adds above the reorder point, ``order_up_to``): the textbook rule for a fill-rate
+    order adds above the reorder point, ``order_up_to``), and 0 where a cycle's demand is so
+    large against sigma that no safety stock is needed: the textbook rule for a fill-rate
     target (Silver, Pyke and Peterson, "Inventory Management and Production Planning and
     Scheduling", 3rd ed., section 7.9). A series whose errors are large against what it sells
     in a cycle, slow and lumpy, needs a higher z for the same fill rate than a steady one,
     which a cycle level cannot see.
 
-    >>> cycle, sigma = np.array([70.0, 7.0, 1.0]), np.array([10.0, 10.0, 10.0])
+    >>> cycle, sigma = np.array([700.0, 70.0, 7.0, 1.0]), np.array([10.0, 10.0, 10.0, 10.0])
     >>> safety_factor(0.95, ServiceMeasure.CYCLE, cycle, sigma).round(3).tolist()
-    [1.645, 1.645, 1.645]
+    [1.645, 1.645, 1.645, 1.645]
     >>> safety_factor(0.95, ServiceMeasure.FILL_RATE, cycle, sigma).round(2).tolist()
-    [0.1, 1.42, 2.19]
+    [0.0, 0.1, 1.42, 2.19]
     """
     sigma = np.asarray(sigma, np.float64)
     if measure == ServiceMeasure.CYCLE:

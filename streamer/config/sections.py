@@ -194,6 +194,10 @@ class AlertSettings(Section):
     )  # fmt: skip
     hysteresis: float = setting("SHELFCAST_ALERT_HYSTERESIS", float, default=0.5, low=0)
 
+    @property
+    def measure(self) -> ServiceMeasure:
+        return ServiceMeasure(self.service_measure)
+
 
 @dataclass(frozen=True)
 class TrainerSettings(Section):

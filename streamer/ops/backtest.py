@@ -35,7 +35,6 @@ from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
 from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from models.signals import Signals
-from streamer.config.sections import ServiceMeasure
 from streamer.config.settings import Settings, child_environment
 from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
 from streamer.features.keys import STATS
@@ -712,7 +711,7 @@ def reference_policies(
     panel, first = panel_of(truth.demand, opening)
     setup = Setup(
         max(round(simulation.lead_time_days), 1), round(settings.alerts.review_days),
-        settings.alerts.service_level, ServiceMeasure(settings.alerts.service_measure),
+        settings.alerts.service_level, settings.alerts.measure,
     )  # fmt: skip
     summary, outcomes = compare(panel, published_means(forecasts, panel, first), setup)
     runs = {name: (panel.series, outcome) for name, outcome in outcomes.items()}

@@ -29,7 +29,7 @@ from models.rollup import VERSION as ROLLUP_VERSION
 from models.series import ALL_LOCATIONS, series_key
 from models.snapshot import pack
 from streamer.alerts.outbox import close_alerts
-from streamer.alerts.reorder import ReorderPoints, ServiceMeasure, packed_rops, reorder_points
+from streamer.alerts.reorder import ReorderPoints, packed_rops, reorder_points
 from streamer.config.settings import Settings
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.features.codec import ROLLING_FIELDS, packed_rows
@@ -122,7 +122,7 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose) -> Decision:
         s.time.bucket_seconds,
         moments,
         s.alerts.review_days,
-        ServiceMeasure(s.alerts.service_measure),
+        s.alerts.measure,
     )
     return Decision(rows, rops)
 

@@ -198,3 +198,46 @@ def test_a_snapshot_from_before_the_combination_loads_and_forecasts() -> None:
     restored.learn(close_of(10, [2.0], horizon=3))
     fc = restored.forecast(close_of(10, [2.0], horizon=3))
     assert fc.publishes.tolist() == [True] and np.isfinite(fc.published).all()
+
+
+def test_a_snapshot_from_before_the_quantile_weights_keeps_everything_else() -> None:
+    bank = Bank.default(horizon=3)
+    bank.align(["a@UK", "b@UK"])
+    for b in range(30):
+        bank.learn(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
+        bank.forecast(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
+    state = bank.state()
+    old = {k: v for k, v in state.items() if k != "combination.quantile_weights"}
+    restored = Bank.default(horizon=3)
+    restored.load(old, ["a@UK", "b@UK"])
+    c, r = bank.combination, restored.combination
+    assert np.array_equal(r.sales, c.sales) and np.array_equal(r.weights, c.weights)
+    assert np.array_equal(r.gram, c.gram)
+    assert np.allclose(r.quantile_weights, 1 / len(bank.names))  # only they start fresh
+    again = Bank.default(horizon=3)
+    again.load(state, ["a@UK", "b@UK"])  # and a new snapshot keeps them
+    assert np.array_equal(again.combination.quantile_weights, c.quantile_weights)
+    assert not np.allclose(c.quantile_weights, 1 / len(bank.names))
+
+
+def test_each_group_learns_its_quantile_weights_from_its_own_rows_only() -> None:
+    """Rows of two groups, some with no forecast at all: each group's weights move only with
+    the truths of its rows that had one."""
+    c = Combination(models=2, horizon=1)
+    c.take(np.full(6, -1))
+    c.sales[:] = [0.0, 5, 0, 5, 0, 5]  # unclassified and (with these sizes) smooth, by turns
+    c.open[:] = c.sales
+    c.size1[:], c.size2[:] = 5 * c.sales, 5 * c.sales
+    groups = c.groups()
+    smooth, unclassified = groups[1], groups[0]
+    q = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # [models, levels]
+    issued = np.broadcast_to(q, (1, 6, 2, 3)).copy()
+    issued[0, 4] = np.nan  # an unclassified row with no forecast
+    before = c.quantile_weights.copy()
+    y = np.array([0.0, 9.0, 0.0, 9.0, 100.0, 9.0])  # the row without a forecast says nothing
+    c.learn(issued[..., 1], y, np.ones(6), np.array([False]), issued)
+    moved = c.quantile_weights - before
+    assert (moved[smooth] > 0).all()  # every truth of 9 above every quantile: all grow
+    assert (moved[unclassified] < 0).all()  # truths of 0 below them: all shrink
+    others = np.setdiff1d(np.arange(len(GROUPS)), [smooth, unclassified])
+    assert not moved[others].any()

@@ -95,6 +95,16 @@ def test_a_fill_rate_protects_slow_series_more_and_steady_ones_less_than_a_cycle
     assert safety(fast, ServiceMeasure.FILL_RATE) < safety(fast, CYCLE)
 
 
+def test_a_fill_rate_that_needs_no_safety_stock_gets_none_whatever_the_errors_skew() -> None:
+    # a fast steady series: a weekly cycle sells 700, far more than the errors' spread; the
+    # skew's correction, made for the upper tail, must not turn that into a safety stock
+    for sigma in (15.8, 9.49, 6.32):
+        m2 = sigma**2 / 10  # a day's, so that the 10 days protected add up to sigma**2
+        moments = moments_of([(m2, 13.0 * m2**1.5)] * 7)  # a skew of 4 over the 10 days
+        rop = reorder_point(steps(100, 0), 3, 0.95, 86_400, moments, 7, ServiceMeasure.FILL_RATE)
+        assert rop.safety_stock == 0.0
+
+
 def test_lead_time_beyond_the_horizon_repeats_the_last_step_and_counts_fractions() -> None:
     rop = reorder_point(
         steps(2, 0, n=7), lead_time_days=9.5, service_level=0.9, bucket_seconds=86_400

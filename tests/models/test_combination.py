@@ -4,6 +4,7 @@ series toward its group, and a bank whose published forecast beats its best mode
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.bank import PUBLISHED, Bank
 from models.combination import GROUPS, UNCLASSIFIED, Combination, combine, substitute
@@ -73,24 +74,29 @@ def test_a_model_not_ready_passes_its_quantile_weights_on_to_the_ready_ones() ->
     ).all()
 
 
-def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for() -> None:
-    """Model 0's p10 and p90 are too narrow for noise of sd 3 around 10, model 1's are right;
-    both have the right median. The weights (not bound to sum to 1: a sum below 1 shrinks a
-    quantile, as an intermittent series' median wants) settle where each combined quantile
-    is the true one."""
+@pytest.mark.parametrize("sd", [3.0, 1.0, 0.3])
+def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for(sd: float) -> None:
+    """Model 0's p10 and p90 are 9 and 11, model 1's the true ones for noise of ``sd`` around
+    10; both have the right median. The weights (not bound to sum to 1: a sum below 1
+    shrinks a quantile, as an intermittent series' median wants) settle where each combined
+    quantile is the true one, and stay there close after close, however steady the demand
+    (a step that ignored how dense the truths are around the quantile swung the median of
+    sd 1 by +-2 from close to close)."""
     c = Combination(models=2, horizon=1)
     c.take(np.full(1000, -1))
     rng = np.random.default_rng(5)
     q0 = np.array([9.0, 10.0, 11.0])
-    q1 = 10.0 + 3.0 * np.array([-1.2816, 0.0, 1.2816])
-    for _ in range(150):
-        y = rng.normal(10.0, 3.0, 1000)
-        q = np.broadcast_to(np.stack([q0, q1])[None, None], (1, 1000, 2, 3))
+    q1 = 10.0 + sd * np.array([-1.2816, 0.0, 1.2816])
+    q = np.broadcast_to(np.stack([q0, q1])[None, None], (1, 1000, 2, 3))
+    last = []
+    for _ in range(200):
+        y = rng.normal(10.0, sd, 1000)
         c.learn(np.full((1, 1000, 2), 10.0), y, np.ones(1000), np.array([False]), q)
-    w = c.quantile_weights[c.groups()[0], 0]  # [3 levels, 2 models]
-    combined = np.diag(w @ np.stack([q0, q1]))  # each level's weights on its quantiles
-    assert np.allclose(combined, q1, atol=0.4), combined
-    assert abs(combined[0] - q0[0]) > 2 and abs(combined[2] - q0[2]) > 2
+        w = c.quantile_weights[c.groups()[0], 0]  # [3 levels, 2 models]
+        last.append(np.diag(w @ np.stack([q0, q1])))  # each level's weights on its quantiles
+    settled = np.array(last[-50:])
+    assert np.allclose(settled.mean(axis=0), q1, atol=0.1 * sd + 0.05), settled.mean(axis=0)
+    assert (settled.std(axis=0) < 0.1 * sd + 0.05).all(), settled.std(axis=0)
 
 
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:

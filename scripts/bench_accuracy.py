@@ -2,6 +2,13 @@
 
     .venv/bin/python scripts/bench_accuracy.py [--data CSV] [--out DIR] [--top 500]
     .venv/bin/python scripts/bench_accuracy.py --data CSV --check-pipeline DAYS
+    .venv/bin/python scripts/bench_accuracy.py --data other.csv --format csv \
+        --columns 'ts=Date,sku=Item,location=Store,quantity=Units' --date-format '%Y-%m-%d'
+
+Any order file ``shelfcast backtest`` reads is scored the same way (``--format``,
+``--columns``, ``--date-format``): a data set other than the development year, one the team
+never tuned on, gives the same tables. It needs event times (Online Retail or a CSV with a
+time column; JSON lines replay in file order and have none).
 
 It replays the order file bucket by bucket through the worker's own close
 (``streamer.pipeline.close.learn_and_forecast`` on a ``models.bank.Bank`` of all series, the same
@@ -66,13 +73,14 @@ from models.lstm.trainer import refresh
 from models.quantiles import Points
 from models.rollup import settle
 from models.series import ALL_LOCATIONS
+from streamer.cli import add_input_options, input_format
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import Truth, truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.embedded import EmbeddedRedis
-from streamer.ops.replay import Produced, order_line, read_online_retail
+from streamer.ops.replay import InputError, InputFormat, Produced, order_line, read_events
 from streamer.pipeline.close import close_of, learn_and_forecast
 from streamer.serving.lstm import QUANTILES, version_name, with_mean
 from streamer.testing import Harness, forecasts
@@ -548,10 +556,22 @@ def differences(script: Published, pipeline: Published) -> tuple[list[str], floa
     return problems, worst
 
 
-def check_pipeline(data: Path, limit: int | None, days: int, shown: int = 10) -> int:
+def orders_of(data: Path, limit: int | None, how: InputFormat) -> list[Produced]:
+    """The order lines of ``data``, read as ``shelfcast backtest`` reads them."""
+    events, _ = read_events(data, limit, how)
+    if not any(ev.ts for ev in events):
+        raise InputError(
+            f"{data} has no event times (JSON lines replay in file order): pass a CSV with a "
+            "time column (--format csv --columns ts=...)"
+        )
+    return events
+
+
+def check_pipeline(
+    data: Path, limit: int | None, days: int, how: InputFormat, shown: int = 10
+) -> int:
     """Replay the first ``days`` both ways and compare what they publish; 0 if they agree."""
-    events, _ = read_online_retail(data, limit)
-    events = first_days(events, days)
+    events = first_days(orders_of(data, limit, how), days)
     cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
     pipeline, through = pipeline_published(events, cal)
     script = {k: v for k, v in script_published(events, cal).items() if k[1] <= through}
@@ -622,7 +642,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data",
         type=Path,
         default=default_path(),
-        help="Online Retail CSV (default: the path `shelfcast data path` prints)",
+        help="orders file (default: the Online Retail CSV at the path `shelfcast data path` "
+        "prints)",
     )
     ap.add_argument("--out", type=Path, default=Path("bench-results/accuracy"))
     ap.add_argument("--top", type=int, default=500, help="top series by volume (default 500)")
@@ -636,6 +657,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only check that the replay publishes what the worker's pipeline publishes for "
         "the first DAYS of the data (on an embedded Redis); exit 1 with the differences if not",
     )
+    add_input_options(ap)
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"{args.data} not found: {MISSING_HELP}")
@@ -709,10 +731,19 @@ def write_outputs(out: Path, data: Path, result: dict[str, Any], n_top: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.check_pipeline is not None:
-        return check_pipeline(args.data, args.limit, args.check_pipeline)
+    try:
+        if args.check_pipeline is not None:
+            return check_pipeline(args.data, args.limit, args.check_pipeline, input_format(args))
+        return score(args)
+    except InputError as exc:
+        print(f"bench_accuracy.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def score(args: argparse.Namespace) -> int:
+    """Every model, the combination and the LSTM's entrants over the whole file."""
     started = time.monotonic()
-    events, _ = read_online_retail(args.data, args.limit)
+    events = orders_of(args.data, args.limit, input_format(args))
     truth = truth_from(events, DAY_SECONDS)
     traded = traded_from(events, DAY_SECONDS)
     del events

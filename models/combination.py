@@ -28,19 +28,20 @@ as when forecasting, so the weights keep one meaning while models come and go.
 
 The quantiles are averaged too (Vincentization), each level with weights of its own, learned
 for what a quantile is judged by, its pinball loss: for each group, horizon and level, one
-unnormalised exponentiated gradient step (Kivinen and Warmuth 1997, EGU) a close on the
-pooled pinball loss of the combined quantile, its slope taken relative to the size of the
-quantiles so one rate fits series of every size, and to their band's narrowness, so steady
-demand does not make the weights swing. The weights need not sum to 1: a sum below
-1 shrinks a quantile, as the median of an intermittent series wants (it is 0 on most days);
-each weight stays within [MIN_WEIGHT, MAX_WEIGHT], so a model that improves, such as a newly
-trained LSTM, is never locked out. On the full year, with the LSTM's own quantiles in the
-bank (``models.forecasters.injected``), that scored a published MAE of 0.657 and pinball
-0.545 x seasonal naive's over all series, against 0.681 and 0.565 when the means' weights,
-learned for squared error, also averaged the quantiles (docs/accuracy.md). Averaging the
-models' quantiles had beaten bands of the combination's own errors (0.683 and 0.558 against
-0.709 and 0.580): a running median of errors, mostly 0 on intermittent series, lags the
-models' medians.
+multiplicative step a close (unnormalised exponentiated gradient, Kivinen and Warmuth 1997)
+on the pooled pinball loss of the combined quantile, damped Newton: its slope divided by how
+fast the slope turns with the weight (the truths' density at the quantile, from the models'
+band, times the quantile squared), so one rate fits series of every size and steady demand,
+where the slope turns fast, does not make the weights swing. The weights need not sum to 1:
+a sum below 1 shrinks a quantile, as the median of an intermittent series wants (it is 0 on
+most days); each weight stays within [MIN_WEIGHT, MAX_WEIGHT], so a model that improves,
+such as a newly trained LSTM, is never locked out. On the full year, with the LSTM's own
+quantiles in the bank (``models.forecasters.injected``), that scored a published MAE of
+0.649 and pinball 0.543 x seasonal naive's over all series, against 0.681 and 0.565 when the
+means' weights, learned for squared error, also averaged the quantiles (docs/accuracy.md).
+Averaging the models' quantiles had beaten bands of the combination's own errors (0.683 and
+0.558 against 0.709 and 0.580): a running median of errors, mostly 0 on intermittent series,
+lags the models' medians.
 
 >>> c = Combination(models=2, horizon=1)
 >>> c.take(np.array([-1, -1]))
@@ -60,7 +61,7 @@ import numpy as np
 
 from models.base import Columns, State
 from models.demand_class import ADI_CUT, CV2_CUT, DemandClass
-from models.quantiles import LEVELS, MEAN, P10, in_order
+from models.quantiles import LEVELS, MEAN, P10, Z90, in_order
 
 __all__ = ["GROUPS", "POOLED", "UNCLASSIFIED", "Combination", "combine", "substitute"]
 
@@ -74,13 +75,17 @@ MEMORY = 0.98  # per trading close: the pooled statistics follow about the last 
 RIDGE = 1e-3  # pull toward equal weights, relative to the statistics' mean diagonal
 PRIOR = 1000.0  # errors a series needs before its own weights count as much as its group's
 ITERATIONS = 50  # projected gradient steps per refit, warm-started from the last weights
-# the step on the pooled pinball loss's relative slope. On the full year a median's rate of 4
-# (tails 0.5) scored better (published MAE 0.649 against 0.657 x seasonal naive's), but on
-# steady demand it swings the median from close to close (tests/models/test_combination.py)
-QUANTILE_RATE = 1.0
+# a damped Newton step on the pooled pinball loss (docs/accuracy.md: 0.3 and 0.5 scored a
+# published MAE of 0.649 and 0.650 x seasonal naive's on the full year, pinball 0.543 and
+# 0.546; steady demand settles at both, tests/models/test_combination.py)
+QUANTILE_RATE = 0.3
+MAX_STEP = 1.0  # in log weight, per close: a first close of a new group moves e-fold at most
+MIN_WIDTH = 0.5  # units: demand is a count, and a narrower band says nothing of its density
+# the normal density at p10, p50 and p90 per unit of a p10-p90 width (2.563 standard deviations)
+DENSITY = np.exp(-0.5 * np.array([Z90, 0.0, Z90]) ** 2) / np.sqrt(2 * np.pi) * 2 * Z90
 MIN_WEIGHT, MAX_WEIGHT = 1e-3, 2.0
-# a group's pooled quantile size counts this much more: a group of a few series, whose every
-# truth swings the slope, moves its weights slowly, as the means' ridge starts them even
+# added to each weight's curvature: a group of a few series, whose every truth swings the
+# slope, moves its weights slowly, as the means' ridge starts them even
 QUANTILE_PRIOR = 100.0
 
 
@@ -182,11 +187,12 @@ class Combination(Columns):
         self._refit()
 
     def _learn_quantiles(self, j: int, q: np.ndarray, y: np.ndarray, bounds: list[int]) -> None:
-        """One exponentiated gradient step per group and level for horizon ``j + 1``, from
+        """One damped Newton step per group and level for horizon ``j + 1``, from
         the models' quantiles ``q [n, models, 3]`` (rows in group order) and the truths: on
         the group's pinball loss as the scores pool it, every point's loss as it is (each
         row's slope already grows with its size; weighting rows as the means do, by
-        ``1 / sqrt(scale)``, scored a published MAE 0.659 on the full year against 0.655).
+        ``1 / sqrt(scale)``, scored a published MAE 0.659 on the full year against 0.655
+        with the step before this one).
         The slope is the combined quantile's before it is put in order and calibrated:
         that is what the weights move, and the quantiles cross only where the models'
         disagree wildly."""
@@ -202,13 +208,13 @@ class Combination(Columns):
             combined = np.einsum("rmq,qm->rq", fg, w)
             below = (y[lo:hi, None] < combined) - LEVELS  # the loss's slope in q
             slope = np.einsum("rq,rmq->qm", below, fg)
-            level = fg.mean(axis=(1, 2))
-            # the slope turns as fast as the truths are dense around the quantile: where the
-            # band is narrow against the level (steady demand), steps must be that much
-            # shorter, or the weights swing across the quantile from close to close
-            width = np.maximum((fg[..., -1] - fg[..., 0]).mean(axis=1), 1e-9)
-            size = np.sum((1.0 + level) * np.maximum(level / width, 1.0)) + QUANTILE_PRIOR
-            step = np.exp(-QUANTILE_RATE * slope / size)
+            # how fast that slope turns with each weight: the truths' density at the quantile
+            # (a normal with the models' mean p10-p90 width, at least a unit apart as counts
+            # are) times the model's quantile squared
+            width = np.maximum((fg[..., -1] - fg[..., 0]).mean(axis=1), MIN_WIDTH)
+            curvature = np.einsum("rq,rmq->qm", DENSITY / width[:, None], fg * fg)
+            newton = slope / (w * curvature + QUANTILE_PRIOR)  # in log w: dw / w
+            step = np.exp(np.clip(-QUANTILE_RATE * newton, -MAX_STEP, MAX_STEP))
             self.quantile_weights[g, j] = np.clip(w * step, MIN_WEIGHT, MAX_WEIGHT)
 
     def _update_class(self, y: np.ndarray) -> None:

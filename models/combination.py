@@ -209,8 +209,8 @@ class Combination(Columns):
             below = (y[lo:hi, None] < combined) - LEVELS  # the loss's slope in q
             slope = np.einsum("rq,rmq->qm", below, fg)
             # how fast that slope turns with each weight: the truths' density at the quantile
-            # (a normal with the models' mean p10-p90 width, at least a unit apart as counts
-            # are) times the model's quantile squared
+            # (a normal with the models' mean p10-p90 width, at least MIN_WIDTH) times the
+            # model's quantile squared
             width = np.maximum((fg[..., -1] - fg[..., 0]).mean(axis=1), MIN_WIDTH)
             curvature = np.einsum("rq,rmq->qm", DENSITY / width[:, None], fg * fg)
             newton = slope / (w * curvature + QUANTILE_PRIOR)  # in log w: dw / w

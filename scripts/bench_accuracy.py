@@ -180,6 +180,17 @@ class EntrantScores:
         return out
 
 
+def traded_grid(
+    traded: set[tuple[str, int]], row: dict[str, int], first: int, width: int
+) -> np.ndarray:
+    """Where each series of ``row`` had an order line, [S, width] from bucket ``first``."""
+    out = np.zeros((len(row), width), bool)
+    for s, b in traded:
+        if s in row and 0 <= b - first < width:
+            out[row[s], b - first] = True
+    return out
+
+
 def active(traded: np.ndarray) -> np.ndarray:
     """Whether each series is active at each column [S, W], from where it had an order line
     [S, W]: one within ``ACTIVE_BUCKETS`` (a return is an order line, as in the worker)."""
@@ -218,11 +229,7 @@ def lstm_run(
     entrants: dict[str, int] = {}  # the latest version of each architecture
     scores = EntrantScores()
     row = {s: i for i, s in enumerate(panel.series)}
-    had_lines = np.zeros((len(panel.series), width), bool)
-    for s, b in traded:
-        if 0 <= b - panel.first_bucket < width:
-            had_lines[row[s], b - panel.first_bucket] = True
-    live = active(had_lines)
+    live = active(traded_grid(traded, row, panel.first_bucket, width))
     is_top = np.array([s in top for s in panel.series])
     rows = np.arange(len(panel.series))
     closed = {b: b in truth.closed for b in range(panel.first_bucket, last + HORIZON + 1)}
@@ -300,14 +307,11 @@ def demand_arrays(truth: Truth, traded: set[tuple[str, int]], last: int) -> Dema
     first_bucket = min(b for _, b in traded)
     width = last - first_bucket + 1
     y_all, revenue_all = np.zeros((len(names), width)), np.zeros((len(names), width))
-    traded_all = np.zeros((len(names), width), bool)
     for (s, b), y in truth.demand.items():
         if b <= last:
             y_all[row[s], b - first_bucket] = y
             revenue_all[row[s], b - first_bucket] = truth.revenue.get((s, b), 0.0)
-    for s, b in traded:
-        if b <= last:
-            traded_all[row[s], b - first_bucket] = True
+    traded_all = traded_grid(traded, row, first_bucket, width)
     return Demand(names, first_bucket, y_all, revenue_all, traded_all)
 
 

@@ -46,7 +46,7 @@ from torch import nn
 
 from models.base import SEASON, Close
 from models.lstm.kinds import Architecture
-from models.series import ALL_LOCATIONS
+from models.series import is_rollup, sku_of
 from models.signals import SIGNALS
 
 __all__ = [
@@ -218,9 +218,8 @@ class Panel:
         >>> p.siblings.tolist()
         [[1, -1], [0, -1], [0, 1], [-1, -1]]
         """
-        names = pd.Series(self.series, dtype=object).str
-        sku = pd.factorize(names.partition("@")[0])[0]
-        location = (~names.endswith(f"@{ALL_LOCATIONS}")).to_numpy(bool)
+        sku = pd.factorize(np.array([sku_of(s) for s in self.series], dtype=object))[0]
+        location = ~np.fromiter(map(is_rollup, self.series), bool, len(self.series))
         rows = np.flatnonzero(location)
         # each SKU's locations in a row of `table`, in series order, -1 after the last
         slot = pd.Series(sku[rows]).groupby(sku[rows]).cumcount().to_numpy()

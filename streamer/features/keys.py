@@ -12,9 +12,9 @@ __all__ = [
     "PARTITION_BUCKET_KEYS",
     "PREFIX",
     "SERIES_BUCKET_KEYS",
-    "SERIES_CUSTOMERS",
     "SERIES_HISTORY",
     "SERIES_KEYS",
+    "SERIES_SIGNALS",
     "SERIES_STOCK",
     "STATS",
     "bucket_key",
@@ -32,13 +32,15 @@ PREFIX = "shelfcast"
 STATS = f"{PREFIX}:stats"
 
 # A series' hashes of the history (bucket -> value), trimmed by a close as a bucket leaves it
-SERIES_HISTORY = ("demand", "returns", "lines", "revenue", "cancelled", "signals")
+SERIES_HISTORY = ("demand", "returns", "lines", "revenue", "cancelled")
 # A series' stock keys, which a stock event reads and writes
 SERIES_STOCK = ("state", "moves", "po")
-# A series' customers: each one's latest bucket and units there (models.signals)
-SERIES_CUSTOMERS = ("buyers",)
+# A series' customer and promotion signals by bucket, and its customers (each one's latest
+# bucket and units there; models.signals): written, and so expired, only with
+# SHELFCAST_LSTM_SIGNALS on, so that off, an event costs what it did before them
+SERIES_SIGNALS = ("signals", "buyers")
 # Every key of a series but the per-bucket ones: each expires after the series ttl
-SERIES_KEYS = (*SERIES_STOCK, *SERIES_HISTORY, *SERIES_CUSTOMERS)
+SERIES_KEYS = (*SERIES_STOCK, *SERIES_HISTORY, *SERIES_SIGNALS)
 # A series' keys per bucket: order sizes (to match a cancellation) and event ids (dedupe)
 SERIES_BUCKET_KEYS = ("sizes", "ids")
 # The partition's keys per bucket: its demand, revenue and signals there by series
@@ -95,7 +97,8 @@ def lua_keys(partition: int) -> dict[str, object]:
         "series": head,
         "names": names,
         "buckets": buckets,
-        "all": SERIES_KEYS,
+        "expire": (*SERIES_STOCK, *SERIES_HISTORY),
+        "signals": SERIES_SIGNALS,
         "stock": SERIES_STOCK,
         "history": SERIES_HISTORY,
     }

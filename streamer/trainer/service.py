@@ -139,14 +139,15 @@ def read_panel(client: redis.Redis, settings: Settings, through: int | None = No
         through = min(clocks)
     first = max(through, *clocks) - settings.models.history_buckets + 2
     partition_of, closed = _series_and_closed(client, settings, first, through)
-    demand, revenue, signals = _series_history(client, partition_of, first, through)
+    keep_signals = lstm_config(settings).signals
+    demand, revenue, signals = _series_history(client, partition_of, first, through, keep_signals)
     if not demand:
         return None
     # each series is known through `through`, so the panel ends there even when nothing sold
     for s in {s for s, _ in demand}:
         demand.setdefault((s, through), 0.0)
     weekday = settings.time.calendar().weekday
-    return Panel.from_buckets(demand, revenue, closed, weekday, signals)
+    return Panel.from_buckets(demand, revenue, closed, weekday, signals if keep_signals else None)
 
 
 def _series_and_closed(
@@ -170,26 +171,33 @@ Buckets = dict[tuple[str, int], float]
 
 
 def _series_history(
-    client: redis.Redis, partition_of: dict[str, int], first: int, through: int
+    client: redis.Redis,
+    partition_of: dict[str, int],
+    first: int,
+    through: int,
+    with_signals: bool,
 ) -> tuple[Buckets, Buckets, dict[tuple[str, int], list[float]]]:
-    """Demand, revenue and the customer and promotion signals of each series per bucket from
-    ``first`` to ``through``, read ``SERIES_PER_PIPELINE`` series per round trip."""
+    """Demand, revenue and (``with_signals``: the models read them) the customer and
+    promotion signals of each series per bucket from ``first`` to ``through``, read
+    ``SERIES_PER_PIPELINE`` series per round trip."""
     series = sorted(partition_of)
     demand: Buckets = {}
     revenue: Buckets = {}
     signals: dict[tuple[str, int], list[float]] = {}
+    into = [demand, revenue, signals][: 3 if with_signals else 2]
+    names = ("demand", "revenue", "signals")[: len(into)]
     for i in range(0, len(series), SERIES_PER_PIPELINE):
         chunk = series[i : i + SERIES_PER_PIPELINE]
         pipe = client.pipeline(transaction=False)
         for s in chunk:
-            for name in ("demand", "revenue", "signals"):
+            for name in names:
                 pipe.hgetall(series_key(s, partition_of[s], name))
-        raw = pipe.execute()
-        for s, units, money, signs in zip(chunk, raw[::3], raw[1::3], raw[2::3], strict=True):
-            for values, into in ((units, demand), (money, revenue), (signs, signals)):
-                for b, v in values.items():
+        raw = iter(pipe.execute())
+        for s in chunk:
+            for kept in into:
+                for b, v in next(raw).items():
                     if first <= (bucket := int(b)) <= through:
-                        into[(s, bucket)] = orjson.loads(v) if into is signals else float(v)
+                        kept[(s, bucket)] = orjson.loads(v) if kept is signals else float(v)
     return demand, revenue, signals
 
 

@@ -276,7 +276,10 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
       status = STATUS.stale
     end
     -- a series with no event for series_ttl ages out entirely
-    for _, h in ipairs(keys.all) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+    for _, h in ipairs(keys.expire) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+    if keep_signals then
+      for _, h in ipairs(keys.signals) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+    end
     if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
     if e[E.pack_size] ~= cjson.null then redis.call('HSET', st, 'pack_size', e[E.pack_size]) end
     -- Only orders make a series active (forecast at each close) and set its first bucket:

@@ -61,6 +61,9 @@ hset_pairs(forecasts, ARGV[16], ARGV[17])
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
   for _, h in ipairs(keys.history) do redis.call('HDEL', series_key(s, h), trim) end
 end
+for _, s in ipairs(redis.call('HKEYS', trim_signals)) do
+  redis.call('HDEL', series_key(s, 'signals'), trim)
+end
 redis.call('DEL', trim_demand, trim_revenue, trim_signals)
 local gone = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. first_active)
 if #gone > 0 then hdel_all({rops, rolling, forecasts}, gone) end

@@ -71,3 +71,14 @@ def test_buyers_new_buyers_largest_buyer_line_and_promotion(harness: Harness) ->
     first, second = sorted(got)
     assert got[first] == [2.0, 2.0, 9.0, 5.0, 2.0]  # c1 bought 5 + 4, the 12 was cancelled
     assert got[second] == [1.0, 0.0, 3.0, 3.0, 3.0]  # c2 again: not new
+
+
+def test_a_bucket_leaving_the_history_leaves_the_signals_too(settings: Settings) -> None:
+    h = Harness(settings.replace(partitions=1, history_buckets=10, lstm_signals=True))
+    days = [f"2011-01-{d:02d}T10:00:00" for d in range(3, 31)]
+    h.feed([h.record(order(f"o{i}", day, 2, customer="c1")) for i, day in enumerate(days)])
+    h.close()
+    kept = sorted(b for _, b in stored(h.settings, {"A1@UK"}))
+    client = redis.Redis.from_url(h.settings.redis.url)
+    demand = sorted(int(b) for b in client.hkeys(series_key("A1@UK", 0, "demand")))
+    assert kept == demand and len(kept) < 12, kept  # the history's window, not all 28 days

@@ -120,6 +120,9 @@ def test_read_panel_returns_exactly_the_stored_series_and_buckets(
     client = redis_client(settings.redis.url)
     store(client, truth, settings, through)
     assert last_closed(client, settings) == through
+    off = read_panel(client, settings, None)  # models that do not read signals get none read
+    assert off is not None and off.signals is None
+    settings = settings.replace(lstm_signals=True)
     for end in (None, through - 20):
         panel = read_panel(client, settings, end)
         assert panel is not None

@@ -245,8 +245,7 @@ class Bank:
             means, ready[i] = model.forecast(close, self.recent)
             steps.append(bands.steps(means, ready[i], close.ahead_closed))
             bands.issue(close.bucket, steps[i])
-        own_mse = np.stack([np.where(known, m2, np.nan) for m2, _, known in (
-            b.moments() for b in self.bands)])  # fmt: skip
+        own_mse = np.stack([np.where(b.known(), b.m2, np.nan) for b in self.bands])
         evidence = np.minimum(self.recent.count, REMEMBERED).astype(np.float64)
         stacked = np.stack(steps)
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)

@@ -12,7 +12,10 @@ from models.quantiles import (
     WIDEN_RANGE,
     Bands,
     Calibration,
+    Moments,
     Points,
+    from_half,
+    to_half,
     widen_band,
 )
 
@@ -85,15 +88,44 @@ def test_a_step_forecast_closed_is_zero_and_moves_neither_bands_nor_moments() ->
 
 
 def test_error_moments_are_known_after_min_errors_points() -> None:
-    bands = Bands(horizon=1)
-    bands.take(np.array([-1]))
+    moments = Moments(horizon=1)
+    moments.take(np.array([-1]))
     closed = np.zeros((1, 1), bool)
     for t in range(MIN_ERRORS):
-        assert not bands.moments()[2][0, 0]
-        forecast(bands, t, 3.0)
-        bands.learn(bands.settle(t + 1, True, closed), np.array([5.0]))
-    m2, m3, known = bands.moments()
+        assert not moments.moments()[2][0, 0]
+        moments.issue(t, np.full((1, 1, 4), 3.0))
+        moments.learn(moments.settle(t + 1, True, closed), np.array([5.0]))
+    m2, m3, known = moments.moments()
     assert known[0, 0] and (m2[0, 0], m3[0, 0]) == pytest.approx((4.0, 8.0))
+
+
+def test_a_model_band_keeps_the_mean_square_of_its_errors_but_no_cube() -> None:
+    bands = Bands(horizon=1)
+    bands.take(np.array([-1]))
+    for t in range(MIN_ERRORS):
+        forecast(bands, t, 3.0)
+        bands.learn(bands.settle(t + 1, True, np.zeros((1, 1), bool)), np.array([5.0]))
+    assert bands.known()[0, 0] and bands.m2[0, 0] == pytest.approx(4.0)
+    assert "m3" not in bands.state()
+
+
+def test_half_precision_keeps_the_value_within_a_quarter_percent_over_the_whole_range() -> None:
+    values = np.array([0.0, 1e-3, 0.37, 2.5, 999.0, 65504.0, 80995.0, 3e7, np.nan, np.inf])
+    back = from_half(to_half(values))
+    finite = np.isfinite(values)
+    assert np.allclose(back[finite], values[finite], rtol=2**-8, atol=0)
+    assert np.isnan(back[-2]) and back[-1] == np.inf
+    assert to_half(values).dtype == np.uint16
+
+
+def test_issued_forecasts_are_scored_as_issued_within_the_rounding() -> None:
+    bands = Bands(horizon=2)
+    bands.take(np.array([-1]))
+    issued = forecast(bands, 0, 6.3)
+    points = bands.settle(2, True, np.zeros((2, 2), bool))
+    (step2,) = [p for p in points if p.k == 2]
+    assert step2.steps[0] == pytest.approx(issued[1], rel=2**-8)
+    assert bands.pending1.dtype == np.uint16
 
 
 def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed() -> None:
@@ -120,21 +152,21 @@ def test_calibration_restores_coverage_after_the_errors_grow() -> None:
     rng = np.random.default_rng(3)
     rows, covered = 300, {}
     for calibrate in (False, True):
-        bands, calibration = Bands(horizon=1), Calibration()
-        bands.take(np.full(rows, -1))
-        calibration.take(np.full(rows, -1))
+        bands, published, calibration = Bands(horizon=1), Moments(horizon=1), Calibration()
+        for part in (bands, published, calibration):
+            part.take(np.full(rows, -1))
         hits = total = 0
         for t in range(300):
             steps = bands.steps(np.full((rows, 1), 100.0), np.ones(rows, bool), OPEN)
-            steps = widen_band(steps, calibration.widen) if calibrate else steps
             bands.issue(t, steps)
+            steps = widen_band(steps, calibration.widen) if calibrate else steps
+            published.issue(t, steps)
             y = 100 + rng.normal(0, 10 if t < 200 else 30, rows)
             if t >= 200:
                 total += rows
                 hits += int(np.sum((steps[:, 0, P10] <= y) & (y <= steps[:, 0, P90])))
-            points = bands.settle(t + 1, True, np.zeros((1, 1), bool))
-            bands.learn(points, y)
-            calibration.learn(points, y)
+            bands.learn(bands.settle(t + 1, True, np.zeros((1, 1), bool)), y)
+            calibration.learn(published.settle(t + 1, True, np.zeros((1, 1), bool)), y)
         covered[calibrate] = hits / total
     assert covered[True] > covered[False] + 0.02
     assert covered[True] >= 0.74

@@ -70,6 +70,7 @@ from models.lstm.kinds import Architecture
 from models.lstm.network import Panel, pinball, predict, seasonal_naive
 from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
+from models.oracle import oracle_coverage
 from models.quantiles import Points
 from models.rollup import settle
 from models.series import ALL_LOCATIONS
@@ -100,6 +101,21 @@ class Run:
     all: Prequential = field(default_factory=Prequential)
     top: Prequential = field(default_factory=Prequential)
     common: Prequential = field(default_factory=Prequential)
+    # the series (index into Demand.names) and truth of every published point
+    codes: list[np.ndarray] = field(default_factory=list)
+    truths: list[np.ndarray] = field(default_factory=list)
+
+    def keep_truths(self, rows: np.ndarray, settled: Settled) -> None:
+        for p in settled.points[PUBLISHED]:
+            self.codes.append(rows[p.valid].astype(np.int32))
+            self.truths.append(settled.y[p.valid].astype(np.float32))
+
+    def oracle(self, is_top: np.ndarray) -> dict[str, dict[str, float]]:
+        """The coverage of each series' own 10% and 90% quantiles of these truths
+        (``models.oracle``): what a calibrated band covers on the published points."""
+        codes, y = np.concatenate(self.codes), np.concatenate(self.truths)
+        top = is_top[codes]
+        return {"all": oracle_coverage(codes, y), "top": oracle_coverage(codes[top], y[top])}
 
 
 def series_buckets(truth: Truth) -> dict[str, dict[int, float]]:
@@ -366,6 +382,7 @@ def replay(
     is_top = np.array([s in top for s in d.names])
     for c in closes(d, closed, cal, lstm):
         score_close(run, c.bank, c.bucket, c.settled, c.fc, is_top[c.rows], common)
+        run.keep_truths(c.rows, c.settled)
 
 
 def score_close(
@@ -712,13 +729,23 @@ def targets_top(rows: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+def oracle_line(o: dict[str, float]) -> str:
+    return (
+        f"\nA calibrated band on the same points (each series' own 10% and 90% quantiles of "
+        f"its truths, models/oracle.py) covers {o['coverage']:.1%} ({o['below_p10']:.1%} "
+        f"below p10, {o['above_p90']:.1%} above p90).\n"
+    )
+
+
 def write_outputs(out: Path, data: Path, result: dict[str, Any], n_top: int) -> None:
     """accuracy.json and accuracy.md under ``out``; the tables and targets on stdout."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Accuracy benchmark: {data.name}, horizons 1-{HORIZON}\n"]
-    md.append(markdown("All series", result["all_series"]))
+    oracle = result["oracle_p10_p90"]
+    md.append(markdown("All series", result["all_series"]) + oracle_line(oracle["all_series"]))
     md.append(markdown(f"Top {n_top} series", result[f"top_{n_top}"]))
+    md.append(oracle_line(oracle[f"top_{n_top}"]))
     if f"top_{n_top}_vs_statsforecast" in result:
         md.append(
             markdown(
@@ -770,7 +797,9 @@ def score(args: argparse.Namespace) -> int:
             lstm = lstm_run(truth, traded, cal, last, Path(models), set(top))
     run = Run()
     entrants = lstm.entrants if lstm else EntrantScores()
-    replay(demand_arrays(truth, traded, last), truth.closed, cal, set(top), points, run, lstm)
+    d = demand_arrays(truth, traded, last)
+    replay(d, truth.closed, cal, set(top), points, run, lstm)
+    oracle = run.oracle(np.isin(d.names, top))
     result: dict[str, Any] = {
         "data": str(args.data),
         "series": len(demand),
@@ -780,6 +809,7 @@ def score(args: argparse.Namespace) -> int:
         "all_series": table({**run.all.summary(), **entrants.summary("all")}),
         f"top_{len(top)}": table({**run.top.summary(), **entrants.summary("top")}),
         "lstm_refreshes": lstm.refreshes if lstm else None,
+        "oracle_p10_p90": {"all_series": oracle["all"], f"top_{len(top)}": oracle["top"]},
     }
     if sf_sums:
         result[f"top_{len(top)}_vs_statsforecast"], result["targets"] = vs_statsforecast(

@@ -163,8 +163,10 @@ def test_the_accuracy_benchmark_scores_any_orders_file_as_it_scores_online_retai
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         result = json.loads((tmp_path / name / "accuracy.json").read_text())
-        tables[name] = (result["all_series"], result["top_50"])
+        tables[name] = (result["all_series"], result["top_50"], result["oracle_p10_p90"])
     assert tables["own"] == tables["retail"]
+    # count data: a calibrated band holds the atoms too, so it covers at least 80%
+    assert tables["own"][2]["all_series"]["coverage"] >= 0.8
     assert any(row["model"] == "published" and row["points"] > 10_000 for row in tables["own"][0])
 
 

@@ -30,7 +30,7 @@ FORECAST = {
     "locations": None,
 }
 ALERT = {
-    "schema_version": "1.2",
+    "schema_version": "1.3",
     "alert_id": "85123A@United Kingdom|1|raised",
     "sku": "85123A",
     "location": "United Kingdom",
@@ -42,6 +42,7 @@ ALERT = {
     "safety_stock": 4.725,
     "days_of_cover": 2.25,
     "service_level": 0.95,
+    "service_measure": "cycle",
     "lead_time_days": 3.0,
     "review_days": 7.0,
     "forecast_id": "85123A@United Kingdom|15016|seasonal_naive@2",

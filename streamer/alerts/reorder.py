@@ -74,6 +74,7 @@ class ReorderPoint:
     daily_mean: float
     service_level: float
     review_days: float = 0.0
+    service_measure: ServiceMeasure = ServiceMeasure.CYCLE
 
     @property
     def value(self) -> float:
@@ -90,6 +91,7 @@ class ReorderPoints:
     daily_mean: np.ndarray
     service_level: float
     review_days: float
+    service_measure: ServiceMeasure = ServiceMeasure.CYCLE
 
     @property
     def value(self) -> np.ndarray:
@@ -103,6 +105,7 @@ class ReorderPoints:
             float(self.daily_mean[i]),
             self.service_level,
             self.review_days,
+            self.service_measure,
         )
 
 
@@ -112,7 +115,7 @@ def packed_rops(rops: ReorderPoints, forecast_ids: Sequence[str]) -> list[str]:
 
     >>> one = [np.array([v]) for v in (3.0, 4.0, 1.5, 0.5)]
     >>> packed_rops(ReorderPoints(*one, 0.95, 7.0), ["A1@UK|9|tsb@2"])
-    ['[5.5,4.0,1.5,0.5,3.0,0.95,7.0,"A1@UK|9|tsb@2"]']
+    ['[5.5,4.0,1.5,0.5,3.0,0.95,7.0,"cycle","A1@UK|9|tsb@2"]']
     """
     if not len(forecast_ids):
         return []
@@ -123,11 +126,12 @@ def packed_rops(rops: ReorderPoints, forecast_ids: Sequence[str]) -> list[str]:
         "service_level": np.full(n, rops.service_level),
         "review_days": np.full(n, rops.review_days),
     }  # fmt: skip
-    numbers = np.column_stack([columns[name] for name in ROP_FIELDS[:-1]]).astype(np.float64)
+    numbers = np.column_stack([columns[name] for name in ROP_FIELDS[:-2]]).astype(np.float64)
     rows = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY).decode()[2:-2].split("],[")
     # every id escaped in one call: an escaped id holds no '","' (its quotes are '\\"')
     ids = orjson.dumps(list(forecast_ids)).decode()[2:-2].split('","')
-    return [f'[{row},"{fid}"]' for row, fid in zip(rows, ids, strict=True)]
+    measure = rops.service_measure.value  # an enum's name: nothing to escape
+    return [f'[{row},"{measure}","{fid}"]' for row, fid in zip(rows, ids, strict=True)]
 
 
 def reorder_points(
@@ -173,7 +177,7 @@ def reorder_points(
         skew = np.where(sigma > 0, np.clip(third / sigma**3, -MAX_SKEW, MAX_SKEW), 0.0)
     safety = np.maximum(sigma * (z + (z * z - 1) * skew / 6), 0.0)
     lead = np.broadcast_to(np.asarray(lead_time_days, np.float64), (n,))
-    return ReorderPoints(lead, demand, safety, daily_mean, service_level, review_days)
+    return ReorderPoints(lead, demand, safety, daily_mean, service_level, review_days, measure)
 
 
 def safety_factor(

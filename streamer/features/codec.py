@@ -31,6 +31,7 @@ __all__ = [
     "ROLLING_FIELDS",
     "ROP_FIELDS",
     "ROP_FIELDS_V1",
+    "ROP_FIELDS_V2",
     "SIGNAL_FIELDS",
     "AlertRecord",
     "AlertStatus",
@@ -110,11 +111,14 @@ PENDING_FIELDS = ("series", "event_id", "quantity", "bucket", "kind", "po_id")
 OUTBOX_FIELDS = ("series", "status", "seq", "on_hand", "rop", "ts_ms", "on_order", "pack_size")
 # A value of the partition's rop hash, a JSON array: the whole reorder point (its value, the
 # demand over the protection interval, the safety stock, the forecast's daily mean, the lead
-# time), the settings it was computed with, and the forecast it came from
+# time), the settings it was computed with (the service measure as its name), and the
+# forecast it came from
 ROP_FIELDS = (
     "rop", "lt_demand", "safety", "daily_mean", "rop_lead", "service_level", "review_days",
-    "forecast_id",
+    "service_measure", "forecast_id",
 )  # fmt: skip
+# A rop value written before it kept its service measure: the same array without it
+ROP_FIELDS_V2 = tuple(f for f in ROP_FIELDS if f != "service_measure")
 # A rop value written before it kept its settings (no version of its own: it does not start
 # with ``[``), ``|``-joined, the forecast id (which has ``|``) last
 ROP_FIELDS_V1 = ("rop", "lt_demand", "safety", "daily_mean", "rop_lead", "forecast_id")
@@ -130,6 +134,7 @@ RECORDS = {
     "outbox": OUTBOX_FIELDS,
     "rop": ROP_FIELDS,
     "rop_v1": ROP_FIELDS_V1,
+    "rop_v2": ROP_FIELDS_V2,
     "rolling": ROLLING_FIELDS,
     "signals": SIGNAL_FIELDS,
 }
@@ -208,18 +213,22 @@ def outbox_entry(
 
 
 def unpack_rop(packed: str) -> dict[str, float | str]:
-    """A ``shelfcast:{pP}:rop`` value as its fields: ROP_FIELDS, or ROP_FIELDS_V1 for a value
-    written before the reorder point kept its settings (none when there is no value).
+    """A ``shelfcast:{pP}:rop`` value as its fields: ROP_FIELDS, ROP_FIELDS_V2 for a value
+    written before it kept its service measure, or ROP_FIELDS_V1 for one written before the
+    reorder point kept its settings (none when there is no value).
 
     >>> unpack_rop("4.5|3.0|1.5|1.0|3.0|A1@UK|9|tsb@2")["forecast_id"]
     'A1@UK|9|tsb@2'
     >>> unpack_rop('[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"A1@UK|9|tsb@2"]')["review_days"]
     7.0
+    >>> unpack_rop('[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"fill_rate","A1@UK|9|tsb@2"]')["service_measure"]
+    'fill_rate'
     """
     if packed.startswith("["):
         # orjson writes a NaN as null: it reads back as the NaN it was
         values = [math.nan if v is None else v for v in orjson.loads(packed)]
-        return dict(zip(ROP_FIELDS, values, strict=True))
+        names = ROP_FIELDS_V2 if len(values) == len(ROP_FIELDS_V2) else ROP_FIELDS
+        return dict(zip(names, values, strict=True))
     if not packed:
         return {}
     values = packed.split("|", len(ROP_FIELDS_V1) - 1)
@@ -231,7 +240,7 @@ def rop_values(packed: Sequence[str | bool]) -> np.ndarray:
     """The reorder points of ``shelfcast:{pP}:rop`` values (NaN where there is none, False):
     the first number of either format, read without parsing the rest.
 
-    >>> rop_values(['[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"A1@UK|9|tsb@2"]', "2.0|1|1|1|3|a", False])
+    >>> rop_values(['[4.5,3.0,1.5,1.0,3.0,0.95,7.0,"cycle","A@UK|9|x"]', "2.0|1|1|1|3|a", False])
     array([4.5, 2. , nan])
     """
     return np.array([_first_number(v) if v else "nan" for v in packed], np.float64)

@@ -24,6 +24,7 @@ from streamer.alerts.reorder import (
     order_up_to,
     severity,
 )
+from streamer.config.sections import ServiceMeasure
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import bucket_label, bucket_start, iso
 from streamer.features.codec import AlertRecord
@@ -205,6 +206,7 @@ def alert_message(
         "safety_stock": round(rop.safety_stock, 3),
         "days_of_cover": None if cover is None else round(cover, 3),
         "service_level": rop.service_level,
+        "service_measure": str(rop.service_measure),
         "lead_time_days": rop.lead_time_days,
         "review_days": rop.review_days,
         "forecast_id": forecast,
@@ -275,4 +277,5 @@ def _reorder_point(s: Settings, stored: dict[str, float | str]) -> ReorderPoint:
         float(stored["daily_mean"]),
         float(stored.get("service_level", s.alerts.service_level)),
         float(stored.get("review_days", s.alerts.review_days)),
+        ServiceMeasure(stored.get("service_measure", s.alerts.measure)),
     )

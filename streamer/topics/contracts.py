@@ -20,7 +20,8 @@ from typing import Any
 __all__ = ["SCHEMA_MAJOR", "SCHEMA_VERSION", "compatible", "schema"]
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = f"{SCHEMA_MAJOR}.2"  # 1.2: alerts carry the inventory position and an order
+# 1.2: alerts carry the inventory position and an order; 1.3: and their service measure
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.3"
 
 
 def schema(topic: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from streamer.features.codec import (
     OUTBOX_FIELDS,
     RECORDS,
     ROP_FIELDS_V1,
+    ROP_FIELDS_V2,
     AlertRecord,
     EventKind,
     StockEffect,
@@ -102,11 +103,15 @@ def test_a_reorder_point_is_stored_whole_and_read_back_in_either_format() -> Non
     [stored] = packed_rops(rops, ["A1@UK|9|tsb@2"])
     assert unpack_rop(stored) == {
         "rop": 5.75, "lt_demand": 4.5, "safety": 1.25, "daily_mean": 0.5, "rop_lead": 3.0,
-        "service_level": 0.9, "review_days": 7.0, "forecast_id": "A1@UK|9|tsb@2",
+        "service_level": 0.9, "review_days": 7.0, "service_measure": "cycle",
+        "forecast_id": "A1@UK|9|tsb@2",
     }  # fmt: skip
     # written before the settings were kept: the same parts, no settings
     v1 = unpack_rop("5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2")
     assert v1 == {k: v for k, v in unpack_rop(stored).items() if k in ROP_FIELDS_V1}
+    # written before the measure was kept: all but it
+    v2 = unpack_rop('[5.75,4.5,1.25,0.5,3.0,0.9,7.0,"A1@UK|9|tsb@2"]')
+    assert v2 == {k: v for k, v in unpack_rop(stored).items() if k in ROP_FIELDS_V2}
     assert rop_values([stored, "5.75|4.5|1.25|0.5|3.0|A1@UK|9|tsb@2"]).tolist() == [5.75, 5.75]
 
 

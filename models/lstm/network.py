@@ -119,6 +119,9 @@ class LSTMConfig:
     batch_size: int = 256
     lr: float = 3e-3  # Adam
     validation: int = 28  # last buckets held out to validate (and never trained on)
+    # buckets between validation origins: 7 scores each target once (horizons 1..7 in turn),
+    # 1 scores it at every horizon for 7 times the forecasts (docs/lstm.md, Validation)
+    validation_stride: int = 7
     seed: int = 0
     arch: Architecture = Architecture.LSTM
     signals: bool = False  # read the customer and promotion signals (models.signals)
@@ -130,6 +133,8 @@ class LSTMConfig:
             raise ValueError(f"quantiles {qs}: increasing, in (0, 1), with 0.5")
         if min(self.seq_len, self.hidden, self.layers, self.horizon, self.epochs) < 1:
             raise ValueError("seq_len, hidden, layers, horizon and epochs must be >= 1")
+        if not 1 <= self.validation_stride <= self.horizon:
+            raise ValueError(f"validation_stride must be within 1..horizon ({self.horizon})")
         if self.warm_epochs < 0:
             raise ValueError("warm_epochs must be >= 0 (0: always train from scratch)")
 
@@ -142,9 +147,9 @@ class LSTMConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LSTMConfig:
         """The config of ``to_dict``; unknown or missing keys are an error, not a default,
-        except ``arch`` and ``signals``: checkpoints from before them are LSTMs that read no
-        signals."""
-        d = {"arch": Architecture.LSTM.value, "signals": False, **d}
+        except ``arch``, ``signals`` and ``validation_stride``: checkpoints from before them
+        are LSTMs that read no signals, validated at every origin."""
+        d = {"arch": Architecture.LSTM.value, "signals": False, "validation_stride": 1, **d}
         names = {f.name for f in fields(cls)}
         if set(d) != names:
             raise ValueError(
@@ -856,18 +861,26 @@ class Validation:
         return {**asdict(self), "rel_mae": self.rel_mae}
 
 
-def validation_points(panel: Panel, span: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_points(
+    panel: Panel, span: int, horizon: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The windows of the validation of the last ``span`` buckets: (row, origin column)
-    pairs and a mask [N, H] of their scored targets. Every open target in the span is scored
-    once at each horizon; only series active at the origin (a sale in the last
-    ``ACTIVE_BUCKETS``) are forecast, as in the worker. The points do not depend on the
-    model, so a candidate, a champion and the naive are scored on exactly the same ones."""
+    pairs and a mask [N, H] of their scored targets. A series' origins are ``stride`` buckets
+    apart: with a stride of ``horizon`` each of its open targets in the span is scored once,
+    at one horizon (rolling origins, as in statsforecast's cross-validation), with a stride
+    of 1 once at each horizon. Each series starts at its own offset (its row modulo the
+    stride), so that horizons do not fall on the same weekdays in every series: with one
+    offset for all, a weekly stride would score the horizon that lands on a closed day
+    nowhere. Only series active at the origin (a sale in the last ``ACTIVE_BUCKETS``) are
+    forecast, as in the worker. The points do not depend on the model, so a candidate, a
+    champion and the naive are scored on exactly the same ones."""
     width = panel.demand.shape[1]
     start = width - span
     origins = np.arange(start - horizon, width - 1)
     if start - horizon - ACTIVE_BUCKETS + 1 < 0:
         raise ValueError(f"panel too short to validate its last {span} buckets")
     active = sold_within(panel, origins, ACTIVE_BUCKETS)
+    active &= (origins[None, :] - np.arange(len(panel.series))[:, None]) % stride == 0
     rows, idx = np.nonzero(active)
     pairs = np.stack([rows, origins[idx]], axis=1)
     targets = pairs[:, 1:] + np.arange(1, horizon + 1)
@@ -892,11 +905,12 @@ def seasonal_naive(panel: Panel, rows: np.ndarray, origins: np.ndarray, horizon:
     return out
 
 
-def validate(model: GlobalModel, panel: Panel, span: int) -> Validation:
+def validate(model: GlobalModel, panel: Panel, span: int, stride: int) -> Validation:
     """Score ``model`` and the weekly seasonal naive on the last ``span`` buckets of the
-    panel (see ``validation_points``); the model must not have trained on them."""
+    panel, from origins ``stride`` buckets apart (see ``validation_points``); the model must
+    not have trained on them."""
     horizon, levels = model.cfg.horizon, np.array(model.cfg.quantiles)
-    pairs, scored = validation_points(panel, span, horizon)
+    pairs, scored = validation_points(panel, span, horizon, stride)
     if not scored.any():
         raise ValueError(f"nothing to score in the last {span} buckets")
     rows, origins = pairs.T

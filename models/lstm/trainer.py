@@ -163,7 +163,8 @@ def _champion_scores(
         return None, None, ""
     try:
         champion = registry.load(champion_version)
-        return champion_version, validate(champion.place(device), panel, cfg.validation), ""
+        scores = validate(champion.place(device), panel, cfg.validation, cfg.validation_stride)
+        return champion_version, scores, ""
     except (CheckpointError, ValueError) as exc:
         # a champion that cannot run on this panel is no bar; say why it was skipped
         log.warning("champion v%s not compared: %s", champion_version, exc)
@@ -197,7 +198,8 @@ def refresh(
     for entrant_cfg in configs:
         model, report, warm = _train_candidate(panel, registry, entrant_cfg, device, end, on_epoch)
         t0 = time.perf_counter()
-        trained.append((model, report, warm, validate(model, panel, cfg.validation)))
+        scores = validate(model, panel, cfg.validation, cfg.validation_stride)
+        trained.append((model, report, warm, scores))
         validate_seconds += time.perf_counter() - t0
     # the lowest MAE, the first of equals; a NaN MAE (nothing it could score) never wins
     best = min(

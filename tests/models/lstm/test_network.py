@@ -45,9 +45,9 @@ def test_panel_keeps_the_demand_rules_of_truth_from(panel: Panel) -> None:
 
 def test_training_lowers_the_validation_loss(panel: Panel) -> None:
     model = GlobalLSTM(SMALL)
-    before = validate(model, panel, SMALL.validation)
+    before = validate(model, panel, SMALL.validation, SMALL.validation_stride)
     report = train(model, panel, SMALL, "cpu", panel.last_bucket + 1 - SMALL.validation)
-    after = validate(model, panel, SMALL.validation)
+    after = validate(model, panel, SMALL.validation, SMALL.validation_stride)
     assert len(report.epoch_loss) == len(report.epoch_seconds) == SMALL.epochs
     assert after.points == before.points > 1000
     assert after.pinball < 0.98 * before.pinball
@@ -118,13 +118,26 @@ def test_seasonal_naive_skips_closed_weeks_back() -> None:
     assert naive.tolist() == [[56.0, 71.0, 72.0, 73.0, 74.0, 75.0, 76.0]]
 
 
-def test_validation_scores_every_open_target_once_per_horizon() -> None:
+def test_validation_scores_every_open_target_once_per_horizon_with_a_stride_of_1() -> None:
     panel = synthetic(12, [80])
-    pairs, scored = validation_points(panel, 14, 7)
+    pairs, scored = validation_points(panel, 14, 7, 1)
     width = panel.demand.shape[1]
     targets = pairs[:, 1:] + np.arange(1, 8)
     for k in range(7):
         assert sorted(targets[scored[:, k], k]) == [t for t in range(width - 14, width) if t != 80]
+
+
+def test_validation_scores_every_open_target_once_with_a_stride_of_the_horizon() -> None:
+    panel = synthetic(12, [80])
+    width = panel.demand.shape[1]
+    pairs, scored = validation_points(panel, 14, 7, 7)
+    targets = pairs[:, 1:] + np.arange(1, 8)
+    for row in np.unique(pairs[:, 0]):  # each target once, at one horizon
+        mine = pairs[:, 0] == row
+        expected = [t for t in range(width - 14, width) if t != 80]
+        assert sorted(targets[mine][scored[mine]]) == expected
+    assert scored.any(0).all()  # every horizon is scored somewhere, the closed day's too
+    assert scored.sum() * 7 == validation_points(panel, 14, 7, 1)[1].sum()
 
 
 def test_runs_on_the_cpu_without_cuda_packages(panel: Panel) -> None:

@@ -101,11 +101,15 @@ class Columns:
         return out
 
     def load(self, state: State) -> None:
+        """Continue from ``state()``; a ValueError if an array's shape or kind of number
+        differs (a snapshot of another layout: read as this one, its values would be wrong)."""
         for name, (_, shape, dtype) in self._columns.items():
-            value = np.asarray(state[name], dtype)
-            if value.shape[1:] != shape:
-                raise ValueError(f"{name}: shape {value.shape[1:]} where {shape} is expected")
-            setattr(self, name, value.copy())
+            saved = np.asarray(state[name])
+            if not np.can_cast(saved.dtype, dtype, casting="same_kind"):
+                raise ValueError(f"{name}: {saved.dtype} where {np.dtype(dtype)} is expected")
+            if saved.shape[1:] != shape:
+                raise ValueError(f"{name}: shape {saved.shape[1:]} where {shape} is expected")
+            setattr(self, name, saved.astype(dtype))  # a copy, never the state's own array
 
 
 class Forecaster(Protocol):

@@ -128,6 +128,16 @@ def test_issued_forecasts_are_scored_as_issued_within_the_rounding() -> None:
     assert bands.pending1.dtype == np.uint16
 
 
+def test_rings_saved_as_floats_are_refused_not_read_as_half_precision_bits() -> None:
+    bands = Bands(horizon=2)
+    bands.take(np.array([-1]))
+    forecast(bands, 0, 6.3)
+    old = {k: v for k, v in bands.state().items()}
+    old["pending0"] = from_half(old["pending0"]).astype(np.float32)  # a snapshot from before
+    with pytest.raises(ValueError, match="pending0: float32 where uint16"):
+        Bands(horizon=2).load(old)
+
+
 def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed() -> None:
     calibration = Calibration()
     calibration.take(np.full(2, -1))

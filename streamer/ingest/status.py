@@ -13,7 +13,7 @@ from aiokafka.partitioner import murmur2
 from models.series import split_series
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import iso
-from streamer.features.codec import ROP_FIELDS, unpack_rop
+from streamer.features.codec import unpack_rop
 from streamer.features.keys import part_key, part_series_key, series_base
 from streamer.publish.messages import stored_message
 from streamer.topics.events import series_key
@@ -121,9 +121,8 @@ def _message(name: str, stored: object, size: int) -> dict[str, Any]:
 def _reorder_point(packed: Any) -> dict[str, Any] | None:
     if packed is None:
         return None
-    fields = unpack_rop(_text(packed))
-    fid = ROP_FIELDS[-1]
-    return {k: v if k == fid else float(v) for k, v in fields.items()}
+    # the forecast id and the service measure are text, every other field a number
+    return {k: v if isinstance(v, str) else float(v) for k, v in unpack_rop(_text(packed)).items()}
 
 
 def _number(v: str | None) -> float | None:

@@ -46,6 +46,7 @@ def test_status_holds_the_latest_forecast_stock_reorder_point_and_alert(
     assert entry["series"] == "A1@UK" and entry["location"] == "UK"
     assert entry["forecast"] == published  # the message as it went out, byte for byte
     assert entry["reorder_point"]["forecast_id"] == published["forecast_id"]
+    assert entry["reorder_point"]["service_measure"] == "cycle"  # text, as the alerts carry it
     assert entry["alert"] == {"status": "raised", "seq": 1, "ts": raised[0]["ts"]}
     r = redis_client(settings.redis.url, decode_responses=True)
     assert entry["stock"]["on_hand"] == float(r.hget("shelfcast:{p0}:s:A1@UK:state", "on_hand"))

@@ -20,6 +20,8 @@ series sold on 2 of 10 days, and another sold 1 to 10 units every day:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["oracle_coverage"]
@@ -27,7 +29,9 @@ __all__ = ["oracle_coverage"]
 
 def oracle_coverage(codes: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """p10-p90 coverage, and each tail's misses, of the per-series oracle band over the points
-    with series ``codes`` (integers) and truths ``y``."""
+    with series ``codes`` (integers) and truths ``y``; NaN for no points."""
+    if not len(y):
+        return {"coverage": math.nan, "below_p10": math.nan, "above_p90": math.nan}
     order = np.lexsort((y, codes))
     codes, y = codes[order], y[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])

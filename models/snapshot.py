@@ -28,7 +28,9 @@ import numpy as np
 __all__ = ["MAGIC", "MAX_BYTES", "VERSION", "SnapshotError", "pack", "unpack"]
 
 MAGIC = b"SHELFCAST-BANK\0\0"
-VERSION = 1
+# 2: pending forecasts as bfloat16 bits. The container is as in 1, but a worker of either
+# release would read the other's arrays wrongly, so each refuses the other's and rebuilds
+VERSION = 2
 MAX_BYTES = 8 << 30
 _INPUT_STEP = 1 << 20  # compressed bytes fed at a time
 _OUTPUT_STEP = 16 << 20  # most bytes one step decompresses

@@ -113,7 +113,8 @@ class Run:
     def oracle(self, is_top: np.ndarray) -> dict[str, dict[str, float]]:
         """The coverage of each series' own 10% and 90% quantiles of these truths
         (``models.oracle``): what a calibrated band covers on the published points."""
-        codes, y = np.concatenate(self.codes), np.concatenate(self.truths)
+        codes = np.concatenate([np.zeros(0, np.int32), *self.codes])
+        y = np.concatenate([np.zeros(0, np.float32), *self.truths])
         top = is_top[codes]
         return {"all": oracle_coverage(codes, y), "top": oracle_coverage(codes[top], y[top])}
 
@@ -373,13 +374,13 @@ def replay(
     d: Demand,
     closed: set[int],
     cal: TradingCalendar,
-    top: set[str],
+    is_top: np.ndarray,
     common: dict[str, set[tuple[int, int]]],
     run: Run,
     lstm: LSTMRun | None,
 ) -> None:
-    """Score every close (``closes``) into ``run``."""
-    is_top = np.array([s in top for s in d.names])
+    """Score every close (``closes``) into ``run``; ``is_top`` marks the top series among
+    ``d.names``."""
     for c in closes(d, closed, cal, lstm):
         score_close(run, c.bank, c.bucket, c.settled, c.fc, is_top[c.rows], common)
         run.keep_truths(c.rows, c.settled)
@@ -798,8 +799,9 @@ def score(args: argparse.Namespace) -> int:
     run = Run()
     entrants = lstm.entrants if lstm else EntrantScores()
     d = demand_arrays(truth, traded, last)
-    replay(d, truth.closed, cal, set(top), points, run, lstm)
-    oracle = run.oracle(np.isin(d.names, top))
+    is_top = np.isin(d.names, top)
+    replay(d, truth.closed, cal, is_top, points, run, lstm)
+    oracle = run.oracle(is_top)
     result: dict[str, Any] = {
         "data": str(args.data),
         "series": len(demand),

@@ -119,9 +119,9 @@ class LSTMConfig:
     batch_size: int = 256
     lr: float = 3e-3  # Adam
     validation: int = 28  # last buckets held out to validate (and never trained on)
-    # buckets between validation origins: 7 scores each target once (horizons 1..7 in turn),
-    # 1 scores it at every horizon for 7 times the forecasts (docs/lstm.md, Validation)
-    validation_stride: int = 7
+    # buckets between a series' validation origins (docs/lstm.md, Validation): None, the
+    # horizon, scores each target once; 1 at every horizon, for 7 times the forecasts
+    validation_stride: int | None = None
     seed: int = 0
     arch: Architecture = Architecture.LSTM
     signals: bool = False  # read the customer and promotion signals (models.signals)
@@ -133,7 +133,7 @@ class LSTMConfig:
             raise ValueError(f"quantiles {qs}: increasing, in (0, 1), with 0.5")
         if min(self.seq_len, self.hidden, self.layers, self.horizon, self.epochs) < 1:
             raise ValueError("seq_len, hidden, layers, horizon and epochs must be >= 1")
-        if not 1 <= self.validation_stride <= self.horizon:
+        if self.validation_stride is not None and not 1 <= self.validation_stride <= self.horizon:
             raise ValueError(f"validation_stride must be within 1..horizon ({self.horizon})")
         if self.warm_epochs < 0:
             raise ValueError("warm_epochs must be >= 0 (0: always train from scratch)")
@@ -157,6 +157,12 @@ class LSTMConfig:
                 f"missing {sorted(names - set(d))}"
             )
         return cls(**{**d, "quantiles": tuple(d["quantiles"])})
+
+    @property
+    def validation_every(self) -> int:
+        """Buckets between a series' validation origins: ``validation_stride``, or the
+        horizon."""
+        return self.validation_stride or self.horizon
 
     @property
     def median(self) -> int:
@@ -865,22 +871,26 @@ def validation_points(
     panel: Panel, span: int, horizon: int, stride: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The windows of the validation of the last ``span`` buckets: (row, origin column)
-    pairs and a mask [N, H] of their scored targets. A series' origins are ``stride`` buckets
-    apart: with a stride of ``horizon`` each of its open targets in the span is scored once,
-    at one horizon (rolling origins, as in statsforecast's cross-validation), with a stride
-    of 1 once at each horizon. Each series starts at its own offset (its row modulo the
-    stride), so that horizons do not fall on the same weekdays in every series: with one
-    offset for all, a weekly stride would score the horizon that lands on a closed day
-    nowhere. Only series active at the origin (a sale in the last ``ACTIVE_BUCKETS``) are
-    forecast, as in the worker. The points do not depend on the model, so a candidate, a
-    champion and the naive are scored on exactly the same ones."""
+    pairs and a mask [N, H] of their scored targets. Only series active at the origin (a sale
+    in the last ``ACTIVE_BUCKETS``) are forecast, as in the worker. A series' origins are
+    ``stride`` buckets apart from its first: with a stride of ``horizon`` each of its open
+    targets after it became active is scored once, at one horizon (rolling origins, as in
+    statsforecast's cross-validation), with a stride of 1 once at each horizon. A series
+    active from the start starts at its own offset (its row modulo the stride), so that
+    horizons do not fall on the same weekdays in every series: with one offset for all, a
+    weekly stride would score the horizon that lands on a closed day nowhere. A series that
+    becomes active in the span starts at its first active origin. The points do not depend
+    on the model, so a candidate, a champion and the naive are scored on exactly the same
+    ones."""
     width = panel.demand.shape[1]
     start = width - span
     origins = np.arange(start - horizon, width - 1)
     if start - horizon - ACTIVE_BUCKETS + 1 < 0:
         raise ValueError(f"panel too short to validate its last {span} buckets")
     active = sold_within(panel, origins, ACTIVE_BUCKETS)
-    active &= (origins[None, :] - np.arange(len(panel.series))[:, None]) % stride == 0
+    at = np.arange(len(origins))[None, :]
+    first = np.maximum(active.argmax(axis=1), np.arange(len(panel.series)) % stride)[:, None]
+    active &= (at >= first) & ((at - first) % stride == 0)
     rows, idx = np.nonzero(active)
     pairs = np.stack([rows, origins[idx]], axis=1)
     targets = pairs[:, 1:] + np.arange(1, horizon + 1)

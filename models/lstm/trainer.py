@@ -163,7 +163,7 @@ def _champion_scores(
         return None, None, ""
     try:
         champion = registry.load(champion_version)
-        scores = validate(champion.place(device), panel, cfg.validation, cfg.validation_stride)
+        scores = validate(champion.place(device), panel, cfg.validation, cfg.validation_every)
         return champion_version, scores, ""
     except (CheckpointError, ValueError) as exc:
         # a champion that cannot run on this panel is no bar; say why it was skipped
@@ -198,7 +198,7 @@ def refresh(
     for entrant_cfg in configs:
         model, report, warm = _train_candidate(panel, registry, entrant_cfg, device, end, on_epoch)
         t0 = time.perf_counter()
-        scores = validate(model, panel, cfg.validation, cfg.validation_stride)
+        scores = validate(model, panel, cfg.validation, cfg.validation_every)
         trained.append((model, report, warm, scores))
         validate_seconds += time.perf_counter() - t0
     # the lowest MAE, the first of equals; a NaN MAE (nothing it could score) never wins

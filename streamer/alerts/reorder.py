@@ -126,11 +126,12 @@ def packed_rops(rops: ReorderPoints, forecast_ids: Sequence[str]) -> list[str]:
         "service_level": np.full(n, rops.service_level),
         "review_days": np.full(n, rops.review_days),
     }  # fmt: skip
-    numbers = np.column_stack([columns[name] for name in ROP_FIELDS[:-2]]).astype(np.float64)
+    numeric = ROP_FIELDS[: ROP_FIELDS.index("service_measure")]
+    numbers = np.column_stack([columns[name] for name in numeric]).astype(np.float64)
     rows = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY).decode()[2:-2].split("],[")
     # every id escaped in one call: an escaped id holds no '","' (its quotes are '\\"')
     ids = orjson.dumps(list(forecast_ids)).decode()[2:-2].split('","')
-    measure = rops.service_measure.value  # an enum's name: nothing to escape
+    measure = rops.service_measure.value  # cycle or fill_rate: nothing to escape
     return [f'[{row},"{measure}","{fid}"]' for row, fid in zip(rows, ids, strict=True)]
 
 

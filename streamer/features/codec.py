@@ -111,8 +111,8 @@ PENDING_FIELDS = ("series", "event_id", "quantity", "bucket", "kind", "po_id")
 OUTBOX_FIELDS = ("series", "status", "seq", "on_hand", "rop", "ts_ms", "on_order", "pack_size")
 # A value of the partition's rop hash, a JSON array: the whole reorder point (its value, the
 # demand over the protection interval, the safety stock, the forecast's daily mean, the lead
-# time), the settings it was computed with (the service measure as its name), and the
-# forecast it came from
+# time), the settings it was computed with (the service measure by its value, ``cycle`` or
+# ``fill_rate``), and the forecast it came from
 ROP_FIELDS = (
     "rop", "lt_demand", "safety", "daily_mean", "rop_lead", "service_level", "review_days",
     "service_measure", "forecast_id",

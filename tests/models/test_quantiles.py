@@ -109,7 +109,7 @@ def test_a_model_band_keeps_the_mean_square_of_its_errors_but_no_cube() -> None:
     assert "m3" not in bands.state()
 
 
-def test_half_precision_keeps_the_value_within_a_quarter_percent_over_the_whole_range() -> None:
+def test_half_precision_keeps_the_value_within_0_4_percent_over_the_whole_range() -> None:
     values = np.array([0.0, 1e-3, 0.37, 2.5, 999.0, 65504.0, 80995.0, 3e7, np.nan, np.inf])
     back = from_half(to_half(values))
     finite = np.isfinite(values)

@@ -41,7 +41,9 @@ def test_decompression_stops_at_the_cap() -> None:
         (b"not zlib at all", "not a zlib stream"),
         (pack(STATE, SERIES)[:-20], "truncated"),
         (zlib.compress(b"PICKLE" + bytes(40)), "not a shelfcast bank snapshot"),
-        (zlib.compress(MAGIC + b"\x02\x00\x00\x00" + bytes(4)), "format 2"),
+        (zlib.compress(MAGIC + b"\x03\x00\x00\x00" + bytes(4)), "format 3"),
+        # an earlier release's: float32 pending forecasts, rebuilt rather than misread
+        (zlib.compress(MAGIC + b"\x01\x00\x00\x00" + bytes(4)), "format 1; this version reads 2"),
     ],
 )
 def test_an_unreadable_snapshot_is_one_clear_error(blob: bytes, message: str) -> None:

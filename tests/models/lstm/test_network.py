@@ -45,9 +45,9 @@ def test_panel_keeps_the_demand_rules_of_truth_from(panel: Panel) -> None:
 
 def test_training_lowers_the_validation_loss(panel: Panel) -> None:
     model = GlobalLSTM(SMALL)
-    before = validate(model, panel, SMALL.validation, SMALL.validation_stride)
+    before = validate(model, panel, SMALL.validation, SMALL.validation_every)
     report = train(model, panel, SMALL, "cpu", panel.last_bucket + 1 - SMALL.validation)
-    after = validate(model, panel, SMALL.validation, SMALL.validation_stride)
+    after = validate(model, panel, SMALL.validation, SMALL.validation_every)
     assert len(report.epoch_loss) == len(report.epoch_seconds) == SMALL.epochs
     assert after.points == before.points > 1000
     assert after.pinball < 0.98 * before.pinball
@@ -128,16 +128,26 @@ def test_validation_scores_every_open_target_once_per_horizon_with_a_stride_of_1
 
 
 def test_validation_scores_every_open_target_once_with_a_stride_of_the_horizon() -> None:
-    panel = synthetic(12, [80])
-    width = panel.demand.shape[1]
-    pairs, scored = validation_points(panel, 14, 7, 7)
-    targets = pairs[:, 1:] + np.arange(1, 8)
-    for row in np.unique(pairs[:, 0]):  # each target once, at one horizon
-        mine = pairs[:, 0] == row
-        expected = [t for t in range(width - 14, width) if t != 80]
-        assert sorted(targets[mine][scored[mine]]) == expected
-    assert scored.any(0).all()  # every horizon is scored somewhere, the closed day's too
-    assert scored.sum() * 7 == validation_points(panel, 14, 7, 1)[1].sum()
+    # nine series closed every Saturday, one of which starts selling 10 buckets from the end
+    width, rng = 98, np.random.default_rng(0)
+    demand = rng.poisson(2, (9, width)).astype(np.float32)
+    closed = np.arange(width) % 7 == 5
+    demand[:, closed] = 0
+    demand[3, : width - 10], demand[3, width - 10] = 0, 5
+    price = np.where(demand > 0, 2.0, np.nan).astype(np.float32)
+    panel = Panel([f"s{i}@UK" for i in range(9)], demand, price, closed, np.arange(width) % 7, 0)
+
+    def targets(stride: int) -> dict[int, list[int]]:
+        pairs, scored = validation_points(panel, 28, 7, stride)
+        at = pairs[:, 1:] + np.arange(1, 8)
+        return {r: sorted(at[pairs[:, 0] == r][scored[pairs[:, 0] == r]]) for r in range(9)}
+
+    weekly, daily = targets(7), targets(1)
+    for row in range(9):  # the targets of every horizon, each once: the new series' too
+        assert weekly[row] == sorted(set(daily[row]))
+    assert len(weekly[3]) == len(set(daily[3])) > 0
+    # every horizon is scored, the one on Saturday too: the series start at other offsets
+    assert validation_points(panel, 28, 7, 7)[1].any(0).all()
 
 
 def test_runs_on_the_cpu_without_cuda_packages(panel: Panel) -> None:

@@ -46,7 +46,7 @@ def test_a_reorder_point_stored_before_it_kept_its_settings_takes_the_days() -> 
     assert alert_messages(today, [old]) == alert_messages(today, [new])
 
 
-def test_a_reorder_point_stored_before_it_kept_its_measure_takes_the_days() -> None:
+def test_a_reorder_point_stored_before_it_kept_its_measure_takes_the_days_measure() -> None:
     today = Settings.of(service_measure="fill_rate")
     [value] = packed_rops(rops_of(today), [FID])
     v2 = orjson.dumps([*orjson.loads(value)[:7], FID]).decode()  # no service_measure

@@ -186,8 +186,8 @@ class Scored(Issued):
             self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
 
     def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        m2 = self.m2[at, h]
-        self.m2[at, h] = np.where(first, e * e, m2 + MOMENT_ALPHA * (e * e - m2))
+        m2, e2 = self.m2[at, h], e * e
+        self.m2[at, h] = np.where(first, e2, m2 + MOMENT_ALPHA * (e2 - m2))
 
     def known(self) -> np.ndarray:
         """Where the moments are known ``[n, horizon]``: after ``MIN_ERRORS`` errors."""

@@ -28,6 +28,7 @@ from streamer.config.settings import Settings
 # The key scheme is keys.py's and the wire format codec.py's.
 from streamer.features.codec import (
     LUA_WIRE,
+    OUTBOX_FIELDS,
     SIGNAL_FIELDS,
     AlertRecord,
     Status,
@@ -35,7 +36,14 @@ from streamer.features.codec import (
     encode_events,
     rop_values,
 )
-from streamer.features.keys import STATS, bucket_key, lua_keys, part_key, part_series_key
+from streamer.features.keys import (
+    STATS,
+    bucket_key,
+    lua_keys,
+    part_key,
+    part_series_key,
+    series_key,
+)
 
 __all__ = [
     "MOVES_WINDOW_MS",
@@ -61,6 +69,9 @@ MOVES_WINDOW_MS = 14 * 86_400_000
 # A Redis string holds at most 512 MB; and the event loop parses each piece of a reply in one
 # go, so pieces stay small enough for that to take a few milliseconds.
 SNAPSHOT_CHUNK = 8 << 20
+
+# Series a command when a close writes its per-series hashes: each command a few milliseconds
+PAIRS_PER_COMMAND = 4_000
 
 
 def _lua(name: str, *preludes: str) -> str:
@@ -203,7 +214,6 @@ class FeatureStore:
         self._apply = client.register_script(_lua("apply", "fence", "scheme"))
         self._close = client.register_script(_lua("close", "fence", "scheme"))
         self._snapshot = client.register_script(_lua("snapshot", "fence"))
-        self._begin_close = client.register_script(_lua("begin_close", "fence", "scheme"))
         self._read_close = client.register_script(_lua("read_close", "scheme"))
 
     @classmethod
@@ -289,8 +299,7 @@ class FeatureStore:
         keys = [
             part_series_key(partition), part_key(partition, "closed"),
             part_key(partition, "orders"), bucket_key(partition, "demand", bucket),
-            bucket_key(partition, "revenue", bucket), part_key(partition, "rop"),
-            part_key(partition, "clock"),
+            bucket_key(partition, "revenue", bucket), part_key(partition, "clock"),
         ]  # fmt: skip
         metrics.REDIS_ROUNDTRIPS.inc()
         args = [_scheme(partition), since_bucket, bucket, lookback]
@@ -310,6 +319,7 @@ class FeatureStore:
         def column(name: str, missing: float) -> np.ndarray:
             return np.array([missing if v is False else float(v) for v in cols[name]], np.float64)
 
+        raised = np.array([v == "raised" for v in cols["alert"]], bool)
         closed = {
             int(b): v == "1"
             for b, v in zip(raw["past"] or [], raw["closed"] or [], strict=True)
@@ -323,15 +333,34 @@ class FeatureStore:
             column("lead", np.nan),
             column("on_hand", 0.0).astype(np.int64),
             np.array([v == "1" for v in cols["known"]], bool),
-            np.array([v == "raised" for v in cols["alert"]], bool),
+            raised,
             column("seq", 0.0).astype(np.int64),
-            rop_values(cols["rop"]),
+            await self._raised_rops(partition, names, raised),
             column("on_order", 0.0).astype(np.int64),
             column("pack", 0.0).astype(np.int64),
             int(raw["orders"]),
             closed,
             int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,
         )
+
+    async def _raised_rops(
+        self, partition: int, names: list[str], raised: np.ndarray
+    ) -> np.ndarray:
+        """The reorder point each raised alert came from (NaN elsewhere): a raised alert clears
+        only above it too (alerts/outbox.py)."""
+        out = np.full(len(names), np.nan)
+        rows = np.flatnonzero(raised)
+        if not len(rows):
+            return out
+        pipe = self.r.pipeline(transaction=False)
+        for lo in range(0, len(rows), PAIRS_PER_COMMAND):
+            pipe.hmget(
+                part_key(partition, "rop"), [names[i] for i in rows[lo : lo + PAIRS_PER_COMMAND]]
+            )
+        metrics.REDIS_ROUNDTRIPS.inc()
+        packed = [as_text(v) for chunk in await pipe.execute() for v in chunk]
+        out[rows] = rop_values([v or False for v in packed])
+        return out
 
     async def begin_close(
         self,
@@ -347,13 +376,40 @@ class FeatureStore:
         LSTM ``version`` (0: none) and decided ``alerts`` (outbox entries, ``outbox_entry``),
         and return the outbox to send: a retry after a failed write or a crash sends the
         same alerts and republishes the same forecasts, whatever the stock or the trainer did
-        meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it."""
-        keys = [part_key(partition, k) for k in ("clock", "outbox", "rop", "lstm")]
-        args = [bucket, version, delivered, *alerts]
-        reply = await self._fenced(self._begin_close, partition, generation, keys, args)
-        if not int(reply[0]):  # type: ignore[index]
-            return None
-        return [AlertRecord.parse(raw) for raw in reply[1]]  # type: ignore[index]
+        meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it.
+
+        One transaction that lands only while ``generation`` owns the partition, of plain
+        commands, as ``_write_per_series`` and for its reason: a close that raises an alert
+        on each of a large partition's series passes each one's record."""
+        owner, clock, outbox = (part_key(partition, k) for k in ("owner", "clock", "outbox"))
+        begun = False
+
+        async def begin(pipe: aioredis.client.Pipeline) -> None:
+            nonlocal begun
+            metrics.REDIS_ROUNDTRIPS.inc(2)
+            held = await pipe.get(owner)
+            closed, lstm_bucket, alerts_bucket = await pipe.hmget(
+                clock, ["closed", "lstm_bucket", "alerts_bucket"]
+            )
+            _check_owner(partition, generation, held)
+            pipe.multi()
+            if delivered > 0:
+                pipe.ltrim(outbox, delivered, -1)
+            begun = closed is None or int(closed) < bucket
+            if not begun:
+                return
+            if as_text(lstm_bucket) != str(bucket):
+                pipe.hset(clock, mapping={"lstm_bucket": bucket, "lstm_version": version})
+                if version > 0:
+                    pipe.hset(part_key(partition, "lstm"), str(bucket), version)
+            if as_text(alerts_bucket) != str(bucket):
+                pipe.hset(clock, "alerts_bucket", bucket)
+                _record_alerts(pipe, partition, alerts)
+            pipe.lrange(outbox, 0, -1)
+
+        # a stock change applied meanwhile moves the clock too: then read it again
+        replies = await self.r.transaction(begin, owner, clock)
+        return [AlertRecord.parse(raw) for raw in replies[-1]] if begun else None
 
     async def read_lstm_served(self, partition: int, span: range) -> dict[int, int]:
         """The LSTM version each close of ``span`` published with, where one did."""
@@ -440,17 +496,20 @@ class FeatureStore:
         evaluation: dict[str, float],
         snapshot: bytes | None,
     ) -> None:
-        """Record a close: ``fields`` for the partition's per-series hashes; the clock, the
-        evaluation sums, the snapshot and the trim of the history leaving the window go in
-        the same atomic script (its alerts were recorded by ``begin_close``)."""
+        """Record a close: ``fields`` for the partition's per-series hashes first, then the
+        clock, the evaluation sums, the snapshot and the trim of the history leaving the window
+        in one atomic script (its alerts were recorded by ``begin_close``). A crash between
+        the two leaves the close unrecorded: its next attempt writes the same fields again."""
+        await self._write_per_series(
+            partition, generation, bucket,
+            {"rop": (fields.published, fields.rop), "rolling": (fields.series, fields.rolling),
+             "forecast": (fields.published, fields.forecast)},
+        )  # fmt: skip
         chunks = _chunks(snapshot) if snapshot else []
         args: list[object] = [
             trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
             len(chunks), orjson.dumps({"closed": bucket, "max_ts": max_ts}),
-            orjson.dumps(evaluation),
-            *map(orjson.dumps, (fields.published, fields.rop, fields.series, fields.rolling)),
-            *map(orjson.dumps, (fields.published, fields.forecast)),
-            *chunks,
+            orjson.dumps(evaluation), *chunks,
         ]  # fmt: skip
         keys = [
             part_series_key(partition), *(
@@ -468,6 +527,39 @@ class FeatureStore:
                 "was); nothing written twice", partition, bucket,
             )  # fmt: skip
 
+    async def _write_per_series(
+        self,
+        partition: int,
+        generation: int,
+        bucket: int,
+        sections: Mapping[str, tuple[list[str], list[str]]],
+    ) -> None:
+        """Each ``sections`` hash of the partition gets its series' values, by plain commands
+        in one transaction that lands only while ``generation`` owns the partition and its
+        close of ``bucket`` (or a later one) is not recorded yet. Not in a script: Lua interns
+        every string it touches, and a partition's values differ in few of the characters its
+        string hash samples, so a script writing 125,000 of them ran 5-7 s in the table's
+        collision chains, past Redis's busy threshold (docs/benchmark.md)."""
+        owner, clock = part_key(partition, "owner"), part_key(partition, "clock")
+
+        async def write(pipe: aioredis.client.Pipeline) -> None:
+            metrics.REDIS_ROUNDTRIPS.inc(2)
+            held, closed = await pipe.get(owner), await pipe.hget(clock, "closed")
+            _check_owner(partition, generation, held)
+            pipe.multi()
+            if closed is not None and int(closed) >= bucket:
+                return  # the script below says so
+            for name, (series, values) in sections.items():
+                for lo in range(0, len(series), PAIRS_PER_COMMAND):
+                    hi = lo + PAIRS_PER_COMMAND
+                    pipe.hset(
+                        part_key(partition, name),
+                        mapping=dict(zip(series[lo:hi], values[lo:hi], strict=True)),
+                    )
+
+        # a stock change applied meanwhile moves the clock too: then read it again
+        await self.r.transaction(write, owner, clock)
+
     async def count(self, **increments: int) -> None:
         pipe = self.r.pipeline(transaction=False)
         for name, n in increments.items():
@@ -475,6 +567,35 @@ class FeatureStore:
                 pipe.hincrby(STATS, name, n)
         metrics.REDIS_ROUNDTRIPS.inc()
         await pipe.execute()
+
+
+def _check_owner(partition: int, generation: int, held: bytes | None) -> None:
+    """What fence.lua checks, for a transaction that watches the owner key."""
+    if held is None or int(held) != generation:
+        raise Fenced(partition, f"partition owned by generation {as_text(held) or 'none'}")
+
+
+def _record_alerts(pipe: aioredis.client.Pipeline, partition: int, alerts: Sequence[bytes]) -> None:
+    """Queue a close's ``alerts`` (outbox entries): each series' alert state, the reorder
+    point it came from (the alert walk of a stock change before the close is recorded
+    compares with it), and the outbox."""
+    rops: dict[str, str] = {}
+    for raw in alerts:
+        a = dict(zip(OUTBOX_FIELDS, orjson.loads(raw), strict=False))
+        pipe.hset(
+            series_key(a["series"], partition, "state"),
+            mapping={
+                "alert": a["status"], "alert_seq": a["seq"],
+                "alert_ts": "%.17g" % (a["ts_ms"] / 1000),
+            },
+        )  # fmt: skip
+        rops[a["series"]] = a["rop"]
+    names = list(rops)
+    for lo in range(0, len(alerts), PAIRS_PER_COMMAND):
+        hi = lo + PAIRS_PER_COMMAND
+        pipe.rpush(part_key(partition, "outbox"), *alerts[lo:hi])
+        if names[lo:hi]:
+            pipe.hset(part_key(partition, "rop"), mapping={n: rops[n] for n in names[lo:hi]})
 
 
 def summed_stats(client: redis.Redis, partitions: int) -> dict[str, int]:

@@ -5,11 +5,10 @@
 -- history. ARGV: key scheme and wire format, generation,
 -- bucket to trim, first active bucket, learned count, closed bucket, its closed flag, snapshot
 -- ttl, how many chunks of the model snapshot follow the rest (0: none), the clock fields as a JSON
--- object, the evaluation sums as a JSON object, then for the reorder points, the rolling features
--- and the latest forecasts in turn a JSON array of series and one of their values; then the
--- snapshot's chunks (the close's alerts were recorded by begin_close.lua). What every series
--- writes goes to a few partition hashes in a few commands: a command per series cost a close 10 us
--- a series in Lua. Returns 1, or 0 when nothing was written.
+-- object, the evaluation sums as a JSON object, then the snapshot's chunks (the close's alerts
+-- were recorded by begin_close.lua, its per-series values by plain commands before this script:
+-- no value of a series passes through Lua, which interns every string). Returns 1, or 0 when
+-- nothing was written.
 local active, clock_key, stats, closed_flags, orders, evaluation, model = unpack(KEYS, 2, 8)
 local trim_demand, trim_revenue, rops, rolling, forecasts, served = unpack(KEYS, 9, 14)
 local trim_signals = KEYS[15]
@@ -22,7 +21,7 @@ if recorded and recorded >= clock.closed then return 0 end
 local chunks = tonumber(ARGV[9])
 if chunks > 0 then
   redis.call('DEL', model)
-  redis.call('RPUSH', model, unpack(ARGV, 18, 17 + chunks))
+  redis.call('RPUSH', model, unpack(ARGV, 12, 11 + chunks))
   redis.call('EXPIRE', model, ttl)
 end
 -- one command per few thousand series, not one per series: Lua's stack bounds unpack()
@@ -45,18 +44,6 @@ end
 for k, v in pairs(cjson.decode(ARGV[11])) do
   redis.call('HINCRBYFLOAT', evaluation, k, string.format('%.17g', v))
 end
--- series and values as two JSON arrays into the hash, a few thousand pairs a command
-local function hset_pairs(key, names, values)
-  names, values = cjson.decode(names), cjson.decode(values)
-  local flat = {}
-  for i, s in ipairs(names) do flat[2 * i - 1] = s; flat[2 * i] = values[i] end
-  for i = 1, #flat, 4000 do
-    redis.call('HSET', key, unpack(flat, i, math.min(i + 3999, #flat)))
-  end
-end
-hset_pairs(rops, ARGV[12], ARGV[13])
-hset_pairs(rolling, ARGV[14], ARGV[15])
-hset_pairs(forecasts, ARGV[16], ARGV[17])
 -- the history leaving the window: only series that had orders in that bucket have any
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
   for _, h in ipairs(keys.history) do redis.call('HDEL', series_key(s, h), trim) end

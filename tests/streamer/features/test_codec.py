@@ -66,7 +66,7 @@ def test_the_layout_doc_lists_every_enum_with_codecs_values() -> None:
     }
 
 
-@pytest.mark.parametrize("script", ["apply", "begin_close", "read_close"])
+@pytest.mark.parametrize("script", ["apply", "read_close"])
 def test_the_scripts_read_only_fields_and_enum_values_codec_defines(script: str) -> None:
     text = resources.files("streamer.features.lua").joinpath(f"{script}.lua").read_text()
     lua = {"E": "event", "P": "pending", "O": "outbox"}

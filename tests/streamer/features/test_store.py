@@ -315,6 +315,15 @@ def test_a_stale_owner_writes_nothing(redis_url: str) -> None:
             await store.apply(0, stale, [effect("o1", "o", 5)])
         with pytest.raises(Fenced):
             await store.write_partition_snapshot(0, stale, b"models")
+        raised = outbox_entry("A1@UK", "raised", 1, 0, "9.0|8|1|2|3|A1@UK|10|tsb@1", 864_000.0)
+        with pytest.raises(Fenced, match="owned by generation 2"):
+            await store.begin_close(0, stale, 10, 0, 0, [raised])
+        fields = CloseFields(["A1@UK"], ["1.0|1|1|1|3|a"], ["9|tsb|2|1"], ["A1@UK"], ["1|2|3"])
+        with pytest.raises(Fenced, match="owned by generation 2"):
+            await store.write_close(
+                0, stale, 10, fields, closed=False, learned=1, trim_before=0,
+                inactive_before=0, max_ts=1.0, evaluation={}, snapshot=b"models",
+            )  # fmt: skip
         await client.aclose()
 
     asyncio.run(run())

@@ -1,14 +1,15 @@
 """The Redis feature store: per-series demand buckets, rolling features, stock and alert state.
 
 Every write path is batched: one Lua script (streamer/features/lua) applies a whole segment of a
-partition's events atomically, and a bucket close reads and writes all series of a partition
-in one script each. The key layout is documented in docs/redis-layout.md: every key of a
-partition carries its hash tag ``{p7}``, so on a Redis Cluster each script runs on one node.
-"""
+partition's events atomically, and a bucket close reads all series of a partition in one script
+and writes them in one transaction and one script. The key layout is documented in
+docs/redis-layout.md: every key of a partition carries its hash tag ``{p7}``, so on a Redis
+Cluster each call runs on one node."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -72,6 +73,8 @@ SNAPSHOT_CHUNK = 8 << 20
 
 # Series a command when a close writes its per-series hashes: each command a few milliseconds
 PAIRS_PER_COMMAND = 4_000
+# Series a call of read_close.lua: about 10 ms of Redis's time (docs/redis-layout.md)
+STATES_PER_CALL = 2_000
 
 
 def _lua(name: str, *preludes: str) -> str:
@@ -295,41 +298,40 @@ class FeatureStore:
         self, partition: int, since_bucket: int, bucket: int, lookback: int
     ) -> PartitionClose:
         """Partition ``partition``'s series seen at or after ``since_bucket`` and what a close
-        of ``bucket`` reads of them, in one script call."""
-        keys = [
-            part_series_key(partition), part_key(partition, "closed"),
-            part_key(partition, "orders"), bucket_key(partition, "demand", bucket),
-            bucket_key(partition, "revenue", bucket), part_key(partition, "clock"),
-        ]  # fmt: skip
+        of ``bucket`` reads of them: the partition's own keys in one pipelined round trip, the
+        series' state a chunk of them a script call. Only this worker writes the partition, and
+        not while it closes it, so the pieces make one consistent view."""
+        past = [str(j) for j in range(bucket - lookback, bucket)]
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrangebyscore(part_series_key(partition), since_bucket, "+inf")
+        pipe.hgetall(bucket_key(partition, "demand", bucket))
+        pipe.hgetall(bucket_key(partition, "revenue", bucket))
+        pipe.hget(part_key(partition, "orders"), str(bucket))
+        pipe.hmget(part_key(partition, "closed"), past or ["-"])
+        pipe.hmget(part_key(partition, "clock"), ["lstm_bucket", "lstm_version"])
         metrics.REDIS_ROUNDTRIPS.inc()
-        args = [_scheme(partition), since_bucket, bucket, lookback]
-        raw = orjson.loads(await self._read_close(keys=keys, args=args))
-        names = raw["names"] or []  # cjson writes an empty array as {}
-        cols = {k: v or [] for k, v in raw["cols"].items()}
+        listed, demand, revenue, orders, flags, lstm = await pipe.execute()
+        names = [as_text(n) for n in listed]
+        cols = await self._read_states(partition, names)
         index = pd.Index(names)
 
-        def by_series(flat: list[str] | dict[str, str]) -> np.ndarray:
+        def by_series(values: dict[bytes, bytes]) -> np.ndarray:
             out = np.zeros(len(names))
-            if flat:
-                rows = index.get_indexer(flat[0::2])
-                values = np.array(flat[1::2], np.float64)
-                out[rows[rows >= 0]] = values[rows >= 0]
+            if values:
+                rows = index.get_indexer([as_text(k) for k in values])
+                numbers = np.array([float(v) for v in values.values()])
+                out[rows[rows >= 0]] = numbers[rows >= 0]
             return out
 
         def column(name: str, missing: float) -> np.ndarray:
             return np.array([missing if v is False else float(v) for v in cols[name]], np.float64)
 
         raised = np.array([v == "raised" for v in cols["alert"]], bool)
-        closed = {
-            int(b): v == "1"
-            for b, v in zip(raw["past"] or [], raw["closed"] or [], strict=True)
-            if v is not False
-        }
         return PartitionClose(
             names,
             column("first", np.nan),
-            by_series(raw["demand"]),
-            by_series(raw["revenue"]),
+            by_series(demand),
+            by_series(revenue),
             column("lead", np.nan),
             column("on_hand", 0.0).astype(np.int64),
             np.array([v == "1" for v in cols["known"]], bool),
@@ -338,10 +340,24 @@ class FeatureStore:
             await self._raised_rops(partition, names, raised),
             column("on_order", 0.0).astype(np.int64),
             column("pack", 0.0).astype(np.int64),
-            int(raw["orders"]),
-            closed,
-            int(raw["lstm"][1]) if raw["lstm"][0] == str(bucket) else None,
+            int(orders or 0),
+            {int(b): v == b"1" for b, v in zip(past, flags, strict=False) if v is not None},
+            int(lstm[1]) if as_text(lstm[0]) == str(bucket) else None,
         )
+
+    async def _read_states(self, partition: int, names: list[str]) -> dict[str, list]:
+        """Each state column of ``names`` (read_close.lua), ``STATES_PER_CALL`` series a
+        script call."""
+        cols: dict[str, list] = defaultdict(list)
+        for lo in range(0, len(names), STATES_PER_CALL):
+            metrics.REDIS_ROUNDTRIPS.inc()
+            chunk = names[lo : lo + STATES_PER_CALL]
+            raw = await self._read_close(
+                keys=[part_series_key(partition)], args=[_scheme(partition), *chunk]
+            )
+            for k, v in orjson.loads(raw).items():
+                cols[k].extend(v or [])  # cjson writes an empty array as {}
+        return cols
 
     async def _raised_rops(
         self, partition: int, names: list[str], raised: np.ndarray

@@ -6,17 +6,20 @@ pipelines run on both; a cluster client only routes each call to the node of its
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from streamer.config.settings import Settings
 
-__all__ = ["connect", "connect_async", "redis_options", "worker_client"]
+__all__ = ["connect", "connect_async", "packed_by_hiredis", "redis_options", "worker_client"]
 
 
 def redis_options(settings: Settings) -> dict[str, object]:
@@ -48,11 +51,41 @@ def connect(settings: Settings, **options: Any) -> redis.Redis:
 
 
 def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
-    """An asyncio client of the settings' Redis."""
+    """An asyncio client of the settings' Redis, its commands packed by hiredis."""
     options = {**redis_options(settings), **options}
     if settings.redis.cluster:
-        return AsyncRedisCluster.from_url(settings.redis.url, **options)  # type: ignore[return-value]
-    return aioredis.Redis.from_url(settings.redis.url, **options)
+        cluster = AsyncRedisCluster.from_url(settings.redis.url, **options)
+        # its nodes connect on first use, with the class their manager hands them
+        kwargs = cluster.nodes_manager.connection_kwargs
+        kwargs["connection_class"] = packed_by_hiredis(kwargs["connection_class"])
+        for node in cluster.nodes_manager.startup_nodes.values():
+            node.connection_class = kwargs["connection_class"]
+        return cluster  # type: ignore[return-value]
+    client = aioredis.Redis.from_url(settings.redis.url, **options)
+    pool = client.connection_pool
+    pool.connection_class = packed_by_hiredis(pool.connection_class)  # connects on first use
+    return client
+
+
+class _HiredisPacking(AbstractConnection):
+    """redis-py's asyncio connections pack each argument in Python, 1.3 us a series and hash
+    when a close writes its per-series hashes; hiredis packs a whole command in C (0.2 us).
+    The same bytes: UTF-8 text, numbers as ``repr`` writes them."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if isinstance(name, str | bytes) and (" " if isinstance(name, str) else b" ") in name:
+            args = (*name.split(), *args[1:])  # 'CONFIG GET': the server wants two arguments
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # a memoryview, or what redis-py rejects with its own error
+            return super().pack_command(*args)
+
+
+@cache
+def packed_by_hiredis(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``base`` (plain, TLS or Unix socket connection) with hiredis packing its commands."""
+    return type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
 
 
 def worker_client(settings: Settings) -> aioredis.Redis:

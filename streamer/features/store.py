@@ -1,10 +1,10 @@
 """The Redis feature store: per-series demand buckets, rolling features, stock and alert state.
 
 Every write path is batched: one Lua script (streamer/features/lua) applies a whole segment of a
-partition's events atomically, and a bucket close reads all series of a partition in one script
-and writes them in one transaction and one script. The key layout is documented in
-docs/redis-layout.md: every key of a partition carries its hash tag ``{p7}``, so on a Redis
-Cluster each call runs on one node."""
+partition's events atomically; a bucket close reads a partition in one pipelined round trip and
+a script call per 2,000 series, and writes it in one transaction and one script. The key layout
+is documented in docs/redis-layout.md: every key of a partition carries its hash tag ``{p7}``,
+so on a Redis Cluster each call runs on one node."""
 
 from __future__ import annotations
 
@@ -299,8 +299,10 @@ class FeatureStore:
     ) -> PartitionClose:
         """Partition ``partition``'s series seen at or after ``since_bucket`` and what a close
         of ``bucket`` reads of them: the partition's own keys in one pipelined round trip, the
-        series' state a chunk of them a script call. Only this worker writes the partition, and
-        not while it closes it, so the pieces make one consistent view."""
+        series' state a chunk of them a script call. Each series' state is read in one
+        command: a stock change applied between two chunks (live, an idle partition's close
+        runs beside the batches) counts for a series before or after the close, as one
+        applied between a close's read and its write always could."""
         past = [str(j) for j in range(bucket - lookback, bucket)]
         pipe = self.r.pipeline(transaction=False)
         pipe.zrangebyscore(part_series_key(partition), since_bucket, "+inf")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -475,12 +476,20 @@ class Replay:
 
 
 def isolated(settings: Settings, out: Path) -> Settings:
-    """Settings for fresh embedded services under ``out``: a backtest or a benchmark must not
-    write into a live deployment, and historical event time must not follow the wall clock."""
+    """Settings for fresh embedded services under ``out``, whose state folder (``out/state``,
+    LSTM checkpoints included) is emptied first: a backtest or a benchmark must not write into
+    a live deployment, nor start from an earlier run's models (a second backtest into the same
+    folder served, from its first day, the LSTM the first one had trained on the whole year),
+    and historical event time must not follow the wall clock."""
+    home = out / "state"
+    if home.exists():
+        log.info("emptying %s: a run starts from no state", home)
+        shutil.rmtree(home)
     return settings.replace(
         kafka_bootstrap_servers="",
         redis_url="",
-        home=out / "state",
+        home=home,
+        model_dir=None,
         web_port=free_port(),
         idle_advance_seconds=0,
     )

@@ -1,9 +1,12 @@
 """The replay's produce order (the rest of the backtest runs end to end in tests/test_e2e.py)."""
 
+from pathlib import Path
+
 import numpy as np
 
 from models.demand_class import classify
-from streamer.ops.backtest import by_demand_class, training_segments
+from streamer.config.settings import Settings
+from streamer.ops.backtest import by_demand_class, isolated, training_segments
 from streamer.ops.policies import Outcome, Panel
 from streamer.ops.replay import Produced
 
@@ -42,3 +45,17 @@ def test_policies_are_also_pooled_within_each_demand_class() -> None:
     assert by_class["smooth"]["rule"]["fill_rate"] == 1.0
     assert by_class["lumpy"]["rule"]["fill_rate"] == round(8 / 20, 4)
     assert by_class["lumpy"]["loop"]["fill_rate"] == round(5 / 10, 4)
+
+
+def test_a_run_into_a_used_folder_starts_from_no_state(tmp_path: Path) -> None:
+    # an earlier run's champion, trained on the whole replay: served from the next run's
+    # first day it would forecast with what it learned of the future
+    old = tmp_path / "state" / "models" / "lstm" / "champion.json"
+    old.parent.mkdir(parents=True)
+    old.write_text("{}")
+    elsewhere = tmp_path / "live-models"
+    settings = isolated(Settings.of(model_dir=str(elsewhere)), tmp_path)
+    assert not (tmp_path / "state").exists()
+    assert settings.home == tmp_path / "state"
+    assert settings.models_path() == tmp_path / "state" / "models"  # not a live deployment's
+    assert settings.kafka.bootstrap_servers == "" and settings.redis.url == ""

@@ -215,9 +215,10 @@ class FeatureStore:
         self.series_ttl = series_ttl_seconds
         self.hysteresis = alert_hysteresis
         self._apply = client.register_script(_lua("apply", "fence", "scheme"))
-        self._close = client.register_script(_lua("close", "fence", "scheme"))
         self._snapshot = client.register_script(_lua("snapshot", "fence"))
-        self._read_close = client.register_script(_lua("read_close", "scheme"))
+        # sent whole: they run inside a transaction or a pipeline, where no NOSCRIPT is retried
+        self._close = _lua("close", "fence", "scheme")
+        self._read_close = _lua("read_close", "scheme")
 
     @classmethod
     def of(cls, client: aioredis.Redis, settings: Settings) -> FeatureStore:
@@ -305,16 +306,15 @@ class FeatureStore:
         applied between a close's read and its write always could."""
         past = [str(j) for j in range(bucket - lookback, bucket)]
         pipe = self.r.pipeline(transaction=False)
-        pipe.zrangebyscore(part_series_key(partition), since_bucket, "+inf")
+        self._states(pipe, partition, "since", since_bucket, STATES_PER_CALL)
         pipe.hgetall(bucket_key(partition, "demand", bucket))
         pipe.hgetall(bucket_key(partition, "revenue", bucket))
         pipe.hget(part_key(partition, "orders"), str(bucket))
         pipe.hmget(part_key(partition, "closed"), past or ["-"])
         pipe.hmget(part_key(partition, "clock"), ["lstm_bucket", "lstm_version"])
         metrics.REDIS_ROUNDTRIPS.inc()
-        listed, demand, revenue, orders, flags, lstm = await pipe.execute()
-        names = [as_text(n) for n in listed]
-        cols = await self._read_states(partition, names)
+        first, demand, revenue, orders, flags, lstm = await pipe.execute()
+        names, cols = await self._read_states(partition, orjson.loads(first))
         index = pd.Index(names)
 
         def by_series(values: dict[bytes, bytes]) -> np.ndarray:
@@ -347,19 +347,25 @@ class FeatureStore:
             int(lstm[1]) if as_text(lstm[0]) == str(bucket) else None,
         )
 
-    async def _read_states(self, partition: int, names: list[str]) -> dict[str, list]:
-        """Each state column of ``names`` (read_close.lua), ``STATES_PER_CALL`` series a
-        script call."""
-        cols: dict[str, list] = defaultdict(list)
-        for lo in range(0, len(names), STATES_PER_CALL):
+    def _states(self, pipe: aioredis.client.Pipeline, partition: int, *args: object) -> None:
+        """Queue a call of read_close.lua."""
+        pipe.eval(self._read_close, 1, part_series_key(partition), _scheme(partition), *args)
+
+    async def _read_states(self, partition: int, first: dict) -> tuple[list[str], dict[str, list]]:
+        """The series and state columns of read_close.lua's ``first`` reply, and of a call per
+        ``STATES_PER_CALL`` series where it had too many to read them itself."""
+        names = first["names"] or []  # cjson writes an empty array as {}
+        replies = [first] if "cols" in first else []
+        for lo in range(0, len(names) if not replies else 0, STATES_PER_CALL):
+            pipe = self.r.pipeline(transaction=False)
+            self._states(pipe, partition, "series", *names[lo : lo + STATES_PER_CALL])
             metrics.REDIS_ROUNDTRIPS.inc()
-            chunk = names[lo : lo + STATES_PER_CALL]
-            raw = await self._read_close(
-                keys=[part_series_key(partition)], args=[_scheme(partition), *chunk]
-            )
-            for k, v in orjson.loads(raw).items():
-                cols[k].extend(v or [])  # cjson writes an empty array as {}
-        return cols
+            replies.append(orjson.loads((await pipe.execute())[0]))
+        cols: dict[str, list] = defaultdict(list)
+        for reply in replies:
+            for k, v in reply["cols"].items():
+                cols[k].extend(v or [])
+        return names, cols
 
     async def _raised_rops(
         self, partition: int, names: list[str], raised: np.ndarray
@@ -397,19 +403,16 @@ class FeatureStore:
         meanwhile. The first ``delivered`` alerts of the outbox were sent and leave it.
 
         One transaction that lands only while ``generation`` owns the partition, of plain
-        commands, as ``_write_per_series`` and for its reason: a close that raises an alert
-        on each of a large partition's series passes each one's record."""
+        commands, as ``write_close``'s and for its reason: a close that raises an alert on
+        each of a large partition's series passes each one's record."""
         owner, clock, outbox = (part_key(partition, k) for k in ("owner", "clock", "outbox"))
         begun = False
 
         async def begin(pipe: aioredis.client.Pipeline) -> None:
             nonlocal begun
-            metrics.REDIS_ROUNDTRIPS.inc(2)
-            held = await pipe.get(owner)
-            closed, lstm_bucket, alerts_bucket = await pipe.hmget(
-                clock, ["closed", "lstm_bucket", "alerts_bucket"]
+            closed, lstm_bucket, alerts_bucket = await _owned_clock(
+                pipe, partition, generation, "closed", "lstm_bucket", "alerts_bucket"
             )
-            _check_owner(partition, generation, held)
             pipe.multi()
             if delivered > 0:
                 pipe.ltrim(outbox, delivered, -1)
@@ -514,69 +517,52 @@ class FeatureStore:
         evaluation: dict[str, float],
         snapshot: bytes | None,
     ) -> None:
-        """Record a close: ``fields`` for the partition's per-series hashes first, then the
-        clock, the evaluation sums, the snapshot and the trim of the history leaving the window
-        in one atomic script (its alerts were recorded by ``begin_close``). A crash between
-        the two leaves the close unrecorded: its next attempt writes the same fields again."""
-        await self._write_per_series(
-            partition, generation, bucket,
-            {"rop": (fields.published, fields.rop), "rolling": (fields.series, fields.rolling),
-             "forecast": (fields.published, fields.forecast)},
-        )  # fmt: skip
+        """Record a close, atomically: ``fields`` into the partition's per-series hashes, and
+        the clock, the evaluation sums, the snapshot and the trim of the history leaving the
+        window (close.lua; its alerts were recorded by ``begin_close``). Nothing is written
+        when the close of ``bucket`` or a later one is recorded already.
+
+        One transaction that lands only while ``generation`` owns the partition: the
+        per-series values go by plain commands, a few thousand series each, the rest by the
+        script. Lua interns every string it handles, and a partition's values differ in few
+        of the characters its string hash samples: a script writing 125,000 of them ran 5-7 s
+        in the table's collision chains, past Redis's busy threshold (docs/redis-layout.md)."""
         chunks = _chunks(snapshot) if snapshot else []
         args: list[object] = [
-            trim_before, inactive_before, learned, bucket, int(closed), self.series_ttl,
-            len(chunks), orjson.dumps({"closed": bucket, "max_ts": max_ts}),
-            orjson.dumps(evaluation), *chunks,
+            _scheme(partition), generation, trim_before, inactive_before, learned, bucket,
+            int(closed), self.series_ttl, len(chunks),
+            orjson.dumps({"closed": bucket, "max_ts": max_ts}), orjson.dumps(evaluation),
+            *chunks,
         ]  # fmt: skip
+        owner, clock = part_key(partition, "owner"), part_key(partition, "clock")
         keys = [
-            part_series_key(partition), *(
-                part_key(partition, k)
-                for k in ("clock", "stats", "closed", "orders", "evaluation", "model")
+            owner, part_series_key(partition), clock, *(
+                part_key(partition, k) for k in ("stats", "closed", "orders", "evaluation", "model")
             ),
             bucket_key(partition, "demand", trim_before),
             bucket_key(partition, "revenue", trim_before),
             *(part_key(partition, k) for k in ("rop", "rolling", "forecast", "lstm")),
             bucket_key(partition, "signals", trim_before),
         ]  # fmt: skip
-        if not await self._fenced(self._close, partition, generation, keys, args):
+        sections = {
+            "rop": (fields.published, fields.rop), "rolling": (fields.series, fields.rolling),
+            "forecast": (fields.published, fields.forecast),
+        }  # fmt: skip
+
+        async def write(pipe: aioredis.client.Pipeline) -> None:
+            (recorded,) = await _owned_clock(pipe, partition, generation, "closed")
+            pipe.multi()
+            if recorded is None or int(recorded) < bucket:
+                _queue_per_series(pipe, partition, sections)
+            pipe.eval(self._close, len(keys), *keys, *args)
+
+        # a stock change applied meanwhile moves the clock too: then read it again
+        replies = await self.r.transaction(write, owner, clock)
+        if not replies[-1]:
             log.warning(
                 "partition %d: the close of bucket %d was already recorded (or a later one "
                 "was); nothing written twice", partition, bucket,
             )  # fmt: skip
-
-    async def _write_per_series(
-        self,
-        partition: int,
-        generation: int,
-        bucket: int,
-        sections: Mapping[str, tuple[list[str], list[str]]],
-    ) -> None:
-        """Each ``sections`` hash of the partition gets its series' values, by plain commands
-        in one transaction that lands only while ``generation`` owns the partition and its
-        close of ``bucket`` (or a later one) is not recorded yet. Not in a script: Lua interns
-        every string it touches, and a partition's values differ in few of the characters its
-        string hash samples, so a script writing 125,000 of them ran 5-7 s in the table's
-        collision chains, past Redis's busy threshold (docs/benchmark.md)."""
-        owner, clock = part_key(partition, "owner"), part_key(partition, "clock")
-
-        async def write(pipe: aioredis.client.Pipeline) -> None:
-            metrics.REDIS_ROUNDTRIPS.inc(2)
-            held, closed = await pipe.get(owner), await pipe.hget(clock, "closed")
-            _check_owner(partition, generation, held)
-            pipe.multi()
-            if closed is not None and int(closed) >= bucket:
-                return  # the script below says so
-            for name, (series, values) in sections.items():
-                for lo in range(0, len(series), PAIRS_PER_COMMAND):
-                    hi = lo + PAIRS_PER_COMMAND
-                    pipe.hset(
-                        part_key(partition, name),
-                        mapping=dict(zip(series[lo:hi], values[lo:hi], strict=True)),
-                    )
-
-        # a stock change applied meanwhile moves the clock too: then read it again
-        await self.r.transaction(write, owner, clock)
 
     async def count(self, **increments: int) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -587,10 +573,36 @@ class FeatureStore:
         await pipe.execute()
 
 
-def _check_owner(partition: int, generation: int, held: bytes | None) -> None:
-    """What fence.lua checks, for a transaction that watches the owner key."""
+# The owner and clock fields a watched transaction checks, in one round trip
+_OWNED_CLOCK = (
+    "return {redis.call('GET', KEYS[1]) or false, redis.call('HMGET', KEYS[2], unpack(ARGV))}"
+)
+
+
+async def _owned_clock(
+    pipe: aioredis.client.Pipeline, partition: int, generation: int, *fields: str
+) -> list[bytes | None]:
+    """In a transaction watching the partition's owner and clock: the clock's ``fields``,
+    once it is sure that ``generation`` owns the partition (what fence.lua checks)."""
+    metrics.REDIS_ROUNDTRIPS.inc(2)  # the watch, and this
+    keys = (part_key(partition, "owner"), part_key(partition, "clock"))
+    held, values = await pipe.eval(_OWNED_CLOCK, 2, *keys, *fields)
     if held is None or int(held) != generation:
         raise Fenced(partition, f"partition owned by generation {as_text(held) or 'none'}")
+    return values
+
+
+def _queue_per_series(
+    pipe: aioredis.client.Pipeline,
+    partition: int,
+    sections: Mapping[str, tuple[list[str], list[str]]],
+) -> None:
+    """Queue each ``sections`` hash's values by series, ``PAIRS_PER_COMMAND`` a command."""
+    for name, (series, values) in sections.items():
+        for lo in range(0, len(series), PAIRS_PER_COMMAND):
+            hi = lo + PAIRS_PER_COMMAND
+            mapping = dict(zip(series[lo:hi], values[lo:hi], strict=True))
+            pipe.hset(part_key(partition, name), mapping=mapping)
 
 
 def _record_alerts(pipe: aioredis.client.Pipeline, partition: int, alerts: Sequence[bytes]) -> None:

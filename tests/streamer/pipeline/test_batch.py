@@ -18,6 +18,7 @@ import redis
 from models.snapshot import unpack
 from streamer import metrics
 from streamer.config.settings import Settings
+from streamer.features import store as store_module
 from streamer.pipeline import batch as pipeline_module
 from streamer.pipeline.batch import Record
 from streamer.pipeline.offsets import RedisBehind
@@ -144,6 +145,28 @@ def test_outputs_do_not_depend_on_how_the_stream_was_batched(settings: Settings)
     one_by_one = run(1)
     assert one_by_one == run(7) == run(1000)
     assert alerts(one_by_one)  # the scenario does exercise alerts
+
+
+def test_outputs_do_not_depend_on_how_many_series_a_close_reads_a_call(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run() -> list[tuple[str, dict]]:
+        redis_client(settings.redis.url).flushall()
+        h = Harness(settings)
+        records = []
+        for sku in ("A1", "B2", "C3", "D4", "E5"):
+            inventory = stock(f"s-{sku}", at(0, 0), on_hand=40, lead_time_days=2, sku=sku)
+            records.append(h.record(inventory, "inventory"))
+        for d in range(14):
+            for i, sku in enumerate(("A1", "B2", "C3", "D4", "E5")):
+                records.append(h.record(order(f"o{d}-{sku}", at(d, 9 + i), 3 + i, sku=sku)))
+        return h.feed(records, batch=50)
+
+    whole = run()
+    # 5 series over 4 partitions: a partition of two or more reads them a call each
+    monkeypatch.setattr(store_module, "STATES_PER_CALL", 1)
+    assert run() == whole
+    assert alerts(whole) and len({f["sku"] for _, f in whole if "sku" in f}) == 5
 
 
 def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings) -> None:

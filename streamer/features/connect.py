@@ -73,11 +73,10 @@ class _HiredisPacking(AbstractConnection):
     The same bytes: UTF-8 text, numbers as ``repr`` writes them."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        name = args[0]
-        if isinstance(name, str | bytes) and (" " if isinstance(name, str) else b" ") in name:
-            args = (*name.split(), *args[1:])  # 'CONFIG GET': the server wants two arguments
+        name = args[0].encode() if isinstance(args[0], str) else args[0]
+        # 'CONFIG GET' is two arguments to the server
         try:
-            return [hiredis.pack_command(args)]
+            return [hiredis.pack_command((*name.split(), *args[1:]))]
         except TypeError:  # a memoryview, or what redis-py rejects with its own error
             return super().pack_command(*args)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -299,11 +299,11 @@ class FeatureStore:
         self, partition: int, since_bucket: int, bucket: int, lookback: int
     ) -> PartitionClose:
         """Partition ``partition``'s series seen at or after ``since_bucket`` and what a close
-        of ``bucket`` reads of them: the partition's own keys in one pipelined round trip, the
-        series' state a chunk of them a script call. Each series' state is read in one
-        command: a stock change applied between two chunks (live, an idle partition's close
-        runs beside the batches) counts for a series before or after the close, as one
-        applied between a close's read and its write always could."""
+        of ``bucket`` reads of them: one pipelined round trip, and for a partition of more than
+        ``STATES_PER_CALL`` series a script call per that many after it. Each series' state
+        is read in one command: a stock change applied between two calls (live, an idle
+        partition's close runs beside the batches) counts for a series before or after the
+        close, as one applied between a close's read and its write always could."""
         past = [str(j) for j in range(bucket - lookback, bucket)]
         pipe = self.r.pipeline(transaction=False)
         self._states(pipe, partition, "since", since_bucket, STATES_PER_CALL)
@@ -355,12 +355,14 @@ class FeatureStore:
         """The series and state columns of read_close.lua's ``first`` reply, and of a call per
         ``STATES_PER_CALL`` series where it had too many to read them itself."""
         names = first["names"] or []  # cjson writes an empty array as {}
-        replies = [first] if "cols" in first else []
-        for lo in range(0, len(names) if not replies else 0, STATES_PER_CALL):
-            pipe = self.r.pipeline(transaction=False)
-            self._states(pipe, partition, "series", *names[lo : lo + STATES_PER_CALL])
-            metrics.REDIS_ROUNDTRIPS.inc()
-            replies.append(orjson.loads((await pipe.execute())[0]))
+        replies = [first]
+        if "cols" not in first:  # too many series for one call
+            replies = []
+            for lo in range(0, len(names), STATES_PER_CALL):
+                pipe = self.r.pipeline(transaction=False)
+                self._states(pipe, partition, "series", *names[lo : lo + STATES_PER_CALL])
+                metrics.REDIS_ROUNDTRIPS.inc()
+                replies.append(orjson.loads((await pipe.execute())[0]))
         cols: dict[str, list] = defaultdict(list)
         for reply in replies:
             for k, v in reply["cols"].items():
@@ -405,7 +407,7 @@ class FeatureStore:
         One transaction that lands only while ``generation`` owns the partition, of plain
         commands, as ``write_close``'s and for its reason: a close that raises an alert on
         each of a large partition's series passes each one's record."""
-        owner, clock, outbox = (part_key(partition, k) for k in ("owner", "clock", "outbox"))
+        clock, outbox = part_key(partition, "clock"), part_key(partition, "outbox")
         begun = False
 
         async def begin(pipe: aioredis.client.Pipeline) -> None:
@@ -428,8 +430,7 @@ class FeatureStore:
                 _record_alerts(pipe, partition, alerts)
             pipe.lrange(outbox, 0, -1)
 
-        # a stock change applied meanwhile moves the clock too: then read it again
-        replies = await self.r.transaction(begin, owner, clock)
+        replies = await self._watched(partition, begin)
         return [AlertRecord.parse(raw) for raw in replies[-1]] if begun else None
 
     async def read_lstm_served(self, partition: int, span: range) -> dict[int, int]:
@@ -534,10 +535,10 @@ class FeatureStore:
             orjson.dumps({"closed": bucket, "max_ts": max_ts}), orjson.dumps(evaluation),
             *chunks,
         ]  # fmt: skip
-        owner, clock = part_key(partition, "owner"), part_key(partition, "clock")
         keys = [
-            owner, part_series_key(partition), clock, *(
-                part_key(partition, k) for k in ("stats", "closed", "orders", "evaluation", "model")
+            part_key(partition, "owner"), part_series_key(partition), *(
+                part_key(partition, k)
+                for k in ("clock", "stats", "closed", "orders", "evaluation", "model")
             ),
             bucket_key(partition, "demand", trim_before),
             bucket_key(partition, "revenue", trim_before),
@@ -556,13 +557,23 @@ class FeatureStore:
                 _queue_per_series(pipe, partition, sections)
             pipe.eval(self._close, len(keys), *keys, *args)
 
-        # a stock change applied meanwhile moves the clock too: then read it again
-        replies = await self.r.transaction(write, owner, clock)
+        replies = await self._watched(partition, write)
         if not replies[-1]:
             log.warning(
                 "partition %d: the close of bucket %d was already recorded (or a later one "
                 "was); nothing written twice", partition, bucket,
             )  # fmt: skip
+
+    async def _watched(
+        self, partition: int, queue: Callable[[aioredis.client.Pipeline], Awaitable[None]]
+    ) -> list:
+        """The replies of the transaction ``queue`` fills (it starts with ``_owned_clock``),
+        with the partition's owner and clock watched: a stock change applied meanwhile moves
+        the clock too, and then ``queue`` reads it again."""
+        owner, clock = part_key(partition, "owner"), part_key(partition, "clock")
+        replies = await self.r.transaction(queue, owner, clock)
+        metrics.REDIS_ROUNDTRIPS.inc()  # the EXEC; the watch and the read count in _owned_clock
+        return replies
 
     async def count(self, **increments: int) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -620,12 +631,9 @@ def _record_alerts(pipe: aioredis.client.Pipeline, partition: int, alerts: Seque
             },
         )  # fmt: skip
         rops[a["series"]] = a["rop"]
-    names = list(rops)
+    _queue_per_series(pipe, partition, {"rop": (list(rops), list(rops.values()))})
     for lo in range(0, len(alerts), PAIRS_PER_COMMAND):
-        hi = lo + PAIRS_PER_COMMAND
-        pipe.rpush(part_key(partition, "outbox"), *alerts[lo:hi])
-        if names[lo:hi]:
-            pipe.hset(part_key(partition, "rop"), mapping={n: rops[n] for n in names[lo:hi]})
+        pipe.rpush(part_key(partition, "outbox"), *alerts[lo : lo + PAIRS_PER_COMMAND])
 
 
 def summed_stats(client: redis.Redis, partitions: int) -> dict[str, int]:

@@ -409,18 +409,31 @@ class Replay:
             batch = by_bucket.get(bucket, [])
             step = loop.step(bucket, batch)
             added += step[len(batch) :]
-            self._produce(sorted(step, key=produce_time))
-            while True:  # until the planner's purchase orders raise no new alert
-                wait_processed(
-                    self.client, self.worker, self.produced, self.timeout, False, LOCKSTEP_POLL
+            # The worker reads orders and inventory side by side: were the two produced
+            # together, how many stock events it applied before an order that closes a bucket
+            # would depend on which topic it fetched first. The stock events go first and are
+            # processed (those stamped after the orders wait for them in the worker), then
+            # the orders.
+            for stock in (True, False):
+                self._produce(
+                    sorted((e for e in step if (e.role == "inventory") is stock), key=produce_time)
                 )
-                published = summed_stats(self.client, self.live.kafka.partitions).get("alerts", 0)
-                if not (orders := loop.planner.react(published)):
-                    break
+                self._settle()
+            # until the planner's purchase orders raise no new alert
+            while orders := loop.planner.react(self._published()):
                 self.produced += orders
+                self._settle()
             loop.shelves.end_of_day(bucket)
             if every > 0 and bucket > first and bucket % every == 0:
                 self._train_beside(bucket)
+
+    def _settle(self) -> None:
+        """Wait until the worker has processed everything produced."""
+        wait_processed(self.client, self.worker, self.produced, self.timeout, False, LOCKSTEP_POLL)
+
+    def _published(self) -> int:
+        """The alerts the worker has published."""
+        return summed_stats(self.client, self.live.kafka.partitions).get("alerts", 0)
 
     def _hold(self, base: int, n: int) -> None:
         hold_back(self.client, self.worker, base + n)

@@ -6,8 +6,9 @@ and, for each raised alert, puts its ``order_quantity`` on order (a purchase ord
 later in event time (a delta naming the ``po_id``). ``Shelves`` keeps the simulated stock by
 the same events, with lost sales: the units of an order that find no stock are not sold, so
 a correction gives them back a second after the order (the order stays demand). The replay
-(streamer/ops/backtest.py) goes a bucket at a time and lets the worker and the planner settle
-before the next, so a delivery takes effect at its own time and two replays are the same.
+(streamer/ops/backtest.py) goes a bucket at a time, its stock events before its orders, and
+lets the worker and the planner settle before the next, so a delivery takes effect at its own
+time and two replays are the same.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ class Planner:
         out: list[Produced] = []
         alerts = self._read_up_to(published, timeout)
         latest = {series_key(a["sku"], a["location"]): a for a in alerts}
-        for series, alert in latest.items():
+        # in series order, not the order the alerts' partitions were read in: the deliveries
+        # due at one time are produced in it
+        for series, alert in sorted(latest.items()):
             if alert["status"] != "raised" or alert["alert_id"] in self._seen:
                 continue
             self._seen.add(alert["alert_id"])
@@ -166,7 +169,8 @@ class Shelves:
         corrections = []
         for ev in sorted(events, key=lambda e: e.ts):
             if ev.role == "inventory":
-                self._restock(ev)
+                if fix := self._restock(ev):
+                    corrections.append(fix)
                 continue
             if (line := order_line(ev)) is None:
                 continue  # the worker dead-letters it
@@ -181,17 +185,35 @@ class Shelves:
                 )
         return corrections
 
-    def _restock(self, ev: Produced) -> None:
-        """A stock count or a movement (a delivery, a correction) on the shelf."""
+    def _restock(self, ev: Produced) -> Produced | None:
+        """A stock count or a movement (a delivery, a correction, an adjustment) on the shelf;
+        the correction to send the worker when the movement takes more than the shelf holds.
+
+        The data's write-offs ("damaged", 223 units of a shelf holding 44) can exceed the
+        simulated stock, which no shelf can hold below zero: it would eat every delivery after
+        and lose every sale for weeks, which the reference policies, simulated on demand alone,
+        never see. The shelf loses what it has, and the worker gets the rest back a second
+        later (``overdrawn:<event id>``), as it does a lost sale's units.
+        """
         try:
             obj = json.loads(ev.value)
             series = series_key(obj["sku"], obj["location"])
+            if "on_hand" in obj:
+                self.on_hand[series] = float(obj["on_hand"])
+                return None
+            delta = float(obj.get("delta", 0))
         except (ValueError, KeyError, TypeError):
-            return  # the worker dead-letters it
-        if "on_hand" in obj:
-            self.on_hand[series] = float(obj["on_hand"])
-        elif "delta" in obj:
-            self.on_hand[series] = self.on_hand.get(series, 0.0) + obj["delta"]
+            return None  # the worker dead-letters it
+        stock = self.on_hand.get(series, 0.0)
+        if delta >= 0:
+            self.on_hand[series] = stock + delta
+            return None
+        taken = min(-delta, max(stock, 0.0))
+        self.on_hand[series] = stock - taken
+        if (excess := -delta - taken) <= 0:
+            return None
+        eid = derived_id("overdrawn:", str(obj.get("event_id", "")))
+        return inventory_event(series, ev.ts + CORRECTION_DELAY, {"delta": round(excess)}, eid)
 
     def _order(self, series: str, day: int, qty: int) -> int:
         """Sell what the shelf has; the units it lacked, which the worker must get back."""

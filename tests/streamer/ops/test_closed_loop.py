@@ -57,6 +57,26 @@ def test_a_same_day_cancellation_undoes_its_order_as_the_truth_does() -> None:
     assert shelves.on_hand["A1@UK"] == 5
 
 
+def test_a_write_off_beyond_the_shelf_empties_it_and_gives_the_worker_the_rest_back() -> None:
+    shelves = Shelves(DAY)
+    opening = inventory_event("A1@UK", 1_294_012_800 + 3600, {"on_hand": 44}, "open")
+    damaged = inventory_event("A1@UK", 1_294_012_800 + 7200, {"delta": -223}, "d1")
+    [fix] = shelves.pass_([opening, damaged])
+    assert json.loads(fix.value) | {"ts": None} == {
+        "event_id": "overdrawn:d1", "ts": None, "sku": "A1", "location": "UK", "delta": 179,
+    }  # fmt: skip
+    assert fix.ts == 1_294_012_800 + 7201 and shelves.on_hand["A1@UK"] == 0
+    # the next delivery is stock on the shelf, not a debt the write-off left
+    delivery = inventory_event("A1@UK", 1_294_012_800 + DAY, {"delta": 10}, "grn")
+    assert shelves.pass_([delivery, sold(DAY + 3600, 4, "o1")]) == []
+    assert shelves.on_hand["A1@UK"] == 6
+    # a write-off within the stock needs no correction
+    assert (
+        shelves.pass_([inventory_event("A1@UK", 1_294_012_800 + DAY + 7200, {"delta": -6}, "d2")])
+        == []
+    )
+
+
 @pytest.fixture(scope="module")
 def loops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     outs = []

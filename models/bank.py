@@ -46,7 +46,7 @@ from models.quantiles import (
     Points,
     widen_band,
 )
-from models.recent import Recent
+from models.recent import DEFAULT_PEAK, DERIVED, Peak, Recent
 from models.series import sku_of
 
 __all__ = [
@@ -90,8 +90,9 @@ class Forecasts:
     not ready), ``publishes`` the rows with a published forecast (some model is ready),
     ``published`` the combination's steps, ``shares [n, models]`` each model's weight in its
     mean (averaged over the horizon), and the combination's smoothed error moments ``[n,
-    horizon]`` with where they are known (the bank's own arrays: read them before the next
-    ``learn``, as ``streamer.pipeline.close.decide`` does)."""
+    horizon]`` with where they are known, and each row's demand ``peak`` (``Recent``): what
+    safety stock reads (the bank's own arrays: read them before the next ``learn``, as
+    ``streamer.pipeline.close.decide`` does)."""
 
     steps: list[np.ndarray]
     publishes: np.ndarray
@@ -100,6 +101,7 @@ class Forecasts:
     m2: np.ndarray
     m3: np.ndarray
     moments_known: np.ndarray
+    peak: np.ndarray
 
 
 def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +127,12 @@ class Bank:
     """
 
     def __init__(
-        self, models: Sequence[Forecaster], fallback: str, horizon: int = 7, season: int = SEASON
+        self,
+        models: Sequence[Forecaster],
+        fallback: str,
+        horizon: int = 7,
+        season: int = SEASON,
+        peak: Peak = DEFAULT_PEAK,
     ) -> None:
         self.names = [m.name for m in models]
         if len(set(self.names)) != len(self.names):
@@ -135,7 +142,7 @@ class Bank:
         self.models = list(models)
         self.fallback = self.names.index(fallback)
         self.horizon = horizon
-        self.recent = Recent(season)
+        self.recent = Recent(season, peak=peak)
         self.bands = [Bands(horizon) for _ in models]
         self.combination = Combination(len(models), horizon)
         # the combination's issued forecasts, and its errors' moments for safety stock
@@ -148,7 +155,7 @@ class Bank:
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def default(cls, horizon: int = 7, season: int = SEASON) -> Bank:
+    def default(cls, horizon: int = 7, season: int = SEASON, peak: Peak = DEFAULT_PEAK) -> Bank:
         """Seasonal naive (the fallback), moving average, TSB, the partition's online
         regression and the global LSTM."""
         models: list[Forecaster] = [
@@ -158,7 +165,7 @@ class Bank:
             OnlineRegression(season),
             Injected(LSTM),
         ]
-        return cls(models, SEASONAL_NAIVE, horizon, season)
+        return cls(models, SEASONAL_NAIVE, horizon, season, peak)
 
     def _parts(self) -> list[Forecaster | Recent | Moments | Combination]:
         return [
@@ -259,7 +266,7 @@ class Bank:
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed
         m2, m3, known = self.published.moments()
         shares = weights.mean(axis=1)
-        return Forecasts(steps, publishes, published, shares, m2, m3, known)
+        return Forecasts(steps, publishes, published, shares, m2, m3, known, self.recent.peak)
 
     def version(self, index: int) -> str:
         return self.models[index].version
@@ -304,7 +311,7 @@ class Bank:
 
         for prefix, part in self._shared():
             saved = sub(f"{prefix}.")
-            if saved.keys() >= part.state().keys() - set(POOLED):
+            if saved.keys() >= part.state().keys() - set(POOLED) - DERIVED:
                 part.load(saved)
             else:
                 part.take(fresh)

@@ -8,6 +8,11 @@ its average. The bank keeps them here, once per series, instead of once per mode
 Slots are indexed by ``bucket % season``: a closed bucket writes nothing, so its slot keeps
 the value it had a season earlier (before a full season, 0).
 
+It also keeps each series' demand ``peak`` (``Peak``): the largest sum of ``span`` open values
+it has had, fading by half every ``half_life`` buckets. The reorder point never falls below
+it (streamer/alerts/reorder.py): errors that have not seen a wholesale order yet give no
+safety stock against the next one.
+
 >>> r = Recent(season=3, window=4)
 >>> r.take(np.array([-1]))
 >>> for b, y in enumerate([1.0, 2.0, 3.0, 4.0]):
@@ -18,21 +23,53 @@ the value it had a season earlier (before a full season, 0).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from models.base import SEASON, Columns
 
-__all__ = ["EWMA_ALPHA", "PRICE_ALPHA", "Recent"]
+__all__ = ["DEFAULT_PEAK", "DERIVED", "EWMA_ALPHA", "PRICE_ALPHA", "Peak", "Recent"]
 
 EWMA_ALPHA = 0.1
 PRICE_ALPHA = 0.05
+# columns a snapshot from before them may lack: ``load`` rebuilds them from the others
+DERIVED = frozenset({"peak"})
+
+
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """The demand peak a series keeps: the largest sum of ``span`` buckets' demand, fading by
+    half every ``half_life`` buckets (``half_life`` 0: none kept, the peak is 0).
+
+    >>> p = Peak(span=2, half_life=1.0)
+    >>> p.fade(np.array([8.0])).tolist(), p.update(np.array([8.0]), np.array([3.0])).tolist()
+    ([4.0], [4.0])
+    """
+
+    span: int = 10
+    half_life: float = 224.0
+
+    def fade(self, peak: np.ndarray) -> np.ndarray:
+        """``peak`` one bucket later."""
+        return peak * (0.5 ** (1 / self.half_life) if self.half_life > 0 else 0.0)
+
+    def update(self, peak: np.ndarray, span_sum: np.ndarray) -> np.ndarray:
+        """``peak`` one bucket later, with ``span_sum`` the demand of the span ending there."""
+        return np.maximum(self.fade(peak), span_sum if self.half_life > 0 else 0.0)
+
+
+# over lead time + review period at their defaults (3 + 7 days), fading over 32 weeks
+DEFAULT_PEAK = Peak()
 
 
 class Recent(Columns):
-    def __init__(self, season: int = SEASON, window: int = 28) -> None:
+    def __init__(self, season: int = SEASON, window: int = 28, peak: Peak = DEFAULT_PEAK) -> None:
         super().__init__()
         self.season = season
         self.window = window
+        self.peak_rule = replace(peak, span=min(max(peak.span, 1), window))
         self._memo: dict[int, np.ndarray] = {}
         # demand is a count: float32 holds it exactly up to 16 million a bucket
         self.column("slots", 0.0, (season,), np.float32)
@@ -45,14 +82,26 @@ class Recent(Columns):
         # in-sample seasonal naive absolute errors: the MASE scale
         self.column("scale_sum", 0.0)
         self.column("scale_n", 0, (), np.int64)
+        self.column("peak", 0.0, (), np.float32)
 
     def take(self, index: np.ndarray) -> None:
         super().take(index)
         self._memo = {}
 
     def load(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from ``state()``; a state from before the peak starts it from the largest
+        span of the values it keeps."""
+        if "peak" not in state:
+            state = {**state, "peak": self._peak_of(np.asarray(state["ring"]), state["count"])}
         super().load(state)
         self._memo = {}
+
+    def _peak_of(self, ring: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """The peak of a state from before it: the largest span of the values its ring keeps."""
+        latest = np.nan_to_num(_latest(ring, np.asarray(count), self.window))
+        spans = sliding_window_view(latest, self.peak_rule.span, axis=1).sum(axis=2)
+        start = np.zeros(len(ring))
+        return self.peak_rule.update(start, spans.max(axis=1, initial=0.0)).astype(np.float32)
 
     def full_season(self) -> np.ndarray:
         """Rows whose every slot has been through a bucket (seasonal naive's condition)."""
@@ -60,10 +109,7 @@ class Recent(Columns):
 
     def last(self, k: int) -> np.ndarray:
         """The ``k`` latest open values ``[n, k]``, newest first, NaN where fewer."""
-        j = np.arange(k)
-        pos = (self.count[:, None] - 1 - j) % self.window
-        out = np.take_along_axis(self.ring, pos, axis=1)
-        return np.where(j < np.minimum(self.count, self.window)[:, None], out, np.nan)
+        return _latest(self.ring, self.count, k)
 
     def mean(self, k: int) -> np.ndarray:
         """Mean of the ``k`` latest open values; NaN for a row with none."""
@@ -82,6 +128,7 @@ class Recent(Columns):
         known = self.full_season()
         self.age += 1
         if not is_open:
+            self.peak = self.peak_rule.fade(self.peak).astype(np.float32)
             return
         slot = bucket % self.season
         one_ago = self.slots[:, slot]
@@ -90,6 +137,8 @@ class Recent(Columns):
         self.slots[:, slot] = y
         self.ring[np.arange(len(y)), self.count % self.window] = y
         self.count += 1
+        span_sum = np.nansum(self.last(self.peak_rule.span), axis=1)
+        self.peak = self.peak_rule.update(self.peak, span_sum).astype(np.float32)
         self.ewma = np.where(np.isnan(self.ewma), y, EWMA_ALPHA * y + (1 - EWMA_ALPHA) * self.ewma)
         sold = ~np.isnan(price)
         self.price = np.where(sold, price, self.price)
@@ -112,3 +161,12 @@ class Recent(Columns):
             "demand_sum_28": np.nansum(self.last(self.window), axis=1),
             "demand_ewma": np.round(np.nan_to_num(self.ewma), 6),
         }
+
+
+def _latest(ring: np.ndarray, count: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` latest values ``[n, k]`` of rings ``[n, window]`` that took ``count`` values
+    each, newest first, NaN where fewer."""
+    j = np.arange(k)
+    window = ring.shape[1]
+    out = np.take_along_axis(ring, (count[:, None] - 1 - j) % window, axis=1)
+    return np.where(j < np.minimum(count, window)[:, None], out, np.nan)

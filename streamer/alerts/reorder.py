@@ -27,7 +27,8 @@ import numpy as np
 import orjson
 
 from models.quantiles import MEAN, P10, P90, Z90
-from streamer.config.sections import ServiceMeasure
+from models.recent import Peak
+from streamer.config.sections import AlertSettings, ServiceMeasure
 from streamer.eventtime.clock import DAY_SECONDS
 from streamer.features.codec import CLEARED, RAISED, ROP_FIELDS
 
@@ -43,6 +44,7 @@ __all__ = [
     "order_quantity",
     "order_up_to",
     "packed_rops",
+    "peak_rule",
     "reorder_point",
     "reorder_points",
     "safety_factor",
@@ -143,12 +145,14 @@ def reorder_points(
     moments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     review_days: float = 0.0,
     measure: ServiceMeasure = ServiceMeasure.CYCLE,
+    floor: np.ndarray | None = None,
 ) -> ReorderPoints:
     """Demand and safety stock over the protection interval: the lead time plus the review
     period (the time until the next chance to order), in forecast buckets, for every row of
     ``steps [n, horizon, 4]``. ``moments`` are the errors' mean square and cube ``[n,
     horizon]`` and where they are known; elsewhere the band stands in. ``service_level`` is
-    of ``measure`` (``safety_factor``).
+    of ``measure`` (``safety_factor``). The safety stock is raised, where need be, so that the
+    reorder point reaches ``floor [n]`` (the series' demand peak, ``models.recent.Peak``).
 
     Beyond the forecast horizon the last step is repeated; a fractional last bucket counts in
     proportion. A bucket forecast closed (all zero) adds neither demand nor spread.
@@ -177,8 +181,18 @@ def reorder_points(
     with np.errstate(invalid="ignore", divide="ignore"):
         skew = np.where(sigma > 0, np.clip(third / sigma**3, -MAX_SKEW, MAX_SKEW), 0.0)
     safety = np.maximum(sigma * (z + (z * z - 1) * skew / 6), 0.0)
+    if floor is not None:
+        safety = np.maximum(safety, floor - demand)
     lead = np.broadcast_to(np.asarray(lead_time_days, np.float64), (n,))
     return ReorderPoints(lead, demand, safety, daily_mean, service_level, review_days, measure)
+
+
+def peak_rule(alerts: AlertSettings, bucket_seconds: int) -> Peak:
+    """The demand peak the bank keeps for the reorder points' floor: over the default
+    protection interval (lead time + review period), fading by the configured half-life."""
+    per_day = DAY_SECONDS / bucket_seconds
+    span = round((alerts.lead_time_days + alerts.review_days) * per_day)
+    return Peak(span, alerts.peak_half_life_days * per_day)
 
 
 def safety_factor(

@@ -193,6 +193,11 @@ class AlertSettings(Section):
         choices=tuple(m.value for m in ServiceMeasure),
     )  # fmt: skip
     hysteresis: float = setting("SHELFCAST_ALERT_HYSTERESIS", float, default=0.5, low=0)
+    # the reorder point never falls below the series' largest demand over a protection
+    # interval, fading by half over this many days; 0: no such floor (docs/alerts.md)
+    peak_half_life_days: float = setting(
+        "SHELFCAST_PEAK_HALF_LIFE_DAYS", float, default=224.0, low=0
+    )
 
     @property
     def measure(self) -> ServiceMeasure:

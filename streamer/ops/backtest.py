@@ -34,6 +34,7 @@ from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
+from models.recent import Peak
 from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from models.signals import Signals
 from streamer.config.settings import Settings, child_environment
@@ -731,10 +732,9 @@ def reference_policies(
     was one: pooled in the summary, per series in ``policies.jsonl``."""
     opening = {s: float(levels[0][1]) for s, levels in trace.levels.items() if levels}
     panel, first = panel_of(truth.demand, opening)
-    setup = Setup(
-        max(round(simulation.lead_time_days), 1), round(settings.alerts.review_days),
-        settings.alerts.service_level, settings.alerts.measure,
-    )  # fmt: skip
+    lead, review = max(round(simulation.lead_time_days), 1), round(settings.alerts.review_days)
+    peak = Peak(lead + review, settings.alerts.peak_half_life_days)
+    setup = Setup(lead, review, settings.alerts.service_level, settings.alerts.measure, peak)
     summary, outcomes = compare(panel, published_means(forecasts, panel, first), setup)
     runs = {name: (panel.series, outcome) for name, outcome in outcomes.items()}
     if closed is not None:

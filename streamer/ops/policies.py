@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.forecast_table import FIELDS, ForecastTable
+from models.recent import Peak
 from streamer.alerts.reorder import ServiceMeasure, order_up_to, reorder_points
 from streamer.eventtime.clock import DAY_SECONDS
 
@@ -252,10 +253,13 @@ def order_up_to_rule(
     review: float,
     service_level: float,
     measure: ServiceMeasure = ServiceMeasure.CYCLE,
+    peak: Peak | None = None,
 ) -> Levels:
     """shelfcast's reorder point and order-up-to level on ``forecast``, the safety stock from
-    its last ``ERROR_WINDOW`` errors at each horizon (Cornish-Fisher, as the worker). A day
-    without a forecast has no reorder point: nothing is ordered."""
+    its last ``ERROR_WINDOW`` errors at each horizon (Cornish-Fisher, as the worker), and the
+    reorder point floored by the demand ``peak`` (the worker's counts open buckets, this one
+    calendar days; None: no floor). A day without a forecast has no reorder point: nothing is
+    ordered."""
     n = len(panel.series)
     issued: dict[int, np.ndarray] = {}
     errors = np.zeros((n, HORIZON, ERROR_WINDOW))
@@ -266,6 +270,8 @@ def order_up_to_rule(
     lead_days = np.full(n, float(lead))
     rows, steps = np.arange(n)[:, None], np.arange(HORIZON)[None, :]
     missing = np.full(n, np.nan)
+    cumulative = _cumulative(panel.demand)
+    peaks = np.zeros(n)
 
     def learn(t: int) -> None:
         """Day t's demand scores what was issued k days before, for every k at once."""
@@ -284,7 +290,11 @@ def order_up_to_rule(
         seen[...] += ok
 
     def levels(t: int) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal peaks
         learn(t)
+        if peak is not None:
+            span = cumulative[:, t + 1] - cumulative[:, max(t + 1 - peak.span, 0)]
+            peaks = peak.update(peaks, span)
         issued.pop(t - HORIZON, None)
         means = forecast(t)
         issued[t] = means
@@ -295,8 +305,9 @@ def order_up_to_rule(
         m2, m3 = np.maximum(sum2 / divisor, 0.0), sum3 / divisor
         steps4 = np.repeat(np.nan_to_num(means)[:, :, None], 4, axis=2)
         rops = reorder_points(
-            steps4, lead_days, service_level, DAY_SECONDS, (m2, m3, known), review, measure
-        )
+            steps4, lead_days, service_level, DAY_SECONDS, (m2, m3, known), review, measure,
+            peaks,
+        )  # fmt: skip
         s = np.where(np.isnan(means).any(axis=1), -math.inf, rops.value)
         return s, order_up_to(s, rops.daily_mean, review)
 
@@ -317,6 +328,7 @@ class Setup:
     review_days: int
     service_level: float
     measure: ServiceMeasure = ServiceMeasure.CYCLE
+    peak: Peak | None = None  # the reorder points' floor, as the worker's
 
 
 def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, dict[str, Outcome]]:
@@ -326,7 +338,7 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     lead, review = setup.lead_days, setup.review_days
 
     def rule(forecast: Forecast, level: float) -> Outcome:
-        levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure)
+        levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure, setup.peak)
         return simulate(panel, levels, lead)
 
     forecasts_of = {"shelfcast": published(forecasts), "seasonal_naive": seasonal_naive(panel)}
@@ -353,6 +365,8 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
         "settings": {
             "lead_time_days": lead, "review_days": review,
             "service_level": setup.service_level, "service_measure": str(setup.measure),
+            "peak_span_days": setup.peak.span if setup.peak else None,
+            "peak_half_life_days": setup.peak.half_life if setup.peak else None,
             "series": len(panel.series),
             "days": int(panel.demand.shape[1]), "min_max_scales": list(MIN_MAX_SCALES),
         },

@@ -43,6 +43,7 @@ from models.lstm.registry import Registry
 from models.rollup import ROLLUP
 from models.snapshot import SnapshotError, pack, unpack
 from streamer import metrics
+from streamer.alerts.reorder import peak_rule
 from streamer.config.settings import Settings
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start, iso, last_closable
 from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
@@ -513,7 +514,8 @@ class Pipeline:
         return bank
 
     def _new_bank(self) -> Bank:
-        return Bank.default(self.s.models.horizon, self.calendar.season)
+        peak = peak_rule(self.s.alerts, self.s.time.bucket_seconds)
+        return Bank.default(self.s.models.horizon, self.calendar.season, peak)
 
     async def _restore(self, p: int, through: int, series: list[str], firsts: np.ndarray) -> Bank:
         bank = self._new_bank()

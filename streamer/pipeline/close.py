@@ -110,7 +110,7 @@ def learn_and_forecast(
 
 
 def decide(s: Settings, fc: Forecasts, data: PartitionClose) -> Decision:
-    """Reorder points from the published forecasts and their errors."""
+    """Reorder points from the published forecasts, their errors and the demand peaks."""
     rows = np.flatnonzero(fc.publishes)
     lead = data.lead_time[rows]
     lead = np.where(np.isnan(lead), s.alerts.lead_time_days, lead)
@@ -123,6 +123,7 @@ def decide(s: Settings, fc: Forecasts, data: PartitionClose) -> Decision:
         moments,
         s.alerts.review_days,
         s.alerts.measure,
+        fc.peak[rows],
     )
     return Decision(rows, rops)
 

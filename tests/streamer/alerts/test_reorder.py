@@ -10,6 +10,7 @@ from streamer.alerts.reorder import (
     order_quantity,
     order_up_to,
     reorder_point,
+    reorder_points,
     safety_factor,
     severity,
     transitions,
@@ -172,3 +173,16 @@ def test_order_quantities_round_up_to_units_then_packs_and_never_go_negative() -
     assert order_quantity(57.0, position=57, pack_size=12) == 0
     assert order_quantity(57.0, position=-10, pack_size=1) == 67  # a backlog is made up too
     assert order_quantity(30.0, position=80, pack_size=None) == 0
+
+
+def test_the_demand_peak_floors_the_reorder_point_and_never_lowers_it() -> None:
+    """A slow series that took one wholesale order of 60 recently: its forecast and errors
+    ask for 9 units, its peak for 60; a steady one above its peak keeps its own point."""
+    flat = np.stack([np.array([[3.0, 0.0, 0.0, 0.0]] * 7), steps(40, 0)])
+    lead = np.array([3.0, 3.0])
+    plain = reorder_points(flat, lead, 0.95, 86_400)
+    floored = reorder_points(flat, lead, 0.95, 86_400, floor=np.array([60.0, 60.0]))
+    assert plain.value.tolist() == pytest.approx([9.0, 120.0])
+    assert floored.value.tolist() == pytest.approx([60.0, 120.0])
+    assert floored.safety_stock.tolist() == pytest.approx([51.0, 0.0])  # the lift is safety stock
+    assert floored.lead_time_demand.tolist() == plain.lead_time_demand.tolist()

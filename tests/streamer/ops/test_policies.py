@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from models.recent import Peak
 from streamer.alerts.reorder import ServiceMeasure
 from streamer.ops.policies import (
     Panel,
@@ -90,3 +91,19 @@ def test_a_fill_rate_target_is_about_what_the_shelves_serve_when_the_forecast_is
     truth = np.full((300, 400, 7), 20.0)
     levels = order_up_to_rule(p, published(truth), 3, 1, target, ServiceMeasure.FILL_RATE)
     assert target <= simulate(p, levels, lead=3).pooled()["fill_rate"] <= target + 0.06
+
+
+def test_the_demand_peak_keeps_a_lumpy_series_ready_for_its_next_large_order() -> None:
+    """5 a day and a box of 100 every 80 days, forecast at its true mean: by the next box
+    the errors' window (56 days) has forgotten the last, and the rule alone keeps ten days of
+    the mean; floored by the peak of 10 days' demand (half-life 224 days), it keeps most of a
+    box, losing an eighth of the units for 4% more stock."""
+    days = 250
+    p = panel([100.0 if t % 80 == 12 else 5.0 for t in range(days)], opening=20)
+    mean = np.full((1, days, 7), float(p.demand.mean()))
+    plain = simulate(p, order_up_to_rule(p, published(mean), 3, 7, 0.95), lead=3).pooled()
+    peak = Peak(span=10, half_life=224.0)
+    rule = order_up_to_rule(p, published(mean), 3, 7, 0.95, peak=peak)
+    floored = simulate(p, rule, lead=3).pooled()
+    assert (plain["lost_units"], floored["lost_units"]) == (87.0, 11.0)
+    assert floored["mean_on_hand_units"] < 1.05 * plain["mean_on_hand_units"]

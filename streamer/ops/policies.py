@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ __all__ = [
     "ERROR_WINDOW",
     "HORIZON",
     "MIN_MAX_SCALES",
+    "SEASONAL_NAIVE_REVIEWS",
     "SERVICE_LEVELS",
     "Forecast",
     "Levels",
@@ -319,7 +320,13 @@ def _cumulative(demand: np.ndarray) -> np.ndarray:
 
 
 SERVICE_LEVELS = (0.90, 0.95, 0.98)
-MIN_MAX_SCALES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # its curve of stock against fill rate
+# the min/max rule's curve of stock against fill rate: its settings scaled
+MIN_MAX_SCALES = (0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# the seasonal-naive rule's curve: its review period in days, at the setup's service level. No
+# service level brings its stock near shelfcast's (it repeats last week's one-off orders, so
+# it keeps a lumpy series stocked for its next one); a shorter review does, as it would for a
+# planner who reorders more often
+SEASONAL_NAIVE_REVIEWS = (1, 2, 3, 4, 5, 7, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +344,9 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     SERVICE_LEVELS, with each reference's fill rate at shelfcast's stock."""
     lead, review = setup.lead_days, setup.review_days
 
-    def rule(forecast: Forecast, level: float) -> Outcome:
-        levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure, setup.peak)
+    def rule(forecast: Forecast, level: float, review: int = review) -> Outcome:
+        peak = setup.peak and replace(setup.peak, span=lead + review)
+        levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure, peak)
         return simulate(panel, levels, lead)
 
     forecasts_of = {"shelfcast": published(forecasts), "seasonal_naive": seasonal_naive(panel)}
@@ -349,7 +357,11 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     outcomes["perfect_foresight"] = simulate(panel, perfect_foresight(panel, lead, review), lead)
     curve = [simulate(panel, min_max(panel, 7 * f, 21 * f), lead).pooled() for f in MIN_MAX_SCALES]
     tradeoff = []
-    sn_curve = [at[("seasonal_naive", level)].pooled() for level in levels]
+    sn_curve = [
+        at[("seasonal_naive", setup.service_level)].pooled() if days == review
+        else rule(seasonal_naive(panel), setup.service_level, days).pooled()
+        for days in SEASONAL_NAIVE_REVIEWS
+    ]  # fmt: skip
     for level in SERVICE_LEVELS:
         row = {name: at[(name, level)].pooled() for name in forecasts_of}
         stock = row["shelfcast"]["mean_on_hand_days"]
@@ -369,10 +381,12 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
             "peak_half_life_days": setup.peak.half_life if setup.peak else None,
             "series": len(panel.series),
             "days": int(panel.demand.shape[1]), "min_max_scales": list(MIN_MAX_SCALES),
+            "seasonal_naive_reviews": list(SEASONAL_NAIVE_REVIEWS),
         },
         "policies": {name: out.pooled() for name, out in outcomes.items()},
         "tradeoff": tradeoff,
         "min_max_curve": curve,
+        "seasonal_naive_curve": sn_curve,
     }  # fmt: skip
     return summary, outcomes
 

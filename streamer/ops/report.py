@@ -362,8 +362,14 @@ def policy_chart(inventory: Mapping[str, Any], path: Path) -> None:
     for name, style in (("shelfcast", "o-"), ("seasonal_naive", "s--")):
         points = [(r[name]["mean_on_hand_days"], r[name]["fill_rate"]) for r in rows]
         ax.plot(*zip(*points, strict=True), style, label=f"{name} (service 0.90/0.95/0.98)")
-    curve = sorted((c["mean_on_hand_days"], c["fill_rate"]) for c in inventory["min_max_curve"])
-    ax.plot(*zip(*curve, strict=True), "^:", label="min_max (x0.5 to x3)")
+    curves = (
+        ("min_max_curve", "^:", "min_max (settings x0.25 to x3)"),
+        ("seasonal_naive_curve", "s:", "seasonal_naive (review 1 to 10 days)"),
+    )
+    for key, style, label in curves:
+        points = sorted((c["mean_on_hand_days"], c["fill_rate"]) for c in inventory.get(key, []))
+        if points:  # a summary from before the seasonal-naive curve has none
+            ax.plot(*zip(*points, strict=True), style, label=label)
     bound = inventory["policies"]["perfect_foresight"]
     ax.plot([bound["mean_on_hand_days"]], [bound["fill_rate"]], "k*", label="perfect foresight")
     if loop := inventory.get("closed_loop"):

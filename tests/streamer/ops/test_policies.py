@@ -6,7 +6,11 @@ import pytest
 from models.recent import Peak
 from streamer.alerts.reorder import ServiceMeasure
 from streamer.ops.policies import (
+    SEASONAL_NAIVE_REVIEWS,
     Panel,
+    Setup,
+    at_stock,
+    compare,
     min_max,
     order_up_to_rule,
     perfect_foresight,
@@ -107,3 +111,25 @@ def test_the_demand_peak_keeps_a_lumpy_series_ready_for_its_next_large_order() -
     floored = simulate(p, rule, lead=3).pooled()
     assert (plain["lost_units"], floored["lost_units"]) == (87.0, 11.0)
     assert floored["mean_on_hand_units"] < 1.05 * plain["mean_on_hand_units"]
+
+
+def test_the_comparison_reads_each_reference_at_shelfcasts_stock_off_its_curve() -> None:
+    """The seasonal-naive rule's curve runs over review periods, the min/max rule's over
+    scaled settings; each reference's fill rate at shelfcast's stock is read off its curve."""
+    rng = np.random.default_rng(5)
+    p = panel(*rng.gamma(0.4, 20.0, (40, 120)).round().tolist(), opening=40)
+    forecasts = np.full((40, 120, 7), float(p.demand.mean()))
+    summary, outcomes = compare(p, forecasts, Setup(3, 7, 0.95, peak=Peak(10, 224.0)))
+    sn = summary["seasonal_naive_curve"]
+    assert len(sn) == len(SEASONAL_NAIVE_REVIEWS)
+    assert sn[SEASONAL_NAIVE_REVIEWS.index(7)] == outcomes["seasonal_naive"].pooled()
+    stock = [c["mean_on_hand_days"] for c in sn]
+    assert stock[0] < stock[-1]  # reviewing less often holds more
+    for row in summary["tradeoff"]:
+        at = row["at_shelfcast_stock"]
+        assert at["seasonal_naive_fill_rate"] is not None and at["min_max_fill_rate"] is not None
+        assert at["seasonal_naive_fill_rate"] == at_stock(sn, at["mean_on_hand_days"])
+        assert at["min_max_fill_rate"] == at_stock(
+            summary["min_max_curve"], at["mean_on_hand_days"]
+        )
+    assert summary["settings"]["seasonal_naive_reviews"] == list(SEASONAL_NAIVE_REVIEWS)

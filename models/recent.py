@@ -49,7 +49,7 @@ class Peak:
     """
 
     span: int = 10
-    half_life: float = 224.0
+    half_life: float = 365.0
 
     def fade(self, peak: np.ndarray) -> np.ndarray:
         """``peak`` one bucket later."""
@@ -60,7 +60,7 @@ class Peak:
         return np.maximum(self.fade(peak), span_sum if self.half_life > 0 else 0.0)
 
 
-# over lead time + review period at their defaults (3 + 7 days), fading over 32 weeks
+# over lead time + review period at their defaults (3 + 7 days), fading by half over a year
 DEFAULT_PEAK = Peak()
 
 

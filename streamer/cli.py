@@ -749,6 +749,10 @@ def print_alert_quality(q: dict) -> None:
     )
 
 
+def _share(value: float | None) -> str:
+    return "n/a (no setting holds that stock)" if value is None else f"{value:.1%}"
+
+
 def print_policies(inventory: dict) -> None:
     """Fill rate against stock held, per reorder policy on the same demand."""
     rows = [("closed loop", inventory["closed_loop"])] if "closed_loop" in inventory else []
@@ -756,6 +760,18 @@ def print_policies(inventory: dict) -> None:
     print(f"{'reorder policy':<20}{'fill rate':>10}{'stock, days':>13}{'orders':>8}")
     for name, p in rows:
         print(f"{name:<20}{p['fill_rate']:>10.1%}{p['mean_on_hand_days']:>13.1f}{p['orders']:>8}")
+    readings = [("the closed loop", inventory.get("at_closed_loop_stock"))]
+    readings += [
+        (f"shelfcast at service level {row['service_level']}", row.get("at_shelfcast_stock"))
+        for row in inventory.get("tradeoff", [])
+    ]
+    for label, at in readings:
+        if at:  # summaries from before these readings lack them
+            print(
+                f"at the stock of {label} ({at['mean_on_hand_days']:.1f} days): min_max "
+                f"{_share(at['min_max_fill_rate'])}, seasonal_naive "
+                f"{_share(at['seasonal_naive_fill_rate'])}"
+            )
     names = [name for name, _ in rows]
     print(f"{'fill rate, stock days':<24}" + "".join(f"{n:>18}" for n in names))
     keys = ["closed_loop" if n == "closed loop" else n for n in names]

@@ -196,7 +196,7 @@ class AlertSettings(Section):
     # the reorder point never falls below the series' largest demand over a protection
     # interval, fading by half over this many days; 0: no such floor (docs/alerts.md)
     peak_half_life_days: float = setting(
-        "SHELFCAST_PEAK_HALF_LIFE_DAYS", float, default=224.0, low=0
+        "SHELFCAST_PEAK_HALF_LIFE_DAYS", float, default=365.0, low=0
     )
 
     @property

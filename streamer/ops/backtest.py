@@ -44,7 +44,15 @@ from streamer.features.store import summed_evaluation, summed_stats
 from streamer.ops.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.ops.closed_loop import Loop, Planner, Shelves
 from streamer.ops.embedded import die_with_parent, embedded_services, free_port, stop_process
-from streamer.ops.policies import Outcome, Panel, Setup, compare, panel_of, published_means
+from streamer.ops.policies import (
+    Outcome,
+    Panel,
+    Setup,
+    compare,
+    panel_of,
+    published_means,
+    references_at,
+)
 from streamer.ops.replay import (
     InputFormat,
     Produced,
@@ -739,7 +747,8 @@ def reference_policies(
     runs = {name: (panel.series, outcome) for name, outcome in outcomes.items()}
     if closed is not None:
         runs["closed_loop"] = closed
-        summary["closed_loop"] = closed[1].pooled()
+        summary["closed_loop"] = loop = closed[1].pooled()
+        summary["at_closed_loop_stock"] = references_at(summary, loop["mean_on_hand_days"])
     classes = dict(zip(panel.series, map(str, classify(panel.demand, panel.start)), strict=True))
     summary["by_demand_class"] = by_demand_class(panel, classes, runs)
     with (out / "policies.jsonl").open("wb") as f:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "ERROR_WINDOW",
     "HORIZON",
     "MIN_MAX_SCALES",
+    "SAME_STOCK",
     "SEASONAL_NAIVE_REVIEWS",
     "SERVICE_LEVELS",
     "Forecast",
@@ -48,6 +50,7 @@ __all__ = [
     "perfect_foresight",
     "published",
     "published_means",
+    "references_at",
     "seasonal_naive",
     "simulate",
 ]
@@ -321,7 +324,7 @@ def _cumulative(demand: np.ndarray) -> np.ndarray:
 
 SERVICE_LEVELS = (0.90, 0.95, 0.98)
 # the min/max rule's curve of stock against fill rate: its settings scaled
-MIN_MAX_SCALES = (0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+MIN_MAX_SCALES = (0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # the seasonal-naive rule's curve: its review period in days, at the setup's service level. No
 # service level brings its stock near shelfcast's (it repeats last week's one-off orders, so
 # it keeps a lumpy series stocked for its next one); a shorter review does, as it would for a
@@ -364,14 +367,8 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     ]  # fmt: skip
     for level in SERVICE_LEVELS:
         row = {name: at[(name, level)].pooled() for name in forecasts_of}
-        stock = row["shelfcast"]["mean_on_hand_days"]
         row["min_max"] = outcomes["min_max"].pooled()
         row["perfect_foresight"] = outcomes["perfect_foresight"].pooled()
-        row["at_shelfcast_stock"] = {
-            "mean_on_hand_days": stock,
-            "min_max_fill_rate": at_stock(curve, stock),
-            "seasonal_naive_fill_rate": at_stock(sn_curve, stock),
-        }
         tradeoff.append({"service_level": level, **row})
     summary = {
         "settings": {
@@ -388,19 +385,37 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
         "min_max_curve": curve,
         "seasonal_naive_curve": sn_curve,
     }  # fmt: skip
+    for row in tradeoff:
+        row["at_shelfcast_stock"] = references_at(summary, row["shelfcast"]["mean_on_hand_days"])
     return summary, outcomes
 
 
-def at_stock(curve: list[dict[str, float]], stock: float) -> float | None:
-    """A policy's fill rate at ``stock`` days of demand on hand, interpolated along its curve
-    (None outside it: no setting of it held that much or that little).
+# "at the same stock": a curve's end counts for a stock this close to it (relative)
+SAME_STOCK = 0.05
 
-    >>> at_stock([{"mean_on_hand_days": 2, "fill_rate": 0.8},
-    ...           {"mean_on_hand_days": 4, "fill_rate": 0.9}], 3.0)
-    0.85
+
+def at_stock(curve: list[dict[str, float]], stock: float) -> float | None:
+    """A policy's fill rate at ``stock`` days of demand on hand, interpolated along its curve;
+    beyond the curve's end but within ``SAME_STOCK`` of it, the end's (None farther out: no
+    setting of it held about that much or that little).
+
+    >>> curve = [{"mean_on_hand_days": 2, "fill_rate": 0.8},
+    ...          {"mean_on_hand_days": 4, "fill_rate": 0.9}]
+    >>> at_stock(curve, 3.0), at_stock(curve, 4.1), at_stock(curve, 5.0)
+    (0.85, 0.9, None)
     """
     points = sorted((c["mean_on_hand_days"], c["fill_rate"]) for c in curve)
     xs = [x for x, _ in points]
-    if not points or stock < xs[0] or stock > xs[-1]:
+    if not points or stock < xs[0] * (1 - SAME_STOCK) or stock > xs[-1] * (1 + SAME_STOCK):
         return None
     return round(float(np.interp(stock, xs, [y for _, y in points])), 4)
+
+
+def references_at(summary: Mapping[str, Any], stock: float) -> dict[str, float | None]:
+    """The min/max and seasonal-naive rules' fill rates at ``stock`` days, off their curves
+    in ``compare``'s ``summary``."""
+    return {
+        "mean_on_hand_days": stock,
+        "min_max_fill_rate": at_stock(summary["min_max_curve"], stock),
+        "seasonal_naive_fill_rate": at_stock(summary["seasonal_naive_curve"], stock),
+    }

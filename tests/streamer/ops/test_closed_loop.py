@@ -10,6 +10,7 @@ from streamer.config.settings import Settings
 from streamer.eventtime.clock import iso
 from streamer.ops.backtest import run_backtest
 from streamer.ops.closed_loop import Shelves
+from streamer.ops.policies import references_at
 from streamer.ops.replay import Produced
 from streamer.ops.simulation import SimulationSettings, inventory_event
 from streamer.testing import order
@@ -116,6 +117,9 @@ def test_the_planner_orders_what_each_raised_alert_recommends_and_gets_it_delive
     ]  # fmt: skip
     assert cleared_by_order
     assert summary["stock_simulation"]["settings"]["restock"] is False
+    # the references read at the loop's stock, off their curves
+    at = summary["inventory"]["at_closed_loop_stock"]
+    assert at == references_at(summary["inventory"], closed["mean_on_hand_days"])
 
 
 def test_two_closed_loop_replays_publish_the_same_outputs(loops: list[Path]) -> None:

@@ -329,7 +329,7 @@ MIN_MAX_SCALES = (0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # service level brings its stock near shelfcast's (it repeats last week's one-off orders, so
 # it keeps a lumpy series stocked for its next one); a shorter review does, as it would for a
 # planner who reorders more often
-SEASONAL_NAIVE_REVIEWS = (1, 2, 3, 4, 5, 7, 10)
+SEASONAL_NAIVE_REVIEWS = (1, 2, 4, 5, 7)
 
 
 @dataclass(frozen=True, slots=True)

@@ -364,7 +364,7 @@ def policy_chart(inventory: Mapping[str, Any], path: Path) -> None:
         ax.plot(*zip(*points, strict=True), style, label=f"{name} (service 0.90/0.95/0.98)")
     curves = (
         ("min_max_curve", "^:", "min_max (settings x0.15 to x3)"),
-        ("seasonal_naive_curve", "s:", "seasonal_naive (review 1 to 10 days)"),
+        ("seasonal_naive_curve", "s:", "seasonal_naive (review 1 to 7 days)"),
     )
     for key, style, label in curves:
         points = sorted((c["mean_on_hand_days"], c["fill_rate"]) for c in inventory.get(key, []))

@@ -34,11 +34,11 @@ from models.demand_class import DemandClass, classify
 from models.evaluation import JsonLines, Prequential, score
 from models.forecast_table import ForecastTable, TableBuilder
 from models.lstm.registry import Registry
-from models.recent import Peak
 from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from models.signals import Signals
+from streamer.alerts.reorder import peak_rule
 from streamer.config.settings import Settings, child_environment
-from streamer.eventtime.clock import bucket_of, bucket_start, epoch, iso
+from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start, epoch, iso
 from streamer.features.keys import STATS
 from streamer.features.store import summed_evaluation, summed_stats
 from streamer.ops.alert_quality import explain_stockouts, miss_breakdown, score_alerts
@@ -572,7 +572,7 @@ def _replay_live(
             planner = Planner(
                 live.kafka.bootstrap_servers, live.kafka.topics, simulation.lead_time_days
             )
-            loop = Loop(planner, Shelves(live.time.bucket_seconds))
+            loop = Loop(planner, Shelves(live.time.bucket_seconds, live.kafka.max_message_bytes))
         try:
             client = redis.Redis.from_url(live.redis.url)
             table, bootstrap = TableBuilder(), live.kafka.bootstrap_servers
@@ -741,7 +741,7 @@ def reference_policies(
     opening = {s: float(levels[0][1]) for s, levels in trace.levels.items() if levels}
     panel, first = panel_of(truth.demand, opening)
     lead, review = max(round(simulation.lead_time_days), 1), round(settings.alerts.review_days)
-    peak = Peak(lead + review, settings.alerts.peak_half_life_days)
+    peak = peak_rule(settings.alerts, DAY_SECONDS)  # the worker's
     setup = Setup(lead, review, settings.alerts.service_level, settings.alerts.measure, peak)
     summary, outcomes = compare(panel, published_means(forecasts, panel, first), setup)
     runs = {name: (panel.series, outcome) for name, outcome in outcomes.items()}

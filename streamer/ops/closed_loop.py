@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamer.config.sections import KafkaSettings
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start, epoch
 from streamer.ops.policies import Outcome
 from streamer.ops.replay import (
@@ -33,7 +34,7 @@ from streamer.ops.replay import (
     replay_producer,
 )
 from streamer.ops.simulation import inventory_event
-from streamer.topics.events import MAX_ID_LEN, series_key
+from streamer.topics.events import MAX_ID_LEN, Invalid, parse_inventory, series_key
 
 __all__ = ["CORRECTION_DELAY", "Loop", "Planner", "Shelves", "derived_id"]
 
@@ -151,6 +152,8 @@ class Shelves:
     served, lost and held each day (the measures of streamer/ops/policies.py)."""
 
     bucket_seconds: int
+    # the worker's limit: a stock event it dead-letters moves no shelf
+    max_message_bytes: int = KafkaSettings.max_message_bytes
     on_hand: dict[str, float] = field(default_factory=dict)
     first_day: dict[str, int] = field(default_factory=dict)
     demanded: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -195,24 +198,22 @@ class Shelves:
         never see. The shelf loses what it has, and the worker gets the rest back a second
         later (``overdrawn:<event id>``), as it does a lost sale's units.
         """
-        try:
-            obj = json.loads(ev.value)
-            series = series_key(obj["sku"], obj["location"])
-            if "on_hand" in obj:
-                self.on_hand[series] = float(obj["on_hand"])
-                return None
-            delta = float(obj.get("delta", 0))
-        except (ValueError, KeyError, TypeError):
+        stock_event = parse_inventory(ev.value, self.max_message_bytes)
+        if isinstance(stock_event, Invalid):
             return None  # the worker dead-letters it
-        stock = self.on_hand.get(series, 0.0)
+        series = series_key(stock_event.sku, stock_event.location)
+        if stock_event.on_hand is not None:
+            self.on_hand[series] = float(stock_event.on_hand)
+            return None
+        delta, stock = stock_event.delta or 0, self.on_hand.get(series, 0.0)
         if delta >= 0:
             self.on_hand[series] = stock + delta
             return None
-        taken = min(-delta, max(stock, 0.0))
+        taken = min(-delta, stock)  # a shelf never holds less than nothing
         self.on_hand[series] = stock - taken
         if (excess := -delta - taken) <= 0:
             return None
-        eid = derived_id("overdrawn:", str(obj.get("event_id", "")))
+        eid = derived_id("overdrawn:", stock_event.event_id)
         return inventory_event(series, ev.ts + CORRECTION_DELAY, {"delta": round(excess)}, eid)
 
     def _order(self, series: str, day: int, qty: int) -> int:

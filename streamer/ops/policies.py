@@ -297,8 +297,7 @@ def order_up_to_rule(
         nonlocal peaks
         learn(t)
         if peak is not None:
-            span = cumulative[:, t + 1] - cumulative[:, max(t + 1 - peak.span, 0)]
-            peaks = peak.update(peaks, span)
+            peaks = peak.update(peaks, _trailing_sum(cumulative, t, peak.span, panel.start))
         issued.pop(t - HORIZON, None)
         means = forecast(t)
         issued[t] = means
@@ -338,7 +337,9 @@ class Setup:
     review_days: int
     service_level: float
     measure: ServiceMeasure = ServiceMeasure.CYCLE
-    peak: Peak | None = None  # the reorder points' floor, as the worker's
+    # the reorder points' floor, as the worker's; on the seasonal-naive rule's curve over
+    # review periods its span follows the review, as a worker's would
+    peak: Peak | None = None
 
 
 def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, dict[str, Outcome]]:
@@ -348,7 +349,7 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     lead, review = setup.lead_days, setup.review_days
 
     def rule(forecast: Forecast, level: float, review: int = review) -> Outcome:
-        peak = setup.peak and replace(setup.peak, span=lead + review)
+        peak = setup.peak and replace(setup.peak, span=setup.peak.span + review - setup.review_days)
         levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure, peak)
         return simulate(panel, levels, lead)
 

@@ -31,6 +31,7 @@ from models.series import ALL_LOCATIONS, is_rollup, series_key, sku_of
 from streamer.eventtime.clock import DAY_SECONDS, epoch
 from streamer.ops.alert_quality import MISSES
 from streamer.ops.backtest import rollup_demand, truth_from
+from streamer.ops.policies import MIN_MAX_SCALES, SEASONAL_NAIVE_REVIEWS
 from streamer.ops.replay import InputFormat, Produced, read_events
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 
@@ -362,9 +363,14 @@ def policy_chart(inventory: Mapping[str, Any], path: Path) -> None:
     for name, style in (("shelfcast", "o-"), ("seasonal_naive", "s--")):
         points = [(r[name]["mean_on_hand_days"], r[name]["fill_rate"]) for r in rows]
         ax.plot(*zip(*points, strict=True), style, label=f"{name} (service 0.90/0.95/0.98)")
+    scales, reviews = MIN_MAX_SCALES, SEASONAL_NAIVE_REVIEWS
     curves = (
-        ("min_max_curve", "^:", "min_max (settings x0.15 to x3)"),
-        ("seasonal_naive_curve", "s:", "seasonal_naive (review 1 to 7 days)"),
+        ("min_max_curve", "^:", f"min_max (settings x{min(scales)} to x{max(scales)})"),
+        (
+            "seasonal_naive_curve",
+            "s:",
+            f"seasonal_naive (review {min(reviews)}-{max(reviews)} days)",
+        ),
     )
     for key, style, label in curves:
         points = sorted((c["mean_on_hand_days"], c["fill_rate"]) for c in inventory.get(key, []))

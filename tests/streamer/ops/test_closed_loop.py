@@ -71,6 +71,9 @@ def test_a_write_off_beyond_the_shelf_empties_it_and_gives_the_worker_the_rest_b
     delivery = inventory_event("A1@UK", 1_294_012_800 + DAY, {"delta": 10}, "grn")
     assert shelves.pass_([delivery, sold(DAY + 3600, 4, "o1")]) == []
     assert shelves.on_hand["A1@UK"] == 6
+    # a write-off the worker dead-letters (not a whole number of units) moves no shelf
+    broken = inventory_event("A1@UK", 1_294_012_800 + DAY + 3700, {"delta": -2.5}, "d3")
+    assert shelves.pass_([broken]) == [] and shelves.on_hand["A1@UK"] == 6
     # a write-off within the stock needs no correction
     assert (
         shelves.pass_([inventory_event("A1@UK", 1_294_012_800 + DAY + 7200, {"delta": -6}, "d2")])

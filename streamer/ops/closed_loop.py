@@ -220,7 +220,7 @@ class Shelves:
         """Sell what the shelf has; the units it lacked, which the worker must get back."""
         self.first_day.setdefault(series, day)
         stock = self.on_hand.get(series, 0.0)
-        sold = min(qty, max(stock, 0.0))
+        sold = min(qty, stock)  # the shelf never holds less than nothing (_restock)
         self.on_hand[series] = stock - sold
         self.demanded[series] += qty
         self.served[series] += sold

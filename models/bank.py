@@ -44,6 +44,7 @@ from models.quantiles import (
     Calibration,
     Moments,
     Points,
+    Scored,
     widen_band,
 )
 from models.recent import DEFAULT_PEAK, DERIVED, Peak, Recent
@@ -143,7 +144,8 @@ class Bank:
         self.fallback = self.names.index(fallback)
         self.horizon = horizon
         self.recent = Recent(season, peak=peak)
-        self.bands = [Bands(horizon) for _ in models]
+        # a model with quantiles of its own needs only its errors' moments, not a band
+        self.bands = [Scored(horizon) if m.own_quantiles else Bands(horizon) for m in models]
         self.combination = Combination(len(models), horizon)
         # the combination's issued forecasts, and its errors' moments for safety stock
         self.published = Moments(horizon)

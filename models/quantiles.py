@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.base import Columns
+from models.base import Columns, State
+from models.blockfloat import EXP_MIN, decode, pack
 
 __all__ = [
     "CALIBRATION_RATE",
@@ -164,7 +165,8 @@ class Calibration(Columns):
 
 class Scored(Issued):
     """Issued forecasts and the smoothed mean square of their errors per horizon: how far a
-    model's mean can be trusted (``models.combination``)."""
+    model's mean can be trusted (``models.combination``). A model that forecasts its own
+    quantiles needs no more (``steps``); the others keep ``Bands``."""
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
@@ -192,6 +194,23 @@ class Scored(Issued):
     def known(self) -> np.ndarray:
         """Where the moments are known ``[n, horizon]``: after ``MIN_ERRORS`` errors."""
         return self.errors >= MIN_ERRORS
+
+    def steps(self, steps: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
+        """A model's own (mean, p10, p50, p90) ``[n, horizon, 4]`` as issued: at least 0,
+        quantiles in order, zeros for the steps ``closed`` says the shop will not trade, NaN
+        for rows not ready.
+
+        >>> own = np.array([[[2.5, 3.0, 1.0, 7.0]]])
+        >>> Scored(horizon=1).steps(own, np.array([True]), np.array([False])).tolist()
+        [[[2.5, 1.0, 3.0, 7.0]]]
+        """
+        if not ready.any():  # such as an LSTM not trained yet
+            return np.full(steps.shape, np.nan)
+        out = np.maximum(np.asarray(steps, np.float64), 0.0)
+        in_order(out[..., P10:].copy(), out[..., P10:])
+        out[:, closed, :] = 0.0
+        out[~ready] = np.nan
+        return out
 
 
 class Moments(Scored):
@@ -235,49 +254,58 @@ class Bands(Scored):
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
-        self.column("q", 0.0, (horizon, 3), np.float32)
+        # the quantiles of a row, all horizons, as block floating point: q * 2**q_exp
+        # (models.blockfloat), half the bytes of float32
+        self.column("q", 0, (horizon, 3), np.int16)
+        self.column("q_exp", EXP_MIN, (), np.int8)
         self.column("spread", np.nan, (), np.float32)
+        self._q = np.zeros((0, horizon, 3), np.float32)  # unpacked during learn only
+
+    def quantiles(self) -> np.ndarray:
+        """The running quantiles of the errors ``[n, horizon, 3]``."""
+        return decode(self.q, self.q_exp)
+
+    def learn(self, points: list[Points], y: np.ndarray) -> None:
+        if not points:
+            return
+        # unpacked for the close's updates, packed once after them: packing at every
+        # horizon's update cost a tenth of a close
+        self._q = self.quantiles()
+        super().learn(points, y)
+        self.q, self.q_exp = pack(self._q)
+        self._q = self._q[:0]
+
+    def load(self, state: State) -> None:
+        """Continue from ``state()``; a snapshot from before the codes kept float32."""
+        if np.asarray(state["q"]).dtype.kind == "f":
+            q, q_exp = pack(np.asarray(state["q"]))
+            state = {**state, "q": q, "q_exp": q_exp}
+        super().load(state)
 
     def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        q = self.q[at, h, :]
+        q = self._q[at, h, :]
         dev = np.abs(e - q[:, 1])
         spread = self.spread[at]
         spread = np.where(np.isnan(spread), dev, spread)
         spread = spread + SPREAD_ALPHA * (dev - spread)
         step = RATE * np.fmax(spread, 0.05)  # fmax: a NaN spread (none yet) steps 0.05
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
-        self.q[at, h, :] = np.where(first[:, None], e[:, None], moved)
+        self._q[at, h, :] = np.where(first[:, None], e[:, None], moved)
         self.spread[at] = spread
         super()._track(h, at, e, first)
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
-        """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere); zeros
-        for the steps ``closed`` says the shop will not trade. ``means [n, horizon]`` get
-        the band of their errors; a model that forecasts its own quantiles (``means [n,
-        horizon, 4]``, a global model trained for them) keeps them.
-
-        >>> own = np.array([[[2.5, 0.0, 1.0, 7.0]]])
-        >>> Bands(horizon=1).steps(own, np.array([True]), np.array([False])).tolist()
-        [[[2.5, 0.0, 1.0, 7.0]]]
-        """
-        if means.ndim == 3:
-            return self._own(means, ready, closed)
-        if not ready.any():  # a model with nothing to say yet, such as an LSTM not trained
+        """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere), the
+        band of their errors around ``means [n, horizon]``; zeros for the steps ``closed``
+        says the shop will not trade."""
+        if not ready.any():  # a model with nothing to say yet
             return np.full((*means.shape, 4), np.nan)
         spread = Z90 * np.sqrt(np.maximum(means, 1.0))
         poisson = np.stack([-spread, np.zeros_like(means), spread], axis=-1)
-        offsets = np.where(self.known()[..., None], self.q, poisson)
+        offsets = np.where(self.known()[..., None], self.quantiles(), poisson)
         out = np.empty((*means.shape, 4))
         out[..., MEAN] = means
         in_order(np.maximum(means[..., None] + offsets, 0.0), out[..., P10:])
-        out[:, closed, :] = 0.0
-        out[~ready] = np.nan
-        return out
-
-    @staticmethod
-    def _own(steps: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
-        out = np.maximum(np.asarray(steps, np.float64), 0.0)
-        in_order(out[..., P10:].copy(), out[..., P10:])
         out[:, closed, :] = 0.0
         out[~ready] = np.nan
         return out

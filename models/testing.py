@@ -61,8 +61,9 @@ def check_model(make: Callable[[], Forecaster], season: int = SEASON) -> None:
     """Every model's contract, as river's ``utils.estimator_checks`` checks estimators:
 
     * nothing is ready before it has learned anything;
-    * forecasts have one row per series and ``horizon`` steps, finite and >= 0 where ready,
-      NaN where not;
+    * forecasts have one row per series and ``horizon`` steps (each a mean, or (mean, p10,
+      p50, p90) for a model with ``own_quantiles``), finite and >= 0 where ready, NaN where
+      not;
     * a closed bucket teaches nothing: a model that saw only closed buckets (of high demand)
       is not ready, as a fresh one;
     * ``state()`` -> ``load()`` gives identical forecasts, and rows can be added.
@@ -72,7 +73,8 @@ def check_model(make: Callable[[], Forecaster], season: int = SEASON) -> None:
     for part in (model, features):
         part.take(np.full(rows, -1))
     means, ready = model.forecast(closes[0], features)
-    assert means.shape == (rows, closes[0].horizon) and not ready.any(), "ready before learning"
+    shape = (rows, closes[0].horizon, *((4,) if model.own_quantiles else ()))
+    assert means.shape == shape and not ready.any(), "ready before learning"
     assert np.isnan(means).all(), "a forecast before learning"
 
     idle, idle_features = make(), Recent(season)

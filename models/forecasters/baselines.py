@@ -26,6 +26,8 @@ __all__ = ["MovingAverage", "SeasonalNaive"]
 
 
 class _Stateless:
+    own_quantiles = False
+
     def take(self, index: np.ndarray) -> None:
         """Nothing per row: the bank's ``Recent`` holds what these models read."""
 

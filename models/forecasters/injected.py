@@ -3,25 +3,21 @@
 The LSTM is trained on all series at once by the trainer process and run for all series of a
 partition in one batch at each bucket close (``streamer/serving/lstm.py``). In the bank it
 still behaves like any model: its forecasts are issued, scored when the truth arrives, and
-weighed in the published combination. It is offered means ``[n, horizon]``, which get
-quantiles from its own errors, or (mean, p10, p50, p90) ``[n, horizon, 4]``, which keep the
-network's own: trained for them on every series, they beat a band around its mean (on the
-full year its own p50 had a tenth lower MAE). It learns nothing itself, and forecasts
-nothing in a close that did not ``offer`` it a forecast (no champion yet, or a replay after
-a restart).
+weighed in the published combination. It is offered (mean, p10, p50, p90) ``[n, horizon,
+4]`` and keeps the network's own quantiles: trained for them on every series, they beat a
+band around its mean (on the full year its own p50 had a tenth lower MAE), so the bank keeps
+no band of errors for it. It learns nothing itself, and forecasts nothing in a close that
+did not ``offer`` it a forecast (no champion yet, or a replay after a restart).
 
 >>> from models.testing import close_of
 >>> m = Injected("lstm")
 >>> m.forecast(close_of(0, horizon=2), None)[1].tolist()
 [False]
->>> m.offer("v3", np.array([[1.0, 2.0]]))
->>> m.version, m.forecast(close_of(0, horizon=2), None)[0].tolist()
-('v3', [[1.0, 2.0]])
->>> m.forecast(close_of(1, horizon=2), None)[1].tolist()
+>>> m.offer("v3", np.array([[[1.5, 0.0, 1.0, 4.0]] * 2]))  # (mean, p10, p50, p90) of 2 steps
+>>> m.version, m.forecast(close_of(0, horizon=2), None)[0][0, 1].tolist()
+('v3', [1.5, 0.0, 1.0, 4.0])
+>>> m.forecast(close_of(1, horizon=2), None)[1].tolist()  # an offer is for one close
 [False]
->>> m.offer("v3", np.array([[[1.5, 0.0, 1.0, 4.0]] * 2]))  # with the network's quantiles
->>> m.forecast(close_of(2, horizon=2), None)[0].shape
-(1, 2, 4)
 """
 
 from __future__ import annotations
@@ -34,14 +30,22 @@ __all__ = ["Injected"]
 
 
 class Injected:
+    own_quantiles = True
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.version = "none"
         self._offered: np.ndarray | None = None
 
     def offer(self, version: str, forecasts: np.ndarray) -> None:
-        """The forecasts to give at the next ``forecast``, from ``version``: means ``[n,
-        horizon]`` or (mean, p10, p50, p90) ``[n, horizon, 4]``."""
+        """The forecasts to give at the next ``forecast``, from ``version``: (mean, p10, p50,
+        p90) ``[n, horizon, 4]`` (``streamer.serving.lstm.with_mean`` makes them from a
+        network's quantiles)."""
+        if np.ndim(forecasts) != 3 or np.shape(forecasts)[2] != 4:
+            raise ValueError(
+                f"{self.name} takes (mean, p10, p50, p90) [series, horizon, 4], got the shape "
+                f"{np.shape(forecasts)}: give means their quantiles with with_mean()"
+            )
         self.version = version
         self._offered = forecasts
 
@@ -54,13 +58,12 @@ class Injected:
     def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
         offered, self._offered = self._offered, None
         if offered is None:
-            return np.full((close.n, close.horizon), np.nan), np.zeros(close.n, bool)
+            return np.full((close.n, close.horizon, 4), np.nan), np.zeros(close.n, bool)
         forecasts = np.asarray(offered, np.float64)[:, : close.horizon]
         # a row with a non-finite forecast (a diverged model) is not ready: published, an
         # infinity would fail every close of the partition
         ready = np.isfinite(forecasts.reshape(close.n, -1)).all(axis=1)
-        shape = (close.n,) + (1,) * (forecasts.ndim - 1)
-        return np.where(ready.reshape(shape), forecasts, np.nan), ready
+        return np.where(ready[:, None, None], forecasts, np.nan), ready
 
     def state(self) -> State:
         return {"version": np.array(self.version)}

@@ -25,23 +25,24 @@ __all__ = ["TSB"]
 
 class TSB(Columns):
     name = "tsb"
+    own_quantiles = False
     version = "2"
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.1) -> None:
         super().__init__()
         self.alpha = alpha  # smoothing of the demand size
         self.beta = beta  # smoothing of the demand probability
-        self.column("p", np.nan)
-        self.column("z", np.nan)
+        self.column("p", np.nan, (), np.float32)
+        self.column("z", np.nan, (), np.float32)
 
     def learn(self, close: Close, features: object) -> None:
         if not close.open:
             return
         y = close.y
         sold = y > 0
-        self.p = np.where(np.isnan(self.p), sold, self.p + self.beta * (sold - self.p))
+        self.p[:] = np.where(np.isnan(self.p), sold, self.p + self.beta * (sold - self.p))
         size = np.where(np.isnan(self.z), y, self.z + self.alpha * (y - self.z))
-        self.z = np.where(sold, size, self.z)
+        self.z[:] = np.where(sold, size, self.z)
 
     def forecast(self, close: Close, features: object) -> tuple[np.ndarray, np.ndarray]:
         mean = self.p * np.nan_to_num(self.z)

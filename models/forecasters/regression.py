@@ -46,6 +46,7 @@ FEATURES = (*(f"wd{d}" for d in range(7)), "lag_season", "ma7", "ma28", "price")
 
 class OnlineRegression:
     name = "online_regression"
+    own_quantiles = False
     version = "river-lr-global-1"
 
     def __init__(self, season: int = SEASON, lr: float = 0.1) -> None:

@@ -23,7 +23,7 @@ def test_an_injected_model_forecasts_what_it_was_offered_once() -> None:
     bank.align(["a@UK"])
     c = close_of(0, [1.0], horizon=2)
     bank.learn(c)
-    bank.offer("lstm", "v1", np.array([[3.0, 4.0]]))
+    bank.offer("lstm", "v1", np.array([[[3.0, 1.0, 2.0, 6.0], [4.0, 1.0, 3.0, 8.0]]]))
     first = bank.forecast(c)
     lstm = bank.names.index("lstm")
     assert first.steps[lstm][0, :, 0].tolist() == [3.0, 4.0]

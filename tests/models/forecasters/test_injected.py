@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.bank import LSTM, Bank
 from models.forecasters.injected import Injected
@@ -12,10 +13,24 @@ from models.testing import close_of
 def test_a_row_offered_a_non_finite_forecast_is_not_ready() -> None:
     model = Injected("lstm")
     close = close_of(10, [1.0, 2.0, 3.0], horizon=2)
-    model.offer("v1", np.array([[1.0, 2.0], [np.inf, 1.0], [np.nan, 1.0]]))
+    steps = np.array([[1.0, 2.0], [np.inf, 1.0], [np.nan, 1.0]])[..., None].repeat(4, axis=2)
+    model.offer("v1", steps)
     means, ready = model.forecast(close, None)
     assert ready.tolist() == [True, False, False]
-    assert means[0].tolist() == [1.0, 2.0] and np.isnan(means[1:]).all()
+    assert means[0, :, 0].tolist() == [1.0, 2.0] and np.isnan(means[1:]).all()
+
+
+def test_means_without_quantiles_are_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="with_mean"):
+        Injected("lstm").offer("v1", np.array([[1.0, 2.0]]))
+
+
+def test_the_seat_keeps_its_errors_moments_but_no_band_of_them() -> None:
+    state = Bank.default(horizon=2).state()
+    assert "bands.lstm.m2" in state and "bands.tsb.q" in state
+    assert "bands.lstm.q" not in state and "bands.lstm.spread" not in state
+    older = {**state, "bands.lstm.q": np.zeros((0, 2, 3), np.float32)}  # a band it once kept
+    Bank.default(horizon=2).load(older, [])
 
 
 def test_offered_quantiles_are_the_seats_own_in_order_and_zero_on_closed_days() -> None:

@@ -1,0 +1,37 @@
+"""Block floating point: what the running quantiles are kept as."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.blockfloat import EXP_MIN, decode, pack
+from models.quantiles import Bands
+
+
+def test_every_value_is_within_a_32768th_of_its_rows_largest() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(0, 1, (500, 7, 3)) * 10.0 ** rng.uniform(-3, 5, (500, 1, 1))
+    codes, exp = pack(values.astype(np.float32))
+    back = decode(codes, exp)
+    largest = np.abs(values).max(axis=(1, 2))
+    assert (np.abs(back - values).max(axis=(1, 2)) <= largest * 2.0**-15).all()
+    assert codes.dtype == np.int16 and exp.dtype == np.int8
+
+
+def test_packing_what_was_decoded_gives_the_same_codes() -> None:
+    codes, exp = pack(np.array([[0.1, -7.0, 12345.0], [0.0, 0.0, 0.0], [1e-3, 0.0, 2e-3]]))
+    again = pack(decode(codes, exp))
+    np.testing.assert_array_equal(again[0], codes)
+    np.testing.assert_array_equal(again[1], exp)
+    assert exp[1] == EXP_MIN
+
+
+def test_a_snapshot_of_float32_quantiles_loads_packed() -> None:
+    bands = Bands(horizon=2)
+    bands.take(np.full(2, -1))
+    state = bands.state()
+    old = {k: v for k, v in state.items() if k != "q_exp"}
+    old["q"] = np.array([[[-1.5, 0.0, 2.25], [0.0, 0.5, 4.0]], [[0.0] * 3] * 2], np.float32)
+    bands.load(old)
+    np.testing.assert_array_equal(bands.quantiles(), old["q"])
+    assert bands.state()["q"].dtype == np.int16

@@ -89,16 +89,22 @@ MIN_WEIGHT, MAX_WEIGHT = 1e-3, 2.0
 QUANTILE_PRIOR = 100.0
 
 
-def substitute(means: np.ndarray) -> np.ndarray:
-    """``means [n, models, ...]`` with each NaN replaced by the row's mean of the others (a row
-    with none stays NaN)."""
-    known = ~np.isnan(means)
+def substitute(values: np.ndarray, axis: int = 1) -> np.ndarray:
+    """``values`` with each NaN replaced by the mean of the others along ``axis`` (the
+    models; a row with none stays NaN).
+
+    >>> substitute(np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan]])).tolist()
+    [[1.0, 2.0, 3.0], [nan, nan, nan]]
+    """
+    known = ~np.isnan(values)
     if known.all():
-        return means
-    count = known.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore"):
-        fill = np.where(count > 0, np.nansum(means, axis=1, keepdims=True) / count, np.nan)
-    return np.where(known, means, fill)
+        return values
+    count = known.sum(axis=axis, keepdims=True)
+    # not nansum: it copies and tests every value again, and this runs over every forecast
+    # of a close
+    total = np.where(known, values, 0.0).sum(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(known, values, total / count)
 
 
 def combine(
@@ -171,24 +177,28 @@ class Combination(Columns):
         weight = 1.0 / np.sqrt(np.maximum(np.nan_to_num(scale[order], nan=1.0), 1.0))
         self.gram *= MEMORY
         self.cross *= MEMORY
-        for j, means in enumerate(issued):
+        truth = y[order]
+        # once for every horizon, in group order: per horizon it was a tenth of a close
+        means = substitute(issued[:, order], axis=2)
+        qs = None if quantiles is None else substitute(quantiles[:, order], axis=2)
+        for j, f in enumerate(means):
             if closed[j]:
                 continue
-            f = substitute(means[order])
             issued_here = ~np.isnan(f[:, :1])  # a row with no forecast adds nothing
             f = np.where(issued_here, f, 0.0)
-            fw, target = f * weight[:, None], np.where(issued_here[:, 0], y[order], 0.0)
+            fw, target = f * weight[:, None], np.where(issued_here[:, 0], truth, 0.0)
             for g, (lo, hi) in enumerate(itertools.pairwise(bounds)):
                 self.gram[g, j] += fw[lo:hi].T @ f[lo:hi]
                 self.cross[g, j] += fw[lo:hi].T @ target[lo:hi]
-            if quantiles is not None:
-                self._learn_quantiles(j, quantiles[j][order], y[order], bounds)
+            if qs is not None:
+                self._learn_quantiles(j, qs[j], truth, bounds)
         self._update_class(y)
         self._refit()
 
-    def _learn_quantiles(self, j: int, q: np.ndarray, y: np.ndarray, bounds: list[int]) -> None:
+    def _learn_quantiles(self, j: int, f: np.ndarray, y: np.ndarray, bounds: list[int]) -> None:
         """One damped Newton step per group and level for horizon ``j + 1``, from
-        the models' quantiles ``q [n, models, 3]`` (rows in group order) and the truths: on
+        the models' quantiles ``f [n, models, 3]`` (rows in group order, a model's NaN
+        replaced by the others' mean) and the truths: on
         the group's pinball loss as the scores pool it, every point's loss as it is (each
         row's slope already grows with its size; weighting rows as the means do, by
         ``1 / sqrt(scale)``, scored a published MAE 0.659 on the full year against 0.655
@@ -196,7 +206,6 @@ class Combination(Columns):
         The slope is the combined quantile's before it is put in order and calibrated:
         that is what the weights move, and the quantiles cross only where the models'
         disagree wildly."""
-        f = substitute(q)
         here = ~np.isnan(f[:, 0, 0])
         f, y = f[here], y[here]
         bounds = np.searchsorted(np.flatnonzero(here), bounds).tolist()

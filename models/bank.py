@@ -39,7 +39,6 @@ from models.forecasters.regression import OnlineRegression
 from models.quantiles import (
     MEAN,
     MOMENT_ALPHA,
-    P10,
     Bands,
     Calibration,
     Moments,
@@ -218,10 +217,8 @@ class Bank:
         self.recent.update(close.bucket, close.open, close.y, close.price)
         scale = self.recent.scale()  # known when the points are scored, this bucket included
         if close.open:
-            models = self._issued(points, close.n)
-            self.combination.learn(
-                models[..., MEAN], close.y, scale, self._closed_for(close.bucket), models[..., P10:]
-            )
+            issued_for = self._issued(points, close.n)
+            self.combination.learn(issued_for, close.y, scale, self._closed_for(close.bucket))
         points[PUBLISHED] = issued
         self.through = close.bucket
         reference = {
@@ -231,12 +228,12 @@ class Bank:
         return Settled(close.bucket, self.series, close.y, scale, points, reference)
 
     def _issued(self, points: dict[str, list[Points]], n: int) -> np.ndarray:
-        """Each model's steps issued for the closing bucket ``[horizon, n, models, 4]`` (NaN
+        """Each model's steps issued for the closing bucket ``[models, horizon, n, 4]`` (NaN
         where it issued none), from what its bands settled."""
-        out = np.full((self.horizon, n, len(self.models), 4), np.nan)
+        out = np.full((len(self.models), self.horizon, n, 4), np.nan)
         for m, name in enumerate(self.names):
             for p in points[name]:
-                out[p.k - 1, :, m] = p.steps
+                out[m, p.k - 1] = p.steps
         return out
 
     def _closed_for(self, bucket: int) -> np.ndarray:

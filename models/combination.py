@@ -48,7 +48,8 @@ lags the models' medians.
 >>> y = np.array([3.0, 5.0])
 >>> for b in range(60):  # model 0 is right, model 1 is off by 2 either way
 ...     off = y + 2 * (-1) ** b
-...     c.learn(np.stack([y, off], axis=1)[None], y, np.ones(2), np.array([False]))
+...     means = np.stack([y, off])[:, None, :, None]  # [models, horizon, series, 1]
+...     c.learn(means, y, np.ones(2), np.array([False]))
 >>> c.weights[c.groups(), 0].round(1).tolist()
 [[1.0, 0.0], [1.0, 0.0]]
 """
@@ -123,12 +124,12 @@ def combine(
     >>> combine(steps, even, by_level, np.array([0])).tolist()
     [[[3.0, 1.0, 3.0, 9.0]]]
     """
-    f = substitute(np.moveaxis(steps, 0, 1))  # [n, models, horizon, 4]
+    f = substitute(steps, axis=0)
     out = np.empty(steps.shape[1:])
-    out[..., MEAN] = np.einsum("nmh,nhm->nh", np.nan_to_num(f[..., MEAN]), weights)
+    out[..., MEAN] = np.einsum("mnh,nhm->nh", np.nan_to_num(f[..., MEAN]), weights)
     quantiles = np.zeros((*steps.shape[1:3], len(LEVELS)))
     for m in range(len(steps)):
-        quantiles += f[:, m, :, P10:] * quantile_weights[..., m][group]
+        quantiles += f[m, ..., P10:] * quantile_weights[..., m][group]
     in_order(quantiles, out[..., P10:])
     return out
 
@@ -160,17 +161,13 @@ class Combination(Columns):
         return np.where(self.sales < MIN_SALES, GROUPS.index(UNCLASSIFIED), out)
 
     def learn(
-        self,
-        issued: np.ndarray,
-        y: np.ndarray,
-        scale: np.ndarray,
-        closed: np.ndarray,
-        quantiles: np.ndarray | None = None,
+        self, steps: np.ndarray, y: np.ndarray, scale: np.ndarray, closed: np.ndarray
     ) -> None:
-        """Learn an open bucket: ``issued[j] [n, models]`` are the means issued ``k`` = 1 +
-        ``j`` buckets before it (NaN: not issued), ``quantiles[j] [n, models, 3]`` their
-        p10, p50 and p90, ``closed[j]`` whether that step was forecast as a closed bucket
-        (then it says nothing of the models' everyday errors)."""
+        """Learn an open bucket: ``steps[m, j] [n, 4]`` are model ``m``'s (mean, p10, p50,
+        p90) issued ``k`` = 1 + ``j`` buckets before it (NaN: not issued; ``[..., 1]``: the
+        means alone, and the quantile weights stay), ``closed[j]`` whether that step was
+        forecast as a closed bucket (then it says nothing of the models' everyday errors).
+        Models come first: replacing a model's missing forecasts sums whole blocks."""
         group = self.groups()
         order = np.argsort(group, kind="stable")  # each group's rows together, in row order
         bounds = np.searchsorted(group[order], np.arange(len(GROUPS) + 1)).tolist()
@@ -178,50 +175,47 @@ class Combination(Columns):
         self.gram *= MEMORY
         self.cross *= MEMORY
         truth = y[order]
-        # once for every horizon, in group order: per horizon it was a tenth of a close
-        means = substitute(issued[:, order], axis=2)
-        qs = None if quantiles is None else substitute(quantiles[:, order], axis=2)
-        for j, f in enumerate(means):
-            if closed[j]:
-                continue
-            issued_here = ~np.isnan(f[:, :1])  # a row with no forecast adds nothing
-            f = np.where(issued_here, f, 0.0)
-            fw, target = f * weight[:, None], np.where(issued_here[:, 0], truth, 0.0)
+        f = substitute(steps[:, :, order], axis=0)  # [models, horizon, n, values], group order
+        for j in np.flatnonzero(~np.asarray(closed, bool)).tolist():
+            means = f[:, j, :, MEAN]
+            issued_here = ~np.isnan(means[0])  # a row with no forecast adds nothing
+            means = np.where(issued_here, means, 0.0)
+            fw, target = means * weight, np.where(issued_here, truth, 0.0)
             for g, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-                self.gram[g, j] += fw[lo:hi].T @ f[lo:hi]
-                self.cross[g, j] += fw[lo:hi].T @ target[lo:hi]
-            if qs is not None:
-                self._learn_quantiles(j, qs[j], truth, bounds)
+                self.gram[g, j] += fw[:, lo:hi] @ means[:, lo:hi].T
+                self.cross[g, j] += fw[:, lo:hi] @ target[lo:hi]
+            if f.shape[-1] > 1:
+                self._learn_quantiles(j, f[:, j, :, P10:], truth, bounds)
         self._update_class(y)
         self._refit()
 
     def _learn_quantiles(self, j: int, f: np.ndarray, y: np.ndarray, bounds: list[int]) -> None:
         """One damped Newton step per group and level for horizon ``j + 1``, from
-        the models' quantiles ``f [n, models, 3]`` (rows in group order, a model's NaN
-        replaced by the others' mean) and the truths: on
-        the group's pinball loss as the scores pool it, every point's loss as it is (each
+        the models' quantiles ``f [models, n, 3]`` (rows in group order, a model's NaN
+        replaced by the others' mean) and the truths: on the group's pinball loss as the
+        scores pool it, every point's loss as it is (each
         row's slope already grows with its size; weighting rows as the means do, by
         ``1 / sqrt(scale)``, scored a published MAE 0.659 on the full year against 0.655
         with the step before this one).
         The slope is the combined quantile's before it is put in order and calibrated:
         that is what the weights move, and the quantiles cross only where the models'
         disagree wildly."""
-        here = ~np.isnan(f[:, 0, 0])
-        f, y = f[here], y[here]
+        here = ~np.isnan(f[0, :, 0])
+        f, y = f[:, here], y[here]
         bounds = np.searchsorted(np.flatnonzero(here), bounds).tolist()
         for g, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             if hi <= lo:
                 continue
             w = self.quantile_weights[g, j]  # [3, models]
-            fg = f[lo:hi]  # [rows, models, 3]
-            combined = np.einsum("rmq,qm->rq", fg, w)
+            fg = f[:, lo:hi]  # [models, rows, 3]
+            combined = np.einsum("mrq,qm->rq", fg, w)
             below = (y[lo:hi, None] < combined) - LEVELS  # the loss's slope in q
-            slope = np.einsum("rq,rmq->qm", below, fg)
+            slope = np.einsum("rq,mrq->qm", below, fg)
             # how fast that slope turns with each weight: the truths' density at the quantile
             # (a normal with the models' mean p10-p90 width, at least MIN_WIDTH) times the
             # model's quantile squared
-            width = np.maximum((fg[..., -1] - fg[..., 0]).mean(axis=1), MIN_WIDTH)
-            curvature = np.einsum("rq,rmq->qm", DENSITY / width[:, None], fg * fg)
+            width = np.maximum((fg[..., -1] - fg[..., 0]).mean(axis=0), MIN_WIDTH)
+            curvature = np.einsum("rq,mrq->qm", DENSITY / width[:, None], fg * fg)
             newton = slope / (w * curvature + QUANTILE_PRIOR)  # in log w: dw / w
             step = np.exp(np.clip(-QUANTILE_RATE * newton, -MAX_STEP, MAX_STEP))
             self.quantile_weights[g, j] = np.clip(w * step, MIN_WEIGHT, MAX_WEIGHT)

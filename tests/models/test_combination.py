@@ -15,7 +15,7 @@ from models.testing import close_of
 
 def learned(c: Combination, buckets: int, truth: np.ndarray, models: list[np.ndarray]) -> None:
     for _ in range(buckets):
-        c.learn(np.stack(models, axis=-1)[None], truth, np.ones(len(truth)), np.array([False]))
+        c.learn(np.stack(models)[:, None, :, None], truth, np.ones(len(truth)), np.array([False]))
 
 
 def test_a_missing_forecast_stands_in_as_the_mean_of_the_others() -> None:
@@ -35,7 +35,7 @@ def test_each_demand_class_learns_its_own_weights() -> None:
         noise = rng.normal(0, 2, 4)
         model0 = np.where(np.arange(4) < 2, y, 1.0)
         model1 = np.where(np.arange(4) < 2, y + noise, y)
-        c.learn(np.stack([model0, model1], axis=-1)[None], y, np.ones(4), np.array([False]))
+        c.learn(np.stack([model0, model1])[:, None, :, None], y, np.ones(4), np.array([False]))
     groups = [GROUPS[g] for g in c.groups()]
     assert groups == [DemandClass.SMOOTH] * 2 + [DemandClass.INTERMITTENT] * 2
     smooth_w = c.weights[GROUPS.index(DemandClass.SMOOTH), 0]
@@ -87,11 +87,12 @@ def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for(sd: f
     rng = np.random.default_rng(5)
     q0 = np.array([9.0, 10.0, 11.0])
     q1 = 10.0 + sd * np.array([-1.2816, 0.0, 1.2816])
-    q = np.broadcast_to(np.stack([q0, q1])[None, None], (1, 1000, 2, 3))
+    q = np.broadcast_to(np.stack([q0, q1])[:, None, None], (2, 1, 1000, 3))
+    steps = np.concatenate([np.full((2, 1, 1000, 1), 10.0), q], axis=-1)  # [models, k, n, 4]
     last = []
     for _ in range(200):
         y = rng.normal(10.0, sd, 1000)
-        c.learn(np.full((1, 1000, 2), 10.0), y, np.ones(1000), np.array([False]), q)
+        c.learn(steps, y, np.ones(1000), np.array([False]))
         w = c.quantile_weights[c.groups()[0], 0]  # [3 levels, 2 models]
         last.append(np.diag(w @ np.stack([q0, q1])))  # each level's weights on its quantiles
     settled = np.array(last[-50:])
@@ -241,7 +242,8 @@ def test_each_group_learns_its_quantile_weights_from_its_own_rows_only() -> None
     issued[0, 4] = np.nan  # an unclassified row with no forecast
     before = c.quantile_weights.copy()
     y = np.array([0.0, 9.0, 0.0, 9.0, 100.0, 9.0])  # the row without a forecast says nothing
-    c.learn(issued[..., 1], y, np.ones(6), np.array([False]), issued)
+    steps = np.concatenate([issued[..., 1:2], issued], axis=-1)  # the p50 as the mean
+    c.learn(steps.transpose(2, 0, 1, 3), y, np.ones(6), np.array([False]))
     moved = c.quantile_weights - before
     assert (moved[smooth] > 0).all()  # every truth of 9 above every quantile: all grow
     assert (moved[unclassified] < 0).all()  # truths of 0 below them: all shrink

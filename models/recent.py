@@ -71,6 +71,7 @@ class Recent(Columns):
         self.window = window
         self.peak_rule = replace(peak, span=min(max(peak.span, 1), window))
         self._memo: dict[int, np.ndarray] = {}
+        self._window: np.ndarray | None = None  # last(window), kept until the rows change
         # demand is a count: float32 holds it exactly up to 16 million a bucket
         self.column("slots", 0.0, (season,), np.float32)
         self.column("ring", 0.0, (window,), np.float32)
@@ -87,7 +88,7 @@ class Recent(Columns):
 
     def take(self, index: np.ndarray) -> None:
         super().take(index)
-        self._memo = {}
+        self._forget()
 
     def load(self, state: dict[str, np.ndarray]) -> None:
         """Continue from ``state()``; a state from before the peak starts it from the largest
@@ -95,7 +96,7 @@ class Recent(Columns):
         if "peak" not in state:
             state = {**state, "peak": self._peak_of(np.asarray(state["ring"]), state["count"])}
         super().load(state)
-        self._memo = {}
+        self._forget()
 
     def _peak_of(self, ring: np.ndarray, count: np.ndarray) -> np.ndarray:
         """The peak of a state from before it: the largest span of the values its ring keeps."""
@@ -108,9 +109,17 @@ class Recent(Columns):
         """Rows whose every slot has been through a bucket (seasonal naive's condition)."""
         return (self.age >= self.season) & (self.count >= self.season)
 
+    def _forget(self) -> None:
+        self._memo = {}
+        self._window = None
+
     def last(self, k: int) -> np.ndarray:
         """The ``k`` latest open values ``[n, k]``, newest first, NaN where fewer."""
-        return _latest(self.ring, self.count, k)
+        if k > self.window:
+            return _latest(self.ring, self.count, k)
+        if self._window is None:  # a close reads the last 7, 10 and 28: gathered once
+            self._window = _latest(self.ring, self.count, self.window)
+        return self._window[:, :k]
 
     def mean(self, k: int) -> np.ndarray:
         """Mean of the ``k`` latest open values; NaN for a row with none."""
@@ -125,7 +134,7 @@ class Recent(Columns):
 
     def update(self, bucket: int, is_open: bool, y: np.ndarray, price: np.ndarray) -> None:
         """Add a closed bucket (its demand only when the shop traded)."""
-        self._memo = {}
+        self._forget()
         known = self.full_season()
         self.age += 1
         if not is_open:

@@ -105,8 +105,11 @@ class Forecasts:
 
 
 def groups_of(series: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct parts of ``series`` before ``@`` (their SKUs), and each one's index."""
-    return np.unique([sku_of(name) for name in series], return_inverse=True)
+    """The distinct parts of ``series`` before ``@`` (their SKUs, as UTF-8 bytes), and each
+    one's index: a bank keeps them between closes, so bytes (a quarter of numpy's str) and
+    int32."""
+    skus, index = np.unique([sku_of(name).encode() for name in series], return_inverse=True)
+    return skus, index.astype(np.int32)
 
 
 class Bank:
@@ -144,7 +147,10 @@ class Bank:
         self.horizon = horizon
         self.recent = Recent(season, peak=peak)
         # a model with quantiles of its own needs only its errors' moments, not a band
-        self.bands = [Scored(horizon) if m.own_quantiles else Bands(horizon) for m in models]
+        self.bands = [
+            Scored(horizon) if getattr(m, "own_quantiles", False) else Bands(horizon)
+            for m in models
+        ]
         self.combination = Combination(len(models), horizon)
         # the combination's issued forecasts, and its errors' moments for safety stock
         self.published = Moments(horizon)
@@ -196,8 +202,8 @@ class Bank:
         return self._groups
 
     def offer(self, name: str, version: str, forecasts: np.ndarray) -> None:
-        """Hand the externally trained model ``name`` its forecasts for the next close: means
-        ``[n, horizon]``, or with its own quantiles ``[n, horizon, 4]``."""
+        """Hand the externally trained model ``name`` its forecasts for the next close: (mean,
+        p10, p50, p90) ``[n, horizon, 4]``."""
         model = self.models[self.names.index(name)]
         if not isinstance(model, Injected):
             raise TypeError(f"{name} learns in the bank; only injected models take offers")
@@ -265,6 +271,7 @@ class Bank:
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed
         m2, m3, known = self.published.moments()
         shares = weights.mean(axis=1)
+        self.recent.release()
         return Forecasts(steps, publishes, published, shares, m2, m3, known, self.recent.peak)
 
     def version(self, index: int) -> str:

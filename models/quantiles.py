@@ -258,8 +258,9 @@ class Bands(Scored):
         # (models.blockfloat), half the bytes of float32
         self.column("q", 0, (horizon, 3), np.int16)
         self.column("q_exp", EXP_MIN, (), np.int8)
-        self.column("spread", np.nan, (), np.float32)
-        self._q = np.zeros((0, horizon, 3), np.float32)  # unpacked during learn only
+        # a scale for the steps, so bfloat16 (within 0.4%) is plenty
+        self.column("spread", HALF_NAN, (), np.uint16)
+        self._q = self._unpacked(0)  # unpacked during learn only
 
     def quantiles(self) -> np.ndarray:
         """The running quantiles of the errors ``[n, horizon, 3]``."""
@@ -273,25 +274,31 @@ class Bands(Scored):
         self._q = self.quantiles()
         super().learn(points, y)
         self.q, self.q_exp = pack(self._q)
-        self._q = self._q[:0]
+        self._q = self._unpacked(0)  # not a view of it: a view keeps the whole array
+
+    def _unpacked(self, rows: int) -> np.ndarray:
+        return np.zeros((rows, self.horizon, 3), np.float32)
 
     def load(self, state: State) -> None:
-        """Continue from ``state()``; a snapshot from before the codes kept float32."""
+        """Continue from ``state()``; a snapshot from before the codes kept float32
+        quantiles and spreads."""
         if np.asarray(state["q"]).dtype.kind == "f":
             q, q_exp = pack(np.asarray(state["q"]))
             state = {**state, "q": q, "q_exp": q_exp}
+        if np.asarray(state["spread"]).dtype.kind == "f":
+            state = {**state, "spread": to_half(state["spread"])}
         super().load(state)
 
     def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
         q = self._q[at, h, :]
         dev = np.abs(e - q[:, 1])
-        spread = self.spread[at]
+        spread = from_half(self.spread[at])
         spread = np.where(np.isnan(spread), dev, spread)
         spread = spread + SPREAD_ALPHA * (dev - spread)
         step = RATE * np.fmax(spread, 0.05)  # fmax: a NaN spread (none yet) steps 0.05
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
         self._q[at, h, :] = np.where(first[:, None], e[:, None], moved)
-        self.spread[at] = spread
+        self.spread[at] = to_half(spread)
         super()._track(h, at, e, first)
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:

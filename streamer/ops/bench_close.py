@@ -175,6 +175,7 @@ def bank_bytes(banks: dict[int, Bank]) -> int:
     total = 0
     for bank in banks.values():
         total += sum(a.nbytes for a in bank.state().values())
+        total += sum(a.nbytes for a in bank.groups())  # kept between closes, like the state
         total += sum(sys.getsizeof(s) + 8 for s in bank.series)  # the names and their list
     return total
 

@@ -177,7 +177,7 @@ def _rollups(
     present, dense = np.unique(codes[rows], return_inverse=True)
     steps = combine(published, dense, len(present))
     counts = np.bincount(dense, minlength=len(present)).tolist()
-    keys = [series_key(str(sku), ALL_LOCATIONS) for sku in skus[present]]
+    keys = [series_key(sku.decode(), ALL_LOCATIONS) for sku in skus[present]]
     n = len(keys)
     _, values = forecast_values(
         keys, bucket, s.time.bucket_seconds, [ROLLUP] * n, [ROLLUP_VERSION] * n, steps, counts

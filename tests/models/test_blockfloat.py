@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.blockfloat import EXP_MIN, decode, pack
-from models.quantiles import Bands
+from models.quantiles import Bands, from_half
 
 
 def test_every_value_is_within_a_32768th_of_its_rows_largest() -> None:
@@ -32,6 +32,17 @@ def test_a_snapshot_of_float32_quantiles_loads_packed() -> None:
     state = bands.state()
     old = {k: v for k, v in state.items() if k != "q_exp"}
     old["q"] = np.array([[[-1.5, 0.0, 2.25], [0.0, 0.5, 4.0]], [[0.0] * 3] * 2], np.float32)
+    old["spread"] = np.array([0.75, np.nan], np.float32)
     bands.load(old)
     np.testing.assert_array_equal(bands.quantiles(), old["q"])
     assert bands.state()["q"].dtype == np.int16
+    assert from_half(bands.spread)[0] == 0.75 and np.isnan(from_half(bands.spread)[1])
+
+
+def test_edges_pack_to_the_nearest_code_and_never_wrap() -> None:
+    largest = np.float32(1023.99976)  # rounds up to 2**15 codes at its exponent
+    codes, exp = pack(np.array([[largest, 1.0]], np.float32))
+    assert abs(decode(codes, exp)[0, 0] - largest) <= 2.0 ** (int(exp[0]) - 1)
+    tiny, _ = pack(np.array([[1e-36, 0.0]]))  # below what int8 exponents reach: zeros
+    assert not tiny.any()
+    assert pack(np.zeros((0, 7, 3), np.float32))[0].shape == (0, 7, 3)  # an empty partition

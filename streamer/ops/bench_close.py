@@ -13,7 +13,7 @@ Written to ``OUT/bench.json`` under ``close`` (docs/benchmark.md):
 
 * ``us_per_series``: one whole close per series, averaged over the timed closes;
 * ``river_hw_us_per_series``, ``ratio_to_river_hw``;
-* ``worker_bytes_per_series``: the banks' arrays and row names, per series;
+* ``worker_bytes_per_series``: the banks' arrays, row names and SKU codes, per series;
 * ``redis_bytes_per_series``: Redis memory used per series (history, state, snapshots);
 * ``restore_seconds``: a fresh worker restoring every partition from its snapshot, and the
   longest the event loop was blocked meanwhile (``restore_max_block_ms``).

@@ -260,7 +260,8 @@ class Bands(Scored):
         self.column("q_exp", EXP_MIN, (), np.int8)
         # a scale for the steps, so bfloat16 (within 0.4%) is plenty
         self.column("spread", HALF_NAN, (), np.uint16)
-        self._q = self._unpacked(0)  # unpacked during learn only
+        self._idle = np.zeros((0, horizon, 3), np.float32)
+        self._q = self._idle  # unpacked during learn only
 
     def quantiles(self) -> np.ndarray:
         """The running quantiles of the errors ``[n, horizon, 3]``."""
@@ -274,10 +275,7 @@ class Bands(Scored):
         self._q = self.quantiles()
         super().learn(points, y)
         self.q, self.q_exp = pack(self._q)
-        self._q = self._unpacked(0)  # not a view of it: a view keeps the whole array
-
-    def _unpacked(self, rows: int) -> np.ndarray:
-        return np.zeros((rows, self.horizon, 3), np.float32)
+        self._q = self._idle  # not a view of it: a view keeps the whole array alive
 
     def load(self, state: State) -> None:
         """Continue from ``state()``; a snapshot from before the codes kept float32

@@ -120,7 +120,7 @@ class Recent(Columns):
         """The ``k`` latest open values ``[n, k]``, newest first, NaN where fewer."""
         if k > self.window:
             return _latest(self.ring, self.count, k)
-        if self._window is None:  # a close reads the last 7, 10 and 28: gathered once
+        if self._window is None:  # a close's learn and forecast read the last 10 and 28
             self._window = _latest(self.ring, self.count, self.window)
         return self._window[:, :k]
 

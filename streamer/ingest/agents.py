@@ -26,30 +26,13 @@ from streamer.features.store import FeatureStore
 from streamer.ingest.retry import REDIS_DOWN, fatal, halt, retrying
 from streamer.pipeline.batch import BatchResult, Pipeline, Record
 from streamer.pipeline.offsets import RedisBehind
-from streamer.publish.messages import Output
 
-__all__ = ["Agents", "hold_back", "producer_delivery"]
+__all__ = ["Agents", "hold_back"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SNAPSHOT_ON_REVOKE_SECONDS = 10.0
-
-
-def producer_delivery(app: faust.App) -> Callable[[list[Output]], Awaitable[None]]:
-    """A pipeline's ``deliver``: send and wait for the broker's acknowledgement of every message.
-
-    Straight to the app's producer: outputs are already bytes, and Faust's per-message
-    Topic.send layer cost a tenth of the worker's time at bucket close. Partitioning is the
-    same (murmur2 of the key).
-    """
-
-    async def deliver(batch: list[Output]) -> None:
-        producer = app.producer
-        pending = [await producer.send(o.topic, o.key, o.value, None, None, None) for o in batch]
-        await asyncio.gather(*pending)
-
-    return deliver
 
 
 class Agents:

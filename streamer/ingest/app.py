@@ -18,9 +18,10 @@ from streamer.config.settings import Settings
 from streamer.features.connect import worker_client
 from streamer.features.store import FeatureStore
 from streamer.ingest import web
-from streamer.ingest.agents import Agents, producer_delivery
+from streamer.ingest.agents import Agents
 from streamer.pipeline import offsets
 from streamer.pipeline.batch import Pipeline
+from streamer.publish.sink import KafkaSink
 
 __all__ = [
     "broker_urls",
@@ -139,14 +140,14 @@ def tune_gc() -> None:
 
 def compose(app: faust.App, settings: Settings) -> Agents:
     """The worker's parts, built and connected: the feature store, the pipeline that sends
-    through the app's producer and reads committed offsets from Kafka, the HTTP endpoints and
-    the agents."""
+    through its own librdkafka producer and reads committed offsets from Kafka, the HTTP
+    endpoints and the agents."""
     store = FeatureStore.of(worker_client(settings), settings)
 
     async def committed(partition: int) -> dict[str, int]:
         return await asyncio.to_thread(offsets.committed, settings, [partition])
 
-    pipeline = Pipeline(settings, store, producer_delivery(app), committed)
+    pipeline = Pipeline(settings, store, KafkaSink(settings), committed)
     web.register(app, settings, store.r)
     agents = Agents(app, settings, pipeline, store)
     agents.connect()

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import redis.asyncio as aioredis
-from confluent_kafka import Producer
 from river import time_series
 from tqdm import tqdm
 
@@ -47,12 +46,12 @@ from streamer.ops.backtest import isolated
 from streamer.ops.embedded import embedded_services
 from streamer.pipeline.batch import BatchResult, Pipeline
 from streamer.publish.messages import Output
+from streamer.publish.sink import KafkaSink
 
 __all__ = [
     "CHUNK",
     "START",
     "CloseBench",
-    "KafkaSink",
     "bank_bytes",
     "partition_of",
     "river_reference",
@@ -131,26 +130,6 @@ async def _load(r: aioredis.Redis, names: list[str], demand: np.ndarray, parts: 
     await pipe.execute()
 
 
-class KafkaSink:
-    """Outputs produced to Kafka; a close returns once the broker acknowledged them all."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "linger.ms": 5,
-                "queue.buffering.max.messages": 2_000_000,
-            }
-        )
-        self.sent = 0
-
-    async def __call__(self, outs: list[Output]) -> None:
-        for o in outs:
-            self.producer.produce(o.topic, o.value, o.key)
-        self.sent += len(outs)
-        await asyncio.to_thread(self.producer.flush)
-
-
 def river_reference(demand: np.ndarray, warmup: int, closes: int) -> float:
     """Microseconds per series and close of river's HoltWinters: learn_one + forecast(7).
 
@@ -223,7 +202,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     client = worker_client(settings)
     empty = int((await client.info("memory"))["used_memory"])
     await _load(client, names, demand, bench.partitions)
-    sink = KafkaSink(settings.kafka.bootstrap_servers)
+    sink = KafkaSink(settings)
     pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
     result = BatchResult()
     timed = 0.0
@@ -265,7 +244,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         "redis_bytes_per_series": round(used / bench.series, 1),
         "restore_seconds": round(restore, 3),
         "restore_max_block_ms": round(blocked, 1),
-        "outputs_acknowledged": sink.sent,
+        "outputs_acknowledged": sink.delivered,
         "forecasts": result.forecasts,
         "alerts": result.alerts,
     }

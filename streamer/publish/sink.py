@@ -1,0 +1,113 @@
+"""Where a pipeline's outputs go: a librdkafka producer that returns once the broker holds them.
+
+The worker used to send through Faust's aiokafka producer, one awaited ``send`` per message:
+its Python path (accumulator, partitioner, futures) took a sixth of the worker's time over a
+full-year replay (py-spy, docs/benchmark.md), more than the bank's learning. librdkafka
+batches and acknowledges in C; the worker's thread only hands it the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from streamer.config.settings import Settings
+from streamer.publish.messages import Output
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message, Producer
+
+__all__ = ["DeliveryFailed", "KafkaSink", "producer_config"]
+
+# how long librdkafka keeps retrying one message before it reports the message failed
+DELIVERY_TIMEOUT_MS = 120_000
+
+
+class DeliveryFailed(RuntimeError):
+    """Outputs the broker never acknowledged. The worker stops on it and starts again from its
+    last committed input, which sends the same outputs (same ids) again."""
+
+
+def producer_config(settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -> dict[str, object]:
+    """The producer's settings: keys land on the partitions Java clients and Faust pick
+    (murmur2), and a retried batch is never written twice (idempotence, acks from all
+    in-sync replicas)."""
+    return {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        # a close of a large partition hands over all its messages at once
+        "queue.buffering.max.messages": 2_000_000,
+        "message.max.bytes": max(1_048_576, 4 * settings.kafka.max_message_bytes),
+        "message.timeout.ms": timeout_ms,
+        **settings.kafka.security.confluent(),
+    }
+
+
+class _Acks:
+    """The delivery reports of one batch: librdkafka serves them on whichever thread polls."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.errors: list[KafkaError] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if n == 0:
+            self.done.set()
+
+    def report(self, err: KafkaError | None, _msg: Message) -> None:
+        with self._lock:
+            if err is not None:
+                self.errors.append(err)
+            self.left -= 1
+            if self.left == 0:
+                self.done.set()
+
+
+class KafkaSink:
+    """A pipeline's ``deliver``: sends a batch of outputs and returns once the broker
+    acknowledged every one; raises ``DeliveryFailed`` if any was not. Batches of different
+    partitions may be in flight at once; each waits for its own acknowledgements only.
+
+    All of it runs in a worker thread, so a close of many series never holds the event loop.
+    """
+
+    def __init__(self, settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
+        from confluent_kafka import Producer
+
+        self._producer: Producer = Producer(producer_config(settings, timeout_ms))
+        self._timeout = timeout_ms / 1000
+        self.delivered = 0
+
+    async def __call__(self, outs: Sequence[Output]) -> None:
+        await asyncio.to_thread(self._send, outs)
+        self.delivered += len(outs)
+
+    def _send(self, outs: Sequence[Output]) -> None:
+        acks = _Acks(len(outs))
+        for o in outs:
+            self._produce(o, acks)
+        while not acks.done.is_set():
+            self._producer.poll(0.05)
+        if acks.errors:
+            raise DeliveryFailed(
+                f"{len(acks.errors)} of {len(outs)} outputs were not acknowledged within "
+                f"{self._timeout:g}s, first: {acks.errors[0]}; check that the "
+                "brokers in KAFKA_BOOTSTRAP_SERVERS are up and the output topics exist"
+            )
+
+    def _produce(self, o: Output, acks: _Acks) -> None:
+        while True:
+            try:
+                self._producer.produce(o.topic, o.value, o.key, on_delivery=acks.report)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self._producer.poll(0.1)
+
+    def close(self) -> None:
+        """Wait for anything still queued (nothing is, between batches)."""
+        self._producer.flush(self._timeout)

@@ -207,6 +207,7 @@ class Pipeline:
             self._settled, self._snapshot_bucket, self.generation, self._delivered,
         ):  # fmt: skip
             table.pop(p, None)
+        self.lstm.windows.forget(p)
 
     def _fenced(self, exc: Fenced) -> None:
         """Another worker owns the partition now: drop it, once, loudly. An owner generation
@@ -455,6 +456,8 @@ class Pipeline:
             if status == Status.APPLIED:
                 late = isinstance(ev, OrderEvent) and closed is not None and effect.bucket <= closed
                 metrics.EVENTS.labels(topic, "late" if late else "applied").inc()
+                if late:  # it changed a closed bucket the LSTM's kept window holds
+                    self.lstm.windows.forget(p)
             elif status == Status.OFFSET_REGRESSION:
                 self._offset_regression(p, effect.offsets_field)
             else:

@@ -7,7 +7,8 @@ all its series. A champion that cannot be loaded (corrupt, incompatible) is refu
 error line naming the file, and the previous version keeps serving.
 
 The batch: the last ``seq_len`` buckets of every series of the partition from the bounded
-histories in Redis (one pipelined read), one forward pass in a worker thread so the event loop
+histories in Redis (one pipelined read of the buckets since the last close,
+``streamer.serving.window``), one forward pass in a worker thread so the event loop
 keeps running, and its quantiles offered to the partition's bank as the ``lstm`` model, with a
 mean read off them by Swanson's rule (0.3 p10 + 0.4 p50 + 0.3 p90): it is trained for
 quantiles, and demand is skewed, so its median alone would understate the mean that reorder
@@ -29,6 +30,7 @@ from models.lstm.registry import CheckpointError, Registry
 from streamer import metrics
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.features.store import FeatureStore
+from streamer.serving.window import WindowCache
 
 __all__ = [
     "QUANTILES",
@@ -82,6 +84,7 @@ class LSTMServing:
         self.calendar = calendar
         self.serving: tuple[int, GlobalModel] | None = None
         self._refused: int | None = None
+        self.windows = WindowCache()
         torch.set_num_threads(threads)  # Settings.torch_threads
 
     def champion(self) -> tuple[int, GlobalModel] | None:
@@ -141,7 +144,10 @@ class LSTMServing:
             return None
         version, model = champion
         span = window_of(model, ahead.bucket)
-        window = await store.read_window(partition, series, span, signals=model.cfg.signals)
+        if model.cfg.signals:  # read whole: the signals' hashes are not kept between closes
+            window = await store.read_window(partition, series, span, signals=True)
+        else:
+            window = await self.windows.read(store, partition, series, span)
         flags = {**window.closed, **closed}
         steps = await asyncio.to_thread(
             self.steps, model, series, window.demand, window.revenue, flags, span, ahead,

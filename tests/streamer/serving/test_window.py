@@ -7,12 +7,15 @@ import asyncio
 import random
 
 import numpy as np
+import pytest
 
 from streamer.config.settings import Settings
 from streamer.features.connect import worker_client
 from streamer.features.keys import bucket_key, part_key
 from streamer.features.store import FeatureStore, Window
 from streamer.serving.window import WindowCache
+
+pytestmark = pytest.mark.cluster  # the kept window reads a Redis Cluster the same way
 
 SEQ = 7
 NAMES = [f"S{i}@UK" for i in range(30)]

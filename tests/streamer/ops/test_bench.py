@@ -112,6 +112,19 @@ def test_the_bank_benchmark_times_the_bank_against_river_and_sums_its_forecasts(
     assert result["checksum"] > 0  # the sample's series sell: the bank forecasts demand
 
 
+def test_the_window_benchmark_reads_both_ways_and_checks_they_agree(tmp_path: Path) -> None:
+    """scripts/bench_window.py, run as a user runs it, on a small partition (it fails if the
+    kept window read differently from a whole read)."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_window.py"), "--series", "60",
+         "--traded", "9", "--out", str(tmp_path), "--no-progress"],
+        check=True, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "bench_window.json").read_text())
+    assert set(result) == {"whole_ms", "whole_cpu_ms", "kept_ms", "kept_cpu_ms"}
+    assert all(v > 0 for v in result.values())
+
+
 def test_the_accuracy_replay_publishes_what_the_worker_pipeline_publishes() -> None:
     """scripts/bench_accuracy.py --check-pipeline, run as a user runs it, on the whole shipped
     sample (183 days, 181 closes: closed Saturdays and the Christmas closure among them): its

@@ -43,6 +43,7 @@ def test_every_output_is_acknowledged_on_the_partition_faust_picked(
         await asyncio.gather(sink(first), sink(second))
 
     asyncio.run(both())
+    sink.close()
     assert sink.delivered == 3001
     got = read_all(kafka.bootstrap, 3001)
     assert sorted(v for _, _, v in got) == sorted(o.value for o in first + second)
@@ -54,7 +55,10 @@ def test_every_output_is_acknowledged_on_the_partition_faust_picked(
 def test_an_unreachable_broker_fails_the_batch_naming_the_fix() -> None:
     settings = Settings.of(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
     sink = KafkaSink(settings, timeout_ms=1500)
-    with pytest.raises(DeliveryFailed, match="KAFKA_BOOTSTRAP_SERVERS") as failed:
-        asyncio.run(sink([Output(TOPIC, b"k", b"v")] * 3))
+    try:
+        with pytest.raises(DeliveryFailed, match="KAFKA_BOOTSTRAP_SERVERS") as failed:
+            asyncio.run(sink([Output(TOPIC, b"k", b"v")] * 3))
+    finally:
+        sink.close()  # or its producer keeps dialling the closed port for the whole session
     assert "3 of 3 outputs" in str(failed.value)
     assert sink.delivered == 0

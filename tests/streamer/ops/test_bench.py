@@ -94,16 +94,22 @@ def test_a_small_bench_measures_every_phase_on_real_services(tmp_path: Path) -> 
     assert close["mean_seconds_all_partitions"] > close["mean_seconds_per_partition"] > 0
 
 
+def run_script(name: str, out: Path, *args: str) -> dict[str, float]:
+    """``scripts/NAME.py ARGS``, run as a user runs it; the JSON it saves in ``out``."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args, "--out", str(out),
+         "--no-progress"],
+        check=True, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads((out / f"{name}.json").read_text())
+    return result
+
+
 def test_the_bank_benchmark_times_the_bank_against_river_and_sums_its_forecasts(
     tmp_path: Path,
 ) -> None:
     """scripts/bench_bank.py, run as a user runs it, on a small partition."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_bank.py"), "--rows", "40",
-         "--closes", "2", "--out", str(tmp_path), "--no-progress"],
-        check=True, cwd=ROOT, capture_output=True,
-    )  # fmt: skip
-    result = json.loads((tmp_path / "bench_bank.json").read_text())
+    result = run_script("bench_bank", tmp_path, "--rows", "40", "--closes", "2")
     assert result["rows"] == 40 and result["timed_closes"] == 2
     assert result["us_per_series"] > 0 and result["river_hw_us_per_series"] > 0
     assert result["ratio_to_river_hw"] == pytest.approx(
@@ -115,12 +121,7 @@ def test_the_bank_benchmark_times_the_bank_against_river_and_sums_its_forecasts(
 def test_the_window_benchmark_reads_both_ways_and_checks_they_agree(tmp_path: Path) -> None:
     """scripts/bench_window.py, run as a user runs it, on a small partition (it fails if the
     kept window read differently from a whole read)."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_window.py"), "--series", "60",
-         "--traded", "9", "--out", str(tmp_path), "--no-progress"],
-        check=True, cwd=ROOT, capture_output=True,
-    )  # fmt: skip
-    result = json.loads((tmp_path / "bench_window.json").read_text())
+    result = run_script("bench_window", tmp_path, "--series", "60", "--traded", "9")
     assert set(result) == {"whole_ms", "whole_cpu_ms", "kept_ms", "kept_cpu_ms"}
     assert all(v > 0 for v in result.values())
 

@@ -9,7 +9,9 @@ batches and acknowledges in C; the worker's thread only hands it the bytes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,8 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryFailed", "KafkaSink", "producer_config"]
 
+log = logging.getLogger(__name__)
+
 # how long librdkafka keeps retrying one message before it reports the message failed
 DELIVERY_TIMEOUT_MS = 120_000
+# past the delivery timeout, how long a batch waits for reports that librdkafka owes it
+REPORT_GRACE = 30.0
 # outputs handed to the producer on the event loop itself: about a millisecond of its time
 INLINE = 1_000
 
@@ -52,9 +58,8 @@ def producer_config(settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -
 
 
 class _Acks:
-    """The delivery reports of one batch. librdkafka serves them on the sink's poller thread
-    (or on a producing thread waiting for queue space); the last one resolves ``done`` on the
-    event loop."""
+    """The delivery reports of one batch, served on the sink's poller thread; the last one
+    resolves ``done`` on the event loop."""
 
     def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.left = n
@@ -70,8 +75,12 @@ class _Acks:
             if err is not None:
                 self.errors.append(err)
             self.left -= 1
-            if self.left == 0:
-                self._loop.call_soon_threadsafe(self.done.set_result, None)
+            if self.left == 0 and not self._loop.is_closed():  # closed: nobody waits
+                self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.done.done():  # a cancelled batch (its partition's task) waits no more
+            self.done.set_result(None)
 
 
 class KafkaSink:
@@ -81,7 +90,7 @@ class KafkaSink:
 
     One thread polls the producer for every batch's reports. A large batch (a close) is
     handed to the producer from a worker thread, so it never holds the event loop; a small
-    one (a few alerts) inline, sparing the hop.
+    one (a few alerts) inline, sparing the hop, unless the producer's queue is full.
     """
 
     def __init__(self, settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
@@ -96,31 +105,44 @@ class KafkaSink:
 
     def _poll(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.1)  # returns as soon as it has served a report
+            try:
+                self._producer.poll(0.1)  # returns as soon as it has served a report
+            except Exception:  # a report's callback failed: the others must still be served
+                log.exception("serving the producer's delivery reports")
 
     async def __call__(self, outs: Sequence[Output]) -> None:
         acks = _Acks(len(outs), asyncio.get_running_loop())
-        if len(outs) > INLINE:
-            await asyncio.to_thread(self._produce, outs, acks)
-        else:
-            self._produce(outs, acks)
-        await acks.done
+        handed = 0 if len(outs) > INLINE else self._produce(outs, acks, wait=False)
+        if handed < len(outs):  # a close, or a full queue: never wait on the event loop
+            await asyncio.to_thread(self._produce, outs[handed:], acks, True)
+        try:
+            await asyncio.wait_for(acks.done, self._timeout + REPORT_GRACE)
+        except TimeoutError:
+            raise self._failed(acks.left, len(outs), "no delivery report came") from None
         if acks.errors:
-            raise DeliveryFailed(
-                f"{len(acks.errors)} of {len(outs)} outputs were not acknowledged within "
-                f"{self._timeout:g}s, first: {acks.errors[0]}; check that the brokers in "
-                "KAFKA_BOOTSTRAP_SERVERS are up and the output topics exist"
-            )
+            raise self._failed(len(acks.errors), len(outs), f"first: {acks.errors[0]}")
         self.delivered += len(outs)
 
-    def _produce(self, outs: Sequence[Output], acks: _Acks) -> None:
-        for o in outs:
+    def _failed(self, count: int, n: int, why: str) -> DeliveryFailed:
+        return DeliveryFailed(
+            f"{count} of {n} outputs were not acknowledged within {self._timeout:g}s ({why}); "
+            "check that the brokers in KAFKA_BOOTSTRAP_SERVERS are up and the output topics "
+            "exist"
+        )
+
+    def _produce(self, outs: Sequence[Output], acks: _Acks, wait: bool) -> int:
+        """Hand ``outs`` to the producer; how many it took: all of them, unless its queue is
+        full and ``wait`` is False."""
+        for i, o in enumerate(outs):
             while True:
                 try:
                     self._producer.produce(o.topic, o.value, o.key, on_delivery=acks.report)
                     break
-                except BufferError:  # the local queue is full: wait for deliveries to drain it
-                    self._producer.poll(0.1)
+                except BufferError:  # the local queue is full: the poller drains it
+                    if not wait:
+                        return i
+                    time.sleep(0.05)
+        return len(outs)
 
     def close(self) -> None:
         """Wait for anything still queued (nothing is, between batches), then stop polling."""

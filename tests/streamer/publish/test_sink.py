@@ -4,6 +4,7 @@ Faust's producer picked before it, and a clear error when the brokers never answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -62,3 +63,25 @@ def test_an_unreachable_broker_fails_the_batch_naming_the_fix() -> None:
         sink.close()  # or its producer keeps dialling the closed port for the whole session
     assert "3 of 3 outputs" in str(failed.value)
     assert sink.delivered == 0
+
+
+def test_a_cancelled_batch_is_no_error_and_the_next_one_delivers(kafka: MockKafkaCluster) -> None:
+    """A partition's task cancelled while its batch waits (a rebalance): the reports that
+    come later resolve nothing and log nothing, and the sink goes on."""
+    sink = KafkaSink(Settings.of(kafka_bootstrap_servers=kafka.bootstrap))
+    errors: list[dict[str, object]] = []
+
+    async def run() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        waiting = asyncio.create_task(sink([Output(TOPIC, b"c", b"x")] * 50))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await sink([Output(TOPIC, b"c", b"y")])
+        await asyncio.sleep(0.5)  # the cancelled batch's reports have come by now
+
+    asyncio.run(run())
+    sink.close()
+    assert errors == []
+    assert sink.delivered == 1

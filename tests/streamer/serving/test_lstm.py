@@ -134,3 +134,26 @@ def test_every_network_is_served_and_reads_the_signals_a_worker_keeps(
     assert seen and all(s is not None and s.shape[2] == len(SIGNALS) for s in seen)
     assert max(float(s[..., 0].max()) for s in seen) == 1.0  # one buyer a day per series
     h.close()
+
+
+def test_a_late_order_and_a_lost_partition_drop_the_kept_lstm_window(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window kept between closes (streamer/serving/window.py) holds closed buckets: an
+    order that lands in one, or another worker's writes while the partition was away, must
+    make the next close read it whole."""
+    registry = Registry(settings.models_path())
+    registry.promote(registry.save(model(1)))
+    h = Harness(settings)
+    h.feed(days(h, 0, 12))
+    windows = h.pipeline.lstm.windows
+    forgotten: list[int] = []
+    forget = windows.forget
+    monkeypatch.setattr(windows, "forget", lambda p: (forgotten.append(p), forget(p)))
+    h.feed([h.record(order("UK-on-time", at(12), 2))])
+    assert forgotten == []  # an order of the open bucket changes no kept bucket
+    h.feed([h.record(order("UK-late", at(5), 3))])  # day 5 closed days ago
+    assert forgotten == [0]
+    h.pipeline.revoke([0])
+    h.feed([h.record(order("UK-after", at(13), 2))])  # the next batch drops what it lost
+    assert forgotten == [0, 0]

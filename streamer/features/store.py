@@ -9,8 +9,10 @@ so on a Redis Cluster each call runs on one node."""
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -45,6 +47,7 @@ from streamer.features.keys import (
     part_series_key,
     series_key,
 )
+from streamer.features.states import KeptStates, StateColumns
 
 __all__ = [
     "MOVES_WINDOW_MS",
@@ -218,7 +221,7 @@ class FeatureStore:
         self._snapshot = client.register_script(_lua("snapshot", "fence"))
         # sent whole: they run inside a transaction or a pipeline, where no NOSCRIPT is retried
         self._close = _lua("close", "fence", "scheme")
-        self._read_close = _lua("read_close", "scheme")
+        self._read_close = _lua("read_close", "fence", "scheme")
 
     @classmethod
     def of(cls, client: aioredis.Redis, settings: Settings) -> FeatureStore:
@@ -240,15 +243,11 @@ class FeatureStore:
         self, script: AsyncScript, partition: int, generation: int, keys: list[str], args: list
     ) -> object:
         metrics.REDIS_ROUNDTRIPS.inc()
-        try:
+        with _fencing(partition):
             return await script(
                 keys=[part_key(partition, "owner"), *keys],
                 args=[_scheme(partition), generation, *args],
             )
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise Fenced(partition, str(exc)) from None
-            raise
 
     async def apply(
         self,
@@ -265,7 +264,17 @@ class FeatureStore:
         first ``delivered`` alerts of its outbox were sent and leave it."""
         keys = [
             part_key(partition, k)
-            for k in ("offsets", "stats", "clock", "pending", "series", "orders", "rop", "outbox")
+            for k in (
+                "offsets",
+                "stats",
+                "clock",
+                "pending",
+                "series",
+                "orders",
+                "rop",
+                "outbox",
+                "touched",
+            )
         ]
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
@@ -296,26 +305,41 @@ class FeatureStore:
         )
 
     async def read_close(
-        self, partition: int, since_bucket: int, bucket: int, lookback: int
+        self,
+        partition: int,
+        generation: int,
+        since_bucket: int,
+        bucket: int,
+        lookback: int,
+        kept: KeptStates | None = None,
     ) -> PartitionClose:
         """Partition ``partition``'s series seen at or after ``since_bucket`` and what a close
-        of ``bucket`` reads of them: one pipelined round trip, and for a partition of more than
-        ``STATES_PER_CALL`` series a script call per that many after it. Each series' state
-        is read in one command: a stock change applied between two calls (live, an idle
-        partition's close runs beside the batches) counts for a series before or after the
-        close, as one applied between a close's read and its write always could."""
+        of ``bucket`` reads of them: one pipelined round trip, and for the states of more than
+        ``STATES_PER_CALL`` series a script call per that many after it. With ``kept``, the
+        states of only the series touched since its last read, and of those it does not keep
+        (streamer/features/states.py). Each series' state is read in one command: a stock
+        change applied between two calls (live, an idle partition's close runs beside the
+        batches) counts for a series before or after the close, as one applied between a
+        close's read and its write always could. Fenced: the read empties the partition's
+        touched set."""
+        states, whole_at = kept.take(partition) if kept is not None else (None, 0.0)
         past = [str(j) for j in range(bucket - lookback, bucket)]
         pipe = self.r.pipeline(transaction=False)
-        self._states(pipe, partition, "since", since_bucket, STATES_PER_CALL)
+        wanted = "all" if states is None else "touched"
+        self._states(pipe, partition, generation, "since", since_bucket, STATES_PER_CALL, wanted)
         pipe.hgetall(bucket_key(partition, "demand", bucket))
         pipe.hgetall(bucket_key(partition, "revenue", bucket))
         pipe.hget(part_key(partition, "orders"), str(bucket))
         pipe.hmget(part_key(partition, "closed"), past or ["-"])
         pipe.hmget(part_key(partition, "clock"), ["lstm_bucket", "lstm_version"])
-        metrics.REDIS_ROUNDTRIPS.inc()
-        first, demand, revenue, orders, flags, lstm = await pipe.execute()
-        names, cols = await self._read_states(partition, orjson.loads(first))
-        index = pd.Index(names)
+        first, demand, revenue, orders, flags, lstm = await _executed(pipe, partition)
+        first = orjson.loads(first)
+        names = first["names"] or []  # cjson writes an empty array as {}
+        fresh = await self._read_states(partition, generation, names, first, states)
+        states = fresh.over(states, names)
+        if kept is not None:
+            kept.keep(partition, states, whole_at)
+        index = states.names
 
         def by_series(values: dict[bytes, bytes]) -> np.ndarray:
             out = np.zeros(len(names))
@@ -325,49 +349,58 @@ class FeatureStore:
                 out[rows[rows >= 0]] = numbers[rows >= 0]
             return out
 
-        def column(name: str, missing: float) -> np.ndarray:
-            return np.array([missing if v is False else float(v) for v in cols[name]], np.float64)
-
-        raised = np.array([v == "raised" for v in cols["alert"]], bool)
         return PartitionClose(
             names,
-            column("first", np.nan),
+            states.first,
             by_series(demand),
             by_series(revenue),
-            column("lead", np.nan),
-            column("on_hand", 0.0).astype(np.int64),
-            np.array([v == "1" for v in cols["known"]], bool),
-            raised,
-            column("seq", 0.0).astype(np.int64),
-            await self._raised_rops(partition, names, raised),
-            column("on_order", 0.0).astype(np.int64),
-            column("pack", 0.0).astype(np.int64),
+            states.lead,
+            states.on_hand,
+            states.known,
+            states.raised,
+            states.seq,
+            await self._raised_rops(partition, names, states.raised),
+            states.on_order,
+            states.pack,
             int(orders or 0),
             {int(b): v == b"1" for b, v in zip(past, flags, strict=False) if v is not None},
             int(lstm[1]) if as_text(lstm[0]) == str(bucket) else None,
         )
 
-    def _states(self, pipe: aioredis.client.Pipeline, partition: int, *args: object) -> None:
+    def _states(
+        self, pipe: aioredis.client.Pipeline, partition: int, generation: int, *args: object
+    ) -> None:
         """Queue a call of read_close.lua."""
-        pipe.eval(self._read_close, 1, part_series_key(partition), _scheme(partition), *args)
+        keys = [part_key(partition, k) for k in ("owner", "series", "touched")]
+        pipe.eval(self._read_close, len(keys), *keys, _scheme(partition), generation, *args)
 
-    async def _read_states(self, partition: int, first: dict) -> tuple[list[str], dict[str, list]]:
-        """The series and state columns of read_close.lua's ``first`` reply, and of a call per
-        ``STATES_PER_CALL`` series where it had too many to read them itself."""
-        names = first["names"] or []  # cjson writes an empty array as {}
-        replies = [first]
-        if "cols" not in first:  # too many series for one call
-            replies = []
-            for lo in range(0, len(names), STATES_PER_CALL):
-                pipe = self.r.pipeline(transaction=False)
-                self._states(pipe, partition, "series", *names[lo : lo + STATES_PER_CALL])
-                metrics.REDIS_ROUNDTRIPS.inc()
-                replies.append(orjson.loads((await pipe.execute())[0]))
+    async def _read_states(
+        self,
+        partition: int,
+        generation: int,
+        names: list[str],
+        first: dict,
+        kept: StateColumns | None,
+    ) -> StateColumns:
+        """The states read_close.lua's ``first`` reply holds, or else those of the touched
+        series and of any not ``kept``, read in a call per ``STATES_PER_CALL`` series."""
+        if "cols" in first:
+            return StateColumns.parse(names, first["cols"])
+        if kept is None:
+            wanted = names
+        else:
+            touched = pd.Index(first["touched"] or [], dtype=object)
+            index = pd.Index(names, dtype=object)
+            again = index.isin(touched) | (kept.names.get_indexer(index) < 0)
+            wanted = index[again].tolist()
         cols: dict[str, list] = defaultdict(list)
-        for reply in replies:
+        for lo in range(0, len(wanted), STATES_PER_CALL):
+            pipe = self.r.pipeline(transaction=False)
+            self._states(pipe, partition, generation, "series", *wanted[lo : lo + STATES_PER_CALL])
+            reply = orjson.loads((await _executed(pipe, partition))[0])
             for k, v in reply["cols"].items():
                 cols[k].extend(v or [])
-        return names, cols
+        return StateColumns.parse(wanted, cols)
 
     async def _raised_rops(
         self, partition: int, names: list[str], raised: np.ndarray
@@ -632,6 +665,9 @@ def _record_alerts(pipe: aioredis.client.Pipeline, partition: int, alerts: Seque
         )  # fmt: skip
         rops[a["series"]] = a["rop"]
     _queue_per_series(pipe, partition, {"rop": (list(rops), list(rops.values()))})
+    names = list(rops)  # their states changed: a worker that keeps states reads them again
+    for lo in range(0, len(names), PAIRS_PER_COMMAND):
+        pipe.sadd(part_key(partition, "touched"), *names[lo : lo + PAIRS_PER_COMMAND])
     for lo in range(0, len(alerts), PAIRS_PER_COMMAND):
         pipe.rpush(part_key(partition, "outbox"), *alerts[lo : lo + PAIRS_PER_COMMAND])
 
@@ -658,6 +694,26 @@ def _summed(client: redis.Redis, first: str | None, what: str, partitions: int) 
             name = as_text(k)
             total[name] = total.get(name, 0.0) + float(v)
     return total
+
+
+@contextmanager
+def _fencing(partition: int) -> Iterator[None]:
+    """A script's refusal of a caller that no longer owns ``partition``, as ``Fenced``."""
+    try:
+        yield
+    except ResponseError as exc:
+        # a pipeline's error names the command before the script's own words
+        refused = re.search(r"FENCED [\w ]*", str(exc))
+        if refused:
+            raise Fenced(partition, refused.group()) from None
+        raise
+
+
+async def _executed(pipe: aioredis.client.Pipeline, partition: int) -> list:
+    """The replies of ``pipe``, whose scripts are fenced."""
+    metrics.REDIS_ROUNDTRIPS.inc()
+    with _fencing(partition):
+        return await pipe.execute()
 
 
 @cache

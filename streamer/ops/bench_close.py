@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 START = 15_000  # 2011-01-24, a Monday: the first bucket of history
+RowT = TypeVar("RowT", int, np.ndarray)
 CHUNK = 5_000  # series per Redis pipeline while loading
 
 
@@ -100,7 +102,9 @@ def synthetic(n: int, days: int, seed: int) -> np.ndarray:
     return np.round(demand * keep * rng.uniform(0.5, 2.0, n)[:, None])
 
 
-def partition_of(row: int, partitions: int) -> int:
+def partition_of(row: RowT, partitions: int) -> RowT:
+    """The partition of series ``row`` (or of each of an array of rows): a SKU's four
+    locations share one."""
     return (row // 4) % partitions
 
 
@@ -127,6 +131,19 @@ async def _load(r: aioredis.Redis, names: list[str], demand: np.ndarray, parts: 
     pipe = r.pipeline(transaction=False)
     for p in range(parts):
         pipe.hset(part_key(p, "orders"), mapping=dict.fromkeys(buckets, 1))
+    await pipe.execute()
+
+
+async def _touch(r: aioredis.Redis, names: list[str], sold: np.ndarray, parts: int) -> None:
+    """List the series that sold in a bucket as touched, as the apply script would have: the
+    close reads their states again (streamer/features/states.py)."""
+    pipe = r.pipeline(transaction=False)
+    rows = np.flatnonzero(sold > 0)
+    owners = partition_of(rows, parts)
+    for p in range(parts):
+        mine = [names[i] for i in rows[owners == p]]
+        for lo in range(0, len(mine), CHUNK):
+            pipe.sadd(part_key(p, "touched"), *mine[lo : lo + CHUNK])
     await pipe.execute()
 
 
@@ -213,6 +230,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         b = START + d
         for p in range(bench.partitions):
             pipeline.max_ts[p] = bucket_start(b + 1, DAY_SECONDS) + 3_600
+        await _touch(client, names, demand[:, d], bench.partitions)
         started = time.perf_counter()
         await pipeline.close_through(dict.fromkeys(range(bench.partitions), b), result)
         if d >= bench.warmup:
@@ -223,7 +241,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     used = int((await client.info("memory"))["used_memory"]) - empty
     worker = bank_bytes(pipeline.banks)
     through = START + days - 1
-    owners = np.array([partition_of(i, bench.partitions) for i in range(bench.series)])
+    owners = partition_of(np.arange(bench.series), bench.partitions)
     parts = []
     for p in range(bench.partitions):
         mine = [names[i] for i in np.flatnonzero(owners == p)]

@@ -48,6 +48,7 @@ from streamer.config.settings import Settings
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start, iso, last_closable
 from streamer.features.codec import AlertRecord, EventKind, Status, StockEffect
 from streamer.features.keys import part_key
+from streamer.features.states import KeptStates
 from streamer.features.store import FeatureStore, Fenced, PartitionClose, Window
 from streamer.pipeline.close import Computed, Decision, close_of, compute, learn_and_forecast
 from streamer.pipeline.offsets import RedisBehind, gaps
@@ -130,6 +131,7 @@ class Pipeline:
         history, active = settings.models.history_buckets, settings.models.active_buckets
         self._snapshot_every = max(min(history // 2, history - active), 1)
         self.evaluation = Prequential()  # this process's share, for the gauges
+        self.states = KeptStates()  # each partition's series states, read again when touched
         self._settled: dict[int, Settled] = {}  # each partition's latest learn
         # per partition, held by a close and by a revoke's snapshot: the close runs its
         # arrays in a thread, and a snapshot of a bank half-way through a learn would be
@@ -208,6 +210,7 @@ class Pipeline:
         ):  # fmt: skip
             table.pop(p, None)
         self.lstm.windows.forget(p)
+        self.states.forget(p)
 
     def _fenced(self, exc: Fenced) -> None:
         """Another worker owns the partition now: drop it, once, loudly. An owner generation
@@ -659,7 +662,12 @@ class Pipeline:
         """The active series of partition ``p`` at ``b`` (first bucket no later than it), and
         what the close of ``b`` reads of them."""
         data = await self.store.read_close(
-            p, b - self.s.models.active_buckets + 1, b, 2 * self.calendar.season
+            p,
+            self.generation[p],
+            b - self.s.models.active_buckets + 1,
+            b,
+            2 * self.calendar.season,
+            self.states,
         )
         return data.rows(data.first <= b)
 

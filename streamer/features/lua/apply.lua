@@ -1,6 +1,7 @@
 -- The events of one segment of a partition, applied atomically (streamer/features/store.py: apply).
 -- KEYS: owner, offsets, stats, clock, pending, active series, order counts, reorder points,
--- alert outbox. ARGV: key scheme and wire format (scheme.lua), generation, dedupe ttl, moves
+-- alert outbox, touched series (each series whose state an event may change is added: a close
+-- reads again only those, streamer/features/states.py). ARGV: key scheme and wire format (scheme.lua), generation, dedupe ttl, moves
 -- window (ms), series ttl, alert hysteresis, how many alerts at the head of the outbox were
 -- delivered, the events as one JSON array of event records [kind, series, event_id, bucket,
 -- ts_ms, quantity, unit_price, offsets_field, offset, lead_time_days, moves_clock, po_id,
@@ -10,7 +11,7 @@
 -- after it ('' for a stale snapshot or an offset regression), the outbox: alerts not yet
 -- known delivered, each a JSON outbox record [series, status, seq, on_hand, rop, ts_ms,
 -- on_order, pack_size]}. Records and enums: streamer/features/codec.py.
-local offsets, stats, clock_key, pending, active, orders, rops, outbox = unpack(KEYS, 2)
+local offsets, stats, clock_key, pending, active, orders, rops, outbox, touched = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local hysteresis, keep_signals = tonumber(ARGV[6]), ARGV[11] == '1'
 -- the alerts the previous call returned were delivered: they leave the outbox
@@ -141,6 +142,7 @@ local function advance(ts)
     local s, qty, kind = d[P.series], d[P.quantity], d[P.kind] or KIND.delta
     local at = tonumber(due[j + 1])
     restock(s, d[P.event_id], kind, qty, d[P.po_id], at)
+    redis.call('SADD', touched, s)
     for _, h in ipairs(keys.stock) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
     walk(s, at, kind == KIND.purchase_order and qty > 0)
   end
@@ -255,6 +257,7 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
     redis.call('EXPIRE', ids, ttl)
     local st = series_key(s, 'state')
     status = STATUS.applied
+    redis.call('SADD', touched, s)
     if kind == KIND.order then
       order(s, bucket, qty, price, e[E.customer_id], e[E.promo])
       if e[E.moves_clock] then

@@ -169,6 +169,25 @@ def test_outputs_do_not_depend_on_how_many_series_a_close_reads_a_call(
     assert alerts(whole) and len({f["sku"] for _, f in whole if "sku" in f}) == 5
 
 
+def test_a_lost_partition_reads_its_series_states_whole_when_it_comes_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another owner may have taken the touched set meanwhile: what this worker kept is stale
+    h = Harness(settings)
+    h.feed(daily_orders(h, 4))
+    states = h.pipeline.states
+    forgotten: list[int] = []
+    forget = states.forget
+    monkeypatch.setattr(states, "forget", lambda p: (forgotten.append(p), forget(p)))
+    assert states.take(0)[0] is not None  # kept since the first close
+    h.feed(daily_orders(h, 6)[4:])
+    assert forgotten == []
+    h.pipeline.revoke([0])
+    h.pipeline.assign([0])
+    h.feed([h.record(order("A1-after", at(6), 2))])
+    assert forgotten == [0]
+
+
 def test_alerts_are_raised_and_cleared_once_per_state_change(settings: Settings) -> None:
     h = Harness(settings)
     burst = stocked_and_selling(h)

@@ -230,6 +230,8 @@ class TrainerSettings(Section):
     lstm_warm_epochs: int | None = setting("SHELFCAST_LSTM_WARM_EPOCHS", int, default=None, low=1)
     # the global models read the customer and promotion signals (models.signals)
     lstm_signals: bool | None = setting("SHELFCAST_LSTM_SIGNALS", bool, default=None)
+    # off: train in float32 on a CPU with native bfloat16 too
+    lstm_bfloat16: bool | None = setting("SHELFCAST_LSTM_BFLOAT16", bool, default=None)
     # ALL_WINDOWS ("all"): every eligible window
     lstm_windows_per_epoch: int | None = setting(
         "SHELFCAST_LSTM_WINDOWS_PER_EPOCH", int, default=None, low=1, words=(("all", ALL_WINDOWS),)

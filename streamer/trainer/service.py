@@ -70,7 +70,7 @@ SERIES_PER_PIPELINE = 1_000
 def lstm_config(settings: Settings) -> LSTMConfig:
     """``LSTMConfig`` with the settings' overrides (``SHELFCAST_LSTM_SEQ_LEN``, ``_HIDDEN``,
     ``_EPOCHS``, ``_WARM_EPOCHS``, ``_WINDOWS_PER_EPOCH``, ``all``: every eligible window
-    each epoch; ``_SIGNALS``); every other field keeps its default.
+    each epoch; ``_SIGNALS``, ``_BFLOAT16``); every other field keeps its default.
 
     >>> lstm_config(Settings.of(lstm_hidden=8, lstm_windows_per_epoch=ALL_WINDOWS)).hidden
     8
@@ -82,6 +82,7 @@ def lstm_config(settings: Settings) -> LSTMConfig:
         "warm_epochs": settings.trainer.lstm_warm_epochs,
         "windows_per_epoch": settings.trainer.lstm_windows_per_epoch,
         "signals": settings.trainer.lstm_signals,
+        "bfloat16": settings.trainer.lstm_bfloat16,
     }
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("windows_per_epoch") == ALL_WINDOWS:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.lstm import network
 from models.lstm.network import (
     GlobalLSTM,
     LSTMConfig,
@@ -55,14 +56,30 @@ def test_training_lowers_the_validation_loss(panel: Panel) -> None:
     assert after.naive_mae == before.naive_mae
 
 
-def test_training_on_cpu_is_repeatable(panel: Panel) -> None:
-    cfg = LSTMConfig(seq_len=28, hidden=4, epochs=1, windows_per_epoch=512, batch_size=128)
+@pytest.mark.parametrize("bfloat16", [True, False])
+def test_training_on_cpu_is_repeatable_in_either_precision(panel: Panel, bfloat16: bool) -> None:
+    cfg = LSTMConfig(
+        seq_len=28, hidden=4, epochs=1, windows_per_epoch=512, batch_size=128, bfloat16=bfloat16
+    )
     end = panel.last_bucket + 1 - cfg.validation
     a, b = GlobalLSTM(cfg), GlobalLSTM(cfg)
     losses = [train(m, panel, cfg, "cpu", end).epoch_loss for m in (a, b)]
     assert losses[0] == losses[1]
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+        assert x.dtype == torch.float32, name  # autocast computes in bfloat16, keeps float32
+
+
+def test_bfloat16_trains_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(network, "native_bfloat16", lambda native=native: native)
+        chosen = network.training_precision(cpu, bfloat16=True)
+        assert isinstance(chosen, torch.autocast) == native
+        assert not isinstance(network.training_precision(cpu, bfloat16=False), torch.autocast)
+    # a checkpoint from before the setting was trained in float32
+    old = {k: v for k, v in SMALL.to_dict().items() if k != "bfloat16"}
+    assert LSTMConfig.from_dict(old).bfloat16 is False
 
 
 def test_forecasts_are_ordered_non_negative_and_zero_when_closed(panel: Panel) -> None:

@@ -84,11 +84,17 @@ class Columns:
     def take(self, index: np.ndarray) -> None:
         """Rebuild the rows: row ``i`` becomes old row ``index[i]``, or a new row where -1."""
         new = index < 0
+        # one gather of every row, then the new rows filled: a close of a partition whose
+        # series changed rebuilds every array of the bank, and a masked scatter into a full
+        # array was twice the passes
+        source = np.where(new, 0, index)
         for name, (fill, shape, dtype) in self._columns.items():
             old = getattr(self, name)
-            out = np.full((len(index), *shape), fill, dtype)
-            if len(old):
-                out[~new] = old[index[~new]]
+            if not len(old):
+                setattr(self, name, np.full((len(index), *shape), fill, dtype))
+                continue
+            out = old.take(source, axis=0).astype(dtype, copy=False)
+            out[new] = fill
             setattr(self, name, out)
 
     def state(self) -> State:

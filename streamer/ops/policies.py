@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -355,17 +357,27 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
 
     forecasts_of = {"shelfcast": published(forecasts), "seasonal_naive": seasonal_naive(panel)}
     levels = sorted({*SERVICE_LEVELS, setup.service_level})
-    at = {(name, level): rule(f, level) for name, f in forecasts_of.items() for level in levels}
+    # every simulation is independent of the others: keys name them
+    jobs: dict[object, Callable[[], Outcome]] = {
+        (name, level, review): partial(rule, f, level)
+        for name, f in forecasts_of.items() for level in levels
+    }  # fmt: skip
+    naive, chosen = forecasts_of["seasonal_naive"], setup.service_level
+    for days in SEASONAL_NAIVE_REVIEWS:
+        jobs.setdefault(("seasonal_naive", chosen, days), partial(rule, naive, chosen, days))
+    jobs["min_max"] = partial(_min_max, panel, lead, 1.0)
+    foresight = perfect_foresight(panel, lead, review)
+    jobs["perfect_foresight"] = partial(simulate, panel, foresight, lead)
+    for f in MIN_MAX_SCALES:
+        jobs[("min_max", f)] = partial(_min_max, panel, lead, f)
+    done = _run_all(jobs)
+    at = {(name, level): done[(name, level, review)] for name in forecasts_of for level in levels}
     outcomes = {name: at[(name, setup.service_level)] for name in forecasts_of}
-    outcomes["min_max"] = simulate(panel, min_max(panel), lead)
-    outcomes["perfect_foresight"] = simulate(panel, perfect_foresight(panel, lead, review), lead)
-    curve = [simulate(panel, min_max(panel, 7 * f, 21 * f), lead).pooled() for f in MIN_MAX_SCALES]
+    outcomes["min_max"] = done["min_max"]
+    outcomes["perfect_foresight"] = done["perfect_foresight"]
+    curve = [done[("min_max", f)].pooled() for f in MIN_MAX_SCALES]
+    sn_curve = [done[("seasonal_naive", chosen, days)].pooled() for days in SEASONAL_NAIVE_REVIEWS]
     tradeoff = []
-    sn_curve = [
-        at[("seasonal_naive", setup.service_level)].pooled() if days == review
-        else rule(seasonal_naive(panel), setup.service_level, days).pooled()
-        for days in SEASONAL_NAIVE_REVIEWS
-    ]  # fmt: skip
     for level in SERVICE_LEVELS:
         row = {name: at[(name, level)].pooled() for name in forecasts_of}
         row["min_max"] = outcomes["min_max"].pooled()
@@ -389,6 +401,21 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     for row in tradeoff:
         row["at_shelfcast_stock"] = references_at(summary, row["shelfcast"]["mean_on_hand_days"])
     return summary, outcomes
+
+
+def _min_max(panel: Panel, lead: int, scale: float) -> Outcome:
+    return simulate(panel, min_max(panel, 7 * scale, 21 * scale), lead)
+
+
+# simulations at once: numpy lets go of the interpreter lock inside each day's array
+# operations, so two share the 2 cores the replay has left (docs/benchmark.md)
+THREADS = 2
+
+
+def _run_all(jobs: Mapping[object, Callable[[], Outcome]]) -> dict[object, Outcome]:
+    """Each job's outcome, by its key, run ``THREADS`` at a time."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        return dict(zip(jobs, pool.map(lambda job: job(), jobs.values()), strict=True))
 
 
 # "at the same stock": a curve's end counts for a stock this close to it (relative)

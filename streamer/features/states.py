@@ -77,6 +77,10 @@ class StateColumns:
             count("pack"),
         )
 
+    def nbytes(self) -> int:
+        """The columns and the names' pointers (the names themselves are the bank's)."""
+        return 8 * len(self.names) + sum(getattr(self, f).nbytes for f in _FIELDS)
+
     def over(self, kept: StateColumns | None, names: Sequence[str]) -> StateColumns:
         """The state of ``names``: these rows where they have them, else ``kept``'s."""
         index = pd.Index(names, dtype=object)

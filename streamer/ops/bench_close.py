@@ -36,7 +36,6 @@ import redis.asyncio as aioredis
 from river import time_series
 from tqdm import tqdm
 
-from models.bank import Bank
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.eventtime.clock import DAY_SECONDS, bucket_start
@@ -53,12 +52,12 @@ __all__ = [
     "CHUNK",
     "START",
     "CloseBench",
-    "bank_bytes",
     "partition_of",
     "river_reference",
     "run_close_bench",
     "sample_demand",
     "synthetic",
+    "worker_bytes",
 ]
 
 START = 15_000  # 2011-01-24, a Monday: the first bucket of history
@@ -167,12 +166,20 @@ def river_reference(demand: np.ndarray, warmup: int, closes: int) -> float:
     return (time.perf_counter() - started) / (len(demand) * closes) * 1e6
 
 
-def bank_bytes(banks: dict[int, Bank]) -> int:
+def worker_bytes(pipeline: Pipeline) -> int:
+    """What the worker keeps of its series between closes: every bank array, the rows' names
+    and SKU codes, and the series states it keeps (their columns and another list of the
+    same names)."""
     total = 0
-    for bank in banks.values():
+    for bank in pipeline.banks.values():
         total += sum(a.nbytes for a in bank.state().values())
         total += sum(a.nbytes for a in bank.groups())  # kept between closes, like the state
         total += sum(sys.getsizeof(s) + 8 for s in bank.series)  # the names and their list
+    for p in pipeline.banks:
+        states, whole_at = pipeline.states.take(p)
+        if states is not None:
+            total += states.nbytes()
+            pipeline.states.keep(p, states, whole_at)
     return total
 
 
@@ -239,7 +246,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     bar.close()
     await pipeline.snapshot(range(bench.partitions))
     used = int((await client.info("memory"))["used_memory"]) - empty
-    worker = bank_bytes(pipeline.banks)
+    worker = worker_bytes(pipeline)
     through = START + days - 1
     owners = partition_of(np.arange(bench.series), bench.partitions)
     parts = []

@@ -244,6 +244,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
             timed += time.perf_counter() - started
         bar.update()
     bar.close()
+    sink.close()  # before the embedded broker stops: its producer would log failed reconnects
     await pipeline.snapshot(range(bench.partitions))
     used = int((await client.info("memory"))["used_memory"]) - empty
     worker = worker_bytes(pipeline)

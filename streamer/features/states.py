@@ -1,9 +1,10 @@
 """The state columns a bucket close reads of a partition's series, kept between closes.
 
 A close reads each active series' state hash (first bucket, lead time, stock, alert): one
-``HMGET`` a series inside read_close.lua, about 5 us a series of Redis's time and 1.5 us of
-the worker's to decode, at every close (the close benchmark, docs/benchmark.md), though most
-series' states do not change from one close to the next. So every write to a state hash also
+``HMGET`` a series inside read_close.lua at every close, though most series' states do not
+change from one close to the next. In the close benchmark (50,000 series, docs/benchmark.md)
+that was about 5 us a series of Redis's time, and the close's read took 18.3 us a series
+(7.6 once kept). So every write to a state hash also
 lists the series in the partition's ``touched`` set (apply.lua for each event it applies
 and each pending stock change it lets take effect; ``begin_close`` for the series whose
 alert a close changes), a close's read takes that set and empties it in the same script, and
@@ -127,3 +128,7 @@ class KeptStates:
 
     def keep(self, partition: int, states: StateColumns, whole_at: float) -> None:
         self._kept[partition] = (states, whole_at)
+
+    def nbytes(self) -> int:
+        """What every partition's kept columns hold (``StateColumns.nbytes``)."""
+        return sum(states.nbytes() for states, _ in self._kept.values())

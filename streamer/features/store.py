@@ -74,6 +74,10 @@ MOVES_WINDOW_MS = 14 * 86_400_000
 # go, so pieces stay small enough for that to take a few milliseconds.
 SNAPSHOT_CHUNK = 8 << 20
 
+# The partition keys apply.lua takes after the owner, in its order
+APPLY_KEYS = (
+    "offsets", "stats", "clock", "pending", "series", "orders", "rop", "outbox", "touched",
+)  # fmt: skip
 # Series a command when a close writes its per-series hashes: each command a few milliseconds
 PAIRS_PER_COMMAND = 4_000
 # Series a call of read_close.lua: about 10 ms of Redis's time (docs/redis-layout.md)
@@ -262,20 +266,7 @@ class FeatureStore:
         ``advance_ms`` (an idle partition's pending deliveries take effect so) and its
         offsets to at least ``floor`` (input taken without an effect: dead letters); the
         first ``delivered`` alerts of its outbox were sent and leave it."""
-        keys = [
-            part_key(partition, k)
-            for k in (
-                "offsets",
-                "stats",
-                "clock",
-                "pending",
-                "series",
-                "orders",
-                "rop",
-                "outbox",
-                "touched",
-            )
-        ]
+        keys = [part_key(partition, k) for k in APPLY_KEYS]
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
             encode_events(effects), "" if advance_ms is None else advance_ms,

@@ -175,12 +175,7 @@ def worker_bytes(pipeline: Pipeline) -> int:
         total += sum(a.nbytes for a in bank.state().values())
         total += sum(a.nbytes for a in bank.groups())  # kept between closes, like the state
         total += sum(sys.getsizeof(s) + 8 for s in bank.series)  # the names and their list
-    for p in pipeline.banks:
-        states, whole_at = pipeline.states.take(p)
-        if states is not None:
-            total += states.nbytes()
-            pipeline.states.keep(p, states, whole_at)
-    return total
+    return total + pipeline.states.nbytes()
 
 
 async def _restore_all(

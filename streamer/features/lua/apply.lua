@@ -1,16 +1,17 @@
 -- The events of one segment of a partition, applied atomically (streamer/features/store.py: apply).
--- KEYS: owner, offsets, stats, clock, pending, active series, order counts, reorder points,
--- alert outbox, touched series (each series whose state an event may change is added: a close
--- reads again only those, streamer/features/states.py). ARGV: key scheme and wire format (scheme.lua), generation, dedupe ttl, moves
--- window (ms), series ttl, alert hysteresis, how many alerts at the head of the outbox were
--- delivered, the events as one JSON array of event records [kind, series, event_id, bucket,
--- ts_ms, quantity, unit_price, offsets_field, offset, lead_time_days, moves_clock, po_id,
--- pack_size, customer_id, promo], the stock clock to advance to after them (ms, or ''), the offsets to move to
--- at least (JSON {topic:partition: next offset}), whether to keep the orders' customer and
--- promotion signals (1/0: SHELFCAST_LSTM_SIGNALS; off, an order costs what it did). Returns {status of each event, on hand
--- after it ('' for a stale snapshot or an offset regression), the outbox: alerts not yet
--- known delivered, each a JSON outbox record [series, status, seq, on_hand, rop, ts_ms,
--- on_order, pack_size]}. Records and enums: streamer/features/codec.py.
+-- KEYS: owner, offsets, stats, clock, pending, active series, order counts, reorder points, alert
+-- outbox, touched series (each series whose state an event may change is added: a close reads again
+-- only those, streamer/features/states.py). ARGV: key scheme and wire format (scheme.lua),
+-- generation, dedupe ttl, moves window (ms), series ttl, alert hysteresis, how many alerts at the
+-- head of the outbox were delivered, the events as one JSON array of event records [kind, series,
+-- event_id, bucket, ts_ms, quantity, unit_price, offsets_field, offset, lead_time_days,
+-- moves_clock, po_id, pack_size, customer_id, promo], the stock clock to advance to after them (ms,
+-- or ''), the offsets to move to at least (JSON {topic:partition: next offset}), whether to keep
+-- the orders' customer and promotion signals (1/0: SHELFCAST_LSTM_SIGNALS; off, an order costs what
+-- it did). Returns {status of each event, on hand after it ('' for a stale snapshot or an offset
+-- regression), the outbox: alerts not yet known delivered, each a JSON outbox record [series,
+-- status, seq, on_hand, rop, ts_ms, on_order, pack_size]}. Records and enums:
+-- streamer/features/codec.py.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox, touched = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local hysteresis, keep_signals = tonumber(ARGV[6]), ARGV[11] == '1'

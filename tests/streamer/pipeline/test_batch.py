@@ -179,7 +179,7 @@ def test_a_lost_partition_reads_its_series_states_whole_when_it_comes_back(
     forgotten: list[int] = []
     forget = states.forget
     monkeypatch.setattr(states, "forget", lambda p: (forgotten.append(p), forget(p)))
-    assert states.take(0)[0] is not None  # kept since the first close
+    assert states.nbytes() > 0  # kept since the first close
     h.feed(daily_orders(h, 6)[4:])
     assert forgotten == []
     h.pipeline.revoke([0])

@@ -257,7 +257,7 @@ class Bank:
             means, ready[i] = model.forecast(close, self.recent)
             steps.append(bands.steps(means, ready[i], close.ahead_closed))
             bands.issue(close.bucket, steps[i])
-        own_mse = np.stack([np.where(b.known(), b.m2, np.nan) for b in self.bands])
+        own_mse = np.stack([np.where(b.known(), b.mean_square(), np.nan) for b in self.bands])
         evidence = np.minimum(self.recent.count, REMEMBERED).astype(np.float64)
         stacked = np.stack(steps)
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)

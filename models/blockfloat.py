@@ -39,15 +39,18 @@ def pack(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> decode(*pack(np.array([[np.nan, 2.0], [1e-36, 0.0]]))).tolist()
     [[0.0, 2.0], [0.0, 0.0]]
     """
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.asarray(values)
+    if not np.isfinite(values).all():  # one pass to check: a copy for the rare row that needs it
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     axes = tuple(range(1, values.ndim))
     biggest = np.abs(values).max(axis=axes, initial=0.0)
     exp = np.where(biggest > 0, np.frexp(biggest)[1] - 15, EXP_MIN)
-    # a largest value that rounds up to 2**15 takes the next exponent, still to nearest
-    over = np.abs(np.rint(np.ldexp(values, -_per_row(exp, values.ndim)))).max(axis=axes, initial=0)
-    exp = np.clip(exp + (over > CODE_MAX), EXP_MIN, EXP_MAX)
-    scaled = np.ldexp(values, -_per_row(exp, values.ndim))
-    codes = np.clip(np.rint(scaled), -CODE_MAX, CODE_MAX).astype(np.int16)
+    # a largest value that rounds up to 2**15 takes the next exponent, still to nearest; the
+    # row's largest code is its largest value's (scaling by 2**-exp and rounding keep order)
+    over = np.rint(np.ldexp(biggest, -exp)) > CODE_MAX
+    exp = np.clip(exp + over, EXP_MIN, EXP_MAX)
+    scaled = np.rint(np.ldexp(values, -_per_row(exp, values.ndim)))
+    codes = np.clip(scaled, -CODE_MAX, CODE_MAX, out=scaled).astype(np.int16)
     return codes, exp.astype(np.int8)
 
 

@@ -166,16 +166,47 @@ class Calibration(Columns):
 class Scored(Issued):
     """Issued forecasts and the smoothed mean square of their errors per horizon: how far a
     model's mean can be trusted (``models.combination``). A model that forecasts its own
-    quantiles needs no more (``steps``); the others keep ``Bands``."""
+    quantiles needs no more (``steps``); the others keep ``Bands``.
+
+    A million series hold six of these, so the moments are block floating point between
+    closes (``models.blockfloat``: int16 codes and an exponent a row, 15 bytes where float32
+    took 28), unpacked for a close's updates and packed once after them."""
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
-        # a million series hold six of these: int8 and float32
+        self._packs: dict[str, bool] = {}  # the packed columns, True where bfloat16
+        self._work: dict[str, np.ndarray] = {}  # the packed columns, unpacked during learn
         self.column("errors", 0, (horizon,), np.int8)  # counted up to MIN_ERRORS
-        self.column("m2", 0.0, (horizon,), np.float32)
+        self._packed("m2", (horizon,))
+
+    def _packed(self, name: str, shape: tuple[int, ...], half: bool = False) -> None:
+        """A column kept as codes ``name`` and a row exponent ``name_exp``, or as bfloat16
+        (``half``: within 0.4%, for a scale)."""
+        if half:
+            self.column(name, HALF_NAN, shape, np.uint16)
+        else:
+            self.column(name, 0, shape, np.int16)
+            self.column(f"{name}_exp", EXP_MIN, (), np.int8)
+        self._packs[name] = half
+
+    def unpacked(self, name: str) -> np.ndarray:
+        """The values of the packed column ``name``."""
+        if self._packs[name]:
+            return from_half(getattr(self, name))
+        return decode(getattr(self, name), getattr(self, f"{name}_exp"))
+
+    def _pack(self, name: str, values: np.ndarray) -> State:
+        """The packed column ``name`` holding ``values``, as ``state()`` names its arrays."""
+        if self._packs[name]:
+            return {name: to_half(values)}
+        codes, exp = pack(values)
+        return {name: codes, f"{name}_exp": exp}
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
         """Update from the points ``settle`` returned for these forecasts."""
+        if not points:
+            return
+        self._work = {name: self.unpacked(name) for name in self._packs}
         for p in points:
             if p.closed:
                 continue  # a surprise opening says nothing of the model's everyday errors
@@ -186,10 +217,25 @@ class Scored(Issued):
             h = p.k - 1
             self._track(h, at, e, self.errors[at, h] == 0)
             self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
+        for name, values in self._work.items():
+            for key, array in self._pack(name, values).items():
+                setattr(self, key, array)
+        self._work = {}  # not views of them: a view keeps the whole array alive
 
     def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        m2, e2 = self.m2[at, h], e * e
-        self.m2[at, h] = np.where(first, e2, m2 + MOMENT_ALPHA * (e2 - m2))
+        m2, e2 = self._work["m2"][at, h], e * e
+        self._work["m2"][at, h] = np.where(first, e2, m2 + MOMENT_ALPHA * (e2 - m2))
+
+    def load(self, state: State) -> None:
+        """Continue from ``state()``; a snapshot from before the codes kept float32."""
+        for name in self._packs:
+            if np.asarray(state[name]).dtype.kind == "f":
+                state = {**state, **self._pack(name, np.asarray(state[name], np.float32))}
+        super().load(state)
+
+    def mean_square(self) -> np.ndarray:
+        """The smoothed mean square of the errors ``[n, horizon]``."""
+        return self.unpacked("m2")
 
     def known(self) -> np.ndarray:
         """Where the moments are known ``[n, horizon]``: after ``MIN_ERRORS`` errors."""
@@ -220,17 +266,17 @@ class Moments(Scored):
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
-        self.column("m3", 0.0, (horizon,), np.float32)
+        self._packed("m3", (horizon,))
 
     def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        m3 = self.m3[at, h]
+        m3 = self._work["m3"][at, h]
         e3 = e * e * e  # not e**3: a float power is a libm call per element, a tenth of a close
-        self.m3[at, h] = np.where(first, e3, m3 + MOMENT_ALPHA * (e3 - m3))
+        self._work["m3"][at, h] = np.where(first, e3, m3 + MOMENT_ALPHA * (e3 - m3))
         super()._track(h, at, e, first)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Smoothed mean square and cube of the errors ``[n, horizon]``, and where known."""
-        return self.m2, self.m3, self.known()
+        return self.mean_square(), self.unpacked("m3"), self.known()
 
 
 class Bands(Scored):
@@ -254,49 +300,23 @@ class Bands(Scored):
 
     def __init__(self, horizon: int = 7) -> None:
         super().__init__(horizon)
-        # the quantiles of a row, all horizons, as block floating point: q * 2**q_exp
-        # (models.blockfloat), half the bytes of float32
-        self.column("q", 0, (horizon, 3), np.int16)
-        self.column("q_exp", EXP_MIN, (), np.int8)
-        # a scale for the steps, so bfloat16 (within 0.4%) is plenty
-        self.column("spread", HALF_NAN, (), np.uint16)
-        self._idle = np.zeros((0, horizon, 3), np.float32)
-        self._q = self._idle  # unpacked during learn only
+        self._packed("q", (horizon, 3))  # the quantiles of a row, all horizons
+        self._packed("spread", (), half=True)  # a scale for the steps: 0.4% is plenty
 
     def quantiles(self) -> np.ndarray:
         """The running quantiles of the errors ``[n, horizon, 3]``."""
-        return decode(self.q, self.q_exp)
-
-    def learn(self, points: list[Points], y: np.ndarray) -> None:
-        if not points:
-            return
-        # unpacked for the close's updates, packed once after them: packing at every
-        # horizon's update cost a tenth of a close
-        self._q = self.quantiles()
-        super().learn(points, y)
-        self.q, self.q_exp = pack(self._q)
-        self._q = self._idle  # not a view of it: a view keeps the whole array alive
-
-    def load(self, state: State) -> None:
-        """Continue from ``state()``; a snapshot from before the codes kept float32
-        quantiles and spreads."""
-        if np.asarray(state["q"]).dtype.kind == "f":
-            q, q_exp = pack(np.asarray(state["q"]))
-            state = {**state, "q": q, "q_exp": q_exp}
-        if np.asarray(state["spread"]).dtype.kind == "f":
-            state = {**state, "spread": to_half(state["spread"])}
-        super().load(state)
+        return self.unpacked("q")
 
     def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        q = self._q[at, h, :]
+        q = self._work["q"][at, h, :]
         dev = np.abs(e - q[:, 1])
-        spread = from_half(self.spread[at])
+        spread = self._work["spread"][at]
         spread = np.where(np.isnan(spread), dev, spread)
         spread = spread + SPREAD_ALPHA * (dev - spread)
         step = RATE * np.fmax(spread, 0.05)  # fmax: a NaN spread (none yet) steps 0.05
         moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
-        self._q[at, h, :] = np.where(first[:, None], e[:, None], moved)
-        self.spread[at] = to_half(spread)
+        self._work["q"][at, h, :] = np.where(first[:, None], e[:, None], moved)
+        self._work["spread"][at] = spread
         super()._track(h, at, e, first)
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:

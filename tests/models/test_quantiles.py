@@ -84,7 +84,7 @@ def test_a_step_forecast_closed_is_zero_and_moves_neither_bands_nor_moments() ->
     points = bands.settle(1, True, closed)
     bands.learn(points, np.array([7.0]))
     assert points[0].closed and bands.errors.tolist() == [[0, 0]]
-    assert bands.m2.tolist() == [[0.0, 0.0]]
+    assert bands.mean_square().tolist() == [[0.0, 0.0]]
 
 
 def test_error_moments_are_known_after_min_errors_points() -> None:
@@ -105,8 +105,39 @@ def test_a_model_band_keeps_the_mean_square_of_its_errors_but_no_cube() -> None:
     for t in range(MIN_ERRORS):
         forecast(bands, t, 3.0)
         bands.learn(bands.settle(t + 1, True, np.zeros((1, 1), bool)), np.array([5.0]))
-    assert bands.known()[0, 0] and bands.m2[0, 0] == pytest.approx(4.0)
+    assert bands.known()[0, 0] and bands.mean_square()[0, 0] == pytest.approx(4.0)
     assert "m3" not in bands.state()
+
+
+def test_moments_packed_between_closes_follow_float_moments_closely() -> None:
+    moments = Moments(horizon=1)
+    moments.take(np.array([-1, -1]))
+    m2, m3 = np.zeros(2), np.zeros(2)
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        moments.issue(t, np.full((2, 1, 4), 3.0))
+        y = rng.poisson([0.3, 40.0]).astype(float)
+        moments.learn(moments.settle(t + 1, True, np.zeros((1, 1), bool)), y)
+        e = y - 3.0
+        m2 += (e * e - m2) * (1 / 56 if t else 1.0)
+        m3 += (e**3 - m3) * (1 / 56 if t else 1.0)
+    got2, got3, _ = moments.moments()
+    assert moments.m2.dtype == np.int16 and moments.m3.dtype == np.int16
+    assert got2[:, 0] == pytest.approx(m2, rel=1e-3) and got3[:, 0] == pytest.approx(m3, rel=1e-3)
+
+
+def test_moments_saved_as_floats_load_as_their_codes() -> None:
+    moments = Moments(horizon=2)
+    moments.take(np.array([-1]))
+    for t in range(MIN_ERRORS + 2):
+        moments.issue(t, np.full((1, 2, 4), 3.0))
+        moments.learn(moments.settle(t + 2, True, np.zeros((2, 2), bool)), np.array([5.0 + t]))
+    m2, m3, known = moments.moments()
+    old = {k: v for k, v in moments.state().items() if not k.endswith("_exp")}
+    old["m2"], old["m3"] = m2, m3  # a snapshot from before the moments were packed
+    restored = Moments(horizon=2)
+    restored.load(old)
+    assert [a.tolist() for a in restored.moments()] == [m2.tolist(), m3.tolist(), known.tolist()]
 
 
 def test_half_precision_keeps_the_value_within_0_4_percent_over_the_whole_range() -> None:

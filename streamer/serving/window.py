@@ -9,6 +9,9 @@ partition keeps its last window, every series that traded in it as a row, and re
 buckets it moved on by (the closed flags of the whole span still, one field each: the flag
 of a bucket is written when it closes, after the window of that close was read).
 
+Demand and revenue are kept as float32, what the network reads (``LSTMServing.steps`` casts
+them first): 504 bytes a traded series where float64 took 952, and the same forecasts.
+
 The pipeline ``forget``s a partition's window when it applies a late order to it and when it
 loses or regains the partition (another worker may have written it meanwhile).
 """
@@ -29,8 +32,8 @@ __all__ = ["WindowCache"]
 class _Kept:
     span: range
     names: pd.Index  # every series that traded in the span, a row each
-    demand: np.ndarray  # [names, span]
-    revenue: np.ndarray
+    demand: np.ndarray  # [names, span], float32
+    revenue: np.ndarray  # float32
     traded: np.ndarray
 
     def rows(self, series: list[str], closed: dict[int, bool]) -> Window:
@@ -61,8 +64,8 @@ class WindowCache:
     async def read(
         self, store: FeatureStore, partition: int, series: list[str], span: range
     ) -> Window:
-        """What ``store.read_window(partition, series, span)`` reads, from as few buckets as
-        the last window allows."""
+        """What ``store.read_window(partition, series, span)`` reads (demand and revenue as
+        float32), from as few buckets as the last window allows."""
         kept = self._kept.get(partition)
         if kept is None or not kept.span.start <= span.start < kept.span.stop <= span.stop:
             whole = await store.read_window(partition, [], span, all_traded=True)
@@ -79,7 +82,8 @@ class WindowCache:
 
 
 def _kept(span: range, window: Window) -> _Kept:
-    return _Kept(span, pd.Index(window.series), window.demand, window.revenue, window.traded)
+    demand, revenue = window.demand.astype(np.float32), window.revenue.astype(np.float32)
+    return _Kept(span, pd.Index(window.series), demand, revenue, window.traded)
 
 
 def _moved(kept: _Kept, span: range, fresh: Window) -> _Kept:

@@ -22,9 +22,11 @@ NAMES = [f"S{i}@UK" for i in range(30)]
 
 
 def same(got: Window, want: Window) -> None:
+    """Equal as the network reads them: demand and revenue as float32."""
     assert got.series == want.series
-    np.testing.assert_array_equal(got.demand, want.demand)
-    np.testing.assert_array_equal(got.revenue, want.revenue)
+    assert got.demand.dtype == got.revenue.dtype == np.float32
+    np.testing.assert_array_equal(got.demand, want.demand.astype(np.float32))
+    np.testing.assert_array_equal(got.revenue, want.revenue.astype(np.float32))
     np.testing.assert_array_equal(got.traded, want.traded)
     assert got.closed == want.closed
 

@@ -97,15 +97,17 @@ def substitute(values: np.ndarray, axis: int = 1) -> np.ndarray:
     >>> substitute(np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan]])).tolist()
     [[1.0, 2.0, 3.0], [nan, nan, nan]]
     """
-    known = ~np.isnan(values)
-    if known.all():
+    missing = np.isnan(values)
+    if not missing.any():
         return values
-    count = known.sum(axis=axis, keepdims=True)
+    count = values.shape[axis] - missing.sum(axis=axis, keepdims=True)
     # not nansum: it copies and tests every value again, and this runs over every forecast
-    # of a close
-    total = np.where(known, values, 0.0).sum(axis=axis, keepdims=True)
+    # of a close; the zeroed copy takes the means in place
+    out = np.where(missing, 0.0, values)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(known, values, total / count)
+        mean = out.sum(axis=axis, keepdims=True) / count
+    np.copyto(out, mean, where=missing)
+    return out
 
 
 def combine(

@@ -37,6 +37,7 @@ from models.forecasters.injected import Injected
 from models.forecasters.intermittent import TSB
 from models.forecasters.regression import OnlineRegression
 from models.quantiles import (
+    EXPONENT,
     MEAN,
     MOMENT_ALPHA,
     Bands,
@@ -317,7 +318,9 @@ class Bank:
 
         for prefix, part in self._shared():
             saved = sub(f"{prefix}.")
-            if saved.keys() >= part.state().keys() - set(POOLED) - DERIVED:
+            # a packed column's exponents come from its floats in a snapshot from before
+            packed = {k for k in part.state() if k.endswith(EXPONENT)}
+            if saved.keys() >= part.state().keys() - set(POOLED) - DERIVED - packed:
                 part.load(saved)
             else:
                 part.take(fresh)

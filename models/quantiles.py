@@ -33,6 +33,7 @@ from models.blockfloat import EXP_MIN, decode, pack
 
 __all__ = [
     "CALIBRATION_RATE",
+    "EXPONENT",
     "HALF_NAN",
     "LEVELS",
     "MIN_ERRORS",
@@ -63,6 +64,7 @@ CALIBRATION_RATE = 0.05  # log-change of a band half's width per scored point, t
 WIDEN_RANGE = (0.25, 8.0)
 MEAN, P10, P50, P90 = range(4)  # the last axis of every steps array
 HALF_NAN = 0x7FC0  # a quiet NaN as bfloat16: a ring slot with nothing issued
+EXPONENT = "_exp"  # the suffix of a packed column's row exponents in ``state()``
 
 
 def to_half(values: np.ndarray) -> np.ndarray:
@@ -180,27 +182,27 @@ class Scored(Issued):
         self._packed("m2", (horizon,))
 
     def _packed(self, name: str, shape: tuple[int, ...], half: bool = False) -> None:
-        """A column kept as codes ``name`` and a row exponent ``name_exp``, or as bfloat16
+        """A column kept as codes ``name`` and a row exponent ``name + EXPONENT``, or as bfloat16
         (``half``: within 0.4%, for a scale)."""
         if half:
             self.column(name, HALF_NAN, shape, np.uint16)
         else:
             self.column(name, 0, shape, np.int16)
-            self.column(f"{name}_exp", EXP_MIN, (), np.int8)
+            self.column(name + EXPONENT, EXP_MIN, (), np.int8)
         self._packs[name] = half
 
     def unpacked(self, name: str) -> np.ndarray:
         """The values of the packed column ``name``."""
         if self._packs[name]:
             return from_half(getattr(self, name))
-        return decode(getattr(self, name), getattr(self, f"{name}_exp"))
+        return decode(getattr(self, name), getattr(self, name + EXPONENT))
 
     def _pack(self, name: str, values: np.ndarray) -> State:
         """The packed column ``name`` holding ``values``, as ``state()`` names its arrays."""
         if self._packs[name]:
             return {name: to_half(values)}
         codes, exp = pack(values)
-        return {name: codes, f"{name}_exp": exp}
+        return {name: codes, name + EXPONENT: exp}
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
         """Update from the points ``settle`` returned for these forecasts."""

@@ -25,12 +25,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MAGIC", "MAX_BYTES", "VERSION", "SnapshotError", "pack", "unpack"]
+__all__ = ["MAGIC", "MAX_BYTES", "READS", "VERSION", "SnapshotError", "pack", "unpack"]
 
 MAGIC = b"SHELFCAST-BANK\0\0"
 # 2: pending forecasts as bfloat16 bits. The container is as in 1, but a worker of either
-# release would read the other's arrays wrongly, so each refuses the other's and rebuilds
-VERSION = 2
+# release would read the other's arrays wrongly, so each refuses the other's and rebuilds.
+# 3: the error moments as int16 codes, which a release reading 2 would take for floats; this
+# one reads 2 as well (its float moments are packed on load)
+VERSION = 3
+READS = (2, 3)
 MAX_BYTES = 8 << 30
 _INPUT_STEP = 1 << 20  # compressed bytes fed at a time
 _OUTPUT_STEP = 16 << 20  # most bytes one step decompresses
@@ -94,8 +97,9 @@ def unpack(
             raise SnapshotError("not a shelfcast bank snapshot")
         at = len(MAGIC)
         version, size = struct.unpack_from("<II", raw, at)
-        if version != VERSION:
-            raise SnapshotError(f"snapshot format {version}; this version reads {VERSION}")
+        if version not in READS:
+            formats = " and ".join(map(str, READS))
+            raise SnapshotError(f"snapshot format {version}; this version reads {formats}")
         at += 8
         header = json.loads(bytes(raw[at : at + size]))
         at += size

@@ -42,6 +42,7 @@ from streamer.eventtime.clock import DAY_SECONDS, bucket_start
 from streamer.features.connect import worker_client
 from streamer.features.keys import part_key, part_series_key, series_base
 from streamer.features.store import FeatureStore
+from streamer.ingest.app import tune_gc
 from streamer.ops.backtest import isolated
 from streamer.ops.embedded import embedded_services
 from streamer.pipeline.batch import BatchResult, Pipeline
@@ -218,6 +219,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     # four locations a SKU, as the real data has about five; input topics are keyed by SKU,
     # so a SKU's locations share a partition
     names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
+    tune_gc()  # the worker's collector settings: the close and the restore as a worker runs them
     client = worker_client(settings)
     empty = int((await client.info("memory"))["used_memory"])
     await _load(client, names, demand, bench.partitions)

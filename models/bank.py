@@ -263,9 +263,8 @@ class Bank:
         stacked = np.stack(steps)
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)
         publishes = ready.any(axis=0)
-        combined = combine(
-            stacked, weights, self.combination.quantile_weights, self.combination.groups()
-        )
+        c = self.combination
+        combined = combine(stacked, weights, c.quantile_weights, c.groups(), c.choice())
         published = widen_band(combined, self.calibration.widen)
         published[~publishes] = np.nan
         self.published.issue(close.bucket, published)

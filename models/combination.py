@@ -39,6 +39,14 @@ such as a newly trained LSTM, is never locked out. On the full year, with the LS
 quantiles in the bank (``models.forecasters.injected``), that scored a published MAE of
 0.649 and pinball 0.543 x seasonal naive's over all series, against 0.681 and 0.565 when the
 means' weights, learned for squared error, also averaged the quantiles (docs/accuracy.md).
+The learned average cannot always reach a model's own quantile: its weights are shared by
+every row of the group and move a bounded step a close, and a model's quantiles may have a
+shape per series that no average of the others' has (the LSTM's, trained for them on every
+series). So the combination also pools, per group, horizon and level, the pinball loss of
+the combined quantile against each model's own over the rows that model forecast, and
+publishes a model's own quantile instead where it has been lower by ``CHOICE_MARGIN``
+(``Combination.choice``): the published quantile is then no worse than the best model's
+over the recent closes, by the evidence of every series of the group.
 Averaging the models' quantiles had beaten bands of the combination's own errors (0.683 and
 0.558 against 0.709 and 0.580): a running median of errors, mostly 0 on intermittent series,
 lags the models' medians.
@@ -64,11 +72,20 @@ from models.base import Columns, State
 from models.demand_class import ADI_CUT, CV2_CUT, DemandClass
 from models.quantiles import LEVELS, MEAN, P10, Z90, in_order
 
-__all__ = ["GROUPS", "POOLED", "UNCLASSIFIED", "Combination", "combine", "substitute"]
+__all__ = [
+    "GROUPS",
+    "NO_CHOICE",
+    "POOLED",
+    "UNCLASSIFIED",
+    "Combination",
+    "combine",
+    "pinball",
+    "substitute",
+]
 
 UNCLASSIFIED = "unclassified"
 # the arrays learned from every series of the partition together; a state without one loads
-POOLED = ("gram", "cross", "weights", "quantile_weights")
+POOLED = ("gram", "cross", "weights", "quantile_weights", "edge", "edge_base", "edge_points")
 GROUPS = [*map(str, DemandClass), UNCLASSIFIED]  # in the order of the group indices
 CLASS_DECAY = 0.99  # per open bucket: the class follows about the last hundred trading days
 MIN_SALES = 1.5  # recent sales (decayed count) below which a series is not classified
@@ -88,6 +105,11 @@ MIN_WEIGHT, MAX_WEIGHT = 1e-3, 2.0
 # added to each weight's curvature: a group of a few series, whose every truth swings the
 # slope, moves its weights slowly, as the means' ridge starts them even
 QUANTILE_PRIOR = 100.0
+# how much lower a model's pooled pinball loss must be than the combined quantile's, over the
+# rows it forecast, before its own quantile is published instead (``Combination.choice``)
+CHOICE_MARGIN = 0.01
+CHOICE_POINTS = 100.0  # forgotten points a model must have forecast in the group and horizon
+NO_CHOICE = -1  # the combined quantile is published
 
 
 def substitute(values: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -110,15 +132,32 @@ def substitute(values: np.ndarray, axis: int = 1) -> np.ndarray:
     return out
 
 
+def pinball(quantiles: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The pinball loss of ``quantiles [..., rows, 3]`` (p10, p50, p90) for the truths ``y
+    [rows]``.
+
+    >>> pinball(np.array([[0.0, 2.0, 4.0]]), np.array([3.0])).tolist()
+    [[0.30000000000000004, 0.5, 0.09999999999999998]]
+    """
+    e = y[:, None] - quantiles
+    return np.maximum(LEVELS * e, (LEVELS - 1) * e)
+
+
 def combine(
-    steps: np.ndarray, weights: np.ndarray, quantile_weights: np.ndarray, group: np.ndarray
+    steps: np.ndarray,
+    weights: np.ndarray,
+    quantile_weights: np.ndarray,
+    group: np.ndarray,
+    choice: np.ndarray | None = None,
 ) -> np.ndarray:
     """The weighted sum ``[n, horizon, 4]`` of the models' (mean, p10, p50, p90) ``steps
     [models, n, horizon, 4]``: the mean a linear pool by ``weights [n, horizon, models]``
     (``Combination.weigh``), each quantile a quantile average by the weights of its own of
     each row's group (``quantile_weights [groups, horizon, 3, models]``, ``group [n]``), put
     in order. A model not ready for a row (NaN) stands in as the mean of the ready ones
-    there, so its quantile weights go to them evenly; a row with none stays NaN.
+    there, so its quantile weights go to them evenly; a row with none stays NaN. Where
+    ``choice [groups, horizon, 3]`` names a model (``Combination.choice``), that model's own
+    quantile replaces the average in the rows it is ready for.
 
     >>> steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[4.0, 0.0, 4.0, 9.0]]]])
     >>> even = np.full((1, 1, 2), 0.5)
@@ -132,6 +171,11 @@ def combine(
     quantiles = np.zeros((*steps.shape[1:3], len(LEVELS)))
     for m in range(len(steps)):
         quantiles += f[m, ..., P10:] * quantile_weights[..., m][group]
+    if choice is not None:
+        chosen = choice[group]  # [n, horizon, 3]
+        for m in np.unique(choice[choice != NO_CHOICE]).tolist():
+            own = steps[m, ..., P10:]
+            np.copyto(quantiles, own, where=(chosen == m) & ~np.isnan(own))
     in_order(quantiles, out[..., P10:])
     return out
 
@@ -151,6 +195,11 @@ class Combination(Columns):
         self.cross = np.zeros((*shape, models))
         self.weights = np.full((*shape, models), 1.0 / models)
         self.quantile_weights = np.full((*shape, len(LEVELS), models), 1.0 / models)
+        # forgotten sums, over the rows each model forecast, of the combined quantile's
+        # pinball loss less the model's own (edge) and of the combined quantile's (edge_base)
+        self.edge = np.zeros((*shape, len(LEVELS), models))
+        self.edge_base = np.zeros((*shape, len(LEVELS), models))
+        self.edge_points = np.zeros((*shape, models))
 
     def groups(self) -> np.ndarray:
         """Each row's group: its index into ``GROUPS``."""
@@ -174,9 +223,10 @@ class Combination(Columns):
         order = np.argsort(group, kind="stable")  # each group's rows together, in row order
         bounds = np.searchsorted(group[order], np.arange(len(GROUPS) + 1)).tolist()
         weight = 1.0 / np.sqrt(np.maximum(np.nan_to_num(scale[order], nan=1.0), 1.0))
-        self.gram *= MEMORY
-        self.cross *= MEMORY
+        for pooled in (self.gram, self.cross, self.edge, self.edge_base, self.edge_points):
+            pooled *= MEMORY
         truth = y[order]
+        issued = ~np.isnan(steps[:, :, order, -1])  # [models, horizon, n]
         f = substitute(steps[:, :, order], axis=0)  # [models, horizon, n, values], group order
         for j in np.flatnonzero(~np.asarray(closed, bool)).tolist():
             means = f[:, j, :, MEAN]
@@ -187,11 +237,13 @@ class Combination(Columns):
                 self.gram[g, j] += fw[:, lo:hi] @ means[:, lo:hi].T
                 self.cross[g, j] += fw[:, lo:hi] @ target[lo:hi]
             if f.shape[-1] > 1:
-                self._learn_quantiles(j, f[:, j, :, P10:], truth, bounds)
+                self._learn_quantiles(j, f[:, j, :, P10:], issued[:, j], truth, bounds)
         self._update_class(y)
         self._refit()
 
-    def _learn_quantiles(self, j: int, f: np.ndarray, y: np.ndarray, bounds: list[int]) -> None:
+    def _learn_quantiles(
+        self, j: int, f: np.ndarray, issued: np.ndarray, y: np.ndarray, bounds: list[int]
+    ) -> None:
         """One damped Newton step per group and level for horizon ``j + 1``, from
         the models' quantiles ``f [models, n, 3]`` (rows in group order, a model's NaN
         replaced by the others' mean) and the truths: on the group's pinball loss as the
@@ -201,9 +253,10 @@ class Combination(Columns):
         with the step before this one).
         The slope is the combined quantile's before it is put in order and calibrated:
         that is what the weights move, and the quantiles cross only where the models'
-        disagree wildly."""
+        disagree wildly. The same loss, against each model's own quantile over the rows that
+        model forecast (``issued [models, n]``), is what ``choice`` reads."""
         here = ~np.isnan(f[0, :, 0])
-        f, y = f[:, here], y[here]
+        f, y, issued = f[:, here], y[here], issued[:, here]
         bounds = np.searchsorted(np.flatnonzero(here), bounds).tolist()
         for g, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             if hi <= lo:
@@ -211,6 +264,7 @@ class Combination(Columns):
             w = self.quantile_weights[g, j]  # [3, models]
             fg = f[:, lo:hi]  # [models, rows, 3]
             combined = np.einsum("mrq,qm->rq", fg, w)
+            self._score(g, j, combined, fg, issued[:, lo:hi], y[lo:hi])
             below = (y[lo:hi, None] < combined) - LEVELS  # the loss's slope in q
             slope = np.einsum("rq,mrq->qm", below, fg)
             # how fast that slope turns with each weight: the truths' density at the quantile
@@ -221,6 +275,46 @@ class Combination(Columns):
             newton = slope / (w * curvature + QUANTILE_PRIOR)  # in log w: dw / w
             step = np.exp(np.clip(-QUANTILE_RATE * newton, -MAX_STEP, MAX_STEP))
             self.quantile_weights[g, j] = np.clip(w * step, MIN_WEIGHT, MAX_WEIGHT)
+
+    def _score(
+        self,
+        g: int,
+        j: int,
+        combined: np.ndarray,
+        own: np.ndarray,
+        issued: np.ndarray,
+        y: np.ndarray,
+    ) -> None:
+        """Add the pinball losses of group ``g``'s rows at horizon ``j + 1`` to ``edge``:
+        the ``combined`` quantiles' ``[rows, 3]`` and each model's ``own [models, rows, 3]``,
+        over the rows each model forecast (``issued [models, rows]``). Only their sums are
+        needed: with ``d = q - y`` the loss is ``relu(d) - level * d``, summed in four passes
+        over the models' quantiles."""
+        mask = issued.astype(own.dtype)
+        mine = mask @ pinball(combined, y)  # [models, 3]
+        d = own - y[:, None]
+        np.maximum(d, 0.0, out=d)
+        theirs = np.einsum("mr,mrq->mq", mask, d)
+        theirs -= LEVELS * (np.einsum("mr,mrq->mq", mask, own) - (mask @ y)[:, None])
+        self.edge[g, j] += (mine - theirs).T
+        self.edge_base[g, j] += mine.T
+        self.edge_points[g, j] += mask.sum(axis=1)
+
+    def choice(self) -> np.ndarray:
+        """For each group, horizon and level ``[groups, horizon, 3]``, the model whose own
+        quantile is published instead of the combined one (``NO_CHOICE``: none): the one
+        whose pooled pinball loss over the rows it forecast, at least ``CHOICE_POINTS`` of
+        them, is lowest, if it is lower than the combined quantile's there by
+        ``CHOICE_MARGIN`` of it. The learned average cannot always reach a model's quantile
+        (its weights are shared by every row of the group and move a bounded step a close),
+        and then the published quantile is the best model's over the recent closes, as the
+        evidence of every series of the group says, not one series' noise."""
+        enough = (self.edge_base > 0) & (self.edge_points >= CHOICE_POINTS)[..., None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(enough, self.edge / self.edge_base, 0.0)
+        best = gain.argmax(axis=-1)
+        wins = np.take_along_axis(gain, best[..., None], axis=-1)[..., 0] > CHOICE_MARGIN
+        return np.where(wins, best, NO_CHOICE)
 
     def _update_class(self, y: np.ndarray) -> None:
         sold = y > 0

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from models.bank import PUBLISHED, Bank
-from models.combination import GROUPS, UNCLASSIFIED, Combination, combine, substitute
+from models.combination import (
+    GROUPS,
+    NO_CHOICE,
+    UNCLASSIFIED,
+    Combination,
+    combine,
+    pinball,
+    substitute,
+)
 from models.demand_class import DemandClass
 from models.quantiles import LEVELS, MEAN, P10
 from models.testing import close_of
@@ -98,6 +106,38 @@ def test_each_combined_quantile_learns_the_level_its_pinball_loss_asks_for(sd: f
     settled = np.array(last[-50:])
     assert np.allclose(settled.mean(axis=0), q1, atol=0.1 * sd + 0.05), settled.mean(axis=0)
     assert (settled.std(axis=0) < 0.1 * sd + 0.05).all(), settled.std(axis=0)
+
+
+def test_a_model_whose_own_quantiles_beat_the_combined_ones_is_published_as_it_is() -> None:
+    """Model 1 knows each series' spread, model 0 gives every series the same band: the
+    learned average still leans on model 0 after a few closes (its weights move a bounded
+    step a close), so the group publishes model 1's own tails in the rows it forecasts; both
+    have the true median, and the median stays the average."""
+    rows = 600
+    rng = np.random.default_rng(3)
+    sd = np.where(np.arange(rows) % 2 == 0, 0.5, 4.0)
+    z = np.array([-1.2816, 0.0, 1.2816])
+    own = 10.0 + sd[:, None] * z  # [rows, 3]
+    flat = np.broadcast_to(10.0 + 2.0 * z, (rows, 3))
+    q = np.stack([flat, own])[:, None]  # [models, horizon 1, rows, 3]
+    steps = np.concatenate([np.full((2, 1, rows, 1), 10.0), q], axis=-1)
+    steps[1, 0, :5] = np.nan  # model 1 forecast nothing for these rows
+    c = Combination(models=2, horizon=1)
+    c.take(np.full(rows, -1))
+    for _ in range(15):
+        y = rng.normal(10.0, sd)
+        c.learn(steps, y, np.ones(rows), np.array([False]))
+    group = c.groups()
+    assert c.choice()[np.unique(group), 0].tolist() == [[1, NO_CHOICE, 1]]
+    fc = np.moveaxis(steps, 1, 2)  # [models, rows, horizon, 4]
+    weights = np.full((rows, 1, 2), 0.5)
+    averaged = combine(fc, weights, c.quantile_weights, group)
+    picked = combine(fc, weights, c.quantile_weights, group, c.choice())
+    tails = [P10, P10 + 2]
+    assert np.allclose(picked[5:, 0, tails], own[5:, [0, 2]])  # model 1's own, where it forecast
+    assert np.array_equal(picked[:5], averaged[:5])  # elsewhere the combined quantiles
+    y = rng.normal(10.0, sd)
+    assert pinball(picked[5:, 0, 1:], y[5:]).sum() < pinball(averaged[5:, 0, 1:], y[5:]).sum()
 
 
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:

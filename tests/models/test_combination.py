@@ -267,6 +267,26 @@ def test_a_snapshot_from_before_the_quantile_weights_keeps_everything_else() -> 
     assert not np.allclose(c.quantile_weights, 1 / len(bank.names))
 
 
+def test_a_snapshot_from_before_the_pick_starts_its_evidence_at_zero() -> None:
+    bank = Bank.default(horizon=3)
+    bank.align(["a@UK", "b@UK"])
+    for b in range(30):
+        bank.learn(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
+        bank.forecast(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
+    state = bank.state()
+    assert state["combination.edge_points"].max() > 0
+    old = {k: v for k, v in state.items() if not k.startswith("combination.edge")}
+    restored = Bank.default(horizon=3)
+    restored.load(old, ["a@UK", "b@UK"])
+    r, c = restored.combination, bank.combination
+    assert not r.edge_points.any() and (r.choice() == NO_CHOICE).all()
+    assert np.array_equal(r.quantile_weights, c.quantile_weights)
+    again = Bank.default(horizon=3)
+    again.load(state, ["a@UK", "b@UK"])
+    assert np.array_equal(again.combination.edge, c.edge)
+    assert np.array_equal(again.combination.choice(), c.choice())
+
+
 def test_each_group_learns_its_quantile_weights_from_its_own_rows_only() -> None:
     """Rows of two groups, some with no forecast at all: each group's weights move only with
     the truths of its rows that had one."""

@@ -247,12 +247,18 @@ def test_a_snapshot_from_before_the_combination_loads_and_forecasts() -> None:
     assert fc.publishes.tolist() == [True] and np.isfinite(fc.published).all()
 
 
-def test_a_snapshot_from_before_the_quantile_weights_keeps_everything_else() -> None:
+def trained_bank() -> Bank:
+    """A bank of two series after 30 closes."""
     bank = Bank.default(horizon=3)
     bank.align(["a@UK", "b@UK"])
     for b in range(30):
         bank.learn(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
         bank.forecast(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
+    return bank
+
+
+def test_a_snapshot_from_before_the_quantile_weights_keeps_everything_else() -> None:
+    bank = trained_bank()
     state = bank.state()
     old = {k: v for k, v in state.items() if k != "combination.quantile_weights"}
     restored = Bank.default(horizon=3)
@@ -268,11 +274,7 @@ def test_a_snapshot_from_before_the_quantile_weights_keeps_everything_else() -> 
 
 
 def test_a_snapshot_from_before_the_pick_starts_its_evidence_at_zero() -> None:
-    bank = Bank.default(horizon=3)
-    bank.align(["a@UK", "b@UK"])
-    for b in range(30):
-        bank.learn(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
-        bank.forecast(close_of(b, [2.0 + b % 3, 5.0], horizon=3))
+    bank = trained_bank()
     state = bank.state()
     assert state["combination.edge_points"].max() > 0
     old = {k: v for k, v in state.items() if not k.startswith("combination.edge")}

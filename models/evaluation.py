@@ -43,6 +43,7 @@ import orjson
 from models.bank import PUBLISHED, SEASONAL_NAIVE, Settled
 from models.base import SEASON
 from models.forecast_table import ForecastTable, parse_forecast_id
+from models.quantiles import pinball
 from models.rollup import ROLLUP
 
 __all__ = ["JsonLines", "Prequential", "parse_forecast_id", "references", "score"]
@@ -50,11 +51,7 @@ __all__ = ["JsonLines", "Prequential", "parse_forecast_id", "references", "score
 
 def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
     """Pinball losses of the three quantiles, summed (floats or arrays alike)."""
-    loss = 0.0
-    for q, value in ((0.1, p10), (0.5, p50), (0.9, p90)):
-        diff = y - value
-        loss = loss + np.maximum(q * diff, (q - 1) * diff)
-    return loss
+    return pinball(np.stack([p10, p50, p90], axis=-1), y).sum(axis=-1)
 
 
 def score(

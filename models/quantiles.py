@@ -50,6 +50,7 @@ __all__ = [
     "Scored",
     "from_half",
     "in_order",
+    "pinball",
     "to_half",
     "widen_band",
 ]
@@ -351,6 +352,17 @@ def in_order(quantiles: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.maximum(lo, np.minimum(hi, c), out=out[..., 1])
     np.maximum(hi, c, out=out[..., 2])
     return out
+
+
+def pinball(quantiles: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The pinball loss of ``quantiles [..., 3]`` (p10, p50, p90) for the truths ``y``
+    (``quantiles`` without its last axis, or broadcast to it).
+
+    >>> pinball(np.array([[0.0, 2.0, 4.0]]), np.array([3.0])).tolist()
+    [[0.30000000000000004, 0.5, 0.09999999999999998]]
+    """
+    e = np.asarray(y)[..., None] - quantiles
+    return np.maximum(LEVELS * e, (LEVELS - 1) * e)
 
 
 def widen_band(steps: np.ndarray, widen: np.ndarray) -> np.ndarray:

@@ -13,11 +13,10 @@ from models.combination import (
     UNCLASSIFIED,
     Combination,
     combine,
-    pinball,
     substitute,
 )
 from models.demand_class import DemandClass
-from models.quantiles import LEVELS, MEAN, P10
+from models.quantiles import LEVELS, MEAN, P10, pinball
 from models.testing import close_of
 
 

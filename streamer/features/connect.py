@@ -14,7 +14,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
 from streamer.config.settings import Settings
@@ -61,6 +64,13 @@ def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
         for node in cluster.nodes_manager.startup_nodes.values():
             node.connection_class = kwargs["connection_class"]
         return cluster  # type: ignore[return-value]
+    # A pooled connection that Redis closed while it was away (killed, restarted) fails at its
+    # next use, however long Redis has been back, and a ``from_url`` client never retries.
+    # One immediate reconnect tells that stale connection from an outage, which fails again.
+    # Safe for the worker, whose every effect is idempotent: a script whose reply was lost
+    # may run twice.
+    options.setdefault("retry", Retry(NoBackoff(), 1))
+    options.setdefault("retry_on_error", [RedisConnectionError])
     client = aioredis.Redis.from_url(settings.redis.url, **options)
     pool = client.connection_pool
     pool.connection_class = packed_by_hiredis(pool.connection_class)  # connects on first use

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -80,32 +79,21 @@ def _in_redis_transport(exc: BaseException) -> bool:
 
 class _Outage:
     """This process's view of Redis being away, shared by every step: one log line when it
-    goes and one when it is back, however many steps and connections notice. A failure just
-    after Redis came back is logged only if it lasts: a pooled connection that died in the
-    outage fails once more then."""
-
-    GRACE = 2.0
+    goes and one when it is back, however many steps and connections notice."""
 
     def __init__(self) -> None:
         self.since: float | None = None
-        self.back_at = -math.inf
-        self.logged = False
 
     def failed(self, step: str, exc: BaseException) -> None:
-        now = time.monotonic()
         if self.since is None:
-            self.since, self.logged = now, False
-        lasting = now - self.back_at >= self.GRACE or now - self.since >= self.GRACE
-        if not self.logged and lasting:
-            self.logged = True
+            self.since = time.monotonic()
             log.error("%s: retrying %s with backoff (%s)", _why(exc), step, exc)
 
     def succeeded(self, step: str) -> None:
         if self.since is not None:
-            if self.logged:
-                elapsed = time.monotonic() - self.since
-                log.warning("Redis is back after %.1fs; %s resumed", elapsed, step)
-            self.since, self.back_at = None, time.monotonic()
+            elapsed = time.monotonic() - self.since
+            log.warning("Redis is back after %.1fs; %s resumed", elapsed, step)
+            self.since = None
 
 
 _outage = _Outage()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 
 from streamer.config.settings import Settings
 from streamer.features.connect import connect_async, packed_by_hiredis
+from streamer.ops.embedded import EmbeddedRedis
 
 COMMANDS = [
     ("SET", "k", "v"),
@@ -63,3 +66,28 @@ async def _a_connection(client: object) -> Connection:
     connection = await pool.get_connection()
     await pool.release(connection)
     return connection
+
+
+def test_a_connection_redis_closed_while_away_reconnects_once_redis_is_back(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedRedis(tmp_path)
+    server.start()
+
+    async def run() -> list[bytes | None]:
+        client = connect_async(Settings.of(redis_url=server.url))
+        # two connections in the pool: one is used after the restart, one stays stale
+        first, second = client.pipeline(transaction=False), client.pipeline(transaction=False)
+        await asyncio.gather(first.set("k", b"v").execute(), second.get("k").execute())
+        server.kill()
+        with pytest.raises(RedisConnectionError):  # away: the error still reaches the caller
+            await client.get("k")
+        server.start()  # same port, on its AOF
+        got = await asyncio.gather(*(client.get("k") for _ in range(3)))  # every connection
+        await client.aclose()
+        return got
+
+    try:
+        assert asyncio.run(run()) == [b"v"] * 3
+    finally:
+        server.stop()

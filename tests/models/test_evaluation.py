@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
+from models.bank import Settled
 from models.evaluation import Prequential, parse_forecast_id, score
+from models.quantiles import Points
 
 
 def fc(series: str, bucket: int, model: str, means: list[float]) -> dict:
@@ -107,3 +109,60 @@ def test_each_model_reports_its_mean_weight_in_the_published_forecasts() -> None
     summary = p.summary()
     assert summary["published"]["forecasts"] == 3
     assert summary["a"]["weight"] == 0.5 and summary["b"]["weight"] == 1.25 / 3
+
+
+def naive_sums(model: str, k: int, y, steps, scale, reference) -> dict[str, float]:
+    """``Prequential``'s sums of one model's points, one point at a time."""
+    out: dict[str, float] = {}
+
+    def add(field: str, v: float) -> None:
+        out[f"{model}|{k}|{field}"] = out.get(f"{model}|{k}|{field}", 0.0) + float(v)
+
+    for t, (mean, p10, p50, p90), s, r in zip(y, steps, scale, reference, strict=True):
+        pin = sum(
+            max(q * (t - v), (q - 1) * (t - v)) for q, v in ((0.1, p10), (0.5, p50), (0.9, p90))
+        )
+        for field, v in (("n", 1), ("abs", abs(t - p50)), ("abs_mean", abs(t - mean)),
+                         ("sq", (t - mean) ** 2), ("pinball", pin), ("y_abs", abs(t)),
+                         ("y_sq", t * t), ("covered", p10 <= t <= p90), ("below", t < p10),
+                         ("above", t > p90)):  # fmt: skip
+            add(field, v)
+        if s > 0:
+            add("scaled", abs(t - p50) / s)
+            add("scaled_n", 1)
+        if not np.isnan(r):
+            for field, v in (("ref", r), ("ref_abs", abs(t - p50)), ("ref_sq", r * r),
+                             ("ref_err_sq", (t - mean) ** 2), ("ref_pinball", pin)):  # fmt: skip
+                add(field, v)
+    return out
+
+
+def test_a_close_s_points_sum_as_each_point_scored_alone() -> None:
+    """Every model of a close is scored at once; the sums are each point's, added up, with
+    rows a model did not score, unknown scales and a missing reference left out."""
+    rng = np.random.default_rng(3)
+    n = 50
+    y = rng.poisson(1.5, n).astype(float)
+    scale = np.where(rng.random(n) < 0.3, np.nan, rng.random(n))
+    scale[:5] = 0.0
+    reference = np.where(rng.random(n) < 0.4, np.nan, rng.random(n) * 3)
+    points: dict[str, list[Points]] = {}
+    for model in ("a", "b", "none"):
+        points[model] = []
+        for k in (1, 2):
+            valid = rng.random(n) < (0.0 if model == "none" else 0.7)
+            q = np.sort(rng.random((n, 3)) * 4, axis=1)
+            steps = np.column_stack([q.mean(axis=1), q])
+            steps[~valid] = np.nan
+            points[model].append(Points(k, valid, steps, False))
+    settled = Settled(0, [f"s{i}" for i in range(n)], y, scale, points, {1: reference})
+    ev = Prequential()
+    ev.add_settled(settled)
+    expected: dict[str, float] = {}
+    for model, ps in points.items():
+        for p in ps:
+            ref = reference if p.k == 1 else np.full(n, np.nan)
+            v = p.valid
+            expected |= naive_sums(model, p.k, y[v], p.steps[v], scale[v], ref[v])
+    assert ev.sums.keys() == expected.keys()
+    assert ev.sums == pytest.approx(expected, rel=1e-12)

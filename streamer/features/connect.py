@@ -68,9 +68,8 @@ def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
     # next use, however long Redis has been back, and a ``from_url`` client never retries.
     # One immediate reconnect tells that stale connection from an outage, which fails again.
     # Safe for the worker, whose every effect is idempotent: a script whose reply was lost
-    # may run twice.
-    options.setdefault("retry", Retry(NoBackoff(), 1))
-    options.setdefault("retry_on_error", [RedisConnectionError])
+    # may run twice. Not on a timeout: a hung Redis would be waited out twice.
+    options.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     client = aioredis.Redis.from_url(settings.redis.url, **options)
     pool = client.connection_pool
     pool.connection_class = packed_by_hiredis(pool.connection_class)  # connects on first use

@@ -54,6 +54,15 @@ def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
     return pinball(np.stack([p10, p50, p90], axis=-1), y).sum(axis=-1)
 
 
+# rows scored at a time: a partition of 125,000 series and ten models would otherwise hold
+# ~100 MB of per-point terms
+SCORED_ROWS = 16_384
+
+
+def _chunks(n: int) -> Iterator[slice]:
+    return (slice(lo, lo + SCORED_ROWS) for lo in range(0, n, SCORED_ROWS))
+
+
 def _point_terms(valid: np.ndarray, steps: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``[7, models, n]``: each point's absolute error of the p50 and of the mean, squared
     error of the mean, pinball loss summed over p10/p50/p90, whether p10 <= y <= p90, y < p10
@@ -363,7 +372,11 @@ class Prequential:
             ref = np.where(known, reference, 0.0)
         # [terms, models, 3]: each term summed over the rows, over the scaled rows divided by
         # their scale, and over the rows with a reference
-        by_row = _point_terms(valid, steps, y) @ np.stack([np.ones_like(y), per_scale, known]).T
+        weights = np.stack([np.ones_like(y), per_scale, known], axis=1)
+        by_row = sum(
+            _point_terms(valid[:, rows], steps[:, rows], y[rows]) @ weights[rows]
+            for rows in _chunks(len(y))
+        )
         own = np.stack([np.ones_like(y), np.abs(y), y * y, scaled, known, ref, ref**2])
         own = valid.astype(np.float64) @ own.T  # [models, sums of the rows' own values]
         self._record(models, k, by_row.transpose(1, 0, 2).tolist(), own.tolist())

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from models import evaluation
 from models.bank import Settled
 from models.evaluation import Prequential, parse_forecast_id, score
 from models.quantiles import Points
@@ -137,9 +138,14 @@ def naive_sums(model: str, k: int, y, steps, scale, reference) -> dict[str, floa
     return out
 
 
-def test_a_close_s_points_sum_as_each_point_scored_alone() -> None:
-    """Every model of a close is scored at once; the sums are each point's, added up, with
-    rows a model did not score, unknown scales and a missing reference left out."""
+@pytest.mark.parametrize("chunk", [16_384, 7])
+def test_a_close_s_points_sum_as_each_point_scored_alone(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every model of a close is scored at once, in chunks of rows; the sums are each
+    point's, added up, with rows a model did not score, unknown scales and a missing
+    reference left out."""
+    monkeypatch.setattr(evaluation, "SCORED_ROWS", chunk)
     rng = np.random.default_rng(3)
     n = 50
     y = rng.poisson(1.5, n).astype(float)

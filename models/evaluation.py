@@ -328,8 +328,8 @@ class Prequential:
 
     def add_settled(self, settled: Settled) -> None:
         """Every point a bank's close scored (a rollup has its own ``models.rollup.settle``),
-        every model at once for each ``k``: a close scores dozens of (model, k) pairs, and
-        a pass over each pair's points alone cost more than the close's learning."""
+        every model at once for each ``k``: a close scores dozens of (model, k) pairs, and a
+        dozen numpy passes for each pair took 15% of a close's thread (docs/benchmark.md)."""
         by_k: dict[int, list[tuple[str, Points]]] = defaultdict(list)
         for model, points in settled.points.items():
             for p in points:

@@ -35,7 +35,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -43,15 +42,10 @@ import orjson
 from models.bank import PUBLISHED, SEASONAL_NAIVE, Settled
 from models.base import SEASON
 from models.forecast_table import ForecastTable, parse_forecast_id
-from models.quantiles import LEVELS, Points, pinball
+from models.quantiles import Points, summed_pinball
 from models.rollup import ROLLUP
 
 __all__ = ["JsonLines", "Prequential", "parse_forecast_id", "references", "score"]
-
-
-def _pinball(y: Any, p10: Any, p50: Any, p90: Any) -> Any:
-    """Pinball losses of the three quantiles, summed (floats or arrays alike)."""
-    return pinball(np.stack([p10, p50, p90], axis=-1), y).sum(axis=-1)
 
 
 # rows scored at a time: a partition of 125,000 series and ten models would otherwise hold
@@ -73,11 +67,7 @@ def _point_terms(valid: np.ndarray, steps: np.ndarray, y: np.ndarray) -> np.ndar
     np.abs(y - p50, out=terms[0])
     np.abs(off, out=terms[1])
     np.multiply(off, off, out=terms[2])
-    # sum(level * (y - q)) + sum(max(q - y, 0)) on [models, n] arrays: ``pinball`` over a
-    # last axis of three took four times as long
-    terms[3] = LEVELS.sum() * y - LEVELS[0] * p10 - LEVELS[1] * p50 - LEVELS[2] * p90
-    for q in (p10, p50, p90):
-        terms[3] += np.maximum(q - y, 0.0)
+    terms[3] = summed_pinball(p10, p50, p90, y)
     terms[4] = (p10 <= y) & (y <= p90)
     terms[5] = y < p10
     terms[6] = y > p90
@@ -217,7 +207,7 @@ class _Sums:
         ref = grid.reference(rows, target)
         common = ~np.isnan(ref)
         absolute, squared = np.abs(y - p50), (y - mean) ** 2
-        pinball, ref_abs = _pinball(y, p10, p50, p90) / 3, np.abs(y - np.nan_to_num(ref))
+        pinball, ref_abs = summed_pinball(p10, p50, p90, y) / 3, np.abs(y - np.nan_to_num(ref))
         columns = (np.ones_like(y), absolute, squared, pinball, (p10 <= y) & (y <= p90),
                    y < p10, y > p90, *(np.where(common, v, 0.0) for v in (
                        absolute, ref_abs, squared, ref_abs**2, pinball)),
@@ -354,7 +344,7 @@ class Prequential:
         """The sums of the points ``valid [models, n]`` of forecasts ``steps [models, n, 4]``
         against the rows' truths ``y``, scales and reference (as ``add`` takes them): every
         model's per-point terms at once, summed over the rows by two matrix products."""
-        scored = valid.any(axis=0)
+        scored = valid.any(axis=0)  # a row no model scored may have no truth (NaN)
         if not scored.all():
             valid, steps, y = valid[:, scored], steps[:, scored], y[scored]
             scale = None if scale is None else scale[scored]

@@ -100,6 +100,11 @@ FENCED = Counter(
     "shelfcast_partitions_fenced",
     "Partitions this worker dropped because another took them over (its writes were refused)",
 )
+ORDERS_WAITED = Counter(
+    "shelfcast_orders_waited",
+    "Times a partition's orders stopped being fetched until its inventory, read behind them in "
+    "event time, caught up",
+)
 LSTM_SERVED_VERSION = Gauge(
     "shelfcast_lstm_served_version", "LSTM version this worker serves (0: none yet)"
 )

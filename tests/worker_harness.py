@@ -93,16 +93,25 @@ class Worker:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
-    def owned(self) -> set[int]:
-        """The input partitions the worker's consumer holds, from its lag gauges on ``/metrics``
-        (empty while it cannot answer)."""
+    def metrics(self) -> str:
+        """The worker's ``/metrics`` page ('' while it cannot answer)."""
         url = f"http://127.0.0.1:{self.env['SHELFCAST_WEB_PORT']}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=5) as page:
-                text = page.read().decode()
+                return page.read().decode()
         except OSError:
-            return set()
-        return {int(p) for p in ASSIGNED.findall(text)}
+            return ""
+
+    def metric(self, name: str) -> float:
+        """One unlabelled sample of ``/metrics``."""
+        found = re.search(rf"^{re.escape(name)} (\S+)$", self.metrics(), re.MULTILINE)
+        assert found, f"{name} is not on the worker's /metrics"
+        return float(found[1])
+
+    def owned(self) -> set[int]:
+        """The input partitions the worker's consumer holds, from its lag gauges on ``/metrics``
+        (empty while it cannot answer)."""
+        return {int(p) for p in ASSIGNED.findall(self.metrics())}
 
     def wait_exit(self, timeout: float) -> int:
         """The worker's exit code, once it stops by itself."""

@@ -116,6 +116,10 @@ class TimeSettings(Section):
     max_skew_seconds: float = setting(
         "SHELFCAST_MAX_SKEW_SECONDS", float, default=31 * 86_400, low=0
     )
+    # a partition's orders read further ahead of its inventory, in event time, wait for it
+    topic_lead_seconds: float = setting(
+        "SHELFCAST_TOPIC_LEAD_SECONDS", float, default=3_600.0, low=0
+    )
     max_future_seconds: float = setting(
         "SHELFCAST_MAX_FUTURE_SECONDS", float, default=86_400, low=0
     )

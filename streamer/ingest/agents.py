@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import faust
+from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
@@ -46,19 +47,20 @@ class Agents:
         self.owned: set[int] = set()
         self.input_topics = {settings.kafka.topics["orders"], settings.kafka.topics["inventory"]}
         self.positions: dict[TP, int] = {}  # next offset to process, per input partition
+        self.waiting: set[TP] = set()  # orders partitions paused until their inventory caught up
 
     def connect(self) -> None:
         """Register the agent, the timer and the callbacks with the app."""
         app, settings = self.app, self.settings
-        inputs = app.topic(
-            settings.kafka.topics["orders"],
-            settings.kafka.topics["inventory"],
-            key_serializer="raw",
-            value_serializer="raw",
-        )
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_partitions_revoked.connect(self.on_revoked)
-        app.agent(inputs, name=f"{__name__}.process")(self.process)
+        for role in ("orders", "inventory"):
+            # an agent, and so a buffer, per topic: under one buffer the orders of a backlog
+            # crowd the inventory out (Faust stops fetching whichever partition's record
+            # meets a full buffer, until it drains)
+            topic = settings.kafka.topics[role]
+            inputs = app.topic(topic, key_serializer="raw", value_serializer="raw")
+            app.agent(inputs, name=f"{__name__}.process_{role}")(self.process)
         interval = max(settings.time.idle_advance_seconds / 3, 1.0)
         app.timer(interval=interval, name=f"{__name__}.advance_idle")(self.advance_idle)
 
@@ -68,10 +70,11 @@ class Agents:
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in list(tps):
             self.positions.pop(tp, None)
+            self.waiting.discard(tp)
             with contextlib.suppress(KeyError):  # never observed
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 
-    async def observe_lag(self) -> None:
+    async def observe_lag(self) -> dict[TP, int]:
         # High watermarks are the consumer's cached ones, from its latest fetches. A partition
         # not processed yet counts from the consumer's position, so a backlog taken over in a
         # rebalance shows before its first batch completes.
@@ -85,10 +88,36 @@ class Agents:
         # recorded a partition given up since: the gauges show only what is held now
         assigned = self.held()
         self.forget(self.positions.keys() - assigned)
+        lags: dict[TP, int] = {}
         for tp in assigned & self.positions.keys():
             if (highwater := consumer.highwater(tp)) is not None:
-                lag = max(highwater - self.positions[tp], 0)
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                lags[tp] = max(highwater - self.positions[tp], 0)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lags[tp])
+        return lags
+
+    async def align(self, lags: dict[TP, int]) -> None:
+        """Pause fetching a partition's orders while they are more than
+        ``SHELFCAST_TOPIC_LEAD_SECONDS`` of event time ahead of its inventory and the inventory
+        has records left to read; resume them once it caught up or ran out.
+
+        Nothing else orders the two topics: a worker catching up on a backlog (a restart, a
+        Redis outage) could read weeks of orders before the inventory stamped among them, and a
+        snapshot read that late is stale (docs/alerts.md). Inventory is never paused: what it
+        brings ahead of the orders waits in Redis until the orders reach it (apply.lua)."""
+        if self.app.rebalancing:
+            return  # the new assignment starts unpaused (on_assigned)
+        orders = self.settings.kafka.topics["orders"]
+        inventory = self.settings.kafka.topics["inventory"]
+        limit = self.settings.time.topic_lead_seconds
+        behind = {
+            TP(orders, tp.partition) for tp, lag in lags.items()
+            if tp.topic == inventory and lag > 0
+            and self.pipeline.orders_lead(tp.partition) > limit
+        }  # fmt: skip
+        if behind != self.waiting:
+            metrics.ORDERS_WAITED.inc(len(behind - self.waiting))
+            await fetch_paused(self.app, behind, self.waiting - behind)
+            self.waiting = behind
 
     async def on_assigned(self, sender: object, assigned: set[TP], **_: object) -> None:
         # another worker may have advanced a partition since this one last owned it
@@ -101,6 +130,7 @@ class Agents:
                 flush=True,
             )
         self.pipeline.assign(now - self.owned)
+        self.waiting.clear()  # the Kafka client starts every assignment unpaused
         self.owned.clear()
         self.owned.update(now)
 
@@ -145,7 +175,7 @@ class Agents:
             hold_back(messages, pipeline.applies)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             self.observe_done(messages)
-            await self.observe_lag()
+            await self.align(await self.observe_lag())
 
     def observe_done(self, messages: list[Message]) -> None:
         done = time.time()
@@ -155,7 +185,8 @@ class Agents:
             self.positions[m.tp] = max(self.positions.get(m.tp, 0), m.offset + 1)
 
     async def advance_idle(self) -> None:
-        await self.observe_lag()  # lag keeps growing on the dashboard while a batch is stuck
+        # lag keeps growing on the dashboard while a batch is stuck
+        await self.align(await self.observe_lag())
         try:
             result = await self.run(
                 "idle advance", lambda: self.pipeline.advance_idle(time.time(), self.owned)
@@ -165,6 +196,24 @@ class Agents:
             halt(str(exc))
         except Exception:
             fatal("advancing idle partitions failed")
+
+
+async def fetch_paused(app: faust.App, pause: set[TP], resume: set[TP]) -> None:
+    """Pause and resume fetching partitions in the Kafka client itself, on its thread.
+
+    Not ``app.consumer.pause_partitions``: Faust filters the records of a fetch already made
+    against its live set of active partitions, so a partition paused meanwhile silently loses
+    the rest of that fetch, and the consumer moves past it. The client (aiokafka) keeps its
+    position instead and fetches those records again on resume."""
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    client = thread._ensure_consumer()
+
+    async def in_thread() -> None:
+        held = client.assignment()  # a rebalance may have taken some meanwhile
+        client.resume(*(TopicPartition(*tp) for tp in resume & held))
+        client.pause(*(TopicPartition(*tp) for tp in pause & held))
+
+    await thread.call_thread(in_thread)
 
 
 def hold_back(messages: Iterable[Message], applies: Callable[[int], bool]) -> None:

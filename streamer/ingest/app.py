@@ -111,7 +111,11 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=2,
         broker_credentials=settings.kafka.security.faust_credentials(),
         producer_max_request_size=max(1_048_576, 4 * settings.kafka.max_message_bytes),
-        consumer_max_fetch_size=max(4_194_304, 4 * settings.kafka.max_message_bytes),
+        # What the worker fetched and not processed yet cannot wait for the other input topic
+        # (Agents.align), and Faust takes in a whole fetch however full its buffer: a fetch of
+        # a few of the largest messages a partition, and a buffer of two batches a topic.
+        consumer_max_fetch_size=4 * settings.kafka.max_message_bytes,
+        stream_buffer_maxsize=2 * settings.kafka.batch_size,
     )
 
     app.transport = transport(settings.kafka.fetch_max_wait_ms)(app.conf.broker_consumer, app)

@@ -123,6 +123,7 @@ class Pipeline:
         self.max_ts: dict[int, float] = {}
         self.closed: dict[int, int] = {}
         self.last_event_wall: dict[int, tuple[float, float]] = {}  # p -> (max_ts, wall)
+        self.inventory_ts: dict[int, float] = {}  # newest inventory event time read, by partition
         self.calendar = settings.time.calendar()
         self.lstm = LSTMServing(
             Registry(settings.models_path()), self.calendar, settings.models.torch_threads
@@ -193,6 +194,14 @@ class Pipeline:
         self._stale.update(partitions)
         self._lost.update(partitions)
 
+    def orders_lead(self, p: int) -> float:
+        """How far partition ``p``'s orders were read ahead of its inventory, in event-time
+        seconds: infinite while no inventory event was read since it was taken over, and
+        minus infinity before its first order."""
+        if p not in self.max_ts:
+            return -math.inf
+        return self.max_ts[p] - self.inventory_ts.get(p, -math.inf)
+
     def applies(self, p: int) -> bool:
         """Whether records of partition ``p`` taken now are applied here: not when it was revoked
         or fenced, for then its new owner reads them itself."""
@@ -205,8 +214,8 @@ class Pipeline:
 
     def _drop(self, p: int) -> None:
         for table in (
-            self.closed, self.max_ts, self.last_event_wall, self.active, self.banks,
-            self._settled, self._snapshot_bucket, self.generation, self._delivered,
+            self.closed, self.max_ts, self.last_event_wall, self.inventory_ts, self.active,
+            self.banks, self._settled, self._snapshot_bucket, self.generation, self._delivered,
         ):  # fmt: skip
             table.pop(p, None)
         self.lstm.windows.forget(p)
@@ -260,6 +269,9 @@ class Pipeline:
             else:
                 by_partition[rec.partition].append((rec, parsed))
                 floors[rec.partition].pop(field, None)
+                if not isinstance(parsed, OrderEvent):
+                    read = self.inventory_ts.get(rec.partition, parsed.ts)
+                    self.inventory_ts[rec.partition] = max(read, parsed.ts)
         if dead:
             await self.sink(dead)
             result.dlq += len(dead)

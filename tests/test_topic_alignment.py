@@ -1,0 +1,72 @@
+"""A worker catching up on a backlog reads a partition's orders no further ahead of its inventory,
+in event time, than ``SHELFCAST_TOPIC_LEAD_SECONDS``: a snapshot is applied where it stands in
+time, not judged stale because the orders after it were read first."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from streamer.config.settings import Settings, all_topics
+from streamer.ops.embedded import EmbeddedRedis, MockKafkaCluster
+from streamer.ops.replay import Produced, produce
+from tests.worker_harness import DAY, Worker, counter, redis_truth, stopping, wait_all_committed
+
+START = datetime(2011, 3, 1, 9, tzinfo=UTC).timestamp()
+SNAPSHOT_AT = START + 2 * DAY
+ON_HAND = 100_000
+
+
+def event(role: str, ts: float, **fields: object) -> Produced:
+    stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    value = {"ts": stamp, "location": "United Kingdom", **fields}
+    return Produced(role, str(fields["sku"]), json.dumps(value).encode(), ts)
+
+
+def backlog() -> tuple[list[Produced], int]:
+    """Orders of one series over 30 days, and an inventory topic that takes as many records to
+    reach that series' snapshot on day 2 (deliveries of another series, on day 0 to 1): read at
+    equal rates in records, the orders would be weeks past the snapshot when it is read (with
+    ``SHELFCAST_TOPIC_LEAD_SECONDS`` out of the way, the snapshot is stale and the stock off by
+    it). The orders are sparse, 800 a day, so what the worker may have fetched already (two
+    batches and a fetch) spans days: still far inside the 14 days of kept movements.
+    Returns the events and the series' true stock."""
+    n = 24_000
+    orders = [
+        event("orders", START + i * 30 * DAY / n, event_id=f"o{i}", sku="22423", quantity=1,
+              unit_price=1.0, order_id=f"o{i}")
+        for i in range(n)
+    ]  # fmt: skip
+    deliveries = [
+        event("inventory", START + i * DAY / n, event_id=f"d{i}", sku="85123A", delta=1)
+        for i in range(n)
+    ]
+    snapshot = event("inventory", SNAPSHOT_AT, event_id="s", sku="22423", on_hand=ON_HAND)
+    later = sum(1 for o in orders if o.ts > SNAPSHOT_AT)
+    return [*orders, *deliveries, snapshot], ON_HAND - later
+
+
+@pytest.mark.slow
+@pytest.mark.solo
+def test_orders_wait_for_the_inventory_read_behind_them(tmp_path: Path) -> None:
+    events, truth = backlog()
+    kafka = MockKafkaCluster(all_topics(Settings()), partitions=1)
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="1")
+    with stopping(kafka, server, worker):
+        # a fetch returns whole record batches: small ones, so the worker's own buffers, not
+        # the producer's batching, bound what it read before the orders were paused
+        small = {"batch.num.messages": "500"}
+        produce(kafka.bootstrap, small, Settings().kafka.topics, events, progress=False)
+        worker.start()
+        wait_all_committed(kafka.bootstrap, worker)
+        _, stock = redis_truth(server.url)
+        stale = counter(server.url, "stale_snapshot")
+        waited = worker.metric("shelfcast_orders_waited_total")
+    assert waited >= 1
+    assert stale == 0
+    assert stock["22423@United Kingdom"] == truth

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import faust
-from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
@@ -116,7 +115,9 @@ class Agents:
         }  # fmt: skip
         if behind != self.waiting:
             metrics.ORDERS_WAITED.inc(len(behind - self.waiting))
-            await fetch_paused(self.app, behind, self.waiting - behind)
+            # the app's consumer is streamer.ingest.app's FetchConsumer
+            consumer = self.app.consumer
+            await consumer.fetch_paused(behind, self.waiting - behind)  # type: ignore[attr-defined]
             self.waiting = behind
 
     async def on_assigned(self, sender: object, assigned: set[TP], **_: object) -> None:
@@ -196,24 +197,6 @@ class Agents:
             halt(str(exc))
         except Exception:
             fatal("advancing idle partitions failed")
-
-
-async def fetch_paused(app: faust.App, pause: set[TP], resume: set[TP]) -> None:
-    """Pause and resume fetching partitions in the Kafka client itself, on its thread.
-
-    Not ``app.consumer.pause_partitions``: Faust filters the records of a fetch already made
-    against its live set of active partitions, so a partition paused meanwhile silently loses
-    the rest of that fetch, and the consumer moves past it. The client (aiokafka) keeps its
-    position instead and fetches those records again on resume."""
-    thread = app.consumer._thread  # type: ignore[attr-defined]
-    client = thread._ensure_consumer()
-
-    async def in_thread() -> None:
-        held = client.assignment()  # a rebalance may have taken some meanwhile
-        client.resume(*(TopicPartition(*tp) for tp in resume & held))
-        client.pause(*(TopicPartition(*tp) for tp in pause & held))
-
-    await thread.call_thread(in_thread)
 
 
 def hold_back(messages: Iterable[Message], applies: Callable[[int], bool]) -> None:

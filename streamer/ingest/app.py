@@ -12,6 +12,7 @@ import faust
 from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
 from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer.config.settings import Settings
@@ -41,7 +42,8 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 
 def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
-    """Faust's aiokafka transport with the worker consumer's fetch wait set.
+    """Faust's aiokafka transport with the worker consumer's fetch wait set, and a consumer
+    that can pause fetching a partition without losing what it fetched (``fetch_paused``).
 
     Faust fixes ``fetch_max_wait_ms`` at 1500. That only bounds idle polling on real Kafka, but
     the embedded broker waits it out in full (``streamer.ops.embedded.EMBEDDED_FETCH_MAX_WAIT_MS``).
@@ -58,6 +60,23 @@ def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
     class FetchConsumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def fetch_paused(self, pause: set[TP], resume: set[TP]) -> None:
+            """Pause and resume fetching partitions in the Kafka client itself, on its thread
+            (``Agents.align``).
+
+            Not ``pause_partitions``: Faust filters the records of a fetch already made against
+            its live set of active partitions, so a partition paused meanwhile silently loses
+            the rest of that fetch, and the consumer moves past it. The client (aiokafka) keeps
+            its position instead and fetches those records again on resume."""
+            client = self._thread._ensure_consumer()
+
+            async def in_thread() -> None:
+                held = client.assignment()  # a rebalance may have taken some meanwhile
+                client.resume(*(aiokafka.TopicPartition(*tp) for tp in resume & held))
+                client.pause(*(aiokafka.TopicPartition(*tp) for tp in pause & held))
+
+            await self._thread.call_thread(in_thread)
 
     class Transport(faust_aiokafka.Transport):
         Consumer = FetchConsumer

@@ -26,7 +26,9 @@ disagree (the whole shipped sample, 28,031 forecasts: about 11 s; a test runs it
 
 Every forecast is issued at a close and scored when its buckets close (prequential). It
 prints and saves (``accuracy.json``, ``accuracy.md``) a table for all series and for the
-top-N (sku, location) series by volume.
+top-N (sku, location) series by volume, and under them the published forecast head to head
+with each model on that model's own points (the LSTM forecasts nothing before its first
+champion: its row and the published one are not scored on the same points).
 
 On the top-N series it also runs an offline reference with statsforecast (SeasonalNaive,
 AutoETS, CrostonOptimized, ADIDA) on weekly rolling origins, each refitted at every origin on
@@ -51,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -295,6 +297,23 @@ def only(settled: Settled, rows: np.ndarray, keep: dict[int, np.ndarray] | None 
     return replace(settled, points=points)
 
 
+def head_to_head(settled: Settled) -> Settled:
+    """The published forecast on each model's own points, as ``published@<model>``: a model
+    that forecasts only some rows (the LSTM before its first champion, seasonal naive before a
+    series' first week) is compared with what was published on exactly those rows."""
+    published = {p.k: p for p in settled.points.get(PUBLISHED, [])}
+    points = {
+        f"{PUBLISHED}@{model}": [
+            Points(p.k, p.valid & published[p.k].valid, published[p.k].steps, p.closed)
+            for p in pts
+            if p.k in published
+        ]
+        for model, pts in settled.points.items()
+        if model != PUBLISHED
+    }
+    return replace(settled, points=points)
+
+
 def traded_from(events: Iterable[Produced], bucket_seconds: int) -> set[tuple[str, int]]:
     """Every (series, bucket) with an order line the worker applies, returns included: what
     keeps a series active in the worker (its active set, ``apply.lua``, scores a series by the
@@ -398,9 +417,12 @@ def score_close(
     """Score what the close of ``b`` settled: all series (and their SKU rollups), the top ones
     (``top_rows``), and the top ones on statsforecast's ``common`` points."""
     run.all.add_settled(settled)
+    run.all.add_settled(head_to_head(settled))
     skus, codes = groups_of(bank.series)
     settle(settled, codes, len(skus), run.all)
-    run.top.add_settled(only(settled, top_rows))
+    top = only(settled, top_rows)
+    run.top.add_settled(top)
+    run.top.add_settled(head_to_head(top))
     if common:
         keep = {
             k: np.array([(b - k, b) in common.get(s, ()) for s in bank.series])
@@ -640,11 +662,16 @@ def table(summary: dict[str, dict[str, object]]) -> list[dict[str, object]]:
     return rows
 
 
-def markdown(title: str, rows: list[dict[str, object]]) -> str:
-    cols = ["model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse",
-            "rmse_vs_seasonal_naive", "pinball", "pinball_vs_seasonal_naive", "mae_vs_zeros",
-            "rmse_vs_zeros", "pinball_vs_zeros", "coverage_p10_p90", "below_p10", "above_p90",
-            "weight"]  # fmt: skip
+TABLE_COLUMNS = ("model", "points", "mae", "mae_vs_seasonal_naive", "mase", "rmse",
+                 "rmse_vs_seasonal_naive", "pinball", "pinball_vs_seasonal_naive",
+                 "mae_vs_zeros", "rmse_vs_zeros", "pinball_vs_zeros", "coverage_p10_p90",
+                 "below_p10", "above_p90", "weight")  # fmt: skip
+HEAD_TO_HEAD_COLUMNS = ("model", "points", "mae_published_vs_model", "rmse_published_vs_model",
+                        "pinball_published_vs_model", "coverage_model",
+                        "coverage_published")  # fmt: skip
+
+
+def markdown(title: str, rows: list[dict[str, object]], cols: Sequence[str] = TABLE_COLUMNS) -> str:
     out = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
@@ -730,6 +757,30 @@ def targets_top(rows: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+def split_head_to_head(
+    rows: list[dict[str, object]],
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The models' rows, and per model the published forecast on that model's own points
+    against it: each ratio is the published's over the model's (below 1: the published wins)."""
+    mine = [r for r in rows if "@" not in str(r["model"])]
+    by_name = {r["model"]: r for r in mine}
+    pairs = []
+    for r in rows:
+        if "@" not in str(r["model"]):
+            continue
+        model = by_name.get(str(r["model"]).split("@", 1)[1])
+        if model is None:
+            continue
+        pairs.append({
+            "model": model["model"], "points": r["points"],
+            **{f"{m}_published_vs_model": float(r[m]) / float(model[m])
+               for m in ("mae", "rmse", "pinball") if model[m]},
+            "coverage_model": model["coverage_p10_p90"],
+            "coverage_published": r["coverage_p10_p90"],
+        })  # fmt: skip
+    return mine, pairs
+
+
 def oracle_line(o: dict[str, float]) -> str:
     return (
         f"\nA calibrated band on the same points (each series' own 10% and 90% quantiles of "
@@ -747,6 +798,14 @@ def write_outputs(out: Path, data: Path, result: dict[str, Any], n_top: int) -> 
     md.append(markdown("All series", result["all_series"]) + oracle_line(oracle["all_series"]))
     md.append(markdown(f"Top {n_top} series", result[f"top_{n_top}"]))
     md.append(oracle_line(oracle[f"top_{n_top}"]))
+    for key, title in (("all_series", "All series"), (f"top_{n_top}", f"Top {n_top} series")):
+        md.append(
+            markdown(
+                f"{title}: the published forecast on each model's points (published ÷ model)",
+                result[f"{key}_head_to_head"],
+                HEAD_TO_HEAD_COLUMNS,
+            )
+        )
     if f"top_{n_top}_vs_statsforecast" in result:
         md.append(
             markdown(
@@ -808,8 +867,12 @@ def score(args: argparse.Namespace) -> int:
         "top": len(top),
         "closed_buckets": len(truth.closed),
         "seconds": round(time.monotonic() - started, 1),
-        "all_series": table({**run.all.summary(), **entrants.summary("all")}),
-        f"top_{len(top)}": table({**run.top.summary(), **entrants.summary("top")}),
+    }
+    for key, subset, prequential in (("all_series", "all", run.all),
+                                     (f"top_{len(top)}", "top", run.top)):  # fmt: skip
+        rows = table({**prequential.summary(), **entrants.summary(subset)})
+        result[key], result[f"{key}_head_to_head"] = split_head_to_head(rows)
+    result |= {
         "lstm_refreshes": lstm.refreshes if lstm else None,
         "oracle_p10_p90": {"all_series": oracle["all"], f"top_{len(top)}": oracle["top"]},
     }

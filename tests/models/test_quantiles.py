@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from models.quantiles import (
+    CALIBRATION_RATE,
+    LEVELS,
     MEAN,
     MIN_ERRORS,
     P10,
@@ -174,7 +176,8 @@ def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed
     calibration.take(np.full(2, -1))
     steps = np.array([[5.0, 4.0, 5.0, 6.0]] * 2)
     y = np.array([9.0, 5.0])  # above p90 for row 0, inside for row 1
-    for _ in range(200):
+    to_the_cap = np.log(WIDEN_RANGE[1]) / (CALIBRATION_RATE * (1 - LEVELS[0]))
+    for _ in range(int(to_the_cap) + 10):
         calibration.learn([Points(1, np.ones(2, bool), steps, False)], y)
     (below0, above0), (below1, above1) = calibration.widen.tolist()
     assert above0 == WIDEN_RANGE[1] and below0 == below1 == above1 < 1.0
@@ -189,25 +192,26 @@ def test_calibration_widens_a_half_missed_too_often_and_narrows_one_never_missed
     assert out[:, 0, P50].tolist() == plain[:, 0, P50].tolist()  # the p50 never moves
 
 
-def test_calibration_restores_coverage_after_the_errors_grow() -> None:
+def test_calibration_widens_a_band_too_narrow_for_its_series_to_cover_80_percent() -> None:
+    # the combination's quantile weights are pooled over a group: one series of the group can
+    # be far noisier than its band says, and only its own misses tell
     rng = np.random.default_rng(3)
-    rows, covered = 300, {}
+    rows, closes = 100, 4000  # one point a close: a real close scores up to seven
+    covered = {}
     for calibrate in (False, True):
-        bands, published, calibration = Bands(horizon=1), Moments(horizon=1), Calibration()
-        for part in (bands, published, calibration):
+        published, calibration = Moments(horizon=1), Calibration()
+        for part in (published, calibration):
             part.take(np.full(rows, -1))
+        narrow = np.tile([[[100.0, 95.0, 100.0, 105.0]]], (rows, 1, 1))
         hits = total = 0
-        for t in range(300):
-            steps = bands.steps(np.full((rows, 1), 100.0), np.ones(rows, bool), OPEN)
-            bands.issue(t, steps)
-            steps = widen_band(steps, calibration.widen) if calibrate else steps
+        for t in range(closes):
+            steps = widen_band(narrow, calibration.widen) if calibrate else narrow
             published.issue(t, steps)
-            y = 100 + rng.normal(0, 10 if t < 200 else 30, rows)
-            if t >= 200:
+            y = 100 + rng.normal(0, 20, rows)
+            if t >= closes * 3 // 4:
                 total += rows
                 hits += int(np.sum((steps[:, 0, P10] <= y) & (y <= steps[:, 0, P90])))
-            bands.learn(bands.settle(t + 1, True, np.zeros((1, 1), bool)), y)
             calibration.learn(published.settle(t + 1, True, np.zeros((1, 1), bool)), y)
         covered[calibrate] = hits / total
-    assert covered[True] > covered[False] + 0.02
-    assert covered[True] >= 0.74
+    assert covered[False] < 0.25
+    assert 0.74 <= covered[True] <= 0.86

@@ -169,7 +169,7 @@ def test_the_accuracy_benchmark_scores_any_orders_file_as_it_scores_online_retai
                 "--columns", "event_id=Id,ts=When,sku=Item,location=Store,quantity=Units,"
                 "unit_price=Price,order_id=Order,customer_id=Buyer"],
     }  # fmt: skip
-    tables = {}
+    tables, heads = {}, {}
     for name, args in runs.items():
         done = subprocess.run(
             [*script, *args, "--out", str(tmp_path / name)], cwd=ROOT, capture_output=True,
@@ -178,7 +178,20 @@ def test_the_accuracy_benchmark_scores_any_orders_file_as_it_scores_online_retai
         assert done.returncode == 0, done.stdout + done.stderr
         result = json.loads((tmp_path / name / "accuracy.json").read_text())
         tables[name] = (result["all_series"], result["top_50"], result["oracle_p10_p90"])
-    assert tables["own"] == tables["retail"]
+        heads[name] = result["all_series_head_to_head"]
+    assert tables["own"] == tables["retail"] and heads["own"] == heads["retail"]
+    # the published forecast on each model's points: where the model forecast every row the
+    # published one did (the moving average), head to head is the plain ratio of the rows
+    rows = {r["model"]: r for r in tables["own"][0]}
+    pairs = {r["model"]: r for r in heads["own"]}
+    assert set(pairs) == set(rows) - {"published", "rollup"}
+    assert {m: r["points"] for m, r in pairs.items()} == {m: rows[m]["points"] for m in pairs}
+    everywhere = pairs["moving_average"]
+    assert everywhere["points"] == rows["published"]["points"]
+    for m in ("mae", "rmse", "pinball"):
+        assert everywhere[f"{m}_published_vs_model"] == pytest.approx(
+            rows["published"][m] / rows["moving_average"][m]
+        )
     # count data: a calibrated band holds the atoms too, so it covers at least 80%
     assert tables["own"][2]["all_series"]["coverage"] >= 0.8
     assert any(row["model"] == "published" and row["points"] > 10_000 for row in tables["own"][0])

@@ -127,7 +127,7 @@ class Bank:
     >>> [(p.k, float(p.steps[0, 0])) for p in settled.points["seasonal_naive"]]  # issued k ago
     [(1, 5.0), (2, 5.0)]
     >>> fc.published[0].round(2).tolist()  # (mean, p10, p50, p90) for the next two days
-    [[5.01, 3.66, 5.06, 6.52], [5.02, 3.7, 5.06, 6.42]]
+    [[5.01, 3.55, 5.06, 6.5], [5.02, 3.59, 5.06, 6.4]]
     """
 
     def __init__(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -79,6 +80,7 @@ __all__ = [
     "hold_back",
     "isolated",
     "reference_policies",
+    "refresh",
     "rollup_demand",
     "run_backtest",
     "scrape",
@@ -90,6 +92,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
+
+    from models.lstm.network import Panel
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +397,10 @@ class Replay:
         # one connection for the whole loop, which produces a batch a bucket; dropped after,
         # so that nothing reconnects to the broker once the backtest stops it
         self._producer = replay_producer(self.live.kafka.bootstrap_servers, {})
-        self._trainer = ThreadPoolExecutor(1, thread_name_prefix="lstm-refresh")
+        # A process of its own, not a thread: a thread of this process shares its interpreter
+        # lock with the topic collectors and the lockstep, which hold it for most of the replay,
+        # and a 32-unit network's training is mostly Python between small kernels.
+        self._trainer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             self._lockstep(by_bucket, first, last, loop, added)
             self._land_refresh()
@@ -469,9 +476,8 @@ class Replay:
             self._train(through)
             return
         read = time.perf_counter() - started
-        work = partial(run_once, self.live, through=through, panel=panel, promote=False)
         serves = through + self.live.trainer.delay_buckets
-        self._training = (serves, read, self._trainer.submit(lambda: work()[0]))
+        self._training = (serves, read, self._trainer.submit(refresh, self.live, through, panel))
 
     def _land_refresh(self) -> None:
         """Wait for the refresh in flight, and promote its candidate if it won."""
@@ -497,6 +503,12 @@ class Replay:
             tqdm.write(
                 f"LSTM through bucket {record['through']}: {record['outcome']}, {record['reason']}"
             )
+
+
+def refresh(settings: Settings, through: int, panel: Panel) -> dict[str, object]:
+    """The record of a refresh on ``panel`` (the data through ``through``), its winner left to
+    the caller to promote: what the closed loop's trainer process runs."""
+    return run_once(settings, through=through, panel=panel, promote=False)[0]
 
 
 def isolated(settings: Settings, out: Path) -> Settings:

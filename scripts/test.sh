@@ -2,10 +2,12 @@
 # Set up .venv if needed, lint, then run the test suite: every test against one embedded
 # redis-server, and the tests marked `cluster` again against a local 3-master Redis Cluster
 # started from the same binary. The multi-worker scale-out test (`cluster_only`) runs on the
-# cluster only: scale-out is what Redis Cluster is for. The two passes run side by side, since
-# much of each waits on sockets, rebalances and child processes; the tests marked `solo` (worker
-# processes replaying a backlog of both input topics, whose relative read progress load can
-# change) run after them, with the machine to themselves.
+# cluster only: scale-out is what Redis Cluster is for. Three passes run side by side, since
+# much of each waits on sockets, rebalances and child processes: the cluster pass, the
+# end-to-end replays of real orders on one Redis (tests/streamer/ops, tests/test_e2e.py), and
+# the rest on one Redis. The tests marked `solo` (worker processes replaying a backlog of both
+# input topics, whose relative read progress load can change) run after them, with the
+# machine to themselves.
 # Arguments go to pytest and run the one pass they name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +18,19 @@ if [ "$#" -gt 0 ]; then
     exec .venv/bin/pytest "$@"
 fi
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+replays_log=$(mktemp)
+trap 'rm -f "$log" "$replays_log"' EXIT
 failed=()
+replays=(tests/streamer/ops tests/test_e2e.py)
 SHELFCAST_TEST_REDIS=cluster .venv/bin/pytest -m "cluster and not solo" >"$log" 2>&1 &
 cluster=$!
-.venv/bin/pytest -m "not cluster_only and not solo" || failed+=("one Redis")
+.venv/bin/pytest -m "not cluster_only and not solo" "${replays[@]}" >"$replays_log" 2>&1 &
+replaying=$!
+.venv/bin/pytest -m "not cluster_only and not solo" "${replays[@]/#/--ignore=}" \
+    || failed+=("one Redis")
+echo "--- meanwhile, the end-to-end replays on one Redis (${replays[*]})"
+wait "$replaying" || failed+=("one Redis, replays")
+cat "$replays_log"
 echo "--- meanwhile, the tests marked cluster on a Redis Cluster (SHELFCAST_TEST_REDIS=cluster)"
 wait "$cluster" || failed+=("Redis Cluster")
 cat "$log"

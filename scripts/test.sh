@@ -3,9 +3,9 @@
 # redis-server, and the tests marked `cluster` again against a local 3-master Redis Cluster
 # started from the same binary. The multi-worker scale-out test (`cluster_only`) runs on the
 # cluster only: scale-out is what Redis Cluster is for. Three passes run side by side, since
-# much of each waits on sockets, rebalances and child processes: the cluster pass, the
-# end-to-end replays of real orders on one Redis (tests/streamer/ops, tests/test_e2e.py), and
-# the rest on one Redis. The tests marked `solo` (worker processes replaying a backlog of both
+# much of each waits on sockets, rebalances and child processes: the cluster pass,
+# tests/streamer/ops and tests/test_e2e.py (the end-to-end replays among them) on one Redis,
+# and the rest on one Redis. The tests marked `solo` (worker processes replaying a backlog of both
 # input topics, whose relative read progress load can change) run after them, with the
 # machine to themselves.
 # Arguments go to pytest and run the one pass they name.
@@ -28,7 +28,7 @@ cluster=$!
 replaying=$!
 .venv/bin/pytest -m "not cluster_only and not solo" "${replays[@]/#/--ignore=}" \
     || failed+=("one Redis")
-echo "--- meanwhile, the end-to-end replays on one Redis (${replays[*]})"
+echo "--- meanwhile, ${replays[*]} on one Redis"
 wait "$replaying" || failed+=("one Redis, replays")
 cat "$replays_log"
 echo "--- meanwhile, the tests marked cluster on a Redis Cluster (SHELFCAST_TEST_REDIS=cluster)"

@@ -20,9 +20,9 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -363,7 +363,7 @@ class Replay:
         self._producer: Producer | None = None
         # the closed loop's refresh in flight: the bucket it serves from, the seconds its data
         # took to read, and its record
-        self._training: tuple[int, float, Future[dict[str, object]]] | None = None
+        self._training: tuple[int, float, AsyncResult[dict[str, object]]] | None = None
 
     def open_loop(self, events: list[Produced]) -> None:
         """As fast as the worker takes it, a bounded distance ahead."""
@@ -397,17 +397,17 @@ class Replay:
         # one connection for the whole loop, which produces a batch a bucket; dropped after,
         # so that nothing reconnects to the broker once the backtest stops it
         self._producer = replay_producer(self.live.kafka.bootstrap_servers, {})
-        # A process of its own, not a thread: a thread of this process shares its interpreter
-        # lock with the topic collectors and the lockstep, which hold it for most of the replay,
-        # and a 32-unit network's training is mostly Python between small kernels.
-        self._trainer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        # A process of its own: a thread would share this process's interpreter lock with the
+        # topic collectors and the lockstep (docs/benchmark.md: the replay waited 233 s for the
+        # year's refreshes in a thread, 181 s in a process)
+        self._trainer = multiprocessing.get_context("spawn").Pool(1)
         try:
             self._lockstep(by_bucket, first, last, loop, added)
             self._land_refresh()
         finally:
             self._producer = None
             # on an error, not waiting for a refresh that no longer serves anything
-            self._trainer.shutdown(wait=False, cancel_futures=True)
+            self._trainer.terminate()
         return added + loop.planner.placed
 
     def _lockstep(
@@ -477,7 +477,8 @@ class Replay:
             return
         read = time.perf_counter() - started
         serves = through + self.live.trainer.delay_buckets
-        self._training = (serves, read, self._trainer.submit(refresh, self.live, through, panel))
+        training = self._trainer.apply_async(refresh, (self.live, through, panel))
+        self._training = (serves, read, training)
 
     def _land_refresh(self) -> None:
         """Wait for the refresh in flight, and promote its candidate if it won."""
@@ -486,7 +487,7 @@ class Replay:
         serves, read, future = self._training
         self._training = None
         started = time.perf_counter()
-        record = future.result()
+        record = future.get()
         # time the replay stood still for it: above zero, the delay is shorter than a refresh
         record["replay_waited_seconds"] = round(time.perf_counter() - started, 3)
         record["read_seconds"] = round(read, 3)  # read before, in line

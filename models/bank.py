@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.util import hash_array
 
 from models.base import SEASON, Close, Forecaster, State
 from models.combination import POOLED, Combination, combine
@@ -161,6 +162,7 @@ class Bank:
         self.series: list[str] = []
         self.through: int | None = None  # the last bucket learned
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._hashes: np.ndarray | None = None  # of the rows' names, kept as _groups is
 
     @classmethod
     def default(cls, horizon: int = 7, season: int = SEASON, peak: Peak = DEFAULT_PEAK) -> Bank:
@@ -193,7 +195,7 @@ class Bank:
         for part in self._parts():
             part.take(index)
         self.series = list(series)
-        self._groups = None
+        self._groups = self._hashes = None
 
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct parts of the rows' names before ``@`` (their SKUs) and each row's
@@ -201,6 +203,24 @@ class Bank:
         if self._groups is None:
             self._groups = groups_of(self.series)
         return self._groups
+
+    def draws(self, bucket: int) -> np.ndarray:
+        """Each row's uniform draw in [0, 1) at the close of ``bucket``, from its name and the
+        bucket alone: a restart, or the series in another row or partition, draws the same.
+
+        >>> bank = Bank.default()
+        >>> bank.align(["a@UK", "b@UK"])
+        >>> bank.draws(3).round(3).tolist(), bank.draws(4).round(3).tolist()
+        ([0.328, 0.619], [0.302, 0.182])
+        """
+        if self._hashes is None:
+            self._hashes = hash_array(np.asarray(self.series, dtype=object))
+        x = self._hashes ^ np.uint64(bucket * 0x9E3779B97F4A7C15 % 2**64)
+        # splitmix64's finaliser: neighbouring buckets draw unrelated numbers
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+        return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
     def offer(self, name: str, version: str, forecasts: np.ndarray) -> None:
         """Hand the externally trained model ``name`` its forecasts for the next close: (mean,
@@ -225,7 +245,8 @@ class Bank:
         scale = self.recent.scale()  # known when the points are scored, this bucket included
         if close.open:
             issued_for = self._issued(points, close.n)
-            self.combination.learn(issued_for, close.y, scale, self._closed_for(close.bucket))
+            closed = self._closed_for(close.bucket)
+            self.combination.learn(issued_for, close.y, scale, closed, self.draws(close.bucket))
         points[PUBLISHED] = issued
         self.through = close.bucket
         reference = {
@@ -309,7 +330,7 @@ class Bank:
         self.through = None if through < 0 else through
         self.closed_ahead = np.asarray(state["closed_ahead"], bool).copy()
         self.series = list(series)
-        self._groups = None
+        self._groups = self._hashes = None
         fresh = np.full(len(series), -1)
 
         def sub(prefix: str) -> State:

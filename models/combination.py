@@ -106,6 +106,11 @@ MIN_WEIGHT, MAX_WEIGHT = 1e-3, 2.0
 QUANTILE_PRIOR = 100.0
 CHOICE_POINTS = 100.0  # forgotten points a model must have forecast in the group and horizon
 NO_CHOICE = -1  # the combined quantile is published
+# rows of a group that its pooled statistics learn from at a close, at most: a random sample
+# of a larger group, each of its rows counting for those left out. Pooled weights need
+# thousands of points, not a million series' worth, and learning them was the close's largest
+# step at 12,500 series a partition (docs/benchmark.md)
+SAMPLED_ROWS = 2048
 
 
 def substitute(values: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -126,6 +131,23 @@ def substitute(values: np.ndarray, axis: int = 1) -> np.ndarray:
         mean = out.sum(axis=axis, keepdims=True) / count
     np.copyto(out, mean, where=missing)
     return out
+
+
+def _sample(group: np.ndarray, draw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a close learns from, each group's together in row order, and each group's
+    count of rows: all of a group of at most ``SAMPLED_ROWS``, of a larger one those whose
+    ``draw`` falls below ``SAMPLED_ROWS / count`` (about ``SAMPLED_ROWS`` of them).
+
+    >>> rows, counts = _sample(np.array([1, 0, 1, 1]), None)
+    >>> rows.tolist(), counts.tolist()
+    ([1, 0, 2, 3], [1, 3, 0, 0, 0])
+    """
+    counts = np.bincount(group, minlength=len(GROUPS))
+    rows = np.arange(len(group))
+    if draw is not None and counts.max(initial=0) > SAMPLED_ROWS:
+        share = np.minimum(SAMPLED_ROWS / np.maximum(counts, 1), 1.0)
+        rows = np.flatnonzero(draw < share[group])
+    return rows[np.argsort(group[rows], kind="stable")], counts
 
 
 def combine(
@@ -197,17 +219,28 @@ class Combination(Columns):
         return np.where(self.sales < MIN_SALES, GROUPS.index(UNCLASSIFIED), out)
 
     def learn(
-        self, steps: np.ndarray, y: np.ndarray, scale: np.ndarray, closed: np.ndarray
+        self,
+        steps: np.ndarray,
+        y: np.ndarray,
+        scale: np.ndarray,
+        closed: np.ndarray,
+        draw: np.ndarray | None = None,
     ) -> None:
         """Learn an open bucket: ``steps[m, j] [n, 4]`` are model ``m``'s (mean, p10, p50,
         p90) issued ``k`` = 1 + ``j`` buckets before it (NaN: not issued; ``[..., 1]``: the
         means alone, and the quantile weights stay), ``closed[j]`` whether that step was
         forecast as a closed bucket (then it says nothing of the models' everyday errors).
-        Models come first: replacing a model's missing forecasts sums whole blocks."""
+        Models come first: replacing a model's missing forecasts sums whole blocks.
+        ``draw [n]``: each row's uniform draw in [0, 1) for this close, by which a group of
+        more than ``SAMPLED_ROWS`` rows is sampled (None: every row is learned from)."""
         group = self.groups()
-        order = np.argsort(group, kind="stable")  # each group's rows together, in row order
+        order, counts = _sample(group, draw)
         bounds = np.searchsorted(group[order], np.arange(len(GROUPS) + 1)).tolist()
+        # a sampled row counts for the rows left out: pooled sums keep their size, so the
+        # ridge, the quantile prior and CHOICE_POINTS mean what they mean unsampled
+        for_each = np.maximum(counts, 1) / np.maximum(np.diff(bounds), 1)
         weight = 1.0 / np.sqrt(np.maximum(np.nan_to_num(scale[order], nan=1.0), 1.0))
+        weight *= for_each[group[order]]
         for pooled in (self.gram, self.cross, self.edge, self.edge_base, self.edge_points):
             pooled *= MEMORY
         truth = y[order]
@@ -222,12 +255,19 @@ class Combination(Columns):
                 self.gram[g, j] += fw[:, lo:hi] @ means[:, lo:hi].T
                 self.cross[g, j] += fw[:, lo:hi] @ target[lo:hi]
             if f.shape[-1] > 1:
-                self._learn_quantiles(j, f[:, j, :, P10:], issued[:, j], truth, bounds)
+                quantiles = f[:, j, :, P10:]
+                self._learn_quantiles(j, quantiles, issued[:, j], truth, bounds, for_each)
         self._update_class(y)
         self._refit()
 
     def _learn_quantiles(
-        self, j: int, f: np.ndarray, issued: np.ndarray, y: np.ndarray, bounds: list[int]
+        self,
+        j: int,
+        f: np.ndarray,
+        issued: np.ndarray,
+        y: np.ndarray,
+        bounds: list[int],
+        for_each: np.ndarray,
     ) -> None:
         """One damped Newton step per group and level for horizon ``j + 1``, from
         the models' quantiles ``f [models, n, 3]`` (rows in group order, a model's NaN
@@ -239,7 +279,8 @@ class Combination(Columns):
         The slope is the combined quantile's before it is put in order and calibrated:
         that is what the weights move, and the quantiles cross only where the models'
         disagree wildly. The same loss, against each model's own quantile over the rows that
-        model forecast (``issued [models, n]``), is what ``choice`` reads."""
+        model forecast (``issued [models, n]``), is what ``choice`` reads. Each of group
+        ``g``'s rows counts ``for_each[g]`` times (a sample's)."""
         here = ~np.isnan(f[0, :, 0])
         f, y, issued = f[:, here], y[here], issued[:, here]
         bounds = np.searchsorted(np.flatnonzero(here), bounds).tolist()
@@ -249,14 +290,14 @@ class Combination(Columns):
             w = self.quantile_weights[g, j]  # [3, models]
             fg = f[:, lo:hi]  # [models, rows, 3]
             combined = np.einsum("mrq,qm->rq", fg, w)
-            self._score(g, j, combined, fg, issued[:, lo:hi], y[lo:hi])
+            self._score(g, j, combined, fg, issued[:, lo:hi], y[lo:hi], for_each[g])
             below = (y[lo:hi, None] < combined) - LEVELS  # the loss's slope in q
-            slope = np.einsum("rq,mrq->qm", below, fg)
+            slope = for_each[g] * np.einsum("rq,mrq->qm", below, fg)
             # how fast that slope turns with each weight: the truths' density at the quantile
             # (a normal with the models' mean p10-p90 width, at least MIN_WIDTH) times the
             # model's quantile squared
             width = np.maximum((fg[..., -1] - fg[..., 0]).mean(axis=0), MIN_WIDTH)
-            curvature = np.einsum("rq,mrq->qm", DENSITY / width[:, None], fg * fg)
+            curvature = for_each[g] * np.einsum("rq,mrq->qm", DENSITY / width[:, None], fg * fg)
             newton = slope / (w * curvature + QUANTILE_PRIOR)  # in log w: dw / w
             step = np.exp(np.clip(-QUANTILE_RATE * newton, -MAX_STEP, MAX_STEP))
             self.quantile_weights[g, j] = np.clip(w * step, MIN_WEIGHT, MAX_WEIGHT)
@@ -269,8 +310,10 @@ class Combination(Columns):
         own: np.ndarray,
         issued: np.ndarray,
         y: np.ndarray,
+        count: float,
     ) -> None:
-        """Add the pinball losses of group ``g``'s rows at horizon ``j + 1`` to ``edge``:
+        """Add the pinball losses of group ``g``'s rows at horizon ``j + 1``, each counted
+        ``count`` times, to ``edge``:
         the ``combined`` quantiles' ``[rows, 3]`` and each model's ``own [models, rows, 3]``,
         over the rows each model forecast (``issued [models, rows]``). Only their sums are
         needed: with ``d = q - y`` the loss is ``relu(d) - level * d``, summed in four passes
@@ -281,9 +324,9 @@ class Combination(Columns):
         np.maximum(d, 0.0, out=d)
         theirs = np.einsum("mr,mrq->mq", mask, d)
         theirs -= LEVELS * (np.einsum("mr,mrq->mq", mask, own) - (mask @ y)[:, None])
-        self.edge[g, j] += (mine - theirs).T
-        self.edge_base[g, j] += mine.T
-        self.edge_points[g, j] += mask.sum(axis=1)
+        self.edge[g, j] += count * (mine - theirs).T
+        self.edge_base[g, j] += count * mine.T
+        self.edge_points[g, j] += count * mask.sum(axis=1)
 
     def choice(self) -> np.ndarray:
         """For each group, horizon and level ``[groups, horizon, 3]``, the model whose own

@@ -10,6 +10,7 @@ from models.bank import PUBLISHED, Bank
 from models.combination import (
     GROUPS,
     NO_CHOICE,
+    SAMPLED_ROWS,
     UNCLASSIFIED,
     Combination,
     combine,
@@ -184,7 +185,7 @@ def mixed(rows: int, buckets: int, seed: int = 1) -> np.ndarray:
     and rare lumps, each a third of the rows."""
     rng = np.random.default_rng(seed)
     kind = np.arange(rows) % 3
-    level = rng.gamma(2.0, 3.0, rows)
+    level = 5.0 + rng.gamma(2.0, 3.0, rows)  # every series sells most days: smooth
     out = np.zeros((buckets, rows))
     for b in range(buckets):
         weekly = level * (1 + np.sin(2 * np.pi * (b % 7) / 7))
@@ -313,3 +314,42 @@ def test_each_group_learns_its_quantile_weights_from_its_own_rows_only() -> None
     assert (moved[unclassified] < 0).all()  # truths of 0 below them: all shrink
     others = np.setdiff1d(np.arange(len(GROUPS)), [smooth, unclassified])
     assert not moved[others].any()
+
+
+def test_a_group_too_large_learns_from_a_sample_of_its_rows_counted_for_all() -> None:
+    """Three times ``SAMPLED_ROWS`` series of one group, model 0 right to within noise and
+    model 1 biased: learned from about a third of the rows a close, each counting thrice, the
+    pooled statistics keep their size and the weights are those of every row."""
+    rows = 3 * SAMPLED_ROWS
+    rng = np.random.default_rng(11)
+    bank = Bank.default()
+    bank.align([f"s{i}@x" for i in range(rows)])
+    level = 5.0 + rng.gamma(2.0, 3.0, rows)  # every series sells most days: smooth
+    full, sampled = Combination(models=2, horizon=1), Combination(models=2, horizon=1)
+    for c in (full, sampled):
+        c.take(np.full(rows, -1))
+    for b in range(40):
+        y = rng.poisson(level).astype(np.float64)
+        steps = np.stack([level + rng.normal(0, 0.5, rows), level + 3.0])[:, None, :, None]
+        full.learn(steps, y, np.ones(rows), np.array([False]))
+        sampled.learn(steps, y, np.ones(rows), np.array([False]), bank.draws(b))
+    group = GROUPS.index(DemandClass.SMOOTH)
+    assert (full.groups() == group).all()
+    taken = (bank.draws(39) < SAMPLED_ROWS / rows).sum()
+    assert 0.9 * SAMPLED_ROWS < taken < 1.1 * SAMPLED_ROWS
+    assert not np.array_equal(sampled.gram, full.gram)  # learned from other points
+    assert np.allclose(sampled.gram[group], full.gram[group], rtol=0.1)
+    assert np.allclose(sampled.weights[group], full.weights[group], atol=0.02)
+    assert sampled.weights[group, 0, 0] > sampled.weights[group, 0, 1]  # the unbiased one
+    assert np.allclose(sampled.edge_points[group], full.edge_points[group], rtol=0.1)
+
+
+def test_a_series_draws_the_same_whatever_its_row() -> None:
+    names = [f"s{i}@x" for i in range(1000)]
+    bank, other = Bank.default(), Bank.default()
+    bank.align(names)
+    other.align(names[::-1][:700])  # other rows, fewer of them
+    d = bank.draws(20)
+    assert np.array_equal(other.draws(20), d[::-1][:700])
+    assert not np.array_equal(bank.draws(21), d)  # each close samples anew
+    assert ((d >= 0) & (d < 1)).all() and abs(d.mean() - 0.5) < 0.05

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.blockfloat import EXP_MIN, decode, pack
 from models.quantiles import Bands, from_half
@@ -46,3 +47,19 @@ def test_edges_pack_to_the_nearest_code_and_never_wrap() -> None:
     tiny, _ = pack(np.array([[1e-36, 0.0]]))  # below what int8 exponents reach: zeros
     assert not tiny.any()
     assert pack(np.zeros((0, 7, 3), np.float32))[0].shape == (0, 7, 3)  # an empty partition
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_codes_and_values_are_those_of_ldexp_to_the_bit(dtype: type) -> None:
+    """Rows are scaled by a product with ``2**exp``, exact where ``ldexp`` is and rounded
+    alike where the result is subnormal: every code and value is the definition's, over
+    every magnitude a row can have (decoded as float32)."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(0, 1, (400, 7, 3)) * 10.0 ** rng.integers(-45, 37, (400, 1, 1))
+    values = values.astype(dtype)
+    values[rng.random(values.shape) < 0.05] = 0.0
+    codes, exp = pack(values)
+    per_row = exp.astype(np.int32).reshape(-1, 1, 1)
+    expected = np.clip(np.rint(np.ldexp(values, -per_row)), -32767, 32767).astype(np.int16)
+    np.testing.assert_array_equal(codes, expected)
+    np.testing.assert_array_equal(decode(codes, exp), np.ldexp(codes.astype(np.float32), per_row))

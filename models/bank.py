@@ -213,7 +213,7 @@ class Bank:
         >>> bank.draws(3).round(3).tolist(), bank.draws(4).round(3).tolist()
         ([0.328, 0.619], [0.302, 0.182])
         """
-        if self._hashes is None:
+        if self._hashes is None:  # SipHash under pandas' fixed key: the same in every process
             self._hashes = hash_array(np.asarray(self.series, dtype=object))
         x = self._hashes ^ np.uint64(bucket * 0x9E3779B97F4A7C15 % 2**64)
         # splitmix64's finaliser: neighbouring buckets draw unrelated numbers

@@ -185,7 +185,7 @@ def mixed(rows: int, buckets: int, seed: int = 1) -> np.ndarray:
     and rare lumps, each a third of the rows."""
     rng = np.random.default_rng(seed)
     kind = np.arange(rows) % 3
-    level = 5.0 + rng.gamma(2.0, 3.0, rows)  # every series sells most days: smooth
+    level = rng.gamma(2.0, 3.0, rows)
     out = np.zeros((buckets, rows))
     for b in range(buckets):
         weekly = level * (1 + np.sin(2 * np.pi * (b % 7) / 7))

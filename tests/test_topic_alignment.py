@@ -1,6 +1,7 @@
-"""A worker catching up on a backlog reads a partition's orders no further ahead of its inventory,
-in event time, than ``SHELFCAST_TOPIC_LEAD_SECONDS``: a snapshot is applied where it stands in
-time, not judged stale because the orders after it were read first."""
+"""A worker catching up on a backlog reads a partition's orders no further ahead of its
+inventory, in event time, than ``SHELFCAST_TOPIC_LEAD_SECONDS``, but for what it fetched before
+it paused them; and a snapshot read after those orders is applied where it stands in time, not
+judged stale because the orders after it were read first."""
 
 from __future__ import annotations
 
@@ -27,19 +28,19 @@ def event(role: str, ts: float, **fields: object) -> Produced:
 
 
 def backlog() -> tuple[list[Produced], int]:
-    """Orders of one series over 30 days, and an inventory topic that takes as many records to
-    reach that series' snapshot on day 2 (deliveries of another series, on day 0 to 1): read at
-    equal rates in records, the orders would be weeks past the snapshot when it is read (with
-    ``SHELFCAST_TOPIC_LEAD_SECONDS`` out of the way, the snapshot is stale and the stock off by
-    it). The orders are sparse, 800 a day, so what the worker may have fetched already (two
-    batches and a fetch) spans days: still far inside the 14 days of kept movements.
-    Returns the events and the series' true stock."""
-    n = 24_000
+    """Orders of one series over 60 days, and an inventory topic that takes many more records
+    to reach that series' snapshot on day 2 (deliveries of another series, on day 0 to 1): read
+    at equal rates in records, the orders would be weeks past the snapshot when it is read. The
+    orders are sparse, 50 a day, so one fetch of them, or the worker's buffer of two batches,
+    spans weeks: more than the 14 days of movements kept before the newest. They are kept from
+    the newest inventory read instead (apply.lua: ``kept_from``); without that, the snapshot is
+    stale and the stock off by it. Returns the events and the series' true stock."""
     orders = [
-        event("orders", START + i * 30 * DAY / n, event_id=f"o{i}", sku="22423", quantity=1,
+        event("orders", START + i * DAY / 50, event_id=f"o{i}", sku="22423", quantity=1,
               unit_price=1.0, order_id=f"o{i}")
-        for i in range(n)
+        for i in range(60 * 50)
     ]  # fmt: skip
+    n = 24_000
     deliveries = [
         event("inventory", START + i * DAY / n, event_id=f"d{i}", sku="85123A", delta=1)
         for i in range(n)
@@ -58,10 +59,7 @@ def test_orders_wait_for_the_inventory_read_behind_them(tmp_path: Path) -> None:
     server.start()
     worker = Worker(kafka.bootstrap, server.url, tmp_path / "home", SHELFCAST_PARTITIONS="1")
     with stopping(kafka, server, worker):
-        # a fetch returns whole record batches: small ones, so the worker's own buffers, not
-        # the producer's batching, bound what it read before the orders were paused
-        small = {"batch.num.messages": "500"}
-        produce(kafka.bootstrap, small, Settings().kafka.topics, events, progress=False)
+        produce(kafka.bootstrap, {}, Settings().kafka.topics, events, progress=False)
         worker.start()
         wait_all_committed(kafka.bootstrap, worker)
         _, stock = redis_truth(server.url)

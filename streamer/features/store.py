@@ -50,6 +50,7 @@ from streamer.features.keys import (
 from streamer.features.states import KeptStates, StateColumns
 
 __all__ = [
+    "MOVES_LEAD_MS",
     "MOVES_WINDOW_MS",
     "SNAPSHOT_CHUNK",
     "ApplyResult",
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 # Stock movements are kept this long (event time) so an absolute snapshot can be applied on
 # top of the movements that came after it; a snapshot older than that is ignored as stale.
 MOVES_WINDOW_MS = 14 * 86_400_000
+# While a partition's orders are applied ahead of its inventory (a backlog read faster on one
+# topic), the window counts back from the newest inventory event read there instead, up to this
+# much further back: a snapshot stamped among those orders still finds the movements after it.
+MOVES_LEAD_MS = 90 * 86_400_000
 
 
 # A Redis string holds at most 512 MB; and the event loop parses each piece of a reply in one
@@ -270,7 +275,7 @@ class FeatureStore:
         args = [
             self.ttl, MOVES_WINDOW_MS, self.series_ttl, repr(self.hysteresis), delivered,
             encode_events(effects), "" if advance_ms is None else advance_ms,
-            orjson.dumps(floor or {}), int(self.signals),
+            orjson.dumps(floor or {}), int(self.signals), MOVES_LEAD_MS,
         ]  # fmt: skip
         reply = await self._fenced(self._apply, partition, generation, keys, args)
         statuses, onhand, outbox = reply  # type: ignore[misc]

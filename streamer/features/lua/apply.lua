@@ -8,13 +8,14 @@
 -- moves_clock, po_id, pack_size, customer_id, promo], the stock clock to advance to after them (ms,
 -- or ''), the offsets to move to at least (JSON {topic:partition: next offset}), whether to keep
 -- the orders' customer and promotion signals (1/0: SHELFCAST_LSTM_SIGNALS; off, an order costs what
--- it did). Returns {status of each event, on hand after it ('' for a stale snapshot or an offset
+-- it did), how much further back than the moves window movements are kept while the partition's
+-- orders were applied ahead of its inventory (ms). Returns {status of each event, on hand after it ('' for a stale snapshot or an offset
 -- regression), the outbox: alerts not yet known delivered, each a JSON outbox record [series,
 -- status, seq, on_hand, rop, ts_ms, on_order, pack_size]}. Records and enums:
 -- streamer/features/codec.py.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox, touched = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local hysteresis, keep_signals = tonumber(ARGV[6]), ARGV[11] == '1'
+local hysteresis, keep_signals, lead = tonumber(ARGV[6]), ARGV[11] == '1', tonumber(ARGV[12])
 -- the alerts the previous call returned were delivered: they leave the outbox
 if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
 local statuses, onhand, next_offset = {}, {}, {}
@@ -81,6 +82,20 @@ local function on_order(s, po, qty, delivery)
   if change ~= 0 then redis.call('HINCRBY', series_key(s, 'state'), 'on_order', change) end
 end
 
+-- the newest inventory event time read in the partition (ms; -1: none yet), stored at the end
+local inventory = tonumber(redis.call('HGET', clock_key, 'inventory') or '-1')
+local inventory_moved = false
+
+-- The oldest movement a series still needs: a snapshot counts those after it, so they are kept
+-- for the window before the newest movement, or before the newest inventory event read in the
+-- partition when that is older, at most ``lead`` further back. Orders applied ahead of their
+-- inventory (a backlog read faster on one topic, a Redis outage) thus leave a snapshot
+-- stamped among them, still to be read, the movements after it: how far one topic was read
+-- ahead of the other changes no stock.
+local function kept_from(newest)
+  return math.min(newest, math.max(inventory, newest - lead)) - window
+end
+
 local function move(s, member, delta, ts)
   local st = series_key(s, 'state')
   local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
@@ -91,7 +106,7 @@ local function move(s, member, delta, ts)
   local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
   if ts > newest then
     redis.call('HSET', st, 'moves_ts', ts)
-    redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', '(' .. (ts - window))
+    redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', '(' .. kept_from(ts))
   end
 end
 
@@ -99,7 +114,7 @@ local function snapshot(s, value, ts)
   local st = series_key(s, 'state')
   local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
   local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
-  if ts <= snap or ts < newest - window then return false end
+  if ts <= snap or ts < kept_from(newest) then return false end
   local later = 0
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', series_key(s, 'moves'), '(' .. ts, '+inf')) do
     later = later + tonumber(string.match(m, '|(-?%d+)$'))
@@ -259,6 +274,7 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
     local st = series_key(s, 'state')
     status = STATUS.applied
     redis.call('SADD', touched, s)
+    if kind ~= KIND.order and ts > inventory then inventory, inventory_moved = ts, true end
     if kind == KIND.order then
       order(s, bucket, qty, price, e[E.customer_id], e[E.promo])
       if e[E.moves_clock] then
@@ -310,6 +326,7 @@ for tp, nxt in pairs(cjson.decode(ARGV[10])) do
   next_offset[tp] = math.max(stored, nxt)
 end
 if clock_moved then redis.call('HSET', clock_key, 'stock', clock) end
+if inventory_moved then redis.call('HSET', clock_key, 'inventory', inventory) end
 for tp, nxt in pairs(next_offset) do redis.call('HSET', offsets, tp, nxt) end
 for value, counter in pairs(wire.counters) do
   redis.call('HINCRBY', stats, counter, counts[tonumber(value)] or 0)

@@ -119,6 +119,38 @@ def test_snapshot_counts_later_movements_and_supersedes_earlier_ones(redis_url: 
     assert state(redis_url)["on_hand"] == "58"
 
 
+def test_a_snapshot_read_after_weeks_of_later_orders_still_counts_them(redis_url: str) -> None:
+    """A backlog's orders applied ahead of the inventory: the movements after the snapshot
+    stamped among them are kept from the inventory read there, not from the newest order."""
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect("d0", "d", 1, day=1, offset=0, series="B2@UK", **inv)])
+    orders = [effect(f"o{d}", "o", 1, day=d, offset=d) for d in range(1, 61)]
+    apply(redis_url, orders)  # 60 days of orders, read before the day-2 snapshot below
+    snapshot = effect("s2", "s", 100, day=2, at=-1, offset=1, **inv)
+    assert apply(redis_url, [snapshot]) == [Status.APPLIED]
+    assert state(redis_url)["on_hand"] == str(100 - 59)
+
+
+def test_a_snapshot_older_than_the_window_of_the_inventory_read_is_stale(redis_url: str) -> None:
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect(f"o{d}", "o", 1, day=d, offset=d) for d in range(1, 31)])
+    apply(redis_url, [effect("d1", "d", 1, day=20, offset=0, series="B2@UK", **inv)])
+    # 19 days behind what the inventory topic already brought: past the 14 days kept
+    assert apply(redis_url, [effect("s1", "s", 100, day=1, offset=1, **inv)]) == [Status.STALE]
+    assert state(redis_url)["on_hand"] == "-30"
+
+
+def test_orders_ahead_of_any_inventory_keep_their_movements_for_the_lead_and_window(
+    redis_url: str,
+) -> None:
+    inv = {"tp": "inventory:0"}
+    kept = (features.MOVES_LEAD_MS + features.MOVES_WINDOW_MS) // DAY_MS
+    apply(redis_url, [effect(f"o{d}", "o", 1, day=d, offset=d) for d in range(1, kept + 17)])
+    assert apply(redis_url, [effect("s1", "s", 100, day=1, offset=0, **inv)]) == [Status.STALE]
+    assert apply(redis_url, [effect("s2", "s", 100, day=16, offset=1, **inv)]) == [Status.APPLIED]
+    assert state(redis_url)["on_hand"] == str(100 - kept)
+
+
 def test_lead_time_from_inventory_is_stored(redis_url: str) -> None:
     apply(redis_url, [effect("s1", "s", 20, lead=5.5, tp="inventory:0")])
     assert float(state(redis_url)["lead_time"]) == 5.5

@@ -9,9 +9,7 @@ batches and acknowledges in C; the worker's thread only hands it the bytes.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -23,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryFailed", "KafkaSink", "producer_config"]
 
-log = logging.getLogger(__name__)
 
 # how long librdkafka keeps retrying one message before it reports the message failed
 DELIVERY_TIMEOUT_MS = 120_000
@@ -57,95 +54,81 @@ def producer_config(settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -
     }
 
 
-class _Acks:
-    """The delivery reports of one batch, served on the sink's poller thread; the last one
-    resolves ``done`` on the event loop."""
-
-    def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.left = n
-        self.errors: list[KafkaError] = []
-        self.done: asyncio.Future[None] = loop.create_future()
-        self._loop = loop
-        self._lock = threading.Lock()
-        if n == 0:
-            self.done.set_result(None)
-
-    def report(self, err: KafkaError | None, _msg: Message) -> None:
-        with self._lock:
-            if err is not None:
-                self.errors.append(err)
-            self.left -= 1
-            if self.left == 0 and not self._loop.is_closed():  # closed: nobody waits
-                self._loop.call_soon_threadsafe(self._resolve)
-
-    def _resolve(self) -> None:
-        if not self.done.done():  # a cancelled batch (its partition's task) waits no more
-            self.done.set_result(None)
-
-
 class KafkaSink:
     """A pipeline's ``deliver``: sends a batch of outputs and returns once the broker
     acknowledged every one; raises ``DeliveryFailed`` if any was not. Batches of different
-    partitions may be in flight at once; each waits for its own acknowledgements only.
+    partitions may be in flight at once.
 
-    One thread polls the producer for every batch's reports. A large batch (a close) is
-    handed to the producer from a worker thread, so it never holds the event loop; a small
-    one (a few alerts) inline, sparing the hop, unless the producer's queue is full.
+    The producer reports failed deliveries only (``delivery.report.only.error``): a report
+    for every message cost a Python callback each, a microsecond of the close's time per
+    series with the interpreter lock held (docs/benchmark.md). A batch is acknowledged once
+    the producer's queue drained (``flush``) with no failure reported since it began; a
+    failure in a batch in flight beside it fails both, which stops the worker either way.
+    One thread serves the producer at a time, so a failure's report has run by the time the
+    flush that served it returns. A large batch (a close) is handed to the producer from a
+    worker thread, so it never holds the event loop; a small one (a few alerts) inline,
+    sparing the hop, unless the producer's queue is full.
     """
 
     def __init__(self, settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
         from confluent_kafka import Producer
 
-        self._producer: Producer = Producer(producer_config(settings, timeout_ms))
+        self._failures: list[KafkaError] = []
+        config = producer_config(settings, timeout_ms)
+        self._producer: Producer = Producer(
+            {**config, "delivery.report.only.error": True, "on_delivery": self._report}
+        )
         self._timeout = timeout_ms / 1000
-        self._closed = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="kafka-sink-poll", daemon=True)
-        self._poller.start()
+        self._serving = threading.Lock()
         self.delivered = 0
 
-    def _poll(self) -> None:
-        while not self._closed.is_set():
-            try:
-                self._producer.poll(0.1)  # returns as soon as it has served a report
-            except Exception:  # a report's callback failed: the others must still be served
-                log.exception("serving the producer's delivery reports")
+    def _report(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._failures.append(err)
 
     async def __call__(self, outs: Sequence[Output]) -> None:
-        acks = _Acks(len(outs), asyncio.get_running_loop())
-        handed = 0 if len(outs) > INLINE else self._produce(outs, acks, wait=False)
+        seen = len(self._failures)
+        handed = 0 if len(outs) > INLINE else self._produce(outs, wait=False)
         if handed < len(outs):  # a close, or a full queue: never wait on the event loop
-            await asyncio.to_thread(self._produce, outs[handed:], acks, True)
-        try:
-            await asyncio.wait_for(acks.done, self._timeout + REPORT_GRACE)
-        except TimeoutError:
-            raise self._failed(acks.left, len(outs), "no delivery report came") from None
-        if acks.errors:
-            raise self._failed(len(acks.errors), len(outs), f"first: {acks.errors[0]}")
+            await asyncio.to_thread(self._produce, outs[handed:], True)
+        left = await asyncio.to_thread(self._serve, self._timeout + REPORT_GRACE)
+        failed = self._failures[seen:]
+        if failed:
+            raise self._failed(len(failed), len(outs), f"first: {failed[0]}")
+        if left:
+            raise self._failed(left, len(outs), "no delivery report came")
         self.delivered += len(outs)
 
     def _failed(self, count: int, n: int, why: str) -> DeliveryFailed:
         return DeliveryFailed(
-            f"{count} of {n} outputs were not acknowledged within {self._timeout:g}s ({why}); "
-            "check that the brokers in KAFKA_BOOTSTRAP_SERVERS are up and the output topics "
-            "exist"
+            f"{min(count, n)} of {n} outputs were not acknowledged within {self._timeout:g}s "
+            f"({why}); check that the brokers in KAFKA_BOOTSTRAP_SERVERS are up and the "
+            "output topics exist"
         )
 
-    def _produce(self, outs: Sequence[Output], acks: _Acks, wait: bool) -> int:
+    def _serve(self, timeout: float, drain: bool = True) -> int:
+        """Serve the producer's reports: until its queue drained (``drain``, returns what is
+        left after ``timeout``) or once."""
+        with self._serving:
+            if drain:
+                return int(self._producer.flush(timeout))
+            self._producer.poll(timeout)
+            return 0
+
+    def _produce(self, outs: Sequence[Output], wait: bool) -> int:
         """Hand ``outs`` to the producer; how many it took: all of them, unless its queue is
         full and ``wait`` is False."""
         for i, o in enumerate(outs):
             while True:
                 try:
-                    self._producer.produce(o.topic, o.value, o.key, on_delivery=acks.report)
+                    self._producer.produce(o.topic, o.value, o.key)
                     break
-                except BufferError:  # the local queue is full: the poller drains it
+                except BufferError:  # the local queue is full: it drains as the broker acks
                     if not wait:
                         return i
-                    time.sleep(0.05)
+                    self._serve(0.05, drain=False)
         return len(outs)
 
     def close(self) -> None:
-        """Wait for anything still queued (nothing is, between batches), then stop polling."""
-        self._producer.flush(self._timeout)
-        self._closed.set()
-        self._poller.join()
+        """Wait for anything still queued (nothing is, between batches)."""
+        self._serve(self._timeout)

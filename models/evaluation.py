@@ -57,6 +57,22 @@ def _chunks(n: int) -> Iterator[slice]:
     return (slice(lo, lo + SCORED_ROWS) for lo in range(0, n, SCORED_ROWS))
 
 
+def _per_scale(scale: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each of ``n`` rows has a MASE scale (None, NaN or 0: unknown), and 1 / scale
+    where it has, 0 elsewhere, as floats: ``np.where`` over None made an object array, and the
+    product of the terms with it Python arithmetic per point (4 ms a call on a rollup's 3,000
+    SKUs, with the interpreter lock held).
+
+    >>> _per_scale(None, 2)[1].dtype, _per_scale(np.array([2.0, np.nan]), 2)[1].tolist()
+    (dtype('float64'), [0.5, 0.0])
+    """
+    if scale is None:
+        return np.zeros(n, bool), np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = scale > 0
+        return scaled, np.where(scaled, 1 / np.where(scaled, scale, 1.0), 0.0)
+
+
 def _point_terms(valid: np.ndarray, steps: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``[7, models, n]``: each point's absolute error of the p50 and of the mean, squared
     error of the mean, pinball loss summed over p10/p50/p90, whether p10 <= y <= p90, y < p10
@@ -352,9 +368,7 @@ class Prequential:
         if not valid.size:
             return
         y = np.asarray(y, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scaled = np.zeros(len(y), bool) if scale is None else scale > 0  # NaN: unknown
-            per_scale = np.where(scaled, 1 / np.where(scaled, scale, 1.0), 0.0)
+        scaled, per_scale = _per_scale(scale, len(y))
         if reference is None:
             known, ref = np.zeros(len(y), bool), np.zeros(len(y))
         else:

@@ -172,3 +172,17 @@ def test_a_close_s_points_sum_as_each_point_scored_alone(
             expected |= naive_sums(model, p.k, y[v], p.steps[v], scale[v], ref[v])
     assert ev.sums.keys() == expected.keys()
     assert ev.sums == pytest.approx(expected, rel=1e-12)
+
+
+def test_points_without_scales_sum_as_points_whose_scales_are_unknown() -> None:
+    """A rollup has no MASE scale: its sums are those of unknown scales."""
+    rng = np.random.default_rng(5)
+    y = rng.poisson(1.0, 3000).astype(float)
+    steps = np.sort(rng.random((3000, 4)) * 3, axis=1)
+    reference = rng.random(3000)
+    without, unknown = Prequential(), Prequential()
+    without.add("rollup", 1, y, steps, None, reference)
+    unknown.add("rollup", 1, y, steps, np.full(3000, np.nan), reference)
+    assert without.sums == pytest.approx(unknown.sums, rel=1e-12)
+    # as floats: an object array made every point's product a Python operation
+    assert evaluation._per_scale(None, 3)[1].dtype == np.float64

@@ -15,7 +15,8 @@
 -- streamer/features/codec.py.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox, touched = unpack(KEYS, 2)
 local ttl, window, series_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local hysteresis, keep_signals, lead = tonumber(ARGV[6]), ARGV[11] == '1', tonumber(ARGV[12])
+local hysteresis, keep_signals = tonumber(ARGV[6]), ARGV[11] == '1'
+local moves_lead = tonumber(ARGV[12])
 -- the alerts the previous call returned were delivered: they leave the outbox
 if tonumber(ARGV[7]) > 0 then redis.call('LTRIM', outbox, tonumber(ARGV[7]), -1) end
 local statuses, onhand, next_offset = {}, {}, {}
@@ -86,14 +87,22 @@ end
 local inventory = tonumber(redis.call('HGET', clock_key, 'inventory') or '-1')
 local inventory_moved = false
 
--- The oldest movement a series still needs: a snapshot counts those after it, so they are kept
--- for the window before the newest movement, or before the newest inventory event read in the
--- partition when that is older, at most ``lead`` further back. Orders applied ahead of their
--- inventory (a backlog read faster on one topic, a Redis outage) thus leave a snapshot
--- stamped among them, still to be read, the movements after it: how far one topic was read
--- ahead of the other changes no stock.
+-- Where a series' trim of its movements may cut: a snapshot counts those after it, so they are
+-- kept for the window before the newest movement, or before the newest inventory event read
+-- in the partition when that is older, at most ``moves_lead`` further back. Orders applied
+-- ahead of their inventory (a backlog read faster on one topic, a Redis outage) thus leave a
+-- snapshot stamped among them, still to be read, the movements after it: how far one topic
+-- was read ahead of the other changes no stock.
 local function kept_from(newest)
-  return math.min(newest, math.max(inventory, newest - lead)) - window
+  return math.min(newest, math.max(inventory, newest - moves_lead)) - window
+end
+
+-- Where the series' movements were last cut (``moves_from``; before it was stored, the window
+-- before the newest movement): a snapshot older than that misses some of those after it.
+local function trimmed(moves_ts, moves_from)
+  if moves_from then return tonumber(moves_from) end
+  if moves_ts then return tonumber(moves_ts) - window end
+  return -math.huge
 end
 
 local function move(s, member, delta, ts)
@@ -103,18 +112,18 @@ local function move(s, member, delta, ts)
   redis.call('HINCRBY', st, 'on_hand', delta)
   -- the time keeps one id reused in another bucket (dedupe is per bucket) a separate member
   redis.call('ZADD', series_key(s, 'moves'), ts, member .. '|' .. ts .. '|' .. delta)
-  local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
-  if ts > newest then
-    redis.call('HSET', st, 'moves_ts', ts)
-    redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', '(' .. kept_from(ts))
+  local kept = redis.call('HMGET', st, 'moves_ts', 'moves_from')
+  if ts > tonumber(kept[1] or '-1') then
+    local from = math.max(kept_from(ts), trimmed(kept[1], kept[2]))
+    redis.call('HSET', st, 'moves_ts', ts, 'moves_from', from)
+    redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', '(' .. from)
   end
 end
 
 local function snapshot(s, value, ts)
   local st = series_key(s, 'state')
-  local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
-  local newest = tonumber(redis.call('HGET', st, 'moves_ts') or '-1')
-  if ts <= snap or ts < kept_from(newest) then return false end
+  local v = redis.call('HMGET', st, 'snapshot_ts', 'moves_ts', 'moves_from')
+  if ts <= tonumber(v[1] or '-1') or ts < trimmed(v[2], v[3]) then return false end
   local later = 0
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', series_key(s, 'moves'), '(' .. ts, '+inf')) do
     later = later + tonumber(string.match(m, '|(-?%d+)$'))

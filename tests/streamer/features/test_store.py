@@ -131,13 +131,31 @@ def test_a_snapshot_read_after_weeks_of_later_orders_still_counts_them(redis_url
     assert state(redis_url)["on_hand"] == str(100 - 59)
 
 
-def test_a_snapshot_older_than_the_window_of_the_inventory_read_is_stale(redis_url: str) -> None:
+def test_a_snapshot_older_than_the_movements_kept_is_stale(redis_url: str) -> None:
     inv = {"tp": "inventory:0"}
-    apply(redis_url, [effect(f"o{d}", "o", 1, day=d, offset=d) for d in range(1, 31)])
     apply(redis_url, [effect("d1", "d", 1, day=20, offset=0, series="B2@UK", **inv)])
-    # 19 days behind what the inventory topic already brought: past the 14 days kept
-    assert apply(redis_url, [effect("s1", "s", 100, day=1, offset=1, **inv)]) == [Status.STALE]
-    assert state(redis_url)["on_hand"] == "-30"
+    # kept from 14 days before the inventory read on day 20: day 6 on
+    apply(redis_url, [effect(f"o{d}", "o", 1, day=d, offset=d) for d in range(1, 41)])
+    assert apply(redis_url, [effect("s1", "s", 100, day=5, offset=1, **inv)]) == [Status.STALE]
+    assert state(redis_url)["on_hand"] == "-40"
+    assert apply(redis_url, [effect("s2", "s", 100, day=6, offset=2, **inv)]) == [Status.APPLIED]
+    assert state(redis_url)["on_hand"] == str(100 - 34)
+
+
+def test_movements_cut_before_their_cut_was_stored_still_make_older_snapshots_stale(
+    redis_url: str,
+) -> None:
+    """State from before ``moves_from`` (an upgrade in the middle of a backlog): its movements
+    were cut 14 days before the newest, whatever the inventory read since."""
+    inv = {"tp": "inventory:0"}
+    apply(redis_url, [effect(f"o{d}", "o", 1, day=d, offset=d) for d in range(1, 61)])
+    r = redis_client(redis_url)
+    r.hdel("shelfcast:{p0}:s:A1@UK:state", "moves_from")
+    r.zremrangebyscore("shelfcast:{p0}:s:A1@UK:moves", "-inf", f"({46 * DAY_MS}")
+    r.hdel("shelfcast:{p0}:clock", "inventory")
+    apply(redis_url, [effect("o61", "o", 1, day=61, offset=61)])
+    assert apply(redis_url, [effect("s2", "s", 100, day=2, offset=0, **inv)]) == [Status.STALE]
+    assert state(redis_url)["on_hand"] == "-61"
 
 
 def test_orders_ahead_of_any_inventory_keep_their_movements_for_the_lead_and_window(

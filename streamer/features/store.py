@@ -67,7 +67,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Stock movements are kept this long (event time) so an absolute snapshot can be applied on
-# top of the movements that came after it; a snapshot older than that is ignored as stale.
+# top of the movements that came after it; a snapshot older than what its series kept is
+# ignored as stale (apply.lua: ``moves_from``).
 MOVES_WINDOW_MS = 14 * 86_400_000
 # While a partition's orders are applied ahead of its inventory (a backlog read faster on one
 # topic), the window counts back from the newest inventory event read there instead, up to this
@@ -639,8 +640,9 @@ def _queue_per_series(
 ) -> None:
     """Queue each ``sections`` hash's values by series, ``PAIRS_PER_COMMAND`` a command.
 
-    Each command's arguments interleaved by two slice assignments: a mapping for ``hset``
-    took 0.6 us a series in Python, with the interpreter lock held, to 0.17."""
+    Each command's arguments are interleaved by two slice assignments, 0.17 us a series; a
+    mapping for ``hset``, which redis-py flattens again, took 0.6 with the interpreter lock
+    held."""
     for name, (series, values) in sections.items():
         for lo in range(0, len(series), PAIRS_PER_COMMAND):
             hi = lo + PAIRS_PER_COMMAND

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryFailed", "KafkaSink", "producer_config"]
 
-
 # how long librdkafka keeps retrying one message before it reports the message failed
 DELIVERY_TIMEOUT_MS = 120_000
 # past the delivery timeout, how long a batch waits for reports that librdkafka owes it
@@ -91,7 +90,7 @@ class KafkaSink:
         handed = 0 if len(outs) > INLINE else self._produce(outs, wait=False)
         if handed < len(outs):  # a close, or a full queue: never wait on the event loop
             await asyncio.to_thread(self._produce, outs[handed:], True)
-        left = await asyncio.to_thread(self._serve, self._timeout + REPORT_GRACE)
+        left = await asyncio.to_thread(self._drain, self._timeout + REPORT_GRACE)
         failed = self._failures[seen:]
         if failed:
             raise self._failed(len(failed), len(outs), f"first: {failed[0]}")
@@ -106,14 +105,11 @@ class KafkaSink:
             "output topics exist"
         )
 
-    def _serve(self, timeout: float, drain: bool = True) -> int:
-        """Serve the producer's reports: until its queue drained (``drain``, returns what is
-        left after ``timeout``) or once."""
+    def _drain(self, timeout: float) -> int:
+        """Serve the producer's reports until its queue drained; what is left after
+        ``timeout``."""
         with self._serving:
-            if drain:
-                return int(self._producer.flush(timeout))
-            self._producer.poll(timeout)
-            return 0
+            return int(self._producer.flush(timeout))
 
     def _produce(self, outs: Sequence[Output], wait: bool) -> int:
         """Hand ``outs`` to the producer; how many it took: all of them, unless its queue is
@@ -126,9 +122,10 @@ class KafkaSink:
                 except BufferError:  # the local queue is full: it drains as the broker acks
                     if not wait:
                         return i
-                    self._serve(0.05, drain=False)
+                    with self._serving:
+                        self._producer.poll(0.05)
         return len(outs)
 
     def close(self) -> None:
         """Wait for anything still queued (nothing is, between batches)."""
-        self._serve(self._timeout)
+        self._drain(self._timeout)

@@ -9,8 +9,8 @@
 -- or ''), the offsets to move to at least (JSON {topic:partition: next offset}), whether to keep
 -- the orders' customer and promotion signals (1/0: SHELFCAST_LSTM_SIGNALS; off, an order costs what
 -- it did), how much further back than the moves window movements are kept while the partition's
--- orders were applied ahead of its inventory (ms). Returns {status of each event, on hand after it ('' for a stale snapshot or an offset
--- regression), the outbox: alerts not yet known delivered, each a JSON outbox record [series,
+-- orders were applied ahead of its inventory (ms). Returns {status of each event, on hand after
+-- it ('' for a stale snapshot or an offset regression), the outbox: alerts not yet known delivered, each a JSON outbox record [series,
 -- status, seq, on_hand, rop, ts_ms, on_order, pack_size]}. Records and enums:
 -- streamer/features/codec.py.
 local offsets, stats, clock_key, pending, active, orders, rops, outbox, touched = unpack(KEYS, 2)

@@ -70,6 +70,7 @@ WIDEN_RANGE = (0.25, 8.0)
 MEAN, P10, P50, P90 = range(4)  # the last axis of every steps array
 HALF_NAN = 0x7FC0  # a quiet NaN as bfloat16: a ring slot with nothing issued
 EXPONENT = "_exp"  # the suffix of a packed column's row exponents in ``state()``
+Horizons = slice | np.ndarray  # which horizons an update covers: a slice where it can
 
 
 def to_half(values: np.ndarray) -> np.ndarray:
@@ -160,14 +161,46 @@ class Calibration(Columns):
         self.column("widen", 1.0, (2,), np.float32)  # below and above the p50
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
-        for p in points:
-            if p.closed:
-                continue
-            rows = p.valid
-            issued = p.steps[rows]
-            missed = np.stack([y[rows] < issued[:, P10], y[rows] > issued[:, P90]], axis=1)
-            factor = np.exp(CALIBRATION_RATE * (missed - LEVELS[0]))
-            self.widen[rows] = np.clip(self.widen[rows] * factor, *WIDEN_RANGE)
+        # every horizon's misses at once, then the factors in the horizons' order: the clip
+        # after each makes the order matter
+        scored = [p for p in points if not p.closed]
+        if not scored:
+            return
+        valid, p10 = _by_horizon(scored, P10)
+        missed = np.stack([y[:, None] < p10, y[:, None] > _by_horizon(scored, P90)[1]], -1)
+        factors = np.where(valid[..., None], np.exp(CALIBRATION_RATE * (missed - LEVELS[0])), 1.0)
+        for h in range(factors.shape[1]):
+            self.widen = np.clip(self.widen * factors[:, h], *WIDEN_RANGE).astype(np.float32)
+
+
+def _by_horizon(points: list[Points], value: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows ``points`` score ``[n, len(points)]`` and the ``value`` (``MEAN``, ``P10``
+    ...) issued for them (NaN where none was), side by side in the points' order."""
+    issued = np.stack([p.steps[:, value] for p in points], 1)
+    return np.stack([p.valid for p in points], 1), issued
+
+
+def _select(where: np.ndarray, new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``np.where(where, new, old)``, or the one side it would take whole: after a series'
+    first weeks every row is scored and none is new, and the selections were a quarter of
+    the updates. The result may need broadcasting to ``old``'s shape, as assigning does.
+
+    >>> _select(np.array([True, True]), np.array([1.0]), np.array([0.0, 0.0])).tolist()
+    [1.0]
+    """
+    if where.all():
+        return new
+    if not where.any():
+        return old
+    return np.where(where, new, old)
+
+
+def _horizons(h: list[int]) -> Horizons:
+    """The horizons ``h`` as an index: a slice where they follow each other (all of them, but
+    for the first closes and the rows of a closed day), which reads a view, not a copy."""
+    if h == list(range(h[0], h[-1] + 1)):
+        return slice(h[0], h[-1] + 1)
+    return np.array(h)
 
 
 class Scored(Issued):
@@ -214,24 +247,31 @@ class Scored(Issued):
         if not points:
             return
         self._work = {name: self.unpacked(name) for name in self._packs}
-        for p in points:
-            if p.closed:
-                continue  # a surprise opening says nothing of the model's everyday errors
-            # on the scored rows only: after the first weeks that is nearly all, and then
-            # no array is gathered or selected between old and new values
-            at = slice(None) if p.valid.all() else np.flatnonzero(p.valid)
-            e = (y - p.steps[:, MEAN])[at]
-            h = p.k - 1
-            self._track(h, at, e, self.errors[at, h] == 0)
-            self.errors[at, h] += self.errors[at, h] < MIN_ERRORS
+        # a surprise opening says nothing of the model's everyday errors
+        scored = [p for p in points if not p.closed]
+        if scored:
+            # all horizons in one pass of each update: a pass per horizon was seven times the
+            # numpy calls, which are most of a close of a thousand series
+            valid, means = _by_horizon(scored, MEAN)
+            e = np.where(valid, y[:, None] - means, 0.0)
+            h = _horizons([p.k - 1 for p in scored])
+            errors = self.errors[:, h]
+            self._track(h, valid, e, valid & (errors == 0))
+            self.errors[:, h] = errors + (valid & (errors < MIN_ERRORS))
         for name, values in self._work.items():
             for key, array in self._pack(name, values).items():
                 setattr(self, key, array)
         self._work = {}  # not views of them: a view keeps the whole array alive
 
-    def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        m2, e2 = self._work["m2"][at, h], e * e
-        self._work["m2"][at, h] = np.where(first, e2, m2 + MOMENT_ALPHA * (e2 - m2))
+    def _update(self, name: str, h: Horizons, valid: np.ndarray, new: np.ndarray) -> None:
+        """The working column ``name`` at horizons ``h``: ``new`` where ``valid``."""
+        self._work[name][:, h] = _select(valid, new, self._work[name][:, h])
+
+    def _track(self, h: Horizons, valid: np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
+        """Errors ``e [n, len(h)]`` at the horizons ``h``, where ``valid``; ``first`` where
+        a row's horizon had none before."""
+        m2, e2 = self._work["m2"][:, h], e * e
+        self._update("m2", h, valid, _select(first, e2, m2 + MOMENT_ALPHA * (e2 - m2)))
 
     def load(self, state: State) -> None:
         """Continue from ``state()``; a snapshot from before the codes kept float32."""
@@ -275,11 +315,11 @@ class Moments(Scored):
         super().__init__(horizon)
         self._packed("m3", (horizon,))
 
-    def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        m3 = self._work["m3"][at, h]
+    def _track(self, h: Horizons, valid: np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
+        m3 = self._work["m3"][:, h]
         e3 = e * e * e  # not e**3: a float power is a libm call per element, a tenth of a close
-        self._work["m3"][at, h] = np.where(first, e3, m3 + MOMENT_ALPHA * (e3 - m3))
-        super()._track(h, at, e, first)
+        self._update("m3", h, valid, _select(first, e3, m3 + MOMENT_ALPHA * (e3 - m3)))
+        super()._track(h, valid, e, first)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Smoothed mean square and cube of the errors ``[n, horizon]``, and where known."""
@@ -314,17 +354,20 @@ class Bands(Scored):
         """The running quantiles of the errors ``[n, horizon, 3]``."""
         return self.unpacked("q")
 
-    def _track(self, h: int, at: slice | np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
-        q = self._work["q"][at, h, :]
-        dev = np.abs(e - q[:, 1])
-        spread = self._work["spread"][at]
-        spread = np.where(np.isnan(spread), dev, spread)
-        spread = spread + SPREAD_ALPHA * (dev - spread)
-        step = RATE * np.fmax(spread, 0.05)  # fmax: a NaN spread (none yet) steps 0.05
-        moved = q + step[:, None] * (LEVELS - (e[:, None] < q))
-        self._work["q"][at, h, :] = np.where(first[:, None], e[:, None], moved)
-        self._work["spread"][at] = spread
-        super()._track(h, at, e, first)
+    def _track(self, h: Horizons, valid: np.ndarray, e: np.ndarray, first: np.ndarray) -> None:
+        q = self._work["q"][:, h, :]
+        dev = np.abs(e - q[..., 1])
+        # one spread a row, smoothed over the horizons in their order
+        spread, step = self._work["spread"], np.empty_like(e)
+        for i in range(e.shape[1]):
+            known = np.where(np.isnan(spread), dev[:, i], spread)
+            spread = np.where(valid[:, i], known + SPREAD_ALPHA * (dev[:, i] - known), spread)
+            step[:, i] = RATE * np.fmax(spread, 0.05)  # fmax: a NaN spread (none yet) steps 0.05
+        moved = q + step[..., None] * (LEVELS - (e[..., None] < q))
+        new = _select(first[..., None], e[..., None], moved)
+        self._work["q"][:, h, :] = _select(valid[..., None], new, q)
+        self._work["spread"] = spread
+        super()._track(h, valid, e, first)
 
     def steps(self, means: np.ndarray, ready: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """(mean, p10, p50, p90) ``[n, horizon, 4]`` for ready rows (NaN elsewhere), the

@@ -139,7 +139,11 @@ class KafkaSink:
                 if not self._waiting:
                     return
                 batches, self._waiting = self._waiting, []
-            left = self._drain(self._timeout + REPORT_GRACE)
+            left: int | Exception
+            try:
+                left = self._drain(self._timeout + REPORT_GRACE)
+            except Exception as exc:  # the batches fail with it: the thread must go on serving
+                left = exc
             for loop, done in batches:
                 with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
                     loop.call_soon_threadsafe(_settle, done, left)
@@ -175,6 +179,10 @@ class KafkaSink:
         self._drain(self._timeout)
 
 
-def _settle(done: asyncio.Future[int], left: int) -> None:
-    if not done.done():  # a batch cancelled while it waited (a rebalance) wants nothing
+def _settle(done: asyncio.Future[int], left: int | Exception) -> None:
+    if done.done():  # a batch cancelled while it waited (a rebalance) wants nothing
+        return
+    if isinstance(left, Exception):
+        done.set_exception(left)
+    else:
         done.set_result(left)

@@ -85,3 +85,26 @@ def test_a_cancelled_batch_is_no_error_and_the_next_one_delivers(kafka: MockKafk
     sink.close()
     assert errors == []
     assert sink.delivered == 1
+
+
+def test_a_flush_that_raises_fails_its_batches_and_the_sink_goes_on(
+    kafka: MockKafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink's flushing thread must outlive an error: a batch it never settled would
+    wait forever, and every later one behind it."""
+    sink = KafkaSink(Settings.of(kafka_bootstrap_servers=kafka.bootstrap))
+    drain = sink._drain
+
+    def broken(timeout: float) -> int:
+        raise RuntimeError("librdkafka said no")
+
+    async def run() -> None:
+        monkeypatch.setattr(sink, "_drain", broken)
+        with pytest.raises(RuntimeError, match="librdkafka said no"):
+            await asyncio.wait_for(sink([Output(TOPIC, b"f", b"x")]), timeout=30)
+        monkeypatch.setattr(sink, "_drain", drain)
+        await asyncio.wait_for(sink([Output(TOPIC, b"f", b"y")]), timeout=30)
+
+    asyncio.run(run())
+    sink.close()
+    assert sink.delivered == 1

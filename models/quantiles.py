@@ -169,7 +169,7 @@ class Calibration(Columns):
         valid, p10 = _by_horizon(scored, P10)
         missed = np.stack([y[:, None] < p10, y[:, None] > _by_horizon(scored, P90)[1]], -1)
         factors = np.where(valid[..., None], np.exp(CALIBRATION_RATE * (missed - LEVELS[0])), 1.0)
-        for h in range(factors.shape[1]):
+        for h in range(factors.shape[1]):  # an unscored row's factor of 1 keeps it (in range)
             self.widen = np.clip(self.widen * factors[:, h], *WIDEN_RANGE).astype(np.float32)
 
 
@@ -243,7 +243,7 @@ class Scored(Issued):
         return {name: codes, name + EXPONENT: exp}
 
     def learn(self, points: list[Points], y: np.ndarray) -> None:
-        """Update from the points ``settle`` returned for these forecasts."""
+        """Update from the points ``settle`` returned for these forecasts (one a horizon)."""
         if not points:
             return
         self._work = {name: self.unpacked(name) for name in self._packs}

@@ -71,8 +71,8 @@ class KafkaSink:
 
     The flushes run in the sink's own thread, one at a time, each for every batch waiting
     when it starts (a group commit). A flush per batch in the event loop's thread pool had
-    each batch wait for the others' flushes, holding a pool thread while it waited: at 2,000
-    orders/s an order's effect took 2.6 s (p50) instead of 0.12 (docs/benchmark.md).
+    each waiting batch hold one of the pool's threads, which the closes and the Redis steps
+    share (a small batch beside a close, alone: p50 1.0 → 0.8 ms, docs/benchmark.md).
     """
 
     def __init__(self, settings: Settings, timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
@@ -96,11 +96,16 @@ class KafkaSink:
             self._failures.append(err)
 
     async def __call__(self, outs: Sequence[Output]) -> None:
+        if self._closing:
+            raise RuntimeError("the sink is closed")
         seen = len(self._failures)
         handed = 0 if len(outs) > INLINE else self._produce(outs, wait=False)
         if handed < len(outs):  # a close, or a full queue: never wait on the event loop
             await asyncio.to_thread(self._produce, outs[handed:], True)
-        left = await self._flushed()
+        try:
+            left = await self._flushed()
+        except Exception as exc:  # the producer failed to flush: as if nothing was acknowledged
+            raise self._failed(len(outs), len(outs), f"the flush failed: {exc}") from exc
         failed = self._failures[seen:]
         if failed:
             raise self._failed(len(failed), len(outs), f"first: {failed[0]}")

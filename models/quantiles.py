@@ -166,18 +166,18 @@ class Calibration(Columns):
         scored = [p for p in points if not p.closed]
         if not scored:
             return
-        valid, p10 = _by_horizon(scored, P10)
-        missed = np.stack([y[:, None] < p10, y[:, None] > _by_horizon(scored, P90)[1]], -1)
+        valid, p10, p90 = _by_horizon(scored, P10, P90)
+        missed = np.stack([y[:, None] < p10, y[:, None] > p90], -1)
         factors = np.where(valid[..., None], np.exp(CALIBRATION_RATE * (missed - LEVELS[0])), 1.0)
         for h in range(factors.shape[1]):  # an unscored row's factor of 1 keeps it (in range)
             self.widen = np.clip(self.widen * factors[:, h], *WIDEN_RANGE).astype(np.float32)
 
 
-def _by_horizon(points: list[Points], value: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows ``points`` score ``[n, len(points)]`` and the ``value`` (``MEAN``, ``P10``
-    ...) issued for them (NaN where none was), side by side in the points' order."""
-    issued = np.stack([p.steps[:, value] for p in points], 1)
-    return np.stack([p.valid for p in points], 1), issued
+def _by_horizon(points: list[Points], *values: int) -> list[np.ndarray]:
+    """Which rows ``points`` score ``[n, len(points)]``, then each of ``values`` (``MEAN``,
+    ``P10`` ...) issued for them (NaN where none was), side by side in the points' order."""
+    valid = np.stack([p.valid for p in points], 1)
+    return [valid, *(np.stack([p.steps[:, v] for p in points], 1) for v in values)]
 
 
 def _select(where: np.ndarray, new: np.ndarray, old: np.ndarray) -> np.ndarray:
@@ -361,11 +361,10 @@ class Bands(Scored):
         spread, step = self._work["spread"], np.empty_like(e)
         for i in range(e.shape[1]):
             known = np.where(np.isnan(spread), dev[:, i], spread)
-            spread = np.where(valid[:, i], known + SPREAD_ALPHA * (dev[:, i] - known), spread)
+            spread = _select(valid[:, i], known + SPREAD_ALPHA * (dev[:, i] - known), spread)
             step[:, i] = RATE * np.fmax(spread, 0.05)  # fmax: a NaN spread (none yet) steps 0.05
         moved = q + step[..., None] * (LEVELS - (e[..., None] < q))
-        new = _select(first[..., None], e[..., None], moved)
-        self._work["q"][:, h, :] = _select(valid[..., None], new, q)
+        self._update("q", h, valid[..., None], _select(first[..., None], e[..., None], moved))
         self._work["spread"] = spread
         super()._track(h, valid, e, first)
 

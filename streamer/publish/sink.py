@@ -96,8 +96,7 @@ class KafkaSink:
             self._failures.append(err)
 
     async def __call__(self, outs: Sequence[Output]) -> None:
-        if self._closing:
-            raise RuntimeError("the sink is closed")
+        self._check_open()  # before producing: a closed sink flushes nothing more
         seen = len(self._failures)
         handed = 0 if len(outs) > INLINE else self._produce(outs, wait=False)
         if handed < len(outs):  # a close, or a full queue: never wait on the event loop
@@ -126,14 +125,17 @@ class KafkaSink:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
         with self._wake:
-            if self._closing:
-                raise RuntimeError("the sink is closed")
+            self._check_open()  # again under the lock: a close since would never serve it
             self._waiting.append((loop, done))
             if self._server is None:
                 self._server = threading.Thread(target=self._serve, name="sink", daemon=True)
                 self._server.start()
             self._wake.notify()
         return done
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RuntimeError("the sink is closed")
 
     def _serve(self) -> None:
         """Flush for the batches waiting, until ``close``."""

@@ -581,7 +581,8 @@ def _replay_live(
     """Replay ``events`` through fresh embedded services and collect what the worker wrote."""
     started = time.monotonic()
     loop = None
-    with embedded_services(settings) as live:
+    # Its Redis outlives nothing: a backtest that fails is run again from the start
+    with embedded_services(settings, durable=False) as live:
         worker = WorkerProcess(live, out / "worker.log")
         if closed_loop:
             planner = Planner(

@@ -201,7 +201,7 @@ class EmbeddedRedis:
     survives a Redis crash, which exact counts need. The data directory is kept so that a
     restarted server on the same directory reloads its state. A server whose state outlives
     nothing (``durable`` False: a backtest's, which no one restarts on its data) writes no
-    AOF: an fsync a write, and a forked rewrite every few hundred MiB, for nothing.
+    AOF: an fsync a write, and a forked rewrite each time the file doubles, for nothing.
     """
 
     def __init__(

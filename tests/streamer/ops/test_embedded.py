@@ -119,19 +119,21 @@ def test_embedded_redis_persists_across_a_restart(tmp_path: Path) -> None:
         again.stop()
 
 
-def test_a_server_that_outlives_nothing_writes_no_append_only_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("durable", "appendonly"), [(True, "yes"), (False, "no")])
+def test_only_a_durable_server_writes_an_append_only_file(
+    tmp_path: Path, durable: bool, appendonly: str
+) -> None:
     """A backtest's Redis (``durable=False``) skips the fsync a write that a durable one
     pays; the durable default keeps it."""
-    for durable, expected in ((True, "yes"), (False, "no")):
-        server = EmbeddedRedis(tmp_path / str(durable), durable=durable)
-        server.start()
-        try:
-            client = redis.Redis.from_url(server.url)
-            client.set("k", "v")
-            assert client.config_get("appendonly") == {"appendonly": expected}
-        finally:
-            server.stop()
-        assert any((tmp_path / str(durable)).rglob("*.aof")) is durable
+    server = EmbeddedRedis(tmp_path, durable=durable)
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.set("k", "v")
+        assert client.config_get("appendonly") == {"appendonly": appendonly}
+    finally:
+        server.stop()
+    assert any(tmp_path.rglob("*.aof")) is durable
 
 
 def key_counts(cluster: EmbeddedRedisCluster) -> list[int]:

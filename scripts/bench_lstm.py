@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--epochs", type=int, help=f"default {LSTMConfig.epochs}")
     ap.add_argument(
+        "--hidden", type=int, help=f"LSTM and MLP units (default {LSTMConfig.hidden})"
+    )
+    ap.add_argument(
         "--signals", action="store_true",
         help="the models read the customer and promotion signals (for an ablation)",
     )  # fmt: skip
@@ -290,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = LSTMConfig(signals=args.signals)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
+    if args.hidden is not None:
+        cfg = replace(cfg, hidden=args.hidden)
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()

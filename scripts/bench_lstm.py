@@ -109,9 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--epochs", type=int, help=f"default {LSTMConfig.epochs}")
-    ap.add_argument(
-        "--hidden", type=int, help=f"LSTM and MLP units (default {LSTMConfig.hidden})"
-    )
+    ap.add_argument("--hidden", type=int, help=f"LSTM and MLP units (default {LSTMConfig.hidden})")
     ap.add_argument(
         "--signals", action="store_true",
         help="the models read the customer and promotion signals (for an ablation)",

@@ -222,6 +222,32 @@ async def _data_bytes(client: aioredis.Redis) -> int:
     return int(memory["used_memory"]) - int(memory.get("mem_aof_buffer", 0))
 
 
+def _pairs(reply: dict[str, object] | list[object]) -> dict[str, object]:
+    """A nested ``MEMORY STATS`` reply as a dict: redis-py parses the outer level only."""
+    if isinstance(reply, dict):
+        return reply
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in reply[::2]]
+    return dict(zip(keys, reply[1::2], strict=True))
+
+
+async def _memory_parts(client: aioredis.Redis) -> dict[str, int]:
+    """Where Redis's memory is at the measurement, in bytes: readings of the same tree still
+    differ by a tenth now and then, and these parts say which (the data, the key space's hash
+    tables, which double while they rehash, the clients' buffers)."""
+    info = await client.info("memory")
+    stats = await client.execute_command("MEMORY STATS")  # redis-py makes it a dict
+    tables = _pairs(stats.get("db.0", {}))
+    return {
+        "used": int(info["used_memory"]),
+        "dataset": int(info["used_memory_dataset"]),
+        "overhead": int(info["used_memory_overhead"]),
+        "keyspace_tables": int(tables.get("overhead.hashtable.main", 0))
+        + int(tables.get("overhead.hashtable.expires", 0)),
+        "clients": int(info.get("mem_clients_normal", 0)),
+        "aof_buffer": int(info.get("mem_aof_buffer", 0)),
+    }
+
+
 async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[str, object]:
     days = bench.warmup + bench.closes
     demand = synthetic(bench.series, days, bench.seed)
@@ -253,6 +279,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     sink.close()  # before the embedded broker stops: its producer would log failed reconnects
     await pipeline.snapshot(range(bench.partitions))
     used = await _data_bytes(client) - empty
+    memory = await _memory_parts(client)
     worker = worker_bytes(pipeline)
     through = START + days - 1
     owners = partition_of(np.arange(bench.series), bench.partitions)
@@ -274,6 +301,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         "ratio_to_river_hw": round(us / river, 3),
         "worker_bytes_per_series": round(worker / bench.series, 1),
         "redis_bytes_per_series": round(used / bench.series, 1),
+        "redis_memory": memory,
         "restore_seconds": round(restore, 3),
         "restore_max_block_ms": round(blocked, 1),
         "outputs_acknowledged": sink.delivered,

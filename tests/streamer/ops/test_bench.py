@@ -23,6 +23,7 @@ from streamer.ops.bench import (
     quantile,
     run_bench,
 )
+from streamer.ops.bench_close import CloseBench, run_close_bench
 from streamer.ops.replay import Produced, read_online_retail
 from tests.conftest import ROOT, SAMPLE
 
@@ -209,3 +210,24 @@ def test_the_accuracy_benchmark_names_the_fix_for_a_file_without_event_times(
     )  # fmt: skip
     assert done.returncode == 2
     assert "no event times" in done.stderr and "--format csv" in done.stderr
+
+
+def test_the_close_bench_times_real_closes_and_says_where_redis_memory_goes(
+    tmp_path: Path,
+) -> None:
+    """``shelfcast bench --close-only``, small: every close through Redis and the embedded
+    broker, river's reference in the same run, the restore, Redis's memory in parts."""
+    bench = CloseBench(series=120, partitions=2, closes=2, river_series=40)
+    result = run_close_bench(tmp_path, Settings.of(home=tmp_path), bench, progress=False)
+    assert json.loads((tmp_path / "bench.json").read_text()) == result
+    close = result["close"]
+    assert close["series"] == 120 and close["timed_closes"] == 2
+    assert close["ratio_to_river_hw"] == pytest.approx(
+        close["us_per_series"] / close["river_hw_us_per_series"], rel=0.01
+    )
+    assert close["forecasts"] > 0 and close["outputs_acknowledged"] > 0
+    assert close["worker_bytes_per_series"] > 0 and close["restore_seconds"] > 0
+    memory = close["redis_memory"]
+    assert memory["used"] == memory["dataset"] + memory["overhead"]
+    assert 0 < memory["keyspace_tables"] < memory["overhead"]
+    assert 0 < close["redis_bytes_per_series"] * 120 < memory["used"]

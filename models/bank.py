@@ -32,7 +32,7 @@ import pandas as pd
 from pandas.util import hash_array
 
 from models.base import SEASON, Close, Forecaster, State
-from models.combination import POOLED, Combination, combine
+from models.combination import POOLED, Combination, combine, picked
 from models.forecasters.baselines import MovingAverage, SeasonalNaive
 from models.forecasters.injected import Injected
 from models.forecasters.intermittent import TSB
@@ -285,8 +285,12 @@ class Bank:
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)
         publishes = ready.any(axis=0)
         c = self.combination
-        combined = combine(stacked, weights, c.quantile_weights, c.groups(), c.choice())
-        published = widen_band(combined, self.calibration.widen)
+        group, choice = c.groups(), c.choice()
+        combined = combine(stacked, weights, c.quantile_weights, group, choice)
+        # a model's own quantile, picked for its pooled pinball loss as issued, is published
+        # as issued: widened, it lost to the model alone (docs/accuracy.md)
+        own = picked(stacked, choice[group])
+        published = widen_band(combined, self.calibration.widen, own)
         published[~publishes] = np.nan
         self.published.issue(close.bucket, published)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed

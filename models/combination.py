@@ -79,6 +79,7 @@ __all__ = [
     "UNCLASSIFIED",
     "Combination",
     "combine",
+    "picked",
     "substitute",
 ]
 
@@ -180,11 +181,25 @@ def combine(
         quantiles += f[m, ..., P10:] * quantile_weights[..., m][group]
     if choice is not None:
         chosen = choice[group]  # [n, horizon, 3]
-        for m in np.unique(choice[choice != NO_CHOICE]).tolist():
-            own = steps[m, ..., P10:]
-            np.copyto(quantiles, own, where=(chosen == m) & ~np.isnan(own))
+        mine = picked(steps, chosen)
+        for m in np.unique(chosen[mine]).tolist():
+            np.copyto(quantiles, steps[m, ..., P10:], where=mine & (chosen == m))
     in_order(quantiles, out[..., P10:])
     return out
+
+
+def picked(steps: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Where a model's own quantile is published ``[n, horizon, 3]``: ``chosen`` (each
+    row's ``Combination.choice``) names a model, and that model forecast the row (``steps
+    [models, n, horizon, 4]``; elsewhere the combined quantile stands).
+
+    >>> steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[np.nan] * 4]]])
+    >>> picked(steps, np.array([[[0, NO_CHOICE, 1]]])).tolist()
+    [[[True, False, False]]]
+    """
+    model = np.where(chosen == NO_CHOICE, 0, chosen)
+    own = np.take_along_axis(np.moveaxis(steps[..., P10:], 0, -1), model[..., None], -1)
+    return (chosen != NO_CHOICE) & ~np.isnan(own[..., 0])
 
 
 class Combination(Columns):

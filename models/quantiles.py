@@ -425,17 +425,22 @@ def summed_pinball(p10: np.ndarray, p50: np.ndarray, p90: np.ndarray, y: np.ndar
     return loss
 
 
-def widen_band(steps: np.ndarray, widen: np.ndarray) -> np.ndarray:
+def widen_band(steps: np.ndarray, widen: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """``steps [n, horizon, 4]`` with each half of the band (p50 to p10, p50 to p90) times
-    the row's factor in ``widen [n, 2]`` (``Calibration``), p10 no lower than 0.
+    the row's factor in ``widen [n, 2]`` (``Calibration``), p10 no lower than 0; the
+    quantiles ``keep [n, horizon, 3]`` marks (p10, p50, p90) stay as they are.
 
     >>> s = np.array([[[3.0, 2.0, 3.0, 5.0]]])
     >>> widen_band(s, np.array([[3.0, 0.5]])).tolist()
     [[[3.0, 0.0, 3.0, 4.0]]]
+    >>> widen_band(s, np.array([[3.0, 0.5]]), np.array([[[True, False, False]]])).tolist()
+    [[[3.0, 2.0, 3.0, 4.0]]]
     """
     out = steps.copy()
     p50 = steps[..., P50]
     factor = widen.astype(np.float64)
     out[..., P10] = np.maximum(p50 - (p50 - steps[..., P10]) * factor[:, None, 0], 0.0)
     out[..., P90] = p50 + (steps[..., P90] - p50) * factor[:, None, 1]
+    if keep is not None:
+        np.copyto(out[..., P10:], steps[..., P10:], where=keep)
     return out

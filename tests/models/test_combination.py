@@ -14,10 +14,11 @@ from models.combination import (
     UNCLASSIFIED,
     Combination,
     combine,
+    picked,
     substitute,
 )
 from models.demand_class import DemandClass
-from models.quantiles import LEVELS, MEAN, P10, pinball
+from models.quantiles import LEVELS, MEAN, P10, pinball, widen_band
 from models.testing import close_of
 
 
@@ -133,14 +134,20 @@ def test_a_model_whose_own_quantiles_beat_the_combined_ones_is_published_as_it_i
     fc = np.moveaxis(steps, 1, 2)  # [models, rows, horizon, 4]
     weights = np.full((rows, 1, 2), 0.5)
     averaged = combine(fc, weights, c.quantile_weights, group)
-    picked = combine(fc, weights, c.quantile_weights, group, c.choice())
+    published = combine(fc, weights, c.quantile_weights, group, c.choice())
     tails = [P10, P10 + 2]
-    assert np.allclose(picked[5:, 0, tails], own[5:, [0, 2]])  # model 1's own, where it forecast
-    assert np.array_equal(picked[:5, :, tails], averaged[:5, :, tails])  # the combined ones
+    assert np.allclose(published[5:, 0, tails], own[5:, [0, 2]])  # model 1's own where it forecast
+    assert np.array_equal(published[:5, :, tails], averaged[:5, :, tails])  # the combined ones
     if p50 != NO_CHOICE:
-        assert np.allclose(picked[:, 0, P10 + 1], 10.0)
+        assert np.allclose(published[:, 0, P10 + 1], 10.0)
     y = rng.normal(10.0, sd)
-    assert pinball(picked[5:, 0, 1:], y[5:]).sum() < pinball(averaged[5:, 0, 1:], y[5:]).sum()
+    assert pinball(published[5:, 0, 1:], y[5:]).sum() < pinball(averaged[5:, 0, 1:], y[5:]).sum()
+    # the calibration leaves a picked quantile as the model issued it, and widens the others
+    mine = picked(fc, c.choice()[group])
+    assert mine[5:, 0, [0, 2]].all() and not mine[:5, 0, [0, 2]].any()
+    widened = widen_band(published, np.full((rows, 2), 3.0), mine)
+    assert np.array_equal(widened[5:, 0, tails], published[5:, 0, tails])
+    assert (widened[:5, 0, P10 + 2] > published[:5, 0, P10 + 2]).all()
 
 
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:

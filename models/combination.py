@@ -79,7 +79,7 @@ __all__ = [
     "UNCLASSIFIED",
     "Combination",
     "combine",
-    "picked",
+    "own_quantiles",
     "substitute",
 ]
 
@@ -180,26 +180,24 @@ def combine(
     for m in range(len(steps)):
         quantiles += f[m, ..., P10:] * quantile_weights[..., m][group]
     if choice is not None:
-        chosen = choice[group]  # [n, horizon, 3]
-        mine = picked(steps, chosen)
-        for m in np.unique(chosen[mine]).tolist():
-            np.copyto(quantiles, steps[m, ..., P10:], where=mine & (chosen == m))
+        own = own_quantiles(steps, choice[group])
+        np.copyto(quantiles, own, where=~np.isnan(own))
     in_order(quantiles, out[..., P10:])
     return out
 
 
-def picked(steps: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Where a model's own quantile is published ``[n, horizon, 3]``: ``chosen`` (each
-    row's ``Combination.choice``) names a model, and that model forecast the row (``steps
-    [models, n, horizon, 4]``; elsewhere the combined quantile stands).
+def own_quantiles(steps: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The quantiles ``[n, horizon, 3]`` that ``chosen`` (each row's ``Combination.choice``)
+    publishes as a model's own: that model's, from ``steps [models, n, horizon, 4]``; NaN
+    where it names none or the model did not forecast the row (the combined quantile stands).
 
     >>> steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[np.nan] * 4]]])
-    >>> picked(steps, np.array([[[0, NO_CHOICE, 1]]])).tolist()
-    [[[True, False, False]]]
+    >>> own_quantiles(steps, np.array([[[0, NO_CHOICE, 1]]])).tolist()
+    [[[1.0, nan, nan]]]
     """
     model = np.where(chosen == NO_CHOICE, 0, chosen)
     own = np.take_along_axis(np.moveaxis(steps[..., P10:], 0, -1), model[..., None], -1)
-    return (chosen != NO_CHOICE) & ~np.isnan(own[..., 0])
+    return np.where(chosen == NO_CHOICE, np.nan, own[..., 0])
 
 
 class Combination(Columns):

@@ -154,7 +154,9 @@ class Calibration(Columns):
     misses as issued (``widen_band``). A half whose tail is missed more often than 10%
     widens, one missed less often narrows. The running quantiles alone lag a series whose
     errors change: on the 500 largest series the published band covered 73% instead of 80%
-    without it."""
+    without it. A model's own quantile that the combination publishes is not widened
+    (``widen_band``'s ``keep``), but its misses still teach the factor: the factor is one a
+    series for all horizons, and is measured on the band as published."""
 
     def __init__(self) -> None:
         super().__init__()

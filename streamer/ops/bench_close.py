@@ -223,7 +223,8 @@ async def _data_bytes(client: aioredis.Redis) -> int:
 
 
 def _pairs(reply: dict[str, object] | list[object]) -> dict[str, object]:
-    """A nested ``MEMORY STATS`` reply as a dict: redis-py parses the outer level only."""
+    """A nested ``MEMORY STATS`` reply as a dict, whether the client parsed it (redis-py
+    does) or left it a flat list of names and values."""
     if isinstance(reply, dict):
         return reply
     keys = [k.decode() if isinstance(k, bytes) else str(k) for k in reply[::2]]
@@ -235,7 +236,7 @@ async def _memory_parts(client: aioredis.Redis) -> dict[str, int]:
     differ by a tenth now and then, and these parts say which (the data, the key space's hash
     tables, which double while they rehash, the clients' buffers)."""
     info = await client.info("memory")
-    stats = await client.execute_command("MEMORY STATS")  # redis-py makes it a dict
+    stats = _pairs(await client.execute_command("MEMORY STATS"))
     tables = _pairs(stats.get("db.0", {}))
     return {
         "used": int(info["used_memory"]),

@@ -46,3 +46,29 @@ def test_a_snapshot_with_float_moments_continues_as_the_bank_would_have() -> Non
     restored.load(old, SERIES)
     for got, want in zip(run(restored, range(60, 75)), run(bank, range(60, 75)), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_model_quantile_the_combination_picks_is_published_as_the_model_issued_it() -> None:
+    """The calibration widens the combined band, not a model's own quantiles where the
+    combination publishes them: they were picked for their pinball loss as issued."""
+    bank = Bank.default()
+    bank.align(SERIES)
+    run(bank, range(60))
+    c = close_of(60, [0.0, 3.0, 30.0], horizon=7)
+    bank.learn(c)
+    m = bank.names.index("moving_average")
+    combination = bank.combination
+    combination.edge[:] = 0.0
+    combination.edge[..., m] = 0.5  # its own p10, p50 and p90 beat the combined ones
+    combination.edge_base[:] = 1.0
+    combination.edge_points[:] = 1000.0
+    assert (combination.choice() == m).all()
+    bank.calibration.widen[:] = 3.0
+    fc = bank.forecast(c)
+    own = fc.steps[m][..., 1:]
+    ready = ~np.isnan(own)
+    assert ready.any() and (np.diff(own[ready[..., 0]], axis=-1) > 0).any()
+    np.testing.assert_array_equal(fc.published[..., 1:][ready], own[ready])
+    bank.combination.edge[:] = 0.0  # no pick: the same band is widened
+    widened = bank.forecast(c).published
+    assert (widened[..., 3] > fc.published[..., 3])[ready[..., 2]].any()

@@ -14,7 +14,7 @@ from models.combination import (
     UNCLASSIFIED,
     Combination,
     combine,
-    picked,
+    own_quantiles,
     substitute,
 )
 from models.demand_class import DemandClass
@@ -143,11 +143,12 @@ def test_a_model_whose_own_quantiles_beat_the_combined_ones_is_published_as_it_i
     y = rng.normal(10.0, sd)
     assert pinball(published[5:, 0, 1:], y[5:]).sum() < pinball(averaged[5:, 0, 1:], y[5:]).sum()
     # the calibration leaves a picked quantile as the model issued it, and widens the others
-    mine = picked(fc, c.choice()[group])
+    mine = ~np.isnan(own_quantiles(fc, c.choice()[group]))
     assert mine[5:, 0, [0, 2]].all() and not mine[:5, 0, [0, 2]].any()
     widened = widen_band(published, np.full((rows, 2), 3.0), mine)
     assert np.array_equal(widened[5:, 0, tails], published[5:, 0, tails])
     assert (widened[:5, 0, P10 + 2] > published[:5, 0, P10 + 2]).all()
+    assert (np.diff(widened[..., P10:], axis=-1) >= 0).all()  # still in order
 
 
 def test_a_series_with_no_sales_yet_is_unclassified() -> None:

@@ -286,13 +286,13 @@ class Bank:
         weights = self.combination.weigh(stacked[..., MEAN], own_mse, evidence)
         publishes = ready.any(axis=0)
         c = self.combination
-        group, choice = c.groups(), c.choice()
-        combined = combine(stacked, weights, c.quantile_weights, group, choice)
+        group = c.groups()
+        own = own_quantiles(stacked, c.choice()[group])
+        combined = combine(stacked, weights, c.quantile_weights, group, own)
         # a model's own quantile, picked for its pooled pinball loss as issued, is published
         # as issued: widened, it lost to the model alone (docs/accuracy.md). Compared by
         # value, since putting the quantiles in order may have moved it to another level.
-        as_issued = combined[..., P10:] == own_quantiles(stacked, choice[group])
-        published = widen_band(combined, self.calibration.widen, as_issued)
+        published = widen_band(combined, self.calibration.widen, combined[..., P10:] == own)
         published[~publishes] = np.nan
         self.published.issue(close.bucket, published)
         self.closed_ahead[close.bucket % self.horizon] = close.ahead_closed

@@ -156,7 +156,7 @@ def combine(
     weights: np.ndarray,
     quantile_weights: np.ndarray,
     group: np.ndarray,
-    choice: np.ndarray | None = None,
+    own: np.ndarray | None = None,
 ) -> np.ndarray:
     """The weighted sum ``[n, horizon, 4]`` of the models' (mean, p10, p50, p90) ``steps
     [models, n, horizon, 4]``: the mean a linear pool by ``weights [n, horizon, models]``
@@ -164,8 +164,8 @@ def combine(
     each row's group (``quantile_weights [groups, horizon, 3, models]``, ``group [n]``), put
     in order. A model not ready for a row (NaN) stands in as the mean of the ready ones
     there, so its quantile weights go to them evenly; a row with none stays NaN. Where
-    ``choice [groups, horizon, 3]`` names a model (``Combination.choice``), that model's own
-    quantile replaces the average in the rows it is ready for.
+    ``own [n, horizon, 3]`` (``own_quantiles``: the models ``Combination.choice`` picks) is
+    not NaN, it replaces the average.
 
     >>> steps = np.array([[[[2.0, 1.0, 2.0, 3.0]]], [[[4.0, 0.0, 4.0, 9.0]]]])
     >>> even = np.full((1, 1, 2), 0.5)
@@ -179,8 +179,7 @@ def combine(
     quantiles = np.zeros((*steps.shape[1:3], len(LEVELS)))
     for m in range(len(steps)):
         quantiles += f[m, ..., P10:] * quantile_weights[..., m][group]
-    if choice is not None:
-        own = own_quantiles(steps, choice[group])
+    if own is not None:
         np.copyto(quantiles, own, where=~np.isnan(own))
     in_order(quantiles, out[..., P10:])
     return out

@@ -213,31 +213,13 @@ async def _discard(outs: list[Output]) -> None:
     """A restore publishes nothing."""
 
 
-async def _data_bytes(client: aioredis.Redis) -> int:
-    """Redis memory less its AOF buffers, which are not data: while a rewrite is under way
-    they hold every write since it began, the snapshots' megabytes included (one reading of
-    1,058 bytes a series among 952-954 of the same tree; Redis rewrites its AOF by size, so
-    whether one is running at the measurement is chance)."""
-    memory = await client.info("memory")
-    return int(memory["used_memory"]) - int(memory.get("mem_aof_buffer", 0))
-
-
-def _pairs(reply: dict[str, object] | list[object]) -> dict[str, object]:
-    """A nested ``MEMORY STATS`` reply as a dict, whether the client parsed it (redis-py
-    does) or left it a flat list of names and values."""
-    if isinstance(reply, dict):
-        return reply
-    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in reply[::2]]
-    return dict(zip(keys, reply[1::2], strict=True))
-
-
 async def _memory_parts(client: aioredis.Redis) -> dict[str, int]:
-    """Where Redis's memory is at the measurement, in bytes: readings of the same tree still
-    differ by a tenth now and then, and these parts say which (the data, the key space's hash
-    tables, which double while they rehash, the clients' buffers)."""
+    """Where Redis's memory is, in bytes: the data, the overhead, of which the key space's
+    hash tables (two of them while one rehashes after a doubling) and the clients' buffers,
+    and the AOF buffer, which is not data (a rewrite under way fills it with every write
+    since it began). Readings of one tree differ by a tenth now and then; these say where."""
     info = await client.info("memory")
-    stats = _pairs(await client.execute_command("MEMORY STATS"))
-    tables = _pairs(stats.get("db.0", {}))
+    tables = (await client.memory_stats()).get("db.0", {})
     return {
         "used": int(info["used_memory"]),
         "dataset": int(info["used_memory_dataset"]),
@@ -249,6 +231,10 @@ async def _memory_parts(client: aioredis.Redis) -> dict[str, int]:
     }
 
 
+def _data_bytes(memory: dict[str, int]) -> int:
+    return memory["used"] - memory["aof_buffer"]
+
+
 async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[str, object]:
     days = bench.warmup + bench.closes
     demand = synthetic(bench.series, days, bench.seed)
@@ -257,7 +243,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
     tune_gc()  # the worker's collector settings: the close and the restore as a worker runs them
     client = worker_client(settings)
-    empty = await _data_bytes(client)
+    empty = _data_bytes(await _memory_parts(client))
     await _load(client, names, demand, bench.partitions)
     sink = KafkaSink(settings)
     pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
@@ -279,8 +265,8 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     bar.close()
     sink.close()  # before the embedded broker stops: its producer would log failed reconnects
     await pipeline.snapshot(range(bench.partitions))
-    used = await _data_bytes(client) - empty
     memory = await _memory_parts(client)
+    used = _data_bytes(memory) - empty
     worker = worker_bytes(pipeline)
     through = START + days - 1
     owners = partition_of(np.arange(bench.series), bench.partitions)

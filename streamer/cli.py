@@ -6,6 +6,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -199,6 +200,11 @@ def _replay_parser(sub: Subcommands) -> None:
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# Two workers close partitions on two cores, where one worker's closes share one interpreter
+# lock; more did not pay on two cores (docs/benchmark.md)
+BACKTEST_WORKERS = min(2, os.cpu_count() or 1)
+
+
 def _backtest_parsers(sub: Subcommands) -> None:
     """``backtest`` and ``demo``: the same run, on a file or on the shipped sample."""
     for name, text in (
@@ -220,6 +226,14 @@ def _backtest_parsers(sub: Subcommands) -> None:
                 help="keep the worker and its /metrics endpoint up until Ctrl-C",
             )
         p.add_argument("--limit", type=_positive(int), help="read at most N lines")
+        p.add_argument(
+            "--workers",
+            type=_positive(int),
+            default=BACKTEST_WORKERS,
+            help="workers in one consumer group, each closing its share of the partitions in "
+            "a process of its own: the outputs are the same with any number "
+            f"({BACKTEST_WORKERS}: two, or one on a single core)",
+        )
         _simulation_options(p)
         _number(p, "--timeout", float, 1800.0, "seconds to wait (1800)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -686,6 +700,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
         keep_running=getattr(args, "keep_running", False),
         how=input_format(args) if args.command == "backtest" else None,
         closed_loop=not args.open_loop,
+        workers=args.workers,
     )
     s = result.summary
     print_accuracy(s)
@@ -697,10 +712,11 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings, path: Path) -> in
     print(f"results: {result.out}/summary.json, {files}")
     if args.command == "demo":
         explain(result.out)
+        urls, n = ", ".join(result.metrics_urls), len(result.metrics_urls)
+        snapshots = "metrics.prom" if n == 1 else f"metrics.prom to metrics-{n - 1}.prom"
         print(
-            f"metrics: the worker served {result.metrics_url} while it ran; "
-            f"a snapshot is in {result.out / 'metrics.prom'} "
-            "(use --keep-running to keep it up)"
+            f"metrics: the workers served {urls} while they ran; a snapshot of each is in "
+            f"{result.out}: {snapshots} (use --keep-running to keep them up)"
         )
         from streamer.ops.report import write_report
 

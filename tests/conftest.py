@@ -84,7 +84,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
     )
 
 
-def sample_backtest(out: Path, limit: int) -> Path:
+def sample_backtest(out: Path, limit: int, workers: int = 1) -> Path:
     """A backtest of the first ``limit`` lines of the shipped sample into ``out``."""
     from streamer.ops.backtest import run_backtest
     from streamer.ops.simulation import SimulationSettings
@@ -97,6 +97,7 @@ def sample_backtest(out: Path, limit: int) -> Path:
         limit=limit,
         progress=False,
         timeout=300,
+        workers=workers,
     )
     return out
 

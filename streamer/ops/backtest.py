@@ -19,12 +19,14 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.request import urlopen
 
 import numpy as np
 import orjson
@@ -70,10 +72,12 @@ __all__ = [
     "LOCKSTEP_POLL",
     "MAX_AHEAD",
     "BacktestResult",
+    "Phases",
     "Replay",
     "TopicCollector",
     "Truth",
     "WorkerProcess",
+    "Workers",
     "alert_quality",
     "by_demand_class",
     "child_env",
@@ -102,7 +106,7 @@ log = logging.getLogger(__name__)
 class BacktestResult:
     out: Path
     summary: dict[str, object]
-    metrics_url: str
+    metrics_urls: list[str]  # each worker's
 
 
 @dataclass
@@ -168,14 +172,16 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``shelfcast worker`` as a child process that dies with its parent."""
+    """``shelfcast worker`` as a child process that dies with its parent, serving its web
+    pages on ``settings.web_port``; ``env`` overrides what else it gets from ``settings``."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
         self.log_path = log_path
+        self.url = f"http://{settings.web_bind}:{settings.web_port}"
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamer.cli", "worker"],
-            env=child_env(settings),
+            env=child_env(settings) | env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -195,13 +201,64 @@ class WorkerProcess:
         stop_process(self.proc, timeout)
         self._log.close()
 
+    def ready(self) -> bool:
+        """Whether its /readyz answers 200: joined the group, not in a rebalance."""
+        try:
+            with urlopen(f"{self.url}/readyz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:  # URLError and HTTPError (a 503) among them
+            return False
+
+
+class Workers:
+    """``count`` workers in one consumer group, as a deployment scales out: each owns some of
+    the partitions and closes them in its own process, and together they give one worker's
+    numbers (tests/test_scaleout.py). The first keeps the run's home; the others get a home
+    of their own (Faust's data folder) beside it, and share its model registry."""
+
+    def __init__(self, settings: Settings, out: Path, count: int = 1) -> None:
+        self.members = [WorkerProcess(settings, out / "worker.log")]
+        for i in range(1, count):
+            home = settings.home / f"worker-{i}"
+            home.mkdir(parents=True, exist_ok=True)
+            own = settings.replace(web_port=free_port())
+            models = str(settings.models_path())
+            log = out / f"worker-{i}.log"
+            self.members.append(
+                WorkerProcess(own, log, SHELFCAST_HOME=str(home), SHELFCAST_MODEL_DIR=models)
+            )
+        self.log_path = out / ("worker.log" if count == 1 else "worker*.log")
+
+    def check(self) -> None:
+        for worker in self.members:
+            worker.check()
+
+    def stop(self) -> None:
+        for worker in self.members:
+            worker.stop()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until every worker is ready at once: the group has settled its partitions, so no
+        rebalance moves them in the middle of the replay."""
+        deadline = time.monotonic() + timeout
+        while not all(worker.ready() for worker in self.members):
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the workers were not ready in {timeout:.0f}s; see {self.log_path}"
+                )
+            time.sleep(0.2)
+
+    def metrics_urls(self) -> list[str]:
+        return [f"{worker.url}/metrics" for worker in self.members]
+
 
 # The embedded broker keeps a few MiB per partition: a replay stays at most this many events
 # ahead of the worker ("as fast as the pipeline takes it"), so no input ages out unread.
 MAX_AHEAD = 100_000
 
 
-def hold_back(client: redis.Redis, worker: WorkerProcess, produced: int) -> None:
+def hold_back(client: redis.Redis, worker: Workers, produced: int) -> None:
     while produced - int(client.hget(STATS, "events_done") or 0) > MAX_AHEAD:
         worker.check()
         time.sleep(0.2)
@@ -209,7 +266,7 @@ def hold_back(client: redis.Redis, worker: WorkerProcess, produced: int) -> None
 
 def wait_processed(
     client: redis.Redis,
-    worker: WorkerProcess,
+    worker: Workers,
     expected: int,
     timeout: float,
     progress: bool,
@@ -352,7 +409,7 @@ class Replay:
         self,
         live: Settings,
         client: redis.Redis,
-        worker: WorkerProcess,
+        worker: Workers,
         timeout: float,
         progress: bool,
         refreshes: list[dict[str, object]],
@@ -541,7 +598,7 @@ class _LiveRun:
     forecasts: ForecastTable
     wall: float
     evaluation: Prequential
-    metrics_url: str
+    metrics_urls: list[str]
     closed: tuple[list[str], Outcome] | None  # the closed loop's outcome
 
 
@@ -577,13 +634,14 @@ def _replay_live(
     timeout: float,
     progress: bool,
     keep_running: bool,
+    workers: int,
 ) -> _LiveRun:
-    """Replay ``events`` through fresh embedded services and collect what the worker wrote."""
+    """Replay ``events`` through fresh embedded services and collect what the workers wrote."""
     started = time.monotonic()
     loop = None
     # Its Redis outlives nothing: a backtest that fails is run again from the start
     with embedded_services(settings, durable=False) as live:
-        worker = WorkerProcess(live, out / "worker.log")
+        worker = Workers(live, out, workers)
         if closed_loop:
             planner = Planner(
                 live.kafka.bootstrap_servers, live.kafka.topics, simulation.lead_time_days
@@ -602,6 +660,7 @@ def _replay_live(
             }
             for collector in collectors.values():
                 collector.start()
+            worker.wait_ready(timeout)
             replay = Replay(live, client, worker, timeout, progress, refreshes)
             if loop is None:
                 replay.open_loop(events)
@@ -614,17 +673,40 @@ def _replay_live(
             wall = time.monotonic() - started
             evaluation = Prequential()
             evaluation.merge(summed_evaluation(client, live.kafka.partitions))
-            metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
-            (out / "metrics.prom").write_bytes(scrape(metrics_url))
+            urls = worker.metrics_urls()
+            for i, url in enumerate(urls):
+                (out / ("metrics.prom" if i == 0 else f"metrics-{i}.prom")).write_bytes(scrape(url))
             if keep_running:
-                _serve_until_interrupted(metrics_url)
+                _serve_until_interrupted(urls)
         finally:
             worker.stop()
             if loop is not None:
                 loop.planner.close()
     forecasts = table.table()
     closed = None if loop is None else loop.outcome()
-    return _LiveRun(events, stats, forecasts, wall, evaluation, metrics_url, closed)
+    return _LiveRun(events, stats, forecasts, wall, evaluation, urls, closed)
+
+
+class Phases:
+    """The seconds each phase of a run took, by name, in the order they ran.
+
+    >>> phases = Phases()
+    >>> with phases("read"):
+    ...     pass
+    >>> list(phases.seconds)
+    ['read']
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 3)
 
 
 def run_backtest(
@@ -638,34 +720,45 @@ def run_backtest(
     keep_running: bool = False,
     how: InputFormat | None = None,
     closed_loop: bool = False,
+    workers: int = 1,
 ) -> BacktestResult:
     out.mkdir(parents=True, exist_ok=True)
-    events, read_stats, settings, simulation = _backtest_input(
-        path, limit, how, closed_loop, settings, simulation
-    )
-    events, sim_stats, trace = simulate(events, simulation)
+    phases = Phases()
+    with phases("read"):
+        events, read_stats, settings, simulation = _backtest_input(
+            path, limit, how, closed_loop, settings, simulation
+        )
+    with phases("simulate"):
+        events, sim_stats, trace = simulate(events, simulation)
     settings = isolated(settings, out)
     refreshes: list[dict[str, object]] = []
-    run = _replay_live(
-        events, out, settings, simulation, closed_loop, refreshes, timeout, progress, keep_running
-    )
-    alerts = list(JsonLines(out / "alerts.jsonl"))
-    truth = truth_from(run.events, settings.time.bucket_seconds)
-    summary = summarize(
-        run.events, truth, read_stats, sim_stats, run.stats, run.forecasts, alerts, run.wall
-    )
+    with phases("replay"):
+        run = _replay_live(
+            events, out, settings, simulation, closed_loop, refreshes, timeout, progress,
+            keep_running, workers,
+        )  # fmt: skip
+    with phases("score"):
+        alerts = list(JsonLines(out / "alerts.jsonl"))
+        truth = truth_from(run.events, settings.time.bucket_seconds)
+        summary = summarize(
+            run.events, truth, read_stats, sim_stats, run.stats, run.forecasts, alerts, run.wall
+        )
     summary["models"] = run.evaluation.summary()
-    summary["inventory"] = reference_policies(
-        truth, trace, run.forecasts, settings, simulation, out, run.closed
-    )
+    with phases("policies"):
+        summary["inventory"] = reference_policies(
+            truth, trace, run.forecasts, settings, simulation, out, run.closed
+        )
     summary["lstm_refreshes"] = refreshes
     # scored against the simulation's own restocks: a diagnostic of the open loop only
-    summary["alert_quality"] = (
-        None if closed_loop else alert_quality(alerts, trace, settings, simulation, out)
-    )
+    with phases("alert_quality"):
+        summary["alert_quality"] = (
+            None if closed_loop else alert_quality(alerts, trace, settings, simulation, out)
+        )
     summary["input"] = str(path)
+    summary["workers"] = workers
+    summary["phase_seconds"] = phases.seconds
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    return BacktestResult(out, summary, run.metrics_url)
+    return BacktestResult(out, summary, run.metrics_urls)
 
 
 def alert_quality(
@@ -798,8 +891,6 @@ def by_demand_class(
 
 
 def scrape(url: str) -> bytes:
-    from urllib.request import urlopen
-
     try:
         with urlopen(url, timeout=5) as resp:
             return bytes(resp.read())
@@ -807,8 +898,9 @@ def scrape(url: str) -> bytes:
         return f"# metrics endpoint {url} did not answer: {exc}\n".encode()
 
 
-def _serve_until_interrupted(metrics_url: str) -> None:
-    print(f"worker still running; metrics at {metrics_url} (Ctrl-C to stop)", flush=True)
+def _serve_until_interrupted(metrics_urls: list[str]) -> None:
+    urls = ", ".join(metrics_urls)
+    print(f"workers still running; metrics at {urls} (Ctrl-C to stop)", flush=True)
     try:
         while True:
             time.sleep(1)

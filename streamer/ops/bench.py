@@ -38,7 +38,7 @@ from tqdm import tqdm
 from streamer.config.settings import Settings, leader_topic
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
 from streamer.features.keys import STATS
-from streamer.ops.backtest import WorkerProcess, child_env, isolated, scrape, wait_processed
+from streamer.ops.backtest import Workers, child_env, isolated, scrape, wait_processed
 from streamer.ops.embedded import embedded_services, free_port
 from streamer.ops.faust_reference import APP_ID as FAUST_REFERENCE
 from streamer.ops.replay import Produced, produce, read_events
@@ -204,7 +204,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str], partitions: int) ->
 
 def worker_rate(
     client: redis.Redis,
-    worker: WorkerProcess,
+    worker: Workers,
     n: int,
     timeout: float,
     base: int = 0,
@@ -398,7 +398,7 @@ def _measure(
         )
         m.raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.replay)))
         step(f"replay: bare aiokafka consumer {m.raw_replay:,.0f} messages/s")
-        worker = WorkerProcess(live, out / "worker.log")
+        worker = Workers(live, out)
         try:
             _worker_phases(m, live, worker, inputs, bench, data, progress, step)
         finally:
@@ -414,7 +414,7 @@ def _measure(
 def _worker_phases(
     m: _Measured,
     live: Settings,
-    worker: WorkerProcess,
+    worker: Workers,
     inputs: tuple[str, str],
     bench: BenchSettings,
     data: _BenchInput,

@@ -2,6 +2,7 @@
 with lost sales."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,12 +84,13 @@ def test_a_write_off_beyond_the_shelf_empties_it_and_gives_the_worker_the_rest_b
 
 @pytest.fixture(scope="module")
 def loops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The same closed loop replayed by one worker, then by two in one consumer group."""
     outs = []
-    for i in range(2):
-        out = tmp_path_factory.mktemp(f"closed{i}")
+    for workers in (1, 2):
+        out = tmp_path_factory.mktemp(f"closed{workers}")
         run_backtest(
             SAMPLE, out, Settings.of(partitions=4), SimulationSettings(lead_time_days=3),
-            limit=LINES, progress=False, timeout=300, closed_loop=True,
+            limit=LINES, progress=False, timeout=300, closed_loop=True, workers=workers,
         )  # fmt: skip
         outs.append(out)
     return outs
@@ -125,12 +127,23 @@ def test_the_planner_orders_what_each_raised_alert_recommends_and_gets_it_delive
     assert at == references_at(summary["inventory"], closed["mean_on_hand_days"])
 
 
-def test_two_closed_loop_replays_publish_the_same_outputs(loops: list[Path]) -> None:
+def closes(metrics: Path) -> float:
+    """The partition closes a worker's scraped metrics count."""
+    found = re.search(r"^shelfcast_buckets_closed_total ([0-9.e+]+)$", metrics.read_text(), re.M)
+    assert found, metrics
+    return float(found[1])
+
+
+def test_one_worker_and_two_publish_the_same_closed_loop_outputs(loops: list[Path]) -> None:
+    one, two = loops
     for name in ("forecasts.jsonl", "alerts.jsonl"):
         first, second = (sorted((p / name).read_text().splitlines()) for p in loops)
         assert first == second, name
     inventory = [json.loads((p / "summary.json").read_text())["inventory"] for p in loops]
     assert inventory[0]["closed_loop"] == inventory[1]["closed_loop"]
+    # each of the two closed its share of the partitions, and together what one closed
+    shares = [closes(two / "metrics.prom"), closes(two / "metrics-1.prom")]
+    assert min(shares) > 0 and sum(shares) == closes(one / "metrics.prom")
 
 
 @pytest.mark.slow

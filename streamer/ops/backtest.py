@@ -234,6 +234,10 @@ class Workers:
             worker.check()
 
     def stop(self) -> None:
+        # all told at once: one stopping alone would hand its partitions to the others
+        for worker in self.members:
+            if worker.proc.poll() is None:
+                worker.proc.terminate()
         for worker in self.members:
             worker.stop()
 

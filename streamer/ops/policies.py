@@ -19,7 +19,7 @@ docs/alerts.md, "Closed loop and reference policies", has the rules and the meas
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -43,11 +43,13 @@ __all__ = [
     "Levels",
     "Outcome",
     "Panel",
+    "Rule",
     "Setup",
     "at_stock",
     "compare",
     "min_max",
     "order_up_to_rule",
+    "order_up_to_rules",
     "panel_of",
     "perfect_foresight",
     "published",
@@ -55,6 +57,7 @@ __all__ = [
     "references_at",
     "seasonal_naive",
     "simulate",
+    "simulate_all",
 ]
 
 HORIZON = 7
@@ -164,20 +167,32 @@ class Outcome:
 
 def simulate(panel: Panel, levels: Levels, lead: int) -> Outcome:
     """Run one policy over every series at once, a day at a time."""
+
+    def one(t: int) -> tuple[np.ndarray, np.ndarray]:
+        s, up_to = levels(t)
+        return s[None], up_to[None]
+
+    return simulate_all(panel, one, lead, 1)[0]
+
+
+def simulate_all(panel: Panel, levels: Levels, lead: int, count: int) -> list[Outcome]:
+    """Run ``count`` policies over every series at once, a day at a time: ``levels`` gives
+    each policy's levels as a row, ``[count, n]``. Each outcome is the one ``simulate`` gives
+    its policy alone, to the bit: every step is elementwise."""
     n, days = panel.demand.shape
     lead = max(int(lead), 1)
-    arriving = np.zeros((n, lead + 1))
-    on_hand = np.zeros(n)
-    on_order = np.zeros(n)
-    out = {k: np.zeros(n) for k in ("served", "stockout", "stock", "days", "orders")}
+    arriving = np.zeros((count, n, lead + 1))
+    on_hand = np.zeros((count, n))
+    on_order = np.zeros((count, n))
+    out = {k: np.zeros((count, n)) for k in ("served", "stockout", "stock", "days", "orders")}
     for t in range(days):
         opening = panel.start == t
-        on_hand[opening] = panel.opening[opening]
+        on_hand[:, opening] = panel.opening[opening]
         alive = panel.start <= t
         slot = t % (lead + 1)
-        on_hand += arriving[:, slot]
-        on_order -= arriving[:, slot]
-        arriving[:, slot] = 0.0
+        on_hand += arriving[..., slot]
+        on_order -= arriving[..., slot]
+        arriving[..., slot] = 0.0
         demand = panel.demand[:, t]
         served = np.minimum(demand, on_hand)
         on_hand -= served
@@ -188,13 +203,12 @@ def simulate(panel: Panel, levels: Levels, lead: int) -> Outcome:
         s, up_to = levels(t)
         position = on_hand + on_order
         order = np.where(alive & (position <= s), np.ceil(np.maximum(up_to - position, 0.0)), 0.0)
-        arriving[:, (t + lead) % (lead + 1)] += order
+        arriving[..., (t + lead) % (lead + 1)] += order
         on_order += order
         out["orders"] += order > 0
-    return Outcome(
-        panel.demand.sum(axis=1), out["served"], out["stockout"], out["stock"], out["days"],
-        out["orders"],
-    )  # fmt: skip
+    demanded = panel.demand.sum(axis=1)
+    fields = ("served", "stockout", "stock", "days", "orders")
+    return [Outcome(demanded, *(out[k][i] for k in fields)) for i in range(count)]
 
 
 def _trailing_sum(cumulative: np.ndarray, t: int, span: int, start: np.ndarray) -> np.ndarray:
@@ -266,6 +280,34 @@ def order_up_to_rule(
     reorder point floored by the demand ``peak`` (the worker's counts open buckets, this one
     calendar days; None: no floor). A day without a forecast has no reorder point: nothing is
     ordered."""
+    rules = order_up_to_rules(panel, forecast, lead, [Rule(service_level, review, peak)], measure)
+
+    def levels(t: int) -> tuple[np.ndarray, np.ndarray]:
+        s, up_to = rules(t)
+        return s[0], up_to[0]
+
+    return levels
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The settings of one order-up-to rule on a forecast (``order_up_to_rule``)."""
+
+    service_level: float
+    review: float
+    peak: Peak | None = None
+
+
+def order_up_to_rules(
+    panel: Panel,
+    forecast: Forecast,
+    lead: float,
+    rules: Sequence[Rule],
+    measure: ServiceMeasure = ServiceMeasure.CYCLE,
+) -> Levels:
+    """The levels of ``order_up_to_rule`` for each of ``rules`` on the same ``forecast``,
+    ``[rules, n]``: the forecast's errors and their moments are the same for every rule, so
+    they are kept once."""
     n = len(panel.series)
     issued: dict[int, np.ndarray] = {}
     errors = np.zeros((n, HORIZON, ERROR_WINDOW))
@@ -277,7 +319,7 @@ def order_up_to_rule(
     rows, steps = np.arange(n)[:, None], np.arange(HORIZON)[None, :]
     missing = np.full(n, np.nan)
     cumulative = _cumulative(panel.demand)
-    peaks = np.zeros(n)
+    peaks = [np.zeros(n) for _ in rules]
 
     def learn(t: int) -> None:
         """Day t's demand scores what was issued k days before, for every k at once."""
@@ -296,10 +338,7 @@ def order_up_to_rule(
         seen[...] += ok
 
     def levels(t: int) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal peaks
         learn(t)
-        if peak is not None:
-            peaks = peak.update(peaks, _trailing_sum(cumulative, t, peak.span, panel.start))
         issued.pop(t - HORIZON, None)
         means = forecast(t)
         issued[t] = means
@@ -309,12 +348,19 @@ def order_up_to_rule(
         # a running sum can drift a hair below zero where the window holds only zeros
         m2, m3 = np.maximum(sum2 / divisor, 0.0), sum3 / divisor
         steps4 = np.repeat(np.nan_to_num(means)[:, :, None], 4, axis=2)
-        rops = reorder_points(
-            steps4, lead_days, service_level, DAY_SECONDS, (m2, m3, known), review, measure,
-            peaks,
-        )  # fmt: skip
-        s = np.where(np.isnan(means).any(axis=1), -math.inf, rops.value)
-        return s, order_up_to(s, rops.daily_mean, review)
+        none = np.isnan(means).any(axis=1)
+        out = np.empty((2, len(rules), n))
+        for i, rule in enumerate(rules):
+            if rule.peak is not None:
+                recent = _trailing_sum(cumulative, t, rule.peak.span, panel.start)
+                peaks[i] = rule.peak.update(peaks[i], recent)
+            rops = reorder_points(
+                steps4, lead_days, rule.service_level, DAY_SECONDS, (m2, m3, known),
+                rule.review, measure, peaks[i],
+            )  # fmt: skip
+            out[0, i] = np.where(none, -math.inf, rops.value)
+            out[1, i] = order_up_to(out[0, i], rops.daily_mean, rule.review)
+        return out[0], out[1]
 
     return levels
 
@@ -350,26 +396,29 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     SERVICE_LEVELS, with each reference's fill rate at shelfcast's stock."""
     lead, review = setup.lead_days, setup.review_days
 
-    def rule(forecast: Forecast, level: float, review: int = review) -> Outcome:
+    def rule(level: float, review: int = review) -> Rule:
         peak = setup.peak and replace(setup.peak, span=setup.peak.span + review - setup.review_days)
-        levels = order_up_to_rule(panel, forecast, lead, review, level, setup.measure, peak)
-        return simulate(panel, levels, lead)
+        return Rule(level, review, peak)
 
     forecasts_of = {"shelfcast": published(forecasts), "seasonal_naive": seasonal_naive(panel)}
     levels = sorted({*SERVICE_LEVELS, setup.service_level})
-    # every simulation is independent of the others: keys name them
-    jobs: dict[object, Callable[[], Outcome]] = {
-        (name, level, review): partial(rule, f, level)
-        for name, f in forecasts_of.items() for level in levels
-    }  # fmt: skip
-    naive, chosen = forecasts_of["seasonal_naive"], setup.service_level
+    # each forecast's rules, by key
+    rules: dict[str, dict[tuple[str, float, int], Rule]] = {
+        name: {(name, level, review): rule(level) for level in levels} for name in forecasts_of
+    }
+    chosen = setup.service_level
     for days in SEASONAL_NAIVE_REVIEWS:
-        jobs.setdefault(("seasonal_naive", chosen, days), partial(rule, naive, chosen, days))
-    jobs["min_max"] = partial(_min_max, panel, lead, 1.0)
+        rules["seasonal_naive"].setdefault(("seasonal_naive", chosen, days), rule(chosen, days))
+    # every simulation is independent of the others: keys name them; a forecast's rules run
+    # together, sharing its errors
+    jobs: list[tuple[list[object], Callable[[], list[Outcome]]]] = []
+    for name, mine in rules.items():
+        run = partial(_order_up_to, panel, forecasts_of[name], lead, [*mine.values()], setup)
+        jobs.append((list(mine), run))
     foresight = perfect_foresight(panel, lead, review)
-    jobs["perfect_foresight"] = partial(simulate, panel, foresight, lead)
-    for f in MIN_MAX_SCALES:
-        jobs[("min_max", f)] = partial(_min_max, panel, lead, f)
+    jobs.append((["perfect_foresight"], lambda: [simulate(panel, foresight, lead)]))
+    jobs.append((["min_max"], partial(_min_max, panel, lead, 1.0)))
+    jobs += [([("min_max", f)], partial(_min_max, panel, lead, f)) for f in MIN_MAX_SCALES]
     done = _run_all(jobs)
     at = {(name, level): done[(name, level, review)] for name in forecasts_of for level in levels}
     outcomes = {name: at[(name, setup.service_level)] for name in forecasts_of}
@@ -403,8 +452,15 @@ def compare(panel: Panel, forecasts: np.ndarray, setup: Setup) -> tuple[dict, di
     return summary, outcomes
 
 
-def _min_max(panel: Panel, lead: int, scale: float) -> Outcome:
-    return simulate(panel, min_max(panel, 7 * scale, 21 * scale), lead)
+def _min_max(panel: Panel, lead: int, scale: float) -> list[Outcome]:
+    return [simulate(panel, min_max(panel, 7 * scale, 21 * scale), lead)]
+
+
+def _order_up_to(
+    panel: Panel, forecast: Forecast, lead: int, rules: list[Rule], setup: Setup
+) -> list[Outcome]:
+    levels = order_up_to_rules(panel, forecast, lead, rules, setup.measure)
+    return simulate_all(panel, levels, lead, len(rules))
 
 
 # simulations at once: numpy lets go of the interpreter lock inside each day's array
@@ -412,10 +468,16 @@ def _min_max(panel: Panel, lead: int, scale: float) -> Outcome:
 THREADS = 2
 
 
-def _run_all(jobs: Mapping[object, Callable[[], Outcome]]) -> dict[object, Outcome]:
-    """Each job's outcome, by its key, run ``THREADS`` at a time."""
+def _run_all(jobs: list[tuple[list[object], Callable[[], list[Outcome]]]]) -> dict[object, Outcome]:
+    """Each outcome by its key, from jobs that each give the outcomes of their ``keys``, run
+    ``THREADS`` at a time."""
     with ThreadPoolExecutor(THREADS) as pool:
-        return dict(zip(jobs, pool.map(lambda job: job(), jobs.values()), strict=True))
+        outcomes = pool.map(lambda job: job[1](), jobs)
+        return {
+            key: outcome
+            for (keys, _), done in zip(jobs, outcomes, strict=True)
+            for key, outcome in zip(keys, done, strict=True)
+        }
 
 
 # "at the same stock": a curve's end counts for a stock this close to it (relative)

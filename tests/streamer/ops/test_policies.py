@@ -8,15 +8,18 @@ from streamer.alerts.reorder import ServiceMeasure
 from streamer.ops.policies import (
     SEASONAL_NAIVE_REVIEWS,
     Panel,
+    Rule,
     Setup,
     at_stock,
     compare,
     min_max,
     order_up_to_rule,
+    order_up_to_rules,
     perfect_foresight,
     published,
     seasonal_naive,
     simulate,
+    simulate_all,
 )
 
 
@@ -73,6 +76,22 @@ def test_seasonal_naive_on_a_weekly_pattern_forecasts_exactly_and_never_runs_out
     levels = order_up_to_rule(p, seasonal_naive(p), lead=3, review=7, service_level=service)
     out = simulate(p, levels, lead=3)
     assert out.pooled()["fill_rate"] == 1.0
+
+
+def test_rules_on_one_forecast_simulated_together_give_each_one_alone_to_the_bit() -> None:
+    rng = np.random.default_rng(11)
+    lumpy = np.where(rng.random((40, 90)) < 0.2, rng.integers(1, 30, (40, 90)), 0).astype(float)
+    p = Panel([f"s{i}@X" for i in range(40)], lumpy, rng.integers(0, 20, 40), np.full(40, 10.0))
+    peak = Peak(span=5, half_life=14.0)
+    rules = [Rule(0.9, 7), Rule(0.98, 7, peak), Rule(0.95, 2, peak)]
+    together = simulate_all(p, order_up_to_rules(p, seasonal_naive(p), 3, rules), 3, len(rules))
+    for rule, outcome in zip(rules, together, strict=True):
+        levels = order_up_to_rule(p, seasonal_naive(p), 3, rule.review, rule.service_level,
+                                  peak=rule.peak)  # fmt: skip
+        alone = simulate(p, levels, lead=3)
+        for field in alone.__slots__:
+            assert np.array_equal(getattr(outcome, field), getattr(alone, field)), field
+    assert together[0].orders.sum() > 0
 
 
 def test_a_day_without_a_forecast_orders_nothing() -> None:

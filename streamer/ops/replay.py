@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 import pandas as pd
 
 from streamer.eventtime.clock import DAY_SECONDS
@@ -120,7 +121,8 @@ def order_line(ev: Produced) -> OrderLine | None:
     ('A1@UK', 3, 0.0, 'c9', False)
     """
     try:
-        obj = json.loads(ev.value)
+        # the worker's parser: NaN, and integers past 64 bits (read as floats), are refused
+        obj = orjson.loads(ev.value)
         series, qty = series_key(obj["sku"], obj["location"]), obj["quantity"]
         price, event_id = float(obj.get("unit_price") or 0.0), str(obj["event_id"])
         customer = customer_of(obj.get("customer_id"))

@@ -63,7 +63,8 @@ __all__ = [
 HORIZON = 7
 ERROR_WINDOW = 56  # recent errors per horizon behind the safety stock, as the worker keeps
 
-# a policy's reorder level and order-up-to level of every series on day ``t``
+# a policy's reorder level and order-up-to level of every series on day ``t`` (for
+# ``simulate_all``, a row per policy)
 Levels = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 

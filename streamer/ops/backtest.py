@@ -19,8 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from multiprocessing.pool import AsyncResult
@@ -594,9 +593,21 @@ def isolated(settings: Settings, out: Path) -> Settings:
 
 
 @dataclass
+class _Input:
+    """The events a backtest replays, with the simulated opening stock, and what reading and
+    simulating found."""
+
+    events: list[Produced]
+    read_stats: object
+    sim_stats: object
+    trace: StockTrace
+
+
+@dataclass
 class _LiveRun:
     """What a replay through embedded services left behind, once they stopped."""
 
+    given: _Input
     events: list[Produced]  # the input, and in a closed loop the planner's stock events
     stats: dict[str, int]
     forecasts: ForecastTable
@@ -606,30 +617,41 @@ class _LiveRun:
     closed: tuple[list[str], Outcome] | None  # the closed loop's outcome
 
 
-def _backtest_input(
+def _run_settings(
+    closed_loop: bool, settings: Settings, simulation: SimulationSettings
+) -> tuple[Settings, SimulationSettings]:
+    """The settings a closed loop needs."""
+    if closed_loop:  # the planner restocks; only the opening stock is simulated
+        simulation = replace(simulation, restock=False)
+        # each bucket waits for the worker: an idle consumer's fetch must not sit out 500 ms
+        settings = settings.replace(fetch_max_wait_ms=min(settings.kafka.fetch_max_wait_ms, 10))
+    return settings, simulation
+
+
+def _read_input(
     path: Path,
     limit: int | None,
     how: InputFormat | None,
     closed_loop: bool,
-    settings: Settings,
     simulation: SimulationSettings,
-) -> tuple[list[Produced], object, Settings, SimulationSettings]:
-    """The events to replay, their read stats, and the settings a closed loop needs."""
+    phases: Phases,
+) -> _Input:
+    """The events of ``path`` with the simulated stock events merged in."""
+    phases.lap("start")  # the services, and the workers on their way
     events, read_stats = read_events(path, limit, how)
     if closed_loop and not any(ev.ts for ev in events):
         raise ValueError(
             f"{path} has no event times (JSON lines are replayed in file order), and the "
             "closed loop replays a day at a time: run it with --open-loop"
         )
-    if closed_loop:  # the planner restocks; only the opening stock is simulated
-        simulation = replace(simulation, restock=False)
-        # each bucket waits for the worker: an idle consumer's fetch must not sit out 500 ms
-        settings = settings.replace(fetch_max_wait_ms=min(settings.kafka.fetch_max_wait_ms, 10))
-    return events, read_stats, settings, simulation
+    phases.lap("read")
+    events, sim_stats, trace = simulate(events, simulation)
+    phases.lap("simulate")
+    return _Input(events, read_stats, sim_stats, trace)
 
 
 def _replay_live(
-    events: list[Produced],
+    load: Callable[[], _Input],
     out: Path,
     settings: Settings,
     simulation: SimulationSettings,
@@ -640,8 +662,9 @@ def _replay_live(
     keep_running: bool,
     workers: int,
 ) -> _LiveRun:
-    """Replay ``events`` through fresh embedded services and collect what the workers wrote."""
-    started = time.monotonic()
+    """Replay the events ``load`` reads through fresh embedded services and collect what the
+    workers wrote. The workers start first: they take seconds to start and join their group,
+    and the input is read meanwhile."""
     loop = None
     # Its Redis outlives nothing: a backtest that fails is run again from the start
     with embedded_services(settings, durable=False) as live:
@@ -652,6 +675,7 @@ def _replay_live(
             )
             loop = Loop(planner, Shelves(live.time.bucket_seconds, live.kafka.max_message_bytes))
         try:
+            given = load()  # before the collectors, which a bad input would leave reading
             client = redis.Redis.from_url(live.redis.url)
             table, bootstrap = TableBuilder(), live.kafka.bootstrap_servers
             collectors = {
@@ -665,6 +689,7 @@ def _replay_live(
             for collector in collectors.values():
                 collector.start()
             worker.wait_ready(timeout)
+            started, events = time.monotonic(), given.events
             replay = Replay(live, client, worker, timeout, progress, refreshes)
             if loop is None:
                 replay.open_loop(events)
@@ -688,29 +713,27 @@ def _replay_live(
                 loop.planner.close()
     forecasts = table.table()
     closed = None if loop is None else loop.outcome()
-    return _LiveRun(events, stats, forecasts, wall, evaluation, urls, closed)
+    return _LiveRun(given, events, stats, forecasts, wall, evaluation, urls, closed)
 
 
 class Phases:
-    """The seconds each phase of a run took, by name, in the order they ran.
+    """The seconds each phase of a run took, by name, in the order they ran: each ``lap``
+    ends one.
 
     >>> phases = Phases()
-    >>> with phases("read"):
-    ...     pass
+    >>> phases.lap("read")
     >>> list(phases.seconds)
     ['read']
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
 
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - started, 3)
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._since, 3)
+        self._since = now
 
 
 def run_backtest(
@@ -728,36 +751,34 @@ def run_backtest(
 ) -> BacktestResult:
     out.mkdir(parents=True, exist_ok=True)
     phases = Phases()
-    with phases("read"):
-        events, read_stats, settings, simulation = _backtest_input(
-            path, limit, how, closed_loop, settings, simulation
-        )
-    with phases("simulate"):
-        events, sim_stats, trace = simulate(events, simulation)
+    settings, simulation = _run_settings(closed_loop, settings, simulation)
     settings = isolated(settings, out)
+    load = partial(_read_input, path, limit, how, closed_loop, simulation, phases)
     refreshes: list[dict[str, object]] = []
-    with phases("replay"):
-        run = _replay_live(
-            events, out, settings, simulation, closed_loop, refreshes, timeout, progress,
-            keep_running, workers,
-        )  # fmt: skip
-    with phases("score"):
-        alerts = list(JsonLines(out / "alerts.jsonl"))
-        truth = truth_from(run.events, settings.time.bucket_seconds)
-        summary = summarize(
-            run.events, truth, read_stats, sim_stats, run.stats, run.forecasts, alerts, run.wall
-        )
+    run = _replay_live(
+        load, out, settings, simulation, closed_loop, refreshes, timeout, progress,
+        keep_running, workers,
+    )  # fmt: skip
+    phases.lap("replay")
+    alerts = list(JsonLines(out / "alerts.jsonl"))
+    truth = truth_from(run.events, settings.time.bucket_seconds)
+    given = run.given
+    summary = summarize(
+        run.events, truth, given.read_stats, given.sim_stats, run.stats, run.forecasts, alerts,
+        run.wall,
+    )  # fmt: skip
     summary["models"] = run.evaluation.summary()
-    with phases("policies"):
-        summary["inventory"] = reference_policies(
-            truth, trace, run.forecasts, settings, simulation, out, run.closed
-        )
+    phases.lap("score")
+    summary["inventory"] = reference_policies(
+        truth, given.trace, run.forecasts, settings, simulation, out, run.closed
+    )
+    phases.lap("policies")
     summary["lstm_refreshes"] = refreshes
     # scored against the simulation's own restocks: a diagnostic of the open loop only
-    with phases("alert_quality"):
-        summary["alert_quality"] = (
-            None if closed_loop else alert_quality(alerts, trace, settings, simulation, out)
-        )
+    summary["alert_quality"] = (
+        None if closed_loop else alert_quality(alerts, given.trace, settings, simulation, out)
+    )
+    phases.lap("alert_quality")
     summary["input"] = str(path)
     summary["workers"] = workers
     summary["phase_seconds"] = phases.seconds

@@ -232,7 +232,7 @@ def _backtest_parsers(sub: Subcommands) -> None:
             default=BACKTEST_WORKERS,
             help="workers in one consumer group, each closing its share of the partitions in "
             "a process of its own: the outputs are the same with any number "
-            f"({BACKTEST_WORKERS}: two, or one on a single core)",
+            "(2, or 1 on a single core)",
         )
         _simulation_options(p)
         _number(p, "--timeout", float, 1800.0, "seconds to wait (1800)")

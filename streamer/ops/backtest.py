@@ -162,6 +162,8 @@ def child_env(settings: Settings) -> dict[str, str]:
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
         REDIS_URL=settings.redis.url,
         SHELFCAST_HOME=str(settings.home),
+        # its registry, not one an inherited SHELFCAST_MODEL_DIR names (a live deployment's)
+        SHELFCAST_MODEL_DIR=str(settings.models_path()),
         SHELFCAST_WEB_PORT=str(settings.web_port),
         SHELFCAST_PARTITIONS=str(settings.kafka.partitions),
         SHELFCAST_FETCH_MAX_WAIT_MS=str(settings.kafka.fetch_max_wait_ms),
@@ -172,15 +174,15 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 class WorkerProcess:
     """``shelfcast worker`` as a child process that dies with its parent, serving its web
-    pages on ``settings.web_port``; ``env`` overrides what else it gets from ``settings``."""
+    pages on ``settings.web_port``."""
 
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
         self.log_path = log_path
         self.url = f"http://{settings.web_bind}:{settings.web_port}"
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamer.cli", "worker"],
-            env=child_env(settings) | env,
+            env=child_env(settings),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -220,12 +222,9 @@ class Workers:
         for i in range(1, count):
             home = settings.home / f"worker-{i}"
             home.mkdir(parents=True, exist_ok=True)
-            own = settings.replace(web_port=free_port())
             models = str(settings.models_path())
-            log = out / f"worker-{i}.log"
-            self.members.append(
-                WorkerProcess(own, log, SHELFCAST_HOME=str(home), SHELFCAST_MODEL_DIR=models)
-            )
+            own = settings.replace(home=home, model_dir=models, web_port=free_port())
+            self.members.append(WorkerProcess(own, out / f"worker-{i}.log"))
         self.log_path = out / ("worker.log" if count == 1 else "worker*.log")
 
     def check(self) -> None:

@@ -119,6 +119,8 @@ def order_line(ev: Produced) -> OrderLine | None:
     >>> line = order_line(Produced("orders", "A1", value, 0.0))
     >>> line.series, line.quantity, line.unit_price, line.customer_id, line.promo
     ('A1@UK', 3, 0.0, 'c9', False)
+    >>> order_line(Produced("orders", "A1", value[:-1] + b',"unit_price":NaN}', 0.0)) is None
+    True
     """
     try:
         # the worker's parser: NaN, and integers past 64 bits (read as floats), are refused

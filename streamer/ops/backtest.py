@@ -45,7 +45,13 @@ from streamer.features.keys import STATS
 from streamer.features.store import summed_evaluation, summed_stats
 from streamer.ops.alert_quality import explain_stockouts, miss_breakdown, score_alerts
 from streamer.ops.closed_loop import Loop, Planner, Shelves
-from streamer.ops.embedded import die_with_parent, embedded_services, free_port, stop_process
+from streamer.ops.embedded import (
+    die_with_parent,
+    embedded_services,
+    free_port,
+    mock_cluster,
+    stop_process,
+)
 from streamer.ops.policies import (
     Outcome,
     Panel,
@@ -64,6 +70,7 @@ from streamer.ops.replay import (
     read_events,
     replay_producer,
 )
+from streamer.ops.retention import Reader, Retention
 from streamer.ops.simulation import SimulationSettings, StockTrace, simulate
 from streamer.trainer.service import panel_through, run_once
 
@@ -299,7 +306,12 @@ class TopicCollector(threading.Thread):
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, path: Path, table: TableBuilder | None = None
+        self,
+        bootstrap: str,
+        topic: str,
+        path: Path,
+        table: TableBuilder | None = None,
+        retention: Retention | None = None,
     ) -> None:
         super().__init__(name=f"collect-{topic}", daemon=True)
         self.table = table  # also read into columns as they come, on a core the replay spares
@@ -318,7 +330,9 @@ class TopicCollector(threading.Thread):
             }
         )
         partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        assigned = [TopicPartition(topic, p, 0) for p in partitions]
+        self._consumer.assign(assigned)
+        self._reader = Reader(retention or Retention(None), "collector", self._consumer, assigned)
         self._done = threading.Event()
         self._failed: Exception | None = None
 
@@ -341,6 +355,7 @@ class TopicCollector(threading.Thread):
                 if values:  # one write a batch: a year of forecasts is millions of lines
                     out.write(b"\n".join(values) + b"\n")
                     self.count += len(values)
+                self._reader.read()
                 if self._stop_at is not None and self.count >= self._stop_at:
                     self._done.set()
 
@@ -668,21 +683,25 @@ def _replay_live(
     # Its Redis outlives nothing: a backtest that fails is run again from the start
     with embedded_services(settings, durable=False) as live:
         worker = Workers(live, out, workers)
+        # what the collectors and the planner have read leaves the embedded broker
+        retention = Retention(mock_cluster(live.kafka.bootstrap_servers))
         if closed_loop:
             planner = Planner(
-                live.kafka.bootstrap_servers, live.kafka.topics, simulation.lead_time_days
-            )
+                live.kafka.bootstrap_servers, live.kafka.topics, simulation.lead_time_days,
+                retention,
+            )  # fmt: skip
             loop = Loop(planner, Shelves(live.time.bucket_seconds, live.kafka.max_message_bytes))
         try:
             given = load()  # before the collectors, which a bad input would leave reading
             client = redis.Redis.from_url(live.redis.url)
             table, bootstrap = TableBuilder(), live.kafka.bootstrap_servers
+            topics = live.kafka.topics
             collectors = {
                 "forecasts": TopicCollector(
-                    bootstrap, live.kafka.topics["forecasts"], out / "forecasts.jsonl", table
+                    bootstrap, topics["forecasts"], out / "forecasts.jsonl", table, retention
                 ),
                 "alerts": TopicCollector(
-                    bootstrap, live.kafka.topics["alerts"], out / "alerts.jsonl"
+                    bootstrap, topics["alerts"], out / "alerts.jsonl", retention=retention
                 ),
             }
             for collector in collectors.values():

@@ -33,6 +33,7 @@ from streamer.ops.replay import (
     produce,
     replay_producer,
 )
+from streamer.ops.retention import Reader, Retention
 from streamer.ops.simulation import inventory_event
 from streamer.topics.events import MAX_ID_LEN, Invalid, parse_inventory, series_key
 
@@ -63,7 +64,13 @@ class Planner:
     and has it delivered a lead time later (the deliveries, the supplier's part of the
     simulation, are handed to the replay)."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, str], lead_time_days: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: dict[str, str],
+        lead_time_days: float,
+        retention: Retention | None = None,
+    ) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
         self.lead = lead_time_days * DAY_SECONDS
@@ -84,6 +91,7 @@ class Planner:
         meta = self._consumer.list_topics(alerts_topic, timeout=10).topics[alerts_topic]
         self._parts = [TopicPartition(alerts_topic, p, 0) for p in meta.partitions]
         self._consumer.assign(self._parts)
+        self._reader = Reader(retention or Retention(None), "planner", self._consumer, self._parts)
         self._seen: set[str] = set()
         self._due: list[tuple[float, int, Produced]] = []
         self.orders: dict[str, int] = defaultdict(int)
@@ -143,6 +151,7 @@ class Planner:
                 if msg.error() is None:
                     got.append(json.loads(msg.value()))
                     self._read += 1
+        self._reader.read()
         return got
 
 

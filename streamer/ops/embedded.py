@@ -49,6 +49,7 @@ __all__ = [
     "embedded_services",
     "free_cluster_ports",
     "free_port",
+    "mock_cluster",
     "redis_server_binary",
     "slot_ranges",
     "stop_process",
@@ -102,7 +103,20 @@ def _librdkafka() -> ctypes.CDLL:
     for name in ("rd_kafka_mock_broker_set_down", "rd_kafka_mock_broker_set_up"):
         getattr(lib, name).restype = ci
         getattr(lib, name).argtypes = [vp, ctypes.c_int32]
+    lib.rd_kafka_mock_partition_delete_records.restype = ci
+    lib.rd_kafka_mock_partition_delete_records.argtypes = [
+        vp, cp, ctypes.c_int32, ctypes.c_int64
+    ]  # fmt: skip
     return lib
+
+
+# The mock clusters of this process by bootstrap address: what a backtest trims
+_CLUSTERS: dict[str, MockKafkaCluster] = {}
+
+
+def mock_cluster(bootstrap: str) -> MockKafkaCluster | None:
+    """The mock cluster this process runs at ``bootstrap``; None for any other broker."""
+    return _CLUSTERS.get(bootstrap)
 
 
 class MockKafkaCluster:
@@ -140,6 +154,7 @@ class MockKafkaCluster:
             err = self._lib.rd_kafka_mock_topic_create(self._cluster, topic.encode(), n, 1)
             if err:
                 raise RuntimeError(f"mock cluster could not create topic {topic!r} (error {err})")
+        _CLUSTERS[self.bootstrap] = self
 
     def move_leader(self, topic: str, partition: int, broker: int) -> None:
         """Make ``broker`` (1-based) the leader of ``topic``'s ``partition``: clients find out
@@ -157,12 +172,22 @@ class MockKafkaCluster:
     def broker_up(self, broker: int) -> None:
         self._check(self._lib.rd_kafka_mock_broker_set_up(self._cluster, broker))
 
+    def delete_records(self, topic: str, partition: int, before: int) -> None:
+        """Drop the batches of ``topic``'s ``partition`` that end before offset ``before``
+        (Kafka's DeleteRecords): its log then starts at ``before`` or just below it."""
+        self._check(
+            self._lib.rd_kafka_mock_partition_delete_records(
+                self._cluster, topic.encode(), partition, before
+            )
+        )
+
     @staticmethod
     def _check(err: int) -> None:
         if err:
             raise RuntimeError(f"the mock cluster refused (librdkafka error {err})")
 
     def stop(self) -> None:
+        _CLUSTERS.pop(self.bootstrap, None)
         if self._cluster:
             self._lib.rd_kafka_mock_cluster_destroy(self._cluster)
             self._cluster = None

@@ -1,0 +1,95 @@
+"""What every reader of a backtest's output has read leaves the embedded broker.
+
+librdkafka's mock cluster keeps a partition's batches in a list, up to 5 MiB or 100,000 of
+them, and finds a fetch's offset by walking that list from the oldest batch
+(``rd_kafka_mock_msgset_find``: "FIXME: Maintain an index"). The alerts go out a few at a time,
+spread over their partitions, so nearly every alert is a batch of its own: a partition kept
+about 10,000 of them, and each new alert's fetch walked them all, once for each reader. That
+walk was three quarters of the mock's thread, which used a quarter of a core over a full-year
+backtest (docs/benchmark.md). A backtest knows every reader of its outputs, so it deletes what
+all of them have read, as a real broker's retention would in time (a real broker's fetch is
+indexed, and nothing is trimmed there).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from streamer.ops.embedded import MockKafkaCluster
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
+
+__all__ = ["Reader", "Retention"]
+
+# Seconds between two trims by one reader: each trim is a call into the mock's thread per
+# partition, and a partition then holds what arrived meanwhile (a few dozen alerts)
+TRIM_EVERY = 0.5
+
+
+class Retention:
+    """The records of each partition that every registered reader of its topic has read,
+    deleted from ``cluster``; nothing is deleted without a cluster (a broker of its own).
+
+    A reader registers before it reads anything: until it reports, its topic keeps all.
+
+    >>> retention = Retention(None)
+    >>> retention.report("alerts", "planner", {0: 5})  # no mock cluster: nothing to delete
+    """
+
+    def __init__(self, cluster: MockKafkaCluster | None) -> None:
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._read: dict[str, dict[str, dict[int, int]]] = {}  # topic -> reader -> positions
+        self._start: dict[tuple[str, int], int] = {}  # where each partition was cut
+
+    def register(self, topic: str, reader: str) -> None:
+        with self._lock:
+            self._read.setdefault(topic, {})[reader] = {}
+
+    def report(self, topic: str, reader: str, positions: dict[int, int]) -> None:
+        """``reader`` of ``topic`` has read each partition up to its position (the next
+        offset it reads): delete what every reader has read."""
+        if self.cluster is None:
+            return
+        with self._lock:
+            readers = self._read[topic]
+            readers[reader].update(positions)
+            for partition in positions:
+                before = min(read.get(partition, 0) for read in readers.values())
+                if before > self._start.get((topic, partition), 0):
+                    self.cluster.delete_records(topic, partition, before)
+                    self._start[(topic, partition)] = before
+
+
+class Reader:
+    """One consumer's reports to a ``Retention``: ``read`` after each read, from the thread
+    that owns the consumer; it reports at most every ``every`` seconds."""
+
+    def __init__(
+        self,
+        retention: Retention,
+        name: str,
+        consumer: Consumer,
+        partitions: Sequence[TopicPartition],
+        every: float = TRIM_EVERY,
+    ) -> None:
+        self.retention, self.name, self.every = retention, name, every
+        self._consumer, self._partitions = consumer, list(partitions)
+        self._topics = {tp.topic for tp in self._partitions}
+        self._last = 0.0
+        for topic in self._topics:
+            retention.register(topic, name)
+
+    def read(self) -> None:
+        if self.retention.cluster is None or time.monotonic() - self._last < self.every:
+            return
+        self._last = time.monotonic()
+        # the next offset to read, or a negative one where nothing was read yet
+        done = [tp for tp in self._consumer.position(self._partitions) if tp.offset >= 0]
+        for topic in self._topics:
+            positions = {tp.partition: tp.offset for tp in done if tp.topic == topic}
+            self.retention.report(topic, self.name, positions)

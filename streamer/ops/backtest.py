@@ -332,7 +332,9 @@ class TopicCollector(threading.Thread):
         partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
         assigned = [TopicPartition(topic, p, 0) for p in partitions]
         self._consumer.assign(assigned)
-        self._reader = Reader(retention or Retention(None), "collector", self._consumer, assigned)
+        self._reader = (
+            None if retention is None else Reader(retention, "collector", self._consumer, assigned)
+        )
         self._done = threading.Event()
         self._failed: Exception | None = None
 
@@ -355,7 +357,8 @@ class TopicCollector(threading.Thread):
                 if values:  # one write a batch: a year of forecasts is millions of lines
                     out.write(b"\n".join(values) + b"\n")
                     self.count += len(values)
-                self._reader.read()
+                if self._reader is not None:
+                    self._reader.read()
                 if self._stop_at is not None and self.count >= self._stop_at:
                     self._done.set()
 
@@ -685,17 +688,14 @@ def _replay_live(
         worker = Workers(live, out, workers)
         # what the collectors and the planner have read leaves the embedded broker
         retention = Retention(mock_cluster(live.kafka.bootstrap_servers))
+        bootstrap, topics = live.kafka.bootstrap_servers, live.kafka.topics
         if closed_loop:
-            planner = Planner(
-                live.kafka.bootstrap_servers, live.kafka.topics, simulation.lead_time_days,
-                retention,
-            )  # fmt: skip
+            planner = Planner(bootstrap, topics, simulation.lead_time_days, retention)
             loop = Loop(planner, Shelves(live.time.bucket_seconds, live.kafka.max_message_bytes))
         try:
             given = load()  # before the collectors, which a bad input would leave reading
             client = redis.Redis.from_url(live.redis.url)
-            table, bootstrap = TableBuilder(), live.kafka.bootstrap_servers
-            topics = live.kafka.topics
+            table = TableBuilder()
             collectors = {
                 "forecasts": TopicCollector(
                     bootstrap, topics["forecasts"], out / "forecasts.jsonl", table, retention
@@ -726,6 +726,7 @@ def _replay_live(
             if keep_running:
                 _serve_until_interrupted(urls)
         finally:
+            retention.close()  # before the broker stops: a failed run leaves collectors reading
             worker.stop()
             if loop is not None:
                 loop.planner.close()

@@ -91,7 +91,9 @@ class Planner:
         meta = self._consumer.list_topics(alerts_topic, timeout=10).topics[alerts_topic]
         self._parts = [TopicPartition(alerts_topic, p, 0) for p in meta.partitions]
         self._consumer.assign(self._parts)
-        self._reader = Reader(retention or Retention(None), "planner", self._consumer, self._parts)
+        self._reader = (
+            None if retention is None else Reader(retention, "planner", self._consumer, self._parts)
+        )
         self._seen: set[str] = set()
         self._due: list[tuple[float, int, Produced]] = []
         self.orders: dict[str, int] = defaultdict(int)
@@ -151,7 +153,8 @@ class Planner:
                 if msg.error() is None:
                     got.append(json.loads(msg.value()))
                     self._read += 1
-        self._reader.read()
+        if self._reader is not None:
+            self._reader.read()
         return got
 
 

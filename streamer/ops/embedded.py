@@ -174,7 +174,9 @@ class MockKafkaCluster:
 
     def delete_records(self, topic: str, partition: int, before: int) -> None:
         """Drop the batches of ``topic``'s ``partition`` that end before offset ``before``
-        (Kafka's DeleteRecords): its log then starts at ``before`` or just below it."""
+        (Kafka's DeleteRecords): its log then starts at ``before``."""
+        if not self._cluster:
+            raise RuntimeError("the mock cluster has stopped")
         self._check(
             self._lib.rd_kafka_mock_partition_delete_records(
                 self._cluster, topic.encode(), partition, before

@@ -7,8 +7,8 @@ spread over their partitions, so nearly every alert is a batch of its own: a par
 about 10,000 of them, and each new alert's fetch walked them all, once for each reader. That
 walk was three quarters of the mock's thread, which used a quarter of a core over a full-year
 backtest (docs/benchmark.md). A backtest knows every reader of its outputs, so it deletes what
-all of them have read, as a real broker's retention would in time (a real broker's fetch is
-indexed, and nothing is trimmed there).
+all of them have read. A real broker indexes its log and keeps its own retention: nothing is
+deleted there.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ class Retention:
     """The records of each partition that every registered reader of its topic has read,
     deleted from ``cluster``; nothing is deleted without a cluster (a broker of its own).
 
-    A reader registers before it reads anything: until it reports, its topic keeps all.
+    Every reader of a topic registers before any reports: a reader that came later could
+    ask for what is gone.
 
     >>> retention = Retention(None)
+    >>> retention.register("alerts", "planner")
     >>> retention.report("alerts", "planner", {0: 5})  # no mock cluster: nothing to delete
     """
 
@@ -47,15 +49,23 @@ class Retention:
         self._start: dict[tuple[str, int], int] = {}  # where each partition was cut
 
     def register(self, topic: str, reader: str) -> None:
+        """Keep what ``reader`` has not read of ``topic`` from now on."""
         with self._lock:
-            self._read.setdefault(topic, {})[reader] = {}
+            readers = self._read.setdefault(topic, {})
+            if reader in readers:
+                raise ValueError(f"{reader!r} already reads {topic!r}: a reader's name is its own")
+            if any(t == topic for t, _ in self._start):
+                raise ValueError(f"{topic!r} was trimmed already: {reader!r} registers too late")
+            readers[reader] = {}
 
     def report(self, topic: str, reader: str, positions: dict[int, int]) -> None:
         """``reader`` of ``topic`` has read each partition up to its position (the next
         offset it reads): delete what every reader has read."""
-        if self.cluster is None:
-            return
+        # under the lock, the mock call included: the mock moves a partition's start to
+        # whatever it is given, so two deletes must not pass each other
         with self._lock:
+            if self.cluster is None:
+                return
             readers = self._read[topic]
             readers[reader].update(positions)
             for partition in positions:
@@ -64,10 +74,16 @@ class Retention:
                     self.cluster.delete_records(topic, partition, before)
                     self._start[(topic, partition)] = before
 
+    def close(self) -> None:
+        """Delete nothing more: the cluster is about to stop, and a reader's thread may
+        still report (a backtest that failed leaves its collectors reading)."""
+        with self._lock:
+            self.cluster = None
+
 
 class Reader:
     """One consumer's reports to a ``Retention``: ``read`` after each read, from the thread
-    that owns the consumer; it reports at most every ``every`` seconds."""
+    that owns the consumer."""
 
     def __init__(
         self,
@@ -85,7 +101,8 @@ class Reader:
             retention.register(topic, name)
 
     def read(self) -> None:
-        if self.retention.cluster is None or time.monotonic() - self._last < self.every:
+        """Report the consumer's positions, at most every ``every`` seconds."""
+        if time.monotonic() - self._last < self.every:
             return
         self._last = time.monotonic()
         # the next offset to read, or a negative one where nothing was read yet

@@ -3,6 +3,7 @@ over real clients of a mock cluster."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from streamer.ops.embedded import MockKafkaCluster, mock_cluster
 from streamer.ops.retention import Reader, Retention
 
 TOPIC = "t"
+PARTS = [TopicPartition(TOPIC, p, 0) for p in (0, 1)]
 
 
 @pytest.fixture
@@ -21,27 +23,37 @@ def cluster() -> Iterator[MockKafkaCluster]:
     cluster.stop()
 
 
-def produce_one_a_batch(bootstrap: str, n: int) -> None:
-    """``n`` messages to partition 0, each a batch of its own, as the alerts mostly are."""
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for i in range(n):
-        producer.produce(TOPIC, str(i).encode(), partition=0)
+def produce(bootstrap: str, values: range, batch: int = 1) -> None:
+    """``values`` to partition 0, ``batch`` messages a batch (one: as the alerts mostly are)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1000})
+    for lo in range(values.start, values.stop, batch):
+        for i in range(lo, min(lo + batch, values.stop)):
+            producer.produce(TOPIC, str(i).encode(), partition=0)
         producer.flush(10)
 
 
-def reader_of(bootstrap: str, group: str) -> tuple[Consumer, list[TopicPartition]]:
+def reader_of(bootstrap: str, group: str, at: int = 0) -> Consumer:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            # an offset that is gone fails the read instead of silently skipping to the end
+            "auto.offset.reset": "error",
+        }
     )
-    parts = [TopicPartition(TOPIC, p, 0) for p in (0, 1)]
-    consumer.assign(parts)
-    return consumer, parts
+    consumer.assign([TopicPartition(TOPIC, 0, at), TopicPartition(TOPIC, 1, 0)])
+    return consumer
 
 
-def read(consumer: Consumer, n: int) -> list[bytes]:
-    got: list[bytes] = []
+def read(consumer: Consumer, n: int) -> list[int]:
+    got: list[int] = []
+    deadline = time.monotonic() + 20
     while len(got) < n:
-        got += [m.value() for m in consumer.consume(n - len(got), timeout=5) if not m.error()]
+        assert time.monotonic() < deadline, f"read {got} of {n}"
+        for m in consumer.consume(n - len(got), timeout=1):
+            assert m.error() is None, m.error()
+            got.append(int(m.value()))
     return got
 
 
@@ -53,33 +65,65 @@ def test_what_every_reader_read_is_deleted_and_the_rest_is_still_read(
     cluster: MockKafkaCluster,
 ) -> None:
     assert mock_cluster(cluster.bootstrap) is cluster
-    produce_one_a_batch(cluster.bootstrap, 40)
+    assert mock_cluster("elsewhere:9092") is None
+    produce(cluster.bootstrap, range(40))
     retention = Retention(cluster)
-    fast, parts = reader_of(cluster.bootstrap, "fast")
-    slow, _ = reader_of(cluster.bootstrap, "slow")
+    fast, slow = reader_of(cluster.bootstrap, "fast"), reader_of(cluster.bootstrap, "slow")
     readers = [
-        Reader(retention, name, c, parts, every=0) for name, c in (("fast", fast), ("slow", slow))
+        Reader(retention, name, c, PARTS, every=0) for name, c in (("fast", fast), ("slow", slow))
     ]
 
-    assert read(fast, 30) == [str(i).encode() for i in range(30)]
+    assert read(fast, 30) == list(range(30))
     readers[0].read()
     assert log_start(fast) == 0  # the slow reader has read nothing yet
 
-    read(slow, 10)
+    assert read(slow, 10) == list(range(10))
     readers[1].read()
     assert log_start(fast) == 10  # what both have read, and not one message more
 
-    assert read(slow, 30) == [str(i).encode() for i in range(10, 40)]  # the rest is all there
-    readers[1].read()
-    assert log_start(fast) == 30
+    # what arrives after the trim is fetched from the broker, from where each reader is
+    produce(cluster.bootstrap, range(40, 60))
+    assert read(slow, 50) == list(range(10, 60))
+    assert read(fast, 30) == list(range(30, 60))
+    for reader in readers:
+        reader.read()
+    assert log_start(fast) == 60
     for consumer in (fast, slow):
         consumer.close()
 
 
-def test_a_broker_of_its_own_is_never_trimmed(cluster: MockKafkaCluster) -> None:
-    produce_one_a_batch(cluster.bootstrap, 5)
-    consumer, parts = reader_of(cluster.bootstrap, "only")
+def test_a_cut_inside_a_batch_keeps_the_batch_and_a_new_reader_starts_there(
+    cluster: MockKafkaCluster,
+) -> None:
+    produce(cluster.bootstrap, range(30), batch=10)
+    retention = Retention(cluster)
+    only = reader_of(cluster.bootstrap, "only")
+    reader = Reader(retention, "only", only, PARTS, every=0)
+    read(only, 15)
+    reader.read()
+    assert log_start(only) == 15
+    later = reader_of(cluster.bootstrap, "later", at=15)
+    assert read(later, 15) == list(range(15, 30))
+    with pytest.raises(ValueError, match="too late"):
+        Reader(retention, "later", later, PARTS)
+    twice = Retention(cluster)
+    twice.register(TOPIC, "twice")
+    with pytest.raises(ValueError, match="already reads"):
+        twice.register(TOPIC, "twice")
+    for consumer in (only, later):
+        consumer.close()
+
+
+def test_nothing_is_deleted_without_a_mock_cluster_or_once_it_is_closed(
+    cluster: MockKafkaCluster,
+) -> None:
+    produce(cluster.bootstrap, range(5))
+    consumer = reader_of(cluster.bootstrap, "only")
     read(consumer, 5)
-    Reader(Retention(None), "only", consumer, parts, every=0).read()
+    Reader(Retention(None), "only", consumer, PARTS, every=0).read()
+    closed = Retention(cluster)
+    reader = Reader(closed, "only", consumer, PARTS, every=0)
+    closed.close()
+    reader.read()
     assert log_start(consumer) == 0
     consumer.close()

@@ -23,6 +23,7 @@ from faust.types.tuples import ack_lock
 from streamer import metrics
 from streamer.config.settings import Settings
 from streamer.features.store import FeatureStore
+from streamer.ingest.microbatch import consume
 from streamer.ingest.retry import REDIS_DOWN, fatal, halt, retrying
 from streamer.pipeline.batch import BatchResult, Pipeline, Record
 from streamer.pipeline.offsets import RedisBehind
@@ -159,24 +160,27 @@ class Agents:
         )
 
     async def process(self, stream: faust.StreamT) -> None:
-        settings, pipeline = self.settings, self.pipeline
-        async for events in stream.take_events(
-            settings.kafka.batch_size, within=settings.kafka.batch_within
-        ):
-            started = time.perf_counter()
-            messages = [e.message for e in events]
-            records = [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
-            try:
-                result = await self.run("batch", lambda records=records: pipeline.process(records))
-                await self.run("accounting", lambda result=result: self.account(result))
-            except RedisBehind as exc:
-                halt(str(exc))
-            except Exception:
-                fatal("processing a batch failed")
-            hold_back(messages, pipeline.applies)
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            self.observe_done(messages)
-            await self.align(await self.observe_lag())
+        """Hand the stream's micro-batches to the pipeline while the next gathers
+        (``consume``); a batch's events are acknowledged once Redis holds its effects."""
+        kafka = self.settings.kafka
+        await consume(stream, kafka.batch_size, kafka.batch_within, self.batch)
+
+    async def batch(self, events: list[faust.EventT]) -> None:
+        started = time.perf_counter()
+        messages = [e.message for e in events]
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
+        pipeline = self.pipeline
+        try:
+            result = await self.run("batch", lambda: pipeline.process(records))
+            await self.run("accounting", lambda: self.account(result))
+        except RedisBehind as exc:
+            halt(str(exc))
+        except Exception:
+            fatal("processing a batch failed")
+        hold_back(messages, pipeline.applies)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self.observe_done(messages)
+        await self.align(await self.observe_lag())
 
     def observe_done(self, messages: list[Message]) -> None:
         done = time.time()
@@ -201,10 +205,10 @@ class Agents:
 
 def hold_back(messages: Iterable[Message], applies: Callable[[int], bool]) -> None:
     """Keep the records of a partition dropped in this batch (fenced or revoked) from being
-    committed: ``take_events`` acks every event it yielded, and a commit past records this
+    committed: the agent acks every event of a batch it processed, and a commit past records this
     worker never applied would lose them for the partition's next owner (Redis behind Kafka).
 
-    Each is marked acknowledged without telling the consumer: ``take_events``' ack then does
+    Each is marked acknowledged without telling the consumer: the agent's ack then does
     nothing and its offset never joins the committable ones (Faust commits only consecutive
     acked offsets), while the consumer still counts it as done, so a rebalance's or a
     shutdown's wait for unacknowledged messages (``stream_wait_empty``) does not wait on it

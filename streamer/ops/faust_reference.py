@@ -3,8 +3,8 @@ reference of ``shelfcast bench``.
 
 The bare aiokafka reference says what the broker and client can deliver; this one says what a
 Faust agent costs before any work is done. It consumes the input topics from the beginning in
-a fresh consumer group, in the worker's own micro-batches (``take_events`` with the same batch
-size and window), and writes one JSON object to a file (Faust takes over stdout): the
+a fresh consumer group, in the worker's own micro-batches (``consume``, with the same batch size
+and window), and writes one JSON object to a file (Faust takes over stdout): the
 messages/s from its first batch until it has seen ``n`` messages.
 
 Run by ``shelfcast bench`` as ``python -m streamer.ops.faust_reference N FILE``, with the settings
@@ -24,6 +24,7 @@ import faust
 
 from streamer.config.settings import Settings
 from streamer.ingest.app import create_app, tune_gc
+from streamer.ingest.microbatch import consume
 
 __all__ = ["APP_ID", "main"]
 
@@ -41,19 +42,20 @@ def main(n: int, out: Path) -> None:
     )
     seen, first, started = 0, 0, 0.0
 
+    async def count(events: list[faust.EventT]) -> None:
+        nonlocal seen, first, started
+        if not seen:  # timed like the worker: from its first batch, connected and assigned
+            started, first = time.perf_counter(), len(events)
+        seen += len(events)
+        if seen >= n:
+            rate = (seen - first) / max(time.perf_counter() - started, 1e-9)
+            out.write_text(json.dumps({"messages": seen, "messages_per_second": rate}))
+            os._exit(0)  # nothing to commit or shut down gently: the group is thrown away
+
     @app.agent(inputs)
     async def nothing(stream: faust.StreamT) -> None:
-        nonlocal seen, first, started
-        async for events in stream.take_events(
-            settings.kafka.batch_size, within=settings.kafka.batch_within
-        ):
-            if not seen:  # timed like the worker: from its first batch, connected and assigned
-                started, first = time.perf_counter(), len(events)
-            seen += len(events)
-            if seen >= n:
-                rate = (seen - first) / max(time.perf_counter() - started, 1e-9)
-                out.write_text(json.dumps({"messages": seen, "messages_per_second": rate}))
-                os._exit(0)  # nothing to commit or shut down gently: the group is thrown away
+        kafka = settings.kafka
+        await consume(stream, kafka.batch_size, kafka.batch_within, count)
 
     tune_gc()
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()

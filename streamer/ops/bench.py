@@ -13,8 +13,9 @@ for a bare aiokafka consumer of the same messages (the reference):
    worker's histogram gives produce -> effect; a consumer of the alerts topic, reading as a
    downstream service would, gives order -> alert received.
 
-Last, a Faust agent that does nothing reads the same input (``streamer/ops/faust_reference.py``):
-the framework's own ceiling, the burst's second reference.
+After the burst, a Faust agent that does nothing reads the input so far
+(``streamer/ops/faust_reference.py``): the framework's own ceiling, the burst's second
+reference.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from streamer.config.settings import Settings, leader_topic
 from streamer.eventtime.clock import DAY_SECONDS, bucket_of, bucket_start
 from streamer.features.keys import STATS
 from streamer.ops.backtest import Workers, child_env, isolated, scrape, wait_processed
-from streamer.ops.embedded import embedded_services, free_port
+from streamer.ops.embedded import embedded_services, free_port, mock_cluster
 from streamer.ops.faust_reference import APP_ID as FAUST_REFERENCE
 from streamer.ops.replay import Produced, produce, read_events
+from streamer.ops.retention import GroupReader, Retention
 from streamer.ops.simulation import SimulationSettings, simulate
 
 __all__ = [
@@ -387,8 +389,9 @@ def _measure(
     progress: bool,
     step: Callable[[str], None],
 ) -> _Measured:
-    """Every phase against fresh embedded services, each bare-consumer reference next to the
-    worker's phase it compares with."""
+    """Every phase against fresh embedded services, each reference next to the worker's phase
+    it compares with. The references read the input from its start, so they run before the
+    latency phase, which deletes what the worker committed (``GroupReader``)."""
     inputs = (settings.kafka.topics["orders"], settings.kafka.topics["inventory"])
     with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
         bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
@@ -399,37 +402,39 @@ def _measure(
         m.raw_replay = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.replay)))
         step(f"replay: bare aiokafka consumer {m.raw_replay:,.0f} messages/s")
         worker = Workers(live, out)
+        retention = Retention(mock_cluster(bootstrap))
         try:
-            _worker_phases(m, live, worker, inputs, bench, data, progress, step)
+            _throughput_phases(m, live, worker, bench, data, progress, step)
+            m.raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.burst), m.offsets))
+            step(f"burst: bare aiokafka consumer {m.raw_burst:,.0f} messages/s")
+            taken = len(data.replay) + len(data.burst)
+            m.faust_rate = faust_reference(live, taken, bench.timeout, out)
+            step(f"a Faust agent doing nothing: {m.faust_rate:,.0f} messages/s")
+            _latency_phase(m, live, worker, retention, bench, data, progress)
         finally:
+            retention.close()  # before the broker stops
             worker.stop()
-        m.raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.burst), m.offsets))
-        step(f"burst: bare aiokafka consumer {m.raw_burst:,.0f} messages/s")
-        everything = len(data.replay) + len(data.burst) + len(data.probes)
-        m.faust_rate = faust_reference(live, everything, bench.timeout, out)
-        step(f"a Faust agent doing nothing: {m.faust_rate:,.0f} messages/s")
     return m
 
 
-def _worker_phases(
+def _throughput_phases(
     m: _Measured,
     live: Settings,
     worker: Workers,
-    inputs: tuple[str, str],
     bench: BenchSettings,
     data: _BenchInput,
     progress: bool,
     step: Callable[[str], None],
 ) -> None:
-    """The worker's three phases: the replayed backlog, the burst, the paced probe orders."""
+    """The worker's replayed backlog, then its burst."""
     bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
+    inputs = (live.kafka.topics["orders"], live.kafka.topics["inventory"])
     client = redis.Redis.from_url(live.redis.url)
     m.replay_rate = worker_rate(
         client, worker, len(data.replay), bench.timeout, progress=progress, desc="replay"
     )
     step(f"replay: worker {m.replay_rate:,.0f} events/s")
-    metrics_url = f"http://{live.web_bind}:{live.web_port}/metrics"
-    m.closes = scrape(metrics_url).decode()
+    m.closes = scrape(_metrics_url(live)).decode()
     m.offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
     # timed from the first order produced: the worker starts on them as they arrive
     burst_started = time.perf_counter()
@@ -439,16 +444,43 @@ def _worker_phases(
         client, worker, done, bench.timeout, len(data.replay), burst_started, progress, "burst"
     )
     step(f"burst: worker {m.burst_rate:,.0f} events/s")
-    m.before = scrape(metrics_url).decode()
+
+
+def _latency_phase(
+    m: _Measured,
+    live: Settings,
+    worker: Workers,
+    retention: Retention,
+    bench: BenchSettings,
+    data: _BenchInput,
+    progress: bool,
+) -> None:
+    """The paced probe orders. Each goes out in a batch of its own, and the embedded broker
+    walks a partition's batches from its oldest on every fetch (streamer/ops/retention.py):
+    without deleting what the worker committed, its fetches took the mock's thread from a
+    fifth to two thirds of a core over the phase's 15 seconds, and the worker fell behind."""
+    bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
+    client = redis.Redis.from_url(live.redis.url)
+    m.before = scrape(_metrics_url(live)).decode()
     alerts_at = asyncio.run(end_offsets(bootstrap, [live.kafka.topics["alerts"]], n))
     receiver = Receiver(bootstrap, live.kafka.topics["alerts"], alerts_at)
     receiver.start()
-    m.sent, m.achieved = produce_paced(
-        bootstrap, live.kafka.topics["orders"], data.probes, bench.rate, progress
-    )
-    wait_processed(client, worker, done + len(data.probes), bench.timeout, False)
-    m.after = scrape(metrics_url).decode()
+    trimming = GroupReader(retention, live)
+    trimming.start()
+    try:
+        m.sent, m.achieved = produce_paced(
+            bootstrap, live.kafka.topics["orders"], data.probes, bench.rate, progress
+        )
+        done = len(data.replay) + len(data.burst) + len(data.probes)
+        wait_processed(client, worker, done, bench.timeout, False)
+    finally:
+        trimming.stop()
+    m.after = scrape(_metrics_url(live)).decode()
     m.alerts = receiver.finish()
+
+
+def _metrics_url(live: Settings) -> str:
+    return f"http://{live.web_bind}:{live.web_port}/metrics"
 
 
 def run_bench(

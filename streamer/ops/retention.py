@@ -8,7 +8,8 @@ about 10,000 of them, and each new alert's fetch walked them all, once for each 
 walk was three quarters of the mock's thread, which used a quarter of a core over a full-year
 backtest (docs/benchmark.md). A backtest knows every reader of its outputs, so it deletes what
 all of them have read. A real broker indexes its log and keeps its own retention: nothing is
-deleted there.
+deleted there. The same walk slowed ``shelfcast bench``'s latency phase: its orders go out
+one a batch, and the worker's fetches walked every one sent before (``GroupReader``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from streamer.config.settings import Settings
 from streamer.ops.embedded import MockKafkaCluster
+from streamer.pipeline.offsets import KafkaUnavailable, committed
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, TopicPartition
 
-__all__ = ["Reader", "Retention"]
+__all__ = ["GroupReader", "Reader", "Retention"]
 
 # Seconds between two trims by one reader: each trim is a call into the mock's thread per
 # partition, and a partition then holds what arrived meanwhile (a few dozen alerts)
@@ -110,3 +113,35 @@ class Reader:
         for topic in self._topics:
             positions = {tp.partition: tp.offset for tp in done if tp.topic == topic}
             self.retention.report(topic, self.name, positions)
+
+
+class GroupReader(threading.Thread):
+    """The worker consumer group's committed offsets of its input topics, reported to a
+    ``Retention`` every ``every`` seconds until ``stop``: what the group committed, Redis holds
+    (docs/delivery.md), so no worker reads below it again."""
+
+    def __init__(self, retention: Retention, settings: Settings, every: float = TRIM_EVERY) -> None:
+        super().__init__(name="group-reader", daemon=True)
+        self.retention, self.settings, self.every = retention, settings, every
+        self.topics = (settings.kafka.topics["orders"], settings.kafka.topics["inventory"])
+        self._stopped = threading.Event()
+        for topic in self.topics:
+            retention.register(topic, settings.kafka.app_id)
+
+    def run(self) -> None:
+        partitions = range(self.settings.kafka.partitions)
+        while not self._stopped.wait(self.every):
+            try:
+                read = committed(self.settings, partitions, timeout=self.every * 4)
+            except KafkaUnavailable:
+                continue  # the broker is busy or going: the next turn asks again
+            for topic in self.topics:
+                positions = {
+                    int(p): offset for field, offset in read.items()
+                    for t, p in [field.rsplit(":", 1)] if t == topic
+                }  # fmt: skip
+                self.retention.report(topic, self.settings.kafka.app_id, positions)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streamer.config.settings import Settings
 from streamer.ops.embedded import MockKafkaCluster, mock_cluster
-from streamer.ops.retention import Reader, Retention
+from streamer.ops.retention import GroupReader, Reader, Retention
 
 TOPIC = "t"
 PARTS = [TopicPartition(TOPIC, p, 0) for p in (0, 1)]
@@ -127,3 +128,30 @@ def test_nothing_is_deleted_without_a_mock_cluster_or_once_it_is_closed(
     reader.read()
     assert log_start(consumer) == 0
     consumer.close()
+
+
+def test_what_the_worker_group_committed_is_deleted_from_its_inputs() -> None:
+    settings = Settings.of(app_id="workers", partitions=2)
+    orders, inventory = settings.kafka.topics["orders"], settings.kafka.topics["inventory"]
+    cluster = MockKafkaCluster([orders, inventory], partitions=2)
+    try:
+        settings = settings.replace(kafka_bootstrap_servers=cluster.bootstrap)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 1000})
+        for i in range(10):  # a batch each, as the bench's paced orders
+            producer.produce(orders, str(i).encode(), partition=0)
+            producer.flush(10)
+        group = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "workers"})
+        group.commit(offsets=[TopicPartition(orders, 0, 6)], asynchronous=False)
+        reader = GroupReader(Retention(cluster), settings, every=0.05)
+        reader.start()
+        deadline = time.monotonic() + 20
+        start = 0
+        while start < 6 and time.monotonic() < deadline:
+            start = group.get_watermark_offsets(TopicPartition(orders, 0), timeout=10)[0]
+            time.sleep(0.05)
+        reader.stop()
+        assert start == 6  # below what the group committed, not past it
+        assert group.get_watermark_offsets(TopicPartition(orders, 1), timeout=10) == (0, 0)
+        group.close()
+    finally:
+        cluster.stop()

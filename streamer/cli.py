@@ -803,10 +803,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Measure one worker's throughput and latency on real orders.
 
     On fresh embedded services: a bare aiokafka consumer reads a backlog of real orders (the
-    reference), a worker processes the same backlog (throughput, bucket closes), then orders
-    arrive at a steady rate (produce -> effect and order -> alert latency); last, a Faust
-    agent that does nothing reads the same input (the framework's ceiling, a second
-    reference). Prints JSON and writes OUT/bench.json (docs/benchmark.md). With
+    reference), a worker processes the same backlog (throughput, bucket closes) and a burst,
+    a Faust agent that does nothing reads the same input (the framework's ceiling, a second
+    reference), then orders arrive at a steady rate (produce -> effect and order -> alert
+    latency). Prints JSON and writes OUT/bench.json (docs/benchmark.md). With
     --close-only, no FILE: N synthetic series resampled from the shipped sample go through the real
     bucket close (Redis, Kafka acknowledged), timed against river's HoltWinters on the same
     series in the same run; the result goes under `close` in OUT/bench.json.

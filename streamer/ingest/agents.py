@@ -174,9 +174,7 @@ class Agents:
             result = await self.run("batch", lambda: pipeline.process(records))
             await self.run("accounting", lambda: self.account(result))
         except RedisBehind as exc:
-            halt(str(exc))
-        except Exception:
-            fatal("processing a batch failed")
+            halt(str(exc))  # anything else exits the process too (``consume``)
         hold_back(messages, pipeline.applies)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self.observe_done(messages)

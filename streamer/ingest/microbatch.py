@@ -29,6 +29,8 @@ from typing import Generic, TypeVar
 
 import faust
 
+from streamer.ingest.retry import fatal
+
 __all__ = ["MicroBatches", "consume"]
 
 T = TypeVar("T")
@@ -43,7 +45,6 @@ class MicroBatches(Generic[T]):
         self.size, self.within = size, within
         self._events: list[T] = []
         self._oldest = 0.0  # when the oldest waiting event arrived (loop time)
-        self._failed: BaseException | None = None
         self._some, self._full, self._room = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._room.set()
 
@@ -51,11 +52,9 @@ class MicroBatches(Generic[T]):
         return len(self._events)
 
     async def put(self, event: T) -> None:
-        """Add ``event`` once fewer than ``size`` wait; raise what the taker ``fail``-ed with."""
-        while not self._room.is_set() and self._failed is None:
+        """Add ``event`` once fewer than ``size`` wait."""
+        while not self._room.is_set():
             await self._room.wait()
-        if self._failed is not None:
-            raise self._failed
         if not self._events:
             self._oldest = asyncio.get_running_loop().time()
             self._some.set()
@@ -84,12 +83,6 @@ class MicroBatches(Generic[T]):
         self._room.set()
         return batch
 
-    def fail(self, exc: BaseException) -> None:
-        """No more batches will be taken: a ``put`` waiting for room, and every later one,
-        raises ``exc`` instead of waiting forever."""
-        self._failed = exc
-        self._room.set()
-
 
 async def consume(
     stream: faust.StreamT,
@@ -99,8 +92,9 @@ async def consume(
 ) -> None:
     """Hand ``stream``'s events to ``handle`` in micro-batches, one batch at a time and in
     order, while the next gathers. A batch's events are acknowledged once ``handle`` returned:
-    Faust commits only acknowledged offsets. A failure of ``handle`` ends the consumption with
-    it."""
+    Faust commits only acknowledged offsets. A failure exits the process (``fatal``): Faust
+    would restart the agent past the failed batch and those waiting, and Redis's offsets,
+    moved past them by the batch's apply, would skip them for good after a restart."""
     manual = stream.noack()
     batches: MicroBatches[faust.EventT] = MicroBatches(size, within)
 
@@ -111,8 +105,8 @@ async def consume(
                 await handle(events)
                 for event in events:
                     await manual.ack(event)
-        except Exception as exc:
-            batches.fail(exc)
+        except Exception:
+            fatal("processing a batch failed")
 
     draining = asyncio.create_task(drain())
     try:
@@ -120,3 +114,5 @@ async def consume(
             await batches.put(event)
     finally:
         draining.cancel()  # a batch in flight stops, as the agent's own await of it did
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining

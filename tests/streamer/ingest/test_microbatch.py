@@ -76,16 +76,3 @@ def test_put_waits_while_a_whole_batch_is_waiting() -> None:
     blocked, first, second = asyncio.run(scenario())
     assert blocked
     assert (first, second) == ([1, 2], [3])
-
-
-def test_a_failed_taker_stops_the_gathering_instead_of_leaving_it_waiting() -> None:
-    async def scenario() -> BaseException | None:
-        batches: MicroBatches[int] = MicroBatches(size=1, within=3600)
-        await batches.put(1)
-        blocked = asyncio.create_task(batches.put(2))  # no room until a batch is taken
-        await asyncio.sleep(0.01)
-        batches.fail(RuntimeError("the batch failed"))
-        return await asyncio.wait_for(asyncio.gather(blocked, return_exceptions=True), 5)
-
-    (raised,) = asyncio.run(scenario())
-    assert isinstance(raised, RuntimeError)

@@ -11,11 +11,11 @@ full when the one before ends (docs/benchmark.md, "Micro-batches that gather").
 
 >>> async def demo() -> list[list[int]]:
 ...     gathered = MicroBatches(size=2, within=0.01)
-...     for event in (1, 2, 3):
-...         if gathered.waiting() == 2:
-...             first = await gathered.take()
-...         await gathered.put(event)
-...     return [first, await gathered.take()]
+...     await gathered.put(1)
+...     await gathered.put(2)
+...     full = await gathered.take()  # at once: the batch is full
+...     await gathered.put(3)
+...     return [full, await gathered.take()]  # 3 alone, once its window passed
 >>> asyncio.run(demo())
 [[1, 2], [3]]
 """
@@ -47,9 +47,6 @@ class MicroBatches(Generic[T]):
         self._oldest = 0.0  # when the oldest waiting event arrived (loop time)
         self._some, self._full, self._room = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._room.set()
-
-    def waiting(self) -> int:
-        return len(self._events)
 
     async def put(self, event: T) -> None:
         """Add ``event`` once fewer than ``size`` wait."""

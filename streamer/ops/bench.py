@@ -45,6 +45,7 @@ from streamer.ops.faust_reference import APP_ID as FAUST_REFERENCE
 from streamer.ops.replay import Produced, produce, read_events
 from streamer.ops.retention import GroupReader, Retention
 from streamer.ops.simulation import SimulationSettings, simulate
+from streamer.pipeline.offsets import input_topics
 
 __all__ = [
     "BATCH",
@@ -392,7 +393,7 @@ def _measure(
     """Every phase against fresh embedded services, each reference next to the worker's phase
     it compares with. The references read the input from its start, so they run before the
     latency phase, which deletes what the worker committed (``GroupReader``)."""
-    inputs = (settings.kafka.topics["orders"], settings.kafka.topics["inventory"])
+    inputs = input_topics(settings)
     with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
         bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
         m = _Measured(n)
@@ -428,14 +429,13 @@ def _throughput_phases(
 ) -> None:
     """The worker's replayed backlog, then its burst."""
     bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
-    inputs = (live.kafka.topics["orders"], live.kafka.topics["inventory"])
     client = redis.Redis.from_url(live.redis.url)
     m.replay_rate = worker_rate(
         client, worker, len(data.replay), bench.timeout, progress=progress, desc="replay"
     )
     step(f"replay: worker {m.replay_rate:,.0f} events/s")
-    m.closes = scrape(_metrics_url(live)).decode()
-    m.offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
+    m.closes = scrape(worker.metrics_urls()[0]).decode()
+    m.offsets = asyncio.run(end_offsets(bootstrap, input_topics(live), n))
     # timed from the first order produced: the worker starts on them as they arrive
     burst_started = time.perf_counter()
     produce(bootstrap, {}, live.kafka.topics, data.burst, progress=False)
@@ -461,7 +461,7 @@ def _latency_phase(
     fifth to two thirds of a core over the phase's 15 seconds, and the worker fell behind."""
     bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
     client = redis.Redis.from_url(live.redis.url)
-    m.before = scrape(_metrics_url(live)).decode()
+    m.before = scrape(worker.metrics_urls()[0]).decode()
     alerts_at = asyncio.run(end_offsets(bootstrap, [live.kafka.topics["alerts"]], n))
     receiver = Receiver(bootstrap, live.kafka.topics["alerts"], alerts_at)
     receiver.start()
@@ -475,12 +475,8 @@ def _latency_phase(
         wait_processed(client, worker, done, bench.timeout, False)
     finally:
         trimming.stop()
-    m.after = scrape(_metrics_url(live)).decode()
+    m.after = scrape(worker.metrics_urls()[0]).decode()
     m.alerts = receiver.finish()
-
-
-def _metrics_url(live: Settings) -> str:
-    return f"http://{live.web_bind}:{live.web_port}/metrics"
 
 
 def run_bench(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from streamer.config.settings import Settings
 from streamer.ops.embedded import MockKafkaCluster
-from streamer.pipeline.offsets import KafkaUnavailable, committed
+from streamer.pipeline.offsets import KafkaUnavailable, committed, input_topics
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, TopicPartition
@@ -123,7 +123,7 @@ class GroupReader(threading.Thread):
     def __init__(self, retention: Retention, settings: Settings, every: float = TRIM_EVERY) -> None:
         super().__init__(name="group-reader", daemon=True)
         self.retention, self.settings, self.every = retention, settings, every
-        self.topics = (settings.kafka.topics["orders"], settings.kafka.topics["inventory"])
+        self.topics = input_topics(settings)
         self._stopped = threading.Event()
         for topic in self.topics:
             retention.register(topic, settings.kafka.app_id)

@@ -1,7 +1,7 @@
 """Micro-batches that gather while the batch before them is processed.
 
 Faust's ``take_events`` stops gathering while its caller holds a batch, so the framework's own
-work on each event (about 120 µs here: its conductor, stream and sensors, one turn of the event
+work on each event (90-120 µs here: its conductor, stream and sensors, one turn of the event
 loop an event) came after the worker's waits on Redis and the broker instead of filling them.
 ``consume`` puts every event into ``MicroBatches`` as Faust delivers it, and one task at a time
 takes a batch: at most ``size`` events, once the batch is full or ``within`` seconds after both

@@ -97,19 +97,33 @@ def load_panel(path: Path, cal: TradingCalendar) -> Panel:
     return Panel.from_buckets(truth.demand, truth.revenue, truth.closed, cal.weekday, truth.signals)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def common_parser(doc: str | None, out: str) -> argparse.ArgumentParser:
+    """The options every LSTM benchmark takes: the data, the device, the output folder
+    (``out`` under the repository by default), torch's threads and the epochs."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--data", type=Path, default=default_path(),
         help="Online Retail CSV (default: the path `shelfcast data path` prints)",
     )  # fmt: skip
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    ap.add_argument(
-        "--out", type=Path, default=ROOT / "bench-results/lstm", help="default bench-results/lstm"
-    )
+    ap.add_argument("--out", type=Path, default=ROOT / out, help=f"default {out}")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--epochs", type=int, help=f"default {LSTMConfig.epochs}")
+    return ap
+
+
+def data_found(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.data.exists():
+        ap.error(f"{args.data} not found: {MISSING_HELP}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = common_parser(__doc__, "bench-results/lstm")
     ap.add_argument("--hidden", type=int, help=f"LSTM and MLP units (default {LSTMConfig.hidden})")
+    ap.add_argument(
+        "--batch-size", type=int, help=f"windows a step (default {LSTMConfig.batch_size})"
+    )
+    ap.add_argument("--lr", type=float, help=f"Adam's step size (default {LSTMConfig.lr})")
     ap.add_argument(
         "--signals", action="store_true",
         help="the models read the customer and promotion signals (for an ablation)",
@@ -122,8 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"(default lstm; of {', '.join(a.value for a in Architecture)})",
     )  # fmt: skip
     args = ap.parse_args(argv)
-    if not args.data.exists():
-        ap.error(f"{args.data} not found: {MISSING_HELP}")
+    data_found(ap, args)
     try:
         args.tournament = [Architecture(a.strip()) for a in args.tournament.split(",")]
     except ValueError as exc:
@@ -291,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = LSTMConfig(signals=args.signals)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
-    if args.hidden is not None:
-        cfg = replace(cfg, hidden=args.hidden)
+    overrides = {"hidden": args.hidden, "batch_size": args.batch_size, "lr": args.lr}
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()

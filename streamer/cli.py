@@ -59,7 +59,8 @@ TRAINER_ENV_HELP = """environment:
   SHELFCAST_TRAIN_MINUTES  minutes between refreshes (60)
   SHELFCAST_TRAINER_PORT   /metrics port (6067)
   SHELFCAST_LSTM_SEQ_LEN, SHELFCAST_LSTM_HIDDEN, SHELFCAST_LSTM_EPOCHS,
-  SHELFCAST_LSTM_WINDOWS_PER_EPOCH  model overrides (docs/lstm.md)
+  SHELFCAST_LSTM_WINDOWS_PER_EPOCH, SHELFCAST_LSTM_BATCH_SIZE, SHELFCAST_LSTM_LR
+                           model overrides (docs/lstm.md)
   SHELFCAST_TORCH_THREADS  CPU threads for torch (1)"""
 
 

@@ -790,17 +790,32 @@ def native_bfloat16() -> bool:
     return bool(probe is not None and probe())
 
 
-def training_precision(
-    device: torch.device, bfloat16: bool = True
-) -> contextlib.AbstractContextManager:
-    """The autocast a training step runs under: float16 on CUDA (with the gradient scaler),
-    bfloat16 on a CPU that computes it natively when ``bfloat16`` (its 8-bit exponent needs
-    no scaler), float32 elsewhere."""
+@dataclass(frozen=True)
+class Precision:
+    """How a training step computes: under autocast to ``dtype`` (None: float32), and whether
+    its gradients go through a scaler (float16's 5-bit exponent underflows small gradients;
+    bfloat16 keeps float32's)."""
+
+    dtype: torch.dtype | None = None
+    scaled: bool = False
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(device.type, enabled=self.scaled)
+
+
+def training_precision(device: torch.device, bfloat16: bool = True) -> Precision:
+    """The precision a training step runs in: float16 on CUDA (with the gradient scaler),
+    bfloat16 on a CPU that computes it natively when ``bfloat16``, float32 elsewhere."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return Precision(torch.float16, scaled=True)
     if bfloat16 and native_bfloat16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return Precision(torch.bfloat16)
+    return Precision()
 
 
 def _descend(
@@ -846,8 +861,8 @@ def train(
     levels = torch.tensor(model.cfg.quantiles, device=device)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
-    autocast = training_precision(device, cfg.bfloat16)
+    precision = training_precision(device, cfg.bfloat16)
+    scaler, autocast = precision.scaler(device), precision.autocast(device)
     per_epoch = min(cfg.windows_per_epoch or len(windows), len(windows))
     losses, seconds = [], []
     with torch.random.fork_rng(devices=[device] if cuda else []):

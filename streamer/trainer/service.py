@@ -70,10 +70,14 @@ SERIES_PER_PIPELINE = 1_000
 def lstm_config(settings: Settings) -> LSTMConfig:
     """``LSTMConfig`` with the settings' overrides (``SHELFCAST_LSTM_SEQ_LEN``, ``_HIDDEN``,
     ``_EPOCHS``, ``_WARM_EPOCHS``, ``_WINDOWS_PER_EPOCH``, ``all``: every eligible window
-    each epoch; ``_SIGNALS``, ``_BFLOAT16``); every other field keeps its default.
+    each epoch; ``_SIGNALS``, ``_BFLOAT16``, ``_BATCH_SIZE``, ``_LR``); every other field
+    keeps its default.
 
     >>> lstm_config(Settings.of(lstm_hidden=8, lstm_windows_per_epoch=ALL_WINDOWS)).hidden
     8
+    >>> gpu = lstm_config(Settings.from_env({"SHELFCAST_LSTM_BATCH_SIZE": "4096"}))
+    >>> gpu.batch_size, gpu.lr == LSTMConfig().lr
+    (4096, True)
     """
     overrides = {
         "seq_len": settings.trainer.lstm_seq_len,
@@ -83,6 +87,8 @@ def lstm_config(settings: Settings) -> LSTMConfig:
         "windows_per_epoch": settings.trainer.lstm_windows_per_epoch,
         "signals": settings.trainer.lstm_signals,
         "bfloat16": settings.trainer.lstm_bfloat16,
+        "batch_size": settings.trainer.lstm_batch_size,
+        "lr": settings.trainer.lstm_lr,
     }
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("windows_per_epoch") == ALL_WINDOWS:

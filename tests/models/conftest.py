@@ -1,7 +1,12 @@
-"""Fixtures of the LSTM tests: one torch thread, and the shipped real-data sample as a panel."""
+"""Fixtures of the LSTM tests: one torch thread, and the shipped real-data sample as a panel.
+
+``SHELFCAST_TEST_DEVICE=cuda`` trains and forecasts on a GPU (scripts/bench_gpu.sh), where a
+machine has one; CI has none and runs on the CPU.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +19,7 @@ from streamer.ops.replay import read_online_retail
 from tests.conftest import SAMPLE
 
 DAY = 86_400
+DEVICE = os.environ.get("SHELFCAST_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,6 +13,7 @@ from models.lstm.network import (
     GlobalLSTM,
     LSTMConfig,
     Panel,
+    Precision,
     choose_device,
     predict,
     seasonal_naive,
@@ -25,6 +26,7 @@ from models.testing import close_of
 from streamer.ops.backtest import truth_from
 from streamer.ops.replay import read_online_retail
 from tests.conftest import SAMPLE
+from tests.models.conftest import DEVICE
 
 DAY = 86_400
 SMALL = LSTMConfig(seq_len=28, hidden=16, epochs=6, windows_per_epoch=4096, batch_size=128)
@@ -47,7 +49,7 @@ def test_panel_keeps_the_demand_rules_of_truth_from(panel: Panel) -> None:
 def test_training_lowers_the_validation_loss(panel: Panel) -> None:
     model = GlobalLSTM(SMALL)
     before = validate(model, panel, SMALL.validation, SMALL.validation_every)
-    report = train(model, panel, SMALL, "cpu", panel.last_bucket + 1 - SMALL.validation)
+    report = train(model, panel, SMALL, DEVICE, panel.last_bucket + 1 - SMALL.validation)
     after = validate(model, panel, SMALL.validation, SMALL.validation_every)
     assert len(report.epoch_loss) == len(report.epoch_seconds) == SMALL.epochs
     assert after.points == before.points > 1000
@@ -75,16 +77,32 @@ def test_bfloat16_trains_only_where_the_cpu_computes_it(monkeypatch: pytest.Monk
     for native in (True, False):
         monkeypatch.setattr(network, "native_bfloat16", lambda native=native: native)
         chosen = network.training_precision(cpu, bfloat16=True)
-        assert isinstance(chosen, torch.autocast) == native
-        assert not isinstance(network.training_precision(cpu, bfloat16=False), torch.autocast)
+        assert chosen == (Precision(torch.bfloat16) if native else Precision())
+        assert network.training_precision(cpu, bfloat16=False) == Precision()
+    cuda = network.training_precision(torch.device("cuda"), bfloat16=True)
+    assert cuda == Precision(torch.float16, scaled=True)
     # a checkpoint from before the setting was trained in float32
     old = {k: v for k, v in SMALL.to_dict().items() if k != "bfloat16"}
     assert LSTMConfig.from_dict(old).bfloat16 is False
 
 
+def test_the_cuda_path_trains_on_the_cpu(panel: Panel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA's path, gradients through the scaler under autocast, run where CI runs: a CPU
+    has no float16 LSTM (oneDNN refuses it), so under bfloat16 where it computes that."""
+    half = torch.bfloat16 if network.native_bfloat16() else None
+    monkeypatch.setattr(network, "training_precision", lambda *_: Precision(half, scaled=True))
+    model = GlobalLSTM(SMALL)
+    before = validate(model, panel, SMALL.validation, SMALL.validation_every)
+    report = train(model, panel, SMALL, "cpu", panel.last_bucket + 1 - SMALL.validation)
+    after = validate(model, panel, SMALL.validation, SMALL.validation_every)
+    assert np.isfinite(report.epoch_loss).all()
+    assert after.mae < 0.97 * before.mae
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_forecasts_are_ordered_non_negative_and_zero_when_closed(panel: Panel) -> None:
     model = GlobalLSTM(SMALL)
-    train(model, panel, SMALL, choose_device("cpu"), panel.last_bucket + 1)
+    train(model, panel, SMALL, choose_device(DEVICE), panel.last_bucket + 1)
     ahead = close_of(int(panel.last_bucket), horizon=7, ahead_closed=[k == 3 for k in range(1, 8)])
     q = predict(model, panel, panel.last_bucket, ahead)
     assert q.shape == (len(panel.series), 7, 3)

@@ -13,6 +13,7 @@ import pytest
 
 from models.lstm.network import GlobalLSTM, LSTMConfig, Panel, predict, train
 from models.lstm.registry import POINTER, CheckpointError, Registry, write_atomic
+from tests.models.conftest import DEVICE
 
 CFG = LSTMConfig(seq_len=14, hidden=4, epochs=1, windows_per_epoch=256, batch_size=64)
 
@@ -31,7 +32,7 @@ def panel() -> Panel:
 @pytest.fixture
 def trained(panel: Panel) -> GlobalLSTM:
     model = GlobalLSTM(CFG)
-    train(model, panel, CFG, "cpu", panel.last_bucket + 1)
+    train(model, panel, CFG, DEVICE, panel.last_bucket + 1)
     return model
 
 
@@ -44,7 +45,7 @@ def save(registry: Registry, model: GlobalLSTM) -> int:
 def test_round_trip_gives_identical_forecasts(
     tmp_path: Path, panel: Panel, trained: GlobalLSTM
 ) -> None:
-    registry = Registry(tmp_path)
+    registry = Registry(tmp_path, DEVICE)
     version = save(registry, trained)
     loaded = registry.load(version)
     assert not loaded.training

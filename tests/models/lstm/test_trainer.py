@@ -11,6 +11,7 @@ from models.lstm.kinds import Architecture
 from models.lstm.network import LSTMConfig, Panel, Validation
 from models.lstm.registry import Registry
 from models.lstm.trainer import decide, refresh
+from tests.models.conftest import DEVICE
 
 DAY = 86_400
 GOOD = LSTMConfig(seq_len=28, hidden=16, epochs=6, windows_per_epoch=4096, batch_size=128)
@@ -20,13 +21,13 @@ WEAK = replace(GOOD, hidden=4, epochs=1, windows_per_epoch=128, lr=1e-9, seed=1)
 
 def test_a_winner_is_promoted_and_a_loser_is_not(tmp_path: Path, panel: Panel) -> None:
     registry = Registry(tmp_path)
-    first = refresh(panel, registry, GOOD, "cpu")
+    first = refresh(panel, registry, GOOD, DEVICE)
     assert first.promoted, first.reason
     assert first.candidate.mae < first.candidate.naive_mae
     assert first.champion is None and "no champion" in first.reason
     assert registry.champion() == first.version == 1
 
-    second = refresh(panel, registry, WEAK, "cpu")
+    second = refresh(panel, registry, WEAK, DEVICE)
     assert not second.promoted
     assert second.champion_version == 1 and second.champion is not None
     assert second.candidate.mae >= second.champion.mae
@@ -38,7 +39,7 @@ def test_a_winner_is_promoted_and_a_loser_is_not(tmp_path: Path, panel: Panel) -
     assert meta["validation"]["champion"]["mae"] == second.champion.mae
     assert meta["validation"]["seasonal_naive_mae"] == second.candidate.naive_mae
 
-    third = refresh(panel, registry, replace(GOOD, seed=2, epochs=8), "cpu")
+    third = refresh(panel, registry, replace(GOOD, seed=2, epochs=8), DEVICE)
     assert third.champion is not None and third.champion.mae == first.candidate.mae
     assert third.promoted == (third.candidate.mae < first.candidate.mae)
     assert registry.champion() == (3 if third.promoted else 1)
@@ -59,7 +60,7 @@ def test_a_candidate_that_loses_to_seasonal_naive_is_not_promoted(tmp_path: Path
     closed = weekday == 5
     panel = Panel([f"{i}@UK" for i in range(30)], demand, price, closed, weekday, 900)
     registry = Registry(tmp_path)
-    report = refresh(panel, registry, replace(GOOD, epochs=2), "cpu")
+    report = refresh(panel, registry, replace(GOOD, epochs=2), DEVICE)
     assert report.candidate.naive_mae == 0.0
     assert not report.promoted
     assert "seasonal naive" in report.reason
@@ -69,10 +70,10 @@ def test_a_candidate_that_loses_to_seasonal_naive_is_not_promoted(tmp_path: Path
 
 def test_an_unloadable_champion_is_no_bar(tmp_path: Path, panel: Panel) -> None:
     registry = Registry(tmp_path)
-    first = refresh(panel, registry, WEAK, "cpu")
+    first = refresh(panel, registry, WEAK, DEVICE)
     registry.promote(first.version)  # whatever its score, for the test
     registry.weights_path(first.version).write_bytes(b"garbage")
-    report = refresh(panel, registry, GOOD, "cpu")
+    report = refresh(panel, registry, GOOD, DEVICE)
     assert report.champion is None and report.champion_version is None
     assert "champion v1 not compared" in report.reason and "checksum mismatch" in report.reason
     assert report.promoted == (report.candidate.mae < report.candidate.naive_mae)
@@ -104,13 +105,13 @@ def test_a_candidate_starts_from_a_champion_of_the_same_architecture(
 ) -> None:
     registry = Registry(tmp_path)
     cfg = LSTMConfig(seq_len=14, hidden=8, epochs=2, warm_epochs=1, windows_per_epoch=512)
-    first = refresh(panel, registry, cfg)
+    first = refresh(panel, registry, cfg, DEVICE)
     assert len(first.train.epoch_loss) == 2  # no champion yet: from scratch
     if not first.promoted:
         registry.promote(first.version)
-    second = refresh(panel, registry, cfg)
+    second = refresh(panel, registry, cfg, DEVICE)
     assert len(second.train.epoch_loss) == 1  # from the champion's weights
-    other = refresh(panel, registry, replace(cfg, hidden=4))
+    other = refresh(panel, registry, replace(cfg, hidden=4), DEVICE)
     assert len(other.train.epoch_loss) == 2  # another architecture: from scratch
 
 
@@ -120,7 +121,7 @@ def test_a_tournament_saves_every_entrant_and_puts_forward_the_best(
     registry = Registry(tmp_path)
     cfg = LSTMConfig(seq_len=28, hidden=8, epochs=2, warm_epochs=1, windows_per_epoch=1024)
     every = list(Architecture)
-    first = refresh(panel, registry, cfg, architectures=every)
+    first = refresh(panel, registry, cfg, DEVICE, architectures=every)
     assert [e.arch for e in first.entrants] == every
     assert registry.versions() == [e.version for e in first.entrants]
     best = min(first.entrants, key=lambda e: e.validation.mae)
@@ -139,6 +140,6 @@ def test_a_tournament_saves_every_entrant_and_puts_forward_the_best(
     assert registry.champion() == (first.version if first.promoted else None)
     assert first.to_dict()["entrants"][0]["arch"] == every[0].value
 
-    second = refresh(panel, registry, cfg, architectures=every)
+    second = refresh(panel, registry, cfg, DEVICE, architectures=every)
     # each network starts from its own kind's latest version; the trees train from scratch
     assert [e.warm for e in second.entrants] == [a is not Architecture.LIGHTGBM for a in every]

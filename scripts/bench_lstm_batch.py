@@ -1,0 +1,151 @@
+"""How the batch size and the network's size fill a device: one refresh from scratch per setting.
+
+    .venv/bin/python scripts/bench_lstm_batch.py [--data CSV] [--device cpu|cuda] [--out DIR]
+        [--settings 256,1024,4096:0.01,4096:0.01:64]
+
+A hidden-32 LSTM over 256 windows is a few small kernels a time step: on a GPU the step's
+launches and the host's gathering of the windows, not its arithmetic, set the pace. Each
+setting is ``BATCH[:LR[:HIDDEN]]`` (the defaults of ``LSTMConfig`` where left out); for each it
+trains one refresh from scratch on the full year as the trainer would (its epochs and
+windows per epoch), validates it on the last 28 buckets, and records the training time,
+windows a second, the peak device memory and the validation scores against the weekly
+seasonal naive. A larger batch takes fewer optimizer steps an epoch, so it is read with its
+validation MAE: the fastest setting that validates as well as the default is the one for
+``SHELFCAST_LSTM_BATCH_SIZE``, ``SHELFCAST_LSTM_LR`` and ``SHELFCAST_LSTM_HIDDEN`` on that
+device (docs/lstm.md, "On a GPU").
+
+It prints a line per setting and saves ``bench_lstm_batch.json`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_lstm import common_parser, cpu_name, data_found, load_panel
+
+from models.lstm.network import GlobalLSTM, LSTMConfig, Panel, choose_device, train
+from models.lstm.registry import Registry
+from models.lstm.trainer import refresh
+from streamer.eventtime.clock import DAY_SECONDS
+from streamer.eventtime.trading_calendar import TradingCalendar
+
+DEFAULT_SETTINGS = "256,1024,4096,4096:0.01,16384:0.02,4096:0.01:64,4096:0.01:128"
+
+
+def setting(text: str) -> LSTMConfig:
+    """``BATCH[:LR[:HIDDEN]]`` as the trainer's config.
+
+    >>> setting("4096:0.01:64").batch_size, setting("4096:0.01:64").lr, setting("512").hidden
+    (4096, 0.01, 32)
+    """
+    parts = text.split(":")
+    if not 1 <= len(parts) <= 3:
+        raise ValueError(f"{text!r}: expected BATCH[:LR[:HIDDEN]]")
+    cfg = replace(LSTMConfig(), batch_size=int(parts[0]))
+    if len(parts) > 1:
+        cfg = replace(cfg, lr=float(parts[1]))
+    if len(parts) > 2:
+        cfg = replace(cfg, hidden=int(parts[2]))
+    return cfg
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = common_parser(__doc__, "bench-results/lstm-batch")
+    ap.add_argument(
+        "--settings", default=DEFAULT_SETTINGS,
+        help=f"comma-separated BATCH[:LR[:HIDDEN]] (default {DEFAULT_SETTINGS})",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seed", type=int, default=LSTMConfig.seed,
+        help="the training seed of every setting: seeds spread a validation MAE by about 1%%",
+    )  # fmt: skip
+    args = ap.parse_args(argv)
+    data_found(ap, args)
+    try:
+        args.settings = [setting(s) for s in args.settings.split(",")]
+    except ValueError as exc:
+        ap.error(f"--settings: {exc}")
+    return args
+
+
+def warm_up(panel: Panel, device: torch.device) -> None:
+    """One small training first: CUDA's context and cuDNN's plans are made once, untimed."""
+    cfg = LSTMConfig(epochs=1, windows_per_epoch=1024)
+    train(GlobalLSTM(cfg), panel, cfg, device, panel.last_bucket - 27)
+
+
+def one(panel: Panel, cfg: LSTMConfig, device: torch.device) -> dict[str, object]:
+    """A refresh from scratch with ``cfg``, its time and its validation."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=cfg.epochs, unit="epoch") as bar:
+        report = refresh(
+            panel, Registry(tmp, device), cfg, device, lambda *_: bar.update(), promote=False
+        )
+    v, t = report.candidate, report.train
+    windows = min(cfg.windows_per_epoch or t.windows, t.windows) * cfg.epochs
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "hidden": cfg.hidden,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_seconds": round(t.seconds, 2),
+        "windows_per_second": round(windows / t.seconds),
+        "validate_seconds": round(report.validate_seconds, 2),
+        "peak_device_mib": None if peak is None else round(peak / 2**20, 1),
+        "validation_mae": round(v.mae, 4),
+        "mae_vs_seasonal_naive": round(v.rel_mae, 4),
+        "pinball": round(v.pinball, 4),
+        "coverage_p10_p90": round(v.coverage, 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = choose_device(args.device)
+    torch.set_num_threads(args.threads)
+    cal = TradingCalendar(frozenset(), frozenset(), DAY_SECONDS)
+    print(f"reading {args.data} ...", flush=True)
+    panel = load_panel(args.data, cal)
+    warm_up(panel, device)
+    rows = []
+    for cfg in args.settings:
+        cfg = replace(cfg, seed=args.seed)
+        if args.epochs is not None:
+            cfg = replace(cfg, epochs=args.epochs)
+        rows.append(one(panel, cfg, device))
+        r = rows[-1]
+        print(
+            f"batch {r['batch_size']:>6} lr {r['lr']:<6} hidden {r['hidden']:>4}: "
+            f"train {r['train_seconds']:7.2f} s ({r['windows_per_second']:>9,} windows/s), "
+            f"MAE {r['validation_mae']:.4f} ({r['mae_vs_seasonal_naive']:.4f} x naive)",
+            flush=True,
+        )
+    result = {
+        "data": str(args.data.resolve()),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_lstm_batch.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {args.out / 'bench_lstm_batch.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

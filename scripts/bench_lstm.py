@@ -137,6 +137,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     args = ap.parse_args(argv)
     data_found(ap, args)
+    if (args.batch_size is not None and args.batch_size < 1) or (
+        args.lr is not None and args.lr <= 0
+    ):
+        ap.error("--batch-size must be >= 1 and --lr > 0")
     try:
         args.tournament = [Architecture(a.strip()) for a in args.tournament.split(",")]
     except ValueError as exc:

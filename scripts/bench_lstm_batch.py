@@ -49,14 +49,16 @@ def setting(text: str) -> LSTMConfig:
     (4096, 0.01, 32)
     """
     parts = text.split(":")
-    if not 1 <= len(parts) <= 3:
-        raise ValueError(f"{text!r}: expected BATCH[:LR[:HIDDEN]]")
-    cfg = replace(LSTMConfig(), batch_size=int(parts[0]))
-    if len(parts) > 1:
-        cfg = replace(cfg, lr=float(parts[1]))
-    if len(parts) > 2:
-        cfg = replace(cfg, hidden=int(parts[2]))
-    return cfg
+    try:
+        if not 1 <= len(parts) <= 3:
+            raise ValueError
+        kinds = (("batch_size", int), ("lr", float), ("hidden", int))
+        return LSTMConfig(**{name: kind(v) for (name, kind), v in zip(kinds, parts, strict=False)})
+    except ValueError as exc:
+        why = f" ({exc})" if str(exc) else ""
+        raise ValueError(
+            f"{text!r}: expected BATCH[:LR[:HIDDEN]], e.g. 4096:0.01:128{why}"
+        ) from exc
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def warm_up(panel: Panel, device: torch.device) -> None:
     """One small training first: CUDA's context and cuDNN's plans are made once, untimed."""
+    if device.type != "cuda":
+        return
     cfg = LSTMConfig(epochs=1, windows_per_epoch=1024)
     train(GlobalLSTM(cfg), panel, cfg, device, panel.last_bucket - 27)
 

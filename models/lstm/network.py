@@ -63,6 +63,7 @@ __all__ = [
     "Inputs",
     "LSTMConfig",
     "Panel",
+    "Precision",
     "TorchForecaster",
     "TrainReport",
     "Validation",
@@ -76,6 +77,7 @@ __all__ = [
     "shape_of",
     "sold_within",
     "train",
+    "training_precision",
     "training_windows",
     "validate",
     "validation_points",
@@ -138,6 +140,8 @@ class LSTMConfig:
             raise ValueError(f"quantiles {qs}: increasing, in (0, 1), with 0.5")
         if min(self.seq_len, self.hidden, self.layers, self.horizon, self.epochs) < 1:
             raise ValueError("seq_len, hidden, layers, horizon and epochs must be >= 1")
+        if self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"batch_size {self.batch_size} must be >= 1 and lr {self.lr} > 0")
         if self.validation_stride is not None and not 1 <= self.validation_stride <= self.horizon:
             raise ValueError(f"validation_stride must be within 1..horizon ({self.horizon})")
         if self.warm_epochs < 0:

@@ -63,6 +63,7 @@ from streamer.ops.backtest import truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.replay import read_online_retail
 from streamer.pipeline.close import close_of
+from streamer.trainer.service import GPU_BATCH_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"refresh_seconds": 120.0, "inference_ms": 200.0}
@@ -121,7 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = common_parser(__doc__, "bench-results/lstm")
     ap.add_argument("--hidden", type=int, help=f"LSTM and MLP units (default {LSTMConfig.hidden})")
     ap.add_argument(
-        "--batch-size", type=int, help=f"windows a step (default {LSTMConfig.batch_size})"
+        "--batch-size",
+        type=int,
+        help=f"windows a step (default {LSTMConfig.batch_size}, {GPU_BATCH_SIZE} on cuda)",
     )
     ap.add_argument("--lr", type=float, help=f"Adam's step size (default {LSTMConfig.lr})")
     ap.add_argument(
@@ -305,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)
+    # as the trainer: its batch on a GPU (streamer.trainer.service.GPU_BATCH_SIZE)
     cfg = LSTMConfig(signals=args.signals)
+    if device.type == "cuda":
+        cfg = replace(cfg, batch_size=GPU_BATCH_SIZE)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
     overrides = {"hidden": args.hidden, "batch_size": args.batch_size, "lr": args.lr}

@@ -240,7 +240,7 @@ class TrainerSettings(Section):
     lstm_windows_per_epoch: int | None = setting(
         "SHELFCAST_LSTM_WINDOWS_PER_EPOCH", int, default=None, low=1, words=(("all", ALL_WINDOWS),)
     )
-    # windows a training step and its Adam step size: a GPU is filled by larger batches
-    # (docs/lstm.md, "On a GPU")
+    # windows a training step (None: 256, 1,024 on a GPU, which larger batches fill: docs/lstm.md,
+    # "On a GPU") and its Adam step size
     lstm_batch_size: int | None = setting("SHELFCAST_LSTM_BATCH_SIZE", int, default=None, low=1)
     lstm_lr: float | None = setting("SHELFCAST_LSTM_LR", float, default=None, low=0, low_open=True)

@@ -1,7 +1,7 @@
 """How the batch size and the network's size fill a device: one refresh from scratch per setting.
 
     .venv/bin/python scripts/bench_lstm_batch.py [--data CSV] [--device cpu|cuda] [--out DIR]
-        [--settings 256,1024,4096:0.01,4096:0.01:64]
+        [--settings 256,1024,4096:0.01,4096:0.01:64] [--seeds 0,1]
 
 A hidden-32 LSTM over 256 windows is a few small kernels a time step: on a GPU the step's
 launches and the host's gathering of the windows, not its arithmetic, set the pace. Each
@@ -14,7 +14,9 @@ validation MAE: the fastest setting that validates as well as the default is the
 ``SHELFCAST_LSTM_BATCH_SIZE``, ``SHELFCAST_LSTM_LR`` and ``SHELFCAST_LSTM_HIDDEN`` on that
 device (docs/lstm.md, "On a GPU").
 
-It prints a line per setting and saves ``bench_lstm_batch.json`` in ``--out``.
+``--seeds 0,1,2`` trains each setting once per seed, and scores the mean of their quantiles
+too (a seed ensemble). It prints a line per run and saves ``bench_lstm_batch.json`` in
+``--out``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -33,7 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_lstm import common_parser, cpu_name, data_found, load_panel
 
-from models.lstm.network import GlobalLSTM, LSTMConfig, Panel, choose_device, train
+from models.lstm.network import (
+    GlobalLSTM,
+    Inputs,
+    LSTMConfig,
+    Panel,
+    Validation,
+    choose_device,
+    train,
+    validate,
+)
 from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
 from streamer.eventtime.clock import DAY_SECONDS
@@ -68,8 +81,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated BATCH[:LR[:HIDDEN]] (default {DEFAULT_SETTINGS})",
     )  # fmt: skip
     ap.add_argument(
-        "--seed", type=int, default=LSTMConfig.seed,
-        help="the training seed of every setting: seeds spread a validation MAE by about 1%%",
+        "--seeds", default=str(LSTMConfig.seed),
+        help="comma-separated training seeds of every setting (default 0): seeds spread a "
+        "validation MAE by about 1%%; with several, a row more scores the mean of their "
+        "quantiles (a seed ensemble)",
     )  # fmt: skip
     args = ap.parse_args(argv)
     data_found(ap, args)
@@ -77,6 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.settings = [setting(s) for s in args.settings.split(",")]
     except ValueError as exc:
         ap.error(f"--settings: {exc}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds: {args.seeds!r} is not a comma-separated list of integers")
     return args
 
 
@@ -88,32 +107,68 @@ def warm_up(panel: Panel, device: torch.device) -> None:
     train(GlobalLSTM(cfg), panel, cfg, device, panel.last_bucket - 27)
 
 
-def one(panel: Panel, cfg: LSTMConfig, device: torch.device) -> dict[str, object]:
-    """A refresh from scratch with ``cfg``, its time and its validation."""
+def one(panel: Panel, cfg: LSTMConfig, device: torch.device) -> tuple[dict[str, object], Any]:
+    """A refresh from scratch with ``cfg``: its time, its validation and the trained model."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=cfg.epochs, unit="epoch") as bar:
-        report = refresh(
-            panel, Registry(tmp, device), cfg, device, lambda *_: bar.update(), promote=False
-        )
-    v, t = report.candidate, report.train
+        registry = Registry(tmp, device)
+        report = refresh(panel, registry, cfg, device, lambda *_: bar.update(), promote=False)
+        model = registry.load(report.version)
+    t = report.train
     windows = min(cfg.windows_per_epoch or t.windows, t.windows) * cfg.epochs
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {
-        "batch_size": cfg.batch_size,
-        "lr": cfg.lr,
-        "hidden": cfg.hidden,
+        **_setting(cfg),
         "seed": cfg.seed,
-        "epochs": cfg.epochs,
         "train_seconds": round(t.seconds, 2),
         "windows_per_second": round(windows / t.seconds),
         "validate_seconds": round(report.validate_seconds, 2),
         "peak_device_mib": None if peak is None else round(peak / 2**20, 1),
+        **_scores(report.candidate),
+    }, model
+
+
+class MeanOf:
+    """The mean of ``models``' quantiles, validated as one model (a seed ensemble)."""
+
+    def __init__(self, models: list[Any]) -> None:
+        self.models, self.cfg, self.locations = models, models[0].cfg, models[0].locations
+
+    def forecast(self, inputs: Inputs) -> np.ndarray:
+        return np.mean([m.forecast(inputs) for m in self.models], axis=0)
+
+
+def ensemble(panel: Panel, cfg: LSTMConfig, models: list[Any]) -> dict[str, object]:
+    """The seeds' mean, scored on the validation points of each of them."""
+    v = validate(MeanOf(models), panel, cfg.validation, cfg.validation_every)
+    return {**_setting(cfg), "seed": f"mean of {len(models)}", **_scores(v)}
+
+
+def _setting(cfg: LSTMConfig) -> dict[str, object]:
+    return {"batch_size": cfg.batch_size, "lr": cfg.lr, "hidden": cfg.hidden, "epochs": cfg.epochs}
+
+
+def _scores(v: Validation) -> dict[str, object]:
+    return {
         "validation_mae": round(v.mae, 4),
         "mae_vs_seasonal_naive": round(v.rel_mae, 4),
         "pinball": round(v.pinball, 4),
         "coverage_p10_p90": round(v.coverage, 4),
     }
+
+
+def _line(r: dict[str, object]) -> str:
+    trained = (
+        f"train {r['train_seconds']:7.2f} s ({r['windows_per_second']:>9,} windows/s)"
+        if "train_seconds" in r
+        else f"{r['seed']:>37}"
+    )
+    return (
+        f"batch {r['batch_size']:>6} lr {r['lr']:<6} hidden {r['hidden']:>4}: {trained}, "
+        f"MAE {r['validation_mae']:.4f} ({r['mae_vs_seasonal_naive']:.4f} x naive), "
+        f"pinball {r['pinball']:.4f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,17 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(panel, device)
     rows = []
     for cfg in args.settings:
-        cfg = replace(cfg, seed=args.seed)
         if args.epochs is not None:
             cfg = replace(cfg, epochs=args.epochs)
-        rows.append(one(panel, cfg, device))
-        r = rows[-1]
-        print(
-            f"batch {r['batch_size']:>6} lr {r['lr']:<6} hidden {r['hidden']:>4}: "
-            f"train {r['train_seconds']:7.2f} s ({r['windows_per_second']:>9,} windows/s), "
-            f"MAE {r['validation_mae']:.4f} ({r['mae_vs_seasonal_naive']:.4f} x naive)",
-            flush=True,
-        )
+        models = []
+        for seed in args.seeds:
+            row, model = one(panel, replace(cfg, seed=seed), device)
+            rows.append(row)
+            models.append(model)
+            print(_line(row), flush=True)
+        if len(models) > 1:
+            rows.append(ensemble(panel, cfg, models))
+            print(_line(rows[-1]), flush=True)
     result = {
         "data": str(args.data.resolve()),
         "device": str(device),

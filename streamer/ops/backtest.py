@@ -199,11 +199,10 @@ class WorkerProcess:
 
     def check(self) -> None:
         if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-            raise RuntimeError(
-                f"worker exited with code {self.proc.returncode}; last lines of "
-                f"{self.log_path}:\n" + "\n".join(tail)
-            )
+            raise RuntimeError(f"worker exited with code {self.proc.returncode}; {self.tail()}")
+
+    def tail(self) -> str:
+        return log_tail(self.log_path)
 
     def stop(self, timeout: float = 20.0) -> None:
         stop_process(self.proc, timeout)
@@ -216,6 +215,13 @@ class WorkerProcess:
                 return bool(resp.status == 200)
         except OSError:  # URLError and HTTPError (a 503) among them
             return False
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` of a worker's log, for an error: a temporary folder's log may be gone
+    by the time someone reads the error (CI, pytest's retention of its folders)."""
+    last = path.read_text(errors="replace").splitlines()[-lines:]
+    return f"last lines of {path}:\n" + "\n".join(last)
 
 
 class Workers:
@@ -232,11 +238,13 @@ class Workers:
             models = str(settings.models_path())
             own = settings.replace(home=home, model_dir=models, web_port=free_port())
             self.members.append(WorkerProcess(own, out / f"worker-{i}.log"))
-        self.log_path = out / ("worker.log" if count == 1 else "worker*.log")
 
     def check(self) -> None:
         for worker in self.members:
             worker.check()
+
+    def tails(self) -> str:
+        return "\n".join(worker.tail() for worker in self.members)
 
     def stop(self) -> None:
         # all told at once: one stopping alone would hand its partitions to the others
@@ -253,9 +261,7 @@ class Workers:
         while not all(worker.ready() for worker in self.members):
             self.check()
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the workers were not ready in {timeout:.0f}s; see {self.log_path}"
-                )
+                raise TimeoutError(f"the workers were not ready in {timeout:.0f}s; {self.tails()}")
             time.sleep(0.2)
 
     def metrics_urls(self) -> list[str]:
@@ -292,7 +298,7 @@ def wait_processed(
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"worker processed {done} of {expected} events in {timeout:.0f}s; "
-                    f"see {worker.log_path}"
+                    f"{worker.tails()}"
                 )
             time.sleep(poll)
 

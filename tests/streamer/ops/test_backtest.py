@@ -6,7 +6,7 @@ import numpy as np
 
 from models.demand_class import classify
 from streamer.config.settings import Settings
-from streamer.ops.backtest import by_demand_class, isolated, training_segments
+from streamer.ops.backtest import by_demand_class, isolated, log_tail, training_segments
 from streamer.ops.policies import Outcome, Panel
 from streamer.ops.replay import Produced
 
@@ -59,3 +59,11 @@ def test_a_run_into_a_used_folder_starts_from_no_state(tmp_path: Path) -> None:
     assert settings.home == tmp_path / "state"
     assert settings.models_path() == tmp_path / "state" / "models"  # not a live deployment's
     assert settings.kafka.bootstrap_servers == "" and settings.redis.url == ""
+
+
+def test_an_error_carries_the_end_of_the_workers_log(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("".join(f"line {i}\n" for i in range(40)))
+    tail = log_tail(log)
+    assert tail.startswith(f"last lines of {log}:\n")
+    assert tail.splitlines()[1:] == [f"line {i}" for i in range(25, 40)]

@@ -57,13 +57,14 @@ from models.lstm.network import (
 )
 from models.lstm.registry import Registry
 from models.lstm.trainer import RefreshReport, refresh
+from streamer.config.settings import Settings
 from streamer.eventtime.clock import DAY_SECONDS
 from streamer.eventtime.trading_calendar import TradingCalendar
 from streamer.ops.backtest import truth_from
 from streamer.ops.dataset import MISSING_HELP, default_path
 from streamer.ops.replay import read_online_retail
 from streamer.pipeline.close import close_of
-from streamer.trainer.service import GPU_BATCH_SIZE
+from streamer.trainer.service import GPU_BATCH_SIZE, lstm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"refresh_seconds": 120.0, "inference_ms": 200.0}
@@ -118,6 +119,12 @@ def data_found(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"{args.data} not found: {MISSING_HELP}")
 
 
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The ``LSTMConfig`` fields the options set."""
+    given = {"epochs": args.epochs, "hidden": args.hidden, "batch_size": args.batch_size}
+    return {k: v for k, v in {**given, "lr": args.lr}.items() if v is not None}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = common_parser(__doc__, "bench-results/lstm")
     ap.add_argument("--hidden", type=int, help=f"LSTM and MLP units (default {LSTMConfig.hidden})")
@@ -140,10 +147,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     args = ap.parse_args(argv)
     data_found(ap, args)
-    if (args.batch_size is not None and args.batch_size < 1) or (
-        args.lr is not None and args.lr <= 0
-    ):
-        ap.error("--batch-size must be >= 1 and --lr > 0")
+    try:  # LSTMConfig's own checks, before the data is read
+        replace(LSTMConfig(), **overrides(args))
+    except ValueError as exc:
+        ap.error(str(exc))
     try:
         args.tournament = [Architecture(a.strip()) for a in args.tournament.split(",")]
     except ValueError as exc:
@@ -308,14 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)
-    # as the trainer: its batch on a GPU (streamer.trainer.service.GPU_BATCH_SIZE)
-    cfg = LSTMConfig(signals=args.signals)
-    if device.type == "cuda":
-        cfg = replace(cfg, batch_size=GPU_BATCH_SIZE)
-    if args.epochs is not None:
-        cfg = replace(cfg, epochs=args.epochs)
-    overrides = {"hidden": args.hidden, "batch_size": args.batch_size, "lr": args.lr}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    # the trainer's config on this device (its batch on a GPU), then the options'
+    cfg = replace(lstm_config(Settings.of(), device), signals=args.signals, **overrides(args))
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()

@@ -27,7 +27,6 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from bench_lstm import common_parser, cpu_name, data_found, load_panel
 
 from models.lstm.network import (
     GlobalLSTM,
+    GlobalModel,
     Inputs,
     LSTMConfig,
     Panel,
@@ -107,7 +107,9 @@ def warm_up(panel: Panel, device: torch.device) -> None:
     train(GlobalLSTM(cfg), panel, cfg, device, panel.last_bucket - 27)
 
 
-def one(panel: Panel, cfg: LSTMConfig, device: torch.device) -> tuple[dict[str, object], Any]:
+def one(
+    panel: Panel, cfg: LSTMConfig, device: torch.device
+) -> tuple[dict[str, object], GlobalModel]:
     """A refresh from scratch with ``cfg``: its time, its validation and the trained model."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -132,14 +134,14 @@ def one(panel: Panel, cfg: LSTMConfig, device: torch.device) -> tuple[dict[str, 
 class MeanOf:
     """The mean of ``models``' quantiles, validated as one model (a seed ensemble)."""
 
-    def __init__(self, models: list[Any]) -> None:
+    def __init__(self, models: list[GlobalModel]) -> None:
         self.models, self.cfg, self.locations = models, models[0].cfg, models[0].locations
 
     def forecast(self, inputs: Inputs) -> np.ndarray:
         return np.mean([m.forecast(inputs) for m in self.models], axis=0)
 
 
-def ensemble(panel: Panel, cfg: LSTMConfig, models: list[Any]) -> dict[str, object]:
+def ensemble(panel: Panel, cfg: LSTMConfig, models: list[GlobalModel]) -> dict[str, object]:
     """The seeds' mean, scored on the validation points of each of them."""
     v = validate(MeanOf(models), panel, cfg.validation, cfg.validation_every)
     return {**_setting(cfg), "seed": f"mean of {len(models)}", **_scores(v)}

@@ -48,6 +48,7 @@ class Agents:
         self.input_topics = {settings.kafka.topics["orders"], settings.kafka.topics["inventory"]}
         self.positions: dict[TP, int] = {}  # next offset to process, per input partition
         self.waiting: set[TP] = set()  # orders partitions paused until their inventory caught up
+        self.aligning = asyncio.Lock()  # one ``keep_aligned`` at a time
 
     def connect(self) -> None:
         """Register the agent, the timer and the callbacks with the app."""
@@ -95,7 +96,19 @@ class Agents:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lags[tp])
         return lags
 
-    async def align(self, lags: dict[TP, int]) -> None:
+    async def keep_aligned(self, refresh: bool = False) -> None:
+        """Observe the lags and ``align`` the topics by them, one caller at a time.
+
+        The two agents' batches and the idle timer all call this. Run side by side, two calls
+        could each pause other partitions and record only their own, and a partition paused
+        but not recorded was never resumed: the worker stopped short of its input with every
+        lag gauge at 0 (a paused partition's high watermark is not fetched either).
+        ``refresh`` sets the client's paused partitions even when nothing changed here (the
+        idle timer's calls): a call that met a rebalance is set right within a tick."""
+        async with self.aligning:
+            await self.align(await self.observe_lag(), refresh)
+
+    async def align(self, lags: dict[TP, int], refresh: bool = False) -> None:
         """Pause fetching a partition's orders while they are more than
         ``SHELFCAST_TOPIC_LEAD_SECONDS`` of event time ahead of its inventory and the inventory
         has records left to read; resume them once it caught up or ran out.
@@ -114,11 +127,11 @@ class Agents:
             if tp.topic == inventory and lag > 0
             and self.pipeline.orders_lead(tp.partition) > limit
         }  # fmt: skip
-        if behind != self.waiting:
+        if behind != self.waiting or refresh:
             metrics.ORDERS_WAITED.inc(len(behind - self.waiting))
             # the app's consumer is streamer.ingest.app's FetchConsumer
             consumer = self.app.consumer
-            await consumer.fetch_paused(behind, self.waiting - behind)  # type: ignore[attr-defined]
+            await consumer.fetch_paused(orders, behind)  # type: ignore[attr-defined]
             self.waiting = behind
 
     async def on_assigned(self, sender: object, assigned: set[TP], **_: object) -> None:
@@ -178,7 +191,7 @@ class Agents:
         hold_back(messages, pipeline.applies)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self.observe_done(messages)
-        await self.align(await self.observe_lag())
+        await self.keep_aligned()
 
     def observe_done(self, messages: list[Message]) -> None:
         done = time.time()
@@ -189,7 +202,7 @@ class Agents:
 
     async def advance_idle(self) -> None:
         # lag keeps growing on the dashboard while a batch is stuck
-        await self.align(await self.observe_lag())
+        await self.keep_aligned(refresh=True)
         try:
             result = await self.run(
                 "idle advance", lambda: self.pipeline.advance_idle(time.time(), self.owned)

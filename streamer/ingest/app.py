@@ -61,9 +61,13 @@ def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-        async def fetch_paused(self, pause: set[TP], resume: set[TP]) -> None:
-            """Pause and resume fetching partitions in the Kafka client itself, on its thread
-            (``Agents.align``).
+        async def fetch_paused(self, topic: str, paused: set[TP]) -> None:
+            """Pause fetching exactly ``paused`` of the partitions of ``topic`` held now, and
+            resume the others, in the Kafka client itself, on its thread (``Agents.align``).
+
+            The whole set, not a change to it: a call that lands out of order, or on an
+            assignment that changed meanwhile, leaves no partition paused for good; the next
+            call sets it right.
 
             Not ``pause_partitions``: Faust filters the records of a fetch already made against
             its live set of active partitions, so a partition paused meanwhile silently loses
@@ -72,9 +76,10 @@ def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
             client = self._thread._ensure_consumer()
 
             async def in_thread() -> None:
-                held = client.assignment()  # a rebalance may have taken some meanwhile
-                client.resume(*(aiokafka.TopicPartition(*tp) for tp in resume & held))
-                client.pause(*(aiokafka.TopicPartition(*tp) for tp in pause & held))
+                # a rebalance may have changed the assignment meanwhile
+                mine = [tp for tp in client.assignment() if tp.topic == topic]
+                client.resume(*(tp for tp in mine if tp not in paused))
+                client.pause(*(tp for tp in mine if tp in paused))
 
             await self._thread.call_thread(in_thread)
 

@@ -47,8 +47,11 @@ class Agents:
         self.owned: set[int] = set()
         self.input_topics = {settings.kafka.topics["orders"], settings.kafka.topics["inventory"]}
         self.positions: dict[TP, int] = {}  # next offset to process, per input partition
-        self.waiting: set[TP] = set()  # orders partitions paused until their inventory caught up
-        self.aligning = asyncio.Lock()  # one ``keep_aligned`` at a time
+        # orders partitions paused until their inventory caught up; None: not known since a
+        # rebalance replaced the client's assignment, and the next ``align`` sets it whole
+        self.waiting: set[TP] | None = None
+        # a pause is recorded before the next is computed (``keep_aligned``)
+        self.aligning = asyncio.Lock()
 
     def connect(self) -> None:
         """Register the agent, the timer and the callbacks with the app."""
@@ -71,7 +74,8 @@ class Agents:
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in list(tps):
             self.positions.pop(tp, None)
-            self.waiting.discard(tp)
+            if self.waiting is not None:
+                self.waiting.discard(tp)
             with contextlib.suppress(KeyError):  # never observed
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 
@@ -104,7 +108,7 @@ class Agents:
         but not recorded was never resumed: the worker stopped short of its input with every
         lag gauge at 0 (a paused partition's high watermark is not fetched either).
         ``refresh`` sets the client's paused partitions even when nothing changed here (the
-        idle timer's calls): a call that met a rebalance is set right within a tick."""
+        idle timer's calls), in case anything but ``align`` ever moves them."""
         async with self.aligning:
             await self.align(await self.observe_lag(), refresh)
 
@@ -118,7 +122,7 @@ class Agents:
         snapshot read that late is stale (docs/alerts.md). Inventory is never paused: what it
         brings ahead of the orders waits in Redis until the orders reach it (apply.lua)."""
         if self.app.rebalancing:
-            return  # the new assignment starts unpaused (on_assigned)
+            return  # the next call after it sets the new assignment's paused partitions
         orders = self.settings.kafka.topics["orders"]
         inventory = self.settings.kafka.topics["inventory"]
         limit = self.settings.time.topic_lead_seconds
@@ -128,11 +132,12 @@ class Agents:
             and self.pipeline.orders_lead(tp.partition) > limit
         }  # fmt: skip
         if behind != self.waiting or refresh:
-            metrics.ORDERS_WAITED.inc(len(behind - self.waiting))
+            metrics.ORDERS_WAITED.inc(len(behind - (self.waiting or set())))
+            rebalances = self.app.rebalancing_count
             # the app's consumer is streamer.ingest.app's FetchConsumer
-            consumer = self.app.consumer
-            await consumer.fetch_paused(orders, behind)  # type: ignore[attr-defined]
-            self.waiting = behind
+            await self.app.consumer.fetch_paused(orders, behind)  # type: ignore[attr-defined]
+            # a rebalance meanwhile replaced the assignment before or after the call landed
+            self.waiting = behind if self.app.rebalancing_count == rebalances else None
 
     async def on_assigned(self, sender: object, assigned: set[TP], **_: object) -> None:
         # another worker may have advanced a partition since this one last owned it
@@ -145,7 +150,7 @@ class Agents:
                 flush=True,
             )
         self.pipeline.assign(now - self.owned)
-        self.waiting.clear()  # the Kafka client starts every assignment unpaused
+        self.waiting = None  # the client's new assignment, whatever a call in flight did to it
         self.owned.clear()
         self.owned.update(now)
 

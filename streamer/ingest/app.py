@@ -65,9 +65,10 @@ def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
             """Pause fetching exactly ``paused`` of the partitions of ``topic`` held now, and
             resume the others, in the Kafka client itself, on its thread (``Agents.align``).
 
-            The whole set, not a change to it: a call that lands out of order, or on an
-            assignment that changed meanwhile, leaves no partition paused for good; the next
-            call sets it right.
+            The whole set, not a change to it: a call that lands on an assignment that changed
+            meanwhile leaves no partition paused for good, since the next one that reaches the
+            client sets all of them (``Agents.align``). Nothing else pauses these partitions
+            in the client: Faust's own pauses stay in Faust.
 
             Not ``pause_partitions``: Faust filters the records of a fetch already made against
             its live set of active partitions, so a partition paused meanwhile silently loses

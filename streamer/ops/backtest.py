@@ -224,6 +224,28 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return f"last lines of {path}:\n" + "\n".join(last)
 
 
+# what a stalled run's error shows of each worker's metrics: how far it got and what it waits on
+PROGRESS_METRICS = (
+    "shelfcast_events_total", "shelfcast_consumer_lag_messages",
+    "shelfcast_orders_waited_total", "shelfcast_buckets_closed_total",
+)  # fmt: skip
+
+
+def progress_lines(exposition: bytes) -> list[str]:
+    """The samples of ``PROGRESS_METRICS`` in a worker's metrics page. Its lag gauges read 0
+    for a partition whose fetching is paused (its high watermark is not fetched either), so a
+    stall shows as events short of the input with every lag at 0.
+
+    >>> page = b'# HELP x\\nshelfcast_events_total{topic="orders"} 5.0\\nprocess_cpu 1.0\\n'
+    >>> progress_lines(page)
+    ['shelfcast_events_total{topic="orders"} 5.0']
+    """
+    return [
+        line for line in exposition.decode(errors="replace").splitlines()
+        if line.startswith(PROGRESS_METRICS) and "_created" not in line
+    ]  # fmt: skip
+
+
 class Workers:
     """``count`` workers in one consumer group, as a deployment scales out: each owns some of
     the partitions and closes them in its own process, and together they give one worker's
@@ -245,6 +267,13 @@ class Workers:
 
     def tails(self) -> str:
         return "\n".join(worker.tail() for worker in self.members)
+
+    def progress(self) -> str:
+        """Each worker's ``progress_lines``, for an error: its log says nothing of a stall."""
+        return "\n".join(
+            f"metrics of {url}:\n" + "\n".join(progress_lines(scrape(url)))
+            for url in self.metrics_urls()
+        )
 
     def stop(self) -> None:
         # all told at once: one stopping alone would hand its partitions to the others
@@ -298,7 +327,7 @@ def wait_processed(
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"worker processed {done} of {expected} events in {timeout:.0f}s; "
-                    f"{worker.tails()}"
+                    f"{worker.tails()}\n{worker.progress()}"
                 )
             time.sleep(poll)
 

@@ -3,10 +3,18 @@
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import generate_latest
 
 from models.demand_class import classify
+from streamer import metrics
 from streamer.config.settings import Settings
-from streamer.ops.backtest import by_demand_class, isolated, log_tail, training_segments
+from streamer.ops.backtest import (
+    by_demand_class,
+    isolated,
+    log_tail,
+    progress_lines,
+    training_segments,
+)
 from streamer.ops.policies import Outcome, Panel
 from streamer.ops.replay import Produced
 
@@ -67,3 +75,15 @@ def test_an_error_carries_the_end_of_the_workers_log(tmp_path: Path) -> None:
     tail = log_tail(log)
     assert tail.startswith(f"last lines of {log}:\n")
     assert tail.splitlines()[1:] == [f"line {i}" for i in range(25, 40)]
+
+
+def test_a_stall_error_carries_how_far_the_worker_got() -> None:
+    """From the worker's real metrics page: its applied events, lags and waits, nothing else."""
+    metrics.EVENTS.labels("orders", "applied").inc(0)
+    metrics.CONSUMER_LAG.labels("orders", "3").set(0)
+    metrics.ORDERS_WAITED.inc(0)
+    lines = progress_lines(generate_latest())
+    assert 'shelfcast_events_total{outcome="applied",topic="orders"}' in " ".join(lines)
+    assert 'shelfcast_consumer_lag_messages{partition="3",topic="orders"} 0.0' in lines
+    assert any(line.startswith("shelfcast_orders_waited_total ") for line in lines)
+    assert not [line for line in lines if "_created" in line or line.startswith("#")]

@@ -26,6 +26,8 @@ __all__ = [
     "LSTM_VALIDATION_MAE",
     "MODEL_ERROR",
     "MODEL_WEIGHT",
+    "ORDERS_PAUSED",
+    "ORDERS_WAITED",
     "PROCESSING_LATENCY",
     "REDIS_BEHIND",
     "REDIS_ERRORS",
@@ -104,6 +106,12 @@ ORDERS_WAITED = Counter(
     "shelfcast_orders_waited",
     "Times a partition's orders stopped being fetched until its inventory, read behind them in "
     "event time, caught up",
+)
+ORDERS_PAUSED = Gauge(
+    "shelfcast_orders_paused",
+    "1 while a partition's orders are not fetched until its inventory catches up; their lag "
+    "gauge stands still meanwhile",
+    ["partition"],
 )
 LSTM_SERVED_VERSION = Gauge(
     "shelfcast_lstm_served_version", "LSTM version this worker serves (0: none yet)"

@@ -6,6 +6,7 @@ judged stale because the orders after it were read first."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def test_orders_wait_for_the_inventory_read_behind_them(tmp_path: Path) -> None:
         _, stock = redis_truth(server.url)
         stale = counter(server.url, "stale_snapshot")
         waited = worker.metric("shelfcast_orders_waited_total")
+        paused = re.findall(
+            r'^shelfcast_orders_paused\{partition="0"\} (\S+)$', worker.metrics(), re.M
+        )
     assert waited >= 1
+    assert paused == ["0.0"]  # resumed once the inventory caught up: nothing left unread
     assert stale == 0
     assert stock["22423@United Kingdom"] == truth

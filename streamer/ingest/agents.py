@@ -78,6 +78,9 @@ class Agents:
                 self.waiting.discard(tp)
             with contextlib.suppress(KeyError):  # never observed
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            if tp.topic == self.settings.kafka.topics["orders"]:
+                with contextlib.suppress(KeyError):  # never aligned
+                    metrics.ORDERS_PAUSED.remove(str(tp.partition))
 
     async def observe_lag(self) -> dict[TP, int]:
         # High watermarks are the consumer's cached ones, from its latest fetches. A partition
@@ -138,6 +141,9 @@ class Agents:
             await self.app.consumer.fetch_paused(orders, behind)  # type: ignore[attr-defined]
             # a rebalance meanwhile replaced the assignment before or after the call landed
             self.waiting = behind if self.app.rebalancing_count == rebalances else None
+            for tp in self.held():
+                if tp.topic == orders:
+                    metrics.ORDERS_PAUSED.labels(str(tp.partition)).set(int(tp in behind))
 
     async def on_assigned(self, sender: object, assigned: set[TP], **_: object) -> None:
         # another worker may have advanced a partition since this one last owned it

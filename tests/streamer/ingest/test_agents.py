@@ -143,6 +143,10 @@ def slow_agents(settings: Settings) -> tuple[Agents, SlowClient, SimpleNamespace
     return Agents(app, settings, ahead, store=None), client, app  # type: ignore[arg-type]
 
 
+def paused_gauges() -> list[float]:
+    return [metrics.ORDERS_PAUSED.labels(str(p))._value.get() for p in (0, 1)]
+
+
 def test_orders_paused_by_callers_side_by_side_are_all_resumed() -> None:
     """Two alignments in flight at once, each pausing another partition's orders, used to
     leave one paused for good: the worker stopped short of its input (2 sample backtests in
@@ -159,9 +163,11 @@ def test_orders_paused_by_callers_side_by_side_are_all_resumed() -> None:
         second = asyncio.create_task(agents.keep_aligned())
         await client.let_through(first, second)
         assert client.paused == agents.waiting == {TP(orders, 1)}
+        assert paused_gauges() == [0, 1]
         client.highwaters = {}  # every inventory read
         await client.let_through(asyncio.create_task(agents.keep_aligned()))
         assert client.paused == agents.waiting == set()
+        assert paused_gauges() == [0, 0]
         # a pause the agents do not know of is undone by the idle timer's call
         client.paused = {TP(orders, 0)}
         await client.let_through(asyncio.create_task(agents.keep_aligned(refresh=True)))

@@ -103,19 +103,17 @@ class Agents:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lags[tp])
         return lags
 
-    async def keep_aligned(self, refresh: bool = False) -> None:
+    async def keep_aligned(self) -> None:
         """Observe the lags and ``align`` the topics by them, one caller at a time.
 
         The two agents' batches and the idle timer all call this. Run side by side, two calls
         could each pause other partitions and record only their own, and a partition paused
         but not recorded was never resumed: the worker stopped short of its input with every
-        lag gauge at 0 (a paused partition's high watermark is not fetched either).
-        ``refresh`` sets the client's paused partitions even when nothing changed here (the
-        idle timer's calls), in case anything but ``align`` ever moves them."""
+        lag gauge at 0 (a paused partition's high watermark is not fetched either)."""
         async with self.aligning:
-            await self.align(await self.observe_lag(), refresh)
+            await self.align(await self.observe_lag())
 
-    async def align(self, lags: dict[TP, int], refresh: bool = False) -> None:
+    async def align(self, lags: dict[TP, int]) -> None:
         """Pause fetching a partition's orders while they are more than
         ``SHELFCAST_TOPIC_LEAD_SECONDS`` of event time ahead of its inventory and the inventory
         has records left to read; resume them once it caught up or ran out.
@@ -134,7 +132,7 @@ class Agents:
             if tp.topic == inventory and lag > 0
             and self.pipeline.orders_lead(tp.partition) > limit
         }  # fmt: skip
-        if behind != self.waiting or refresh:
+        if behind != self.waiting:
             metrics.ORDERS_WAITED.inc(len(behind - (self.waiting or set())))
             rebalances = self.app.rebalancing_count
             # the app's consumer is streamer.ingest.app's FetchConsumer
@@ -213,7 +211,7 @@ class Agents:
 
     async def advance_idle(self) -> None:
         # lag keeps growing on the dashboard while a batch is stuck
-        await self.keep_aligned(refresh=True)
+        await self.keep_aligned()
         try:
             result = await self.run(
                 "idle advance", lambda: self.pipeline.advance_idle(time.time(), self.owned)

@@ -224,10 +224,12 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return f"last lines of {path}:\n" + "\n".join(last)
 
 
-# what a stalled run's error shows of each worker's metrics: how far it got and what it waits on
+# what a stalled run's error shows of each worker's metrics: how far it got and what it waits
+# on, or why its page could not be read (``scrape``)
 PROGRESS_METRICS = (
     "shelfcast_events_total", "shelfcast_consumer_lag_messages",
-    "shelfcast_orders_waited_total", "shelfcast_buckets_closed_total",
+    "shelfcast_orders_waited_total", "shelfcast_orders_paused", "shelfcast_buckets_closed_total",
+    "# metrics endpoint",
 )  # fmt: skip
 
 

@@ -186,7 +186,7 @@ def test_a_pause_that_met_a_rebalance_is_set_again_by_the_next_batch() -> None:
         app.rebalancing_count += 1  # a rebalance starts and ends before the pause lands
         await client.let_through(flight)
         assert client.paused == {TP(orders, 0)} and agents.waiting is None
-        client.highwaters = {}  # the inventory caught up: a batch's call, not the timer's
+        client.highwaters = {}  # the inventory caught up
         await client.let_through(asyncio.create_task(agents.keep_aligned()))
         assert client.paused == agents.waiting == set()
 

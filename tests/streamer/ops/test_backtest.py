@@ -13,6 +13,7 @@ from streamer.ops.backtest import (
     isolated,
     log_tail,
     progress_lines,
+    scrape,
     training_segments,
 )
 from streamer.ops.policies import Outcome, Panel
@@ -87,3 +88,6 @@ def test_a_stall_error_carries_how_far_the_worker_got() -> None:
     assert 'shelfcast_consumer_lag_messages{partition="3",topic="orders"} 0.0' in lines
     assert any(line.startswith("shelfcast_orders_waited_total ") for line in lines)
     assert not [line for line in lines if "_created" in line or line.startswith("#")]
+    # a worker that cannot answer says so instead of showing nothing
+    gone = progress_lines(scrape("http://127.0.0.1:9/metrics"))
+    assert len(gone) == 1 and gone[0].startswith("# metrics endpoint http://127.0.0.1:9/")

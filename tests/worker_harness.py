@@ -108,6 +108,12 @@ class Worker:
         assert found, f"{name} is not on the worker's /metrics"
         return float(found[1])
 
+    def metric_sum(self, name: str) -> float:
+        """The sum of every sample of ``name`` on ``/metrics``, over its labels (0 while it
+        has none or the worker cannot answer)."""
+        samples = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", self.metrics(), re.M)
+        return sum(float(v) for v in samples)
+
     def owned(self) -> set[int]:
         """The input partitions the worker's consumer holds, from its lag gauges on ``/metrics``
         (empty while it cannot answer)."""
@@ -412,3 +418,67 @@ def redis_truth(redis_url: str) -> tuple[dict[tuple[str, int], int], dict[str, i
         if on_hand is not None:
             stock[key.split(":s:", 1)[1][: -len(":state")]] = int(on_hand)
     return demand, stock
+
+
+def demand_problems(
+    bootstrap: str,
+    redis_url: str,
+    truth: dict[tuple[str, int], int],
+    found: dict[tuple[str, int], int],
+    limit: int = 20,
+) -> str:
+    """Why Redis's demand differs from the truth: for each (series, bucket) off (the first
+    ``limit``), its order lines as the orders topic holds them (partition@offset, event id,
+    quantity) and whether the series' dedupe set has each id; then the stats, offsets and owner
+    generation of each partition involved. Tells a line marked applied but not counted (in
+    the set) from one never applied, or whose set expired (not in it)."""
+    off = sorted(k for k in truth.keys() | found.keys() if truth.get(k) != found.get(k))
+    if not off:
+        return ""
+    wanted = set(off[:limit])
+    lines: dict[tuple[str, int], list[tuple[int, int, str, int]]] = defaultdict(list)
+    out = [f"{len(off)} (series, bucket) pairs differ; the first {len(wanted)}:"]
+    try:
+        for partition, offset, value in _topic_records(bootstrap, "orders"):
+            v = json.loads(value)
+            day = int(pd.Timestamp(v["ts"]).timestamp()) // DAY
+            key = (f"{v['sku']}@{v['location']}", day)
+            if key in wanted:
+                lines[key].append((partition, offset, v["event_id"], v["quantity"]))
+    except AssertionError as exc:  # the differences still show, without their lines
+        out.append(f"  (the orders topic could not be read back: {exc})")
+    r = redis_client(redis_url, decode_responses=True)
+    partitions: set[int] = set()
+    for key in sorted(wanted):
+        out.append(f"  {key}: redis {found.get(key)} truth {truth.get(key)}")
+        for partition, offset, eid, qty in lines[key]:
+            partitions.add(partition)
+            ids = f"shelfcast:{{p{partition}}}:s:{key[0]}:ids:{key[1]}"
+            seen = "in the id set" if r.sismember(ids, eid) else "NOT in the id set"
+            out.append(f"    orders/{partition}@{offset} {eid} qty {qty}: {seen}")
+    for p in sorted(partitions):
+        out.append(
+            f"  partition {p}: owner {r.get(f'shelfcast:{{p{p}}}:owner')}, "
+            f"stats {r.hgetall(f'shelfcast:{{p{p}}}:stats')}, "
+            f"offsets {r.hgetall(f'shelfcast:{{p{p}}}:offsets')}"
+        )
+    return "\n".join(out)
+
+
+def _topic_records(bootstrap: str, topic: str) -> Iterator[tuple[int, int, bytes]]:
+    """Every record of ``topic``, as (partition, offset, value)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "enable.auto.commit": False})
+    try:
+        ends = {p: n for (_, p), n in end_offsets(bootstrap, [topic]).items() if n > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        left = dict(ends)
+        while left:
+            msg = c.poll(5)
+            assert msg is not None, f"{topic}: no record within 5 s, {left} left to read"
+            if msg.error():
+                continue
+            yield msg.partition(), msg.offset(), msg.value()
+            if msg.offset() + 1 >= left.get(msg.partition(), 0):
+                left.pop(msg.partition(), None)
+    finally:
+        c.close()

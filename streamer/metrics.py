@@ -6,7 +6,6 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = [
-    "ACKS_REFUSED",
     "ACTIVE_SERIES",
     "ALERTS",
     "BATCH_SECONDS",
@@ -98,12 +97,6 @@ SNAPSHOT_REBUILDS = Counter(
     "shelfcast_snapshot_rebuilds",
     "Partition model snapshots that could not be used (unreadable, or ahead of the recorded "
     "closes): the models were rebuilt from history",
-)
-ACKS_REFUSED = Counter(
-    "shelfcast_acks_refused",
-    "Acknowledgements of records no stream took in under the current assignment, kept out of "
-    "the committed offsets: fetched before a rebalance, or skipped while one held the flow",
-    ["reason"],
 )
 FENCED = Counter(
     "shelfcast_partitions_fenced",

@@ -108,12 +108,6 @@ class Worker:
         assert found, f"{name} is not on the worker's /metrics"
         return float(found[1])
 
-    def metric_sum(self, name: str) -> float:
-        """The sum of every sample of ``name`` on ``/metrics``, over its labels (0 while it
-        has none or the worker cannot answer)."""
-        samples = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", self.metrics(), re.M)
-        return sum(float(v) for v in samples)
-
     def owned(self) -> set[int]:
         """The input partitions the worker's consumer holds, from its lag gauges on ``/metrics``
         (empty while it cannot answer)."""

@@ -190,14 +190,7 @@ class Agents:
     async def batch(self, events: list[faust.EventT]) -> None:
         started = time.perf_counter()
         messages = [e.message for e in events]
-        # Records fetched before the latest rebalance are left to the new assignment, which
-        # reads them again from the committed offsets; the consumer does not commit them
-        # either (``FetchConsumer.ack``). Applied late, one could land ahead of earlier records
-        # the old assignment skipped (fenced), which Redis's offsets would then take for
-        # duplicates. Faust's revoke waits for this batch today (``stream_wait_empty``).
-        generation = self.app.consumer_generation_id
-        current = [m for m in messages if m.generation_id == generation]
-        records = [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in current]
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
         pipeline = self.pipeline
         try:
             result = await self.run("batch", lambda: pipeline.process(records))
@@ -206,7 +199,7 @@ class Agents:
             halt(str(exc))  # anything else exits the process too (``consume``)
         hold_back(messages, pipeline.applies)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        self.observe_done(current)
+        self.observe_done(messages)
         await self.keep_aligned()
 
     def observe_done(self, messages: list[Message]) -> None:
@@ -231,10 +224,9 @@ class Agents:
 
 
 def hold_back(messages: Iterable[Message], applies: Callable[[int], bool]) -> None:
-    """Keep the records of a partition the batch did not apply (fenced or revoked) from being
-    committed: the agent acks every event of a batch it processed, and a commit past records
-    this worker never applied would lose them for the partition's next owner (Redis behind
-    Kafka).
+    """Keep the records of a partition dropped in this batch (fenced or revoked) from being
+    committed: the agent acks every event of a batch it processed, and a commit past records this
+    worker never applied would lose them for the partition's next owner (Redis behind Kafka).
 
     Each is marked acknowledged without telling the consumer: the agent's ack then does
     nothing and its offset never joins the committable ones (Faust commits only consecutive

@@ -12,11 +12,9 @@ import faust
 from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
 from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message
-from faust.types.tuples import ack_lock
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streamer import metrics
 from streamer.config.settings import Settings
 from streamer.features.connect import worker_client
 from streamer.features.store import FeatureStore
@@ -85,29 +83,6 @@ def transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
                 client.pause(*(tp for tp in mine if tp in paused))
 
             await self._thread.call_thread(in_thread)
-
-        def ack(self, message: Message) -> bool:
-            """Count ``message`` towards the next commit only if a stream took it in under the
-            current assignment (it is tracked, and of the consumer's generation).
-
-            Faust's streams acknowledge the records they skip too (so that lag does not
-            grow): records fetched before a rebalance, and records that reach a stream while
-            a rebalance holds the flow. None of them was applied. Committed, they would be
-            lost whenever the partition moves on before this worker reads them again: the
-            next owner starts past them. Refused here, they count as done all the same, so
-            nothing waits on them, and the partition is read again from its last commit."""
-            if message.generation_id != self.app.consumer_generation_id:
-                reason = "earlier_generation"
-            elif not message.tracked:
-                reason = "skipped"
-            else:
-                return super().ack(message)
-            with ack_lock:  # Faust's own lock around a message's ack state
-                if message.acked:
-                    return False
-                message.acked = True
-            metrics.ACKS_REFUSED.labels(reason).inc()
-            return False
 
     class Transport(faust_aiokafka.Transport):
         Consumer = FetchConsumer

@@ -13,17 +13,15 @@ import aiokafka
 import pytest
 import redis.asyncio as aioredis
 from faust.types import TP, Message
-from faust.types.tuples import ConsumerMessage
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from streamer import metrics
 from streamer.config.settings import Settings
 from streamer.ingest.agents import Agents, hold_back
-from streamer.ingest.app import create_app, transport
+from streamer.ingest.app import transport
 from streamer.ingest.retry import retrying, transient
 from streamer.ops.embedded import EmbeddedRedis
-from streamer.pipeline.batch import BatchResult, Record
 
 
 def test_a_full_redis_is_waited_out_then_the_step_completes(tmp_path: Path) -> None:
@@ -101,63 +99,6 @@ def test_records_of_a_dropped_partition_stay_unacknowledged() -> None:
     assert all(m.acked for m in messages)
 
 
-def test_the_consumer_commits_only_records_a_stream_took_in_under_its_assignment(
-    tmp_path: Path,
-) -> None:
-    """Faust's streams ack the records they skip: fetched before a rebalance, or reaching a
-    stream while a rebalance holds the flow. The worker's consumer never counts those
-    towards a commit; a record a stream took in under the current assignment it does."""
-    settings = Settings.of(kafka_bootstrap_servers="127.0.0.1:9", home=tmp_path)
-    app = create_app(settings)  # never started: nothing connects
-    consumer = app.consumer
-    orders = settings.kafka.topics["orders"]
-    app.topics.acking_topics.add(orders)
-    app.consumer_generation_id = 4
-
-    def acked(offset: int, generation: int, tracked: bool) -> bool:
-        m = ConsumerMessage(orders, 0, offset, 0.0, 0, None, b"k", b"v", None)
-        m.generation_id, m.tracked = generation, tracked
-        m.incref()
-        return m.ack(consumer) and m.acked
-
-    def refused() -> list[float]:
-        reasons = ("earlier_generation", "skipped")
-        return [metrics.ACKS_REFUSED.labels(r)._value.get() for r in reasons]
-
-    before = refused()
-    assert not acked(5, 3, tracked=True)  # taken in before the rebalance
-    assert not acked(6, 4, tracked=False)  # skipped by the stream
-    assert acked(7, 4, tracked=True)
-    assert consumer._acked[TP(orders, 0)] == [7]
-    assert [a - b for a, b in zip(refused(), before, strict=True)] == [1, 1]
-
-
-def test_records_fetched_before_a_rebalance_are_not_applied() -> None:
-    """A record of the previous assignment is left to the new one, which reads it again from
-    the committed offset: applied now, it could land ahead of earlier records skipped under
-    the old assignment, which Redis's offsets would then take for duplicates."""
-    agents, _, app = slow_agents(Settings.of(partitions=2))
-    stale, current = app.consumer_generation_id - 1, app.consumer_generation_id
-    processed: list[tuple[int, int]] = []
-
-    async def process(records: list[Record]) -> BatchResult:
-        processed.extend((r.partition, r.offset) for r in records)
-        return BatchResult(records=len(records))
-
-    async def count(**_: int) -> None:
-        pass
-
-    agents.pipeline = SimpleNamespace(process=process, applies=lambda p: True)  # type: ignore[assignment]
-    agents.store = SimpleNamespace(count=count)  # type: ignore[assignment]
-    agents.waiting = set()  # nothing paused: the alignment after the batch calls no client
-    messages = [
-        Message("orders", p, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
-        for p, offset, generation in ((0, 8, stale), (1, 3, current), (0, 9, stale))
-    ]
-    asyncio.run(agents.batch([SimpleNamespace(message=m) for m in messages]))  # type: ignore[misc]
-    assert processed == [(1, 3)]
-
-
 class SlowClient:
     """The Kafka client as ``Agents`` sees it, whose pauses land on another thread: each
     ``fetch_paused`` waits until the test lets it through (``let_through``)."""
@@ -197,9 +138,7 @@ def slow_agents(settings: Settings) -> tuple[Agents, SlowClient, SimpleNamespace
     partition's orders far ahead of its inventory."""
     topics = (settings.kafka.topics["orders"], settings.kafka.topics["inventory"])
     client = SlowClient({TP(t, p) for t in topics for p in range(settings.kafka.partitions)})
-    app = SimpleNamespace(
-        rebalancing=False, rebalancing_count=1, consumer=client, consumer_generation_id=3
-    )
+    app = SimpleNamespace(rebalancing=False, rebalancing_count=1, consumer=client)
     ahead = SimpleNamespace(orders_lead=lambda p: 10 * settings.time.topic_lead_seconds)
     return Agents(app, settings, ahead, store=None), client, app  # type: ignore[arg-type]
 

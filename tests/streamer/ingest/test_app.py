@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from aiokafka.errors import InvalidRequestError, KafkaError, UnknownError
 
-from streamer.ingest.app import rejoin_on_sync_refusal
+from streamer.config.settings import Settings
+from streamer.ingest.app import create_app, rejoin_on_sync_refusal
 
 
 def refusing(error: Exception) -> type:
@@ -32,3 +34,11 @@ def test_any_other_sync_group_error_still_reaches_the_consumer() -> None:
     rebalance = refusing(UnknownError())()
     with pytest.raises(KafkaError, match="UnknownError"):
         asyncio.run(rebalance._send_sync_group_request(object()))
+
+
+def test_a_rebalance_waits_for_the_batches_in_flight(tmp_path: Path) -> None:
+    """Redis's offsets need each partition's records applied in offset order (docs/delivery.md,
+    rule 2): Faust's revoke must wait until every record its streams handed out is
+    acknowledged, so the old assignment's micro-batches finish before the new one starts."""
+    settings = Settings.of(kafka_bootstrap_servers="127.0.0.1:9", home=tmp_path)
+    assert create_app(settings).conf.stream_wait_empty  # never started: nothing connects

@@ -445,17 +445,42 @@ def demand_problems(
     partitions: set[int] = set()
     for key in sorted(wanted):
         out.append(f"  {key}: redis {found.get(key)} truth {truth.get(key)}")
+        seen = []
         for partition, offset, eid, qty in lines[key]:
             partitions.add(partition)
-            ids = f"shelfcast:{{p{partition}}}:s:{key[0]}:ids:{key[1]}"
-            seen = "in the id set" if r.sismember(ids, eid) else "NOT in the id set"
-            out.append(f"    orders/{partition}@{offset} {eid} qty {qty}: {seen}")
+            held = r.sismember(f"shelfcast:{{p{partition}}}:s:{key[0]}:ids:{key[1]}", eid)
+            seen.append((held, f"orders/{partition}@{offset} {eid} qty {qty}"))
+        seen.sort(key=lambda x: x[0])  # the lines missing from the id set first
+        out += [f"    {line}: {'in' if held else 'NOT in'} the id set" for held, line in seen[:8]]
+        if rest := seen[8:]:
+            out.append(f"    ... {len(rest)} more lines, {sum(h for h, _ in rest)} in the set")
     for p in sorted(partitions):
         out.append(
             f"  partition {p}: owner {r.get(f'shelfcast:{{p{p}}}:owner')}, "
             f"stats {r.hgetall(f'shelfcast:{{p{p}}}:stats')}, "
             f"offsets {r.hgetall(f'shelfcast:{{p{p}}}:offsets')}"
         )
+    return "\n".join(out)
+
+
+# a worker's log lines (at info) that tell which partitions it held when, and what it refused
+STORY = re.compile(
+    r"generation|assigned partitions|Revoking|no longer owns|Seek|Heartbeat|Worker ready|regression"
+    r"|^\| (orders|inventory) +\| \{"  # the rows of an assignment's table
+)
+
+
+def rebalance_story(workers: list[Worker], limit: int = 80) -> str:
+    """Each worker's rebalances, takeovers and fences from its log, oldest first (the last
+    ``limit`` of each): where numbers differ, which worker held the partition at the time."""
+    out = []
+    for i, w in enumerate(workers):
+        lines = [
+            line[:240] for line in w.log.read_text(errors="replace").splitlines()
+            if not line.startswith("%") and STORY.search(line)
+        ]  # fmt: skip
+        out.append(f"worker {i} ({len(lines)} lines, the last {min(limit, len(lines))}):")
+        out += [f"  {line}" for line in lines[-limit:]]
     return "\n".join(out)
 
 

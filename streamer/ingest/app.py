@@ -25,6 +25,7 @@ from streamer.pipeline.batch import Pipeline
 from streamer.publish.sink import KafkaSink
 
 __all__ = [
+    "COMMIT_EVERY_NEVER",
     "broker_urls",
     "compose",
     "create_app",
@@ -35,6 +36,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+# more acks than a worker takes in: Faust's inline commit never fires (``create_app``)
+COMMIT_EVERY_NEVER = 2**62
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -141,6 +146,13 @@ def create_app(settings: Settings) -> faust.App:
         # a few of the largest messages a partition, and a buffer of two batches a topic.
         consumer_max_fetch_size=4 * settings.kafka.max_message_bytes,
         stream_buffer_maxsize=2 * settings.kafka.batch_size,
+        # Commits run on the timer only (broker_commit_interval, 2.8 s), never inside Faust's
+        # fetch loop: that loop records a record's offset as read only after delivering it,
+        # and a commit awaited in between (every 10,000 acks by default) can outlast a whole
+        # rebalance, as on a worker woken past its session. The stale read offset then
+        # overwrites the one the new assignment sought to, and the loop drops the records
+        # below it as already read, while Redis's offsets move past them: lost.
+        broker_commit_every=COMMIT_EVERY_NEVER,
     )
 
     app.transport = transport(settings.kafka.fetch_max_wait_ms)(app.conf.broker_consumer, app)

@@ -9,7 +9,7 @@ import pytest
 from aiokafka.errors import InvalidRequestError, KafkaError, UnknownError
 
 from streamer.config.settings import Settings
-from streamer.ingest.app import create_app, rejoin_on_sync_refusal
+from streamer.ingest.app import COMMIT_EVERY_NEVER, create_app, rejoin_on_sync_refusal
 
 
 def refusing(error: Exception) -> type:
@@ -42,3 +42,12 @@ def test_a_rebalance_waits_for_the_batches_in_flight(tmp_path: Path) -> None:
     acknowledged, so the old assignment's micro-batches finish before the new one starts."""
     settings = Settings.of(kafka_bootstrap_servers="127.0.0.1:9", home=tmp_path)
     assert create_app(settings).conf.stream_wait_empty  # never started: nothing connects
+
+
+def test_faust_never_commits_inside_its_fetch_loop(tmp_path: Path) -> None:
+    """A commit awaited between taking a record and recording its offset as read can outlast
+    a rebalance; the stale read offset then drops the records the new assignment reads again
+    (docs/delivery.md, rule 2). Commits run on the timer only."""
+    settings = Settings.of(kafka_bootstrap_servers="127.0.0.1:9", home=tmp_path)
+    consumer = create_app(settings).consumer
+    assert consumer._commit_every == COMMIT_EVERY_NEVER > 10**15

@@ -26,12 +26,15 @@ from confluent_kafka import Consumer, TopicPartition
 
 from models.evaluation import parse_forecast_id
 from streamer.config.settings import Settings
+from streamer.eventtime.clock import bucket_of
+from streamer.features.keys import part_key, series_key
 from streamer.features.store import FeatureStore
 from streamer.ingest.status import kafka_partition
 from streamer.ops.embedded import EmbeddedRedis, die_with_parent, free_port, stop_process
 from streamer.ops.replay import Produced
 from streamer.pipeline.batch import Pipeline, Record
 from streamer.publish.messages import Output
+from streamer.topics.events import Invalid, parse_order
 from tests.conftest import CLUSTER, ROOT, alert_problems, redis_client
 
 # The first 52,000 lines of the UCI file (Dec 2010 to 10 Jan 2011), committed so the tests need
@@ -434,11 +437,12 @@ def demand_problems(
     out = [f"{len(off)} (series, bucket) pairs differ; the first {len(wanted)}:"]
     try:
         for partition, offset, value in _topic_records(bootstrap, "orders"):
-            v = json.loads(value)
-            day = int(pd.Timestamp(v["ts"]).timestamp()) // DAY
-            key = (f"{v['sku']}@{v['location']}", day)
+            order = parse_order(value, len(value))  # as the worker reads it
+            if isinstance(order, Invalid):
+                continue
+            key = (order.series, bucket_of(order.ts, DAY))
             if key in wanted:
-                lines[key].append((partition, offset, v["event_id"], v["quantity"]))
+                lines[key].append((partition, offset, order.event_id, order.quantity))
     except AssertionError as exc:  # the differences still show, without their lines
         out.append(f"  (the orders topic could not be read back: {exc})")
     r = redis_client(redis_url, decode_responses=True)
@@ -448,7 +452,7 @@ def demand_problems(
         seen = []
         for partition, offset, eid, qty in lines[key]:
             partitions.add(partition)
-            held = r.sismember(f"shelfcast:{{p{partition}}}:s:{key[0]}:ids:{key[1]}", eid)
+            held = r.sismember(series_key(key[0], partition, "ids", key[1]), eid)
             seen.append((held, f"orders/{partition}@{offset} {eid} qty {qty}"))
         seen.sort(key=lambda x: x[0])  # the lines missing from the id set first
         out += [f"    {line}: {'in' if held else 'NOT in'} the id set" for held, line in seen[:8]]
@@ -456,9 +460,9 @@ def demand_problems(
             out.append(f"    ... {len(rest)} more lines, {sum(h for h, _ in rest)} in the set")
     for p in sorted(partitions):
         out.append(
-            f"  partition {p}: owner {r.get(f'shelfcast:{{p{p}}}:owner')}, "
-            f"stats {r.hgetall(f'shelfcast:{{p{p}}}:stats')}, "
-            f"offsets {r.hgetall(f'shelfcast:{{p{p}}}:offsets')}"
+            f"  partition {p}: owner {r.get(part_key(p, 'owner'))}, "
+            f"stats {r.hgetall(part_key(p, 'stats'))}, "
+            f"offsets {r.hgetall(part_key(p, 'offsets'))}"
         )
     return "\n".join(out)
 

@@ -396,6 +396,33 @@ def test_deltas_apply_at_once_before_a_partition_has_any_order(redis_url: str) -
     assert state(redis_url)["on_hand"] == "10"
 
 
+def test_what_a_call_gathers_is_written_once_for_every_series(redis_url: str) -> None:
+    # one call of 2,500 series (a replay's segment holds thousands), one of them ordered again
+    # in a later and then an earlier bucket: every series touched, active at its latest
+    # bucket, counted in its bucket's orders and given its time to live
+    n = 2_500
+    effects = [
+        effect(f"o{i}", "o", 1, day=1 + i % 2, offset=i, series=f"S{i}@UK") for i in range(n)
+    ]
+    effects += [
+        effect("x1", "o", 2, day=3, offset=n, series="S0@UK"),
+        effect("x2", "o", 3, day=2, offset=n + 1, series="S0@UK", at=DAY_MS - 1),
+    ]
+    res = apply_full(redis_url, effects)
+    assert res.statuses == [Status.APPLIED] * (n + 2)
+    assert res.on_hand[0] == -1 and res.on_hand[-2:] == [-3, -6]  # each after its own order
+    r = redis_client(redis_url, decode_responses=True)
+    assert r.smembers("shelfcast:{p0}:touched") == {f"S{i}@UK" for i in range(n)}
+    active = dict(r.zrange("shelfcast:{p0}:series", 0, -1, withscores=True))
+    assert len(active) == n and active["S0@UK"] == 3 and active["S1@UK"] == 2
+    assert active["S2@UK"] == 1
+    assert r.hgetall("shelfcast:{p0}:orders") == {"1": "1250", "2": "1251", "3": "1"}
+    assert state(redis_url, "S0@UK")["first_bucket"] == "1"
+    for key in ("state", "demand", "moves", "ids:2", "sizes:3"):
+        assert r.ttl(f"shelfcast:{{p0}}:s:S0@UK:{key}") > 0, key
+    assert r.ttl("shelfcast:{p0}:s:S2499@UK:demand") > 0
+
+
 def test_one_event_id_in_two_buckets_is_two_deliveries(redis_url: str) -> None:
     inv = {"tp": "inventory:0"}
     apply(redis_url, [effect("o1", "o", 5, day=1, offset=0)])

@@ -119,6 +119,20 @@ def test_the_bank_benchmark_times_the_bank_against_river_and_sums_its_forecasts(
     assert result["checksum"] > 0  # the sample's series sell: the bank forecasts demand
 
 
+def test_the_apply_benchmark_applies_every_order_and_counts_redis_calls(tmp_path: Path) -> None:
+    """scripts/bench_apply.py, run as a user runs it, on the shipped sample."""
+    result = run_script("bench_apply", tmp_path, "--orders", "600")
+    assert result["orders"] == result["applied"] == 600
+    assert result["us_per_order"] > 0 and result["reference_us_per_order"] > 0
+    assert result["ratio_to_reference"] == pytest.approx(
+        result["us_per_order"] / result["reference_us_per_order"], rel=0.01
+    )
+    # every new order is deduplicated by its id and adds to its series' demand
+    calls = result["redis_calls_per_order_by_command"]
+    assert calls["sadd"] >= 1 and calls["hincrby"] >= 1
+    assert result["script_calls"] > 0 and result["redis_script_us_per_order"] > 0
+
+
 def test_the_window_benchmark_reads_both_ways_and_checks_they_agree(tmp_path: Path) -> None:
     """scripts/bench_window.py, run as a user runs it, on a small partition (it fails if the
     kept window read differently from a whole read)."""

@@ -1,0 +1,171 @@
+"""Benchmark of the event path alone: orders through the worker's pipeline into Redis.
+
+    .venv/bin/python scripts/bench_apply.py [FILE] [--orders 10000] [--out DIR]
+
+What a worker does to each order between two bucket closes (parse and check it, build its
+stock effect, apply it with ``apply.lua``, read the statuses back), through the worker's own
+``Pipeline.process`` on an embedded ``redis-server``, in micro-batches of 500 spread over 8
+partitions, with no Faust, no Kafka and no close: ``FILE``'s first 2,000 lines warm the
+series up, then ``--orders`` later orders re-timed into one bucket (as ``shelfcast bench``'s
+burst) are timed. FILE defaults to the sample shipped in the repo.
+
+The reference, in the same run on the same orders and partitions: one pipelined
+``HINCRBY`` an order, a batch's partition a round trip, the least a per-order Redis write
+costs. ``applied`` counts the timed orders the apply script applied (all of them: each is
+new). Redis's own count of what ran (``INFO commandstats``) gives its time in the apply
+script per order and the commands the script called per order, which do not depend on the
+machine's speed. It prints and saves ``bench_apply.json`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from streamer.config.settings import Settings
+from streamer.data import SAMPLE
+from streamer.features.connect import connect, connect_async
+from streamer.features.store import FeatureStore, summed_stats
+from streamer.ops.bench import probe_orders
+from streamer.ops.embedded import embedded_services
+from streamer.ops.replay import Produced, read_events
+from streamer.pipeline.batch import Pipeline, Record
+from streamer.publish.messages import Output
+
+WARM_LINES = 2_000
+BATCH = 500
+PARTITIONS = 8
+
+
+def records(events: Sequence[Produced], offsets: dict[int, int]) -> list[Record]:
+    """``events`` as Kafka would deliver them, a stable hash of the SKU naming the partition."""
+    out = []
+    for e in events:
+        key = e.key.encode()
+        p = zlib.crc32(key) % PARTITIONS
+        out.append(Record("orders", p, offsets.get(p, 0), key, e.value))
+        offsets[p] = offsets.get(p, 0) + 1
+    return out
+
+
+async def _discard(outputs: list[Output]) -> None:
+    """The sink: a burst within one bucket raises a few alerts and closes nothing."""
+
+
+async def _feed(pipeline: Pipeline, recs: list[Record], progress: bool, label: str) -> float:
+    started = time.perf_counter()
+    for i in tqdm(range(0, len(recs), BATCH), desc=label, unit="batch", disable=not progress):
+        await pipeline.process(recs[i : i + BATCH])
+    return time.perf_counter() - started
+
+
+async def _reference(client: object, recs: list[Record]) -> float:
+    """One pipelined HINCRBY an order, a partition's share of each batch a round trip."""
+    started = time.perf_counter()
+    for i in range(0, len(recs), BATCH):
+        by_partition: dict[int, list[Record]] = {}
+        for rec in recs[i : i + BATCH]:
+            by_partition.setdefault(rec.partition, []).append(rec)
+        pipes = []
+        for p, part in by_partition.items():
+            pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for rec in part:
+                pipe.hincrby(f"bench:{{p{p}}}:reference", rec.key, 1)
+            pipes.append(pipe.execute())
+        await asyncio.gather(*pipes)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Measured:
+    seconds: float  # the timed orders through the pipeline
+    reference: float  # the same orders, one pipelined HINCRBY each
+    commands: dict[str, dict[str, float]]  # Redis's INFO commandstats over the timed orders
+    applied: int  # timed orders the apply script counted as applied
+
+
+async def _measure(
+    settings: Settings, warm: list[Record], timed: list[Record], progress: bool
+) -> Measured:
+    client = connect_async(settings)
+    counters = connect(settings)
+    try:
+        pipeline = Pipeline(settings, FeatureStore.of(client, settings), _discard)
+        pipeline.assign(range(PARTITIONS))
+        await _feed(pipeline, warm, progress, "warm-up")
+        before = summed_stats(counters, PARTITIONS).get("applied", 0)
+        await client.config_resetstat()
+        seconds = await _feed(pipeline, timed, progress, "orders")
+        commands = await client.info("commandstats")
+        applied = summed_stats(counters, PARTITIONS).get("applied", 0) - before
+        reference = await _reference(client, timed)
+    finally:
+        await client.aclose()
+        counters.close()
+    return Measured(seconds, reference, commands, applied)
+
+
+def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:
+    events, _ = read_events(path, WARM_LINES + 3 * orders)
+    head, later = events[:WARM_LINES], events[WARM_LINES:]
+    if sum(e.role == "orders" for e in later) < orders:
+        raise SystemExit(
+            f"{path} has fewer than {orders:,} orders after its first {WARM_LINES:,} lines: "
+            "pass a lower --orders, or the full file (`shelfcast data path`)"
+        )
+    burst = probe_orders(later, max(e.ts for e in head), orders)
+    offsets: dict[int, int] = {}
+    warm = records([e for e in head if e.role == "orders"], offsets)
+    timed = records(burst, offsets)
+    with (
+        tempfile.TemporaryDirectory() as home,
+        embedded_services(Settings.of(home=Path(home))) as settings,
+    ):
+        m = asyncio.run(_measure(settings, warm, timed, progress))
+    script = m.commands.get("cmdstat_evalsha", {"usec": 0, "calls": 0})
+    inside = {
+        name.removeprefix("cmdstat_"): round(v["calls"] / len(timed), 2)
+        for name, v in sorted(m.commands.items(), key=lambda kv: -kv[1]["calls"])
+        if name not in ("cmdstat_evalsha", "cmdstat_config")
+    }
+    us = m.seconds / len(timed) * 1e6
+    reference_us = m.reference / len(timed) * 1e6
+    return {
+        "orders": len(timed),
+        "applied": m.applied,
+        "us_per_order": round(us, 2),
+        "reference_us_per_order": round(reference_us, 2),
+        "ratio_to_reference": round(us / reference_us, 2),
+        "redis_script_us_per_order": round(script["usec"] / len(timed), 2),
+        "script_calls": script["calls"],
+        "redis_calls_per_order": round(sum(inside.values()), 2),
+        "redis_calls_per_order_by_command": inside,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", nargs="?", type=Path, default=SAMPLE, help="Online Retail CSV")
+    parser.add_argument("--orders", type=int, default=10_000, help="timed orders")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    if args.orders < BATCH:
+        parser.error(f"--orders must be at least {BATCH}")
+    result = run(args.file, args.orders, progress=not args.no_progress)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_apply.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

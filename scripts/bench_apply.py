@@ -19,9 +19,7 @@ machine's speed. It prints and saves ``bench_apply.json`` in ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import tempfile
 import time
 import zlib
@@ -35,6 +33,7 @@ from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.features.connect import connect, connect_async
 from streamer.features.store import FeatureStore, summed_stats
+from streamer.ops import bench_script
 from streamer.ops.bench import probe_orders
 from streamer.ops.embedded import embedded_services
 from streamer.ops.replay import Produced, read_events
@@ -153,18 +152,18 @@ def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", nargs="?", type=Path, default=SAMPLE, help="Online Retail CSV")
+    parser = bench_script.parser(__doc__)
+    parser.add_argument(
+        "file", nargs="?", type=Path, default=SAMPLE,
+        help="Online Retail CSV (default: the sample shipped in the repo; the full year is at "
+        "the path `shelfcast data path` prints)",
+    )  # fmt: skip
     parser.add_argument("--orders", type=int, default=10_000, help="timed orders")
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
     if args.orders < BATCH:
         parser.error(f"--orders must be at least {BATCH}")
     result = run(args.file, args.orders, progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_apply.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    bench_script.save(args.out, "bench_apply", result)
 
 
 if __name__ == "__main__":

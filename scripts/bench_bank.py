@@ -18,16 +18,14 @@ published forecast: equal before and after a change that should not move a numbe
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from models.bank import LSTM, Bank
 from models.testing import close_of
+from streamer.ops import bench_script
 from streamer.ops.bench_close import river_reference, synthetic
 from streamer.serving.lstm import with_mean
 
@@ -66,18 +64,14 @@ def run(rows: int, closes: int, progress: bool = True) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_script.parser(__doc__)
     parser.add_argument("--rows", type=int, default=12_500, help="series in the partition")
     parser.add_argument("--closes", type=int, default=15, help="timed closes after warm-up")
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
     if args.rows < 1 or args.closes < 1:
         parser.error("--rows and --closes must be at least 1")
     result = run(args.rows, args.closes, progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_bank.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    bench_script.save(args.out, "bench_bank", result)
 
 
 if __name__ == "__main__":

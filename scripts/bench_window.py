@@ -14,9 +14,7 @@ CPU, for each.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
 import tempfile
 import time
@@ -29,6 +27,7 @@ from streamer.config.settings import Settings
 from streamer.features.connect import worker_client
 from streamer.features.keys import bucket_key
 from streamer.features.store import FeatureStore
+from streamer.ops import bench_script
 from streamer.ops.embedded import EmbeddedRedis
 from streamer.serving.window import WindowCache
 
@@ -75,11 +74,9 @@ def _same(whole: np.ndarray, kept: np.ndarray) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_script.parser(__doc__)
     parser.add_argument("--series", type=int, default=2500, help="series in the partition")
     parser.add_argument("--traded", type=int, default=300, help="series with orders a bucket")
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
     if not 0 < args.traded <= args.series:
         parser.error("--traded must be between 1 and --series")
@@ -90,9 +87,7 @@ def main() -> None:
             result = asyncio.run(bench(server.url, args.series, args.traded, not args.no_progress))
         finally:
             server.stop()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_window.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    bench_script.save(args.out, "bench_window", result)
 
 
 if __name__ == "__main__":

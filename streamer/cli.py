@@ -306,6 +306,13 @@ def _bench_parser(sub: Subcommands) -> None:
     )
     _number(bp, "--series", int, 100_000, "series in the --close-only run (100000)")
     _number(bp, "--closes", int, 5, "timed closes of --close-only (5)")
+    bp.add_argument(
+        "--workers",
+        type=_positive(int),
+        default=BACKTEST_WORKERS,
+        help="processes closing a share of the partitions each in the --close-only run, as a "
+        f"backtest's workers ({BACKTEST_WORKERS} here: 2, or 1 on a single core)",
+    )
     bp.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
     _number(
         bp, "--lines", int, 60_000, "order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)"
@@ -818,7 +825,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.close_only:
         from streamer.ops.bench_close import CloseBench, run_close_bench
 
-        bench_close = CloseBench(args.series, settings.kafka.partitions, closes=args.closes)
+        bench_close = CloseBench(
+            args.series, settings.kafka.partitions, closes=args.closes, workers=args.workers
+        )
         out = run_close_bench(args.out, settings, bench_close, progress=not args.no_progress)
         print(json.dumps(out["close"], indent=2))
         return 0

@@ -6,12 +6,16 @@ thinned or thickened), spread over the partitions and written to an embedded Red
 worker's own apply script would leave them. Then the real close path runs: the pipeline
 reads the partition from Redis, learns, forecasts, decides reorder points and alerts,
 formats the outputs, produces them to the embedded Kafka and waits for their acknowledgement,
-and writes the close back to Redis. Measured in the same run, as the reference: river's
-``HoltWinters.learn_one`` + ``forecast(7)``, one object per series, on the same demand.
+and writes the close back to Redis. As a backtest's workers do (``shelfcast backtest
+--workers``), ``workers`` processes close a share of the partitions each, on one Redis and
+one broker; a close's time runs from every process starting it to the last one done.
+Measured in the same run, as the reference: river's ``HoltWinters.learn_one`` +
+``forecast(7)``, one object per series, on the same demand.
 
 Written to ``OUT/bench.json`` under ``close`` (docs/benchmark.md):
 
-* ``us_per_series``: one whole close per series, averaged over the timed closes;
+* ``us_per_series``: one whole close per series, averaged over the timed closes, and the
+  ``workers`` that closed;
 * ``river_hw_us_per_series``, ``ratio_to_river_hw``;
 * ``worker_bytes_per_series``: the banks' arrays, row names and SKU codes, per series;
 * ``redis_bytes_per_series``: Redis memory used per series (history, state, snapshots);
@@ -24,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import multiprocessing
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import TypeVar
 
@@ -74,6 +81,21 @@ class CloseBench:
     closes: int = 5  # timed closes
     river_series: int = 5_000  # series in the river reference (it is per object)
     seed: int = 0
+    workers: int = 1  # processes closing a share of the partitions each
+
+
+# how long a process may take over one close before the run counts it as failed
+CLOSE_TIMEOUT = 1_800.0
+
+
+@dataclass(frozen=True)
+class _Share:
+    """What one closing process kept and sent: its pipeline's bytes and its outputs."""
+
+    worker_bytes: int
+    delivered: int
+    forecasts: int
+    alerts: int
 
 
 def sample_demand(path: Path = SAMPLE) -> np.ndarray:
@@ -235,39 +257,102 @@ def _data_bytes(memory: dict[str, int]) -> int:
     return memory["used"] - memory["aof_buffer"]
 
 
+def _close_share(
+    settings: Settings,
+    bench: CloseBench,
+    mine: list[int],
+    start: Barrier,
+    done: Barrier,
+    out: Queue[_Share],
+) -> None:
+    """A closing process: its partitions' closes, one bucket each time the others start."""
+    out.put(asyncio.run(_closes(settings, bench, mine, start, done)))
+
+
+async def _closes(
+    settings: Settings, bench: CloseBench, mine: list[int], start: Barrier, done: Barrier
+) -> _Share:
+    tune_gc()  # the worker's collector settings: the close as a worker runs it
+    client = worker_client(settings)
+    sink = KafkaSink(settings)
+    pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
+    result = BatchResult()
+    for p in mine:
+        pipeline.closed[p] = START - 1
+    for d in range(bench.warmup + bench.closes):
+        b = START + d
+        start.wait(CLOSE_TIMEOUT)
+        for p in mine:
+            pipeline.max_ts[p] = bucket_start(b + 1, DAY_SECONDS) + 3_600
+        await pipeline.close_through(dict.fromkeys(mine, b), result)
+        done.wait(CLOSE_TIMEOUT)
+    sink.close()  # before the embedded broker stops: its producer would log failed reconnects
+    await pipeline.snapshot(mine)
+    await client.aclose()
+    return _Share(worker_bytes(pipeline), sink.delivered, result.forecasts, result.alerts)
+
+
+def _meet(barrier: Barrier, closers: list[multiprocessing.process.BaseProcess]) -> None:
+    """Wait at ``barrier`` with the closing processes; a process that died fails the run."""
+    try:
+        barrier.wait(CLOSE_TIMEOUT)
+    except multiprocessing.BrokenBarrierError:
+        codes = [c.exitcode for c in closers]
+        raise RuntimeError(f"a closing process failed (exit codes {codes})") from None
+
+
+async def _timed_closes(
+    settings: Settings,
+    bench: CloseBench,
+    client: aioredis.Redis,
+    names: list[str],
+    demand: np.ndarray,
+    progress: bool,
+) -> tuple[float, list[_Share]]:
+    """Seconds of the timed closes, from every process starting one to the last done; and
+    what each process reports."""
+    ctx = multiprocessing.get_context("spawn")
+    start, done = ctx.Barrier(bench.workers + 1), ctx.Barrier(bench.workers + 1)
+    out = ctx.Queue()
+    closers = [
+        ctx.Process(
+            target=_close_share,
+            args=(settings, bench, list(range(w, bench.partitions, bench.workers)), start, done,
+                  out),
+            daemon=True,
+        )
+        for w in range(bench.workers)
+    ]  # fmt: skip
+    for c in closers:
+        c.start()
+    timed = 0.0
+    days = bench.warmup + bench.closes
+    for d in tqdm(range(days), desc="closes", unit="bucket", disable=not progress):
+        await _touch(client, names, demand[:, d], bench.partitions)
+        _meet(start, closers)
+        started = time.perf_counter()
+        _meet(done, closers)
+        if d >= bench.warmup:
+            timed += time.perf_counter() - started
+    shares = [out.get(timeout=CLOSE_TIMEOUT) for _ in closers]
+    for c in closers:
+        c.join()
+    return timed, shares
+
+
 async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[str, object]:
     days = bench.warmup + bench.closes
     demand = synthetic(bench.series, days, bench.seed)
     # four locations a SKU, as the real data has about five; input topics are keyed by SKU,
     # so a SKU's locations share a partition
     names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
-    tune_gc()  # the worker's collector settings: the close and the restore as a worker runs them
+    tune_gc()  # the worker's collector settings: the restore as a worker runs it
     client = worker_client(settings)
     empty = _data_bytes(await _memory_parts(client))
     await _load(client, names, demand, bench.partitions)
-    sink = KafkaSink(settings)
-    pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
-    result = BatchResult()
-    timed = 0.0
-    for p in range(bench.partitions):
-        pipeline.closed[p] = START - 1
-    bar = tqdm(total=days, desc="closes", unit="bucket", disable=not progress)
-    for d in range(days):
-        b = START + d
-        for p in range(bench.partitions):
-            pipeline.max_ts[p] = bucket_start(b + 1, DAY_SECONDS) + 3_600
-        await _touch(client, names, demand[:, d], bench.partitions)
-        started = time.perf_counter()
-        await pipeline.close_through(dict.fromkeys(range(bench.partitions), b), result)
-        if d >= bench.warmup:
-            timed += time.perf_counter() - started
-        bar.update()
-    bar.close()
-    sink.close()  # before the embedded broker stops: its producer would log failed reconnects
-    await pipeline.snapshot(range(bench.partitions))
+    timed, shares = await _timed_closes(settings, bench, client, names, demand, progress)
     memory = await _memory_parts(client)
     used = _data_bytes(memory) - empty
-    worker = worker_bytes(pipeline)
     through = START + days - 1
     owners = partition_of(np.arange(bench.series), bench.partitions)
     parts = []
@@ -281,19 +366,20 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     return {
         "series": bench.series,
         "partitions": bench.partitions,
+        "workers": bench.workers,
         "timed_closes": bench.closes,
         "us_per_series": round(us, 3),
         "river_hw_us_per_series": round(river, 3),
         "river_hw_series": min(bench.river_series, bench.series),
         "ratio_to_river_hw": round(us / river, 3),
-        "worker_bytes_per_series": round(worker / bench.series, 1),
+        "worker_bytes_per_series": round(sum(s.worker_bytes for s in shares) / bench.series, 1),
         "redis_bytes_per_series": round(used / bench.series, 1),
         "redis_memory": memory,
         "restore_seconds": round(restore, 3),
         "restore_max_block_ms": round(blocked, 1),
-        "outputs_acknowledged": sink.delivered,
-        "forecasts": result.forecasts,
-        "alerts": result.alerts,
+        "outputs_acknowledged": sum(s.delivered for s in shares),
+        "forecasts": sum(s.forecasts for s in shares),
+        "alerts": sum(s.alerts for s in shares),
     }
 
 
@@ -302,6 +388,10 @@ def run_close_bench(
 ) -> dict[str, object]:
     """Run the close benchmark on fresh embedded services and write ``close`` into
     ``OUT/bench.json``, beside what a full ``shelfcast bench`` wrote there."""
+    if not 1 <= bench.workers <= bench.partitions:
+        raise ValueError(
+            f"--workers {bench.workers}: between 1 and the partitions ({bench.partitions})"
+        )
     out.mkdir(parents=True, exist_ok=True)
     settings = isolated(settings, out).replace(partitions=bench.partitions)
     with embedded_services(settings) as live:

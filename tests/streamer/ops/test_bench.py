@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -245,3 +246,22 @@ def test_the_close_bench_times_real_closes_and_says_where_redis_memory_goes(
     assert memory["used"] == memory["dataset"] + memory["overhead"]
     assert 0 < memory["keyspace_tables"] < memory["overhead"]
     assert 0 < close["redis_bytes_per_series"] * 120 < memory["used"]
+
+
+def test_the_close_bench_in_two_processes_closes_the_same_as_in_one(tmp_path: Path) -> None:
+    """``--workers 2``: each process closes its share of the partitions, on one Redis and one
+    broker, and together they publish what one process does; more workers than partitions
+    is refused."""
+    figures = {}
+    for workers in (1, 2):
+        bench = CloseBench(series=120, partitions=2, closes=2, river_series=40, workers=workers)
+        out = tmp_path / str(workers)
+        close = run_close_bench(out, Settings.of(home=out), bench, progress=False)["close"]
+        assert close["workers"] == workers
+        figures[workers] = {
+            k: close[k]
+            for k in ("forecasts", "alerts", "outputs_acknowledged", "worker_bytes_per_series")
+        }
+    assert figures[2] == figures[1] and figures[1]["forecasts"] > 0
+    with pytest.raises(ValueError, match="--workers 3"):
+        run_close_bench(tmp_path, Settings.of(home=tmp_path), replace(bench, workers=3))

@@ -309,9 +309,9 @@ def _bench_parser(sub: Subcommands) -> None:
     bp.add_argument(
         "--workers",
         type=_positive(int),
-        default=BACKTEST_WORKERS,
         help="processes closing a share of the partitions each in the --close-only run, as a "
-        f"backtest's workers ({BACKTEST_WORKERS} here: 2, or 1 on a single core)",
+        f"backtest's workers (default {BACKTEST_WORKERS} here: 2, or 1 on a single core; at "
+        "most the partitions)",
     )
     bp.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
     _number(
@@ -825,9 +825,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.close_only:
         from streamer.ops.bench_close import CloseBench, run_close_bench
 
-        bench_close = CloseBench(
-            args.series, settings.kafka.partitions, closes=args.closes, workers=args.workers
-        )
+        partitions = settings.kafka.partitions
+        workers = args.workers or min(BACKTEST_WORKERS, partitions)
+        bench_close = CloseBench(args.series, partitions, closes=args.closes, workers=workers)
         out = run_close_bench(args.out, settings, bench_close, progress=not args.no_progress)
         print(json.dumps(out["close"], indent=2))
         return 0

@@ -14,8 +14,8 @@ Measured in the same run, as the reference: river's ``HoltWinters.learn_one`` +
 
 Written to ``OUT/bench.json`` under ``close`` (docs/benchmark.md):
 
-* ``us_per_series``: one whole close per series, averaged over the timed closes, and the
-  ``workers`` that closed;
+* ``us_per_series``: one whole close per series, averaged over the timed closes (wall time,
+  every closing process together), and the ``workers`` that closed;
 * ``river_hw_us_per_series``, ``ratio_to_river_hw``;
 * ``worker_bytes_per_series``: the banks' arrays, row names and SKU codes, per series;
 * ``redis_bytes_per_series``: Redis memory used per series (history, state, snapshots);
@@ -29,12 +29,16 @@ import asyncio
 import gzip
 import json
 import multiprocessing
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from multiprocessing import connection
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from threading import BrokenBarrierError
 from typing import TypeVar
 
 import numpy as np
@@ -265,7 +269,8 @@ def _close_share(
     done: Barrier,
     out: Queue[_Share],
 ) -> None:
-    """A closing process: its partitions' closes, one bucket each time the others start."""
+    """A closing process: it closes its partitions a bucket at a time, in step with the other
+    processes and the parent through ``start`` and ``done``, then reports its share."""
     out.put(asyncio.run(_closes(settings, bench, mine, start, done)))
 
 
@@ -292,13 +297,74 @@ async def _closes(
     return _Share(worker_bytes(pipeline), sink.delivered, result.forecasts, result.alerts)
 
 
-def _meet(barrier: Barrier, closers: list[multiprocessing.process.BaseProcess]) -> None:
-    """Wait at ``barrier`` with the closing processes; a process that died fails the run."""
-    try:
-        barrier.wait(CLOSE_TIMEOUT)
-    except multiprocessing.BrokenBarrierError:
-        codes = [c.exitcode for c in closers]
-        raise RuntimeError(f"a closing process failed (exit codes {codes})") from None
+class _Closers:
+    """The closing processes, partition ``p`` in process ``p mod workers``, and the two
+    barriers that keep them in step with the parent. A process that fails or is killed
+    breaks both barriers at once (``_watch``): nobody waits out the timeout for it."""
+
+    def __init__(self, settings: Settings, bench: CloseBench) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.start, self.done = ctx.Barrier(bench.workers + 1), ctx.Barrier(bench.workers + 1)
+        self._out: Queue[_Share] = ctx.Queue()
+        shares = [list(range(w, bench.partitions, bench.workers)) for w in range(bench.workers)]
+        self._procs = [
+            ctx.Process(
+                target=_close_share,
+                args=(settings, bench, mine, self.start, self.done, self._out),
+                daemon=True,
+            )
+            for mine in shares
+        ]
+        for proc in self._procs:
+            proc.start()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        left = {proc.sentinel: proc for proc in self._procs}
+        while left:
+            for ended in connection.wait(list(left)):
+                if left.pop(ended).exitcode != 0:  # type: ignore[call-overload]
+                    self.abort()
+                    return
+
+    def abort(self) -> None:
+        self.start.abort()
+        self.done.abort()
+
+    def meet(self, barrier: Barrier) -> None:
+        """Wait at ``barrier`` with every closing process."""
+        try:
+            barrier.wait(CLOSE_TIMEOUT)
+        except BrokenBarrierError:
+            raise self._failed() from None
+
+    def _failed(self) -> RuntimeError:
+        codes = [proc.exitcode for proc in self._procs]
+        return RuntimeError(
+            f"a closing process failed or timed out (exit codes {codes}); its traceback is above"
+        )
+
+    def shares(self) -> list[_Share]:
+        """What every process reports once its closes are done."""
+        shares: list[_Share] = []
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while len(shares) < len(self._procs):
+            try:
+                shares.append(self._out.get(timeout=1.0))
+            except queue.Empty:
+                failed = any(proc.exitcode not in (None, 0) for proc in self._procs)
+                if failed or time.monotonic() > deadline:
+                    raise self._failed() from None
+        return shares
+
+    def stop(self) -> None:
+        """Nothing left waiting and no process left behind, however the run ended."""
+        self.abort()
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
 
 
 async def _timed_closes(
@@ -309,35 +375,22 @@ async def _timed_closes(
     demand: np.ndarray,
     progress: bool,
 ) -> tuple[float, list[_Share]]:
-    """Seconds of the timed closes, from every process starting one to the last done; and
-    what each process reports."""
-    ctx = multiprocessing.get_context("spawn")
-    start, done = ctx.Barrier(bench.workers + 1), ctx.Barrier(bench.workers + 1)
-    out = ctx.Queue()
-    closers = [
-        ctx.Process(
-            target=_close_share,
-            args=(settings, bench, list(range(w, bench.partitions, bench.workers)), start, done,
-                  out),
-            daemon=True,
-        )
-        for w in range(bench.workers)
-    ]  # fmt: skip
-    for c in closers:
-        c.start()
-    timed = 0.0
-    days = bench.warmup + bench.closes
-    for d in tqdm(range(days), desc="closes", unit="bucket", disable=not progress):
-        await _touch(client, names, demand[:, d], bench.partitions)
-        _meet(start, closers)
-        started = time.perf_counter()
-        _meet(done, closers)
-        if d >= bench.warmup:
-            timed += time.perf_counter() - started
-    shares = [out.get(timeout=CLOSE_TIMEOUT) for _ in closers]
-    for c in closers:
-        c.join()
-    return timed, shares
+    """Seconds of the timed closes, each from every process starting it to the last one
+    done (wall time, whatever the number of processes); and what each process reports."""
+    closers = _Closers(settings, bench)
+    try:
+        timed = 0.0
+        days = bench.warmup + bench.closes
+        for d in tqdm(range(days), desc="closes", unit="bucket", disable=not progress):
+            await _touch(client, names, demand[:, d], bench.partitions)
+            closers.meet(closers.start)
+            started = time.perf_counter()
+            closers.meet(closers.done)
+            if d >= bench.warmup:
+                timed += time.perf_counter() - started
+        return timed, closers.shares()
+    finally:
+        closers.stop()
 
 
 async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[str, object]:
@@ -348,10 +401,13 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
     names = [f"S{i // 4}@L{i % 4}" for i in range(bench.series)]
     tune_gc()  # the worker's collector settings: the restore as a worker runs it
     client = worker_client(settings)
-    empty = _data_bytes(await _memory_parts(client))
-    await _load(client, names, demand, bench.partitions)
-    timed, shares = await _timed_closes(settings, bench, client, names, demand, progress)
-    memory = await _memory_parts(client)
+    try:
+        empty = _data_bytes(await _memory_parts(client))
+        await _load(client, names, demand, bench.partitions)
+        timed, shares = await _timed_closes(settings, bench, client, names, demand, progress)
+        memory = await _memory_parts(client)
+    finally:
+        await client.aclose()
     used = _data_bytes(memory) - empty
     through = START + days - 1
     owners = partition_of(np.arange(bench.series), bench.partitions)
@@ -360,7 +416,6 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         mine = [names[i] for i in np.flatnonzero(owners == p)]
         parts.append((p, mine, np.full(len(mine), START)))
     restore, blocked = await _restore_all(settings, parts, through)
-    await client.aclose()
     river = river_reference(demand[: bench.river_series], bench.warmup, bench.closes)
     us = timed / (bench.series * bench.closes) * 1e6
     return {

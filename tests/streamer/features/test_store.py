@@ -396,7 +396,7 @@ def test_deltas_apply_at_once_before_a_partition_has_any_order(redis_url: str) -
     assert state(redis_url)["on_hand"] == "10"
 
 
-def test_what_a_call_gathers_is_written_once_for_every_series(redis_url: str) -> None:
+def test_one_call_of_thousands_of_series_touches_activates_and_expires_each(redis_url: str) -> None:
     # one call of 2,500 series (a replay's segment holds thousands), one of them ordered again
     # in a later and then an earlier bucket: every series touched, active at its latest
     # bucket, counted in its bucket's orders and given its time to live

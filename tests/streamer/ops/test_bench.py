@@ -6,7 +6,7 @@ import csv
 import json
 import subprocess
 import sys
-from dataclasses import replace
+import time
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from streamer.config.settings import Settings
+from streamer.ops import bench_close
 from streamer.ops.bench import (
     BenchSettings,
     alert_latencies,
@@ -24,7 +25,7 @@ from streamer.ops.bench import (
     quantile,
     run_bench,
 )
-from streamer.ops.bench_close import CloseBench, run_close_bench
+from streamer.ops.bench_close import CloseBench, _Closers, run_close_bench
 from streamer.ops.replay import Produced, read_online_retail
 from tests.conftest import ROOT, SAMPLE
 
@@ -263,5 +264,27 @@ def test_the_close_bench_in_two_processes_closes_the_same_as_in_one(tmp_path: Pa
             for k in ("forecasts", "alerts", "outputs_acknowledged", "worker_bytes_per_series")
         }
     assert figures[2] == figures[1] and figures[1]["forecasts"] > 0
+    three = CloseBench(series=120, partitions=2, workers=3)
     with pytest.raises(ValueError, match="--workers 3"):
-        run_close_bench(tmp_path, Settings.of(home=tmp_path), replace(bench, workers=3))
+        run_close_bench(tmp_path, Settings.of(home=tmp_path), three)
+
+
+def test_a_closing_process_that_fails_fails_the_close_bench_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closing process that dies (here: no Redis to close on) breaks the barriers: the run
+    fails within seconds, naming the exit codes, instead of waiting out its timeout (cut to
+    a minute here, so that a regression fails this test rather than hanging it)."""
+    monkeypatch.setattr(bench_close, "CLOSE_TIMEOUT", 60.0)
+    settings = Settings.of(
+        home=tmp_path, redis_url="redis://127.0.0.1:9/0", kafka_bootstrap_servers="127.0.0.1:9"
+    )
+    closers = _Closers(settings, CloseBench(series=8, partitions=2, warmup=0, closes=1, workers=2))
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match=r"closing process failed .*exit codes"):
+            closers.meet(closers.start)
+            closers.meet(closers.done)
+    finally:
+        closers.stop()
+    assert time.monotonic() - started < 30

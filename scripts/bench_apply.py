@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.features.connect import connect, connect_async
 from streamer.features.store import FeatureStore, summed_stats
+from streamer.ingest.status import kafka_partition
 from streamer.ops import bench_script
 from streamer.ops.bench import probe_orders
 from streamer.ops.embedded import EmbeddedRedis
@@ -47,12 +47,11 @@ PARTITIONS = 8
 
 
 def records(events: Sequence[Produced], offsets: dict[int, int]) -> list[Record]:
-    """``events`` as Kafka would deliver them, a stable hash of the SKU naming the partition."""
+    """``events`` as Kafka would deliver them, in the partition its partitioner gives the SKU."""
     out = []
     for e in events:
-        key = e.key.encode()
-        p = zlib.crc32(key) % PARTITIONS
-        out.append(Record("orders", p, offsets.get(p, 0), key, e.value))
+        p = kafka_partition(e.key, PARTITIONS)
+        out.append(Record("orders", p, offsets.get(p, 0), e.key.encode(), e.value))
         offsets[p] = offsets.get(p, 0) + 1
     return out
 

@@ -105,19 +105,21 @@ local function trimmed(moves_ts, moves_from)
   return -math.huge
 end
 
+-- Whether it moved the stock (it added a member to the series' movements).
 local function move(s, member, delta, ts)
   local st = series_key(s, 'state')
-  local snap = tonumber(redis.call('HGET', st, 'snapshot_ts') or '-1')
-  if ts <= snap then return end  -- the newer snapshot already counts this movement
+  local kept = redis.call('HMGET', st, 'moves_ts', 'moves_from', 'snapshot_ts')
+  -- the newer snapshot already counts this movement
+  if ts <= tonumber(kept[3] or '-1') then return false end
   redis.call('HINCRBY', st, 'on_hand', delta)
   -- the time keeps one id reused in another bucket (dedupe is per bucket) a separate member
   redis.call('ZADD', series_key(s, 'moves'), ts, member .. '|' .. ts .. '|' .. delta)
-  local kept = redis.call('HMGET', st, 'moves_ts', 'moves_from')
   if ts > tonumber(kept[1] or '-1') then
     local from = math.max(kept_from(ts), trimmed(kept[1], kept[2]))
     redis.call('HSET', st, 'moves_ts', ts, 'moves_from', from)
     redis.call('ZREMRANGEBYSCORE', series_key(s, 'moves'), '-inf', '(' .. from)
   end
+  return true
 end
 
 local function snapshot(s, value, ts)
@@ -169,6 +171,7 @@ local function advance(ts)
     restock(s, d[P.event_id], kind, qty, d[P.po_id], at)
     redis.call('SADD', touched, s)
     for _, h in ipairs(keys.stock) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+    redis.call('HDEL', series_key(s, 'state'), 'ttl_mark')  -- see ``priced``
     walk(s, at, kind == KIND.purchase_order and qty > 0)
   end
   redis.call('ZREMRANGEBYSCORE', pending, '-inf', ts)
@@ -228,7 +231,7 @@ local function signal_cancel(s, bucket, sizes)
   store_signals(s, bucket, v)
 end
 
-local function order(s, bucket, qty, price, customer, promo)
+local function order(s, bucket, qty, price, customer, promo, fresh)
   local st, sizes = series_key(s, 'state'), series_key(s, 'sizes', bucket)
   -- the partition's demand and revenue of the bucket, by series: what its close reads
   local pdemand, prevenue = bucket_key('demand', bucket), bucket_key('revenue', bucket)
@@ -242,7 +245,7 @@ local function order(s, bucket, qty, price, customer, promo)
       redis.call('HSET', st, 'last_price', price)
     end
     redis.call('HINCRBY', sizes, tostring(qty), 1)
-    redis.call('EXPIRE', sizes, ttl)
+    if not fresh then redis.call('EXPIRE', sizes, ttl) end
     redis.call('HINCRBY', orders, bucket, 1)
     if keep_signals then signal_order(s, bucket, qty, customer, promo) end
   elseif tonumber(redis.call('HGET', sizes, tostring(-qty)) or '0') > 0 then
@@ -264,6 +267,21 @@ local function order(s, bucket, qty, price, customer, promo)
   end
 end
 
+-- Times to live are refreshed once a bucket for a series' run of priced orders: an EXPIRE of
+-- each of its keys at every event was a quarter of Redis's time an order
+-- (scripts/bench_apply.py), and a series' keys live 90 days from the first event of the day
+-- instead of the last. ``ttl_mark`` in its state holds the shape of the priced order (its
+-- bucket, and whether it names a customer when the signals are kept) after which every key
+-- that such an order writes existed with its time to live. An order of that shape in that
+-- bucket writes only those keys, and orders never delete one: it refreshes none. Any other
+-- event refreshes what it wrote and forgets the mark, since a snapshot may delete the
+-- movements (``snapshot``) for the next order to create again. The priced shape, or nil.
+local function priced(kind, qty, price, customer, bucket)
+  if kind ~= KIND.order or qty <= 0 or price == cjson.null then return nil end
+  if not keep_signals then return tostring(bucket) end
+  return bucket .. ((customer == cjson.null or customer == nil) and ':n' or ':c')
+end
+
 local counts, E = {}, F.event  -- counts by status
 for _, e in ipairs(cjson.decode(ARGV[8])) do
   local kind, s, eid, bucket = e[E.kind], e[E.series], e[E.event_id], e[E.bucket]
@@ -279,20 +297,23 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
     -- means the offsets went backwards (a recreated topic): skipped, but reported
     if redis.call('SISMEMBER', ids, eid) == 0 then status = STATUS.offset_regression end
   elseif redis.call('SADD', ids, eid) == 1 then
-    redis.call('EXPIRE', ids, ttl)
     local st = series_key(s, 'state')
+    local shape = priced(kind, qty, price, e[E.customer_id], bucket)
+    local fresh = shape ~= nil and redis.call('HGET', st, 'ttl_mark') == shape
+    local moved = false
+    if not fresh then redis.call('EXPIRE', ids, ttl) end
     status = STATUS.applied
     redis.call('SADD', touched, s)
     if kind ~= KIND.order and ts > inventory then inventory, inventory_moved = ts, true end
     if kind == KIND.order then
-      order(s, bucket, qty, price, e[E.customer_id], e[E.promo])
+      order(s, bucket, qty, price, e[E.customer_id], e[E.promo], fresh)
       if e[E.moves_clock] then
         advance(ts)
         -- the partition's first order: the buckets before it have nothing to close, and a
         -- process restarted before its first close must not start from a later order's
         redis.call('HSETNX', clock_key, 'closed', bucket - 1)
       end
-      move(s, eid, -qty, ts)
+      moved = move(s, eid, -qty, ts)
       redis.call('ZADD', active, 'GT', bucket, s)
     elseif (kind == KIND.delta or kind == KIND.purchase_order) and clock >= 0 and ts > clock then
       defer(s, eid, qty, bucket, ts, kind, po)
@@ -305,16 +326,24 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
       status = STATUS.stale
     end
     -- a series with no event for series_ttl ages out entirely
-    for _, h in ipairs(keys.expire) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
-    if keep_signals then
-      for _, h in ipairs(keys.signals) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+    if not fresh then
+      for _, h in ipairs(keys.expire) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+      if keep_signals then
+        for _, h in ipairs(keys.signals) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
+      end
+      -- an order that moved no stock left the movements as they were: perhaps none
+      if shape ~= nil and moved then
+        redis.call('HSET', st, 'ttl_mark', shape)
+      elseif shape == nil then
+        redis.call('HDEL', st, 'ttl_mark')
+      end
     end
     if lead ~= cjson.null then redis.call('HSET', st, 'lead_time', lead) end
     if e[E.pack_size] ~= cjson.null then redis.call('HSET', st, 'pack_size', e[E.pack_size]) end
     -- Only orders make a series active (forecast at each close) and set its first bucket:
     -- their order relative to the closes is fixed by the orders topic, while how far the
     -- inventory topic was read ahead of it is not, and must not decide what a close learns.
-    if kind == KIND.order then redis.call('HSETNX', st, 'first_bucket', bucket) end
+    if kind == KIND.order and not fresh then redis.call('HSETNX', st, 'first_bucket', bucket) end
     if not deferred and status == STATUS.applied then
       walk(s, ts, kind == KIND.purchase_order and qty > 0)
     end

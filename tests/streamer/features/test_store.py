@@ -544,3 +544,37 @@ def test_the_alert_walk_reads_a_reorder_point_stored_with_its_settings(redis_url
     [alert] = apply_full(redis_url, [effect("o1", "o", 7, at=2 * hour, offset=0)]).outbox
     assert (alert.status, alert.on_hand) == ("raised", 3)
     assert (alert.rop["service_level"], alert.rop["review_days"]) == (0.9, 14.0)
+
+
+def test_times_to_live_refresh_once_a_bucket_for_a_run_of_priced_orders(redis_url: str) -> None:
+    r = redis_client(redis_url, decode_responses=True)
+    key = "shelfcast:{p0}:s:A1@UK:"
+    apply(redis_url, [effect("o1", "o", 5, offset=0)])
+    for name in ("state", "demand", "lines", "revenue", "moves", "ids:1", "sizes:1"):
+        r.expire(key + name, 1000)
+    # another priced order that day writes only keys the first one gave their time to live
+    apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
+    assert all(0 < r.ttl(key + name) <= 1000 for name in ("state", "demand", "moves", "ids:1"))
+    # an unpriced order, or the next day's first, refreshes every key of the series again
+    apply(redis_url, [effect("o3", "o", 1, offset=2, at=120_000, price=None)])
+    assert r.ttl(key + "demand") > 1000 and r.ttl(key + "ids:1") > 1000
+    r.expire(key + "demand", 1000)
+    apply(redis_url, [effect("o4", "o", 2, day=2, offset=3)])
+    assert r.ttl(key + "demand") > 1000 and r.ttl(key + "ids:2") > 1000
+
+
+def test_an_order_recreating_the_movements_a_snapshot_deleted_gives_them_a_time_to_live(
+    redis_url: str,
+) -> None:
+    hour = 3_600_000
+    r = redis_client(redis_url, decode_responses=True)
+    moves = "shelfcast:{p0}:s:A1@UK:moves"
+    apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
+    # a later snapshot counts the order and deletes the movements
+    apply(redis_url, [effect("s1", "s", 50, at=2 * hour, offset=0, tp="inventory:0")])
+    assert not r.exists(moves)
+    # a priced order of the same day, older than the snapshot: no movement, nothing created
+    apply(redis_url, [effect("o0", "o", 1, at=hour // 2, offset=1)])
+    assert not r.exists(moves)
+    apply(redis_url, [effect("o2", "o", 2, at=3 * hour, offset=2)])
+    assert r.ttl(moves) > 0 and state(redis_url)["on_hand"] == "48"

@@ -273,9 +273,11 @@ end
 -- instead of the last. ``ttl_mark`` in its state holds the shape of the priced order (its
 -- bucket, and whether it names a customer when the signals are kept) after which every key
 -- that such an order writes existed with its time to live. An order of that shape in that
--- bucket writes only those keys, and orders never delete one: it refreshes none. Any other
--- event refreshes what it wrote and forgets the mark, since a snapshot may delete the
--- movements (``snapshot``) for the next order to create again. The priced shape, or nil.
+-- bucket writes only those keys, and orders never delete one: it refreshes none, unless the
+-- bucket's id set is new (the ids and sizes, given their shorter time to live together, have
+-- expired). Any other event refreshes what it wrote and forgets the mark, since a snapshot may
+-- delete the movements (``snapshot``) for the next order to create again; so does a close
+-- that trims the series' history (close.lua). The priced shape, or nil.
 local function priced(kind, qty, price, customer, bucket)
   if kind ~= KIND.order or qty <= 0 or price == cjson.null then return nil end
   if not keep_signals then return tostring(bucket) end
@@ -299,7 +301,9 @@ for _, e in ipairs(cjson.decode(ARGV[8])) do
   elseif redis.call('SADD', ids, eid) == 1 then
     local st = series_key(s, 'state')
     local shape = priced(kind, qty, price, e[E.customer_id], bucket)
+    -- the bucket's ids and sizes live shorter than the mark: expired, they are new again
     local fresh = shape ~= nil and redis.call('HGET', st, 'ttl_mark') == shape
+      and redis.call('SCARD', ids) > 1
     local moved = false
     if not fresh then redis.call('EXPIRE', ids, ttl) end
     status = STATUS.applied

@@ -44,9 +44,13 @@ end
 for k, v in pairs(cjson.decode(ARGV[11])) do
   redis.call('HINCRBYFLOAT', evaluation, k, string.format('%.17g', v))
 end
--- the history leaving the window: only series that had orders in that bucket have any
+-- the history leaving the window: only series that had orders in that bucket have any. A
+-- trimmed hash may be gone, and the next order must give it its time to live again: the
+-- series' mark of priced orders (apply.lua: ``priced``) goes. The bucket's signals list none
+-- but these: every event that writes them writes the partition's demand.
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
   for _, h in ipairs(keys.history) do redis.call('HDEL', series_key(s, h), trim) end
+  redis.call('HDEL', series_key(s, 'state'), 'ttl_mark')
 end
 for _, s in ipairs(redis.call('HKEYS', trim_signals)) do
   redis.call('HDEL', series_key(s, 'signals'), trim)
@@ -57,7 +61,7 @@ if #gone > 0 then hdel_all({rops, rolling, forecasts}, gone) end
 -- a series back after a whole activity window starts afresh from then, in the live bank and
 -- in a restart's replay alike: its next order records a new first bucket
 for _, s in ipairs(gone) do
-  redis.call('HDEL', series_key(s, 'state'), 'first_bucket')
+  redis.call('HDEL', series_key(s, 'state'), 'first_bucket', 'ttl_mark')
 end
 redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. first_active)
 redis.call('HINCRBY', stats, 'buckets_closed', 1)

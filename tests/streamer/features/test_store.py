@@ -578,3 +578,38 @@ def test_an_order_recreating_the_movements_a_snapshot_deleted_gives_them_a_time_
     assert not r.exists(moves)
     apply(redis_url, [effect("o2", "o", 2, at=3 * hour, offset=2)])
     assert r.ttl(moves) > 0 and state(redis_url)["on_hand"] == "48"
+
+
+def test_a_marked_order_gives_the_bucket_sets_that_expired_their_time_to_live(
+    redis_url: str,
+) -> None:
+    r = redis_client(redis_url)
+    key = "shelfcast:{p0}:s:A1@UK:"
+    apply(redis_url, [effect("o1", "o", 5, offset=0)])
+    # the dedupe time to live is shorter than the series': the bucket's sets expire first
+    r.delete(key + "ids:1", key + "sizes:1")
+    apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
+    assert r.ttl(key + "ids:1") > 0 and r.ttl(key + "sizes:1") > 0
+
+
+def test_a_late_order_after_a_close_trimmed_its_bucket_gives_the_history_a_time_to_live(
+    redis_url: str,
+) -> None:
+    r = redis_client(redis_url)
+    key = "shelfcast:{p0}:s:A1@UK:"
+    apply(redis_url, [effect("o1", "o", 5, offset=0)])
+
+    async def close_trimming_day_1() -> None:
+        client = async_redis_client(redis_url)
+        store = FeatureStore(client, 3600)
+        fields = CloseFields(["A1@UK"], ["1.0|1|1|1|3|a"], ["9|tsb|2|1"], ["A1@UK"], ["1|2|3"])
+        await store.write_close(
+            0, await store.claim(0), 2, fields, closed=False, learned=1, trim_before=1,
+            inactive_before=0, max_ts=2 * 86_400.0, evaluation={}, snapshot=None,
+        )  # fmt: skip
+        await client.aclose()
+
+    asyncio.run(close_trimming_day_1())
+    assert not r.exists(key + "demand")  # its only bucket left the history
+    apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
+    assert all(r.ttl(key + name) > 0 for name in ("demand", "lines", "revenue"))

@@ -4,6 +4,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from redis import Redis
 
 from streamer.features import store as features
 from streamer.features.codec import AlertRecord, Status, StockEffect, outbox_entry
@@ -546,10 +547,17 @@ def test_the_alert_walk_reads_a_reorder_point_stored_with_its_settings(redis_url
     assert (alert.rop["service_level"], alert.rop["review_days"]) == (0.9, 14.0)
 
 
+SERIES_KEYS = "shelfcast:{p0}:s:A1@UK:"  # + a key's name
+
+
+def marked(url: str) -> Redis:
+    """A client, after a priced order of day 1 gave the series' keys their time to live."""
+    apply(url, [effect("o1", "o", 5, offset=0)])
+    return redis_client(url)
+
+
 def test_times_to_live_refresh_once_a_bucket_for_a_run_of_priced_orders(redis_url: str) -> None:
-    r = redis_client(redis_url, decode_responses=True)
-    key = "shelfcast:{p0}:s:A1@UK:"
-    apply(redis_url, [effect("o1", "o", 5, offset=0)])
+    r, key = marked(redis_url), SERIES_KEYS
     for name in ("state", "demand", "lines", "revenue", "moves", "ids:1", "sizes:1"):
         r.expire(key + name, 1000)
     # another priced order that day writes only keys the first one gave their time to live
@@ -583,9 +591,7 @@ def test_an_order_recreating_the_movements_a_snapshot_deleted_gives_them_a_time_
 def test_a_marked_order_gives_the_bucket_sets_that_expired_their_time_to_live(
     redis_url: str,
 ) -> None:
-    r = redis_client(redis_url)
-    key = "shelfcast:{p0}:s:A1@UK:"
-    apply(redis_url, [effect("o1", "o", 5, offset=0)])
+    r, key = marked(redis_url), SERIES_KEYS
     # the dedupe time to live is shorter than the series': the bucket's sets expire first
     r.delete(key + "ids:1", key + "sizes:1")
     apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
@@ -595,9 +601,7 @@ def test_a_marked_order_gives_the_bucket_sets_that_expired_their_time_to_live(
 def test_a_late_order_after_a_close_trimmed_its_bucket_gives_the_history_a_time_to_live(
     redis_url: str,
 ) -> None:
-    r = redis_client(redis_url)
-    key = "shelfcast:{p0}:s:A1@UK:"
-    apply(redis_url, [effect("o1", "o", 5, offset=0)])
+    r, key = marked(redis_url), SERIES_KEYS
 
     async def close_trimming_day_1() -> None:
         client = async_redis_client(redis_url)

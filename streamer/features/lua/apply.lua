@@ -171,7 +171,6 @@ local function advance(ts)
     restock(s, d[P.event_id], kind, qty, d[P.po_id], at)
     redis.call('SADD', touched, s)
     for _, h in ipairs(keys.stock) do redis.call('EXPIRE', series_key(s, h), series_ttl) end
-    redis.call('HDEL', series_key(s, 'state'), 'ttl_mark')  -- see ``priced``
     walk(s, at, kind == KIND.purchase_order and qty > 0)
   end
   redis.call('ZREMRANGEBYSCORE', pending, '-inf', ts)
@@ -268,18 +267,21 @@ local function order(s, bucket, qty, price, customer, promo, fresh)
 end
 
 -- Times to live are refreshed once a bucket for a series' run of priced orders: an EXPIRE of
--- each of its keys at every event was a quarter of Redis's time an order
--- (scripts/bench_apply.py), and a series' keys live 90 days from the first event of the day
--- instead of the last. ``ttl_mark`` in its state holds the shape of the priced order (its
--- bucket, and whether it names a customer when the signals are kept) after which every key
--- that such an order writes existed with its time to live. An order of that shape in that
+-- each of its keys at every event was a fifth to a quarter of Redis's time an order
+-- (scripts/bench_apply.py), and a series' keys may expire up to a bucket before the time to
+-- live after its last event. ``ttl_mark`` in its state holds the shape of the priced order
+-- (its bucket, and whether it names a customer when the signals are kept) after which every
+-- key that such an order writes existed with its time to live. An order of that shape in that
 -- bucket writes only those keys, and orders never delete one: it refreshes none, unless the
 -- bucket's id set is new (the ids and sizes, given their shorter time to live together, have
 -- expired). Any other event refreshes what it wrote and forgets the mark, since a snapshot may
--- delete the movements (``snapshot``) for the next order to create again; so does a close
--- that trims the series' history (close.lua). The priced shape, or nil.
+-- delete the movements (``snapshot``) for the next order to create again. A bucket a close
+-- trimmed out of the history may have taken the history hashes with it (close.lua): its
+-- orders have no shape. The priced shape, or nil.
+local history_trimmed = tonumber(redis.call('HGET', clock_key, 'trimmed') or '') or -math.huge
 local function priced(kind, qty, price, customer, bucket)
   if kind ~= KIND.order or qty <= 0 or price == cjson.null then return nil end
+  if bucket <= history_trimmed then return nil end
   if not keep_signals then return tostring(bucket) end
   return bucket .. ((customer == cjson.null or customer == nil) and ':n' or ':c')
 end

@@ -44,22 +44,25 @@ end
 for k, v in pairs(cjson.decode(ARGV[11])) do
   redis.call('HINCRBYFLOAT', evaluation, k, string.format('%.17g', v))
 end
--- the history leaving the window: only series that had orders in that bucket have any. A
--- trimmed hash may be gone, and the next order must give it its time to live again: the
--- series' mark of priced orders (apply.lua: ``priced``) goes. The bucket's signals list none
--- but these: every event that writes them writes the partition's demand.
+-- the history leaving the window: only series that had orders in that bucket have any
 for _, s in ipairs(redis.call('HKEYS', trim_demand)) do
   for _, h in ipairs(keys.history) do redis.call('HDEL', series_key(s, h), trim) end
-  redis.call('HDEL', series_key(s, 'state'), 'ttl_mark')
 end
 for _, s in ipairs(redis.call('HKEYS', trim_signals)) do
   redis.call('HDEL', series_key(s, 'signals'), trim)
 end
 redis.call('DEL', trim_demand, trim_revenue, trim_signals)
+-- A trimmed hash may be gone: the apply script's next order of a bucket up to here gives it
+-- its time to live again (apply.lua: ``priced``). The newest such bucket, in case the history
+-- was made longer.
+if tonumber(trim) > (tonumber(redis.call('HGET', clock_key, 'trimmed') or '') or -math.huge) then
+  redis.call('HSET', clock_key, 'trimmed', trim)
+end
 local gone = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. first_active)
 if #gone > 0 then hdel_all({rops, rolling, forecasts}, gone) end
 -- a series back after a whole activity window starts afresh from then, in the live bank and
--- in a restart's replay alike: its next order records a new first bucket
+-- in a restart's replay alike: its next order records a new first bucket, which an order the
+-- mark of priced orders lets pass would not (apply.lua: ``priced``)
 for _, s in ipairs(gone) do
   redis.call('HDEL', series_key(s, 'state'), 'first_bucket', 'ttl_mark')
 end

@@ -33,18 +33,23 @@ def effect(
         lead_time_days=kw.pop("lead", None),  # type: ignore[arg-type]
         po_id=kw.pop("po", None),  # type: ignore[arg-type]
         pack_size=kw.pop("pack", None),  # type: ignore[arg-type]
+        customer_id=kw.pop("customer", None),  # type: ignore[arg-type]
     )
 
 
 def apply_full(
-    url: str, effects: list[StockEffect], advance_ms: int | None = None, delivered: int = 0
+    url: str,
+    effects: list[StockEffect],
+    advance_ms: int | None = None,
+    delivered: int = 0,
+    signals: bool = False,
 ) -> ApplyResult:
     """Apply to partition 0 as its owner."""
 
     async def go() -> ApplyResult:
         client = async_redis_client(url)
         try:
-            store = FeatureStore(client, 3600)
+            store = FeatureStore(client, 3600, signals=signals)
             return await store.apply(0, await store.claim(0), effects, advance_ms, delivered)
         finally:
             await client.aclose()
@@ -507,7 +512,8 @@ def test_a_close_recorded_twice_or_out_of_order_writes_nothing(redis_url: str) -
 
     asyncio.run(run())
     r = redis_client(redis_url, decode_responses=True)
-    assert r.hgetall("shelfcast:{p3}:clock") == {"closed": "10", "max_ts": "864000"}
+    clock = {"closed": "10", "max_ts": "864000", "trimmed": "-90"}  # the close of 10's trim
+    assert r.hgetall("shelfcast:{p3}:clock") == clock
     assert r.hget("shelfcast:{p3}:stats", "learned_buckets") == "5"
     assert r.hget("shelfcast:{p3}:evaluation", "m|1|n") == "5"
     assert r.hget("shelfcast:{p3}:rop", "A1@UK") == "1.0|1|1|1|3|a"
@@ -547,7 +553,7 @@ def test_the_alert_walk_reads_a_reorder_point_stored_with_its_settings(redis_url
     assert (alert.rop["service_level"], alert.rop["review_days"]) == (0.9, 14.0)
 
 
-SERIES_KEYS = "shelfcast:{p0}:s:A1@UK:"  # + a key's name
+SERIES_PREFIX = "shelfcast:{p0}:s:A1@UK:"  # + a key's name
 
 
 def marked(url: str) -> Redis:
@@ -557,18 +563,32 @@ def marked(url: str) -> Redis:
 
 
 def test_times_to_live_refresh_once_a_bucket_for_a_run_of_priced_orders(redis_url: str) -> None:
-    r, key = marked(redis_url), SERIES_KEYS
+    r, key = marked(redis_url), SERIES_PREFIX
     for name in ("state", "demand", "lines", "revenue", "moves", "ids:1", "sizes:1"):
         r.expire(key + name, 1000)
     # another priced order that day writes only keys the first one gave their time to live
     apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
     assert all(0 < r.ttl(key + name) <= 1000 for name in ("state", "demand", "moves", "ids:1"))
-    # an unpriced order, or the next day's first, refreshes every key of the series again
+    # an unpriced order refreshes every key of the series again
     apply(redis_url, [effect("o3", "o", 1, offset=2, at=120_000, price=None)])
     assert r.ttl(key + "demand") > 1000 and r.ttl(key + "ids:1") > 1000
-    r.expire(key + "demand", 1000)
-    apply(redis_url, [effect("o4", "o", 2, day=2, offset=3)])
-    assert r.ttl(key + "demand") > 1000 and r.ttl(key + "ids:2") > 1000
+
+
+def test_a_mark_holds_for_its_own_bucket_alone(redis_url: str) -> None:
+    r = redis_client(redis_url)
+    # day 1 had returns only (no order sizes); day 2's priced order marks day 2
+    apply(redis_url, [effect("r1", "o", -1, offset=0), effect("r2", "o", -1, offset=1)])
+    apply(redis_url, [effect("o2", "o", 3, day=2, offset=2)])
+    # a late priced order of day 1 is its first: its order sizes get their time to live
+    apply(redis_url, [effect("o1", "o", 5, offset=3, at=60_000)])
+    assert r.ttl(SERIES_PREFIX + "sizes:1") > 0
+
+
+def test_a_mark_holds_for_orders_naming_a_customer_or_not_alone(redis_url: str) -> None:
+    r = redis_client(redis_url)
+    apply_full(redis_url, [effect("o1", "o", 5, offset=0)], signals=True)
+    apply_full(redis_url, [effect("o2", "o", 3, offset=1, customer="C1")], signals=True)
+    assert r.ttl(SERIES_PREFIX + "buyers") > 0
 
 
 def test_an_order_recreating_the_movements_a_snapshot_deleted_gives_them_a_time_to_live(
@@ -576,7 +596,7 @@ def test_an_order_recreating_the_movements_a_snapshot_deleted_gives_them_a_time_
 ) -> None:
     hour = 3_600_000
     r = redis_client(redis_url, decode_responses=True)
-    moves = "shelfcast:{p0}:s:A1@UK:moves"
+    moves = SERIES_PREFIX + "moves"
     apply(redis_url, [effect("o1", "o", 5, at=1 * hour, offset=0)])
     # a later snapshot counts the order and deletes the movements
     apply(redis_url, [effect("s1", "s", 50, at=2 * hour, offset=0, tp="inventory:0")])
@@ -591,29 +611,45 @@ def test_an_order_recreating_the_movements_a_snapshot_deleted_gives_them_a_time_
 def test_a_marked_order_gives_the_bucket_sets_that_expired_their_time_to_live(
     redis_url: str,
 ) -> None:
-    r, key = marked(redis_url), SERIES_KEYS
+    r, key = marked(redis_url), SERIES_PREFIX
     # the dedupe time to live is shorter than the series': the bucket's sets expire first
     r.delete(key + "ids:1", key + "sizes:1")
     apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
     assert r.ttl(key + "ids:1") > 0 and r.ttl(key + "sizes:1") > 0
 
 
-def test_a_late_order_after_a_close_trimmed_its_bucket_gives_the_history_a_time_to_live(
-    redis_url: str,
-) -> None:
-    r, key = marked(redis_url), SERIES_KEYS
+def close_day_2(url: str, trim_before: int, inactive_before: int) -> None:
+    """The close of day 2 on partition 0, by a new owner."""
 
-    async def close_trimming_day_1() -> None:
-        client = async_redis_client(redis_url)
+    async def go() -> None:
+        client = async_redis_client(url)
         store = FeatureStore(client, 3600)
         fields = CloseFields(["A1@UK"], ["1.0|1|1|1|3|a"], ["9|tsb|2|1"], ["A1@UK"], ["1|2|3"])
         await store.write_close(
-            0, await store.claim(0), 2, fields, closed=False, learned=1, trim_before=1,
-            inactive_before=0, max_ts=2 * 86_400.0, evaluation={}, snapshot=None,
+            0, await store.claim(0), 2, fields, closed=False, learned=1,
+            trim_before=trim_before, inactive_before=inactive_before, max_ts=2 * 86_400.0,
+            evaluation={}, snapshot=None,
         )  # fmt: skip
         await client.aclose()
 
-    asyncio.run(close_trimming_day_1())
+    asyncio.run(go())
+
+
+def test_a_late_order_after_a_close_trimmed_its_bucket_gives_the_history_a_time_to_live(
+    redis_url: str,
+) -> None:
+    r, key = marked(redis_url), SERIES_PREFIX
+    close_day_2(redis_url, trim_before=1, inactive_before=0)
     assert not r.exists(key + "demand")  # its only bucket left the history
     apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])
     assert all(r.ttl(key + name) > 0 for name in ("demand", "lines", "revenue"))
+
+
+def test_a_series_back_after_a_close_dropped_it_records_its_first_bucket_again(
+    redis_url: str,
+) -> None:
+    marked(redis_url)
+    close_day_2(redis_url, trim_before=-100, inactive_before=2)  # day 1 fell out of activity
+    assert "first_bucket" not in state(redis_url)
+    apply(redis_url, [effect("o2", "o", 3, offset=1, at=60_000)])  # a late order of day 1
+    assert state(redis_url)["first_bucket"] == "1"

@@ -267,7 +267,7 @@ local function order(s, bucket, qty, price, customer, promo, fresh)
 end
 
 -- Times to live are refreshed once a bucket for a series' run of priced orders: an EXPIRE of
--- each of its keys at every event was a fifth to a quarter of Redis's time an order
+-- each of its keys at every event was 21-29% of Redis's time an order
 -- (scripts/bench_apply.py), and a series' keys may expire up to a bucket before the time to
 -- live after its last event. ``ttl_mark`` in its state holds the shape of the priced order
 -- (its bucket, and whether it names a customer when the signals are kept) after which every

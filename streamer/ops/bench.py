@@ -211,15 +211,15 @@ def worker_rate(
     n: int,
     timeout: float,
     base: int = 0,
-    started: float | None = None,
     progress: bool = False,
     desc: str = "worker",
+    option: str = "--lines",
 ) -> float:
     """Events/s the worker takes a backlog up to ``n`` events done in all, ``base`` of them
-    before it: from ``started`` (a ``perf_counter``), or else from its first processed batch,
-    which then does not count."""
+    before it, from its first processed batch, which then does not count: as the references
+    are timed. ``option`` is the bench's option that gives the phase more events."""
     deadline = time.monotonic() + timeout
-    first = base
+    first, started = base, None
     with tqdm(total=n - base, desc=desc, unit="ev", disable=not progress) as bar:
         while True:
             done = int(client.hget(STATS, "events_done") or 0)
@@ -228,7 +228,7 @@ def worker_rate(
                 if done >= n:
                     raise ValueError(
                         f"the worker took all {n - base} events in its first batches: too few "
-                        "to time, use more --lines"
+                        f"to time, use more {option}"
                     )
                 started, first = time.perf_counter(), done
             if done >= n and started is not None:
@@ -362,6 +362,7 @@ class _Measured:
     closes: str = ""  # the metrics after the replay: its bucket closes
     offsets: Offsets = field(default_factory=dict)  # the inputs' ends before the burst
     burst_rate: float = 0.0
+    burst_seconds: float = 0.0  # from the first order produced to the last one's effects
     before: str = ""  # the metrics before and after the latency phase
     after: str = ""
     sent: dict[int, float] = field(default_factory=dict)
@@ -436,14 +437,16 @@ def _throughput_phases(
     step(f"replay: worker {m.replay_rate:,.0f} events/s")
     m.closes = scrape(worker.metrics_urls()[0]).decode()
     m.offsets = asyncio.run(end_offsets(bootstrap, input_topics(live), n))
-    # timed from the first order produced: the worker starts on them as they arrive
     burst_started = time.perf_counter()
     produce(bootstrap, {}, live.kafka.topics, data.burst, progress=False)
     done = len(data.replay) + len(data.burst)
+    # timed as the references are, from the first batch it processed: the worker starts on the
+    # orders as they arrive, while this process still produces them on the same cores
     m.burst_rate = worker_rate(
-        client, worker, done, bench.timeout, len(data.replay), burst_started, progress, "burst"
+        client, worker, done, bench.timeout, len(data.replay), progress, "burst", "--burst"
     )
-    step(f"burst: worker {m.burst_rate:,.0f} events/s")
+    m.burst_seconds = time.perf_counter() - burst_started
+    step(f"burst: worker {m.burst_rate:,.0f} events/s, absorbed in {m.burst_seconds:.1f} s")
 
 
 def _latency_phase(
@@ -518,6 +521,7 @@ def _burst_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
     return {
         "orders": len(data.burst),
         "worker_orders_per_second": round(m.burst_rate),
+        "absorbed_seconds": round(m.burst_seconds, 3),
         "raw_consume_messages_per_second": round(m.raw_burst),
         "ratio": round(m.burst_rate / m.raw_burst, 4),
         # the framework's own ceiling: the same micro-batches, no work done with them

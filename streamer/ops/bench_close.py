@@ -17,6 +17,9 @@ Written to ``OUT/bench.json`` under ``close`` (docs/benchmark.md):
 * ``us_per_series``: one whole close per series, averaged over the timed closes (wall time,
   every closing process together), and the ``workers`` that closed;
 * ``river_hw_us_per_series``, ``ratio_to_river_hw``;
+* ``cpu_us_per_series``: the CPU the timed closes spent per series, by part (the closing
+  processes, Redis, the embedded broker), and ``cores``: the sum over the cores is a floor
+  under ``us_per_series``;
 * ``worker_bytes_per_series``: the banks' arrays, row names and SKU codes, per series;
 * ``redis_bytes_per_series``: Redis memory used per series (history, state, snapshots);
 * ``restore_seconds``: a fresh worker restoring every partition from its snapshot, and the
@@ -29,6 +32,7 @@ import asyncio
 import gzip
 import json
 import multiprocessing
+import os
 import queue
 import sys
 import threading
@@ -100,6 +104,7 @@ class _Share:
     delivered: int
     forecasts: int
     alerts: int
+    cpu_seconds: float  # the process's CPU over the timed closes, every thread
 
 
 def sample_demand(path: Path = SAMPLE) -> np.ndarray:
@@ -282,19 +287,23 @@ async def _closes(
     sink = KafkaSink(settings)
     pipeline = Pipeline(settings, FeatureStore.of(client, settings), sink)
     result = BatchResult()
+    cpu = 0.0
     for p in mine:
         pipeline.closed[p] = START - 1
     for d in range(bench.warmup + bench.closes):
         b = START + d
         start.wait(CLOSE_TIMEOUT)
+        began = time.process_time()
         for p in mine:
             pipeline.max_ts[p] = bucket_start(b + 1, DAY_SECONDS) + 3_600
         await pipeline.close_through(dict.fromkeys(mine, b), result)
+        if d >= bench.warmup:
+            cpu += time.process_time() - began
         done.wait(CLOSE_TIMEOUT)
     sink.close()  # before the embedded broker stops: its producer would log failed reconnects
     await pipeline.snapshot(mine)
     await client.aclose()
-    return _Share(worker_bytes(pipeline), sink.delivered, result.forecasts, result.alerts)
+    return _Share(worker_bytes(pipeline), sink.delivered, result.forecasts, result.alerts, cpu)
 
 
 class _Closers:
@@ -367,6 +376,21 @@ class _Closers:
                 proc.join()
 
 
+@dataclass
+class _Timed:
+    """The timed closes: their wall seconds, and the CPU seconds each part of the close
+    spent meanwhile, the closing processes' apart (each reports its own)."""
+
+    seconds: float = 0.0
+    redis_cpu: float = 0.0
+    broker_cpu: float = 0.0  # this process: the embedded broker's threads, and its waits
+
+
+async def _redis_cpu(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def _timed_closes(
     settings: Settings,
     bench: CloseBench,
@@ -374,23 +398,38 @@ async def _timed_closes(
     names: list[str],
     demand: np.ndarray,
     progress: bool,
-) -> tuple[float, list[_Share]]:
-    """Seconds of the timed closes, each from every process starting it to the last one
-    done (wall time, whatever the number of processes); and what each process reports."""
+) -> tuple[_Timed, list[_Share]]:
+    """The timed closes, each from every process starting it to the last one done (wall
+    time, whatever the number of processes); and what each process reports."""
     closers = _Closers(settings, bench)
+    timed = _Timed()
     try:
-        timed = 0.0
         days = bench.warmup + bench.closes
         for d in tqdm(range(days), desc="closes", unit="bucket", disable=not progress):
             await _touch(client, names, demand[:, d], bench.partitions)
+            redis_began = await _redis_cpu(client)
             closers.meet(closers.start)
-            started = time.perf_counter()
+            started, cpu_began = time.perf_counter(), time.process_time()
             closers.meet(closers.done)
             if d >= bench.warmup:
-                timed += time.perf_counter() - started
+                timed.seconds += time.perf_counter() - started
+                timed.broker_cpu += time.process_time() - cpu_began
+                timed.redis_cpu += await _redis_cpu(client) - redis_began
         return timed, closers.shares()
     finally:
         closers.stop()
+
+
+def _cpu_figures(timed: _Timed, shares: list[_Share], per: int) -> dict[str, float]:
+    """CPU µs a series and close, by part: what the close's wall time cannot go below once
+    divided by the cores."""
+    parts = {
+        "closers": sum(s.cpu_seconds for s in shares),
+        "redis": timed.redis_cpu,
+        "broker": timed.broker_cpu,
+    }
+    parts["all"] = sum(parts.values())
+    return {k: round(v / per * 1e6, 3) for k, v in parts.items()}
 
 
 async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[str, object]:
@@ -417,7 +456,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         parts.append((p, mine, np.full(len(mine), START)))
     restore, blocked = await _restore_all(settings, parts, through)
     river = river_reference(demand[: bench.river_series], bench.warmup, bench.closes)
-    us = timed / (bench.series * bench.closes) * 1e6
+    us = timed.seconds / (bench.series * bench.closes) * 1e6
     return {
         "series": bench.series,
         "partitions": bench.partitions,
@@ -427,6 +466,8 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         "river_hw_us_per_series": round(river, 3),
         "river_hw_series": min(bench.river_series, bench.series),
         "ratio_to_river_hw": round(us / river, 3),
+        "cpu_us_per_series": _cpu_figures(timed, shares, bench.series * bench.closes),
+        "cores": os.cpu_count(),
         "worker_bytes_per_series": round(sum(s.worker_bytes for s in shares) / bench.series, 1),
         "redis_bytes_per_series": round(used / bench.series, 1),
         "redis_memory": memory,

@@ -244,6 +244,9 @@ def test_the_close_bench_times_real_closes_and_says_where_redis_memory_goes(
     )
     assert close["forecasts"] > 0 and close["outputs_acknowledged"] > 0
     assert close["worker_bytes_per_series"] > 0 and close["restore_seconds"] > 0
+    cpu = close["cpu_us_per_series"]
+    assert cpu["closers"] > 0 and cpu["redis"] > 0 and cpu["broker"] >= 0
+    assert cpu["all"] == pytest.approx(cpu["closers"] + cpu["redis"] + cpu["broker"], abs=0.01)
     memory = close["redis_memory"]
     assert memory["used"] == memory["dataset"] + memory["overhead"]
     assert 0 < memory["keyspace_tables"] < memory["overhead"]

@@ -14,7 +14,10 @@ The reference, in the same run on the same orders and partitions: one pipelined
 costs. ``applied`` counts the timed orders the apply script applied (all of them: each is
 new). Redis's own count of what ran (``INFO commandstats``) gives its time in the apply
 script per order and the commands the script called per order, which do not depend on the
-machine's speed. It prints and saves ``bench_apply.json`` in ``--out``.
+machine's speed. ``dedupe_bytes_per_order_line`` is the memory of the series' event-id sets
+and order-size hashes (``MEMORY USAGE``) per order line, for the warm-up's lines in their own
+buckets and for the timed ones in one bucket: what the close benchmark's bytes a series leave
+out. It prints and saves ``bench_apply.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from tqdm import tqdm
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.features.connect import connect, connect_async
+from streamer.features.keys import PREFIX, SERIES_BUCKET_KEYS
 from streamer.features.store import FeatureStore, summed_stats
 from streamer.ingest.status import kafka_partition
 from streamer.ops import bench_script
@@ -90,6 +94,10 @@ class Measured:
     reference: float  # the same orders, one pipelined HINCRBY each
     commands: dict[str, dict[str, float]]  # Redis's INFO commandstats over the timed orders
     applied: int  # timed orders the apply script counted as applied
+    warm_lines: int  # order lines the warm-up applied, in their own buckets
+    # bytes of the series' per-bucket keys by name (SERIES_BUCKET_KEYS), after the warm-up
+    # and after the timed orders
+    dedupe: tuple[dict[str, int], dict[str, int]]
 
 
 async def _measure(
@@ -102,15 +110,31 @@ async def _measure(
         pipeline.assign(range(PARTITIONS))
         await _feed(pipeline, warm, progress, "warm-up")
         before = summed_stats(counters, PARTITIONS).get("applied", 0)
+        warm_dedupe = await _dedupe_bytes(client)
         await client.config_resetstat()
         seconds = await _feed(pipeline, timed, progress, "orders")
         commands = await client.info("commandstats")
         applied = summed_stats(counters, PARTITIONS).get("applied", 0) - before
+        dedupe = await _dedupe_bytes(client)
         reference = await _reference(client, timed)
     finally:
         await client.aclose()
         counters.close()
-    return Measured(seconds, reference, commands, applied)
+    return Measured(seconds, reference, commands, applied, before, (warm_dedupe, dedupe))
+
+
+async def _dedupe_bytes(client: aioredis.Redis) -> dict[str, int]:
+    """Redis's memory for the series' per-bucket keys (event ids and order sizes), each key
+    counted whole by ``MEMORY USAGE``: what the dedupe holds for the lines applied, which
+    the close benchmark's bytes a series leave out."""
+    sizes = {}
+    for name in SERIES_BUCKET_KEYS:
+        keys = [k async for k in client.scan_iter(match=f"{PREFIX}:*:s:*:{name}:*", count=1000)]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        sizes[name] = sum(await pipe.execute())
+    return sizes
 
 
 def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:
@@ -153,6 +177,26 @@ def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:
         "script_calls": script["calls"],
         "redis_calls_per_order": round(sum(inside.values()), 2),
         "redis_calls_per_order_by_command": inside,
+        # kept SHELFCAST_DEDUPE_TTL_SECONDS from the series' first event of their bucket
+        "dedupe_bytes_per_order_line": _dedupe_figures(m),
+    }
+
+
+def _dedupe_figures(m: Measured) -> dict[str, dict[str, float]]:
+    """Bytes of the dedupe keys per order line: the warm-up's lines in their own buckets (a
+    few a series and day, as orders come), and the timed ones all in one bucket."""
+    warm, after = m.dedupe
+    phases = {
+        "warm_up": (warm, m.warm_lines),
+        "one_bucket": ({k: v - warm[k] for k, v in after.items()}, m.applied),
+    }
+    return {
+        phase: {
+            "lines": lines,
+            **{name: round(b / lines, 1) for name, b in sizes.items()},
+            "all": round(sum(sizes.values()) / lines, 1),
+        }
+        for phase, (sizes, lines) in phases.items()
     }
 
 

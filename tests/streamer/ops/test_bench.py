@@ -134,6 +134,12 @@ def test_the_apply_benchmark_applies_every_order_and_counts_redis_calls(tmp_path
     calls = result["redis_calls_per_order_by_command"]
     assert calls["sadd"] >= 1 and calls["hincrby"] >= 1
     assert result["script_calls"] > 0 and result["redis_script_us_per_order"] > 0
+    # the ids and sizes each line leaves, reported apart from the bytes a series
+    dedupe = result["dedupe_bytes_per_order_line"]
+    assert dedupe["one_bucket"]["lines"] == 600 and dedupe["warm_up"]["lines"] > 0
+    for phase in dedupe.values():
+        assert phase["ids"] > 0 and phase["sizes"] > 0
+        assert phase["all"] == pytest.approx(phase["ids"] + phase["sizes"], abs=0.11)
 
 
 def test_the_window_benchmark_reads_both_ways_and_checks_they_agree(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ costs. ``applied`` counts the timed orders the apply script applied (all of them
 new). Redis's own count of what ran (``INFO commandstats``) gives its time in the apply
 script per order and the commands the script called per order, which do not depend on the
 machine's speed. ``dedupe_bytes_per_order_line`` is the memory of the series' event-id sets
-and order-size hashes (``MEMORY USAGE``) per order line, for the warm-up's lines in their own
-buckets and for the timed ones in one bucket: what the close benchmark's bytes a series leave
-out. It prints and saves ``bench_apply.json`` in ``--out``.
+and order-size hashes (``MEMORY USAGE``) per order line, for the warm-up's lines as the file
+dates them and for the timed ones (into the warm-up's last bucket), with the series' buckets
+that gained keys: what the close benchmark's bytes a series leave out. It prints and saves
+``bench_apply.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ class Measured:
     commands: dict[str, dict[str, float]]  # Redis's INFO commandstats over the timed orders
     applied: int  # timed orders the apply script counted as applied
     warm_lines: int  # order lines the warm-up applied, in their own buckets
-    # bytes of the series' per-bucket keys by name (SERIES_BUCKET_KEYS), after the warm-up
-    # and after the timed orders
-    dedupe: tuple[dict[str, int], dict[str, int]]
+    # the series' per-bucket keys by name (SERIES_BUCKET_KEYS), how many and their bytes,
+    # after the warm-up and after the timed orders
+    dedupe: tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]
 
 
 async def _measure(
@@ -123,18 +124,26 @@ async def _measure(
     return Measured(seconds, reference, commands, applied, before, (warm_dedupe, dedupe))
 
 
-async def _dedupe_bytes(client: aioredis.Redis) -> dict[str, int]:
-    """Redis's memory for the series' per-bucket keys (event ids and order sizes), each key
-    counted whole by ``MEMORY USAGE``: what the dedupe holds for the lines applied, which
-    the close benchmark's bytes a series leave out."""
-    sizes = {}
+async def _dedupe_bytes(client: aioredis.Redis) -> dict[str, tuple[int, int]]:
+    """The series' per-bucket keys (event ids and order sizes) by name: how many, and their
+    bytes, each key counted whole by ``MEMORY USAGE``. The bytes a series of the close
+    benchmark leave them out."""
+    found: dict[str, tuple[int, int]] = {}
     for name in SERIES_BUCKET_KEYS:
-        keys = [k async for k in client.scan_iter(match=f"{PREFIX}:*:s:*:{name}:*", count=1000)]
+        # a series name may hold ':', so the pattern alone could take another key of it
+        pattern = f"{PREFIX}:*:s:*:{name}:*"
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000) if _is(k, name)]
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.memory_usage(key, samples=0)
-        sizes[name] = sum(await pipe.execute())
-    return sizes
+        found[name] = (len(keys), sum(await pipe.execute()))
+    return found
+
+
+def _is(key: bytes, name: str) -> bool:
+    """Whether ``key`` is a series' per-bucket key ``name`` (``:name:bucket`` at its end)."""
+    _, kind, bucket = key.decode().rsplit(":", 2)
+    return kind == name and bucket.isdigit()
 
 
 def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:
@@ -177,26 +186,26 @@ def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:
         "script_calls": script["calls"],
         "redis_calls_per_order": round(sum(inside.values()), 2),
         "redis_calls_per_order_by_command": inside,
-        # kept SHELFCAST_DEDUPE_TTL_SECONDS from the series' first event of their bucket
+        # each kept SHELFCAST_DEDUPE_TTL_SECONDS, refreshed as docs/redis-layout.md says
         "dedupe_bytes_per_order_line": _dedupe_figures(m),
     }
 
 
 def _dedupe_figures(m: Measured) -> dict[str, dict[str, float]]:
-    """Bytes of the dedupe keys per order line: the warm-up's lines in their own buckets (a
-    few a series and day, as orders come), and the timed ones all in one bucket."""
+    """Bytes of the dedupe keys per order line, and the series' buckets that gained keys (an
+    id set each): the warm-up's lines as the file dates them, then the timed orders, re-timed
+    into the warm-up's last bucket, so some go to keys it made and the rest to new ones."""
     warm, after = m.dedupe
-    phases = {
-        "warm_up": (warm, m.warm_lines),
-        "one_bucket": ({k: v - warm[k] for k, v in after.items()}, m.applied),
-    }
+    timed = {k: (after[k][0] - warm[k][0], after[k][1] - warm[k][1]) for k in after}
+    phases = {"warm_up": (warm, m.warm_lines), "timed": (timed, m.applied)}
     return {
         phase: {
             "lines": lines,
-            **{name: round(b / lines, 1) for name, b in sizes.items()},
-            "all": round(sum(sizes.values()) / lines, 1),
+            "new_series_buckets": found["ids"][0],
+            **{name: round(size / lines, 1) for name, (_, size) in found.items()},
+            "all": round(sum(size for _, size in found.values()) / lines, 1),
         }
-        for phase, (sizes, lines) in phases.items()
+        for phase, (found, lines) in phases.items()
     }
 
 

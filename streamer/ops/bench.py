@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -438,14 +439,18 @@ def _throughput_phases(
     m.closes = scrape(worker.metrics_urls()[0]).decode()
     m.offsets = asyncio.run(end_offsets(bootstrap, input_topics(live), n))
     burst_started = time.perf_counter()
-    produce(bootstrap, {}, live.kafka.topics, data.burst, progress=False)
-    done = len(data.replay) + len(data.burst)
-    # timed as the references are, from the first batch it processed: the worker starts on the
-    # orders as they arrive, while this process still produces them on the same cores
-    m.burst_rate = worker_rate(
-        client, worker, done, bench.timeout, len(data.replay), progress, "burst", "--burst"
-    )
-    m.burst_seconds = time.perf_counter() - burst_started
+    # produced in a thread while the worker is watched: it starts on the orders as they
+    # arrive, and is timed as the references are, from the first batch it processed
+    with ThreadPoolExecutor(1) as pool:
+        producing = pool.submit(
+            lambda: produce(bootstrap, {}, live.kafka.topics, data.burst, progress=False)
+        )
+        done = len(data.replay) + len(data.burst)
+        m.burst_rate = worker_rate(
+            client, worker, done, bench.timeout, len(data.replay), progress, "burst", "--burst"
+        )
+        m.burst_seconds = time.perf_counter() - burst_started
+        producing.result()
     step(f"burst: worker {m.burst_rate:,.0f} events/s, absorbed in {m.burst_seconds:.1f} s")
 
 
@@ -485,6 +490,12 @@ def _latency_phase(
 def run_bench(
     path: Path, out: Path, settings: Settings, bench: BenchSettings, progress: bool = True
 ) -> dict[str, object]:
+    if bench.burst <= settings.kafka.batch_size:
+        # timed from the worker's first batch of it, which then does not count
+        raise ValueError(
+            f"--burst {bench.burst}: more than one batch is needed to time it "
+            f"(SHELFCAST_BATCH_SIZE={settings.kafka.batch_size}); pass a larger --burst"
+        )
     out.mkdir(parents=True, exist_ok=True)
     data = _bench_input(path, bench)
     settings = isolated(settings, out)

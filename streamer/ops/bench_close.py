@@ -18,8 +18,8 @@ Written to ``OUT/bench.json`` under ``close`` (docs/benchmark.md):
   every closing process together), and the ``workers`` that closed;
 * ``river_hw_us_per_series``, ``ratio_to_river_hw``;
 * ``cpu_us_per_series``: the CPU the timed closes spent per series, by part (the closing
-  processes, Redis, the embedded broker), and ``cores``: the sum over the cores is a floor
-  under ``us_per_series``;
+  processes, Redis with its rewrites, the embedded broker, their sum ``all``; and Redis's
+  main thread), and ``cores``: ``all`` over the cores is a floor under ``us_per_series``;
 * ``worker_bytes_per_series``: the banks' arrays, row names and SKU codes, per series;
 * ``redis_bytes_per_series``: Redis memory used per series (history, state, snapshots);
 * ``restore_seconds``: a fresh worker restoring every partition from its snapshot, and the
@@ -300,6 +300,7 @@ async def _closes(
         if d >= bench.warmup:
             cpu += time.process_time() - began
         done.wait(CLOSE_TIMEOUT)
+    start.wait(CLOSE_TIMEOUT)  # the parent has read Redis's CPU for the last close
     sink.close()  # before the embedded broker stops: its producer would log failed reconnects
     await pipeline.snapshot(mine)
     await client.aclose()
@@ -383,12 +384,22 @@ class _Timed:
 
     seconds: float = 0.0
     redis_cpu: float = 0.0
+    redis_main_cpu: float = 0.0  # its main thread, where every command runs
     broker_cpu: float = 0.0  # this process: the embedded broker's threads, and its waits
 
 
-async def _redis_cpu(client: aioredis.Redis) -> float:
+async def _redis_cpu(client: aioredis.Redis) -> tuple[float, float]:
+    """Redis's CPU seconds so far: the whole process with its finished children (append-only
+    file rewrites), and its main thread."""
     info = await client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def used(*kinds: str) -> float:
+        return sum(float(info[f"used_cpu_{k}"]) for k in kinds)
+
+    return (
+        used("user", "sys", "user_children", "sys_children"),
+        used("user_main_thread", "sys_main_thread"),
+    )
 
 
 async def _timed_closes(
@@ -414,7 +425,10 @@ async def _timed_closes(
             if d >= bench.warmup:
                 timed.seconds += time.perf_counter() - started
                 timed.broker_cpu += time.process_time() - cpu_began
-                timed.redis_cpu += await _redis_cpu(client) - redis_began
+                ended = await _redis_cpu(client)
+                timed.redis_cpu += ended[0] - redis_began[0]
+                timed.redis_main_cpu += ended[1] - redis_began[1]
+        closers.meet(closers.start)  # they snapshot only now, outside the last window
         return timed, closers.shares()
     finally:
         closers.stop()
@@ -422,13 +436,15 @@ async def _timed_closes(
 
 def _cpu_figures(timed: _Timed, shares: list[_Share], per: int) -> dict[str, float]:
     """CPU µs a series and close, by part: what the close's wall time cannot go below once
-    divided by the cores."""
+    divided by the cores; and Redis's main thread, part of ``redis``, which no core beside
+    it can share."""
     parts = {
         "closers": sum(s.cpu_seconds for s in shares),
         "redis": timed.redis_cpu,
         "broker": timed.broker_cpu,
     }
     parts["all"] = sum(parts.values())
+    parts["redis_main_thread"] = timed.redis_main_cpu
     return {k: round(v / per * 1e6, 3) for k, v in parts.items()}
 
 
@@ -467,7 +483,7 @@ async def _run(settings: Settings, bench: CloseBench, progress: bool) -> dict[st
         "river_hw_series": min(bench.river_series, bench.series),
         "ratio_to_river_hw": round(us / river, 3),
         "cpu_us_per_series": _cpu_figures(timed, shares, bench.series * bench.closes),
-        "cores": os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0)),  # this process's, not the host's
         "worker_bytes_per_series": round(sum(s.worker_bytes for s in shares) / bench.series, 1),
         "redis_bytes_per_series": round(used / bench.series, 1),
         "redis_memory": memory,

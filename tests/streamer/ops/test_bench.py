@@ -74,6 +74,14 @@ def test_alert_latency_pairs_each_alert_with_the_order_that_raised_it() -> None:
     assert alert_latencies(alerts, sent) == pytest.approx([0.04, 0.02])
 
 
+def test_a_burst_of_one_batch_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """The burst is timed from the worker's first batch of it, which then does not count."""
+    bench = BenchSettings(lines=3000, rate=200.0, seconds=2.0, burst=500)
+    with pytest.raises(ValueError, match="--burst 500: more than one batch"):
+        run_bench(SAMPLE, tmp_path, Settings.of(home=tmp_path, batch_size=500), bench)
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_a_small_bench_measures_every_phase_on_real_services(tmp_path: Path) -> None:
     bench = BenchSettings(lines=3000, rate=200.0, seconds=2.0, burst=2000, timeout=300.0)
     result = run_bench(SAMPLE, tmp_path, Settings.of(home=tmp_path), bench, progress=False)
@@ -136,9 +144,10 @@ def test_the_apply_benchmark_applies_every_order_and_counts_redis_calls(tmp_path
     assert result["script_calls"] > 0 and result["redis_script_us_per_order"] > 0
     # the ids and sizes each line leaves, reported apart from the bytes a series
     dedupe = result["dedupe_bytes_per_order_line"]
-    assert dedupe["one_bucket"]["lines"] == 600 and dedupe["warm_up"]["lines"] > 0
+    assert dedupe["timed"]["lines"] == 600 and dedupe["warm_up"]["lines"] > 0
     for phase in dedupe.values():
         assert phase["ids"] > 0 and phase["sizes"] > 0
+        assert 0 < phase["new_series_buckets"] <= phase["lines"]
         assert phase["all"] == pytest.approx(phase["ids"] + phase["sizes"], abs=0.11)
 
 
@@ -253,6 +262,7 @@ def test_the_close_bench_times_real_closes_and_says_where_redis_memory_goes(
     cpu = close["cpu_us_per_series"]
     assert cpu["closers"] > 0 and cpu["redis"] > 0 and cpu["broker"] >= 0
     assert cpu["all"] == pytest.approx(cpu["closers"] + cpu["redis"] + cpu["broker"], abs=0.01)
+    assert 0 < cpu["redis_main_thread"] <= cpu["redis"] + 0.001
     memory = close["redis_memory"]
     assert memory["used"] == memory["dataset"] + memory["overhead"]
     assert 0 < memory["keyspace_tables"] < memory["overhead"]

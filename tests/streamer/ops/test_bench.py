@@ -262,7 +262,9 @@ def test_the_close_bench_times_real_closes_and_says_where_redis_memory_goes(
     cpu = close["cpu_us_per_series"]
     assert cpu["closers"] > 0 and cpu["redis"] > 0 and cpu["broker"] >= 0
     assert cpu["all"] == pytest.approx(cpu["closers"] + cpu["redis"] + cpu["broker"], abs=0.01)
-    assert 0 < cpu["redis_main_thread"] <= cpu["redis"] + 0.001
+    # a part of Redis's CPU, read a moment after the whole process's (the reading's own CPU
+    # falls between): a few percent of slack on so short a run
+    assert 0 < cpu["redis_main_thread"] <= 1.05 * cpu["redis"]
     memory = close["redis_memory"]
     assert memory["used"] == memory["dataset"] + memory["overhead"]
     assert 0 < memory["keyspace_tables"] < memory["overhead"]

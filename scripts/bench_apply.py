@@ -36,7 +36,7 @@ from tqdm import tqdm
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.features.connect import connect, connect_async
-from streamer.features.keys import PREFIX, SERIES_BUCKET_KEYS
+from streamer.features.keys import PREFIX, SERIES_BUCKET_KEYS, is_series_bucket_key
 from streamer.features.store import FeatureStore, summed_stats
 from streamer.ingest.status import kafka_partition
 from streamer.ops import bench_script
@@ -130,20 +130,17 @@ async def _dedupe_bytes(client: aioredis.Redis) -> dict[str, tuple[int, int]]:
     benchmark leave them out."""
     found: dict[str, tuple[int, int]] = {}
     for name in SERIES_BUCKET_KEYS:
-        # a series name may hold ':', so the pattern alone could take another key of it
         pattern = f"{PREFIX}:*:s:*:{name}:*"
-        keys = [k async for k in client.scan_iter(match=pattern, count=1000) if _is(k, name)]
+        keys = [
+            k
+            async for k in client.scan_iter(match=pattern, count=1000)
+            if is_series_bucket_key(k.decode(), name)
+        ]
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.memory_usage(key, samples=0)
         found[name] = (len(keys), sum(await pipe.execute()))
     return found
-
-
-def _is(key: bytes, name: str) -> bool:
-    """Whether ``key`` is a series' per-bucket key ``name`` (``:name:bucket`` at its end)."""
-    _, kind, bucket = key.decode().rsplit(":", 2)
-    return kind == name and bucket.isdigit()
 
 
 def run(path: Path, orders: int, progress: bool = True) -> dict[str, object]:

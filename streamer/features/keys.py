@@ -18,6 +18,7 @@ __all__ = [
     "SERIES_STOCK",
     "STATS",
     "bucket_key",
+    "is_series_bucket_key",
     "lua_keys",
     "part_key",
     "part_series_key",
@@ -102,3 +103,18 @@ def lua_keys(partition: int) -> dict[str, object]:
         "stock": SERIES_STOCK,
         "history": SERIES_HISTORY,
     }
+
+
+def is_series_bucket_key(key: str, name: str) -> bool:
+    """Whether ``key`` is a series' per-bucket key ``name`` (``SERIES_BUCKET_KEYS``). A series
+    name may hold ':', so a pattern over the whole key could take another key of that series.
+
+    >>> is_series_bucket_key(series_key("a:ids:3@UK", 0, "ids", 7), "ids")
+    True
+    >>> [is_series_bucket_key(series_key("a:ids:3@UK", 0, k), "ids") for k in ("state", "po")]
+    [False, False]
+    >>> is_series_bucket_key(series_key("b@UK:ids", 0, "sizes", 7), "ids")
+    False
+    """
+    _, kind, bucket = key.rsplit(":", 2)
+    return kind == name and bucket.isdigit()

@@ -215,10 +215,12 @@ def worker_rate(
     progress: bool = False,
     desc: str = "worker",
     option: str = "--lines",
+    check: Callable[[], object] = lambda: None,
 ) -> float:
     """Events/s the worker takes a backlog up to ``n`` events done in all, ``base`` of them
     before it, from its first processed batch, which then does not count: as the references
-    are timed. ``option`` is the bench's option that gives the phase more events."""
+    are timed. ``option`` is the bench's option that gives the phase more events; ``check``
+    raises, at every poll, what stops the backlog from arriving (its producer's failure)."""
     deadline = time.monotonic() + timeout
     first, started = base, None
     with tqdm(total=n - base, desc=desc, unit="ev", disable=not progress) as bar:
@@ -235,6 +237,7 @@ def worker_rate(
             if done >= n and started is not None:
                 return (done - first) / (time.perf_counter() - started)
             worker.check()
+            check()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker processed {done} of {n} events in {timeout:.0f}s")
             time.sleep(0.05)
@@ -447,8 +450,9 @@ def _throughput_phases(
         )
         done = len(data.replay) + len(data.burst)
         m.burst_rate = worker_rate(
-            client, worker, done, bench.timeout, len(data.replay), progress, "burst", "--burst"
-        )
+            client, worker, done, bench.timeout, len(data.replay), progress, "burst", "--burst",
+            check=lambda: producing.done() and producing.result(),
+        )  # fmt: skip
         m.burst_seconds = time.perf_counter() - burst_started
         producing.result()
     step(f"burst: worker {m.burst_rate:,.0f} events/s, absorbed in {m.burst_seconds:.1f} s")

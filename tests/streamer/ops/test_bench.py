@@ -24,10 +24,11 @@ from streamer.ops.bench import (
     probe_orders,
     quantile,
     run_bench,
+    worker_rate,
 )
 from streamer.ops.bench_close import CloseBench, _Closers, run_close_bench
 from streamer.ops.replay import Produced, read_online_retail
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, redis_client
 
 
 def test_quantiles_from_a_scraped_histogram_match_the_observations() -> None:
@@ -72,6 +73,26 @@ def test_alert_latency_pairs_each_alert_with_the_order_that_raised_it() -> None:
         (99.0, json.dumps({"ts": "2011-03-13T00:00:00Z"}).encode()),  # a close's alert
     ]
     assert alert_latencies(alerts, sent) == pytest.approx([0.04, 0.02])
+
+
+class _Running:
+    """A worker process that keeps running: ``worker_rate`` asks it at every poll."""
+
+    def check(self) -> None:
+        pass
+
+
+def test_waiting_for_a_backlog_stops_at_once_when_its_producer_failed(redis_url: str) -> None:
+    """The burst's producer runs beside the wait: its failure ends the wait at the next poll,
+    not after the bench's timeout with the wrong cause."""
+
+    def failed() -> None:
+        raise RuntimeError("cannot produce to 127.0.0.1:9")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cannot produce"):
+        worker_rate(redis_client(redis_url), _Running(), 10, 300.0, check=failed)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 5
 
 
 def test_a_burst_of_one_batch_is_refused_before_anything_starts(tmp_path: Path) -> None:

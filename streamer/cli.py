@@ -318,6 +318,11 @@ def _bench_parser(sub: Subcommands) -> None:
         bp, "--lines", int, 60_000, "order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)"
     )
     _number(bp, "--burst", int, 40_000, "orders produced at once within one bucket (40000)")
+    _number(
+        bp, "--rounds", int, 3,
+        "bursts, each timed against a Faust agent doing nothing run right after it; the "
+        "ratio to it is the rounds' median (3)",
+    )  # fmt: skip
     _number(bp, "--rate", float, 2000.0, "orders/s in the latency phase (2000)")
     _number(bp, "--seconds", float, 15.0, "length of the latency phase (15)")
     bp.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -836,7 +841,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             f"{args.file or 'FILE'} not found: pass an Online Retail CSV (`shelfcast data "
             "fetch` downloads the full year), or use --close-only"
         )
-    bench = BenchSettings(args.lines, args.rate, args.seconds, args.burst)
+    bench = BenchSettings(args.lines, args.rate, args.seconds, args.burst, args.rounds)
     result = run_bench(args.file, args.out, settings, bench, progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0

@@ -8,14 +8,17 @@ for a bare aiokafka consumer of the same messages (the reference):
    front: the whole pipeline on real history, every bucket close (learn, forecast, alerts)
    included.
 2. **Burst.** The next ``burst`` real orders, re-timed into the current bucket and produced at
-   once: what a live worker does between two closes.
+   once: what a live worker does between two closes. ``rounds`` bursts, each followed by the
+   Faust reference below.
 3. **Latency.** The next orders at a steady ``rate``, each stamped with its produce time. The
    worker's histogram gives produce -> effect; a consumer of the alerts topic, reading as a
    downstream service would, gives order -> alert received.
 
-After the burst, a Faust agent that does nothing reads the input so far
+After each burst, a Faust agent that does nothing reads the input up to the first burst's end
 (``streamer/ops/faust_reference.py``): the framework's own ceiling, the burst's second
-reference.
+reference. The burst's ratio to it is the median of the rounds' ratios, each burst against
+the reference run right after it: on a shared machine either rate drifts by a fifth from one
+minute to the next, and a pair taken together drifts alike.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -82,7 +86,8 @@ class BenchSettings:
     lines: int  # order lines in the backlog
     rate: float  # orders/s in the latency phase
     seconds: float  # length of the latency phase
-    burst: int  # orders produced at once, within one bucket
+    burst: int  # orders produced at once, within one bucket, in each round
+    rounds: int = 3  # bursts, each timed against the Faust reference run right after it
     timeout: float = 1_800.0
 
 
@@ -328,11 +333,21 @@ def alert_latencies(alerts: list[tuple[float, bytes]], sent: dict[int, float]) -
     return out
 
 
-def faust_reference(settings: Settings, n: int, timeout: float, out: Path) -> float:
+def reference_id(round_: int) -> str:
+    """The Faust reference's app id, and so its consumer group, in round ``round_``: a fresh
+    group each time reads the input from its beginning again."""
+    return f"{FAUST_REFERENCE}-{round_}"
+
+
+def faust_reference(
+    settings: Settings, n: int, timeout: float, out: Path, round_: int = 0
+) -> float:
     """Messages/s of a Faust agent that does nothing, over the first ``n`` input messages
-    (``streamer/ops/faust_reference.py``), in a child process like the worker."""
-    env = child_env(settings.replace(web_port=free_port())) | {"SHELFCAST_APP_ID": FAUST_REFERENCE}
-    result, log = out / "faust-reference.json", out / "faust-reference.log"
+    (``streamer/ops/faust_reference.py``), in a child process like the worker. Its app id's
+    leader topic must exist (``reference_id``)."""
+    app_id = reference_id(round_)
+    env = child_env(settings.replace(web_port=free_port())) | {"SHELFCAST_APP_ID": app_id}
+    result, log = out / f"{app_id}.json", out / f"{app_id}.log"
     result.unlink(missing_ok=True)
     with log.open("wb") as sink:
         code = subprocess.run(
@@ -352,8 +367,21 @@ def faust_reference(settings: Settings, n: int, timeout: float, out: Path) -> fl
 @dataclass(frozen=True)
 class _BenchInput:
     replay: list[Produced]  # the backlog, with simulated stock so that orders can raise alerts
-    burst: list[Produced]  # orders within one bucket, produced at once
+    bursts: list[list[Produced]]  # a round's orders within one bucket, produced at once
     probes: list[Produced]  # orders produced at the latency phase's rate
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One burst and the Faust reference run right after it."""
+
+    worker: float  # orders/s from the worker's first processed batch of the burst
+    absorbed: float  # seconds from the first order produced to the last one's effects
+    noop: float  # the Faust reference's messages/s
+
+    @property
+    def ratio(self) -> float:
+        return self.worker / self.noop
 
 
 @dataclass
@@ -364,16 +392,14 @@ class _Measured:
     raw_replay: float = 0.0
     replay_rate: float = 0.0
     closes: str = ""  # the metrics after the replay: its bucket closes
-    offsets: Offsets = field(default_factory=dict)  # the inputs' ends before the burst
-    burst_rate: float = 0.0
-    burst_seconds: float = 0.0  # from the first order produced to the last one's effects
+    offsets: Offsets = field(default_factory=dict)  # the inputs' ends before the first burst
+    rounds: list[_Round] = field(default_factory=list)
     before: str = ""  # the metrics before and after the latency phase
     after: str = ""
     sent: dict[int, float] = field(default_factory=dict)
     achieved: float = 0.0
     alerts: list[tuple[float, bytes]] = field(default_factory=list)
     raw_burst: float = 0.0
-    faust_rate: float = 0.0
 
 
 def _bench_input(path: Path, bench: BenchSettings) -> _BenchInput:
@@ -382,9 +408,11 @@ def _bench_input(path: Path, bench: BenchSettings) -> _BenchInput:
     if not head:
         raise ValueError(f"{path} has no orders in its first {bench.lines} lines")
     replay, _, _ = simulate(head, SimulationSettings())  # stock, so orders can raise alerts
-    more, _ = read_events(path, bench.lines + 3 * (bench.burst + paced))
-    later = probe_orders(more[len(head) :], max(e.ts for e in replay), bench.burst + paced)
-    return _BenchInput(replay, later[: bench.burst], later[bench.burst :])
+    bursts = bench.burst * bench.rounds
+    more, _ = read_events(path, bench.lines + 3 * (bursts + paced))
+    later = probe_orders(more[len(head) :], max(e.ts for e in replay), bursts + paced)
+    cut = range(0, bursts, bench.burst)
+    return _BenchInput(replay, [later[i : i + bench.burst] for i in cut], later[bursts:])
 
 
 def _measure(
@@ -399,7 +427,8 @@ def _measure(
     it compares with. The references read the input from its start, so they run before the
     latency phase, which deletes what the worker committed (``GroupReader``)."""
     inputs = input_topics(settings)
-    with embedded_services(settings, [leader_topic(FAUST_REFERENCE)]) as live:
+    leaders = [leader_topic(reference_id(k)) for k in range(bench.rounds)]
+    with embedded_services(settings, leaders) as live:
         bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
         m = _Measured(n)
         produce(
@@ -410,12 +439,12 @@ def _measure(
         worker = Workers(live, out)
         retention = Retention(mock_cluster(bootstrap))
         try:
-            _throughput_phases(m, live, worker, bench, data, progress, step)
-            m.raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, len(data.burst), m.offsets))
+            _replay_phase(m, live, worker, bench, data, progress, step)
+            for _ in range(bench.rounds):
+                _burst_round(m, live, worker, bench, data, out, progress, step)
+            first = len(data.bursts[0])
+            m.raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, first, m.offsets))
             step(f"burst: bare aiokafka consumer {m.raw_burst:,.0f} messages/s")
-            taken = len(data.replay) + len(data.burst)
-            m.faust_rate = faust_reference(live, taken, bench.timeout, out)
-            step(f"a Faust agent doing nothing: {m.faust_rate:,.0f} messages/s")
             _latency_phase(m, live, worker, retention, bench, data, progress)
         finally:
             retention.close()  # before the broker stops
@@ -423,7 +452,7 @@ def _measure(
     return m
 
 
-def _throughput_phases(
+def _replay_phase(
     m: _Measured,
     live: Settings,
     worker: Workers,
@@ -432,30 +461,50 @@ def _throughput_phases(
     progress: bool,
     step: Callable[[str], None],
 ) -> None:
-    """The worker's replayed backlog, then its burst."""
-    bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
+    """The worker's replayed backlog, and where the inputs end after it."""
     client = redis.Redis.from_url(live.redis.url)
     m.replay_rate = worker_rate(
         client, worker, len(data.replay), bench.timeout, progress=progress, desc="replay"
     )
     step(f"replay: worker {m.replay_rate:,.0f} events/s")
     m.closes = scrape(worker.metrics_urls()[0]).decode()
+    bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
     m.offsets = asyncio.run(end_offsets(bootstrap, input_topics(live), n))
-    burst_started = time.perf_counter()
+
+
+def _burst_round(
+    m: _Measured,
+    live: Settings,
+    worker: Workers,
+    bench: BenchSettings,
+    data: _BenchInput,
+    out: Path,
+    progress: bool,
+    step: Callable[[str], None],
+) -> None:
+    """The next burst through the worker, then the Faust reference over the same number of
+    messages each round: the replay and the first burst."""
+    k = len(m.rounds)
+    burst, before = data.bursts[k], len(data.replay) + k * bench.burst
+    client = redis.Redis.from_url(live.redis.url)
+    started = time.perf_counter()
     # produced in a thread while the worker is watched: it starts on the orders as they
     # arrive, and is timed as the references are, from the first batch it processed
     with ThreadPoolExecutor(1) as pool:
-        producing = pool.submit(
-            lambda: produce(bootstrap, {}, live.kafka.topics, data.burst, progress=False)
-        )
-        done = len(data.replay) + len(data.burst)
-        m.burst_rate = worker_rate(
-            client, worker, done, bench.timeout, len(data.replay), progress, "burst", "--burst",
-            check=lambda: producing.done() and producing.result(),
+        bootstrap, topics = live.kafka.bootstrap_servers, live.kafka.topics
+        producing = pool.submit(lambda: produce(bootstrap, {}, topics, burst, progress=False))
+        rate = worker_rate(
+            client, worker, before + len(burst), bench.timeout, before, progress, "burst",
+            "--burst", check=lambda: producing.done() and producing.result(),
         )  # fmt: skip
-        m.burst_seconds = time.perf_counter() - burst_started
+        absorbed = time.perf_counter() - started
         producing.result()
-    step(f"burst: worker {m.burst_rate:,.0f} events/s, absorbed in {m.burst_seconds:.1f} s")
+    taken = len(data.replay) + len(data.bursts[0])
+    m.rounds.append(_Round(rate, absorbed, faust_reference(live, taken, bench.timeout, out, k)))
+    step(
+        f"burst {k + 1}/{bench.rounds}: worker {rate:,.0f} orders/s (absorbed in "
+        f"{absorbed:.1f} s), a Faust agent doing nothing {m.rounds[-1].noop:,.0f} messages/s"
+    )
 
 
 def _latency_phase(
@@ -483,7 +532,7 @@ def _latency_phase(
         m.sent, m.achieved = produce_paced(
             bootstrap, live.kafka.topics["orders"], data.probes, bench.rate, progress
         )
-        done = len(data.replay) + len(data.burst) + len(data.probes)
+        done = len(data.replay) + bench.burst * bench.rounds + len(data.probes)
         wait_processed(client, worker, done, bench.timeout, False)
     finally:
         trimming.stop()
@@ -533,15 +582,27 @@ def _replay_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
 
 
 def _burst_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
+    """Medians over the rounds; ``rounds`` has each."""
+    worker = statistics.median(r.worker for r in m.rounds)
     return {
-        "orders": len(data.burst),
-        "worker_orders_per_second": round(m.burst_rate),
-        "absorbed_seconds": round(m.burst_seconds, 3),
+        "orders": len(data.bursts[0]),
+        "worker_orders_per_second": round(worker),
+        "absorbed_seconds": round(statistics.median(r.absorbed for r in m.rounds), 3),
         "raw_consume_messages_per_second": round(m.raw_burst),
-        "ratio": round(m.burst_rate / m.raw_burst, 4),
+        "ratio": round(worker / m.raw_burst, 4),
         # the framework's own ceiling: the same micro-batches, no work done with them
-        "faust_noop_messages_per_second": round(m.faust_rate),
-        "ratio_to_faust_noop": round(m.burst_rate / m.faust_rate, 4),
+        "faust_noop_messages_per_second": round(statistics.median(r.noop for r in m.rounds)),
+        # each burst against the reference right after it: the machine's drift cancels
+        "ratio_to_faust_noop": round(statistics.median(r.ratio for r in m.rounds), 4),
+        "rounds": [
+            {
+                "worker_orders_per_second": round(r.worker),
+                "absorbed_seconds": round(r.absorbed, 3),
+                "faust_noop_messages_per_second": round(r.noop),
+                "ratio_to_faust_noop": round(r.ratio, 4),
+            }
+            for r in m.rounds
+        ],
     }
 
 

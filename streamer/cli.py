@@ -317,7 +317,9 @@ def _bench_parser(sub: Subcommands) -> None:
     _number(
         bp, "--lines", int, 60_000, "order lines in the backlog (60000: Dec 2010 to mid-Jan 2011)"
     )
-    _number(bp, "--burst", int, 40_000, "orders produced at once within one bucket (40000)")
+    _number(
+        bp, "--burst", int, 40_000, "orders produced at once within one bucket, each round (40000)"
+    )
     _number(
         bp, "--rounds", int, 3,
         "bursts, each timed against a Faust agent doing nothing run right after it; the "
@@ -817,10 +819,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Measure one worker's throughput and latency on real orders.
 
     On fresh embedded services: a bare aiokafka consumer reads a backlog of real orders (the
-    reference), a worker processes the same backlog (throughput, bucket closes) and a burst,
-    a Faust agent that does nothing reads the same input (the framework's ceiling, a second
-    reference), then orders arrive at a steady rate (produce -> effect and order -> alert
-    latency). Prints JSON and writes OUT/bench.json (docs/benchmark.md). With
+    reference), a worker processes the same backlog (throughput, bucket closes), then
+    --rounds bursts, each followed by the bare consumer reading it and a Faust agent that does
+    nothing reading as much input (the framework's ceiling, a second reference; the ratios
+    are the rounds' medians), then orders arrive at a steady rate (produce -> effect and
+    order -> alert latency). Prints JSON and writes OUT/bench.json (docs/benchmark.md). With
     --close-only, no FILE: N synthetic series resampled from the shipped sample go through the real
     bucket close (Redis, Kafka acknowledged), timed against river's HoltWinters on the same
     series in the same run; the result goes under `close` in OUT/bench.json.

@@ -8,17 +8,18 @@ for a bare aiokafka consumer of the same messages (the reference):
    front: the whole pipeline on real history, every bucket close (learn, forecast, alerts)
    included.
 2. **Burst.** The next ``burst`` real orders, re-timed into the current bucket and produced at
-   once: what a live worker does between two closes. ``rounds`` bursts, each followed by the
-   Faust reference below.
+   once: what a live worker does between two closes. ``rounds`` bursts, each read again by
+   the bare consumer and followed by the Faust reference below.
 3. **Latency.** The next orders at a steady ``rate``, each stamped with its produce time. The
    worker's histogram gives produce -> effect; a consumer of the alerts topic, reading as a
    downstream service would, gives order -> alert received.
 
-After each burst, a Faust agent that does nothing reads the input up to the first burst's end
-(``streamer/ops/faust_reference.py``): the framework's own ceiling, the burst's second
-reference. The burst's ratio to it is the median of the rounds' ratios, each burst against
-the reference run right after it: on a shared machine either rate drifts by a fifth from one
-minute to the next, and a pair taken together drifts alike.
+After each burst, a Faust agent that does nothing reads as many messages from the input's
+beginning as the replay and one burst hold (``streamer/ops/faust_reference.py``): the
+framework's own ceiling, the burst's second reference. The burst's ratios are the medians of
+the rounds' ratios, each burst against the references run right after it: on a shared machine
+either rate drifts by a fifth between phases a minute apart, and each round's phases share
+their minute.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "Offsets",
     "Receiver",
     "alert_latencies",
+    "burst_figures",
     "delta",
     "end_offsets",
     "faust_reference",
@@ -69,6 +71,7 @@ __all__ = [
     "produce_paced",
     "quantile",
     "raw_consume",
+    "reference_id",
     "run_bench",
     "worker_rate",
 ]
@@ -106,8 +109,9 @@ def probe_orders(later: Iterable[Produced], after: float, n: int) -> list[Produc
     orders = [e for e in later if e.role == "orders"][:n]
     if len(orders) < n:
         raise ValueError(
-            f"the file has {len(orders)} orders after the backlog; the latency phase needs "
-            f"{n}: use fewer --lines or a lower --rate or --seconds"
+            f"the file has {len(orders)} orders after the backlog; the bursts and the latency "
+            f"phase need {n}: use fewer --lines, --burst or --rounds, or a lower --rate or "
+            "--seconds"
         )
     end = bucket_start(bucket_of(after, DAY_SECONDS) + 1, DAY_SECONDS)
     start_ms = round(min(after, end - n / 1000 - 1) * 1000)
@@ -372,16 +376,13 @@ class _BenchInput:
 
 
 @dataclass(frozen=True)
-class _Round:
-    """One burst and the Faust reference run right after it."""
+class Round:
+    """One burst, and the references run right after it."""
 
     worker: float  # orders/s from the worker's first processed batch of the burst
     absorbed: float  # seconds from the first order produced to the last one's effects
+    raw: float  # a bare aiokafka consumer's messages/s over the same burst
     noop: float  # the Faust reference's messages/s
-
-    @property
-    def ratio(self) -> float:
-        return self.worker / self.noop
 
 
 @dataclass
@@ -392,14 +393,12 @@ class _Measured:
     raw_replay: float = 0.0
     replay_rate: float = 0.0
     closes: str = ""  # the metrics after the replay: its bucket closes
-    offsets: Offsets = field(default_factory=dict)  # the inputs' ends before the first burst
-    rounds: list[_Round] = field(default_factory=list)
+    rounds: list[Round] = field(default_factory=list)
     before: str = ""  # the metrics before and after the latency phase
     after: str = ""
     sent: dict[int, float] = field(default_factory=dict)
     achieved: float = 0.0
     alerts: list[tuple[float, bytes]] = field(default_factory=list)
-    raw_burst: float = 0.0
 
 
 def _bench_input(path: Path, bench: BenchSettings) -> _BenchInput:
@@ -442,9 +441,6 @@ def _measure(
             _replay_phase(m, live, worker, bench, data, progress, step)
             for _ in range(bench.rounds):
                 _burst_round(m, live, worker, bench, data, out, progress, step)
-            first = len(data.bursts[0])
-            m.raw_burst = asyncio.run(raw_consume(bootstrap, inputs, n, first, m.offsets))
-            step(f"burst: bare aiokafka consumer {m.raw_burst:,.0f} messages/s")
             _latency_phase(m, live, worker, retention, bench, data, progress)
         finally:
             retention.close()  # before the broker stops
@@ -461,15 +457,13 @@ def _replay_phase(
     progress: bool,
     step: Callable[[str], None],
 ) -> None:
-    """The worker's replayed backlog, and where the inputs end after it."""
+    """The worker's replayed backlog."""
     client = redis.Redis.from_url(live.redis.url)
     m.replay_rate = worker_rate(
         client, worker, len(data.replay), bench.timeout, progress=progress, desc="replay"
     )
     step(f"replay: worker {m.replay_rate:,.0f} events/s")
     m.closes = scrape(worker.metrics_urls()[0]).decode()
-    bootstrap, n = live.kafka.bootstrap_servers, live.kafka.partitions
-    m.offsets = asyncio.run(end_offsets(bootstrap, input_topics(live), n))
 
 
 def _burst_round(
@@ -482,10 +476,35 @@ def _burst_round(
     progress: bool,
     step: Callable[[str], None],
 ) -> None:
-    """The next burst through the worker, then the Faust reference over the same number of
-    messages each round: the replay and the first burst."""
+    """The next burst through the worker, then through a bare consumer, then the Faust
+    reference over the same number of messages each round: as many as the replay and one
+    burst hold, from the input's beginning."""
     k = len(m.rounds)
     burst, before = data.bursts[k], len(data.replay) + k * bench.burst
+    bootstrap, n, inputs = live.kafka.bootstrap_servers, live.kafka.partitions, input_topics(live)
+    offsets = asyncio.run(end_offsets(bootstrap, inputs, n))
+    rate, absorbed = _worker_burst(live, worker, bench, burst, before, progress)
+    raw = asyncio.run(raw_consume(bootstrap, inputs, n, len(burst), offsets))
+    taken = len(data.replay) + len(data.bursts[0])
+    m.rounds.append(Round(rate, absorbed, raw, faust_reference(live, taken, bench.timeout, out, k)))
+    step(
+        f"burst {k + 1}/{bench.rounds}: worker {rate:,.0f} orders/s (absorbed in "
+        f"{absorbed:.1f} s), bare consumer {raw:,.0f} messages/s, a Faust agent doing "
+        f"nothing {m.rounds[-1].noop:,.0f} messages/s"
+    )
+
+
+def _worker_burst(
+    live: Settings,
+    worker: Workers,
+    bench: BenchSettings,
+    burst: list[Produced],
+    before: int,
+    progress: bool,
+) -> tuple[float, float]:
+    """The worker's orders/s over ``burst`` from its first processed batch of it, and the
+    seconds from the first order produced to the last one's effects; ``before`` events were
+    done before it."""
     client = redis.Redis.from_url(live.redis.url)
     started = time.perf_counter()
     # produced in a thread while the worker is watched: it starts on the orders as they
@@ -499,12 +518,7 @@ def _burst_round(
         )  # fmt: skip
         absorbed = time.perf_counter() - started
         producing.result()
-    taken = len(data.replay) + len(data.bursts[0])
-    m.rounds.append(_Round(rate, absorbed, faust_reference(live, taken, bench.timeout, out, k)))
-    step(
-        f"burst {k + 1}/{bench.rounds}: worker {rate:,.0f} orders/s (absorbed in "
-        f"{absorbed:.1f} s), a Faust agent doing nothing {m.rounds[-1].noop:,.0f} messages/s"
-    )
+    return rate, absorbed
 
 
 def _latency_phase(
@@ -543,6 +557,8 @@ def _latency_phase(
 def run_bench(
     path: Path, out: Path, settings: Settings, bench: BenchSettings, progress: bool = True
 ) -> dict[str, object]:
+    if bench.rounds < 1:
+        raise ValueError(f"--rounds {bench.rounds}: at least one burst is needed")
     if bench.burst <= settings.kafka.batch_size:
         # timed from the worker's first batch of it, which then does not count
         raise ValueError(
@@ -561,7 +577,7 @@ def run_bench(
         # the whole pipeline on real history: every bucket close included
         "replay": _replay_figures(m, data),
         # orders within one bucket, as a live worker takes them between two closes
-        "burst": _burst_figures(m, data),
+        "burst": burst_figures(m.rounds, len(data.bursts[0])),
         "latency": _latency_figures(m, data, bench),
         "bucket_close": _close_figures(m),
     }
@@ -581,28 +597,32 @@ def _replay_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
     }
 
 
-def _burst_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
-    """Medians over the rounds; ``rounds`` has each."""
-    worker = statistics.median(r.worker for r in m.rounds)
+def burst_figures(rounds: list[Round], orders: int) -> dict[str, object]:
+    """Each round's figures under ``rounds``, and above them their medians: a ratio is the
+    median of the rounds' ratios, each burst against the references of its own round.
+
+    >>> fig = burst_figures([Round(6000, 7, 5e5, 1e4), Round(7000, 6, 4e5, 14000),
+    ...                      Round(9000, 5, 6e5, 12000)], 40_000)
+    >>> fig["worker_orders_per_second"], fig["faust_noop_messages_per_second"]
+    (7000, 12000)
+    >>> fig["ratio_to_faust_noop"], [r["ratio_to_faust_noop"] for r in fig["rounds"]]
+    (0.6, [0.6, 0.5, 0.75])
+    """
+    each = [_round_figures(r) for r in rounds]
+    return {"orders": orders} | {
+        name: statistics.median(e[name] for e in each) for name in each[0]
+    } | {"rounds": each}  # fmt: skip
+
+
+def _round_figures(r: Round) -> dict[str, float]:
     return {
-        "orders": len(data.bursts[0]),
-        "worker_orders_per_second": round(worker),
-        "absorbed_seconds": round(statistics.median(r.absorbed for r in m.rounds), 3),
-        "raw_consume_messages_per_second": round(m.raw_burst),
-        "ratio": round(worker / m.raw_burst, 4),
+        "worker_orders_per_second": round(r.worker),
+        "absorbed_seconds": round(r.absorbed, 3),
+        "raw_consume_messages_per_second": round(r.raw),
+        "ratio": round(r.worker / r.raw, 4),
         # the framework's own ceiling: the same micro-batches, no work done with them
-        "faust_noop_messages_per_second": round(statistics.median(r.noop for r in m.rounds)),
-        # each burst against the reference right after it: the machine's drift cancels
-        "ratio_to_faust_noop": round(statistics.median(r.ratio for r in m.rounds), 4),
-        "rounds": [
-            {
-                "worker_orders_per_second": round(r.worker),
-                "absorbed_seconds": round(r.absorbed, 3),
-                "faust_noop_messages_per_second": round(r.noop),
-                "ratio_to_faust_noop": round(r.ratio, 4),
-            }
-            for r in m.rounds
-        ],
+        "faust_noop_messages_per_second": round(r.noop),
+        "ratio_to_faust_noop": round(r.worker / r.noop, 4),
     }
 
 

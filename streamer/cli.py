@@ -322,8 +322,8 @@ def _bench_parser(sub: Subcommands) -> None:
     )
     _number(
         bp, "--rounds", int, 3,
-        "bursts, each timed against a Faust agent doing nothing run right after it; the "
-        "ratio to it is the rounds' median (3)",
+        "bursts, each timed against a bare consumer and a Faust agent doing nothing run "
+        "right after it; the figures are the rounds' medians (3)",
     )  # fmt: skip
     _number(bp, "--rate", float, 2000.0, "orders/s in the latency phase (2000)")
     _number(bp, "--seconds", float, 15.0, "length of the latency phase (15)")

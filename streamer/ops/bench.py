@@ -90,7 +90,7 @@ class BenchSettings:
     rate: float  # orders/s in the latency phase
     seconds: float  # length of the latency phase
     burst: int  # orders produced at once, within one bucket, in each round
-    rounds: int = 3  # bursts, each timed against the Faust reference run right after it
+    rounds: int = 3  # bursts, each timed against both references run right after it
     timeout: float = 1_800.0
 
 
@@ -607,23 +607,40 @@ def burst_figures(rounds: list[Round], orders: int) -> dict[str, object]:
     (7000, 12000)
     >>> fig["ratio_to_faust_noop"], [r["ratio_to_faust_noop"] for r in fig["rounds"]]
     (0.6, [0.6, 0.5, 0.75])
+    >>> two = [Round(6000, 7, 5e5, 1e4), Round(7001, 6, 4e5, 14000)]
+    >>> burst_figures(two, 40_000)["worker_orders_per_second"]  # between two: a whole rate
+    6500
     """
     each = [_round_figures(r) for r in rounds]
-    return {"orders": orders} | {
-        name: statistics.median(e[name] for e in each) for name in each[0]
-    } | {"rounds": each}  # fmt: skip
+    medians = {name: statistics.median(e[name] for e in each) for name in DIGITS}
+    return {"orders": orders} | _rounded(medians) | {"rounds": [_rounded(e) for e in each]}
+
+
+# the digits a burst figure is reported with: rates in whole messages, ratios to 4 digits
+DIGITS = {
+    "worker_orders_per_second": 0,
+    "absorbed_seconds": 3,
+    "raw_consume_messages_per_second": 0,
+    "ratio": 4,
+    # the framework's own ceiling: the same micro-batches, no work done with them
+    "faust_noop_messages_per_second": 0,
+    "ratio_to_faust_noop": 4,
+}
 
 
 def _round_figures(r: Round) -> dict[str, float]:
     return {
-        "worker_orders_per_second": round(r.worker),
-        "absorbed_seconds": round(r.absorbed, 3),
-        "raw_consume_messages_per_second": round(r.raw),
-        "ratio": round(r.worker / r.raw, 4),
-        # the framework's own ceiling: the same micro-batches, no work done with them
-        "faust_noop_messages_per_second": round(r.noop),
-        "ratio_to_faust_noop": round(r.worker / r.noop, 4),
+        "worker_orders_per_second": r.worker,
+        "absorbed_seconds": r.absorbed,
+        "raw_consume_messages_per_second": r.raw,
+        "ratio": r.worker / r.raw,
+        "faust_noop_messages_per_second": r.noop,
+        "ratio_to_faust_noop": r.worker / r.noop,
     }
+
+
+def _rounded(figures: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, DIGITS[k]) if DIGITS[k] else round(v) for k, v in figures.items()}
 
 
 def _latency_figures(m: _Measured, data: _BenchInput, bench: BenchSettings) -> dict[str, object]:

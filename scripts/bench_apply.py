@@ -36,7 +36,11 @@ from tqdm import tqdm
 from streamer.config.settings import Settings
 from streamer.data import SAMPLE
 from streamer.features.connect import connect, connect_async
-from streamer.features.keys import PREFIX, SERIES_BUCKET_KEYS, is_series_bucket_key
+from streamer.features.keys import (
+    SERIES_BUCKET_KEYS,
+    is_series_bucket_key,
+    series_bucket_pattern,
+)
 from streamer.features.store import FeatureStore, summed_stats
 from streamer.ingest.status import kafka_partition
 from streamer.ops import bench_script
@@ -130,10 +134,9 @@ async def _dedupe_bytes(client: aioredis.Redis) -> dict[str, tuple[int, int]]:
     benchmark leave them out."""
     found: dict[str, tuple[int, int]] = {}
     for name in SERIES_BUCKET_KEYS:
-        pattern = f"{PREFIX}:*:s:*:{name}:*"
         keys = [
             k
-            async for k in client.scan_iter(match=pattern, count=1000)
+            async for k in client.scan_iter(match=series_bucket_pattern(name), count=1000)
             if is_series_bucket_key(k.decode(), name)
         ]
         pipe = client.pipeline(transaction=False)

@@ -24,6 +24,7 @@ __all__ = [
     "part_series_key",
     "partition_prefix",
     "series_base",
+    "series_bucket_pattern",
     "series_key",
 ]
 
@@ -50,9 +51,10 @@ PARTITION_BUCKET_KEYS = ("demand", "revenue", "signals")
 _MARK = "\0"  # stands in for a series name or bucket, to cut a key where the scripts fill one in
 
 
-def partition_prefix(partition: int) -> str:
+def partition_prefix(partition: int | str) -> str:
     """Every key of a partition starts so: its hash tag puts them in one Redis Cluster slot,
-    so each script, which touches one partition, runs on one node."""
+    so each script, which touches one partition, runs on one node. (``"*"``: any partition,
+    in a ``SCAN`` pattern.)"""
     return f"{PREFIX}:{{p{partition}}}:"
 
 
@@ -70,11 +72,13 @@ def bucket_key(partition: int, name: str, bucket: int | str) -> str:
     return part_key(partition, _per_bucket(name, bucket))
 
 
-def series_base(series: str, partition: int) -> str:
+def series_base(series: str, partition: int | str) -> str:
     return f"{partition_prefix(partition)}s:{series}:"
 
 
-def series_key(series: str, partition: int, name: str, bucket: int | str | None = None) -> str:
+def series_key(
+    series: str, partition: int | str, name: str, bucket: int | str | None = None
+) -> str:
     """A key of ``series`` (``SERIES_KEYS``; with a bucket, ``SERIES_BUCKET_KEYS``)."""
     return series_base(series, partition) + (name if bucket is None else _per_bucket(name, bucket))
 
@@ -103,6 +107,17 @@ def lua_keys(partition: int) -> dict[str, object]:
         "stock": SERIES_STOCK,
         "history": SERIES_HISTORY,
     }
+
+
+def series_bucket_pattern(name: str) -> str:
+    """A ``SCAN`` pattern of the per-bucket keys ``name`` of every series and partition: it
+    also matches other keys of a series whose name holds ``:{name}:``, which
+    ``is_series_bucket_key`` tells apart.
+
+    >>> series_bucket_pattern("ids")
+    'shelfcast:{p*}:s:*:ids:*'
+    """
+    return series_key("*", "*", name, "*")
 
 
 def is_series_bucket_key(key: str, name: str) -> bool:

@@ -546,7 +546,7 @@ def _latency_phase(
         m.sent, m.achieved = produce_paced(
             bootstrap, live.kafka.topics["orders"], data.probes, bench.rate, progress
         )
-        done = len(data.replay) + bench.burst * bench.rounds + len(data.probes)
+        done = len(data.replay) + sum(map(len, data.bursts)) + len(data.probes)
         wait_processed(client, worker, done, bench.timeout, False)
     finally:
         trimming.stop()
@@ -597,6 +597,18 @@ def _replay_figures(m: _Measured, data: _BenchInput) -> dict[str, object]:
     }
 
 
+# the digits a burst figure is reported with: rates in whole messages, ratios to 4 digits
+_DIGITS = {
+    "worker_orders_per_second": 0,
+    "absorbed_seconds": 3,
+    "raw_consume_messages_per_second": 0,
+    "ratio": 4,
+    # the framework's own ceiling: the same micro-batches, no work done with them
+    "faust_noop_messages_per_second": 0,
+    "ratio_to_faust_noop": 4,
+}
+
+
 def burst_figures(rounds: list[Round], orders: int) -> dict[str, object]:
     """Each round's figures under ``rounds``, and above them their medians: a ratio is the
     median of the rounds' ratios, each burst against the references of its own round.
@@ -612,20 +624,8 @@ def burst_figures(rounds: list[Round], orders: int) -> dict[str, object]:
     6500
     """
     each = [_round_figures(r) for r in rounds]
-    medians = {name: statistics.median(e[name] for e in each) for name in DIGITS}
+    medians = {name: statistics.median(e[name] for e in each) for name in _DIGITS}
     return {"orders": orders} | _rounded(medians) | {"rounds": [_rounded(e) for e in each]}
-
-
-# the digits a burst figure is reported with: rates in whole messages, ratios to 4 digits
-DIGITS = {
-    "worker_orders_per_second": 0,
-    "absorbed_seconds": 3,
-    "raw_consume_messages_per_second": 0,
-    "ratio": 4,
-    # the framework's own ceiling: the same micro-batches, no work done with them
-    "faust_noop_messages_per_second": 0,
-    "ratio_to_faust_noop": 4,
-}
 
 
 def _round_figures(r: Round) -> dict[str, float]:
@@ -640,7 +640,7 @@ def _round_figures(r: Round) -> dict[str, float]:
 
 
 def _rounded(figures: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, DIGITS[k]) if DIGITS[k] else round(v) for k, v in figures.items()}
+    return {k: round(v, _DIGITS[k]) if _DIGITS[k] else round(v) for k, v in figures.items()}
 
 
 def _latency_figures(m: _Measured, data: _BenchInput, bench: BenchSettings) -> dict[str, object]:

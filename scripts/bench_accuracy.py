@@ -72,7 +72,7 @@ from models.lstm.kinds import Architecture
 from models.lstm.network import Panel, pinball, predict, seasonal_naive
 from models.lstm.registry import Registry
 from models.lstm.trainer import refresh
-from models.oracle import oracle_coverage
+from models.oracle import local_level, oracle_coverage
 from models.quantiles import Points
 from models.rollup import settle
 from models.series import ALL_LOCATIONS
@@ -91,6 +91,7 @@ from streamer.trainer.service import buckets_needed, lstm_config
 
 HORIZON = 7
 ACTIVE_BUCKETS = 56  # as SHELFCAST_ACTIVE_BUCKETS
+LOCAL_LEVEL = 28  # open buckets either side of a point that models.oracle.local_level reads
 SF_MODELS = ("SeasonalNaive", "AutoETS", "CrostonOptimized", "ADIDA")
 TARGETS = {"max_rel_mae": 0.85, "coverage": (0.75, 0.85)}
 
@@ -103,22 +104,56 @@ class Run:
     all: Prequential = field(default_factory=Prequential)
     top: Prequential = field(default_factory=Prequential)
     common: Prequential = field(default_factory=Prequential)
-    # the series (index into Demand.names) and truth of every published point
+    # of every published point: its series (index into Demand.names), bucket, truth and
+    # seasonal naive's absolute error (NaN where it had none)
     codes: list[np.ndarray] = field(default_factory=list)
+    buckets: list[np.ndarray] = field(default_factory=list)
     truths: list[np.ndarray] = field(default_factory=list)
+    naive: list[np.ndarray] = field(default_factory=list)
 
     def keep_truths(self, rows: np.ndarray, settled: Settled) -> None:
         for p in settled.points[PUBLISHED]:
             self.codes.append(rows[p.valid].astype(np.int32))
+            self.buckets.append(np.full(p.valid.sum(), settled.bucket, np.int32))
             self.truths.append(settled.y[p.valid].astype(np.float32))
+            naive = settled.reference.get(p.k)  # none where the fallback issued nothing
+            self.naive.append(
+                np.full(p.valid.sum(), np.nan, np.float32)
+                if naive is None
+                else naive[p.valid].astype(np.float32)
+            )
+
+    def kept(self, name: str) -> np.ndarray:
+        return np.concatenate([np.zeros(0, np.float32), *getattr(self, name)])
 
     def oracle(self, is_top: np.ndarray) -> dict[str, dict[str, float]]:
         """The coverage of each series' own 10% and 90% quantiles of these truths
         (``models.oracle``): what a calibrated band covers on the published points."""
-        codes = np.concatenate([np.zeros(0, np.int32), *self.codes])
-        y = np.concatenate([np.zeros(0, np.float32), *self.truths])
+        codes, y = self.kept("codes").astype(np.int64), self.kept("truths")
         top = is_top[codes]
         return {"all": oracle_coverage(codes, y), "top": oracle_coverage(codes[top], y[top])}
+
+    def local_level(self, d: Demand, closed: set[int], is_top: np.ndarray) -> dict[str, Any]:
+        """MAE of the median and RMSE of the mean of each point's series over the
+        ``LOCAL_LEVEL`` open buckets either side of it (``models.oracle.local_level``), against
+        seasonal naive's and zeros' on the published points, as the tables' ratios are."""
+        codes, y = self.kept("codes").astype(np.int64), self.kept("truths").astype(np.float64)
+        cols = self.kept("buckets").astype(np.int64) - d.first
+        is_open = ~np.isin(np.arange(d.y.shape[1]) + d.first, list(closed))
+        median, mean = local_level(d.y, is_open, codes, cols, LOCAL_LEVEL)
+        naive, top = self.kept("naive").astype(np.float64), is_top[codes]
+        out: dict[str, Any] = {"k": LOCAL_LEVEL}
+        for subset, rows in (("all_series", np.ones(len(y), bool)), ("top", top)):
+            abs_err, sq_err = np.abs(y - median)[rows], ((y - mean) ** 2)[rows]
+            known = ~np.isnan(naive[rows])
+            ref = naive[rows][known]
+            out[subset] = {
+                "mae_vs_seasonal_naive": abs_err[known].sum() / ref.sum(),
+                "rmse_vs_seasonal_naive": math.sqrt(sq_err[known].sum() / (ref**2).sum()),
+                "mae_vs_zeros": abs_err.sum() / np.abs(y[rows]).sum(),
+                "rmse_vs_zeros": math.sqrt(sq_err.sum() / (y[rows] ** 2).sum()),
+            }
+        return out
 
 
 def series_buckets(truth: Truth) -> dict[str, dict[int, float]]:
@@ -781,11 +816,15 @@ def split_head_to_head(
     return mine, pairs
 
 
-def oracle_line(o: dict[str, float]) -> str:
+def oracle_line(o: dict[str, float], level: dict[str, float], k: int) -> str:
     return (
         f"\nA calibrated band on the same points (each series' own 10% and 90% quantiles of "
         f"its truths, models/oracle.py) covers {o['coverage']:.1%} ({o['below_p10']:.1%} "
-        f"below p10, {o['above_p90']:.1%} above p90).\n"
+        f"below p10, {o['above_p90']:.1%} above p90). A forecast that knew each series' "
+        f"demand over the {k} open buckets either side of the day (the day left out: their "
+        f"median as p50, their mean as mean) scores MAE {level['mae_vs_seasonal_naive']:.3f} "
+        f"and RMSE {level['rmse_vs_seasonal_naive']:.3f} x seasonal naive's "
+        f"({level['mae_vs_zeros']:.3f} and {level['rmse_vs_zeros']:.3f} x zeros').\n"
     )
 
 
@@ -794,10 +833,9 @@ def write_outputs(out: Path, data: Path, result: dict[str, Any], n_top: int) -> 
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Accuracy benchmark: {data.name}, horizons 1-{HORIZON}\n"]
-    oracle = result["oracle_p10_p90"]
-    md.append(markdown("All series", result["all_series"]) + oracle_line(oracle["all_series"]))
-    md.append(markdown(f"Top {n_top} series", result[f"top_{n_top}"]))
-    md.append(oracle_line(oracle[f"top_{n_top}"]))
+    oracle, level = result["oracle_p10_p90"], result["oracle_local_level"]
+    for key, title in (("all_series", "All series"), (f"top_{n_top}", f"Top {n_top} series")):
+        md.append(markdown(title, result[key]) + oracle_line(oracle[key], level[key], level["k"]))
     for key, title in (("all_series", "All series"), (f"top_{n_top}", f"Top {n_top} series")):
         md.append(
             markdown(
@@ -861,6 +899,8 @@ def score(args: argparse.Namespace) -> int:
     is_top = np.isin(d.names, top)
     replay(d, truth.closed, cal, is_top, points, run, lstm)
     oracle = run.oracle(is_top)
+    level = run.local_level(d, truth.closed, is_top)
+    level[f"top_{len(top)}"] = level.pop("top")
     result: dict[str, Any] = {
         "data": str(args.data),
         "series": len(demand),
@@ -875,6 +915,7 @@ def score(args: argparse.Namespace) -> int:
     result |= {
         "lstm_refreshes": lstm.refreshes if lstm else None,
         "oracle_p10_p90": {"all_series": oracle["all"], f"top_{len(top)}": oracle["top"]},
+        "oracle_local_level": level,
     }
     if sf_sums:
         result[f"top_{len(top)}_vs_statsforecast"], result["targets"] = vs_statsforecast(

@@ -11,8 +11,8 @@ Both read the bank's shared ``Recent`` window and keep nothing of their own.
 >>> means, ready = SeasonalNaive(3).forecast(close_of(3, horizon=4), r)
 >>> means.tolist(), ready.tolist()
 ([[2.0, 3.0, 4.0, 2.0]], [True])
->>> MovingAverage(2).forecast(close_of(3, horizon=2), r)[0].tolist()
-[[3.5, 3.5]]
+>>> MovingAverage(window=3, sample=2).forecast(close_of(3, horizon=2), r)[0].tolist()
+[[[3.0, 3.0, 3.0, 4.0], [3.0, 3.0, 3.0, 4.0]]]
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from models.base import SEASON, Close, State
+from models.quantiles import LEVELS
 from models.recent import Recent
 
-__all__ = ["MovingAverage", "SeasonalNaive"]
+__all__ = ["MovingAverage", "SeasonalNaive", "sample_quantiles"]
 
 
 class _Stateless:
@@ -62,15 +63,45 @@ class SeasonalNaive(_Stateless):
 
 
 class MovingAverage(_Stateless):
-    """Flat forecast at the mean of the last ``window`` open buckets."""
+    """A flat forecast at the mean of the last ``window`` open buckets, with the 10%, 50% and
+    90% quantiles of the last ``sample`` of them: the recent days as a sample of each of the
+    next.
+
+    The sample's own quantiles, not a band around the mean: on intermittent demand the median
+    of the last weeks is 0 on most days while the mean is not, and on the full year the median
+    of the last 14 open days alone scored a lower MAE than the combination of all the bank's
+    models had. A shorter sample than the mean's follows a change of level sooner, which the
+    median can afford and the mean, read for squared error, cannot (docs/accuracy.md, "The
+    moving average's own quantiles").
+    """
 
     name = "moving_average"
-    version = "3"
+    version = "4"
+    own_quantiles = True
 
-    def __init__(self, window: int = 28) -> None:
-        self.window = window
+    def __init__(self, window: int = 28, sample: int = 14) -> None:
+        self.window, self.sample = window, sample
 
     def forecast(self, close: Close, features: Recent) -> tuple[np.ndarray, np.ndarray]:
         mean = np.maximum(features.mean(self.window), 0.0)
         ready = ~np.isnan(mean)
-        return np.repeat(mean[:, None], close.horizon, axis=1), ready
+        quantiles = sample_quantiles(features.last(self.sample), LEVELS)
+        steps = np.concatenate([mean[:, None], quantiles], axis=1)
+        return np.repeat(steps[:, None, :], close.horizon, axis=1), ready
+
+
+def sample_quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Each row's quantiles ``[n, len(levels)]`` of its values ``[n, k]`` (NaN: none), by the
+    inverted CDF: the smallest value with at least that share of the row at or below it, a
+    count that sold. NaN for a row without values.
+
+    >>> sample_quantiles(np.array([[0, 0, 0, 5, 9], [2, 1, np.nan, np.nan, np.nan]]),
+    ...                  np.array([0.1, 0.5, 0.9])).tolist()
+    [[0.0, 0.0, 9.0], [1.0, 1.0, 2.0]]
+    """
+    ordered = np.sort(values, axis=1)  # NaN last
+    n = np.sum(~np.isnan(values), axis=1)
+    # the smallest k with k / n >= level; the epsilon keeps 0.9 * 10 from rounding up
+    k = np.ceil(levels[None, :] * n[:, None] - 1e-9).astype(np.int64) - 1
+    picked = np.take_along_axis(ordered, np.clip(k, 0, values.shape[1] - 1), axis=1)
+    return np.where(n[:, None] > 0, picked, np.nan)

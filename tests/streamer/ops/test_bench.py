@@ -250,7 +250,8 @@ def test_the_accuracy_benchmark_scores_any_orders_file_as_it_scores_online_retai
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         result = json.loads((tmp_path / name / "accuracy.json").read_text())
-        tables[name] = (result["all_series"], result["top_50"], result["oracle_p10_p90"])
+        tables[name] = (result["all_series"], result["top_50"], result["oracle_p10_p90"],
+                        result["oracle_local_level"])  # fmt: skip
         heads[name] = result["all_series_head_to_head"]
     assert tables["own"] == tables["retail"] and heads["own"] == heads["retail"]
     # the published forecast on each model's points: where the model forecast every row the
@@ -267,6 +268,9 @@ def test_the_accuracy_benchmark_scores_any_orders_file_as_it_scores_online_retai
         )
     # count data: a calibrated band holds the atoms too, so it covers at least 80%
     assert tables["own"][2]["all_series"]["coverage"] >= 0.8
+    # knowing the weeks around each day, the median beats seasonal naive and the mean zeros
+    level = tables["own"][3]["all_series"]
+    assert level["mae_vs_seasonal_naive"] < 1 and level["rmse_vs_zeros"] < 1
     assert any(row["model"] == "published" and row["points"] > 10_000 for row in tables["own"][0])
 
 

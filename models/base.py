@@ -124,8 +124,9 @@ class Forecaster(Protocol):
     ``forecast`` returns means ``[n, horizon]`` and a boolean ``[n]`` saying which rows are
     ready; rows not ready carry NaN. The bank gives these means quantiles from their errors
     (``models.quantiles.Bands``). A model with ``own_quantiles`` returns (mean, p10, p50, p90)
-    ``[n, horizon, 4]`` instead (a global model trained for them) and keeps them: the bank
-    then keeps no band of errors for it (``models.quantiles.Scored``). ``features`` is the
+    ``[n, horizon, 4]`` instead (a global model trained for them, the moving average's
+    sample) and keeps them: the bank then keeps no band of errors for it
+    (``models.quantiles.Scored``). ``features`` is the
     bank's shared ``Recent`` window, as of the close (``learn`` sees it before the close's
     demand is added, ``forecast`` after).
     """

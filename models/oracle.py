@@ -33,9 +33,11 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from models.quantiles import inverted_cdf_rank
+
 __all__ = ["local_level", "oracle_coverage"]
 
-CHUNK = 1 << 19  # points a pass: their windows as float32, a few hundred MB at most
+CHUNK = 1 << 19  # points a pass: their windows, float32, are 2**19 x (2k + 1) x 4 bytes
 
 
 def oracle_coverage(codes: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -47,9 +49,8 @@ def oracle_coverage(codes: np.ndarray, y: np.ndarray) -> dict[str, float]:
     codes, y = codes[order], y[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     sizes = np.diff(np.r_[starts, len(codes)])
-    # the smallest k with (k + 1) / n >= q; the epsilon keeps 0.9 * 10 from rounding up
-    lo = y[starts + np.ceil(0.1 * sizes - 1e-9).astype(np.int64) - 1]
-    hi = y[starts + np.ceil(0.9 * sizes - 1e-9).astype(np.int64) - 1]
+    rank = inverted_cdf_rank(np.array([0.1, 0.9]), sizes)
+    lo, hi = y[starts + rank[:, 0]], y[starts + rank[:, 1]]
     lo, hi = np.repeat(lo, sizes), np.repeat(hi, sizes)
     return {
         "coverage": float(np.mean((y >= lo) & (y <= hi))),
@@ -62,7 +63,9 @@ def local_level(
     y: np.ndarray, is_open: np.ndarray, rows: np.ndarray, cols: np.ndarray, k: int = 28
 ) -> tuple[np.ndarray, np.ndarray]:
     """The median and the mean ``[n]`` of ``y [series, bucket]`` over the ``k`` open buckets
-    either side of each point (``rows``, ``cols``: an open bucket), the point left out.
+    either side of each point (``rows``, ``cols``: an open bucket), the point left out: fewer
+    near either end of ``y``, and zeros where the series did not trade (before its first
+    order, after its last). The median of an even count averages its two middle values.
 
     >>> y = np.array([[0.0, 4.0, 0.0, 2.0, 9.0, 6.0]])
     >>> is_open = np.array([True, True, True, False, True, True])
@@ -70,6 +73,8 @@ def local_level(
     >>> median.tolist(), mean.tolist()  # bucket 3 is closed: 4 and 9 are bucket 2's neighbours
     ([6.5, 3.0], [6.5, 3.0])
     """
+    if not is_open[cols].all():
+        raise ValueError("local_level scores open buckets only: a closed one has no demand")
     open_cols = np.flatnonzero(is_open)
     position = np.cumsum(is_open) - 1  # of an open bucket among the open ones
     padded = np.pad(y[:, open_cols].astype(np.float32), ((0, 0), (k, k)), constant_values=np.nan)
@@ -79,5 +84,9 @@ def local_level(
         part = slice(start, start + CHUNK)
         w = windows[rows[part], position[cols[part]]]  # a copy: the view's rows picked
         w[:, k] = np.nan
-        median[part], mean[part] = np.nanmedian(w, axis=1), np.nanmean(w, axis=1)
+        w.sort(axis=1)  # NaN last: np.nanmedian's masked sort is ten times slower
+        n = np.sum(~np.isnan(w), axis=1)
+        middle = np.take_along_axis(w, np.stack([(n - 1) // 2, n // 2], axis=1), axis=1)
+        median[part] = middle.mean(axis=1)
+        mean[part] = np.nansum(w, axis=1) / n
     return median, mean

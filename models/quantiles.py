@@ -50,6 +50,7 @@ __all__ = [
     "Scored",
     "from_half",
     "in_order",
+    "inverted_cdf_rank",
     "pinball",
     "summed_pinball",
     "to_half",
@@ -385,6 +386,20 @@ class Bands(Scored):
         out[:, closed, :] = 0.0
         out[~ready] = np.nan
         return out
+
+
+def inverted_cdf_rank(levels: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The position ``[len(n), len(levels)]``, in a sorted sample of ``n`` values, of each
+    level's quantile by the inverted CDF (numpy's ``method="inverted_cdf"``): the smallest
+    ``k`` with ``(k + 1) / n >= level``, so a value of the sample, a count that sold. -1 for an
+    empty sample.
+
+    >>> inverted_cdf_rank(LEVELS, np.array([10, 3, 0])).tolist()
+    [[0, 4, 8], [0, 1, 2], [-1, -1, -1]]
+    """
+    # a level times a count can land a hair above a whole number in floating point: that
+    # must not take the next value
+    return np.ceil(np.multiply.outer(n, levels) - 1e-9).astype(np.int64) - 1
 
 
 def in_order(quantiles: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -123,27 +123,30 @@ class Run:
                 else naive[p.valid].astype(np.float32)
             )
 
-    def kept(self, name: str) -> np.ndarray:
-        return np.concatenate([np.zeros(0, np.float32), *getattr(self, name)])
+    def kept(self, name: str, dtype: type = np.float32) -> np.ndarray:
+        return np.concatenate([np.zeros(0, dtype), *getattr(self, name)])
 
     def oracle(self, is_top: np.ndarray) -> dict[str, dict[str, float]]:
         """The coverage of each series' own 10% and 90% quantiles of these truths
         (``models.oracle``): what a calibrated band covers on the published points."""
-        codes, y = self.kept("codes").astype(np.int64), self.kept("truths")
+        codes, y = self.kept("codes", np.int32), self.kept("truths")
         top = is_top[codes]
         return {"all": oracle_coverage(codes, y), "top": oracle_coverage(codes[top], y[top])}
 
-    def local_level(self, d: Demand, closed: set[int], is_top: np.ndarray) -> dict[str, Any]:
+    def level_scores(
+        self, d: Demand, closed: set[int], is_top: np.ndarray, top_key: str
+    ) -> dict[str, Any]:
         """MAE of the median and RMSE of the mean of each point's series over the
         ``LOCAL_LEVEL`` open buckets either side of it (``models.oracle.local_level``), against
-        seasonal naive's and zeros' on the published points, as the tables' ratios are."""
-        codes, y = self.kept("codes").astype(np.int64), self.kept("truths").astype(np.float64)
-        cols = self.kept("buckets").astype(np.int64) - d.first
+        seasonal naive's and zeros' on the published points, as the tables' ratios are: over
+        all series and the top ones (``top_key``)."""
+        codes, y = self.kept("codes", np.int32), self.kept("truths").astype(np.float64)
+        cols = self.kept("buckets", np.int32) - d.first
         is_open = ~np.isin(np.arange(d.y.shape[1]) + d.first, list(closed))
         median, mean = local_level(d.y, is_open, codes, cols, LOCAL_LEVEL)
         naive, top = self.kept("naive").astype(np.float64), is_top[codes]
         out: dict[str, Any] = {"k": LOCAL_LEVEL}
-        for subset, rows in (("all_series", np.ones(len(y), bool)), ("top", top)):
+        for subset, rows in (("all_series", np.ones(len(y), bool)), (top_key, top)):
             abs_err, sq_err = np.abs(y - median)[rows], ((y - mean) ** 2)[rows]
             known = ~np.isnan(naive[rows])
             ref = naive[rows][known]
@@ -899,8 +902,7 @@ def score(args: argparse.Namespace) -> int:
     is_top = np.isin(d.names, top)
     replay(d, truth.closed, cal, is_top, points, run, lstm)
     oracle = run.oracle(is_top)
-    level = run.local_level(d, truth.closed, is_top)
-    level[f"top_{len(top)}"] = level.pop("top")
+    level = run.level_scores(d, truth.closed, is_top, f"top_{len(top)}")
     result: dict[str, Any] = {
         "data": str(args.data),
         "series": len(demand),

@@ -4,6 +4,7 @@ what the atoms of count data add to 80%) and the local level around each day."""
 import numpy as np
 import pytest
 
+import models.oracle
 from models.oracle import local_level, oracle_coverage
 
 
@@ -32,7 +33,10 @@ def test_continuous_truths_are_covered_80_percent_and_intermittent_ones_more() -
     assert out["below_p10"] == 0.0 and out["coverage"] > 0.85
 
 
-def test_the_local_level_reads_the_open_neighbours_either_side_and_leaves_the_day_out() -> None:
+def test_the_local_level_reads_the_open_neighbours_either_side_and_leaves_the_day_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(models.oracle, "CHUNK", 7)  # points in several passes
     rng = np.random.default_rng(2)
     y = rng.poisson(2.0, (6, 40)).astype(float)
     is_open = rng.random(40) > 0.2
@@ -45,3 +49,6 @@ def test_the_local_level_reads_the_open_neighbours_either_side_and_leaves_the_da
         around = [*open_cols[max(at - 3, 0) : at], *open_cols[at + 1 : at + 4]]
         assert median[i] == np.median(y[r, around])  # counts: exact in float32
         assert mean[i] == pytest.approx(np.mean(y[r, around]), rel=1e-6)
+
+    with pytest.raises(ValueError, match="open buckets only"):
+        local_level(y, is_open, np.array([0]), np.flatnonzero(~is_open)[:1], k=3)

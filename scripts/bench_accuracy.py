@@ -147,14 +147,18 @@ class Run:
         naive, top = self.kept("naive").astype(np.float64), is_top[codes]
         out: dict[str, Any] = {"k": LOCAL_LEVEL}
         for subset, rows in (("all_series", np.ones(len(y), bool)), (top_key, top)):
-            abs_err, sq_err = np.abs(y - median)[rows], ((y - mean) ** 2)[rows]
+            abs_err, sq_err, truth = np.abs(y - median)[rows], ((y - mean) ** 2)[rows], y[rows]
             known = ~np.isnan(naive[rows])
             ref = naive[rows][known]
+            ratios = {
+                **references(abs_err[known].sum(), sq_err[known].sum(), 0.0, ref.sum(),
+                             (ref**2).sum(), "seasonal_naive"),
+                **references(abs_err.sum(), sq_err.sum(), 0.0, np.abs(truth).sum(),
+                             (truth**2).sum(), "zeros"),
+            }  # fmt: skip
+            # a point forecast: its pinball loss is half its absolute error, not scored apart
             out[subset] = {
-                "mae_vs_seasonal_naive": abs_err[known].sum() / ref.sum(),
-                "rmse_vs_seasonal_naive": math.sqrt(sq_err[known].sum() / (ref**2).sum()),
-                "mae_vs_zeros": abs_err.sum() / np.abs(y[rows]).sum(),
-                "rmse_vs_zeros": math.sqrt(sq_err.sum() / (y[rows] ** 2).sum()),
+                k.removeprefix("rel_"): v for k, v in ratios.items() if "pinball" not in k
             }
         return out
 

@@ -1,4 +1,4 @@
-"""The moving average: its window's mean and the window's own quantiles."""
+"""The moving average: the mean of its window and the quantiles of its recent sample."""
 
 import numpy as np
 
